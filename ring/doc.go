@@ -1,0 +1,125 @@
+// Package ring is a lock-free single-producer single-consumer byte ring in a
+// shared arena: one process writes variable-length records, another reads
+// them in order, with no system call and no allocation per record while both
+// are busy.
+//
+// # Model
+//
+// A ring occupies Size(capacity) bytes of an arena: a 384-byte header and a
+// data area of capacity bytes, a power of two. One process lays it out with
+// [Init] (usually in the init function of [shm.Arena.Region]); every process
+// that uses it calls [Attach]. The writing process opens the producer end
+// ([Ring.Producer]) and the reading process the consumer end
+// ([Ring.Consumer]); each end records its process's owner token in the
+// header, so that a waiting side can tell that its peer died ([ErrPeerDead]).
+//
+// Positions (tail, read, head) are byte counts since Init, never wrapped;
+// position p lives at data offset p & (capacity-1).
+//
+// # Layout (format: changing it changes the arena layout version)
+//
+//	off+0    ┌──────────┬──────────┬──────────┬──────────┬────────┬────────┐
+//	         │ magic u64│ cap u64  │ prodTok  │ consTok  │ lock 8 │ pad 32 │  written at Init / on open
+//	off+64   ├──────────┴──────────┼──────────┴──────────┴────────┴────────┤
+//	         │ dataReady Event (8) │ spaceFree Event (8) │ pad 48           │  written by sleepers only
+//	off+128  ├─────────────────────┴──────────────────────────────────────────┤
+//	         │ tail u64 (producer)                           │ pad 120        │
+//	off+256  ├───────────────────────────────────────────────────────────────┤
+//	         │ read u64 (consumer) │ head u64 (consumer)    │ pad 112        │
+//	off+384  ├───────────────────────────────────────────────────────────────┤
+//	         │ data: capacity bytes of records, 8-byte aligned               │
+//	         └───────────────────────────────────────────────────────────────┘
+//
+// A record is an 8-byte header word followed by its payload, padded to a
+// multiple of 8 bytes:
+//
+//	┌────────────────────────────┬─────────────┬─────────────┬─────────────┐
+//	│ length u32 (bit 31: pad)   │ type u32    │ payload     │ zero pad    │
+//	│ 8 + len(payload)           │ caller's    │ len bytes   │ to 8 bytes  │
+//	└────────────────────────────┴─────────────┴─────────────┴─────────────┘
+//	 └───── one little-endian u64, stored atomically ─────┘
+//
+// The header is one atomic 64-bit word: length | type<<32. The length of an
+// ordinary record counts the header, so a committed header is never zero,
+// even for an empty payload of type 0; a zero word means "nothing committed
+// here yet". A padding record has bit 31 of its length set, type 0, and its
+// length is the number of bytes it covers (a multiple of 8, at least 8).
+//
+// Wrap rule: a record never crosses the end of the data area. When the next
+// record does not fit between the tail and the end, the producer first
+// commits a padding record covering the rest of the lap, then writes the
+// record at offset 0. A record whose aligned size exceeds the capacity
+// returns [ErrTooLarge].
+//
+// # Who writes what
+//
+//   - tail: the producer only. It is advanced over a record's bytes (the
+//     claim) before any of them is written.
+//   - record bytes in [head, tail): the producer writes the payload, then
+//     stores the header word (commit). Unblock, or a newly opened producer,
+//     may store a padding header over an uncommitted claim of a dead
+//     producer (under the ring's recovery lock, so one at a time).
+//   - read and head: the consumer only. After delivering a batch it stores
+//     read past it, zeroes the batch's bytes, then stores head past it.
+//     The producer never writes at or beyond head + capacity.
+//   - producer/consumer tokens: the opening end, by CAS; the event words:
+//     see [shm.Event].
+//
+// # Memory order
+//
+// All shared words are sync/atomic typed atomics (sequentially consistent).
+// Payload bytes are written plainly before the release store of their header
+// word and read plainly after the acquiring load that observed it: Commit
+// synchronizes before the delivery of the record. The consumer's zeroing is
+// plain, before the release store of head; the producer writes into space
+// only after an acquiring load of head that covers it, so it always finds
+// zeros there. The producer caches head and reloads it only when the cached
+// value says the ring is full; the consumer caches tail (used only to bound
+// headers) the same way. Sleeps use [shm.Event]: a side announces, re-checks
+// its condition, then sleeps; the other side makes the condition true (the
+// header or head store) before it loads the waiter count, so a wake costs a
+// system call only when somebody sleeps, and none is lost.
+//
+// Why a recoverer may run while the consumer consumes: it walks the records
+// from read towards tail, loading each header and then read again. The
+// consumer stores read past a record before zeroing it, so a header that the
+// recoverer saw zeroed is always followed by a reload of read past it, and the
+// walk restarts; a zero header with read still at or below it is the
+// uncommitted claim (nothing after a claim is committed: the producer commits
+// in order), which the consumer cannot pass, so nothing else writes it.
+//
+// # Crashes
+//
+// What a producer killed at each step leaves behind:
+//
+//   - before storing tail: nothing; the claim did not happen.
+//   - after storing tail, before or while writing the payload: a zero header
+//     at the claim's start and garbage behind it. The consumer stops there
+//     (Read returns ErrPeerDead once it sees the producer dead); [Ring.Unblock]
+//     or the next [Ring.Producer] commits the claim as padding, which the
+//     consumer skips and zeroes.
+//   - after the header store: a whole record, delivered normally.
+//
+// A consumer killed after storing read but before zeroing leaves consumed,
+// unzeroed bytes below read; the next [Ring.Consumer] zeroes them and
+// publishes head. A consumer killed before storing read leaves its batch
+// undelivered as far as the ring knows: the next consumer gets it again
+// (at least once across a consumer's death).
+//
+// A process killed while announced on an Event costs one wasted wake system
+// call per commit until the ring is reset; a process killed holding the
+// recovery lock is taken over by the next locker ([shm.Lock]).
+//
+// A corrupt header (a length out of range, a record crossing the end or
+// beyond tail) makes Poll and Read return [ErrCorrupt], sticky, without
+// moving past it or modifying anything.
+//
+// # Caveats
+//
+// A Producer and a Consumer are each used by one goroutine at a time; a ring
+// has one of each at a time (ErrBusy guards against a second live process,
+// not against two handles in one process). The payload passed to Poll's and
+// Read's callback is the ring's own memory: it is valid only during the call.
+// The race detector does not see arena memory; the ring is proven by the
+// model, fuzz and cross-process tests of this package.
+package ring

@@ -1,0 +1,646 @@
+package ring
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/cluster2/cluster2/shm"
+)
+
+// Format constants: changing any of them, or the header struct, changes the
+// ring layout (and so the arena's layout version).
+const (
+	// HeaderSize is the size of a ring's header, in front of its data.
+	HeaderSize = 384
+
+	// RecordHeaderSize is the size of the header in front of every record.
+	RecordHeaderSize = 8
+
+	// Align is the alignment of every record in the data area.
+	Align = 8
+
+	// MinCapacity and MaxCapacity bound a ring's data capacity, which must be
+	// a power of two.
+	MinCapacity = 64
+	MaxCapacity = 1 << 30
+
+	// magic marks an initialized ring: "CL2RING1" little-endian.
+	magic uint64 = 0x31474e4952324c43
+
+	// padFlag, in the length word of a record header, marks a padding record:
+	// bytes the consumer skips.
+	padFlag = 1 << 31
+)
+
+// Defaults of Options.
+const (
+	DefaultSpin      = 2000
+	DefaultPeerCheck = 50 * time.Millisecond
+)
+
+// header is the ring's first HeaderSize bytes: three 128-byte lines, so that
+// the producer's and the consumer's hot words never share a cache line (nor an
+// adjacent-line prefetch pair). See the package doc for the diagram.
+type header struct {
+	magic    uint64        // written once by Init, before the offset is shared
+	capacity uint64        // written once by Init: data bytes, a power of two
+	producer atomic.Uint32 // token of the producer end's process; 0: none. CAS by the attaching producer
+	consumer atomic.Uint32 // token of the consumer end's process; 0: none. CAS by the attaching consumer
+	recovery shm.Lock      // serializes Unblock and producer attach (the writers of uncommitted headers)
+	_        [32]byte      // keep the event words on their own half line
+
+	dataReady shm.Event // the consumer sleeps on it when empty; the producer wakes it after a commit
+	spaceFree shm.Event // the producer sleeps on it when full; the consumer wakes it after freeing space
+	_         [48]byte
+
+	tail atomic.Uint64 // written by the producer only: end of the claimed bytes (monotonic position)
+	_    [120]byte
+
+	read atomic.Uint64 // written by the consumer only: records below are consumed (monotonic)
+	head atomic.Uint64 // written by the consumer only: bytes below are consumed and zeroed; head <= read
+	_    [112]byte
+}
+
+// Options tunes the waits of a Producer or Consumer. The zero value takes the
+// defaults.
+type Options struct {
+	// Spin is how many times a waiting end re-checks the ring before it
+	// announces itself and sleeps on the futex. 0 means DefaultSpin; a
+	// negative value never spins (every wait sleeps).
+	Spin int
+
+	// PeerCheck is how long one futex sleep lasts at most: after each sleep
+	// that ended without progress the waiter checks whether the other end's
+	// process still lives, and whether its context ended (a context without
+	// a deadline is only noticed at this period). 0 means DefaultPeerCheck.
+	PeerCheck time.Duration
+}
+
+func (o *Options) withDefaults() Options {
+	var v Options
+	if o != nil {
+		v = *o
+	}
+	switch {
+	case v.Spin == 0:
+		v.Spin = DefaultSpin
+	case v.Spin < 0:
+		v.Spin = 0
+	}
+	if v.PeerCheck <= 0 {
+		v.PeerCheck = DefaultPeerCheck
+	}
+	return v
+}
+
+// String returns a one-line description of the options.
+func (o Options) String() string {
+	return fmt.Sprintf("ring.Options{Spin: %d, PeerCheck: %v}", o.Spin, o.PeerCheck)
+}
+
+// Ring is this process's view of a ring in an arena. It holds no state of its
+// own beyond the mapping, so any number of processes may hold a Ring for the
+// same offset; a Ring may be copied and is safe for concurrent use, but a ring
+// has one Producer and one Consumer at a time (see [Ring.Producer]).
+type Ring struct {
+	a     *shm.Arena
+	h     *header
+	words []atomic.Uint64 // the data area as 8-byte words: record headers
+	data  []byte          // the data area as bytes: payloads
+	cap   uint64
+	mask  uint64
+}
+
+// Size returns the number of arena bytes a ring of the given data capacity
+// occupies (header included). Init checks the capacity.
+func Size(capacity int) int64 { return HeaderSize + int64(capacity) }
+
+func checkCapacity(capacity uint64) bool {
+	return capacity >= MinCapacity && capacity <= MaxCapacity && capacity&(capacity-1) == 0
+}
+
+// Init lays a new, empty ring of capacity data bytes (a power of two) over
+// the Size(capacity) arena bytes at off (64-byte aligned, as Region and Alloc
+// return), erasing whatever was there. Call it once, before the offset is
+// handed to other processes (for example in the init function of
+// [shm.Arena.Region], whose publication then orders it before every Attach).
+func Init(a *shm.Arena, off shm.Off, capacity int) (*Ring, error) {
+	c := uint64(capacity)
+	if capacity < 0 || !checkCapacity(c) {
+		return nil, fmt.Errorf("%w: capacity %d is not a power of two in [%d, %d]", ErrBadConfig, capacity, MinCapacity, MaxCapacity)
+	}
+	if off%shm.CacheLine != 0 || !a.Contains(off, uint64(Size(capacity))) {
+		return nil, fmt.Errorf("%w: %d bytes at %d do not fit the arena", ErrBadConfig, Size(capacity), off)
+	}
+	clear(a.Bytes(off, int(Size(capacity))))
+	h := shm.Ptr[header](a, off)
+	h.capacity = c
+	h.magic = magic
+	return bind(a, off, h), nil
+}
+
+// Attach returns the ring that Init laid at off. A header that is not a
+// ring's, or whose capacity or positions are impossible, returns ErrCorrupt.
+func Attach(a *shm.Arena, off shm.Off) (*Ring, error) {
+	if off%shm.CacheLine != 0 || !a.Contains(off, HeaderSize) {
+		return nil, fmt.Errorf("%w: no room for a ring header at %d", ErrCorrupt, off)
+	}
+	h := shm.Ptr[header](a, off)
+	if h.magic != magic {
+		return nil, fmt.Errorf("%w: bad magic %#x at %d", ErrCorrupt, h.magic, off)
+	}
+	if !checkCapacity(h.capacity) || !a.Contains(off, HeaderSize+h.capacity) {
+		return nil, fmt.Errorf("%w: capacity %d at %d", ErrCorrupt, h.capacity, off)
+	}
+	head, read, tail := h.head.Load(), h.read.Load(), h.tail.Load()
+	if head > read || read > tail || tail-head > h.capacity {
+		return nil, fmt.Errorf("%w: positions head %d, read %d, tail %d", ErrCorrupt, head, read, tail)
+	}
+	return bind(a, off, h), nil
+}
+
+func bind(a *shm.Arena, off shm.Off, h *header) *Ring {
+	dataOff := off + HeaderSize
+	n := int(h.capacity)
+	return &Ring{
+		a:     a,
+		h:     h,
+		words: shm.Slice[atomic.Uint64](a, dataOff, n/8),
+		data:  a.Bytes(dataOff, n),
+		cap:   h.capacity,
+		mask:  h.capacity - 1,
+	}
+}
+
+// Cap returns the ring's data capacity in bytes.
+func (r *Ring) Cap() int { return int(r.cap) }
+
+// MaxPayload returns the largest payload a record of this ring can carry.
+func (r *Ring) MaxPayload() int { return int(r.cap) - RecordHeaderSize }
+
+// Len returns the bytes claimed by the producer and not yet consumed
+// (headers, padding and records being written included). It is a snapshot.
+func (r *Ring) Len() int {
+	read := r.h.read.Load()
+	return int(r.h.tail.Load() - read)
+}
+
+// ProducerToken and ConsumerToken return the owner generations ([shm.Proc.Token])
+// of the processes that last opened each end, or 0.
+func (r *Ring) ProducerToken() uint32 { return r.h.producer.Load() }
+
+// ConsumerToken: see ProducerToken.
+func (r *Ring) ConsumerToken() uint32 { return r.h.consumer.Load() }
+
+// Reset empties the ring and forgets both ends. Call it only when no process
+// uses either end (for example after both died); it is not synchronized with
+// a live producer or consumer.
+func (r *Ring) Reset() {
+	clear(r.data)
+	r.h.tail.Store(0)
+	r.h.read.Store(0)
+	r.h.head.Store(0)
+	r.h.producer.Store(0)
+	r.h.consumer.Store(0)
+}
+
+// Unblock turns the record that a dead producer claimed but never committed
+// into padding, so that the consumer moves past it, and reports whether there
+// was one. Call it (from the consumer's process or the master) once the
+// producer is known dead, before a new producer is attached; attaching a
+// producer does the same by itself. It does nothing and returns false while
+// the producer's process lives. It may run concurrently with the consumer:
+// see the package doc for why that is safe. A record header found out of
+// range returns ErrCorrupt.
+func (r *Ring) Unblock(ctx context.Context) (bool, error) {
+	p, err := r.a.Self()
+	if err != nil {
+		return false, fmt.Errorf("ring: unblock: %w", err)
+	}
+	if _, err := r.h.recovery.Lock(ctx, p); err != nil {
+		return false, fmt.Errorf("ring: unblock: %w", err)
+	}
+	defer r.h.recovery.Unlock(p)
+	if tok := r.h.producer.Load(); tok != 0 && r.a.Alive(tok) {
+		return false, nil
+	}
+	return r.recoverClaim()
+}
+
+// recoverClaim finds the claimed but uncommitted bytes, if any, and commits
+// them as padding. The caller holds the recovery lock and no live producer
+// writes: the only other writer is the consumer, which consumes committed
+// records and zeroes them after storing read past them.
+func (r *Ring) recoverClaim() (bool, error) {
+	tail := r.h.tail.Load()
+restart:
+	q := r.h.read.Load()
+	for q < tail {
+		if tail-q > r.cap {
+			return false, fmt.Errorf("%w: read %d is %d bytes behind tail", ErrCorrupt, q, tail-q)
+		}
+		i := q & r.mask
+		w := r.words[i>>3].Load()
+		// seq-cst: the consumer stores read past a record before it zeroes
+		// the record, so a header seen zeroed (or half zeroed) by the load
+		// above is followed by a read past it here.
+		if r.h.read.Load() > q {
+			goto restart
+		}
+		if w == 0 { // the claim starts here: nothing after it is committed
+			first := min(tail-q, r.cap-i)
+			if rest := tail - q - first; rest > 0 { // defensive: a claim never crosses the end
+				r.words[0].Store(padFlag | rest)
+			}
+			// release: commits the padding; the consumer's acquiring load of
+			// the word then skips the claimed bytes.
+			r.words[i>>3].Store(padFlag | first)
+			r.h.dataReady.Wake()
+			return true, nil
+		}
+		size, _, ok := r.decode(w, i)
+		if !ok {
+			return false, fmt.Errorf("%w: header %#x at %d", ErrCorrupt, w, q)
+		}
+		q += size
+	}
+	return false, nil
+}
+
+// decode checks the header word w found at data offset i and returns the
+// record's size in the ring (aligned) and its payload length.
+func (r *Ring) decode(w uint64, i uint64) (size, n uint64, ok bool) {
+	l := w & (padFlag - 1)
+	if w&padFlag != 0 {
+		return l, 0, l >= RecordHeaderSize && l%Align == 0 && w>>32 == 0 && i+l <= r.cap
+	}
+	size = align(l)
+	return size, l - RecordHeaderSize, l >= RecordHeaderSize && i+size <= r.cap
+}
+
+func align(n uint64) uint64 { return (n + Align - 1) &^ (Align - 1) }
+
+// peerDead reports whether the end whose token is tok belongs to a dead
+// process. A missing end (token 0) is not dead: it has not come yet.
+func (r *Ring) peerDead(tok uint32) bool { return tok != 0 && !r.a.Alive(tok) }
+
+// sleepFor returns how long one futex sleep may last under ctx.
+func sleepFor(ctx context.Context, period time.Duration) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl); d < period {
+			return max(d, 0)
+		}
+	}
+	return period
+}
+
+// Producer is the writing end of a ring. Its zero value is not usable: get
+// one from [Ring.Producer]. It must not be copied, and must be used by one
+// goroutine at a time (callers that write from several goroutines serialize
+// with a mutex).
+type Producer struct {
+	r         *Ring
+	o         Options
+	tail      uint64 // our copy of h.tail (we are its only writer)
+	headCache uint64 // the consumer's head as last loaded: reloaded only when it says full
+	claimed   int64  // data offset of the open claim's header; -1: none
+	claimHdr  uint64 // the header Commit will store
+}
+
+// Producer opens the ring's writing end for p. A producer end held by another
+// live process returns ErrBusy. A dead predecessor's uncommitted claim is
+// turned into padding first (see Unblock). Only one Producer may be in use
+// per ring.
+func (r *Ring) Producer(ctx context.Context, p *shm.Proc, opts *Options) (*Producer, error) {
+	if _, err := r.h.recovery.Lock(ctx, p); err != nil {
+		return nil, fmt.Errorf("ring: open producer: %w", err)
+	}
+	defer r.h.recovery.Unlock(p)
+	tok := r.h.producer.Load()
+	if tok != 0 && tok != p.Token() && r.a.Alive(tok) {
+		return nil, fmt.Errorf("ring: open producer: %w (token %d)", ErrBusy, tok)
+	}
+	if !r.h.producer.CompareAndSwap(tok, p.Token()) {
+		return nil, fmt.Errorf("ring: open producer: %w (raced)", ErrBusy)
+	}
+	if _, err := r.recoverClaim(); err != nil {
+		return nil, fmt.Errorf("ring: open producer: %w", err)
+	}
+	return &Producer{
+		r:         r,
+		o:         opts.withDefaults(),
+		tail:      r.h.tail.Load(),
+		headCache: r.h.head.Load(),
+		claimed:   -1,
+	}, nil
+}
+
+// Write appends one record of type typ carrying payload, waiting while the
+// ring is full, at most until ctx ends: then it returns an error wrapping
+// ErrFull and ctx's error. It returns ErrPeerDead when the consumer's process
+// died while the ring was full, and ErrTooLarge (at once) for a payload
+// larger than MaxPayload. payload may be reused as soon as Write returns.
+//
+// In the terminology of the Go memory model, Write synchronizes before the
+// Poll or Read, in any process, that delivers the record.
+func (pr *Producer) Write(ctx context.Context, typ uint32, payload []byte) error {
+	buf, err := pr.claim(ctx, typ, len(payload), true)
+	if err != nil {
+		return err
+	}
+	copy(buf, payload)
+	pr.Commit()
+	return nil
+}
+
+// TryWrite is Write without waiting: a full ring returns ErrFull at once.
+func (pr *Producer) TryWrite(typ uint32, payload []byte) error {
+	buf, err := pr.claim(context.Background(), typ, len(payload), false)
+	if err != nil {
+		return err
+	}
+	copy(buf, payload)
+	pr.Commit()
+	return nil
+}
+
+// Claim reserves a record of type typ with an n-byte payload and returns the
+// payload's bytes, in the ring, for the caller to fill; Commit publishes the
+// record, Abort drops it. It waits and fails like Write. Until Commit or Abort
+// no other Claim or Write may be made, and the slice must not be used after.
+// A process that dies between Claim and Commit leaves a claim that Unblock
+// (or the next producer) turns into padding.
+func (pr *Producer) Claim(ctx context.Context, typ uint32, n int) ([]byte, error) {
+	return pr.claim(ctx, typ, n, true)
+}
+
+func (pr *Producer) claim(ctx context.Context, typ uint32, n int, wait bool) ([]byte, error) {
+	if pr.claimed >= 0 {
+		panic("ring: Claim or Write while a claim is open")
+	}
+	r := pr.r
+	if n < 0 || n > r.MaxPayload() {
+		return nil, fmt.Errorf("ring: write %d bytes: %w (max %d)", n, ErrTooLarge, r.MaxPayload())
+	}
+	l := uint64(RecordHeaderSize + n)
+	size := align(l)
+	i := pr.tail & r.mask
+	if i+size > r.cap { // the record does not fit before the end: pad to it
+		pad := r.cap - i
+		if err := pr.reserve(ctx, pad, wait); err != nil {
+			return nil, err
+		}
+		pr.tail += pad
+		r.h.tail.Store(pr.tail) // claim before writing: see the package doc
+		// release: commits the padding record.
+		r.words[i>>3].Store(padFlag | pad)
+		r.h.dataReady.Wake() // the consumer must free this padding if we wait below
+		i = 0
+	}
+	if err := pr.reserve(ctx, size, wait); err != nil {
+		return nil, err
+	}
+	pr.tail += size
+	// Claim before writing: a producer that dies from here on leaves
+	// [i, tail) for Unblock to find.
+	r.h.tail.Store(pr.tail)
+	pr.claimed = int64(i)
+	pr.claimHdr = uint64(typ)<<32 | l
+	return r.data[i+RecordHeaderSize : i+l : i+l], nil
+}
+
+// Commit publishes the claimed record and wakes the consumer if it announced
+// that it sleeps. In the terminology of the Go memory model, what was written
+// into the claimed bytes happens before the consumer's delivery of the
+// record. Commit without an open claim panics.
+func (pr *Producer) Commit() {
+	if pr.claimed < 0 {
+		panic("ring: Commit without a claim")
+	}
+	// release: the payload bytes happen before the consumer's acquiring load
+	// of this header word; the header is written last.
+	pr.r.words[pr.claimed>>3].Store(pr.claimHdr)
+	pr.claimed = -1
+	pr.r.h.dataReady.Wake() // seq-cst load of the waiter count: a syscall only if one sleeps
+}
+
+// Abort drops the open claim: its bytes are committed as padding.
+func (pr *Producer) Abort() {
+	if pr.claimed < 0 {
+		panic("ring: Abort without a claim")
+	}
+	// release: as in Commit.
+	pr.r.words[pr.claimed>>3].Store(padFlag | align(pr.claimHdr&(padFlag-1)))
+	pr.claimed = -1
+	pr.r.h.dataReady.Wake()
+}
+
+// reserve makes sure that size bytes after pr.tail are free, reloading the
+// consumer's head only when the cached one says the ring is full.
+func (pr *Producer) reserve(ctx context.Context, size uint64, wait bool) error {
+	if pr.tail+size-pr.headCache <= pr.r.cap {
+		return nil
+	}
+	// acquire: the consumer zeroed every byte below head before storing it.
+	pr.headCache = pr.r.h.head.Load()
+	if pr.tail+size-pr.headCache <= pr.r.cap {
+		return nil
+	}
+	if !wait {
+		return fmt.Errorf("ring: write: %w", ErrFull)
+	}
+	return pr.waitSpace(ctx, size)
+}
+
+func (pr *Producer) fits(size uint64) bool {
+	pr.headCache = pr.r.h.head.Load()
+	return pr.tail+size-pr.headCache <= pr.r.cap
+}
+
+// waitSpace is reserve's slow path: spin, then sleep on spaceFree.
+func (pr *Producer) waitSpace(ctx context.Context, size uint64) error {
+	for range pr.o.Spin {
+		if pr.fits(size) {
+			return nil
+		}
+	}
+	h := pr.r.h
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("ring: write: %w: %w", ErrFull, err)
+		}
+		t := h.spaceFree.Prepare()
+		if pr.fits(size) { // re-check after announcing
+			h.spaceFree.Cancel()
+			return nil
+		}
+		h.spaceFree.Sleep(t, sleepFor(ctx, pr.o.PeerCheck))
+		if pr.fits(size) {
+			return nil
+		}
+		if pr.r.peerDead(h.consumer.Load()) {
+			return fmt.Errorf("ring: write: %w (consumer)", ErrPeerDead)
+		}
+	}
+}
+
+// Consumer is the reading end of a ring. Its zero value is not usable: get
+// one from [Ring.Consumer]. It must not be copied, and must be used by one
+// goroutine at a time.
+type Consumer struct {
+	r         *Ring
+	o         Options
+	pos       uint64 // next record to deliver
+	pub       uint64 // head and read as last published
+	tailCache uint64 // the producer's tail as last loaded: bounds every header
+	err       error  // sticky ErrCorrupt
+}
+
+// Consumer opens the ring's reading end for p. A consumer end held by
+// another live process returns ErrBusy. Bytes that a dead predecessor
+// consumed but did not zero are zeroed first; records it was delivering but
+// had not yet marked consumed are delivered again (delivery is at least once
+// across a consumer's death, exactly once otherwise).
+func (r *Ring) Consumer(p *shm.Proc, opts *Options) (*Consumer, error) {
+	tok := r.h.consumer.Load()
+	if tok != 0 && tok != p.Token() && r.a.Alive(tok) {
+		return nil, fmt.Errorf("ring: open consumer: %w (token %d)", ErrBusy, tok)
+	}
+	if !r.h.consumer.CompareAndSwap(tok, p.Token()) {
+		return nil, fmt.Errorf("ring: open consumer: %w (raced)", ErrBusy)
+	}
+	head, read := r.h.head.Load(), r.h.read.Load()
+	if head > read || read-head > r.cap {
+		return nil, fmt.Errorf("ring: open consumer: %w: head %d, read %d", ErrCorrupt, head, read)
+	}
+	c := &Consumer{r: r, o: opts.withDefaults(), pos: head, pub: head}
+	c.publish(read)
+	return c, nil
+}
+
+// Poll delivers up to max committed records, in order, to fn, without
+// waiting, and returns how many it delivered. payload is valid only during
+// the call of fn (it is the ring's memory, zeroed and reused afterwards) and
+// must not be modified. Padding records are skipped and not counted. A
+// record header out of range returns ErrCorrupt (after delivering the
+// records before it), from then on.
+//
+// Consumed space is zeroed and handed back to the producer once per batch
+// (and every quarter of the capacity within a large one).
+func (c *Consumer) Poll(fn func(typ uint32, payload []byte), max int) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	r := c.r
+	pos, n := c.pos, 0
+	for n < max {
+		i := pos & r.mask
+		// acquire: pairs with the release store of Commit; the payload
+		// bytes are complete once the header is seen.
+		w := r.words[i>>3].Load()
+		if w == 0 {
+			break
+		}
+		size, pl, ok := r.decode(w, i)
+		if ok && pos+size > c.tailCache {
+			c.tailCache = r.h.tail.Load() // the producer stored tail before the header
+			ok = pos+size <= c.tailCache
+		}
+		if !ok {
+			c.err = fmt.Errorf("%w: header %#x at position %d", ErrCorrupt, w, pos)
+			break
+		}
+		if w&padFlag == 0 {
+			fn(uint32(w>>32), r.data[i+RecordHeaderSize:i+RecordHeaderSize+pl:i+RecordHeaderSize+pl])
+			n++
+		}
+		pos += size
+		c.pos = pos
+		if pos-c.pub >= r.cap/4 {
+			c.publish(pos)
+		}
+	}
+	if pos != c.pub {
+		c.publish(pos)
+	}
+	if n == 0 && c.err != nil {
+		return 0, c.err
+	}
+	return n, nil
+}
+
+// publish marks everything below pos consumed, zeroes it, and hands it back
+// to the producer.
+func (c *Consumer) publish(pos uint64) {
+	r := c.r
+	old := c.pub
+	c.pos = pos
+	if pos == old {
+		return
+	}
+	// seq-cst: read is stored before the zeroing below, so that a recoverer
+	// that sees a zeroed header also sees read past it (package doc).
+	r.h.read.Store(pos)
+	i, j := old&r.mask, pos&r.mask
+	switch {
+	case pos-old >= r.cap:
+		clear(r.data)
+	case i < j:
+		clear(r.data[i:j])
+	default:
+		clear(r.data[i:])
+		clear(r.data[:j])
+	}
+	// release: the zeroed bytes happen before the producer's acquiring load
+	// of head; stale bytes never look like a committed header after a wrap.
+	r.h.head.Store(pos)
+	c.pub = pos
+	r.h.spaceFree.Wake() // seq-cst load of the waiter count: a syscall only if one sleeps
+}
+
+// ready reports whether a record (or padding) is committed at the read
+// position.
+func (c *Consumer) ready() bool {
+	return c.r.words[(c.pos&c.r.mask)>>3].Load() != 0
+}
+
+// Read is Poll that waits for at least one record: it spins, then sleeps on
+// the ring's futex until the producer commits, at most until ctx ends (then
+// it returns ctx's error, wrapped). It returns ErrPeerDead when the ring is
+// empty, or stuck on an uncommitted claim, and the producer's process is dead:
+// call Unblock, then Read again for what follows.
+func (c *Consumer) Read(ctx context.Context, fn func(typ uint32, payload []byte), max int) (int, error) {
+	h := c.r.h
+	for {
+		if n, err := c.Poll(fn, max); n > 0 || err != nil {
+			return n, err
+		}
+		if c.ready() { // we consumed only padding
+			continue
+		}
+		spun := false
+		for range c.o.Spin {
+			if c.ready() {
+				spun = true
+				break
+			}
+		}
+		if spun {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, fmt.Errorf("ring: read: %w", err)
+		}
+		t := h.dataReady.Prepare()
+		if c.ready() { // re-check after announcing
+			h.dataReady.Cancel()
+			continue
+		}
+		h.dataReady.Sleep(t, sleepFor(ctx, c.o.PeerCheck))
+		if !c.ready() && c.r.peerDead(h.producer.Load()) {
+			return 0, fmt.Errorf("ring: read: %w (producer)", ErrPeerDead)
+		}
+	}
+}
