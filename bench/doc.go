@@ -1,0 +1,47 @@
+// Package bench holds cluster2's benchmarks: figures, not tests. Run them with
+//
+//	go test -run '^$' -bench . -benchtime 1s ./bench
+//
+// Every benchmark runs its peers as sub-benchmarks of the same run, so that
+// they share the machine's state (frequency, noise, other load): compare
+// figures side by side within one run, never across runs or machines. Read
+// them as ratios.
+//
+// # Rings (ring_bench_test.go)
+//
+// BenchmarkRingThroughput moves 64-byte messages from a producer goroutine to
+// a consumer goroutine (with GOMAXPROCS ≥ 2 they run on two cores) and
+// reports msgs/s and allocations per message:
+//
+//   - ring: a ring.Ring of 64 KiB in an arena; Producer.Write per message,
+//     Consumer.Read in batches of up to 256. Both ends spin before sleeping.
+//   - chan: a buffered Go channel of [64]byte (capacity 1024), the in-process
+//     baseline: the ring should be at least 2× faster.
+//   - socketpair: a unix SOCK_STREAM socketpair, one write(2) per message,
+//     reads of up to 64 KiB: the kernel baseline for moving messages between
+//     processes (measured here between goroutines, which flatters it: no
+//     process switch). The ring should be at least 5× faster.
+//
+// BenchmarkRingPingPong measures a round trip between two processes: the
+// test binary re-executes itself as an echo peer that inherits the arena as
+// fd 3. ns/op is one round trip (64-byte message there, the same back).
+//
+//   - spin: both consumers spin on the ring and never sleep.
+//   - futex: both consumers sleep on the futex at once (Spin < 0): every
+//     message costs a FUTEX_WAKE and a FUTEX_WAIT; this is the idle-cluster
+//     latency.
+//   - cacheline: the physical floor, two processes spinning on two atomic
+//     words in the arena (each on its own 128-byte line) with nothing else.
+//     The spinning ring's round trip should be within 2× of it.
+//
+// On a 2-core machine each spinning process owns a core; anything else that
+// runs (the runtime's background work, another process) shows up as noise.
+// Run with -count 5 and compare medians when the figures matter.
+//
+// # Adding benchmarks
+//
+// Put each subject in its own file (ring_bench_test.go, cache_bench_test.go,
+// …). Child processes are registered in the children map of main_test.go,
+// from the file that needs them (an init function adding to the map is
+// enough).
+package bench
