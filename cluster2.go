@@ -1,0 +1,289 @@
+package cluster2
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+
+	"github.com/cluster2/cluster2/internal/proc"
+	"github.com/cluster2/cluster2/master"
+	"github.com/cluster2/cluster2/shm"
+	"github.com/cluster2/cluster2/worker"
+	"golang.org/x/sys/unix"
+)
+
+// Event is a lifecycle event of the master; see master.Event.
+type Event = master.Event
+
+// WorkerInfo describes one worker; see master.WorkerInfo.
+type WorkerInfo = master.WorkerInfo
+
+// Role tells whether a process is the master or a worker.
+type Role int
+
+// The roles of a process.
+const (
+	Master Role = iota
+	Worker
+)
+
+// String returns "master" or "worker".
+func (r Role) String() string {
+	if r == Worker {
+		return "worker"
+	}
+	return "master"
+}
+
+// CurrentRole returns the role of this process, before or without Listen.
+func CurrentRole() Role {
+	if worker.IsWorker() {
+		return Worker
+	}
+	return Master
+}
+
+// Cluster is a running cluster, seen from the process that called Listen:
+// the master or one worker. Its methods are safe for concurrent use. It must
+// not be copied.
+type Cluster struct {
+	role   Role
+	cfg    Config
+	m      *master.Master
+	w      *worker.Worker
+	arena  *shm.Arena
+	self   *shm.Proc
+	addr   net.Addr
+	lnFile *os.File
+}
+
+// Listen starts the cluster in the calling process, whichever role it has:
+// the user's main calls it in every process. In the master it creates the
+// arena and the one listening socket (a busy port is an error, never an
+// exit), re-executes this binary as Workers workers, and returns once every
+// one of them is listening and warmed up. In a worker it warms up on a
+// private loopback address, joins the shared socket and returns once it
+// accepts there. ctx bounds the start only.
+func Listen(ctx context.Context, cfg Config) (*Cluster, error) {
+	if runtime.GOOS != "linux" {
+		return nil, ErrNotSupported
+	}
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if worker.IsWorker() {
+		return listenWorker(ctx, c)
+	}
+	return listenMaster(ctx, c)
+}
+
+func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
+	w, err := worker.Run(ctx, worker.Config{
+		Handler: c.Handler, NewServer: c.NewServer, ConfigureApp: c.ConfigureApp, WarmUp: c.WarmUp,
+		WarmUpTimeout: c.ReplaceTimeout, HeartbeatInterval: c.HeartbeatInterval, DrainTimeout: c.StopTimeout,
+		Logger: c.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Cluster{role: Worker, cfg: c, w: w, arena: w.Arena(), self: w.Proc(), addr: w.Addr()}, nil
+}
+
+func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
+	c.Logger.Info("cluster2: starting master", "config", c.String())
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", c.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster2: listen %s: %w", c.Addr, err)
+	}
+	addr := ln.Addr()
+	f, err := sharedFile(ln.(*net.TCPListener))
+	ln.Close() // the dup keeps the socket open
+	if err != nil {
+		return nil, fmt.Errorf("cluster2: listen %s: %w", c.Addr, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	a, err := shm.Create(shm.Options{Size: c.Cache.ArenaSize, Slots: slotsFor(c.Workers)})
+	if err != nil {
+		return nil, fmt.Errorf("cluster2: arena: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	self, err := a.Self()
+	if err != nil {
+		return nil, fmt.Errorf("cluster2: arena: %w", err)
+	}
+	m, err := master.Start(ctx, master.Config{
+		Workers: c.Workers, Listener: f, Arena: a,
+		HeartbeatInterval: c.HeartbeatInterval, NannyTolerance: c.NannyTolerance, MaxAge: c.MaxAge,
+		ShouldKill: c.ShouldKill, MemoryLimit: c.MemoryLimit, StopTimeout: c.StopTimeout,
+		ReplaceTimeout: c.ReplaceTimeout, ReplaceRetries: c.ReplaceRetries, HandleSignals: !c.NoSignals,
+		PidDir: c.PidDir, OnEvent: c.OnEvent, Logger: c.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Cluster{role: Master, cfg: c, m: m, arena: a, self: self, addr: addr, lnFile: f}, nil
+}
+
+// slotsFor sizes the process table: the master, the workers, as many
+// successors again, and room for tools and a cache manager.
+func slotsFor(workers int) int { return max(shm.DefaultSlots, 2*workers+8) }
+
+// sharedFile returns a descriptor of ln's socket that is safe to hand to
+// children: a close-on-exec dup wrapped by os.NewFile, whose Fd leaves the
+// shared description non-blocking (TCPListener.File's would switch it to
+// blocking for every process).
+func sharedFile(ln *net.TCPListener) (*os.File, error) {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var dup int
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup: %w", derr)
+	}
+	if err := proc.SetNonblock(dup); err != nil {
+		unix.Close(dup)
+		return nil, err
+	}
+	return os.NewFile(uintptr(dup), "listener:"+ln.Addr().String()), nil
+}
+
+// Role returns the role of this process.
+func (c *Cluster) Role() Role { return c.role }
+
+// IsMaster reports whether this process is the master.
+func (c *Cluster) IsMaster() bool { return c.role == Master }
+
+// Pid returns this process's pid.
+func (c *Cluster) Pid() int { return os.Getpid() }
+
+// Slot returns this process's slot in the arena's process table (0 for the
+// master).
+func (c *Cluster) Slot() int {
+	if c.w != nil {
+		return c.w.Slot()
+	}
+	return 0
+}
+
+// Addr returns the shared listening address (with the port chosen when Addr
+// asked for port 0). In a paused worker it is nil.
+func (c *Cluster) Addr() net.Addr {
+	if c.w != nil {
+		if a := c.w.Addr(); a != nil {
+			return a
+		}
+	}
+	return c.addr
+}
+
+// Arena returns the shared arena, mapped in this process: the place for the
+// cache and the rings.
+func (c *Cluster) Arena() *shm.Arena { return c.arena }
+
+// Proc returns this process's membership of the arena.
+func (c *Cluster) Proc() *shm.Proc { return c.self }
+
+// Config returns the configuration in force (defaults filled in).
+func (c *Cluster) Config() Config { return c.cfg }
+
+// Wait blocks until this process's part of the cluster has stopped: in the
+// master, until every worker is gone after a stop (signal or Shutdown); in a
+// worker, until it has drained (dismissed, SIGTERM, or its master died:
+// then it returns worker.ErrMasterDied).
+func (c *Cluster) Wait() error {
+	if c.w != nil {
+		return c.w.Wait()
+	}
+	c.m.Wait()
+	c.close()
+	return nil
+}
+
+// Shutdown stops gracefully and waits: in the master, every worker drains
+// and exits (bounded by ctx and StopTimeout, then killed); in a worker, it
+// drains this worker.
+func (c *Cluster) Shutdown(ctx context.Context) error {
+	if c.w != nil {
+		return c.w.Shutdown(ctx)
+	}
+	err := c.m.Stop(ctx)
+	c.close()
+	return err
+}
+
+func (c *Cluster) close() {
+	c.lnFile.Close()
+}
+
+// Up reports whether the cluster is in rotation (master: every initial
+// worker warmed up and listening, no stop begun; worker: always false).
+func (c *Cluster) Up() bool { return c.m != nil && c.m.Up() }
+
+// Workers returns the state and latest heartbeat of every worker (master
+// only; nil in a worker).
+func (c *Cluster) Workers() []WorkerInfo {
+	if c.m == nil {
+		return nil
+	}
+	return c.m.Workers()
+}
+
+// Pause asks worker pid to stop accepting and waits until it did; its
+// in-flight requests finish.
+func (c *Cluster) Pause(ctx context.Context, pid int) error {
+	if c.m == nil {
+		return ErrNotMaster
+	}
+	return c.m.Pause(ctx, pid)
+}
+
+// Resume asks a paused worker to accept again and waits until it does.
+func (c *Cluster) Resume(ctx context.Context, pid int) error {
+	if c.m == nil {
+		return ErrNotMaster
+	}
+	return c.m.Resume(ctx, pid)
+}
+
+// Replace queues worker pid for replacement through the death queue (FIFO,
+// one at a time, successor ready before the old one drains) and returns at
+// once. Duplicate requests are ignored.
+func (c *Cluster) Replace(pid int) error {
+	if c.m == nil {
+		return ErrNotMaster
+	}
+	return c.m.Replace(pid)
+}
+
+// RollingRestart replaces every worker through the death queue and waits
+// until done or ctx ends. The master's pid does not change.
+func (c *Cluster) RollingRestart(ctx context.Context) error {
+	if c.m == nil {
+		return ErrNotMaster
+	}
+	return c.m.RollingRestart(ctx)
+}
+
+// String describes the process's place in the cluster, for logs.
+func (c *Cluster) String() string {
+	return c.role.String() + " pid " + strconv.Itoa(os.Getpid()) + " slot " + strconv.Itoa(c.Slot())
+}

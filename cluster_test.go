@@ -1,0 +1,83 @@
+package cluster2_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	cluster2 "github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/internal/xtesting"
+)
+
+func TestTwoWorkersServe(t *testing.T) {
+	tc := startCluster(t, envWorkers+"=2")
+	ws := tc.workers()
+	if len(ws) != 2 {
+		t.Fatalf("got %d workers; want 2: %+v", len(ws), ws)
+	}
+	want := map[int]bool{}
+	for _, w := range ws {
+		if w.State.String() != "active" {
+			t.Errorf("worker %d is %v; want active", w.Pid, w.State)
+		}
+		want[w.Pid] = true
+	}
+	ok := xtesting.Eventually(30*time.Second, func() bool {
+		seen := tc.seenPids(20)
+		for pid := range seen {
+			if !want[pid] {
+				t.Fatalf("pid %d served a request; want one of %v", pid, want)
+			}
+		}
+		return len(seen) == 2
+	})
+	if !ok {
+		t.Fatalf("requests were not served by both workers")
+	}
+	r, err := tc.get("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Nonblock {
+		t.Errorf("shared socket is in blocking mode after spawning the workers")
+	}
+}
+
+func TestListenBusyPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, err = cluster2.Listen(context.Background(), cluster2.Config{
+		Workers: 1, Addr: ln.Addr().String(), Handler: testHandler(), NoSignals: true})
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("Listen on a busy port: got %v; want an error wrapping EADDRINUSE", err)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		cfg   cluster2.Config
+		field string
+	}{
+		{"no handler", cluster2.Config{}, "Handler"},
+		{"negative workers", cluster2.Config{Handler: testHandler(), Workers: -1}, "Workers"},
+		{"bad cache mode", cluster2.Config{Handler: testHandler(), Cache: cluster2.CacheConfig{Mode: "x"}}, "Cache.Mode"},
+		{"small arena", cluster2.Config{Handler: testHandler(), Cache: cluster2.CacheConfig{ArenaSize: 10}}, "Cache.ArenaSize"},
+		{"nanny below heartbeat", cluster2.Config{Handler: testHandler(), NannyTolerance: time.Second}, "NannyTolerance"},
+	} {
+		err := tt.cfg.Validate()
+		if !errors.Is(err, cluster2.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.field) {
+			t.Errorf("%s: Validate() = %v; want ErrInvalidConfig naming %s", tt.name, err, tt.field)
+		}
+	}
+	if err := (cluster2.Config{Handler: testHandler()}).Validate(); err != nil {
+		t.Errorf("zero Config with a Handler: %v; want valid", err)
+	}
+}

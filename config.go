@@ -1,0 +1,220 @@
+package cluster2
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"time"
+
+	"github.com/cluster2/cluster2/worker"
+)
+
+// Heartbeat is what a worker reports every HeartbeatInterval; see
+// worker.Heartbeat.
+type Heartbeat = worker.Heartbeat
+
+// Cache modes of CacheConfig.Mode.
+const (
+	CacheStandalone = "standalone" // a cache-manager process owns persistence
+	CacheMaster     = "master"     // the master owns persistence
+)
+
+// CacheConfig configures the shared cache. The cache package plugs into the
+// arena Listen creates; Listen itself only sizes the arena.
+type CacheConfig struct {
+	// Enabled turns the shared cache on.
+	Enabled bool
+
+	// Mode is CacheStandalone or CacheMaster. Default CacheMaster.
+	Mode string
+
+	// ArenaSize is the size of the shared arena in bytes (caches, rings and
+	// supervision all live in it). Default 64 MiB; at least 1 MiB.
+	ArenaSize int64
+
+	// DataDir is where persistent caches keep their data. Default "": no
+	// persistence.
+	DataDir string
+}
+
+// Config configures Listen. The zero value, with a Handler, is a valid
+// configuration: every zero field takes the default its doc names. Config is
+// copied by Listen; it is not modified.
+type Config struct {
+	// Workers is the number of worker processes. Default runtime.NumCPU().
+	Workers int
+
+	// Addr is the application's listening address. Default ":8080".
+	Addr string
+
+	// MonitorAddr is the monitor server's address (served by the master).
+	// Default "127.0.0.1:8081". Listen does not serve it yet: it is for the
+	// monitor package.
+	MonitorAddr string
+
+	// Handler serves requests in every worker. Required.
+	Handler http.Handler
+
+	// NewServer makes each worker's http.Server (the seed's createServer:
+	// TLS, timeouts). Default: a plain server, ReadHeaderTimeout 10 s.
+	NewServer func(http.Handler) *http.Server
+
+	// ConfigureApp runs in each worker before warm-up and may wrap or
+	// replace the handler. An error stops that worker.
+	ConfigureApp func(ctx context.Context, h http.Handler) (http.Handler, error)
+
+	// WarmUp runs in each worker against its own handler served on a
+	// private loopback address, before the worker joins the shared socket.
+	// An error keeps the worker out (it is reported, never ignored).
+	WarmUp func(ctx context.Context, addr string) error
+
+	// HeartbeatInterval is the period of worker heartbeats. Default 5 s.
+	HeartbeatInterval time.Duration
+
+	// ShouldKill judges each heartbeat; true replaces the worker. Default:
+	// master.DefaultShouldKill(MaxAge) (old, or bad GC).
+	ShouldKill func(Heartbeat) bool
+
+	// MaxAge is the uptime past which the default ShouldKill replaces a
+	// worker. Default 72 h; negative: never.
+	MaxAge time.Duration
+
+	// NannyTolerance replaces a worker that sent no heartbeat for that long.
+	// Default 3 min; negative disables the nanny. Must exceed
+	// HeartbeatInterval.
+	NannyTolerance time.Duration
+
+	// MemoryLimit replaces a worker whose resident memory exceeds it, in
+	// bytes. Default 0: no limit.
+	MemoryLimit uint64
+
+	// StopTimeout bounds a graceful stop. Default 60 s.
+	StopTimeout time.Duration
+
+	// ReplaceTimeout bounds each guarded step of a replacement (successor
+	// ready; old worker drained before SIGTERM, and again before SIGKILL),
+	// and a worker's warm-up. Default 60 s.
+	ReplaceTimeout time.Duration
+
+	// ReplaceRetries is how many more successors are tried after one fails.
+	// Default 3; negative: none.
+	ReplaceRetries int
+
+	// Cache configures the shared cache and the arena's size.
+	Cache CacheConfig
+
+	// PidDir, when set, receives master.<pid>.pid and worker.<pid>.pid.
+	PidDir string
+
+	// NoSignals stops the master from handling SIGINT, SIGTERM (graceful
+	// stop; a second signal stops at once) and SIGHUP (rolling restart).
+	NoSignals bool
+
+	// OnEvent receives the master's lifecycle events (the hook the emitter
+	// will publish from). Called in the master only; must not block.
+	OnEvent func(Event)
+
+	// Logger receives log lines of every process. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with every default filled in, except
+// Handler.
+func DefaultConfig() Config {
+	c, _ := Config{}.withDefaults()
+	return c
+}
+
+// Defaults of Config.
+const (
+	DefaultAddr        = ":8080"
+	DefaultMonitorAddr = "127.0.0.1:8081"
+	DefaultArenaSize   = 64 << 20
+	minArenaSize       = 1 << 20
+)
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Workers == 0 {
+		c.Workers = runtime.NumCPU()
+	}
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.MonitorAddr == "" {
+		c.MonitorAddr = DefaultMonitorAddr
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = worker.DefaultHeartbeatInterval
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = 72 * time.Hour
+	}
+	if c.NannyTolerance == 0 {
+		c.NannyTolerance = 3 * time.Minute
+	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = 60 * time.Second
+	}
+	if c.ReplaceTimeout == 0 {
+		c.ReplaceTimeout = 60 * time.Second
+	}
+	if c.ReplaceRetries == 0 {
+		c.ReplaceRetries = 3
+	}
+	if c.Cache.Mode == "" {
+		c.Cache.Mode = CacheMaster
+	}
+	if c.Cache.ArenaSize == 0 {
+		c.Cache.ArenaSize = DefaultArenaSize
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, c.validate()
+}
+
+// Validate reports the first field of c (with defaults applied) that is out
+// of range, as an error wrapping ErrInvalidConfig that names the field.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
+func (c Config) validate() error {
+	bad := func(field string, v any, why string) error {
+		return fmt.Errorf("%w: %s %v %s", ErrInvalidConfig, field, v, why)
+	}
+	switch {
+	case c.Handler == nil:
+		return fmt.Errorf("%w: Handler is nil", ErrInvalidConfig)
+	case c.Workers < 0:
+		return bad("Workers", c.Workers, "is negative")
+	case c.Workers > 1000:
+		return bad("Workers", c.Workers, "is above 1000")
+	case c.HeartbeatInterval < 0:
+		return bad("HeartbeatInterval", c.HeartbeatInterval, "is negative")
+	case c.NannyTolerance > 0 && c.NannyTolerance <= c.HeartbeatInterval:
+		return bad("NannyTolerance", c.NannyTolerance, "is not above HeartbeatInterval")
+	case c.StopTimeout < 0:
+		return bad("StopTimeout", c.StopTimeout, "is negative")
+	case c.ReplaceTimeout < 0:
+		return bad("ReplaceTimeout", c.ReplaceTimeout, "is negative")
+	case c.Cache.Mode != CacheStandalone && c.Cache.Mode != CacheMaster:
+		return bad("Cache.Mode", fmt.Sprintf("%q", c.Cache.Mode), `is not "standalone" or "master"`)
+	case c.Cache.ArenaSize < minArenaSize:
+		return bad("Cache.ArenaSize", c.Cache.ArenaSize, "is below 1 MiB")
+	case c.Addr == c.MonitorAddr:
+		return bad("MonitorAddr", c.MonitorAddr, "is the same as Addr")
+	}
+	return nil
+}
+
+// String returns the configuration on one line, for the log at start.
+func (c Config) String() string {
+	return fmt.Sprintf("workers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d cache={enabled=%v mode=%s arena=%d data=%q} pidDir=%q",
+		c.Workers, c.Addr, c.MonitorAddr, c.HeartbeatInterval, c.MaxAge, c.NannyTolerance, c.MemoryLimit,
+		c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.Cache.Enabled, c.Cache.Mode, c.Cache.ArenaSize,
+		c.Cache.DataDir, c.PidDir)
+}

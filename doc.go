@@ -1,0 +1,58 @@
+// Package cluster2 runs prefork HTTP servers on Linux: a master process
+// re-executes its own binary as N workers that serve one shared listening
+// socket, and everything that crosses processes goes through one shared
+// memory arena (package shm) that the master creates and every process maps.
+//
+// # Process model
+//
+// The user's main calls [Listen] in every process. In the master, Listen
+// creates the listening socket and the arena, re-executes /proc/self/exe
+// (same arguments, environment plus the worker protocol's variables) once per
+// worker, handing both over as inherited descriptors, and returns once every
+// initial worker is listening and warmed up. In a worker, Listen warms up the
+// handler on a private loopback address (Config.WarmUp), joins the shared
+// socket, and returns once it accepts there.
+//
+//	master ── creates ──▶ socket :8080 (one open file description) + arena (memfd)
+//	   │ re-exec, fds 3 (socket), 4 (arena), 5 (death pipe)
+//	   ├──▶ worker slot 1: warm up on 127.0.0.1:x → accept on :8080
+//	   └──▶ worker slot 2: warm up on 127.0.0.1:y → accept on :8080
+//
+// Worker states, as the master sees them: forked → warming → active ⇄
+// paused → old → died. The master and each worker steer each other through a
+// control block per slot in the arena (package internal/proc documents its
+// layout and memory order): the master writes what it wants (run, pause,
+// drain), the worker writes its state and a heartbeat every
+// HeartbeatInterval; each side wakes the other through a futex event, so
+// nobody polls.
+//
+// # Supervision
+//
+//   - A worker that dies is noticed at once (process wait), its arena slot is
+//     released (its robust locks with it), and it is replaced, with a back-off
+//     (×1.5 per crash in a row, capped) when it keeps crashing.
+//   - Replacements (ShouldKill, MaxAge, the nanny, MemoryLimit, Replace,
+//     RollingRestart, SIGHUP) go through the death queue: FIFO, one at a
+//     time; a successor starts first and must listen and warm up within
+//     ReplaceTimeout (with ReplaceRetries more tries); if it cannot, it is
+//     killed and the old worker keeps serving. Only then is the old worker
+//     told to drain: keep-alives off and its listener closed, accepted
+//     requests finish, then http.Server.Shutdown with a deadline; past
+//     ReplaceTimeout it gets SIGTERM, and SIGKILL after as long again.
+//   - SIGINT or SIGTERM to the master stops the cluster gracefully within
+//     StopTimeout; a second signal stops it at once. SIGTERM to a worker
+//     drains it. A worker whose master dies drains and exits within a
+//     second: it reads EOF on a pipe whose write end only the master holds.
+//
+// # Caveats
+//
+//   - Go cannot fork: workers are new processes running main from the start.
+//     Everything before Listen runs in every process; keep it cheap and
+//     side-effect free, and build the same Config in every process.
+//   - The listening socket is one open file description shared by every
+//     process: its O_NONBLOCK flag is shared too. Never call Fd on a file
+//     made by net.TCPListener.File in a cluster2 process.
+//   - Listen handles SIGINT, SIGTERM and SIGHUP in the master (unless
+//     Config.NoSignals) and SIGTERM in workers, which ignore SIGINT (from a
+//     terminal it reaches the master, which orchestrates the stop).
+package cluster2

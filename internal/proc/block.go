@@ -1,0 +1,210 @@
+package proc
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/cluster2/cluster2/shm"
+)
+
+// Format constants of the supervision region: changing any of them, or the
+// Block struct, changes the layout and must bump LayoutVersion.
+const (
+	// LayoutVersion is the version of the supervision region's layout.
+	LayoutVersion = 1
+
+	// RegionName names the supervision region in the arena.
+	RegionName = "cluster2.sup.v1"
+
+	// BlockSize is the size of one slot's control block.
+	BlockSize = 3 * shm.PadLine
+
+	// HeartbeatWords is the number of 64-bit words of a heartbeat.
+	HeartbeatWords = 16
+)
+
+// Want is what the master asks of a worker.
+type Want uint32
+
+// Values of Block.want.
+const (
+	WantRun   Want = iota // serve (the zero value: what a reset block says)
+	WantPause             // stop accepting; in-flight requests finish
+	WantDrain             // drain and exit; final
+)
+
+// State is a worker's progress, as the worker reports it.
+type State uint32
+
+// Values of Block.state, in the order a worker goes through them.
+const (
+	StateForked     State = iota // spawned, not reported yet (what a reset leaves)
+	StateWarming                 // running WarmUp on its private address
+	StateWarmed                  // warm-up done, joining the shared socket
+	StateListening               // accepting on the shared socket
+	StatePaused                  // not accepting (Want was pause)
+	StateDraining                // draining before exit
+	StateWarmFailed              // WarmUp failed; the worker will not listen
+	StateStopped                 // drained; about to exit
+)
+
+var stateNames = [...]string{"forked", "warming", "warmed", "listening", "paused", "draining", "warm-failed", "stopped"}
+
+// String returns the state's name.
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "unknown"
+}
+
+// Block is one slot's control block in the supervision region. See the
+// package doc for its layout, who writes each field, and what a crash leaves.
+// It lives only in the arena (never copy it); it is safe for concurrent use
+// by the master and the worker of its slot.
+type Block struct {
+	// Line 0: written by the master.
+	want     atomic.Uint32 // Want
+	spawn    atomic.Uint32 // resets so far
+	toWorker shm.Event     // master → worker wake-up
+	deadline atomic.Int64  // drain deadline in ns (0: worker default)
+	_        [shm.PadLine - 24]byte
+
+	// Lines 1-2: written by the worker.
+	state    atomic.Uint32 // State
+	pid      atomic.Uint32 // worker pid
+	toMaster shm.Event     // worker → master wake-up
+	hbSeq    atomic.Uint64 // seqlock over hb: odd while being written
+	hb       [HeartbeatWords]atomic.Uint64
+	_        [2*shm.PadLine - 24 - 8*HeartbeatWords]byte
+}
+
+// Region returns the supervision region of a, creating it if needed (the
+// master does at start, before any worker runs), as one Block per slot.
+func Region(ctx context.Context, a *shm.Arena) ([]Block, error) {
+	n := a.SlotCount()
+	off, _, err := a.Region(ctx, RegionName, int64(n)*BlockSize, nil)
+	if err != nil {
+		return nil, err
+	}
+	return shm.Slice[Block](a, off, n), nil
+}
+
+// Reset prepares b for a new process: want run, state forked, no heartbeat.
+// Only the master calls it, and only while no process uses the slot.
+func (b *Block) Reset(drainDeadline time.Duration) {
+	b.want.Store(uint32(WantRun))
+	b.deadline.Store(int64(drainDeadline))
+	b.state.Store(uint32(StateForked))
+	b.pid.Store(0)
+	for i := range b.hb {
+		b.hb[i].Store(0)
+	}
+	b.hbSeq.Store(0)
+	b.spawn.Add(1)
+}
+
+// SetWant stores what the master wants and wakes the worker (master side).
+// It synchronizes before the worker's Want that observes it.
+func (b *Block) SetWant(w Want) {
+	if Want(b.want.Load()) == WantDrain {
+		return // drain is final
+	}
+	b.want.Store(uint32(w)) // seq-cst: before Wake's load of the waiter count
+	b.toWorker.Wake()
+}
+
+// SetDrainDeadline changes the drain deadline (master side), before SetWant
+// asks for a drain.
+func (b *Block) SetDrainDeadline(d time.Duration) { b.deadline.Store(int64(d)) }
+
+// Want returns what the master wants (worker side).
+func (b *Block) Want() Want { return Want(b.want.Load()) }
+
+// DrainDeadline returns the drain deadline the master set (0: default).
+func (b *Block) DrainDeadline() time.Duration { return time.Duration(b.deadline.Load()) }
+
+// WaitWant sleeps until want differs from seen, or timeout passes (negative:
+// no limit), and returns the current want (worker side).
+func (b *Block) WaitWant(seen Want, timeout time.Duration) Want {
+	t := b.toWorker.Prepare()
+	if w := b.Want(); w != seen { // re-check after announcing
+		b.toWorker.Cancel()
+		return w
+	}
+	b.toWorker.Sleep(t, timeout)
+	return b.Want()
+}
+
+// WakeWorker wakes whoever sleeps in WaitWant without changing want (the
+// worker uses it to interrupt its own control loop).
+func (b *Block) WakeWorker() { b.toWorker.Wake() }
+
+// SetState stores the worker's state and wakes the master (worker side). It
+// synchronizes before the master's State that observes it.
+func (b *Block) SetState(s State) {
+	b.state.Store(uint32(s)) // seq-cst: before Wake's load of the waiter count
+	b.toMaster.Wake()
+}
+
+// SetPid stores the worker's pid (worker side, before its first state).
+func (b *Block) SetPid(pid int) { b.pid.Store(uint32(pid)) }
+
+// Pid returns the pid the worker stored.
+func (b *Block) Pid() int { return int(b.pid.Load()) }
+
+// State returns the worker's last reported state.
+func (b *Block) State() State { return State(b.state.Load()) }
+
+// HeartbeatSeq returns the heartbeat sequence: it grows by two with each
+// heartbeat, so a change tells the master that a new one arrived.
+func (b *Block) HeartbeatSeq() uint64 { return b.hbSeq.Load() }
+
+// StoreHeartbeat publishes a heartbeat and wakes the master (worker side, one
+// writer). It synchronizes before a LoadHeartbeat that returns these words.
+func (b *Block) StoreHeartbeat(w *[HeartbeatWords]uint64) {
+	s := b.hbSeq.Load()
+	b.hbSeq.Store(s + 1) // odd: readers retry
+	for i := range w {
+		b.hb[i].Store(w[i])
+	}
+	b.hbSeq.Store(s + 2) // even: publishes the words
+	b.toMaster.Wake()
+}
+
+// LoadHeartbeat copies the latest heartbeat into w and returns its sequence;
+// ok is false when there is none yet or the writer kept (or died) writing it.
+func (b *Block) LoadHeartbeat(w *[HeartbeatWords]uint64) (seq uint64, ok bool) {
+	for range 100 {
+		s1 := b.hbSeq.Load()
+		if s1 == 0 {
+			return 0, false
+		}
+		if s1&1 != 0 {
+			continue
+		}
+		for i := range w {
+			w[i] = b.hb[i].Load()
+		}
+		if b.hbSeq.Load() == s1 {
+			return s1, true
+		}
+	}
+	return 0, false
+}
+
+// WaitMaster sleeps until the worker's state or heartbeat sequence differs
+// from the ones given, or timeout passes (master side).
+func (b *Block) WaitMaster(state State, hbSeq uint64, timeout time.Duration) {
+	t := b.toMaster.Prepare()
+	if b.State() != state || b.HeartbeatSeq() != hbSeq { // re-check after announcing
+		b.toMaster.Cancel()
+		return
+	}
+	b.toMaster.Sleep(t, timeout)
+}
+
+// WakeMaster wakes whoever sleeps in WaitMaster (the master itself uses it to
+// interrupt its own watcher).
+func (b *Block) WakeMaster() { b.toMaster.Wake() }

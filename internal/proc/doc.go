@@ -1,0 +1,77 @@
+// Package proc is the re-exec protocol between a cluster2 master and its
+// workers: how a worker learns its role and slot, which inherited descriptors
+// hold what, and the supervision region of the arena through which the master
+// and its workers steer each other without polling.
+//
+// # Re-exec
+//
+// The master re-executes its own binary (/proc/self/exe, same arguments) with
+// [EnvSlot] set to the worker's slot in the arena's process table and
+// [EnvMaster] to the master's pid. The child inherits, at fixed numbers:
+//
+//	fd 3  ListenerFD  the shared listening socket (one open file description
+//	                  for the whole cluster, non-blocking; see Caveats)
+//	fd 4  ArenaFD     the arena's memfd
+//	fd 5  DeathFD     the read end of a pipe whose write end only the master
+//	                  holds: EOF on it means the master is gone
+//
+// # Supervision region (format: changing it bumps [LayoutVersion])
+//
+// The region named [RegionName] holds one [Block] per slot of the process
+// table ([BlockSize] bytes each, indexed by slot number; slot 0, the master's,
+// is unused). A block is three 128-byte lines so that the master's writes and
+// the worker's writes never share a cache line pair:
+//
+//		offset 0   ┌───────────────── written by the master ─────────────────┐
+//		           │ want u32 │ spawn u32 │ toWorker Event(8) │ deadline i64 │ pad │ 128 B
+//		offset 128 ├───────────────── written by the worker ─────────────────┤
+//		           │ state u32 │ pid u32 │ toMaster Event(8) │ hbSeq u64 │     │
+//		           │ hb [16]u64 (Heartbeat words, under the hbSeq seqlock)   │
+//		           │ pad                                                      │ 256 B
+//		offset 384 └──────────────────────────────────────────────────────────┘
+//
+//	  - want (master → worker): what the master wants the worker to do:
+//	    [WantRun], [WantPause] or [WantDrain]. The master stores it, then wakes
+//	    toWorker. Transitions: run ⇄ pause, run|pause → drain (drain is final).
+//	  - spawn (master): a counter the master bumps each time it resets the block
+//	    for a new process, for logs only.
+//	  - deadline (master): how long, in nanoseconds, the worker may take to drain
+//	    once want is drain (0: the worker's own default).
+//	  - state (worker → master): the worker's progress: [StateForked] (zero,
+//	    what the master's reset leaves), [StateWarming], [StateWarmed],
+//	    [StateListening], [StatePaused], [StateDraining], [StateWarmFailed],
+//	    [StateStopped]. The worker stores it, then wakes toMaster.
+//	  - pid (worker): the worker's pid, stored before its first state.
+//	  - hbSeq and hb (worker): the latest heartbeat under a seqlock: the worker
+//	    makes hbSeq odd, stores the words, makes it even again; a reader loads
+//	    hbSeq, the words, and hbSeq again, and keeps the copy only when both
+//	    loads are equal and even. The worker wakes toMaster after each heartbeat.
+//
+// # Memory order
+//
+// Every word is a sync/atomic typed atomic (sequentially consistent). A store
+// to want or state synchronizes before the load that observes it on the other
+// side; the Event handshake (store, then Wake; Prepare, then re-check) makes
+// sure a sleeper never misses it. The seqlock's stores happen in program
+// order, so a reader that saw the same even hbSeq before and after its loads
+// read one heartbeat, never a mix of two.
+//
+// # What a crash leaves behind
+//
+// A worker killed mid-heartbeat leaves hbSeq odd: readers see no new heartbeat
+// (the nanny then notices). A worker killed at any point leaves a stale state;
+// the master learns of the death from process wait, not from the block, and
+// resets the block ([Block.Reset]) before it spawns the next process in that
+// slot. A master killed leaves want as it was; its workers learn of the death
+// from EOF on DeathFD, not from the block. Event waiter counts may be left one
+// too high, which costs a spurious wake system call, never a lost wake-up.
+//
+// # Caveats
+//
+// O_NONBLOCK belongs to the shared open file description of the listener, so
+// any process that switches its descriptor to blocking mode (os.File.Fd on a
+// file made by net.TCPListener.File does) switches it for every worker, and a
+// draining worker then hangs in accept. The master therefore hands over a
+// descriptor made with os.NewFile on a dup, whose Fd leaves the mode alone,
+// and re-asserts non-blocking mode after every spawn ([SetNonblock]).
+package proc

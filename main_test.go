@@ -1,0 +1,164 @@
+package cluster2_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	cluster2 "github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/internal/xtesting"
+	"golang.org/x/sys/unix"
+)
+
+func TestMain(m *testing.M) {
+	xtesting.Main(m, map[string]func(){"cluster": childCluster})
+}
+
+// Scenario variables of the "cluster" child (the test binary re-executed as
+// a master, whose Listen re-executes it as workers: they inherit these).
+const (
+	envWorkers     = "T_WORKERS"       // number of workers
+	envReplaceTO   = "T_REPLACE_TO"    // Config.ReplaceTimeout
+	envStopTO      = "T_STOP_TO"       // Config.StopTimeout
+	envRetries     = "T_RETRIES"       // Config.ReplaceRetries
+	envWarmFail    = "T_WARMFAIL"      // WarmUp fails while this file exists
+	envWarmHang    = "T_WARMHANG"      // WarmUp blocks while this file exists
+	envStuckOnStop = "T_STUCK_ON_STOP" // a worker whose main never returns and ignores SIGTERM
+	envHeartbeat   = "T_HEARTBEAT"     // Config.HeartbeatInterval
+)
+
+func envDur(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
+}
+
+func exists(path string) bool {
+	if path == "" {
+		return false
+	}
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// reply is what every route of the test handler answers.
+type reply struct {
+	Pid      int  `json:"pid"`
+	Nonblock bool `json:"nonblock"`
+}
+
+func testHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fl, _ := unix.FcntlInt(3, unix.F_GETFL, 0) // fd 3: the shared socket
+		json.NewEncoder(w).Encode(reply{Pid: os.Getpid(), Nonblock: fl&unix.O_NONBLOCK != 0})
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		json.NewEncoder(w).Encode(reply{Pid: os.Getpid()})
+	})
+	return mux
+}
+
+// childCluster is main of the test cluster, in the master and the workers.
+func childCluster() {
+	workers, _ := strconv.Atoi(os.Getenv(envWorkers))
+	retries, _ := strconv.Atoi(os.Getenv(envRetries))
+	var evMu sync.Mutex
+	var events []string
+	cfg := cluster2.Config{
+		Workers: workers, Addr: "127.0.0.1:0",
+		Handler:           testHandler(),
+		HeartbeatInterval: envDur(envHeartbeat, 200*time.Millisecond),
+		NannyTolerance:    -1,
+		ReplaceTimeout:    envDur(envReplaceTO, 10*time.Second),
+		StopTimeout:       envDur(envStopTO, 10*time.Second),
+		ReplaceRetries:    retries,
+		WarmUp: func(ctx context.Context, addr string) error {
+			if exists(os.Getenv(envWarmFail)) {
+				return errors.New("warm-up told to fail")
+			}
+			for exists(os.Getenv(envWarmHang)) && ctx.Err() == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			resp, err := http.Get("http://" + addr + "/")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			return nil
+		},
+		OnEvent: func(e cluster2.Event) {
+			evMu.Lock()
+			events = append(events, e.Name)
+			evMu.Unlock()
+		},
+	}
+	c, err := cluster2.Listen(context.Background(), cfg)
+	if err != nil {
+		fmt.Printf("LISTEN-ERROR %v\n", err)
+		os.Exit(3)
+	}
+	if !c.IsMaster() {
+		if os.Getenv(envStuckOnStop) != "" {
+			signal.Ignore(syscall.SIGTERM)
+			c.Wait()
+			select {} // a main that never returns
+		}
+		c.Wait()
+		return
+	}
+	ctl := http.NewServeMux()
+	ctl.HandleFunc("/workers", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(c.Workers())
+	})
+	ctl.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
+		evMu.Lock()
+		defer evMu.Unlock()
+		json.NewEncoder(w).Encode(events)
+	})
+	ctl.HandleFunc("/replace", func(w http.ResponseWriter, r *http.Request) {
+		pid, _ := strconv.Atoi(r.URL.Query().Get("pid"))
+		if err := c.Replace(pid); err != nil {
+			http.Error(w, err.Error(), 409)
+		}
+	})
+	ctl.HandleFunc("/rolling", func(w http.ResponseWriter, r *http.Request) {
+		if err := c.RollingRestart(r.Context()); err != nil {
+			http.Error(w, err.Error(), 500)
+		}
+	})
+	ctl.HandleFunc("/pause", func(w http.ResponseWriter, r *http.Request) {
+		pid, _ := strconv.Atoi(r.URL.Query().Get("pid"))
+		if err := c.Pause(r.Context(), pid); err != nil {
+			http.Error(w, err.Error(), 409)
+		}
+	})
+	ctl.HandleFunc("/resume", func(w http.ResponseWriter, r *http.Request) {
+		pid, _ := strconv.Atoi(r.URL.Query().Get("pid"))
+		if err := c.Resume(r.Context(), pid); err != nil {
+			http.Error(w, err.Error(), 409)
+		}
+	})
+	cl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Printf("LISTEN-ERROR control: %v\n", err)
+		os.Exit(3)
+	}
+	go http.Serve(cl, ctl)
+	fmt.Printf("READY %s %s\n", c.Addr(), cl.Addr())
+	c.Wait()
+	fmt.Printf("STOPPED\n")
+}

@@ -1,0 +1,158 @@
+package master
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/cluster2/cluster2/shm"
+	"github.com/cluster2/cluster2/worker"
+)
+
+// Defaults of Config.
+const (
+	DefaultHeartbeatInterval = 5 * time.Second
+	DefaultNannyTolerance    = 3 * time.Minute
+	DefaultMaxAge            = 72 * time.Hour
+	DefaultStopTimeout       = 60 * time.Second
+	DefaultReplaceTimeout    = 60 * time.Second
+	DefaultReplaceRetries    = 3
+	DefaultCrashBackoffMax   = 30 * time.Second
+)
+
+// Config configures a Master. Zero fields take their defaults; Listener and
+// Arena are required.
+type Config struct {
+	// Workers is the number of workers. Default runtime.NumCPU(); negative is
+	// an error.
+	Workers int
+
+	// Listener is the shared listening socket, handed to every worker as fd
+	// 3. It must be made with os.NewFile (not net.TCPListener.File, whose Fd
+	// switches the shared description to blocking mode). Required.
+	Listener *os.File
+
+	// Arena is the cluster's arena, handed to every worker as fd 4. Its
+	// supervision region must not exist yet or be this master's. Required.
+	Arena *shm.Arena
+
+	// Exe, Args and Env define the worker command. Default /proc/self/exe,
+	// os.Args and os.Environ() (the worker protocol's variables are added).
+	Exe  string
+	Args []string
+	Env  []string
+
+	// HeartbeatInterval is the workers' heartbeat period; the master uses it
+	// only for logs. Default 5 s.
+	HeartbeatInterval time.Duration
+
+	// NannyTolerance is how long an active worker may go without a heartbeat
+	// before it is replaced. Default 3 min; negative disables the nanny.
+	NannyTolerance time.Duration
+
+	// MaxAge is the uptime past which the default ShouldKill replaces a
+	// worker. Default 72 h; negative: never.
+	MaxAge time.Duration
+
+	// ShouldKill judges each heartbeat of an active worker; true queues the
+	// worker for replacement. Default DefaultShouldKill(MaxAge).
+	ShouldKill func(worker.Heartbeat) bool
+
+	// MemoryLimit replaces a worker whose resident memory exceeds it, in
+	// bytes. Default 0: no limit.
+	MemoryLimit uint64
+
+	// StopTimeout bounds a graceful stop: past it, remaining workers are
+	// killed. Default 60 s.
+	StopTimeout time.Duration
+
+	// ReplaceTimeout bounds each guarded step of a replacement: a successor
+	// becoming ready (listening and warmed), and an old worker draining
+	// before SIGTERM (and as long again before SIGKILL). Default 60 s.
+	ReplaceTimeout time.Duration
+
+	// ReplaceRetries is how many more successors are tried after one fails.
+	// Default 3; negative: none.
+	ReplaceRetries int
+
+	// CrashBackoffMax caps the delay before replacing a worker that keeps
+	// crashing (the delay grows ×1.5 per crash in a row). Default 30 s.
+	CrashBackoffMax time.Duration
+
+	// HandleSignals makes the master handle SIGINT/SIGTERM (graceful stop; a
+	// second signal stops at once) and SIGHUP (rolling restart).
+	HandleSignals bool
+
+	// PidDir, when set, receives master.<pid>.pid and worker.<pid>.pid files
+	// (the seed's pids directory); a worker's file is removed when it exits.
+	PidDir string
+
+	// OnEvent, when set, receives lifecycle events (see Event). It is called
+	// from the master's goroutines and must not block.
+	OnEvent func(Event)
+
+	// Logger receives the master's log lines. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() (Config, error) {
+	switch {
+	case c.Workers < 0:
+		return c, fmt.Errorf("%w: Workers %d is negative", ErrBadConfig, c.Workers)
+	case c.Listener == nil:
+		return c, fmt.Errorf("%w: Listener is nil", ErrBadConfig)
+	case c.Arena == nil:
+		return c, fmt.Errorf("%w: Arena is nil", ErrBadConfig)
+	case c.StopTimeout < 0:
+		return c, fmt.Errorf("%w: StopTimeout %v is negative", ErrBadConfig, c.StopTimeout)
+	case c.ReplaceTimeout < 0:
+		return c, fmt.Errorf("%w: ReplaceTimeout %v is negative", ErrBadConfig, c.ReplaceTimeout)
+	}
+	if c.Workers == 0 {
+		c.Workers = runtime.NumCPU()
+	}
+	if c.Workers+1 > c.Arena.SlotCount() {
+		return c, fmt.Errorf("%w: Workers %d needs more than the arena's %d slots", ErrBadConfig, c.Workers, c.Arena.SlotCount())
+	}
+	if c.Exe == "" {
+		c.Exe = "/proc/self/exe"
+	}
+	if c.Args == nil {
+		c.Args = os.Args
+	}
+	if c.Env == nil {
+		c.Env = os.Environ()
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.NannyTolerance == 0 {
+		c.NannyTolerance = DefaultNannyTolerance
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = DefaultMaxAge
+	}
+	if c.ShouldKill == nil {
+		c.ShouldKill = DefaultShouldKill(c.MaxAge)
+	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = DefaultStopTimeout
+	}
+	if c.ReplaceTimeout == 0 {
+		c.ReplaceTimeout = DefaultReplaceTimeout
+	}
+	if c.ReplaceRetries == 0 {
+		c.ReplaceRetries = DefaultReplaceRetries
+	} else if c.ReplaceRetries < 0 {
+		c.ReplaceRetries = 0
+	}
+	if c.CrashBackoffMax <= 0 {
+		c.CrashBackoffMax = DefaultCrashBackoffMax
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}

@@ -1,0 +1,239 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/cluster2/cluster2/internal/proc"
+)
+
+// Replace queues worker pid for replacement through the death queue and
+// returns at once: a successor is started, and only once it listens and has
+// warmed up is the old worker told to drain. A pid already queued (or being
+// replaced) is ignored.
+func (m *Master) Replace(pid int) error {
+	if _, err := m.lookup(pid); err != nil {
+		return err
+	}
+	m.enqueue(pid, "requested", nil)
+	return nil
+}
+
+// RollingRestart replaces every active worker, one at a time through the
+// death queue, and waits until each is replaced or ctx ends. It returns the
+// joined errors of the replacements that failed (their old workers keep
+// serving). The master's pid never changes.
+func (m *Master) RollingRestart(ctx context.Context) error {
+	m.mu.Lock()
+	var pids []int
+	for pid, h := range m.byPid {
+		if h.keep && (h.state == Active || h.state == Warming || h.state == Forked) {
+			pids = append(pids, pid)
+		}
+	}
+	m.mu.Unlock()
+	m.emit("rolling-restart", nil, nil)
+	var waits []chan error
+	for _, pid := range pids {
+		ch := make(chan error, 1)
+		if m.enqueue(pid, "rolling restart", ch) {
+			waits = append(waits, ch)
+		}
+	}
+	var errs []error
+	for _, ch := range waits {
+		select {
+		case err := <-ch:
+			errs = append(errs, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// enqueue appends a replacement request unless pid is already queued; it
+// reports whether it did.
+func (m *Master) enqueue(pid int, reason string, done chan error) bool {
+	m.mu.Lock()
+	if m.stopping || m.queued[pid] {
+		m.mu.Unlock()
+		return false
+	}
+	m.queued[pid] = true
+	m.queue = append(m.queue, request{pid: pid, reason: reason, done: done})
+	m.mu.Unlock()
+	m.log.Info("queued for replacement", "pid", pid, "reason", reason)
+	select {
+	case m.qWake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// deathQueue runs replacements FIFO, one at a time.
+func (m *Master) deathQueue() {
+	defer m.wg.Done()
+	for {
+		m.mu.Lock()
+		if m.stopping {
+			for _, r := range m.queue {
+				if r.done != nil {
+					r.done <- ErrStopped
+				}
+			}
+			m.queue = nil
+			m.mu.Unlock()
+			return
+		}
+		if len(m.queue) == 0 {
+			m.mu.Unlock()
+			select {
+			case <-m.qWake:
+			case <-m.stopCh:
+			}
+			continue
+		}
+		r := m.queue[0]
+		m.queue = m.queue[1:]
+		m.current = r.pid
+		m.mu.Unlock()
+
+		err := m.replace(r)
+
+		m.mu.Lock()
+		m.current = 0
+		delete(m.queued, r.pid)
+		m.mu.Unlock()
+		if r.done != nil {
+			r.done <- err
+		}
+	}
+}
+
+// replace is one death: successor first (guarded, with retries), then the
+// old worker's drain (guarded, escalating to SIGTERM and SIGKILL).
+func (m *Master) replace(r request) error {
+	old, err := m.lookup(r.pid)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if old.state == Old || old.state == Died || old.state == Paused {
+		st := old.state
+		m.mu.Unlock()
+		return fmt.Errorf("%w: worker %d is %v", ErrWrongState, r.pid, st)
+	}
+	m.mu.Unlock()
+	m.log.Info("replacing worker", "pid", r.pid, "reason", r.reason)
+
+	var succ *handle
+	var lastErr error
+	for attempt := 0; attempt <= m.cfg.ReplaceRetries; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-time.After(retryDelay(attempt - 1)):
+			case <-m.stopCh:
+				return ErrStopped
+			}
+		}
+		h, err := m.spawnFree()
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		ctx, cancel := m.stopContext()
+		err = m.waitReady(ctx, h)
+		cancel()
+		if err == nil {
+			succ = h
+			break
+		}
+		// Kill the successor, never the old worker: it keeps serving.
+		m.log.Warn("successor failed; killing it, old worker keeps serving",
+			"old", r.pid, "successor", h.pid, "attempt", attempt+1, "err", err)
+		m.killAndReap(h)
+		lastErr = err
+		if m.isStopping() {
+			return ErrStopped
+		}
+	}
+	if succ == nil {
+		err := fmt.Errorf("%w: worker %d: %w", ErrReplaceFailed, r.pid, lastErr)
+		m.emit("replace-failure", old, err)
+		m.log.Error("replacement failed", "pid", r.pid, "err", err)
+		m.mu.Lock()
+		dead := old.state == Died
+		m.mu.Unlock()
+		if dead {
+			// The old worker died meanwhile and reap left its slot to us.
+			go m.respawn(old.slot, retryDelay(m.cfg.ReplaceRetries))
+		}
+		return err
+	}
+
+	m.mu.Lock()
+	succ.keep = true
+	dead := old.state == Died
+	if !dead {
+		old.state, old.keep = Old, false
+		old.notifyLocked()
+	}
+	m.mu.Unlock()
+	if dead {
+		// It died while its successor came up: reap left the slot occupied.
+		m.mu.Lock()
+		m.slotUsed[old.slot] = false
+		m.mu.Unlock()
+		return nil
+	}
+	m.emit("old", old, nil)
+	old.block.SetDrainDeadline(m.cfg.ReplaceTimeout)
+	old.block.SetWant(proc.WantDrain)
+	m.dismiss(old)
+	return nil
+}
+
+// dismiss waits for the old worker to exit, escalating to SIGTERM past
+// ReplaceTimeout and to SIGKILL after as long again.
+func (m *Master) dismiss(old *handle) {
+	steps := []struct {
+		sig  syscall.Signal
+		name string
+	}{{syscall.SIGTERM, "sigterm"}, {syscall.SIGKILL, "sigkill"}}
+	for _, s := range steps {
+		select {
+		case <-old.exited:
+			return
+		case <-time.After(m.cfg.ReplaceTimeout):
+		case <-m.killCh:
+			return
+		}
+		m.log.Warn("old worker did not exit in time", "pid", old.pid, "signal", s.sig)
+		m.emit(s.name, old, nil)
+		old.cmd.Process.Signal(s.sig)
+	}
+	<-old.exited
+}
+
+func (m *Master) isStopping() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stopping
+}
+
+// stopContext returns a context cancelled when a stop begins.
+func (m *Master) stopContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-m.stopCh:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, cancel
+}

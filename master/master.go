@@ -1,0 +1,727 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cluster2/cluster2/internal/proc"
+	"github.com/cluster2/cluster2/worker"
+)
+
+// State is a worker's state as the master sees it:
+// forked → warming → active ⇄ paused → old → died.
+type State int
+
+// The states of a worker.
+const (
+	Forked  State = iota // spawned; not reported yet
+	Warming              // running WarmUp (or warmed, joining the socket)
+	Active               // accepting on the shared socket
+	Paused               // not accepting, by request
+	Old                  // replaced: draining before exit
+	Died                 // exited
+)
+
+var stateNames = [...]string{"forked", "warming", "active", "paused", "old", "died"}
+
+// String returns the state's name.
+func (s State) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "unknown"
+}
+
+// Event is a lifecycle event: Name is "worker-<pid>-<what>" for a worker
+// (what: forked, warming, warmup, warmup-failure, listening, paused, resumed,
+// old, died, sigterm, sigkill) or a cluster event ("up", "down",
+// "replace-failure", "rolling-restart"). A later emitter publishes them
+// across processes; for now OnEvent receives them in the master.
+type Event struct {
+	Name string
+	Pid  int   // the worker's pid, 0 for cluster events
+	Slot int   // the worker's slot, 0 for cluster events
+	Err  error // what went wrong, for failures
+	Time time.Time
+}
+
+// WorkerInfo describes one worker for Workers.
+type WorkerInfo struct {
+	Pid           int
+	Slot          int
+	State         State
+	Started       time.Time
+	LastHeartbeat time.Time        // zero before the first
+	Heartbeat     worker.Heartbeat // the latest, zero before the first
+}
+
+// Master supervises the workers of a cluster. It is safe for concurrent use;
+// it must not be copied.
+type Master struct {
+	cfg    Config
+	log    *slog.Logger
+	blocks []proc.Block
+	lnFd   int
+	deathR *os.File // read end, handed to every worker
+	deathW *os.File // write end: only this process holds it
+
+	mu       sync.Mutex
+	byPid    map[int]*handle
+	slotUsed []bool
+	queue    []request
+	queued   map[int]bool // pids waiting in or going through the death queue
+	current  int          // pid being replaced now, 0 if none
+	stopping bool
+	crashes  struct {
+		last  time.Time
+		delay time.Duration
+	}
+
+	qWake    chan struct{}
+	stopCh   chan struct{} // closed when a stop begins
+	killCh   chan struct{} // closed when a stop must finish at once
+	done     chan struct{} // closed when every worker is gone
+	stopOnce sync.Once
+	killOnce sync.Once
+	up       atomic.Bool
+	wg       sync.WaitGroup
+}
+
+type request struct {
+	pid    int
+	reason string
+	done   chan error // nil, or receives the outcome
+}
+
+// handle is the master's side of one worker process.
+type handle struct {
+	pid, slot int
+	cmd       *exec.Cmd
+	started   time.Time
+	block     *proc.Block
+
+	// Under Master.mu:
+	state   State
+	keep    bool // respawn this slot if the process exits (not old, not a guarded successor)
+	ready   bool // reached listening once
+	failed  bool // reported warm-up failure
+	lastHB  time.Time
+	hb      worker.Heartbeat
+	changed chan struct{} // closed and replaced on every change
+	exited  chan struct{} // closed when reaped
+}
+
+// Start spawns the initial workers and returns once every one of them is
+// listening and warmed up. A worker that fails is retried (ReplaceRetries,
+// with back-off); if one never becomes ready Start stops the others and
+// returns an error wrapping ErrStartFailed.
+func Start(ctx context.Context, cfg Config) (*Master, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	blocks, err := proc.Region(ctx, c.Arena)
+	if err != nil {
+		return nil, fmt.Errorf("master: supervision region: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("master: death pipe: %w", err)
+	}
+	m := &Master{
+		cfg: c, blocks: blocks, lnFd: int(c.Listener.Fd()), deathR: r, deathW: w,
+		log:   c.Logger.With("role", "master", "pid", os.Getpid()),
+		byPid: map[int]*handle{}, slotUsed: make([]bool, c.Arena.SlotCount()), queued: map[int]bool{},
+		qWake: make(chan struct{}, 1), stopCh: make(chan struct{}), killCh: make(chan struct{}), done: make(chan struct{}),
+	}
+	m.slotUsed[0] = true // the master's
+	m.writePid("master", os.Getpid())
+	if err := proc.SetNonblock(m.lnFd); err != nil {
+		return nil, fmt.Errorf("master: listener: %w", err)
+	}
+
+	var hs []*handle
+	for range c.Workers {
+		h, err := m.spawnFree()
+		if err != nil {
+			m.Kill()
+			return nil, err
+		}
+		hs = append(hs, h)
+	}
+	for i, h := range hs {
+		for attempt := 0; ; attempt++ {
+			err := m.waitReady(ctx, h)
+			if err == nil {
+				break
+			}
+			m.killAndReap(h)
+			if attempt >= c.ReplaceRetries || ctx.Err() != nil {
+				m.Kill()
+				<-m.done
+				return nil, fmt.Errorf("%w: slot %d: %w", ErrStartFailed, h.slot, err)
+			}
+			m.log.Warn("initial worker failed; retrying", "slot", h.slot, "err", err)
+			sleepCtx(ctx, retryDelay(attempt))
+			if h, err = m.spawn(h.slot); err != nil {
+				m.Kill()
+				<-m.done
+				return nil, err
+			}
+			hs[i] = h
+		}
+	}
+	m.mu.Lock()
+	for _, h := range hs {
+		h.keep = true
+	}
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go m.deathQueue()
+	if c.HandleSignals {
+		go m.signals()
+	}
+	m.up.Store(true)
+	m.emit("up", nil, nil)
+	m.log.Info("cluster up", "workers", c.Workers)
+	return m, nil
+}
+
+// retryDelay is the back-off between attempts of a guarded start.
+func retryDelay(attempt int) time.Duration {
+	d := 200 * time.Millisecond
+	for range attempt {
+		d = d * 3 / 2
+	}
+	return min(d, 5*time.Second)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// spawnFree spawns a worker in the lowest free slot.
+func (m *Master) spawnFree() (*handle, error) {
+	m.mu.Lock()
+	slot := slices.Index(m.slotUsed, false)
+	if slot < 0 {
+		m.mu.Unlock()
+		return nil, ErrNoSlot
+	}
+	m.slotUsed[slot] = true
+	m.mu.Unlock()
+	h, err := m.spawn(slot)
+	if err != nil {
+		m.mu.Lock()
+		m.slotUsed[slot] = false
+		m.mu.Unlock()
+	}
+	return h, err
+}
+
+// spawn starts a worker in slot (already marked used) and its watchers.
+func (m *Master) spawn(slot int) (*handle, error) {
+	b := &m.blocks[slot]
+	b.Reset(m.cfg.ReplaceTimeout)
+	cmd := exec.Command(m.cfg.Exe, m.cfg.Args[1:]...)
+	cmd.Args[0] = m.cfg.Args[0]
+	cmd.Env = proc.WorkerEnv(m.cfg.Env, slot, os.Getpid())
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.ExtraFiles = []*os.File{m.cfg.Listener, m.cfg.Arena.File(), m.deathR}
+	err := cmd.Start()
+	// Whatever Start did to the descriptors, the shared description must stay
+	// non-blocking for every process (see internal/proc).
+	if nbErr := proc.SetNonblock(m.lnFd); nbErr != nil && err == nil {
+		m.log.Error("listener: cannot restore non-blocking mode", "err", nbErr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("master: spawn worker in slot %d: %w", slot, err)
+	}
+	h := &handle{pid: cmd.Process.Pid, slot: slot, cmd: cmd, started: time.Now(), block: b,
+		changed: make(chan struct{}), exited: make(chan struct{})}
+	m.mu.Lock()
+	m.byPid[h.pid] = h
+	if m.stopping {
+		// A stop began while it started: it must not outlive the stop's drain.
+		h.cmd.Process.Signal(syscall.SIGKILL)
+	}
+	m.mu.Unlock()
+	m.writePid("worker", h.pid)
+	m.emit("forked", h, nil)
+	go m.reap(h)
+	go m.watch(h)
+	return h, nil
+}
+
+// reap waits for the process, releases its arena slot at once, and decides
+// what its death means.
+func (m *Master) reap(h *handle) {
+	err := h.cmd.Wait()
+	if rerr := m.cfg.Arena.ReleaseSlot(h.slot); rerr != nil {
+		m.log.Error("release slot", "slot", h.slot, "err", rerr)
+	}
+	m.removePid("worker", h.pid)
+	m.mu.Lock()
+	was := h.state
+	h.state = Died
+	respawn := h.keep && !m.stopping && m.current != h.pid
+	delete(m.byPid, h.pid)
+	if !respawn {
+		m.slotUsed[h.slot] = false
+	}
+	h.notifyLocked()
+	close(h.exited)
+	var delay time.Duration
+	if respawn {
+		delay = m.crashDelayLocked()
+	}
+	last := len(m.byPid) == 0 && m.stopping
+	m.mu.Unlock()
+	h.block.WakeMaster()
+	m.emit("died", h, err)
+	if was != Old {
+		m.log.Warn("worker exited", "pid", h.pid, "slot", h.slot, "state", was, "err", err)
+	}
+	if respawn {
+		m.log.Warn("replacing crashed worker", "pid", h.pid, "slot", h.slot, "delay", delay)
+		go m.respawn(h.slot, delay)
+	}
+	if last {
+		m.finish()
+	}
+}
+
+// crashDelayLocked returns the back-off before replacing a crashed worker:
+// none for a lone crash, ×1.5 per crash in a row (crashes less than
+// CrashBackoffMax apart), capped at CrashBackoffMax.
+func (m *Master) crashDelayLocked() time.Duration {
+	now := time.Now()
+	if m.crashes.last.IsZero() || now.Sub(m.crashes.last) > m.cfg.CrashBackoffMax+m.crashes.delay {
+		m.crashes.delay = 0
+	} else if m.crashes.delay == 0 {
+		m.crashes.delay = 100 * time.Millisecond
+	} else {
+		m.crashes.delay = min(m.crashes.delay*3/2, m.cfg.CrashBackoffMax)
+	}
+	m.crashes.last = now
+	return m.crashes.delay
+}
+
+// respawn fills slot again after delay; the new worker is kept too, so a
+// crash loop goes on being backed off rather than shrinking the cluster.
+func (m *Master) respawn(slot int, delay time.Duration) {
+	select {
+	case <-time.After(delay):
+	case <-m.stopCh:
+	}
+	m.mu.Lock()
+	stopping := m.stopping
+	if stopping {
+		m.slotUsed[slot] = false
+	}
+	m.mu.Unlock()
+	if stopping {
+		return
+	}
+	h, err := m.spawn(slot)
+	if err != nil {
+		m.log.Error("respawn", "slot", slot, "err", err)
+		m.mu.Lock()
+		m.slotUsed[slot] = false
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Lock()
+	h.keep = true
+	m.mu.Unlock()
+}
+
+// watch follows the worker's control block: state changes and heartbeats,
+// and the nanny. It sleeps on the block's event, never polls faster than
+// once a second.
+func (m *Master) watch(h *handle) {
+	var seen proc.State
+	var hbSeq uint64
+	var words [proc.HeartbeatWords]uint64
+	for {
+		h.block.WaitMaster(seen, hbSeq, time.Second)
+		select {
+		case <-h.exited:
+			return
+		default:
+		}
+		if st := h.block.State(); st != seen {
+			seen = st
+			m.onState(h, st)
+		}
+		if s := h.block.HeartbeatSeq(); s != hbSeq {
+			if got, ok := h.block.LoadHeartbeat(&words); ok {
+				hbSeq = got
+				m.onHeartbeat(h, worker.HeartbeatFromWords(&words))
+			}
+		}
+		m.nanny(h)
+	}
+}
+
+func (m *Master) onState(h *handle, st proc.State) {
+	m.mu.Lock()
+	prev := h.state
+	var name string
+	switch st {
+	case proc.StateWarming:
+		if h.state == Forked {
+			h.state, name = Warming, "warming"
+		}
+	case proc.StateWarmed:
+		name = "warmup"
+	case proc.StateListening:
+		h.ready = true
+		if h.state != Old {
+			h.state = Active
+		}
+		if prev == Paused {
+			name = "resumed"
+		} else {
+			name = "listening"
+		}
+	case proc.StatePaused:
+		if h.state == Active {
+			h.state = Paused
+		}
+		name = "paused"
+	case proc.StateWarmFailed:
+		h.failed, name = true, "warmup-failure"
+	case proc.StateDraining:
+		name = "draining"
+	}
+	h.notifyLocked()
+	m.mu.Unlock()
+	if name != "" {
+		var err error
+		if st == proc.StateWarmFailed {
+			err = errors.New("warm-up failed")
+		}
+		m.emit(name, h, err)
+	}
+}
+
+func (m *Master) onHeartbeat(h *handle, hb worker.Heartbeat) {
+	m.mu.Lock()
+	h.hb, h.lastHB = hb, time.Now()
+	active := h.state == Active && h.keep
+	m.mu.Unlock()
+	if !active {
+		return
+	}
+	switch {
+	case m.cfg.MemoryLimit > 0 && hb.RSS > m.cfg.MemoryLimit:
+		m.enqueue(h.pid, fmt.Sprintf("memory %d over limit %d", hb.RSS, m.cfg.MemoryLimit), nil)
+	case m.cfg.ShouldKill(hb):
+		m.enqueue(h.pid, "ShouldKill", nil)
+	}
+}
+
+// nanny replaces an active worker whose heartbeats stopped.
+func (m *Master) nanny(h *handle) {
+	if m.cfg.NannyTolerance < 0 {
+		return
+	}
+	m.mu.Lock()
+	last := h.lastHB
+	if last.IsZero() {
+		last = h.started
+	}
+	late := h.state == Active && h.keep && time.Since(last) > m.cfg.NannyTolerance
+	m.mu.Unlock()
+	if late {
+		m.enqueue(h.pid, "nanny: no heartbeat for "+time.Since(last).Round(time.Millisecond).String(), nil)
+	}
+}
+
+func (h *handle) notifyLocked() {
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
+
+// waitReady waits until h is listening (ready), or fails: warm-up failure,
+// exit, ReplaceTimeout, stop or ctx.
+func (m *Master) waitReady(ctx context.Context, h *handle) error {
+	t := time.NewTimer(m.cfg.ReplaceTimeout)
+	defer t.Stop()
+	for {
+		m.mu.Lock()
+		ready, failed, state, ch := h.ready, h.failed, h.state, h.changed
+		m.mu.Unlock()
+		switch {
+		case failed:
+			return fmt.Errorf("worker %d: warm-up failed", h.pid)
+		case ready:
+			return nil
+		case state == Died:
+			return fmt.Errorf("worker %d exited before listening", h.pid)
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return fmt.Errorf("worker %d not listening after %v", h.pid, m.cfg.ReplaceTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-m.killCh:
+			return ErrStopped
+		}
+	}
+}
+
+// killAndReap kills h and waits until it is reaped.
+func (m *Master) killAndReap(h *handle) {
+	h.cmd.Process.Signal(syscall.SIGKILL)
+	<-h.exited
+}
+
+// emit sends an event to OnEvent.
+func (m *Master) emit(what string, h *handle, err error) {
+	if m.cfg.OnEvent == nil {
+		return
+	}
+	e := Event{Name: what, Err: err, Time: time.Now()}
+	if h != nil {
+		e.Name = "worker-" + strconv.Itoa(h.pid) + "-" + what
+		e.Pid, e.Slot = h.pid, h.slot
+	}
+	m.cfg.OnEvent(e)
+}
+
+func (m *Master) writePid(kind string, pid int) {
+	if m.cfg.PidDir == "" {
+		return
+	}
+	if err := os.MkdirAll(m.cfg.PidDir, 0o755); err != nil {
+		m.log.Warn("pid dir", "err", err)
+		return
+	}
+	p := filepath.Join(m.cfg.PidDir, kind+"."+strconv.Itoa(pid)+".pid")
+	if err := os.WriteFile(p, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		m.log.Warn("pid file", "err", err)
+	}
+}
+
+func (m *Master) removePid(kind string, pid int) {
+	if m.cfg.PidDir != "" {
+		os.Remove(filepath.Join(m.cfg.PidDir, kind+"."+strconv.Itoa(pid)+".pid"))
+	}
+}
+
+// Up reports whether the cluster is in rotation: every initial worker warmed
+// up and listening, and no stop begun.
+func (m *Master) Up() bool { return m.up.Load() }
+
+// Workers returns every live worker, by slot.
+func (m *Master) Workers() []WorkerInfo {
+	m.mu.Lock()
+	out := make([]WorkerInfo, 0, len(m.byPid))
+	for _, h := range m.byPid {
+		out = append(out, WorkerInfo{Pid: h.pid, Slot: h.slot, State: h.state, Started: h.started,
+			LastHeartbeat: h.lastHB, Heartbeat: h.hb})
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b WorkerInfo) int { return a.Slot - b.Slot })
+	return out
+}
+
+func (m *Master) lookup(pid int) (*handle, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopping {
+		return nil, ErrStopped
+	}
+	h, ok := m.byPid[pid]
+	if !ok {
+		return nil, fmt.Errorf("%w: pid %d", ErrUnknownWorker, pid)
+	}
+	return h, nil
+}
+
+// Pause asks worker pid to stop accepting (in-flight requests finish) and
+// waits until it did, or ctx ends. Paused workers are not recycled.
+func (m *Master) Pause(ctx context.Context, pid int) error {
+	return m.setWant(ctx, pid, proc.WantPause, Active, Paused)
+}
+
+// Resume asks a paused worker to accept again and waits until it does.
+func (m *Master) Resume(ctx context.Context, pid int) error {
+	return m.setWant(ctx, pid, proc.WantRun, Paused, Active)
+}
+
+func (m *Master) setWant(ctx context.Context, pid int, want proc.Want, from, to State) error {
+	h, err := m.lookup(pid)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	st := h.state
+	m.mu.Unlock()
+	if st == to {
+		return nil
+	}
+	if st != from {
+		return fmt.Errorf("%w: worker %d is %v, not %v", ErrWrongState, pid, st, from)
+	}
+	h.block.SetWant(want)
+	for {
+		m.mu.Lock()
+		st, ch := h.state, h.changed
+		m.mu.Unlock()
+		switch st {
+		case to:
+			return nil
+		case Died, Old:
+			return fmt.Errorf("%w: worker %d became %v", ErrWrongState, pid, st)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Done is closed once the master has stopped and every worker is gone.
+func (m *Master) Done() <-chan struct{} { return m.done }
+
+// Wait blocks until the master has stopped and every worker is gone.
+func (m *Master) Wait() { <-m.done }
+
+// Stopping is closed when a stop begins (signal, Stop or Kill).
+func (m *Master) Stopping() <-chan struct{} { return m.stopCh }
+
+// finish completes a stop once no worker is left.
+func (m *Master) finish() {
+	m.deathW.Close() // EOF for anything still holding the read end
+	m.deathR.Close()
+	m.removePid("master", os.Getpid())
+	select {
+	case <-m.done:
+	default:
+		close(m.done)
+	}
+}
+
+// beginStop marks the master stopping; it reports whether it was the first.
+func (m *Master) beginStop() (first bool) {
+	m.stopOnce.Do(func() {
+		first = true
+		m.up.Store(false)
+		m.emit("down", nil, nil)
+		m.mu.Lock()
+		m.stopping = true
+		empty := len(m.byPid) == 0
+		m.mu.Unlock()
+		close(m.stopCh)
+		if empty {
+			m.finish()
+		}
+	})
+	return first
+}
+
+// Stop stops the cluster gracefully: out of rotation first, then every worker
+// drains (two-phase) and exits; workers still alive when ctx ends (or after
+// StopTimeout, whichever comes first) are killed. It returns once every
+// worker is gone.
+func (m *Master) Stop(ctx context.Context) error {
+	m.beginStop()
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.StopTimeout)
+	defer cancel()
+	m.mu.Lock()
+	hs := make([]*handle, 0, len(m.byPid))
+	for _, h := range m.byPid {
+		hs = append(hs, h)
+	}
+	m.mu.Unlock()
+	deadline := m.cfg.StopTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		deadline = time.Until(dl)
+	}
+	for _, h := range hs {
+		h.block.SetDrainDeadline(deadline)
+		h.block.SetWant(proc.WantDrain)
+	}
+	select {
+	case <-m.done:
+		return nil
+	case <-ctx.Done():
+		m.log.Warn("stop timeout: killing remaining workers")
+	case <-m.killCh:
+	}
+	m.Kill()
+	<-m.done
+	return ctx.Err()
+}
+
+// Kill stops the cluster at once: every worker gets SIGKILL. It does not
+// wait; Wait does.
+func (m *Master) Kill() {
+	m.beginStop()
+	m.killOnce.Do(func() { close(m.killCh) })
+	m.mu.Lock()
+	for _, h := range m.byPid {
+		h.cmd.Process.Signal(syscall.SIGKILL)
+	}
+	m.mu.Unlock()
+}
+
+// signals handles SIGINT/SIGTERM (graceful stop, then at once) and SIGHUP
+// (rolling restart).
+func (m *Master) signals() {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case s := <-ch:
+			switch s {
+			case syscall.SIGHUP:
+				m.log.Info("SIGHUP: rolling restart")
+				go m.RollingRestart(context.Background())
+			default:
+				if m.beginStopBySignal() {
+					m.log.Info("signal: graceful stop", "signal", s, "timeout", m.cfg.StopTimeout)
+					go m.Stop(context.Background())
+				} else {
+					m.log.Warn("second signal: stopping at once", "signal", s)
+					m.Kill()
+				}
+			}
+		case <-m.done:
+			return
+		}
+	}
+}
+
+// beginStopBySignal reports whether no stop had begun before.
+func (m *Master) beginStopBySignal() bool {
+	select {
+	case <-m.stopCh:
+		return false
+	default:
+		return true
+	}
+}

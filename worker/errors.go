@@ -1,0 +1,25 @@
+package worker
+
+import "errors"
+
+// These errors can be returned by Run.
+var (
+	// ErrNotWorker is returned by Run in a process that a cluster2 master did
+	// not start.
+	ErrNotWorker = errors.New("worker: not a cluster2 worker process")
+
+	// ErrWarmUp is returned by Run when WarmUp failed or timed out: the worker
+	// reported it to the master and did not join the shared socket.
+	ErrWarmUp = errors.New("worker: warm-up failed")
+
+	// ErrInherit is returned by Run when an inherited descriptor (listener,
+	// arena, death pipe) is missing or unusable.
+	ErrInherit = errors.New("worker: inherited descriptor unusable")
+)
+
+// These errors can be returned by Wait.
+var (
+	// ErrMasterDied is returned by Wait when the worker stopped because its
+	// master is gone.
+	ErrMasterDied = errors.New("worker: master died")
+)

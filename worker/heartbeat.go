@@ -1,0 +1,153 @@
+package worker
+
+import (
+	"math"
+	"runtime/metrics"
+	"sync/atomic"
+	"time"
+
+	"github.com/cluster2/cluster2/internal/proc"
+	"github.com/shirou/gopsutil/v4/process"
+)
+
+// Heartbeat is what a worker reports about itself every heartbeat interval.
+// Counters named "in the cycle" cover the time since the previous heartbeat.
+// The zero value is an empty heartbeat; a Heartbeat is a plain value, safe to
+// copy and to share between goroutines.
+type Heartbeat struct {
+	Pid              int           // the worker's pid
+	Slot             int           // the worker's slot in the arena's process table
+	Uptime           time.Duration // since the worker process started
+	CPU              float64       // CPU use in the cycle, percent of one core
+	RSS              uint64        // resident memory, bytes
+	OpenConns        int64         // connections open now
+	TotalConns       uint64        // connections accepted since start
+	Requests         uint64        // requests completed in the cycle
+	RequestsDuration time.Duration // their total duration
+	RPS              float64       // Requests per second of the cycle
+	GCCycles         uint64        // GC cycles completed in the cycle
+	GCPause          time.Duration // stop-the-world GC pause time in the cycle (from histogram buckets: approximate)
+	Goroutines       int64         // goroutines now
+	Errors           uint64        // handler panics and reported errors in the cycle
+	Cycle            time.Duration // length of the cycle
+	At               int64         // when it was taken, Unix nanoseconds
+}
+
+// Time returns when the heartbeat was taken.
+func (h Heartbeat) Time() time.Time { return time.Unix(0, h.At) }
+
+// Words encodes h as the arena's heartbeat words (the order of the fields
+// above; floats as IEEE-754 bits). The format belongs to the supervision
+// region: see package internal/proc.
+func (h Heartbeat) Words() (w [proc.HeartbeatWords]uint64) {
+	w = [proc.HeartbeatWords]uint64{
+		uint64(h.Pid), uint64(h.Slot), uint64(h.Uptime), math.Float64bits(h.CPU), h.RSS,
+		uint64(h.OpenConns), h.TotalConns, h.Requests, uint64(h.RequestsDuration), math.Float64bits(h.RPS),
+		h.GCCycles, uint64(h.GCPause), uint64(h.Goroutines), h.Errors, uint64(h.Cycle), uint64(h.At),
+	}
+	return w
+}
+
+// HeartbeatFromWords decodes what Words encoded.
+func HeartbeatFromWords(w *[proc.HeartbeatWords]uint64) Heartbeat {
+	return Heartbeat{
+		Pid: int(w[0]), Slot: int(w[1]), Uptime: time.Duration(w[2]), CPU: math.Float64frombits(w[3]), RSS: w[4],
+		OpenConns: int64(w[5]), TotalConns: w[6], Requests: w[7], RequestsDuration: time.Duration(w[8]),
+		RPS: math.Float64frombits(w[9]), GCCycles: w[10], GCPause: time.Duration(w[11]), Goroutines: int64(w[12]),
+		Errors: w[13], Cycle: time.Duration(w[14]), At: int64(w[15]),
+	}
+}
+
+// counters are the worker's live statistics, updated by the serving path.
+type counters struct {
+	openConns  atomic.Int64
+	totalConns atomic.Uint64
+	requests   atomic.Uint64
+	durations  atomic.Int64 // ns
+	errors     atomic.Uint64
+}
+
+// collector turns counters and process statistics into heartbeats.
+type collector struct {
+	pid, slot int
+	start     time.Time
+	c         *counters
+	ps        *process.Process // nil when gopsutil cannot see us
+
+	last        time.Time
+	lastReq     uint64
+	lastDur     int64
+	lastErr     uint64
+	lastGC      uint64
+	lastPause   float64 // seconds, bucket-weighted
+	samples     []metrics.Sample
+	initialized bool
+}
+
+func newCollector(pid, slot int, start time.Time, c *counters) *collector {
+	col := &collector{pid: pid, slot: slot, start: start, c: c, last: start}
+	if p, err := process.NewProcess(int32(pid)); err == nil {
+		col.ps = p
+		p.Percent(0) // primes the CPU counter: the next call measures the cycle
+	}
+	col.samples = []metrics.Sample{
+		{Name: "/gc/cycles/total:gc-cycles"},
+		{Name: "/sched/pauses/total/gc:seconds"},
+		{Name: "/sched/goroutines:goroutines"},
+	}
+	col.gc() // baseline
+	return col
+}
+
+// gc reads the runtime metrics: cycles, pause seconds (approximated from the
+// histogram by bucket lower bounds), goroutines.
+func (col *collector) gc() (cycles uint64, pause float64, goroutines int64) {
+	metrics.Read(col.samples)
+	if v := col.samples[0].Value; v.Kind() == metrics.KindUint64 {
+		cycles = v.Uint64()
+	}
+	if v := col.samples[1].Value; v.Kind() == metrics.KindFloat64Histogram {
+		h := v.Float64Histogram()
+		for i, n := range h.Counts {
+			lo := h.Buckets[i]
+			if math.IsInf(lo, -1) {
+				lo = 0
+			}
+			pause += float64(n) * lo
+		}
+	}
+	if v := col.samples[2].Value; v.Kind() == metrics.KindUint64 {
+		goroutines = int64(v.Uint64())
+	}
+	if !col.initialized {
+		col.lastGC, col.lastPause, col.initialized = cycles, pause, true
+	}
+	return cycles, pause, goroutines
+}
+
+// take returns the heartbeat of the cycle that ends now.
+func (col *collector) take(now time.Time) Heartbeat {
+	cycles, pause, goroutines := col.gc()
+	req, dur, errs := col.c.requests.Load(), col.c.durations.Load(), col.c.errors.Load()
+	cycle := now.Sub(col.last)
+	h := Heartbeat{
+		Pid: col.pid, Slot: col.slot, Uptime: now.Sub(col.start),
+		OpenConns: col.c.openConns.Load(), TotalConns: col.c.totalConns.Load(),
+		Requests: req - col.lastReq, RequestsDuration: time.Duration(dur - col.lastDur),
+		GCCycles: cycles - col.lastGC, GCPause: time.Duration((pause - col.lastPause) * float64(time.Second)),
+		Goroutines: goroutines, Errors: errs - col.lastErr, Cycle: cycle, At: now.UnixNano(),
+	}
+	if cycle > 0 {
+		h.RPS = float64(h.Requests) / cycle.Seconds()
+	}
+	if col.ps != nil {
+		if cpu, err := col.ps.Percent(0); err == nil {
+			h.CPU = cpu
+		}
+		if m, err := col.ps.MemoryInfo(); err == nil {
+			h.RSS = m.RSS
+		}
+	}
+	col.last, col.lastReq, col.lastDur, col.lastErr, col.lastGC, col.lastPause = now, req, dur, errs, cycles, pause
+	return h
+}

@@ -1,0 +1,475 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cluster2/cluster2/internal/proc"
+	"github.com/cluster2/cluster2/shm"
+)
+
+// RoleWorker is the role a worker stores in its slot of the process table.
+const RoleWorker = 2
+
+// Defaults of Config.
+const (
+	DefaultHeartbeatInterval = 5 * time.Second
+	DefaultWarmUpTimeout     = 60 * time.Second
+	DefaultDrainTimeout      = 60 * time.Second
+	// masterDeathDrain bounds the drain of a worker whose master died: it
+	// must be gone within a second.
+	masterDeathDrain = 700 * time.Millisecond
+)
+
+// Config configures Run. Zero fields take their defaults.
+type Config struct {
+	// Handler serves the worker's requests. Required.
+	Handler http.Handler
+
+	// NewServer makes the http.Server that serves Handler (the place to set
+	// TLSConfig, timeouts, ErrorLog). Its Handler field is used as given; a
+	// server with TLSConfig certificates is served with TLS. Default: a plain
+	// server with ReadHeaderTimeout 10 s.
+	NewServer func(http.Handler) *http.Server
+
+	// ConfigureApp, when set, runs once before warm-up and may replace the
+	// handler (add middleware, open resources). An error stops the worker.
+	ConfigureApp func(ctx context.Context, h http.Handler) (http.Handler, error)
+
+	// WarmUp, when set, runs against the worker's own handler served on a
+	// private loopback address (addr, "127.0.0.1:port") before the worker
+	// joins the shared socket. An error or a timeout is a warm-up failure:
+	// reported to the master; the worker does not listen.
+	WarmUp func(ctx context.Context, addr string) error
+
+	// WarmUpTimeout bounds WarmUp. Default 60 s.
+	WarmUpTimeout time.Duration
+
+	// HeartbeatInterval is the time between heartbeats. Default 5 s.
+	HeartbeatInterval time.Duration
+
+	// DrainTimeout bounds a drain the worker starts itself (SIGTERM); a drain
+	// the master asks for uses the master's deadline. Default 60 s.
+	DrainTimeout time.Duration
+
+	// Logger receives the worker's log lines. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Worker is the worker side of a running cluster: one process serving on the
+// shared socket. Its methods are safe for concurrent use. It must not be
+// copied.
+type Worker struct {
+	cfg   Config
+	log   *slog.Logger
+	slot  int
+	arena *shm.Arena
+	self  *shm.Proc
+	block *proc.Block
+	lnf   *os.File // fd 3, kept open for resume
+	srv   *http.Server
+	tls   bool
+	c     counters
+	start time.Time
+	col   *collector
+	hbMu  sync.Mutex // serializes heartbeats (one seqlock writer)
+
+	mu      sync.Mutex
+	ln      net.Listener // nil while paused or drained
+	serving sync.WaitGroup
+	stopped bool
+
+	stopOnce sync.Once
+	stopCh   chan stopReq // the control loop's inbox for stops
+	done     chan struct{}
+	err      error // why it stopped; set before done closes
+}
+
+type stopReq struct {
+	deadline time.Duration
+	err      error
+}
+
+// IsWorker reports whether this process was started by a cluster2 master.
+func IsWorker() bool {
+	role, _, _, _ := proc.Self()
+	return role == proc.Worker
+}
+
+// Run starts the worker side in a process a cluster2 master re-executed: it
+// maps the arena, joins its slot, warms up on a private loopback address,
+// joins the shared socket, and returns once it accepts there. From then on
+// the worker heartbeats, obeys the master (pause, resume, drain), drains on
+// SIGTERM, and drains and exits the process within a second when the master
+// dies. SIGINT is ignored: the master, which gets it too from a terminal,
+// orchestrates the stop.
+func Run(ctx context.Context, cfg Config) (*Worker, error) {
+	role, slot, _, err := proc.Self()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotWorker, err)
+	}
+	if role != proc.Worker {
+		return nil, ErrNotWorker
+	}
+	if cfg.Handler == nil {
+		return nil, errors.New("worker: Config.Handler is nil")
+	}
+	if cfg.WarmUpTimeout <= 0 {
+		cfg.WarmUpTimeout = DefaultWarmUpTimeout
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	w := &Worker{cfg: cfg, slot: slot, start: time.Now(), stopCh: make(chan stopReq, 4), done: make(chan struct{})}
+	w.log = cfg.Logger.With("role", "worker", "pid", os.Getpid(), "slot", slot)
+	proc.Unsetenv()
+	if err := w.attach(ctx); err != nil {
+		w.close()
+		return nil, err
+	}
+	if err := w.begin(ctx); err != nil {
+		w.close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// attach maps the arena, joins the slot and finds the control block.
+func (w *Worker) attach(ctx context.Context) error {
+	a, err := shm.Open(os.NewFile(proc.ArenaFD, "arena"))
+	if err != nil {
+		return fmt.Errorf("%w: arena: %w", ErrInherit, err)
+	}
+	w.arena = a
+	if w.self, err = a.JoinSlot(w.slot, RoleWorker); err != nil {
+		return fmt.Errorf("worker: join slot %d: %w", w.slot, err)
+	}
+	blocks, err := proc.Region(ctx, a)
+	if err != nil {
+		return fmt.Errorf("worker: supervision region: %w", err)
+	}
+	w.block = &blocks[w.slot]
+	w.block.SetPid(os.Getpid())
+	// os.NewFile keeps the descriptor's mode: Fd and FileListener never switch
+	// the shared description to blocking (see internal/proc).
+	w.lnf = os.NewFile(proc.ListenerFD, "listener")
+	if ok, err := proc.IsNonblock(proc.ListenerFD); err != nil {
+		return fmt.Errorf("%w: listener: %w", ErrInherit, err)
+	} else if !ok {
+		w.log.Warn("shared listener was in blocking mode; switching it back")
+		proc.SetNonblock(proc.ListenerFD)
+	}
+	return nil
+}
+
+func (w *Worker) begin(ctx context.Context) error {
+	go w.watchMaster()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	signal.Ignore(syscall.SIGINT)
+	go func() {
+		select {
+		case <-sig:
+			w.log.Info("SIGTERM: draining")
+			w.Stop(w.cfg.DrainTimeout)
+		case <-w.done:
+		}
+		signal.Stop(sig)
+	}()
+
+	h := w.cfg.Handler
+	if w.cfg.ConfigureApp != nil {
+		var err error
+		if h, err = w.cfg.ConfigureApp(ctx, h); err != nil {
+			return fmt.Errorf("worker: ConfigureApp: %w", err)
+		}
+	}
+	h = w.instrument(h)
+	w.col = newCollector(os.Getpid(), w.slot, w.start, &w.c)
+	go w.heartbeats()
+
+	if err := w.warmUp(ctx, h); err != nil {
+		w.block.SetState(proc.StateWarmFailed)
+		w.log.Error("warm-up failed", "err", err)
+		return fmt.Errorf("%w: %w", ErrWarmUp, err)
+	}
+	w.block.SetState(proc.StateWarmed)
+
+	w.srv = w.newServer(h)
+	w.tls = w.srv.TLSConfig != nil && (len(w.srv.TLSConfig.Certificates) > 0 || w.srv.TLSConfig.GetCertificate != nil)
+	user := w.srv.ConnState
+	w.srv.ConnState = func(c net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			w.c.openConns.Add(1)
+			w.c.totalConns.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			w.c.openConns.Add(-1)
+		}
+		if user != nil {
+			user(c, s)
+		}
+	}
+	if err := w.listen(); err != nil {
+		return err
+	}
+	go w.control()
+	return nil
+}
+
+func (w *Worker) newServer(h http.Handler) *http.Server {
+	if w.cfg.NewServer != nil {
+		if s := w.cfg.NewServer(h); s != nil {
+			if s.Handler == nil {
+				s.Handler = h
+			}
+			return s
+		}
+	}
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+}
+
+// warmUp serves h on a private loopback listener while WarmUp runs.
+func (w *Worker) warmUp(ctx context.Context, h http.Handler) error {
+	w.block.SetState(proc.StateWarming)
+	if w.cfg.WarmUp == nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("private listener: %w", err)
+	}
+	srv := w.newServer(h)
+	go srv.Serve(ln)
+	defer srv.Close()
+	wctx, cancel := context.WithTimeout(ctx, w.cfg.WarmUpTimeout)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- w.cfg.WarmUp(wctx, ln.Addr().String()) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-wctx.Done():
+		return fmt.Errorf("WarmUp: %w", wctx.Err())
+	}
+}
+
+// listen starts accepting on the shared socket (a dup of fd 3).
+func (w *Worker) listen() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped || w.ln != nil {
+		return nil
+	}
+	ln, err := net.FileListener(w.lnf)
+	if err != nil {
+		return fmt.Errorf("%w: listener: %w", ErrInherit, err)
+	}
+	w.ln = ln
+	w.srv.SetKeepAlivesEnabled(true)
+	w.serving.Add(1)
+	go func() {
+		defer w.serving.Done()
+		var err error
+		if w.tls {
+			err = w.srv.ServeTLS(ln, "", "")
+		} else {
+			err = w.srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+			w.log.Error("serve", "err", err)
+		}
+	}()
+	w.block.SetState(proc.StateListening)
+	return nil
+}
+
+// unlisten stops accepting: keep-alives off (idle connections close, busy
+// ones close after their response), then this process's listener closed. The
+// shared socket's queue stays with the other holders.
+func (w *Worker) unlisten() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.srv.SetKeepAlivesEnabled(false)
+	if w.ln != nil {
+		w.ln.Close()
+		w.ln = nil
+	}
+}
+
+// control obeys the master's wants until the worker stops.
+func (w *Worker) control() {
+	want := proc.WantRun
+	for {
+		select {
+		case r := <-w.stopCh:
+			w.drain(r)
+			return
+		default:
+		}
+		next := w.block.WaitWant(want, time.Second)
+		if next == want {
+			continue
+		}
+		want = next
+		switch want {
+		case proc.WantPause:
+			w.unlisten()
+			w.block.SetState(proc.StatePaused)
+			w.log.Info("paused")
+		case proc.WantRun:
+			if err := w.listen(); err != nil {
+				w.log.Error("resume", "err", err)
+			} else {
+				w.log.Info("resumed")
+			}
+		case proc.WantDrain:
+			d := w.block.DrainDeadline()
+			if d <= 0 {
+				d = w.cfg.DrainTimeout
+			}
+			w.log.Info("dismissed: draining", "deadline", d)
+			w.drain(stopReq{deadline: d})
+			return
+		}
+	}
+}
+
+// drain is the two-phase drain: stop accepting and let accepted work finish,
+// then Shutdown with what is left of the deadline, then Close.
+func (w *Worker) drain(r stopReq) {
+	w.block.SetState(proc.StateDraining)
+	deadline := time.Now().Add(r.deadline)
+	w.unlisten()
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
+	// Phase 1: accepted connections finish their request and close (keep-alives
+	// are off); bounded by half the deadline.
+	half := time.Now().Add(r.deadline / 2)
+	for w.c.openConns.Load() > 0 && time.Now().Before(half) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Phase 2: Shutdown closes what is idle and waits for the rest.
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	if err := w.srv.Shutdown(ctx); err != nil {
+		w.log.Warn("drain deadline passed: closing connections", "open", w.c.openConns.Load())
+		w.srv.Close()
+	}
+	cancel()
+	w.serving.Wait()
+	w.sendHeartbeat(w.col)
+	w.block.SetState(proc.StateStopped)
+	w.err = r.err
+	w.close()
+	close(w.done)
+	w.log.Info("stopped")
+}
+
+// Stop drains the worker (the two-phase drain, bounded by deadline) as if the
+// master had dismissed it; Wait returns when it is done. Calling it again has
+// no effect.
+func (w *Worker) Stop(deadline time.Duration) { w.stop(stopReq{deadline: deadline}) }
+
+func (w *Worker) stop(r stopReq) {
+	w.stopOnce.Do(func() {
+		w.stopCh <- r
+		w.block.WakeWorker() // the control loop looks at stopCh
+	})
+}
+
+// Shutdown drains the worker and waits until it is done or ctx ends. The
+// drain deadline is ctx's (DrainTimeout without one).
+func (w *Worker) Shutdown(ctx context.Context) error {
+	d := w.cfg.DrainTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		d = time.Until(dl)
+	}
+	w.Stop(d)
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Wait blocks until the worker has drained and stopped. It returns nil after a
+// dismissal, Stop or SIGTERM, and ErrMasterDied when the master died.
+func (w *Worker) Wait() error {
+	<-w.done
+	return w.err
+}
+
+// Done is closed when the worker has stopped.
+func (w *Worker) Done() <-chan struct{} { return w.done }
+
+// watchMaster reads the death pipe: EOF means the master is gone (its write
+// end was the only one). The worker drains briefly and exits the process.
+func (w *Worker) watchMaster() {
+	f := os.NewFile(proc.DeathFD, "death-pipe")
+	var b [1]byte
+	for {
+		if _, err := f.Read(b[:]); err != nil {
+			break
+		}
+	}
+	select {
+	case <-w.done:
+		return
+	default:
+	}
+	w.log.Warn("master died: draining and exiting")
+	w.stop(stopReq{deadline: masterDeathDrain, err: ErrMasterDied})
+	select {
+	case <-w.done:
+	case <-time.After(masterDeathDrain + 100*time.Millisecond):
+	}
+	time.Sleep(50 * time.Millisecond) // a moment for Wait's caller
+	os.Exit(0)
+}
+
+// close releases the slot and the arena mapping: the master reaps the slot
+// anyway, but a clean exit leaves no lock behind.
+func (w *Worker) close() {
+	if w.self != nil {
+		w.self.Leave()
+	}
+}
+
+// Slot returns the worker's slot in the arena's process table.
+func (w *Worker) Slot() int { return w.slot }
+
+// Arena returns the cluster's shared arena, mapped in this process.
+func (w *Worker) Arena() *shm.Arena { return w.arena }
+
+// Proc returns this worker's membership of the arena.
+func (w *Worker) Proc() *shm.Proc { return w.self }
+
+// Addr returns the shared listening address.
+func (w *Worker) Addr() net.Addr {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ln != nil {
+		return w.ln.Addr()
+	}
+	return nil
+}
+
+// ReportError counts an error in the next heartbeat.
+func (w *Worker) ReportError() { w.c.errors.Add(1) }
