@@ -274,20 +274,25 @@ func (a *Arena) Region(ctx context.Context, name string, size int64, init func(O
 	return off, true, nil
 }
 
-// lookup finds a published region by name.
-func (a *Arena) lookup(name string, size int64) (Off, bool, error) {
+// Lookup returns the offset and size of the region called name, if it exists.
+func (a *Arena) Lookup(name string) (off Off, size int64, ok bool) {
 	n := a.h.regionCount.Load() // acquire: entries below n are complete
 	for i := range min(n, MaxRegions) {
 		e := &a.h.regions[i]
-		if string(bytes.TrimRight(e.name[:], "\x00")) != name {
-			continue
+		if string(bytes.TrimRight(e.name[:], "\x00")) == name {
+			return Off(e.off), int64(e.size), true
 		}
-		if e.size != uint64(size) {
-			return 0, false, fmt.Errorf("shm: region %q: %w: has %d bytes, asked %d", name, ErrRegionMismatch, e.size, size)
-		}
-		return Off(e.off), true, nil
 	}
-	return 0, false, nil
+	return 0, 0, false
+}
+
+// lookup finds a published region by name.
+func (a *Arena) lookup(name string, size int64) (Off, bool, error) {
+	off, have, ok := a.Lookup(name)
+	if ok && have != size {
+		return 0, false, fmt.Errorf("shm: region %q: %w: has %d bytes, asked %d", name, ErrRegionMismatch, have, size)
+	}
+	return off, ok, nil
 }
 
 // Alloc reserves size bytes (zeroed, 64-byte aligned) that nobody else will

@@ -1,0 +1,186 @@
+package cache
+
+import (
+	"context"
+	"slices"
+	"sync/atomic"
+	"time"
+)
+
+// localStats are one process's counters for one cache, in Go memory: hits and
+// misses are striped by key hash so that goroutines on different cores rarely
+// share a line. The background goroutine publishes their sums to the arena.
+type localStats struct {
+	stripes    [8]statStripe
+	loads      atomic.Uint64
+	loadErrors atomic.Uint64
+}
+
+type statStripe struct {
+	hits   atomic.Uint64
+	misses atomic.Uint64
+	_      [48]byte
+}
+
+func (l *localStats) sums() (hits, misses uint64) {
+	for i := range l.stripes {
+		hits += l.stripes[i].hits.Load()
+		misses += l.stripes[i].misses.Load()
+	}
+	return hits, misses
+}
+
+// accessBuf is the lossy per-process buffer of sampled hits (record offsets).
+type accessBuf struct {
+	pos atomic.Uint64
+	ent [1024]atomic.Uint64
+}
+
+func (b *accessBuf) record(off uint64) {
+	i := b.pos.Add(1)
+	b.ent[i&(uint64(len(b.ent))-1)].Store(off)
+}
+
+// Background tuning.
+const (
+	bgTick        = 100 * time.Millisecond
+	sweepEvery    = 10 // ticks
+	sweepBuckets  = 1024
+	failedLinger  = time.Second
+	loaderPollMin = 2 * time.Millisecond
+	loaderPollMax = 50 * time.Millisecond
+)
+
+func (sp *Space) startBackground() {
+	sp.bgDone.Add(1)
+	go func() {
+		defer sp.bgDone.Done()
+		t := time.NewTicker(bgTick)
+		defer t.Stop()
+		cursors := make([]int, len(sp.sh))
+		for n := 1; ; n++ {
+			select {
+			case <-sp.stop:
+				return
+			case <-t.C:
+			}
+			sp.drainAccess()
+			sp.publishStats()
+			if n%sweepEvery == 0 && sp.holdSweepLease() {
+				sp.sweep(cursors, sweepBuckets)
+			}
+		}
+	}()
+}
+
+// drainAccess raises the CLOCK counter of every sampled record that is still
+// live, shard by shard under the shard's lock.
+func (sp *Space) drainAccess() {
+	var offs []uint64
+	for i := range sp.access.ent {
+		if off := sp.access.ent[i].Swap(0); off != 0 {
+			offs = append(offs, off)
+		}
+	}
+	if len(offs) == 0 {
+		return
+	}
+	stride := sp.h.shardStride
+	slices.Sort(offs)
+	for len(offs) > 0 {
+		si := (offs[0] - sp.h.shardsOff) / stride
+		n := 1
+		for n < len(offs) && (offs[n]-sp.h.shardsOff)/stride == si {
+			n++
+		}
+		if si < uint64(len(sp.sh)) {
+			sh := &sp.sh[si]
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if sp.lock(ctx, sh) == nil {
+				for _, off := range offs[:n] {
+					if off < sh.heapOff || off+recHeader > sh.heapOff+sp.heap {
+						continue
+					}
+					r := sp.rec(off)
+					if r.kind == kindItem && r.ref < 3 && sp.findOff(sh, r.hash, off).valid() {
+						r.ref++
+					}
+				}
+				sp.unlock(sh)
+			}
+			cancel()
+		}
+		offs = offs[n:]
+	}
+}
+
+// publishStats copies this process's counters into its rows of the arena.
+func (sp *Space) publishStats() {
+	slot := sp.p.Slot()
+	tok := sp.p.Token()
+	for id := range MaxCaches {
+		row := &sp.stats[slot*MaxCaches+id]
+		l := &sp.local[id]
+		hits, misses := l.sums()
+		row.hits.Store(hits)
+		row.misses.Store(misses)
+		row.loads.Store(l.loads.Load())
+		row.loadErrors.Store(l.loadErrors.Load())
+		row.token.Store(tok)
+	}
+}
+
+// holdSweepLease reports whether this process is the space's sweeper, taking
+// the lease over from a dead holder or when nobody holds it.
+func (sp *Space) holdSweepLease() bool {
+	me := sp.p.Token()
+	cur := sp.h.sweeper.Load()
+	if cur == me {
+		return true
+	}
+	if cur != 0 && sp.a.Alive(cur) {
+		return false
+	}
+	return sp.h.sweeper.CompareAndSwap(cur, me)
+}
+
+// sweep frees expired items and stale failed records, at most per buckets a
+// shard per call, holding each shard's lock for one batch only.
+func (sp *Space) sweep(cursors []int, per int) int {
+	freed := 0
+	now := time.Now().UnixNano()
+	for si := range sp.sh {
+		sh := &sp.sh[si]
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := sp.lock(ctx, sh)
+		cancel()
+		if err != nil {
+			continue
+		}
+		for range min(per, len(sh.b)) {
+			b := &sh.b[cursors[si]]
+			cursors[si] = (cursors[si] + 1) % len(sh.b)
+			for i := range slotsPerBucket {
+				w := b.slots[i].Load()
+				if w == 0 {
+					continue
+				}
+				r := sp.rec(w & offMask)
+				if (r.kind == kindItem || r.kind == kindFailed) && r.exp != 0 && r.exp <= now {
+					sp.drop(sh, slotRef{b, i}, opExpire)
+					freed++
+				}
+			}
+		}
+		sp.unlock(sh)
+	}
+	return freed
+}
+
+// Sweep frees every expired entry of the space now (watchers are told) and
+// returns how many it freed. The space's sweeper does this in the background;
+// tests and tools call it to force the matter.
+func (sp *Space) Sweep() int {
+	cursors := make([]int, len(sp.sh))
+	return sp.sweep(cursors, int(sp.bmsk+1))
+}

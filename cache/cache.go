@@ -1,0 +1,375 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+)
+
+// Loader computes the value of a key that missed. Get runs it in exactly one
+// process of the cluster for concurrent misses of the same key.
+type Loader func(ctx context.Context, key string) ([]byte, error)
+
+// Cache is a process's handle on one named cache of a Space. It is safe for
+// concurrent use by goroutines, and every process of the cluster that opens
+// the same name sees the same entries. The zero value is not usable: get one
+// from Use. A Cache must not be copied.
+type Cache struct {
+	sp     *Space
+	id     uint32
+	name   string
+	opts   Options
+	closed atomic.Bool
+}
+
+// Name returns the cache's name.
+func (c *Cache) Name() string { return c.name }
+
+// Options returns the cache's cluster-wide options.
+func (c *Cache) Options() Options { return c.opts }
+
+// Close marks the handle closed: every later call returns ErrClosed. The
+// entries stay for the other processes. Every Use of the name in this process
+// shares one handle, so Close closes it for all of them.
+func (c *Cache) Close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	c.sp.mu.Lock()
+	if c.sp.caches[c.id] == c {
+		c.sp.caches[c.id] = nil
+	}
+	c.sp.mu.Unlock()
+	return nil
+}
+
+func (c *Cache) check(key string) error {
+	switch {
+	case c.closed.Load():
+		return fmt.Errorf("cache %q: %w", c.name, ErrClosed)
+	case len(key) == 0:
+		return fmt.Errorf("cache %q: %w", c.name, ErrEmptyKey)
+	case len(key) > MaxKeyLen:
+		return fmt.Errorf("cache %q: key of %d bytes: %w (limit %d)", c.name, len(key), ErrKeyTooLarge, MaxKeyLen)
+	}
+	return nil
+}
+
+// GetInto appends the value of key to dst and reports whether the key had
+// one. It never calls a loader, never locks, never makes a system call and
+// allocates nothing when dst has room: it is the hot path. A value expired or
+// being loaded reads as absent.
+//
+// In the terminology of the Go memory model, a Set (in any process) that
+// GetInto observes synchronizes before GetInto returns.
+func (c *Cache) GetInto(dst []byte, key string) ([]byte, bool, error) {
+	if err := c.check(key); err != nil {
+		return dst, false, err
+	}
+	sp := c.sp
+	h := hashKey(c.id, key)
+	sh := sp.shardOf(h)
+	out, res, off := sp.read(sh, h, c.id, key, dst)
+	st := &sp.local[c.id].stripes[h&7]
+	switch res {
+	case resHit:
+		st.hits.Add(1)
+		if rand.Uint32()&15 == 0 {
+			sp.access.record(off)
+		}
+		return out, true, nil
+	case resUnstable:
+		v, ok, err := c.readLocked(context.Background(), sh, h, key, dst)
+		if ok {
+			st.hits.Add(1)
+		} else {
+			st.misses.Add(1)
+		}
+		return v, ok, err
+	}
+	st.misses.Add(1)
+	return out[:len(dst)], false, nil
+}
+
+// readLocked reads key under its shard lock (the fallback when a writer keeps
+// the bucket unstable, or died inside it: taking the lock repairs that).
+func (c *Cache) readLocked(ctx context.Context, sh *shard, h uint64, key string, dst []byte) ([]byte, bool, error) {
+	sp := c.sp
+	if err := sp.lock(ctx, sh); err != nil {
+		return dst, false, fmt.Errorf("cache %q: get %q: %w", c.name, key, err)
+	}
+	defer sp.unlock(sh)
+	s := sp.find(sh, h, c.id, key)
+	if !s.valid() {
+		return dst, false, nil
+	}
+	off := s.off()
+	r := sp.rec(off)
+	if r.kind != kindItem {
+		return dst, false, nil
+	}
+	if r.exp != 0 && r.exp <= time.Now().UnixNano() {
+		sp.drop(sh, s, opExpire)
+		return dst, false, nil
+	}
+	return append(dst, sp.recVal(off, r)...), true, nil
+}
+
+// Get returns the value of key. On a miss it runs loader — in exactly one
+// process of the cluster for concurrent misses of the same key; every other
+// caller, in any process, waits for that result (bounded by ctx) and gets the
+// value, or the loader's error wrapped in ErrLoaderFailed. If the loading
+// process dies, a waiter takes the load over. A nil loader on a miss returns
+// ErrNotFound. The loaded value is stored with the cache's Expire and
+// watchers are told of it like any Set.
+func (c *Cache) Get(ctx context.Context, key string, loader Loader) ([]byte, error) {
+	v, ok, err := c.GetInto(nil, key)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		if v == nil {
+			v = []byte{}
+		}
+		return v, nil
+	}
+	if loader == nil {
+		return nil, fmt.Errorf("cache %q: get %q: %w", c.name, key, ErrNotFound)
+	}
+	return c.load(ctx, key, loader)
+}
+
+// Set stores value under key and reports whether it did: with
+// LeaveIfNotNull it stores only when the key has no value. A stored value
+// replaces the old one atomically for every reader, and watchers are told. A
+// full cache evicts its least recently used entries to make room; a value
+// longer than the space's MaxValueLen returns ErrValueTooLarge and changes
+// nothing. value may be reused after Set returns.
+func (c *Cache) Set(ctx context.Context, key string, value []byte, opts SetOptions) (bool, error) {
+	if err := c.check(key); err != nil {
+		return false, err
+	}
+	if len(value) > c.sp.maxValue {
+		return false, fmt.Errorf("cache %q: set %q: value of %d bytes: %w (limit %d)", c.name, key, len(value), ErrValueTooLarge, c.sp.maxValue)
+	}
+	sp := c.sp
+	h := hashKey(c.id, key)
+	sh := sp.shardOf(h)
+	if err := sp.lock(ctx, sh); err != nil {
+		return false, fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
+	}
+	defer sp.unlock(sh)
+	if opts.LeaveIfNotNull {
+		if s := sp.find(sh, h, c.id, key); s.valid() {
+			if r := sp.rec(s.off()); r.kind == kindItem && (r.exp == 0 || r.exp > time.Now().UnixNano()) {
+				return false, nil
+			}
+		}
+	}
+	sp.store(sh, kindItem, c.id, h, key, value, c.deadline(opts.Expire), 0)
+	return true, nil
+}
+
+// deadline returns the absolute deadline of an entry set now.
+func (c *Cache) deadline(override time.Duration) int64 {
+	ttl := c.opts.Expire
+	switch {
+	case override < 0:
+		return 0
+	case override > 0:
+		ttl = override
+	}
+	if ttl == 0 {
+		return 0
+	}
+	return time.Now().Add(ttl).UnixNano()
+}
+
+// store writes a record and points key's slot at it, under the shard lock.
+// It returns the record's offset.
+func (sp *Space) store(sh *shard, kind uint8, id uint32, h uint64, key string, val []byte, exp int64, owner uint32) uint64 {
+	off := sp.write(sh, kind, id, h, key, val, exp, owner) // may evict, even key's old record
+	r := sp.rec(off)
+	w := h>>48<<48 | off
+	if s := sp.find(sh, h, id, key); s.valid() {
+		old := sp.rec(s.off())
+		wasLoading := old.kind == kindLoading
+		sp.account(sh, old, -1)
+		s.publish(w)
+		if wasLoading {
+			sh.h.ev.Wake()
+		}
+	} else {
+		sp.insert(sh, h, w)
+	}
+	sp.account(sh, r, +1)
+	if kind == kindItem {
+		sp.journalChange(opSet, id, sp.recKey(off, r), val)
+	}
+	return off
+}
+
+// Del deletes key and returns its old value and whether it had one. Watchers
+// are told. A key being loaded is left to its loader.
+func (c *Cache) Del(ctx context.Context, key string) ([]byte, bool, error) {
+	if err := c.check(key); err != nil {
+		return nil, false, err
+	}
+	sp := c.sp
+	h := hashKey(c.id, key)
+	sh := sp.shardOf(h)
+	if err := sp.lock(ctx, sh); err != nil {
+		return nil, false, fmt.Errorf("cache %q: del %q: %w", c.name, key, err)
+	}
+	defer sp.unlock(sh)
+	s := sp.find(sh, h, c.id, key)
+	if !s.valid() {
+		return nil, false, nil
+	}
+	off := s.off()
+	r := sp.rec(off)
+	switch {
+	case r.kind == kindLoading:
+		return nil, false, nil
+	case r.kind != kindItem:
+		sp.drop(sh, s, opDel)
+		return nil, false, nil
+	case r.exp != 0 && r.exp <= time.Now().UnixNano():
+		sp.drop(sh, s, opExpire)
+		return nil, false, nil
+	}
+	old := append([]byte{}, sp.recVal(off, r)...)
+	sp.drop(sh, s, opDel)
+	return old, true, nil
+}
+
+// Keys returns every key of the cache that has a live value, in no order. It
+// takes each shard's lock in turn, so it sees each shard at one instant but
+// not the whole cache at one instant.
+func (c *Cache) Keys(ctx context.Context) ([]string, error) {
+	if c.closed.Load() {
+		return nil, fmt.Errorf("cache %q: %w", c.name, ErrClosed)
+	}
+	sp := c.sp
+	var keys []string
+	now := time.Now().UnixNano()
+	for si := range sp.sh {
+		sh := &sp.sh[si]
+		if sh.pc[c.id].entries.Load() == 0 {
+			continue
+		}
+		if err := sp.lock(ctx, sh); err != nil {
+			return nil, fmt.Errorf("cache %q: keys: %w", c.name, err)
+		}
+		for bi := range sh.b {
+			b := &sh.b[bi]
+			for i := range slotsPerBucket {
+				w := b.slots[i].Load()
+				if w == 0 {
+					continue
+				}
+				off := w & offMask
+				r := sp.rec(off)
+				if r.cache == c.id && r.kind == kindItem && (r.exp == 0 || r.exp > now) {
+					keys = append(keys, string(sp.recKey(off, r)))
+				}
+			}
+		}
+		sp.unlock(sh)
+	}
+	return keys, nil
+}
+
+// Entry is what Inspect tells of one key.
+type Entry struct {
+	Value   []byte
+	Persist bool          // the cache's Persist option
+	TTL     time.Duration // time left to live; 0 means the entry never expires
+}
+
+// Inspect returns key's value with its cache's persist flag and the time it
+// has left to live. A key without a value returns ErrNotFound.
+func (c *Cache) Inspect(key string) (Entry, error) {
+	if err := c.check(key); err != nil {
+		return Entry{}, err
+	}
+	sp := c.sp
+	h := hashKey(c.id, key)
+	sh := sp.shardOf(h)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := sp.lock(ctx, sh); err != nil {
+		return Entry{}, fmt.Errorf("cache %q: inspect %q: %w", c.name, key, err)
+	}
+	defer sp.unlock(sh)
+	s := sp.find(sh, h, c.id, key)
+	if s.valid() {
+		off := s.off()
+		r := sp.rec(off)
+		now := time.Now().UnixNano()
+		if r.kind == kindItem && (r.exp == 0 || r.exp > now) {
+			e := Entry{Value: append([]byte{}, sp.recVal(off, r)...), Persist: c.opts.Persist}
+			if r.exp != 0 {
+				e.TTL = time.Duration(r.exp - now)
+			}
+			return e, nil
+		}
+	}
+	return Entry{}, fmt.Errorf("cache %q: inspect %q: %w", c.name, key, ErrNotFound)
+}
+
+// Stats are a cache's counters, summed over every process of the cluster
+// (each process publishes its own every 100 ms; the calling process's are
+// exact).
+type Stats struct {
+	Hits, Misses      uint64 // lookups that found a value, and that did not
+	Loads, LoadErrors uint64 // loader runs that stored a value, and that failed
+	Evictions         uint64 // entries dropped to make room
+	Expirations       uint64 // entries dropped because their time ran out
+	Entries           int64  // live entries now
+	Bytes             int64  // bytes those entries take in the arena
+	WatchLost         uint64 // journal records this process's watchers missed (lapped)
+}
+
+// Stats returns the cache's counters. It never writes shared memory.
+func (c *Cache) Stats() Stats {
+	sp := c.sp
+	var st Stats
+	me := sp.p.Slot()
+	for slot := range int(sp.h.statsSlots) {
+		if slot == me {
+			l := &sp.local[c.id]
+			h, m := l.sums()
+			st.Hits += h
+			st.Misses += m
+			st.Loads += l.loads.Load()
+			st.LoadErrors += l.loadErrors.Load()
+			continue
+		}
+		row := &sp.stats[slot*MaxCaches+int(c.id)]
+		st.Hits += row.hits.Load()
+		st.Misses += row.misses.Load()
+		st.Loads += row.loads.Load()
+		st.LoadErrors += row.loadErrors.Load()
+	}
+	for si := range sp.sh {
+		pc := &sp.sh[si].pc[c.id]
+		st.Evictions += pc.evictions.Load()
+		st.Expirations += pc.expirations.Load()
+		st.Entries += pc.entries.Load()
+		st.Bytes += pc.bytes.Load()
+	}
+	st.WatchLost = sp.watchLost.Load()
+	return st
+}
+
+// errText is a loader error carried across processes as its text.
+type errText string
+
+func (e errText) Error() string { return string(e) }
+
+func loaderErr(name, key string, text []byte) error {
+	return fmt.Errorf("cache %q: get %q: %w: %w", name, key, ErrLoaderFailed, errText(text))
+}

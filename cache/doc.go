@@ -1,0 +1,114 @@
+// Package cache is cluster2's shared cache: named caches that live in the
+// shared arena, so that every process of a cluster reads them directly. A hit
+// costs a hash, one or two cache lines of index, a copy and a re-check: no
+// lock, no system call, no write to shared memory.
+//
+// # Model
+//
+// One [Space] per arena holds every named cache: a registry of names and
+// options, S shards (each a robust lock, an index and a log-structured heap)
+// and a change journal. [Setup] creates the space (the master does it before
+// its workers start), [Attach] finds it in any other process, and [Use] (on the
+// process's default space) or [Space.Use] opens a named cache. The first Use
+// of a name fixes its options cluster-wide.
+//
+// # Layout (format: changing it bumps spaceVersion)
+//
+//	space header (8192 B): magic │ version │ shard count │ buckets/shard │ heap/shard │ offsets │
+//	                       registry lock │ cache count │ registry[64] {name[48] │ id │ persist │ expire}
+//	journal: header (lock │ tail │ claim │ Event │ watchers[64]) │ data (power of two bytes)
+//	shard i: header (128 B: lock │ head │ tail │ Event │ repairs)
+//	         perCache[64] { entries │ bytes │ evictions │ expirations }   32 B each
+//	         buckets[B]   { seq u32 │ flags u32 │ slots[7] u64 }            64 B each (one cache line)
+//	         heap         (a circular log of records, 8-byte aligned)
+//
+//	slot word (u64):  tag (16 bits: hash>>48) │ record offset in the arena (48 bits); 0 = empty
+//
+//	record (40-byte header, then key, then value, padded to 8):
+//	┌─────────┬─────────┬────────┬──────┬───────┬──────────┬────────┬────────┬───────┬─────┬───────┐
+//	│ size u32│ vlen u32│ klen u16│kind u8│ref u8 │ cache u32│owner u32│hash u64│exp i64│ key │ value │
+//	└─────────┴─────────┴────────┴──────┴───────┴──────────┴────────┴────────┴───────┴─────┴───────┘
+//	kinds: item (a value), loading (a Get's loader runs in process owner), failed (the loader's error
+//	as value, kept one second for the waiters), filler (the unused end of the heap at a wrap)
+//
+// # Hashing and probing
+//
+// h = xxhash(key) mixed with the cache id. The shard is h mod S; the home
+// bucket is (h>>8) mod B; a key lives in its home bucket or one of the next
+// maxProbe-1. A bucket whose slots were all full when an insert passed it has
+// its overflow flag set, so a lookup stops at the first bucket without it.
+//
+// # The hit path (readers, any process, no lock)
+//
+//	s1 := bucket.seq (odd: a writer is inside, retry)
+//	for each slot with our tag: follow the offset (bounds-checked), compare
+//	    kind, cache id and key, check the deadline, append the value to dst
+//	s2 := bucket.seq; if s1 != s2 the copy may be torn: retry
+//
+// After a few failed tries (a writer died inside a bucket, or heavy churn) the
+// reader takes the shard lock, which repairs a dead writer's half-done work,
+// and reads under it. In the terminology of the Go memory model, a Set's
+// release of bucket.seq synchronizes before a Get that loads the even value
+// and observes the new slot.
+//
+// # The write path (under the shard's robust lock)
+//
+// A Set (1) reclaims space at the log's tail until the record fits: a tail
+// record that no slot points to is garbage; a live one is evicted, or, if its
+// CLOCK counter says it was used since the hand last passed, moved to the head
+// (second chance); (2) writes the record at the head and then advances head;
+// (3) publishes: bucket.seq odd, store the slot word, bucket.seq even; (4)
+// appends a journal record when somebody watches that cache. Index slots are
+// the only truth about which records are live: a record no slot points to is
+// free space, whatever it holds. So every step leaves a state that the next
+// owner can detect and repair, and a process killed at any instant leaves:
+//
+//   - during (1) or (2): unreferenced records, reclaimed by the tail later;
+//   - during (3): an odd bucket.seq (readers fall back to the lock; the repair
+//     makes it even), and each slot word either old or new (a single store);
+//   - during (4): see the journal below.
+//
+// Whoever takes a shard lock over from a dead owner runs repair: even the
+// sequences, drop slots that point outside the live log or at records that do
+// not match them, recount the per-cache counters. [Space.Verify] checks the
+// same invariants without changing anything.
+//
+// # Recency (CLOCK without writes on hits)
+//
+// Hits are sampled (1 in 16, from the runtime's per-thread random source) into
+// a per-process access buffer in Go memory; a background goroutine drains it
+// every 100 ms under the shard locks, raising each live record's ref counter
+// (saturating at 3). The tail hand decrements it and gives a record with ref >
+// 0 a second chance. Statistics are counted the same way: in striped per-process
+// Go counters, published every 100 ms into the process's row of the arena, and
+// summed over every live process on read.
+//
+// # Loader once
+//
+// A Get that misses with a loader takes the shard lock and either finds a
+// loading record (it waits on the shard's Event, bounded by its context) or
+// inserts its own, with its owner generation, and runs the loader outside any
+// lock. The loader's value replaces the loading record (a normal Set, watchers
+// told); its error replaces it with a failed record that the waiters return. A
+// waiter whose sleep times out checks whether the loading process lives and,
+// if not, replaces the record with its own and loads.
+//
+// # Watch and the journal
+//
+// Mutations of a cache that some process watches are appended, while the
+// shard lock is held (so per key, journal order is mutation order), to a
+// broadcast journal: a byte ring under its own robust lock. A writer sets claim
+// to the end of what it will write, writes, then publishes tail (release) and
+// wakes the journal Event. Each watching process tails it with its own cursor
+// from a goroutine that runs the callbacks in journal order; a record it copied
+// is valid only if claim has not passed its position plus the capacity
+// afterwards. A reader that was lapped counts the loss (Stats.WatchLost). Lock
+// order is always shard, then journal.
+//
+// # Caveats
+//
+// Values are copied in and out: a slice passed to Set may be reused after Set
+// returns, and what Get returns belongs to the caller. Records are never
+// updated in place. The race detector cannot see the arena: the package's
+// multi-process model test, kill -9 test and Verify are its proof.
+package cache

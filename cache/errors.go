@@ -1,0 +1,53 @@
+package cache
+
+import "errors"
+
+// These errors can be returned by Get, GetInto, Set, Del, Inspect and Keys.
+var (
+	// ErrNotFound is returned by Get with a nil loader, and by Inspect, when
+	// the key has no value. An empty value is a value: it is not ErrNotFound.
+	ErrNotFound = errors.New("cache: not found")
+
+	// ErrEmptyKey is returned for the empty key.
+	ErrEmptyKey = errors.New("cache: empty key")
+
+	// ErrKeyTooLarge is returned for keys longer than MaxKeyLen bytes.
+	ErrKeyTooLarge = errors.New("cache: key too large")
+
+	// ErrValueTooLarge is returned for values longer than the space's
+	// MaxValueLen; nothing is stored or evicted.
+	ErrValueTooLarge = errors.New("cache: value too large")
+
+	// ErrClosed is returned by every method of a closed Cache.
+	ErrClosed = errors.New("cache: closed")
+
+	// ErrLoaderFailed wraps the error of a loader that ran in another process
+	// (or another goroutine) while this caller waited for its value; the text
+	// of the loader's error follows it.
+	ErrLoaderFailed = errors.New("cache: loader failed")
+)
+
+// These errors can be returned by Use, Setup and Attach.
+var (
+	// ErrOptionsConflict is returned by Use when the cache exists with other
+	// options; the message names the option and both values.
+	ErrOptionsConflict = errors.New("cache: options conflict with the cache's")
+
+	// ErrBadName is returned for an empty name or one longer than MaxNameLen.
+	ErrBadName = errors.New("cache: bad cache name")
+
+	// ErrTooManyCaches is returned when the space already holds MaxCaches caches.
+	ErrTooManyCaches = errors.New("cache: too many caches")
+
+	// ErrNoSpace is returned by Attach when the arena holds no cache space,
+	// and by Use when the process has no default space (it is not part of a
+	// running cluster with the cache enabled).
+	ErrNoSpace = errors.New("cache: no cache space")
+
+	// ErrCorrupt is returned by Attach when the space's header is damaged, and
+	// by Verify (wrapped, with every inconsistency found).
+	ErrCorrupt = errors.New("cache: corrupt")
+
+	// ErrBadOptions is returned for invalid Options or SpaceOptions.
+	ErrBadOptions = errors.New("cache: invalid options")
+)

@@ -1,0 +1,156 @@
+package cache
+
+import (
+	"context"
+	"encoding/binary"
+	"time"
+
+	"github.com/cluster2/cluster2/shm"
+)
+
+// Journal operations, as watchers see them.
+const (
+	opFiller = 0
+	opSet    = 1
+	opDel    = 2
+	opExpire = 3
+	opEvict  = 4
+)
+
+// journal is a process's view of the change journal.
+type journal struct {
+	h    *journalHdr
+	data []byte
+	cap  uint64
+}
+
+// journalChange appends a change of cache id to the journal if any process
+// watches that cache. Called with the key's shard lock held, so that the
+// journal's order is the key's mutation order.
+func (sp *Space) journalChange(op uint8, id uint32, key, val []byte) {
+	j := &sp.jr
+	if j.h.watchers[id%MaxCaches].Load() <= 0 {
+		return
+	}
+	var flags uint8
+	if len(val) > journalMaxVal {
+		flags, val = jflagNoValue, nil
+	}
+	size := uint64(jrecHeader+len(key)+len(val)+7) &^ 7
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	recovered, err := j.h.lock.Lock(ctx, sp.p)
+	cancel()
+	if err != nil {
+		sp.watchLost.Add(1) // a live writer held the journal for 5 s: give up on this change
+		return
+	}
+	if recovered {
+		// A writer died between claiming and publishing: what it wrote past
+		// tail was never published. Readers that saw the claim treat it as a lap.
+		j.h.claim.Store(j.h.tail.Load())
+	}
+	pos := j.h.tail.Load()
+	phys := pos & (j.cap - 1)
+	toEnd := j.cap - phys
+	total := size
+	if toEnd < size {
+		total = toEnd + size
+	}
+	j.h.claim.Store(pos + total) // before any byte a reader may be copying is overwritten
+	if toEnd < size {
+		if toEnd >= jrecHeader {
+			binary.LittleEndian.PutUint32(j.data[phys:], uint32(toEnd))
+			j.data[phys+4] = opFiller
+		}
+		phys = 0
+	}
+	rec := j.data[phys : phys+size]
+	binary.LittleEndian.PutUint32(rec[0:], uint32(size))
+	rec[4], rec[5] = op, flags
+	binary.LittleEndian.PutUint16(rec[6:], uint16(len(key)))
+	binary.LittleEndian.PutUint32(rec[8:], id)
+	binary.LittleEndian.PutUint32(rec[12:], uint32(len(val)))
+	copy(rec[jrecHeader:], key)
+	copy(rec[jrecHeader+len(key):], val)
+	j.h.tail.Store(pos + total) // release: the record is complete
+	j.h.lock.Unlock(sp.p)
+	j.h.ev.Wake()
+}
+
+// change is one decoded journal record.
+type change struct {
+	op      uint8
+	noValue bool
+	id      uint32
+	key     string
+	val     []byte
+}
+
+// tailJournal follows the journal from position cur and dispatches every
+// change to this process's watchers, in journal order, until stop.
+func (sp *Space) tailJournal(cur uint64, stop <-chan struct{}) {
+	j := &sp.jr
+	buf := make([]byte, 0, 1024)
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		t := j.h.tail.Load()
+		if cur == t {
+			tk := j.h.ev.Prepare()
+			if j.h.tail.Load() != cur {
+				j.h.ev.Cancel()
+				continue
+			}
+			j.h.ev.Sleep(tk, 100*time.Millisecond)
+			continue
+		}
+		if t-cur > j.cap || t < cur {
+			sp.watchLost.Add(1)
+			cur = t
+			continue
+		}
+		phys := cur & (j.cap - 1)
+		if j.cap-phys < jrecHeader {
+			cur += j.cap - phys
+			continue
+		}
+		size := uint64(binary.LittleEndian.Uint32(j.data[phys:]))
+		if size < jrecHeader || size%8 != 0 || phys+size > j.cap || cur+size > t {
+			// Either lapped while reading the size, or a record we cannot
+			// parse: resynchronise at the tail and count the loss.
+			sp.watchLost.Add(1)
+			cur = j.h.tail.Load()
+			continue
+		}
+		buf = append(buf[:0], j.data[phys:phys+size]...)
+		if j.h.claim.Load() > cur+j.cap { // overwritten while we copied
+			sp.watchLost.Add(1)
+			cur = j.h.tail.Load()
+			continue
+		}
+		cur += size
+		if buf[4] == opFiller {
+			continue
+		}
+		klen := int(binary.LittleEndian.Uint16(buf[6:]))
+		vlen := int(binary.LittleEndian.Uint32(buf[12:]))
+		if jrecHeader+klen+vlen > int(size) {
+			sp.watchLost.Add(1)
+			continue
+		}
+		c := change{op: buf[4], noValue: buf[5]&jflagNoValue != 0, id: binary.LittleEndian.Uint32(buf[8:]),
+			key: string(buf[jrecHeader : jrecHeader+klen])}
+		if c.op == opSet {
+			c.val = append([]byte(nil), buf[jrecHeader+klen:jrecHeader+klen+vlen]...)
+		}
+		sp.dispatch(c)
+	}
+}
+
+// journalPos returns the journal's current end (tests).
+func (sp *Space) journalPos() uint64 { return sp.jr.h.tail.Load() }
+
+var _ = shm.LockSize

@@ -1,0 +1,157 @@
+package cache
+
+import (
+	"sync/atomic"
+
+	"github.com/cluster2/cluster2/shm"
+)
+
+// Format constants: changing any, or any struct below, bumps spaceVersion.
+const (
+	spaceMagic   uint64 = 0x45484341_43324c43 // "CL2CACHE"
+	spaceVersion uint32 = 1
+
+	// MaxCaches is the number of named caches one space can hold.
+	MaxCaches = 64
+
+	// MaxNameLen is the longest cache name, in bytes.
+	MaxNameLen = 48
+
+	// MaxKeyLen is the longest key, in bytes.
+	MaxKeyLen = 1024
+
+	// hardMaxValueLen caps values whatever the space's size; a space's own
+	// limit (Space.MaxValueLen) is a quarter of a shard's heap below that.
+	hardMaxValueLen = 4 << 20
+
+	slotsPerBucket = 7
+	maxProbe       = 8 // buckets a key may live in: its home and the next 7
+	recHeader      = 40
+
+	spaceHeaderSize = 8192
+	shardHeaderSize = 128
+	perCacheSize    = 32
+	bucketSize      = 64
+	journalHdrSize  = 4096
+)
+
+// Record kinds.
+const (
+	kindFree    = 0 // never a valid record header
+	kindItem    = 1
+	kindLoading = 2
+	kindFailed  = 3
+	kindFiller  = 4
+)
+
+// spaceHeader is the first block of the space region. Fields above lock are
+// written once by Setup before the region is published and read-only after.
+type spaceHeader struct {
+	magic       uint64
+	version     uint32
+	shards      uint32 // S, a power of two
+	buckets     uint32 // B per shard, a power of two
+	_           uint32
+	heapSize    uint64 // bytes of log per shard, a multiple of 8
+	shardStride uint64 // bytes from one shard block to the next
+	shardsOff   uint64 // arena offset of shard 0
+	journalOff  uint64 // arena offset of the journal header
+	journalCap  uint64 // journal data bytes, a power of two
+	statsOff    uint64 // arena offset of the per-slot statistics rows
+	statsSlots  uint32 // rows (the arena's slot count)
+	_           [52]byte
+	lock        shm.Lock      // registry lock: guards count and registry
+	count       atomic.Uint32 // published registry entries; stored after the entry (release)
+	sweeper     atomic.Uint32 // owner generation of the process that sweeps expired entries
+	_           [48]byte
+	registry    [MaxCaches]regEntry
+	_           [spaceHeaderSize - 192 - MaxCaches*regEntrySize]byte
+}
+
+const regEntrySize = 64
+
+// regEntry names one cache. Written once under the registry lock, then
+// published by count; read-only afterwards.
+type regEntry struct {
+	name    [MaxNameLen]byte // NUL-padded
+	expire  int64            // default time to live, nanoseconds; 0 = none
+	persist uint32           // 1 if the cache's mutations are logged
+	_       uint32
+}
+
+// shardHeader heads one shard. Everything but ev is written under lock; ev is
+// the Event loader waiters sleep on (woken when a loading record resolves).
+type shardHeader struct {
+	lock    shm.Lock
+	head    atomic.Uint64 // virtual log position one past the newest record
+	tail    atomic.Uint64 // virtual log position of the oldest record
+	ev      shm.Event
+	repairs atomic.Uint64 // times a dead writer's work was repaired
+	moved   atomic.Uint64 // records given a second chance
+	_       [shardHeaderSize - 48]byte
+}
+
+// perCache counts one cache's records in one shard, under the shard lock.
+type perCache struct {
+	entries     atomic.Int64
+	bytes       atomic.Int64
+	evictions   atomic.Uint64
+	expirations atomic.Uint64
+}
+
+// bucket is one cache line of the index.
+type bucket struct {
+	seq   atomic.Uint32 // seqlock: odd while a writer changes this bucket's slots
+	flags atomic.Uint32 // bucketOverflow
+	slots [slotsPerBucket]atomic.Uint64
+}
+
+const bucketOverflow = 1
+
+// recHdr is a record's 40-byte header in the log. Written by the writer under
+// the shard lock before head moves past it; never changed afterwards except
+// ref, which only lock holders touch.
+type recHdr struct {
+	size  uint32 // bytes of the whole record, a multiple of 8
+	vlen  uint32
+	klen  uint16
+	kind  uint8
+	ref   uint8  // CLOCK counter, under the shard lock
+	cache uint32 // cache id (registry index)
+	owner uint32 // loading: the loader's owner generation
+	hash  uint64
+	exp   int64 // unix nanoseconds; 0 = never
+}
+
+// statsRow is one process's published counters for one cache.
+type statsRow struct {
+	hits       atomic.Uint64
+	misses     atomic.Uint64
+	loads      atomic.Uint64
+	loadErrors atomic.Uint64
+	token      atomic.Uint32 // the owner generation that wrote the row
+	_          uint32
+	watchLost  atomic.Uint64
+	_          [16]byte
+}
+
+const statsRowSize = 64
+
+// journalHdr heads the change journal.
+type journalHdr struct {
+	lock     shm.Lock
+	tail     atomic.Uint64 // virtual position one past the newest published record
+	claim    atomic.Uint64 // virtual position the writer may be writing up to
+	ev       shm.Event
+	_        [32]byte
+	watchers [MaxCaches]atomic.Int32 // processes watching each cache
+	_        [journalHdrSize - 64 - MaxCaches*4]byte
+}
+
+// journal record: size u32 │ op u8 │ flags u8 │ klen u16 │ cache u32 │ vlen u32 │ key │ value │ pad
+const (
+	jrecHeader     = 16
+	jflagNoValue   = 1 // the value was too large for the journal: readers fetch it
+	journalMaxVal  = 64 << 10
+	journalMinSize = 256 << 10
+)

@@ -1,0 +1,101 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// load runs the loader-once protocol for a Get that missed (see the package
+// doc): wait for another process's load, take over a dead loader's, or load.
+func (c *Cache) load(ctx context.Context, key string, loader Loader) ([]byte, error) {
+	sp := c.sp
+	h := hashKey(c.id, key)
+	sh := sp.shardOf(h)
+	me := sp.p.Token()
+	waited, timedOut := false, false
+	bound := loaderPollMin
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("cache %q: get %q: waiting for the loader: %w", c.name, key, err)
+		}
+		if err := sp.lock(ctx, sh); err != nil {
+			return nil, fmt.Errorf("cache %q: get %q: %w", c.name, key, err)
+		}
+		takeOver := true
+		if s := sp.find(sh, h, c.id, key); s.valid() {
+			off := s.off()
+			r := sp.rec(off)
+			now := time.Now().UnixNano()
+			live := r.exp == 0 || r.exp > now
+			switch {
+			case r.kind == kindItem && live:
+				v := append([]byte{}, sp.recVal(off, r)...)
+				sp.unlock(sh)
+				return v, nil
+			case r.kind == kindItem:
+				sp.drop(sh, s, opExpire)
+			case r.kind == kindFailed && live && waited:
+				text := append([]byte{}, sp.recVal(off, r)...)
+				sp.unlock(sh)
+				return nil, loaderErr(c.name, key, text)
+			case r.kind == kindLoading:
+				// Another goroutine or process loads: wait, unless it is dead.
+				takeOver = timedOut && r.owner != me && !sp.a.Alive(r.owner)
+			}
+		}
+		if takeOver {
+			marker := sp.store(sh, kindLoading, c.id, h, key, nil, 0, me)
+			sp.unlock(sh)
+			return c.runLoader(ctx, sh, h, key, marker, loader)
+		}
+		// Announce before unlocking: the loader's store and Wake come after.
+		tk := sh.h.ev.Prepare()
+		sp.unlock(sh)
+		sleep := bound
+		if dl, ok := ctx.Deadline(); ok {
+			sleep = max(min(sleep, time.Until(dl)), 0)
+		}
+		timedOut = sh.h.ev.Sleep(tk, sleep) != nil
+		waited = true
+		bound = min(bound*2, loaderPollMax)
+	}
+}
+
+// runLoader runs loader outside any lock, then replaces this call's loading
+// record (at marker) with the value, or with a failed record carrying the
+// error for the waiters. If the caller's context ended, the loading record is
+// simply removed and a waiter loads instead. A record that is no longer ours
+// (a Set came meanwhile) is left alone: the newer value wins.
+func (c *Cache) runLoader(ctx context.Context, sh *shard, h uint64, key string, marker uint64, loader Loader) ([]byte, error) {
+	sp := c.sp
+	v, err := loader(ctx, key)
+	if err == nil && len(v) > sp.maxValue {
+		err = fmt.Errorf("loaded value of %d bytes: %w (limit %d)", len(v), ErrValueTooLarge, sp.maxValue)
+	}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if lerr := sp.lock(lctx, sh); lerr == nil {
+		if s := sp.find(sh, h, c.id, key); s.valid() && s.off() == marker {
+			switch {
+			case err == nil:
+				sp.store(sh, kindItem, c.id, h, key, v, c.deadline(0), 0)
+			case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+				sp.drop(sh, s, opDel)
+			default:
+				sp.store(sh, kindFailed, c.id, h, key, []byte(err.Error()), time.Now().Add(failedLinger).UnixNano(), 0)
+			}
+		}
+		sp.unlock(sh)
+	}
+	if err != nil {
+		sp.local[c.id].loadErrors.Add(1)
+		return nil, fmt.Errorf("cache %q: get %q: loader: %w", c.name, key, err)
+	}
+	sp.local[c.id].loads.Add(1)
+	if v == nil {
+		v = []byte{}
+	}
+	return v, nil
+}

@@ -1,0 +1,59 @@
+package cache
+
+import (
+	"fmt"
+	"time"
+)
+
+// Options are a named cache's cluster-wide options, fixed by the first Use of
+// its name. The zero value is a cache whose entries never expire and are not
+// persisted.
+type Options struct {
+	// Persist asks that every mutation be logged so that the cache survives a
+	// restart (see package persist). Default false.
+	Persist bool
+
+	// Expire is the time to live of an entry after its Set; 0 means entries
+	// never expire. Negative values are invalid.
+	Expire time.Duration
+}
+
+func (o Options) validate() error {
+	if o.Expire < 0 {
+		return fmt.Errorf("%w: Expire %v is negative", ErrBadOptions, o.Expire)
+	}
+	return nil
+}
+
+// String formats o for a log line.
+func (o Options) String() string {
+	return fmt.Sprintf("persist=%v expire=%v", o.Persist, o.Expire)
+}
+
+// SetOptions tune one Set. The zero value overwrites and uses the cache's
+// Expire.
+type SetOptions struct {
+	// LeaveIfNotNull stores the value only if the key has none (the seed's
+	// leaveIfNotNull: an existing value is left as it is).
+	LeaveIfNotNull bool
+
+	// Expire overrides the cache's time to live for this entry: 0 takes the
+	// cache's, a negative value means never.
+	Expire time.Duration
+}
+
+// SpaceOptions size a space at Setup. The zero value takes three quarters of
+// what the arena has left.
+type SpaceOptions struct {
+	// Bytes is the whole space: index, heaps, journal and statistics.
+	// Default: 3/4 of the arena's free bytes. At least 1 MiB.
+	Bytes int64
+
+	// Shards is the number of independently locked shards, a power of two
+	// from 1 to 256. Default: one per 2 MiB of space, from 4 to 64.
+	Shards int
+
+	// JournalBytes is the change journal's size (watchers read it), a power
+	// of two. Default: Bytes/32, from 256 KiB to 4 MiB.
+	JournalBytes int64
+}

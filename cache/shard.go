@@ -1,0 +1,452 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/cluster2/cluster2/shm"
+)
+
+const offMask = 1<<48 - 1
+
+// lookup results.
+const (
+	resMiss     = iota // no record for the key
+	resHit             // an item, value appended
+	resExpired         // an item past its deadline
+	resLoading         // a loading record
+	resFailed          // a failed record (value appended: the error text)
+	resUnstable        // writers kept changing the bucket: ask under the lock
+)
+
+func hashKey(id uint32, key string) uint64 {
+	h := xxhash.Sum64String(key)
+	h ^= uint64(id+1) * 0x9E3779B97F4A7C15
+	h ^= h >> 31
+	return h
+}
+
+func recSize(klen, vlen int) uint64 { return (recHeader + uint64(klen) + uint64(vlen) + 7) &^ 7 }
+
+func (sp *Space) shardOf(h uint64) *shard { return &sp.sh[h&sp.smsk] }
+func (sp *Space) home(h uint64) uint64    { return (h >> 8) & sp.bmsk }
+
+func (sp *Space) rec(off uint64) *recHdr { return shm.Ptr[recHdr](sp.a, shm.Off(off)) }
+
+// recKey and recVal return the key and value bytes of a record whose header
+// was validated against its shard's heap.
+func (sp *Space) recKey(off uint64, r *recHdr) []byte {
+	k := off + recHeader
+	return sp.mem[k : k+uint64(r.klen) : k+uint64(r.klen)]
+}
+
+func (sp *Space) recVal(off uint64, r *recHdr) []byte {
+	v := off + recHeader + uint64(r.klen)
+	return sp.mem[v : v+uint64(r.vlen) : v+uint64(r.vlen)]
+}
+
+// sane reports whether the record header at off fits inside sh's heap. A
+// reader may see a header that a writer is replacing: sane keeps it in bounds,
+// and the bucket sequence tells it to throw the result away.
+func (sp *Space) sane(sh *shard, off uint64, r *recHdr) bool {
+	end := off + recHeader + uint64(r.klen) + uint64(r.vlen)
+	return off >= sh.heapOff && end <= sh.heapOff+sp.heap && int(r.vlen) <= sp.maxValue+MaxKeyLen &&
+		uint64(r.size) >= end-off && off+uint64(r.size) <= sh.heapOff+sp.heap
+}
+
+// read is the lock-free lookup. It appends the value (or a failed loader's
+// error text) to dst. It never writes shared memory.
+func (sp *Space) read(sh *shard, h uint64, id uint32, key string, dst []byte) ([]byte, int, uint64) {
+	tag := h >> 48
+	n := len(dst)
+outer:
+	for range 8 {
+		bi := sp.home(h)
+		for range maxProbe {
+			b := &sh.b[bi]
+			s1 := b.seq.Load() // acquire: slots and the records they point to are complete
+			if s1&1 != 0 {
+				continue outer
+			}
+			for i := range slotsPerBucket {
+				w := b.slots[i].Load()
+				if w == 0 || w>>48 != tag {
+					continue
+				}
+				off := w & offMask
+				r := sp.rec(off)
+				if !sp.sane(sh, off, r) || r.hash != h || r.cache != id || int(r.klen) != len(key) ||
+					string(sp.recKey(off, r)) != key {
+					if b.seq.Load() != s1 {
+						continue outer
+					}
+					continue
+				}
+				kind, exp := r.kind, r.exp
+				if kind == kindItem || kind == kindFailed {
+					dst = append(dst, sp.recVal(off, r)...)
+				}
+				if b.seq.Load() != s1 { // the copy may be torn
+					dst = dst[:n]
+					continue outer
+				}
+				switch kind {
+				case kindItem:
+					if exp != 0 && exp <= time.Now().UnixNano() {
+						return dst[:n], resExpired, off
+					}
+					return dst, resHit, off
+				case kindLoading:
+					return dst, resLoading, off
+				case kindFailed:
+					if exp != 0 && exp <= time.Now().UnixNano() {
+						return dst[:n], resMiss, 0
+					}
+					return dst, resFailed, off
+				}
+				return dst[:n], resMiss, 0
+			}
+			overflow := b.flags.Load()&bucketOverflow != 0
+			if b.seq.Load() != s1 {
+				continue outer
+			}
+			if !overflow {
+				return dst, resMiss, 0
+			}
+			bi = (bi + 1) & sp.bmsk
+		}
+		return dst, resMiss, 0
+	}
+	return dst[:n], resUnstable, 0
+}
+
+// lock takes sh's lock; a lock taken over from a dead writer is repaired
+// before lock returns.
+func (sp *Space) lock(ctx context.Context, sh *shard) error {
+	recovered, err := sh.h.lock.Lock(ctx, sp.p)
+	if err != nil {
+		return fmt.Errorf("cache: shard lock: %w", err)
+	}
+	if recovered {
+		sp.repair(sh)
+	}
+	return nil
+}
+
+func (sp *Space) unlock(sh *shard) { sh.h.lock.Unlock(sp.p) }
+
+// slotRef names one slot of the index.
+type slotRef struct {
+	b *bucket
+	i int
+}
+
+func (s slotRef) valid() bool  { return s.b != nil }
+func (s slotRef) off() uint64  { return s.b.slots[s.i].Load() & offMask }
+func (s slotRef) word() uint64 { return s.b.slots[s.i].Load() }
+
+// publish stores w in the slot inside the bucket's seqlock. In the terminology
+// of the Go memory model, the final (even) store synchronizes before any
+// reader that loads it and then observes w.
+func (s slotRef) publish(w uint64) {
+	s.b.seq.Add(1) // odd: readers of this bucket retry
+	s.b.slots[s.i].Store(w)
+	s.b.seq.Add(1) // even: release
+}
+
+// find returns the slot of key under the lock (the zero slotRef if none).
+func (sp *Space) find(sh *shard, h uint64, id uint32, key string) slotRef {
+	tag := h >> 48
+	bi := sp.home(h)
+	for range maxProbe {
+		b := &sh.b[bi]
+		for i := range slotsPerBucket {
+			w := b.slots[i].Load()
+			if w == 0 || w>>48 != tag {
+				continue
+			}
+			off := w & offMask
+			r := sp.rec(off)
+			if r.hash == h && r.cache == id && int(r.klen) == len(key) && string(sp.recKey(off, r)) == key {
+				return slotRef{b, i}
+			}
+		}
+		if b.flags.Load()&bucketOverflow == 0 {
+			break
+		}
+		bi = (bi + 1) & sp.bmsk
+	}
+	return slotRef{}
+}
+
+// findOff returns the slot pointing at the record at off (hash h), if any:
+// the record is live exactly when it has one.
+func (sp *Space) findOff(sh *shard, h, off uint64) slotRef {
+	w := h>>48<<48 | off
+	bi := sp.home(h)
+	for range maxProbe {
+		b := &sh.b[bi]
+		for i := range slotsPerBucket {
+			if b.slots[i].Load() == w {
+				return slotRef{b, i}
+			}
+		}
+		if b.flags.Load()&bucketOverflow == 0 {
+			break
+		}
+		bi = (bi + 1) & sp.bmsk
+	}
+	return slotRef{}
+}
+
+// insert puts w (a new key's record) into the first empty slot of its probe
+// range, flagging full buckets it passes. With no empty slot it evicts the
+// least recently used record of the range to make one.
+func (sp *Space) insert(sh *shard, h, w uint64) {
+	bi := sp.home(h)
+	var victim slotRef
+	var victimRef uint8 = 255
+	for range maxProbe {
+		b := &sh.b[bi]
+		for i := range slotsPerBucket {
+			sw := b.slots[i].Load()
+			if sw == 0 {
+				slotRef{b, i}.publish(w)
+				return
+			}
+			if r := sp.rec(sw & offMask); r.kind != kindLoading && r.ref < victimRef {
+				victim, victimRef = slotRef{b, i}, r.ref
+			}
+		}
+		// Flag before moving on: a reader that sees the key in a later bucket
+		// must not stop here.
+		b.flags.Or(bucketOverflow)
+		bi = (bi + 1) & sp.bmsk
+	}
+	if !victim.valid() { // every slot loading: extremely unlikely; take the home's first
+		victim = slotRef{&sh.b[sp.home(h)], 0}
+	}
+	sp.drop(sh, victim, opEvict)
+	victim.publish(w)
+}
+
+// drop removes the record of slot s from the index, counting it as op
+// (delete, expiry or eviction) and telling watchers.
+func (sp *Space) drop(sh *shard, s slotRef, op uint8) {
+	off := s.off()
+	r := sp.rec(off)
+	s.publish(0)
+	sp.account(sh, r, -1)
+	if r.kind != kindItem {
+		if r.kind == kindLoading {
+			sh.h.ev.Wake()
+		}
+		return
+	}
+	switch op {
+	case opEvict:
+		sh.pc[r.cache%MaxCaches].evictions.Add(1)
+	case opExpire:
+		sh.pc[r.cache%MaxCaches].expirations.Add(1)
+	}
+	sp.journalChange(op, r.cache, sp.recKey(off, r), nil)
+}
+
+// account adds (sign=+1) or removes (-1) a record from its cache's counters.
+func (sp *Space) account(sh *shard, r *recHdr, sign int64) {
+	if r.kind != kindItem {
+		return
+	}
+	pc := &sh.pc[r.cache%MaxCaches]
+	pc.entries.Add(sign)
+	pc.bytes.Add(sign * int64(r.size))
+}
+
+// write appends a record to sh's log, reclaiming space first, and returns its
+// offset. The record is not yet referenced by the index.
+func (sp *Space) write(sh *shard, kind uint8, id uint32, h uint64, key string, val []byte, exp int64, owner uint32) uint64 {
+	size := recSize(len(key), len(val))
+	off := sp.reserve(sh, size)
+	r := sp.rec(off)
+	*r = recHdr{size: uint32(size), vlen: uint32(len(val)), klen: uint16(len(key)), kind: kind,
+		cache: id, owner: owner, hash: h, exp: exp}
+	copy(sp.mem[off+recHeader:], key)
+	copy(sp.mem[off+recHeader+uint64(len(key)):], val)
+	sh.h.head.Add(size) // the record is complete before head passes it
+	return off
+}
+
+// reserve makes room for size bytes at the head (writing a filler record over
+// the heap's unused end at a wrap) and returns the arena offset to write at.
+func (sp *Space) reserve(sh *shard, size uint64) uint64 {
+	moves := 0
+	for {
+		head, tail := sh.h.head.Load(), sh.h.tail.Load()
+		if head < tail || head-tail > sp.heap {
+			sp.reset(sh) // only corruption gets here
+			continue
+		}
+		free := sp.heap - (head - tail)
+		phys := head % sp.heap
+		toEnd := sp.heap - phys
+		need := size
+		if toEnd < size {
+			need = toEnd + size
+		}
+		if free >= need {
+			if toEnd < size {
+				sp.fill(sh, phys, toEnd)
+				phys = 0
+			}
+			return sh.heapOff + phys
+		}
+		// Reclaim the oldest record.
+		tphys := tail % sp.heap
+		if sp.heap-tphys < recHeader { // an implicit filler: too short for a header
+			sh.h.tail.Add(sp.heap - tphys)
+			continue
+		}
+		toff := sh.heapOff + tphys
+		r := sp.rec(toff)
+		if r.size < recHeader || r.size%8 != 0 || uint64(r.size) > head-tail || tphys+uint64(r.size) > sp.heap {
+			sp.reset(sh)
+			continue
+		}
+		if r.kind == kindFiller {
+			sh.h.tail.Add(uint64(r.size))
+			continue
+		}
+		s := sp.findOff(sh, r.hash, toff)
+		switch {
+		case !s.valid(): // garbage: an old version, a deleted record, a crash's leftover
+		case r.kind == kindItem && r.ref > 0 && moves < 16 && free >= moveNeed(uint64(r.size), toEnd):
+			// Second chance: copy the record to the head and point the slot at it.
+			moves++
+			sh.h.moved.Add(1)
+			n := uint64(r.size)
+			nphys := phys
+			if toEnd < n {
+				sp.fill(sh, phys, toEnd)
+				nphys = 0
+			}
+			noff := sh.heapOff + nphys
+			copy(sp.mem[noff:noff+n], sp.mem[toff:toff+n])
+			sp.rec(noff).ref = r.ref - 1
+			sh.h.head.Add(n)
+			s.publish(r.hash>>48<<48 | noff)
+		case r.kind == kindItem && r.exp != 0 && r.exp <= time.Now().UnixNano():
+			sp.drop(sh, s, opExpire)
+		default:
+			sp.drop(sh, s, opEvict)
+		}
+		sh.h.tail.Add(uint64(r.size))
+	}
+}
+
+// moveNeed is the log space a record of n bytes takes at a head toEnd bytes
+// before the heap's end.
+func moveNeed(n, toEnd uint64) uint64 {
+	if toEnd < n {
+		return toEnd + n
+	}
+	return n
+}
+
+// fill turns the toEnd bytes from phys to the heap's end into a filler and
+// moves head past them. Fewer than recHeader bytes are an implicit filler: no
+// header fits there, and every reader of the log skips them.
+func (sp *Space) fill(sh *shard, phys, toEnd uint64) {
+	if toEnd >= recHeader {
+		*sp.rec(sh.heapOff + phys) = recHdr{size: uint32(toEnd), kind: kindFiller}
+	}
+	sh.h.head.Add(toEnd)
+}
+
+// reset empties a shard whose log positions are impossible (memory
+// corruption, never a crash): every slot is cleared and counted as evicted.
+func (sp *Space) reset(sh *shard) {
+	for bi := range sh.b {
+		b := &sh.b[bi]
+		b.seq.Add(1)
+		for i := range slotsPerBucket {
+			b.slots[i].Store(0)
+		}
+		b.flags.Store(0)
+		b.seq.Add(1)
+	}
+	for i := range sh.pc {
+		sh.pc[i].entries.Store(0)
+		sh.pc[i].bytes.Store(0)
+	}
+	sh.h.tail.Store(sh.h.head.Load())
+	sh.h.repairs.Add(1)
+}
+
+// repair undoes what a writer killed inside sh may have left: odd bucket
+// sequences, slots pointing at records that are not where the log says, and
+// counters. Every step of a write leaves a state this detects.
+func (sp *Space) repair(sh *shard) {
+	sh.h.repairs.Add(1)
+	head, tail := sh.h.head.Load(), sh.h.tail.Load()
+	if head < tail || head-tail > sp.heap {
+		sp.reset(sh)
+		return
+	}
+	live := sp.logRecords(sh)
+	for i := range sh.pc {
+		sh.pc[i].entries.Store(0)
+		sh.pc[i].bytes.Store(0)
+	}
+	for bi := range sh.b {
+		b := &sh.b[bi]
+		if b.seq.Load()&1 != 0 {
+			b.seq.Add(1)
+		}
+		for i := range slotsPerBucket {
+			w := b.slots[i].Load()
+			if w == 0 {
+				continue
+			}
+			off := w & offMask
+			r := sp.rec(off)
+			if _, ok := live[off]; !ok || w>>48 != r.hash>>48 || r.kind == kindFiller || !sp.homeOK(uint64(bi), r.hash) {
+				slotRef{b, i}.publish(0)
+				continue
+			}
+			sp.account(sh, r, +1)
+		}
+	}
+	sh.h.ev.Wake()
+}
+
+// homeOK reports whether bucket bi is within the probe range of hash h.
+func (sp *Space) homeOK(bi, h uint64) bool {
+	return (bi-sp.home(h))&sp.bmsk < maxProbe
+}
+
+// logRecords walks the live part of sh's log and returns the offsets of its
+// records (a nil map if the log does not parse, after resetting the shard).
+func (sp *Space) logRecords(sh *shard) map[uint64]struct{} {
+	head, tail := sh.h.head.Load(), sh.h.tail.Load()
+	live := map[uint64]struct{}{}
+	for pos := tail; pos < head; {
+		phys := pos % sp.heap
+		if sp.heap-phys < recHeader {
+			pos += sp.heap - phys
+			continue
+		}
+		r := sp.rec(sh.heapOff + phys)
+		if r.size < 8 || r.size%8 != 0 || phys+uint64(r.size) > sp.heap || pos+uint64(r.size) > head ||
+			(r.kind != kindFiller && (r.size < recHeader || !sp.sane(sh, sh.heapOff+phys, r))) {
+			sp.reset(sh)
+			return nil
+		}
+		if r.kind != kindFiller {
+			live[sh.heapOff+phys] = struct{}{}
+		}
+		pos += uint64(r.size)
+	}
+	return live
+}

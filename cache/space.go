@@ -1,0 +1,358 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cluster2/cluster2/shm"
+)
+
+// regionName is the arena region that holds the space.
+const regionName = "cache"
+
+// Space is one process's handle on the cache space of an arena: every named
+// cache of the cluster lives in it. Setup creates it, Attach opens it. A Space
+// is safe for concurrent use; it must not be copied. Close stops its
+// background work (it does not unmap the arena).
+type Space struct {
+	a    *shm.Arena
+	p    *shm.Proc
+	mem  []byte // the whole arena
+	h    *spaceHeader
+	sh   []shard
+	smsk uint64
+	bmsk uint64
+	heap uint64 // bytes of log per shard
+	jr   journal
+
+	maxValue int
+	stats    []statsRow // statsSlots × MaxCaches
+	local    [MaxCaches]localStats
+	access   accessBuf
+
+	watchLost atomic.Uint64 // journal records this process's watchers missed
+
+	mu       sync.Mutex
+	caches   [MaxCaches]*Cache // open handles of this process, by id
+	watchers map[uint32]map[string][]*Watcher
+	nwatch   [MaxCaches]int // local watchers per cache
+	tailing  bool
+
+	stop    chan struct{}
+	bgDone  sync.WaitGroup
+	closed  atomic.Bool
+	startBG sync.Once
+}
+
+// shard is a process's view of one shard block.
+type shard struct {
+	h       *shardHeader
+	pc      []perCache
+	b       []bucket
+	heapOff uint64 // arena offset of the log
+}
+
+// geometry computes the layout of a space of the given options.
+type geometry struct {
+	shards, buckets        uint64
+	heap, stride           uint64
+	statsOff, statsBytes   uint64
+	journalOff, journalCap uint64
+	shardsOff, total       uint64
+	statsSlots             uint64
+}
+
+func pow2floor(n uint64) uint64 {
+	if n == 0 {
+		return 0
+	}
+	return 1 << (63 - bits.LeadingZeros64(n))
+}
+
+func computeGeometry(opts SpaceOptions, slots int) (geometry, error) {
+	var g geometry
+	total := uint64(opts.Bytes)
+	if total < 1<<20 {
+		return g, fmt.Errorf("%w: space of %d bytes is below 1 MiB", ErrBadOptions, opts.Bytes)
+	}
+	g.shards = uint64(opts.Shards)
+	if g.shards == 0 {
+		g.shards = pow2floor(min(max(total/(2<<20), 4), 64))
+	}
+	if g.shards&(g.shards-1) != 0 || g.shards > 256 {
+		return g, fmt.Errorf("%w: Shards %d is not a power of two from 1 to 256", ErrBadOptions, opts.Shards)
+	}
+	g.journalCap = uint64(opts.JournalBytes)
+	if g.journalCap == 0 {
+		g.journalCap = pow2floor(min(max(total/32, journalMinSize), 4<<20))
+	}
+	if g.journalCap&(g.journalCap-1) != 0 || g.journalCap < journalMinSize {
+		return g, fmt.Errorf("%w: JournalBytes %d is not a power of two of at least %d", ErrBadOptions, opts.JournalBytes, journalMinSize)
+	}
+	g.statsSlots = uint64(slots)
+	g.statsOff = spaceHeaderSize
+	g.statsBytes = g.statsSlots * MaxCaches * statsRowSize
+	g.journalOff = g.statsOff + g.statsBytes
+	g.shardsOff = g.journalOff + journalHdrSize + g.journalCap
+	if g.shardsOff+g.shards*(shardHeaderSize+MaxCaches*perCacheSize+64*bucketSize+64<<10) > total {
+		return g, fmt.Errorf("%w: %d bytes is too small for %d shards", ErrBadOptions, total, g.shards)
+	}
+	per := (total - g.shardsOff) / g.shards
+	fixed := uint64(shardHeaderSize + MaxCaches*perCacheSize)
+	// One index slot per ~64 bytes of heap: the index takes about 1/9 of the rest.
+	g.buckets = max(pow2floor((per-fixed)/9/bucketSize), 16)
+	g.heap = (per - fixed - g.buckets*bucketSize) &^ 63
+	g.stride = fixed + g.buckets*bucketSize + g.heap
+	g.total = g.shardsOff + g.shards*g.stride
+	return g, nil
+}
+
+// Setup creates the cache space in a, sized by opts, or attaches to it if it
+// exists already. The master calls it before starting its workers.
+func Setup(ctx context.Context, a *shm.Arena, opts SpaceOptions) (*Space, error) {
+	if _, _, ok := a.Lookup(regionName); ok {
+		return Attach(a)
+	}
+	if opts.Bytes == 0 {
+		opts.Bytes = a.Free() * 3 / 4
+	}
+	g, err := computeGeometry(opts, a.SlotCount())
+	if err != nil {
+		return nil, err
+	}
+	off, created, err := a.Region(ctx, regionName, int64(g.total), func(off shm.Off) error {
+		h := shm.Ptr[spaceHeader](a, off)
+		h.version = spaceVersion
+		h.shards = uint32(g.shards)
+		h.buckets = uint32(g.buckets)
+		h.heapSize = g.heap
+		h.shardStride = g.stride
+		h.shardsOff = uint64(off) + g.shardsOff
+		h.journalOff = uint64(off) + g.journalOff
+		h.journalCap = g.journalCap
+		h.statsOff = uint64(off) + g.statsOff
+		h.statsSlots = uint32(g.statsSlots)
+		h.magic = spaceMagic
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache: setup: %w", err)
+	}
+	if created {
+		h := shm.Ptr[spaceHeader](a, off)
+		// Locks are registered so that the master's ReleaseSlot frees those a
+		// dead process held. A crash before this leaves them to waiter takeover.
+		for _, r := range []struct {
+			off          uint64
+			count, strde int
+		}{
+			{uint64(off) + 128, 1, shm.LockSize},
+			{h.journalOff, 1, shm.LockSize},
+			{h.shardsOff, int(h.shards), int(h.shardStride)},
+		} {
+			if err := a.RegisterLocks(ctx, shm.Off(r.off), r.count, r.strde); err != nil {
+				return nil, fmt.Errorf("cache: setup: %w", err)
+			}
+		}
+	}
+	return Attach(a)
+}
+
+// Attach opens the cache space of a, which Setup created (in this process or
+// another). It returns ErrNoSpace when there is none and ErrCorrupt when its
+// header is damaged.
+func Attach(a *shm.Arena) (*Space, error) {
+	off, size, ok := a.Lookup(regionName)
+	if !ok {
+		return nil, ErrNoSpace
+	}
+	p, err := a.Self()
+	if err != nil {
+		return nil, fmt.Errorf("cache: attach: %w", err)
+	}
+	h := shm.Ptr[spaceHeader](a, off)
+	if h.magic != spaceMagic || h.version != spaceVersion {
+		return nil, fmt.Errorf("%w: space header magic %#x version %d", ErrCorrupt, h.magic, h.version)
+	}
+	end := uint64(off) + uint64(size)
+	switch {
+	case h.shards == 0 || h.shards&(h.shards-1) != 0 || h.buckets == 0 || h.buckets&(h.buckets-1) != 0,
+		h.journalCap&(h.journalCap-1) != 0 || h.journalCap < journalMinSize,
+		h.shardsOff+uint64(h.shards)*h.shardStride > end,
+		h.shardStride != shardHeaderSize+MaxCaches*perCacheSize+uint64(h.buckets)*bucketSize+h.heapSize,
+		h.journalOff+journalHdrSize+h.journalCap > h.shardsOff,
+		h.statsOff+uint64(h.statsSlots)*MaxCaches*statsRowSize > h.journalOff,
+		int(h.statsSlots) < a.SlotCount():
+		return nil, fmt.Errorf("%w: space geometry does not fit its region", ErrCorrupt)
+	}
+	sp := &Space{
+		a:        a,
+		p:        p,
+		mem:      a.Bytes(0, int(a.Size())),
+		h:        h,
+		smsk:     uint64(h.shards) - 1,
+		bmsk:     uint64(h.buckets) - 1,
+		heap:     h.heapSize,
+		maxValue: int(min(h.heapSize/4-recHeader-MaxKeyLen, hardMaxValueLen)),
+		stats:    shm.Slice[statsRow](a, shm.Off(h.statsOff), int(h.statsSlots)*MaxCaches),
+		watchers: map[uint32]map[string][]*Watcher{},
+		stop:     make(chan struct{}),
+	}
+	sp.sh = make([]shard, h.shards)
+	for i := range sp.sh {
+		base := h.shardsOff + uint64(i)*h.shardStride
+		sp.sh[i] = shard{
+			h:       shm.Ptr[shardHeader](a, shm.Off(base)),
+			pc:      shm.Slice[perCache](a, shm.Off(base+shardHeaderSize), MaxCaches),
+			b:       shm.Slice[bucket](a, shm.Off(base+shardHeaderSize+MaxCaches*perCacheSize), int(h.buckets)),
+			heapOff: base + shardHeaderSize + MaxCaches*perCacheSize + uint64(h.buckets)*bucketSize,
+		}
+	}
+	sp.jr = journal{
+		h:    shm.Ptr[journalHdr](a, shm.Off(h.journalOff)),
+		data: a.Bytes(shm.Off(h.journalOff+journalHdrSize), int(h.journalCap)),
+		cap:  h.journalCap,
+	}
+	return sp, nil
+}
+
+// Arena returns the arena the space lives in.
+func (sp *Space) Arena() *shm.Arena { return sp.a }
+
+// MaxValueLen returns the longest value this space stores, in bytes: a
+// quarter of a shard's heap, at most 4 MiB.
+func (sp *Space) MaxValueLen() int { return sp.maxValue }
+
+// Close stops the space's background goroutines in this process and closes
+// every Cache opened from it. The shared data stays for the other processes.
+func (sp *Space) Close() error {
+	if !sp.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(sp.stop)
+	sp.bgDone.Wait()
+	sp.publishStats()
+	sp.mu.Lock()
+	for i, c := range sp.caches {
+		if c != nil {
+			c.closed.Store(true)
+			sp.caches[i] = nil
+		}
+	}
+	sp.mu.Unlock()
+	return nil
+}
+
+// Use opens the named cache in this space, creating it with opts if no
+// process created it before. The first Use of a name fixes its options
+// cluster-wide: a later Use with different options returns an error wrapping
+// ErrOptionsConflict that names the option.
+func (sp *Space) Use(name string, opts Options) (*Cache, error) {
+	if sp.closed.Load() {
+		return nil, ErrClosed
+	}
+	if len(name) == 0 || len(name) > MaxNameLen || bytes.IndexByte([]byte(name), 0) >= 0 {
+		return nil, fmt.Errorf("%w: %q (1 to %d bytes, no NUL)", ErrBadName, name, MaxNameLen)
+	}
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("cache %q: %w", name, err)
+	}
+	id, existing, err := sp.register(name, opts)
+	if err != nil {
+		return nil, err
+	}
+	if existing != opts {
+		switch {
+		case existing.Persist != opts.Persist:
+			return nil, fmt.Errorf("cache %q: %w: Persist is %v cluster-wide, asked %v", name, ErrOptionsConflict, existing.Persist, opts.Persist)
+		default:
+			return nil, fmt.Errorf("cache %q: %w: Expire is %v cluster-wide, asked %v", name, ErrOptionsConflict, existing.Expire, opts.Expire)
+		}
+	}
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	c := sp.caches[id]
+	if c == nil {
+		c = &Cache{sp: sp, id: id, name: name, opts: opts}
+		sp.caches[id] = c
+	}
+	sp.startBG.Do(sp.startBackground)
+	return c, nil
+}
+
+// register finds or creates the registry entry of name.
+func (sp *Space) register(name string, opts Options) (uint32, Options, error) {
+	if id, o, ok := sp.findName(name); ok {
+		return id, o, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := sp.h.lock.Lock(ctx, sp.p); err != nil {
+		return 0, Options{}, fmt.Errorf("cache %q: registry: %w", name, err)
+	}
+	// A registry entry is published by count after it is complete: a dead
+	// holder leaves nothing to repair.
+	defer sp.h.lock.Unlock(sp.p)
+	if id, o, ok := sp.findName(name); ok {
+		return id, o, nil
+	}
+	n := sp.h.count.Load()
+	if n >= MaxCaches {
+		return 0, Options{}, fmt.Errorf("cache %q: %w: all %d used", name, ErrTooManyCaches, MaxCaches)
+	}
+	e := &sp.h.registry[n]
+	*e = regEntry{expire: int64(opts.Expire)}
+	if opts.Persist {
+		e.persist = 1
+	}
+	copy(e.name[:], name)
+	sp.h.count.Store(n + 1) // release: publishes the entry
+	return n, opts, nil
+}
+
+// findName looks a name up in the published registry.
+func (sp *Space) findName(name string) (uint32, Options, bool) {
+	n := min(sp.h.count.Load(), MaxCaches) // acquire
+	for i := range n {
+		e := &sp.h.registry[i]
+		if string(bytes.TrimRight(e.name[:], "\x00")) == name {
+			return i, Options{Persist: e.persist == 1, Expire: time.Duration(e.expire)}, true
+		}
+	}
+	return 0, Options{}, false
+}
+
+// Names returns the names of every cache of the space, in creation order.
+func (sp *Space) Names() []string {
+	n := min(sp.h.count.Load(), MaxCaches)
+	out := make([]string, 0, n)
+	for i := range n {
+		out = append(out, string(bytes.TrimRight(sp.h.registry[i].name[:], "\x00")))
+	}
+	return out
+}
+
+var defaultSpace atomic.Pointer[Space]
+
+// SetDefault makes sp the space that the package-level Use opens caches in.
+// cluster2.Listen calls it in every process of a cluster with the cache on.
+func SetDefault(sp *Space) { defaultSpace.Store(sp) }
+
+// Default returns the space set by SetDefault, or nil.
+func Default() *Space { return defaultSpace.Load() }
+
+// Use opens the named cache in the process's default space (see SetDefault):
+// it works in every process of a running cluster. Without a default space it
+// returns ErrNoSpace.
+func Use(name string, opts Options) (*Cache, error) {
+	sp := defaultSpace.Load()
+	if sp == nil {
+		return nil, fmt.Errorf("cache %q: %w: not in a cluster with the cache enabled", name, ErrNoSpace)
+	}
+	return sp.Use(name, opts)
+}

@@ -1,0 +1,29 @@
+package cache
+
+import "unsafe"
+
+// Compile-time proofs of the layout: each pair fails to build when a size
+// drifts from the format.
+var (
+	_ [spaceHeaderSize - unsafe.Sizeof(spaceHeader{})]byte
+	_ [unsafe.Sizeof(spaceHeader{}) - spaceHeaderSize]byte
+	_ [0 - unsafe.Offsetof(spaceHeader{}.lock)%64]byte
+	_ [128 - unsafe.Offsetof(spaceHeader{}.lock)]byte
+	_ [unsafe.Offsetof(spaceHeader{}.lock) - 128]byte
+	_ [192 - unsafe.Offsetof(spaceHeader{}.registry)]byte
+	_ [unsafe.Offsetof(spaceHeader{}.registry) - 192]byte
+	_ [regEntrySize - unsafe.Sizeof(regEntry{})]byte
+	_ [unsafe.Sizeof(regEntry{}) - regEntrySize]byte
+	_ [shardHeaderSize - unsafe.Sizeof(shardHeader{})]byte
+	_ [unsafe.Sizeof(shardHeader{}) - shardHeaderSize]byte
+	_ [perCacheSize - unsafe.Sizeof(perCache{})]byte
+	_ [unsafe.Sizeof(perCache{}) - perCacheSize]byte
+	_ [bucketSize - unsafe.Sizeof(bucket{})]byte
+	_ [unsafe.Sizeof(bucket{}) - bucketSize]byte
+	_ [recHeader - unsafe.Sizeof(recHdr{})]byte
+	_ [unsafe.Sizeof(recHdr{}) - recHeader]byte
+	_ [statsRowSize - unsafe.Sizeof(statsRow{})]byte
+	_ [unsafe.Sizeof(statsRow{}) - statsRowSize]byte
+	_ [journalHdrSize - unsafe.Sizeof(journalHdr{})]byte
+	_ [unsafe.Sizeof(journalHdr{}) - journalHdrSize]byte
+)

@@ -1,0 +1,112 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Verify walks the whole space, shard by shard under each shard's lock, and
+// returns an error wrapping ErrCorrupt that lists every inconsistency: log
+// positions out of order, a log that does not parse, odd bucket sequences,
+// slots pointing outside the live log or at records of another hash, a key in
+// two slots, a bucket outside its key's probe range, counters that do not
+// match the index. A shard taken over from a dead writer is repaired first
+// (that is what a lock takeover does), so Verify checks what readers will see.
+// It changes nothing else.
+func (sp *Space) Verify(ctx context.Context) error {
+	var errs []error
+	bad := func(si int, format string, args ...any) {
+		if len(errs) < 50 {
+			errs = append(errs, fmt.Errorf("shard %d: "+format, append([]any{si}, args...)...))
+		}
+	}
+	for si := range sp.sh {
+		sh := &sp.sh[si]
+		if err := sp.lock(ctx, sh); err != nil {
+			return fmt.Errorf("cache: verify: %w", err)
+		}
+		func() {
+			defer sp.unlock(sh)
+			head, tail := sh.h.head.Load(), sh.h.tail.Load()
+			if head < tail || head-tail > sp.heap {
+				bad(si, "log positions tail %d head %d (heap %d)", tail, head, sp.heap)
+				return
+			}
+			live := map[uint64]bool{}
+			for pos := tail; pos < head; {
+				phys := pos % sp.heap
+				if sp.heap-phys < recHeader {
+					pos += sp.heap - phys
+					continue
+				}
+				off := sh.heapOff + phys
+				r := sp.rec(off)
+				if r.size < recHeader || r.size%8 != 0 || phys+uint64(r.size) > sp.heap || pos+uint64(r.size) > head ||
+					(r.kind != kindFiller && !sp.sane(sh, off, r)) || r.kind == kindFree || r.kind > kindFiller {
+					bad(si, "log does not parse at position %d (size %d kind %d)", pos, r.size, r.kind)
+					return
+				}
+				if r.kind != kindFiller {
+					live[off] = true
+				}
+				pos += uint64(r.size)
+			}
+			type ck struct {
+				id  uint32
+				key string
+			}
+			seen := map[ck]bool{}
+			var entries, bytes [MaxCaches]int64
+			for bi := range sh.b {
+				b := &sh.b[bi]
+				if b.seq.Load()&1 != 0 {
+					bad(si, "bucket %d has odd sequence %d", bi, b.seq.Load())
+				}
+				for i := range slotsPerBucket {
+					w := b.slots[i].Load()
+					if w == 0 {
+						continue
+					}
+					off := w & offMask
+					if !live[off] {
+						bad(si, "bucket %d slot %d points at %d, not a live record", bi, i, off)
+						continue
+					}
+					r := sp.rec(off)
+					switch {
+					case r.kind == kindFiller:
+						bad(si, "bucket %d slot %d points at a filler", bi, i)
+						continue
+					case w>>48 != r.hash>>48:
+						bad(si, "bucket %d slot %d tag %x does not match its record's hash %x", bi, i, w>>48, r.hash)
+					case !sp.homeOK(uint64(bi), r.hash):
+						bad(si, "bucket %d outside the probe range of its record's hash", bi)
+					case r.hash != hashKey(r.cache, string(sp.recKey(off, r))):
+						bad(si, "record at %d: hash does not match its key", off)
+					case r.hash&sp.smsk != uint64(si):
+						bad(si, "record at %d belongs to shard %d", off, r.hash&sp.smsk)
+					}
+					k := ck{r.cache, string(sp.recKey(off, r))}
+					if seen[k] {
+						bad(si, "key %q of cache %d is in two slots", k.key, k.id)
+					}
+					seen[k] = true
+					if r.kind == kindItem && r.cache < MaxCaches {
+						entries[r.cache]++
+						bytes[r.cache] += int64(r.size)
+					}
+				}
+			}
+			for id := range MaxCaches {
+				if e, b := sh.pc[id].entries.Load(), sh.pc[id].bytes.Load(); e != entries[id] || b != bytes[id] {
+					bad(si, "cache %d counts %d entries/%d bytes, the index holds %d/%d", id, e, b, entries[id], bytes[id])
+				}
+			}
+		}()
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrCorrupt, errors.Join(errs...))
+	}
+	return nil
+}
