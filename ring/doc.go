@@ -21,7 +21,7 @@
 //	off+0    ┌──────────┬──────────┬──────────┬──────────┬────────┬────────┐
 //	         │ magic u64│ cap u64  │ prodTok  │ consTok  │ lock 8 │ pad 32 │  written at Init / on open
 //	off+64   ├──────────┴──────────┼──────────┴──────────┴────────┴────────┤
-//	         │ dataReady Event (8) │ spaceFree Event (8) │ pad 48           │  written by sleepers only
+//	         │ dataReady waiter(8) │ spaceFree waiter(8) │ pad 48           │  written by sleepers only
 //	off+128  ├─────────────────────┴──────────────────────────────────────────┤
 //	         │ tail u64 (producer)                           │ pad 120        │
 //	off+256  ├───────────────────────────────────────────────────────────────┤
@@ -62,8 +62,9 @@
 //   - read and head: the consumer only. After delivering a batch it stores
 //     read past it, zeroes the batch's bytes, then stores head past it.
 //     The producer never writes at or beyond head + capacity.
-//   - producer/consumer tokens: the opening end, by CAS; the event words:
-//     see [shm.Event].
+//   - producer/consumer tokens: the opening end, by CAS. A waiter's sleeping
+//     flag: its sleeper sets it, the sleeper or the waker that wakes it
+//     clears it; its seq: wakers add one.
 //
 // # Memory order
 //
@@ -75,7 +76,8 @@
 // only after an acquiring load of head that covers it, so it always finds
 // zeros there. The producer caches head and reloads it only when the cached
 // value says the ring is full; the consumer caches tail (used only to bound
-// headers) the same way. Sleeps use [shm.Event]: a side announces, re-checks
+// headers) the same way. Sleeps use a waiter (wait.go; a seq u32 futex word
+// and a sleeping u32 flag, each end's own): a side announces, re-checks
 // its condition, then sleeps; the other side makes the condition true (the
 // header or head store) before it loads the waiter count, so a wake costs a
 // system call only when somebody sleeps, and none is lost.
@@ -106,8 +108,8 @@
 // undelivered as far as the ring knows: the next consumer gets it again
 // (at least once across a consumer's death).
 //
-// A process killed while announced on an Event costs one wasted wake system
-// call per commit until the ring is reset; a process killed holding the
+// A process killed while announced as a sleeper costs its peer one wasted
+// wake system call; a process killed holding the
 // recovery lock is taken over by the next locker ([shm.Lock]).
 //
 // A corrupt header (a length out of range, a record crossing the end or

@@ -16,7 +16,8 @@ import (
 // find the ring full.
 type model struct {
 	cap        uint64
-	tail, head uint64
+	tail, head uint64 // head: what the consumer published
+	pos        uint64 // what the consumer consumed
 	q          []modelRec
 }
 
@@ -57,10 +58,16 @@ func (m *model) poll(max int) []modelRec {
 	for len(out) < max && len(m.q) > 0 {
 		r := m.q[0]
 		m.q = m.q[1:]
-		m.head += r.size
+		m.pos += r.size
 		if !r.pad {
 			out = append(out, r)
 		}
+		if m.pos-m.head >= m.cap/16 { // published every sixteenth of the capacity
+			m.head = m.pos
+		}
+	}
+	if len(out) < max { // and when Poll finds the ring empty
+		m.head = m.pos
 	}
 	return out
 }

@@ -34,6 +34,14 @@ const (
 	padFlag = 1 << 31
 )
 
+// Consumer publication: consumed space is zeroed and handed back to the
+// producer every capacity/publishFraction bytes, when Poll finds the ring
+// empty, and when Read has waited publishAfterSpins re-checks (or sleeps).
+const (
+	publishFraction   = 16
+	publishAfterSpins = 64
+)
+
 // Defaults of Options.
 const (
 	DefaultSpin      = 2000
@@ -51,8 +59,8 @@ type header struct {
 	recovery shm.Lock      // serializes Unblock and producer attach (the writers of uncommitted headers)
 	_        [32]byte      // keep the event words on their own half line
 
-	dataReady shm.Event // the consumer sleeps on it when empty; the producer wakes it after a commit
-	spaceFree shm.Event // the producer sleeps on it when full; the consumer wakes it after freeing space
+	dataReady waiter // the consumer sleeps on it when empty; the producer (or a recoverer) wakes it after a commit
+	spaceFree waiter // the producer sleeps on it when full; the consumer wakes it after freeing space
 	_         [48]byte
 
 	tail atomic.Uint64 // written by the producer only: end of the claimed bytes (monotonic position)
@@ -180,8 +188,9 @@ func (r *Ring) Cap() int { return int(r.cap) }
 // MaxPayload returns the largest payload a record of this ring can carry.
 func (r *Ring) MaxPayload() int { return int(r.cap) - RecordHeaderSize }
 
-// Len returns the bytes claimed by the producer and not yet consumed
-// (headers, padding and records being written included). It is a snapshot.
+// Len returns the bytes claimed by the producer and not yet consumed:
+// records, padding, and space the producer claimed ahead for its next
+// records (up to an eighth of the capacity). It is a snapshot.
 func (r *Ring) Len() int {
 	read := r.h.read.Load()
 	return int(r.h.tail.Load() - read)
@@ -251,13 +260,13 @@ restart:
 		}
 		if w == 0 { // the claim starts here: nothing after it is committed
 			first := min(tail-q, r.cap-i)
-			if rest := tail - q - first; rest > 0 { // defensive: a claim never crosses the end
+			if rest := tail - q - first; rest > 0 { // the claim runs into the next lap
 				r.words[0].Store(padFlag | rest)
 			}
 			// release: commits the padding; the consumer's acquiring load of
 			// the word then skips the claimed bytes.
 			r.words[i>>3].Store(padFlag | first)
-			r.h.dataReady.Wake()
+			r.h.dataReady.wake()
 			return true, nil
 		}
 		size, _, ok := r.decode(w, i)
@@ -303,7 +312,8 @@ func sleepFor(ctx context.Context, period time.Duration) time.Duration {
 type Producer struct {
 	r         *Ring
 	o         Options
-	tail      uint64 // our copy of h.tail (we are its only writer)
+	tail      uint64 // where the next record goes
+	claimEnd  uint64 // h.tail as we last stored it (we are its only writer): tail <= claimEnd
 	headCache uint64 // the consumer's head as last loaded: reloaded only when it says full
 	claimed   int64  // data offset of the open claim's header; -1: none
 	claimHdr  uint64 // the header Commit will store
@@ -332,6 +342,7 @@ func (r *Ring) Producer(ctx context.Context, p *shm.Proc, opts *Options) (*Produ
 		r:         r,
 		o:         opts.withDefaults(),
 		tail:      r.h.tail.Load(),
+		claimEnd:  r.h.tail.Load(),
 		headCache: r.h.head.Load(),
 		claimed:   -1,
 	}, nil
@@ -392,20 +403,18 @@ func (pr *Producer) claim(ctx context.Context, typ uint32, n int, wait bool) ([]
 		if err := pr.reserve(ctx, pad, wait); err != nil {
 			return nil, err
 		}
+		pr.extend(pad)
 		pr.tail += pad
-		r.h.tail.Store(pr.tail) // claim before writing: see the package doc
 		// release: commits the padding record.
 		r.words[i>>3].Store(padFlag | pad)
-		r.h.dataReady.Wake() // the consumer must free this padding if we wait below
+		r.h.dataReady.wake() // the consumer must free this padding if we wait below
 		i = 0
 	}
 	if err := pr.reserve(ctx, size, wait); err != nil {
 		return nil, err
 	}
+	pr.extend(size)
 	pr.tail += size
-	// Claim before writing: a producer that dies from here on leaves
-	// [i, tail) for Unblock to find.
-	r.h.tail.Store(pr.tail)
 	pr.claimed = int64(i)
 	pr.claimHdr = uint64(typ)<<32 | l
 	return r.data[i+RecordHeaderSize : i+l : i+l], nil
@@ -423,7 +432,7 @@ func (pr *Producer) Commit() {
 	// of this header word; the header is written last.
 	pr.r.words[pr.claimed>>3].Store(pr.claimHdr)
 	pr.claimed = -1
-	pr.r.h.dataReady.Wake() // seq-cst load of the waiter count: a syscall only if one sleeps
+	pr.r.h.dataReady.wake() // a system call only if the consumer announced that it sleeps
 }
 
 // Abort drops the open claim: its bytes are committed as padding.
@@ -434,7 +443,21 @@ func (pr *Producer) Abort() {
 	// release: as in Commit.
 	pr.r.words[pr.claimed>>3].Store(padFlag | align(pr.claimHdr&(padFlag-1)))
 	pr.claimed = -1
-	pr.r.h.dataReady.Wake()
+	pr.r.h.dataReady.wake()
+}
+
+// extend makes sure that the published tail covers the next size bytes,
+// which reserve found free. It claims ahead, up to a chunk (an eighth of the
+// capacity) or the free space, so that most records cost no store of tail.
+func (pr *Producer) extend(size uint64) {
+	if pr.tail+size <= pr.claimEnd {
+		return
+	}
+	r := pr.r
+	pr.claimEnd = min(pr.tail+max(size, r.cap/8), pr.headCache+r.cap)
+	// Claim before writing: a producer that dies from here on leaves a zero
+	// header at its next record, below tail, for Unblock to find.
+	r.h.tail.Store(pr.claimEnd)
 }
 
 // reserve makes sure that size bytes after pr.tail are free, reloading the
@@ -471,12 +494,12 @@ func (pr *Producer) waitSpace(ctx context.Context, size uint64) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("ring: write: %w: %w", ErrFull, err)
 		}
-		t := h.spaceFree.Prepare()
+		t := h.spaceFree.prepare()
 		if pr.fits(size) { // re-check after announcing
-			h.spaceFree.Cancel()
+			h.spaceFree.cancel()
 			return nil
 		}
-		h.spaceFree.Sleep(t, sleepFor(ctx, pr.o.PeerCheck))
+		h.spaceFree.sleep(t, sleepFor(ctx, pr.o.PeerCheck))
 		if pr.fits(size) {
 			return nil
 		}
@@ -527,9 +550,17 @@ func (r *Ring) Consumer(p *shm.Proc, opts *Options) (*Consumer, error) {
 // record header out of range returns ErrCorrupt (after delivering the
 // records before it), from then on.
 //
-// Consumed space is zeroed and handed back to the producer once per batch
-// (and every quarter of the capacity within a large one).
+// Consumed space is zeroed and handed back to the producer every sixteenth
+// of the capacity, and when Poll finds the ring empty (Read hands it back
+// when it starts to wait).
 func (c *Consumer) Poll(fn func(typ uint32, payload []byte), max int) (int, error) {
+	return c.poll(fn, max, true)
+}
+
+// poll is Poll; with publishEmpty false it leaves consumed space below the
+// publication threshold unpublished even when it finds the ring empty (Read
+// publishes it before it waits).
+func (c *Consumer) poll(fn func(typ uint32, payload []byte), max int, publishEmpty bool) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
@@ -558,11 +589,11 @@ func (c *Consumer) Poll(fn func(typ uint32, payload []byte), max int) (int, erro
 		}
 		pos += size
 		c.pos = pos
-		if pos-c.pub >= r.cap/4 {
+		if pos-c.pub >= r.cap/publishFraction {
 			c.publish(pos)
 		}
 	}
-	if pos != c.pub {
+	if publishEmpty && n < max && pos != c.pub {
 		c.publish(pos)
 	}
 	if n == 0 && c.err != nil {
@@ -597,7 +628,7 @@ func (c *Consumer) publish(pos uint64) {
 	// of head; stale bytes never look like a committed header after a wrap.
 	r.h.head.Store(pos)
 	c.pub = pos
-	r.h.spaceFree.Wake() // seq-cst load of the waiter count: a syscall only if one sleeps
+	r.h.spaceFree.wake() // a system call only if the consumer announced that it sleeps
 }
 
 // ready reports whether a record (or padding) is committed at the read
@@ -614,33 +645,43 @@ func (c *Consumer) ready() bool {
 func (c *Consumer) Read(ctx context.Context, fn func(typ uint32, payload []byte), max int) (int, error) {
 	h := c.r.h
 	for {
-		if n, err := c.Poll(fn, max); n > 0 || err != nil {
+		if n, err := c.poll(fn, max, false); n > 0 || err != nil {
 			return n, err
 		}
 		if c.ready() { // we consumed only padding
 			continue
 		}
-		spun := false
-		for range c.o.Spin {
-			if c.ready() {
-				spun = true
-				break
-			}
-		}
-		if spun {
+		if c.spin() {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
+			c.publish(c.pos)
 			return 0, fmt.Errorf("ring: read: %w", err)
 		}
-		t := h.dataReady.Prepare()
+		c.publish(c.pos) // before sleeping: the producer may wait for this space
+		t := h.dataReady.prepare()
 		if c.ready() { // re-check after announcing
-			h.dataReady.Cancel()
+			h.dataReady.cancel()
 			continue
 		}
-		h.dataReady.Sleep(t, sleepFor(ctx, c.o.PeerCheck))
+		h.dataReady.sleep(t, sleepFor(ctx, c.o.PeerCheck))
 		if !c.ready() && c.r.peerDead(h.producer.Load()) {
 			return 0, fmt.Errorf("ring: read: %w (producer)", ErrPeerDead)
 		}
 	}
+}
+
+// spin re-checks the ring up to Spin times and reports whether a record
+// came. Consumed space not yet published is published after a short while
+// without records: a producer may be waiting for it.
+func (c *Consumer) spin() bool {
+	for i := range c.o.Spin {
+		if c.ready() {
+			return true
+		}
+		if i == publishAfterSpins {
+			c.publish(c.pos)
+		}
+	}
+	return false
 }

@@ -10,7 +10,10 @@ var (
 	_ [HeaderSize - unsafe.Sizeof(header{})]byte
 	_ [unsafe.Sizeof(header{}) - HeaderSize]byte
 
-	// The events share the first line's second half, written only by sleepers.
+	_ [8 - unsafe.Sizeof(waiter{})]byte
+	_ [unsafe.Sizeof(waiter{}) - 8]byte
+
+	// The waiters share the first line's second half, written only by sleepers.
 	_ [unsafe.Offsetof(header{}.dataReady) - 64]byte
 	_ [64 - unsafe.Offsetof(header{}.dataReady)]byte
 
