@@ -113,14 +113,15 @@ type handle struct {
 	block     *proc.Block
 
 	// Under Master.mu:
-	state   State
-	keep    bool // respawn this slot if the process exits (not old, not a guarded successor)
-	ready   bool // reached listening once
-	failed  bool // reported warm-up failure
-	lastHB  time.Time
-	hb      worker.Heartbeat
-	changed chan struct{} // closed and replaced on every change
-	exited  chan struct{} // closed when reaped
+	state      State
+	keep       bool // respawn this slot if the process exits (not old, not a guarded successor)
+	ready      bool // reached listening once
+	failed     bool // reported warm-up failure
+	warmedSeen bool // the warmed state was observed
+	lastHB     time.Time
+	hb         worker.Heartbeat
+	changed    chan struct{} // closed and replaced on every change
+	exited     chan struct{} // closed when reaped
 }
 
 // Start spawns the initial workers and returns once every one of them is
@@ -391,8 +392,11 @@ func (m *Master) onState(h *handle, st proc.State) {
 			h.state, name = Warming, "warming"
 		}
 	case proc.StateWarmed:
-		name = "warmup"
+		h.warmedSeen, name = true, "warmup"
 	case proc.StateListening:
+		if !h.ready && !h.warmedSeen {
+			defer m.emit("warmup", h, nil) // the warmed state went by unseen
+		}
 		h.ready = true
 		if h.state != Old {
 			h.state = Active

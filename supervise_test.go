@@ -1,0 +1,320 @@
+package cluster2_test
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cluster2/cluster2/internal/xtesting"
+)
+
+// wait is the bound of every wait in these tests: long enough never to fail
+// on a slow machine, short enough to fail a hang.
+const wait = 30 * time.Second
+
+func TestKill9WorkerIsReplaced(t *testing.T) {
+	tc := startCluster(t, envWorkers+"=2")
+	before := tc.activePids()
+	var victim int
+	for pid := range before {
+		victim = pid
+		break
+	}
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ok := xtesting.Eventually(wait, func() bool {
+		now := tc.activePids()
+		return len(now) == 2 && !now[victim]
+	})
+	if !ok {
+		t.Fatalf("killed worker %d not replaced: workers %+v", victim, tc.workers())
+	}
+	// The cluster keeps serving, from the new worker too.
+	now := tc.activePids()
+	ok = xtesting.Eventually(wait, func() bool {
+		seen := tc.seenPids(20)
+		for pid := range seen {
+			if !now[pid] {
+				t.Fatalf("pid %d served; want one of %v", pid, now)
+			}
+		}
+		return len(seen) == 2
+	})
+	if !ok {
+		t.Fatalf("the cluster does not serve from both workers after the replacement")
+	}
+	if r, _ := tc.get("/"); !r.Nonblock {
+		t.Errorf("shared socket in blocking mode after a respawn")
+	}
+	if ev := tc.events(); !slices.Contains(ev, "worker-"+strconv.Itoa(victim)+"-died") {
+		t.Errorf("events %v; want worker-%d-died", ev, victim)
+	}
+}
+
+func TestSIGTERMStopsEveryProcess(t *testing.T) {
+	tc := startCluster(t, envWorkers+"=2", envStopTO+"=10s")
+	pids := tc.activePids()
+	tc.cmd.Process.Signal(syscall.SIGTERM)
+	if !tc.waitExit(15 * time.Second) {
+		t.Fatalf("master still running 15 s after SIGTERM (StopTimeout 10 s)")
+	}
+	if tc.cmd.ProcessState.ExitCode() != 0 {
+		t.Errorf("master exit: %v; want 0", tc.cmd.ProcessState)
+	}
+	for pid := range pids {
+		if alive(pid) {
+			t.Errorf("worker %d still alive after the master stopped", pid)
+		}
+	}
+}
+
+func TestMasterKilledWorkersExit(t *testing.T) {
+	tc := startCluster(t, envWorkers+"=2")
+	pids := tc.activePids()
+	start := time.Now()
+	tc.cmd.Process.Signal(syscall.SIGKILL)
+	// The design bound is one second; the wait allows for a loaded machine.
+	ok := xtesting.Eventually(10*time.Second, func() bool {
+		for pid := range pids {
+			if alive(pid) {
+				return false
+			}
+		}
+		return true
+	})
+	if !ok {
+		t.Fatalf("workers %v still alive after their master was killed", pids)
+	}
+	t.Logf("workers gone %v after the master's kill -9", time.Since(start).Round(time.Millisecond))
+}
+
+func TestWorkerSIGTERMDrainsAndIsReplaced(t *testing.T) {
+	tc := startCluster(t, envWorkers+"=2")
+	pids := tc.activePids()
+	var victim int
+	for pid := range pids {
+		victim = pid
+		break
+	}
+	syscall.Kill(victim, syscall.SIGTERM)
+	ok := xtesting.Eventually(wait, func() bool {
+		now := tc.activePids()
+		return !alive(victim) && len(now) == 2 && !now[victim]
+	})
+	if !ok {
+		t.Fatalf("worker %d did not exit and get replaced after SIGTERM: %+v", victim, tc.workers())
+	}
+}
+
+func TestPauseResume(t *testing.T) {
+	tc := startCluster(t, envWorkers+"=2")
+	pids := tc.activePids()
+	var p int
+	for pid := range pids {
+		p = pid
+		break
+	}
+	if err := tc.control("/pause?pid="+strconv.Itoa(p), nil); err != nil {
+		t.Fatal(err)
+	}
+	if seen := tc.seenPids(30); seen[p] != 0 || len(seen) != 1 {
+		t.Fatalf("paused worker %d served: %v", p, seen)
+	}
+	if err := tc.control("/resume?pid="+strconv.Itoa(p), nil); err != nil {
+		t.Fatal(err)
+	}
+	ok := xtesting.Eventually(wait, func() bool { return tc.seenPids(20)[p] > 0 })
+	if !ok {
+		t.Fatalf("resumed worker %d does not serve", p)
+	}
+}
+
+// load runs clients concurrent GET loops against the cluster until stop is
+// closed, and returns the requests done and failed (with the first errors).
+func load(tc *testCluster, clients int, keepAlive bool, stop <-chan struct{}) (done, failed *atomic.Int64, errs *[]string, wg *sync.WaitGroup) {
+	done, failed, errs, wg = new(atomic.Int64), new(atomic.Int64), new([]string), new(sync.WaitGroup)
+	var mu sync.Mutex
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr := &http.Transport{DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: 1}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := getWith(c, "http://"+tc.addr+"/"); err != nil {
+					failed.Add(1)
+					mu.Lock()
+					if len(*errs) < 5 {
+						*errs = append(*errs, err.Error())
+					}
+					mu.Unlock()
+				} else {
+					done.Add(1)
+				}
+			}
+		}()
+	}
+	return
+}
+
+func TestRollingRestartUnderLoadLosesNothing(t *testing.T) {
+	for _, keepAlive := range []bool{true, false} {
+		name := "new-connection-per-request"
+		if keepAlive {
+			name = "keep-alive"
+		}
+		t.Run(name, func(t *testing.T) {
+			tc := startCluster(t, envWorkers+"=2")
+			masterPid := tc.cmd.Process.Pid
+			before := tc.activePids()
+			stop := make(chan struct{})
+			start := time.Now()
+			done, failed, errs, wg := load(tc, 16, keepAlive, stop)
+			time.Sleep(time.Second)
+			tc.cmd.Process.Signal(syscall.SIGHUP)
+			// Wait until every worker was replaced, then keep the load on
+			// (about 5 s of load in all).
+			ok := xtesting.Eventually(wait, func() bool {
+				now := tc.activePids()
+				if len(now) != 2 {
+					return false
+				}
+				for pid := range now {
+					if before[pid] {
+						return false
+					}
+				}
+				return true
+			})
+			time.Sleep(max(time.Second, 5*time.Second-time.Since(start)))
+			close(stop)
+			wg.Wait()
+			if !ok {
+				t.Fatalf("rolling restart did not replace %v: %+v", before, tc.workers())
+			}
+			t.Logf("%s: %d requests, %d failed during a rolling restart", name, done.Load(), failed.Load())
+			if failed.Load() != 0 {
+				t.Errorf("%d failed requests during the rolling restart; want 0; first: %s", failed.Load(), strings.Join(*errs, " | "))
+			}
+			if tc.cmd.Process.Pid != masterPid || !alive(masterPid) {
+				t.Errorf("the master changed or died")
+			}
+		})
+	}
+}
+
+func TestSuccessorFailingWarmUpLeavesOldServing(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "fail")
+	tc := startCluster(t, envWorkers+"=1", envWarmFail+"="+flag, envRetries+"=1")
+	old := tc.activePids()
+	var p int
+	for pid := range old {
+		p = pid
+	}
+	os.WriteFile(flag, nil, 0o644)
+	if err := tc.control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
+		t.Fatal(err)
+	}
+	ok := xtesting.Eventually(wait, func() bool { return hasSuffix(tc.events(), "-replace-failure") })
+	if !ok {
+		t.Fatalf("no replace-failure event: %v", tc.events())
+	}
+	if n := tc.seenPids(10); n[p] != 10 {
+		t.Fatalf("requests served by %v; want all by the old worker %d", n, p)
+	}
+	if ws := tc.workers(); len(ws) != 1 || ws[0].Pid != p || ws[0].State.String() != "active" {
+		t.Fatalf("workers %+v; want only the old worker %d, active", ws, p)
+	}
+	if n := strings.Count(strings.Join(tc.events(), " "), "-warmup-failure"); n != 2 {
+		t.Errorf("%d warm-up failures reported; want 2 (one try and one retry)", n)
+	}
+}
+
+func TestSuccessorNeverListeningIsKilled(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "hang")
+	tc := startCluster(t, envWorkers+"=1", envWarmHang+"="+flag, envRetries+"=-1", envReplaceTO+"=1s")
+	var p int
+	for pid := range tc.activePids() {
+		p = pid
+	}
+	os.WriteFile(flag, nil, 0o644)
+	if err := tc.control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
+		t.Fatal(err)
+	}
+	ok := xtesting.Eventually(wait, func() bool { return hasSuffix(tc.events(), "-replace-failure") })
+	if !ok {
+		t.Fatalf("no replace-failure event: %v", tc.events())
+	}
+	ok = xtesting.Eventually(wait, func() bool { ws := tc.workers(); return len(ws) == 1 && ws[0].Pid == p })
+	if !ok {
+		t.Fatalf("workers %+v; want only the old worker %d", tc.workers(), p)
+	}
+	if n := tc.seenPids(5); n[p] != 5 {
+		t.Fatalf("requests served by %v; want the old worker %d", n, p)
+	}
+}
+
+func TestOldWorkerNeverExitingIsKilled(t *testing.T) {
+	tc := startCluster(t, envWorkers+"=1", envStuckOnStop+"=1", envReplaceTO+"=500ms")
+	var p int
+	for pid := range tc.activePids() {
+		p = pid
+	}
+	if err := tc.control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
+		t.Fatal(err)
+	}
+	ok := xtesting.Eventually(wait, func() bool { return !alive(p) })
+	if !ok {
+		t.Fatalf("old worker %d still alive", p)
+	}
+	ev := strings.Join(tc.events(), " ")
+	for _, want := range []string{"-old", "-sigterm", "-sigkill", "worker-" + strconv.Itoa(p) + "-died"} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("events %s; want %s", ev, want)
+		}
+	}
+	if seen := tc.seenPids(5); seen[p] != 0 || len(seen) != 1 {
+		t.Errorf("served by %v; want the successor only", seen)
+	}
+}
+
+func TestDeathQueueIgnoresDuplicates(t *testing.T) {
+	tc := startCluster(t, envWorkers+"=2")
+	before := tc.activePids()
+	var p int
+	for pid := range before {
+		p = pid
+		break
+	}
+	for range 3 {
+		tc.control("/replace?pid="+strconv.Itoa(p), nil)
+	}
+	ok := xtesting.Eventually(wait, func() bool { return !alive(p) && len(tc.activePids()) == 2 })
+	if !ok {
+		t.Fatalf("worker %d not replaced: %+v", p, tc.workers())
+	}
+	time.Sleep(500 * time.Millisecond) // a duplicate would now be running
+	forked := strings.Count(strings.Join(tc.events(), " "), "-forked")
+	if forked != 3 {
+		t.Errorf("%d workers forked; want 3 (2 initial + 1 successor): %v", forked, tc.events())
+	}
+}
+
+func hasSuffix(events []string, suffix string) bool {
+	return slices.ContainsFunc(events, func(e string) bool { return strings.HasSuffix(e, suffix) })
+}
