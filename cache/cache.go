@@ -90,7 +90,7 @@ func (c *Cache) GetInto(dst []byte, key string) ([]byte, bool, error) {
 		return v, ok, err
 	}
 	st.misses.Add(1)
-	return out[:len(dst)], false, nil
+	return dst, false, nil
 }
 
 // readLocked reads key under its shard lock (the fallback when a writer keeps

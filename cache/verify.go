@@ -110,3 +110,13 @@ func (sp *Space) Verify(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Repairs returns how many times a shard lock was taken over from a dead
+// writer and the shard repaired, since the space was created.
+func (sp *Space) Repairs() uint64 {
+	var n uint64
+	for i := range sp.sh {
+		n += sp.sh[i].h.repairs.Load()
+	}
+	return n
+}

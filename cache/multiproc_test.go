@@ -1,0 +1,501 @@
+package cache_test
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/internal/xtesting"
+	"github.com/cluster2/cluster2/shm"
+)
+
+func TestMain(m *testing.M) {
+	xtesting.Main(m, map[string]func(){
+		"model":    childModel,
+		"crash":    childCrash,
+		"loadonce": childLoadOnce,
+	})
+}
+
+// newArenaSpace makes an arena with a cache space for multi-process tests.
+func newArenaSpace(t *testing.T, bytes int64) (*shm.Arena, *cache.Space) {
+	t.Helper()
+	a, err := shm.Create(shm.Options{Size: bytes + bytes/4 + 1<<20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := cache.Setup(context.Background(), a, cache.SpaceOptions{Bytes: bytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close(); a.Close() })
+	return a, sp
+}
+
+// childSpace attaches the inherited arena (fd 3) in a child.
+func childSpace() (*shm.Arena, *cache.Space) {
+	a, err := shm.Open(os.NewFile(3, "arena"))
+	if err != nil {
+		fail(2, "open: %v", err)
+	}
+	sp, err := cache.Attach(a)
+	if err != nil {
+		fail(2, "attach: %v", err)
+	}
+	return a, sp
+}
+
+func fail(code int, format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "child %d: "+format+"\n", append([]any{os.Getpid()}, args...)...)
+	os.Exit(code)
+}
+
+// ---- differential model test ----
+
+// childModel runs a random sequence of Get/Set/Del (some with a short time to
+// live) on its own keys, checking every read against its model, and reads
+// the other children's keys to check that nothing torn is ever returned. It
+// prints its final model as JSON.
+func childModel() {
+	_, sp := childSpace()
+	c, err := sp.Use("model", cache.Options{})
+	if err != nil {
+		fail(2, "use: %v", err)
+	}
+	id, _ := strconv.Atoi(os.Getenv("MODEL_ID"))
+	seed, _ := strconv.ParseUint(os.Getenv("MODEL_SEED"), 10, 64)
+	ops, _ := strconv.Atoi(os.Getenv("MODEL_OPS"))
+	rng := rand.New(rand.NewPCG(seed, uint64(id)))
+	type entry struct {
+		Val      string
+		Deadline int64 // unix nanoseconds, 0 = none
+	}
+	model := map[string]entry{}
+	const slack = int64(50 * time.Millisecond)
+	ctx := context.Background()
+	for range ops {
+		k := fmt.Sprintf("p%d-k%d", id, rng.IntN(200))
+		now := time.Now().UnixNano()
+		switch op := rng.IntN(10); {
+		case op < 4: // Set, a quarter of them with a short TTL
+			v := fmt.Sprintf("%s=%d", k, rng.Uint64())
+			opts := cache.SetOptions{LeaveIfNotNull: rng.IntN(8) == 0}
+			if rng.IntN(4) == 0 {
+				opts.Expire = time.Duration(20+rng.IntN(60)) * time.Millisecond
+			}
+			e, had := model[k]
+			present := had && (e.Deadline == 0 || e.Deadline > now)
+			ambiguous := had && e.Deadline != 0 && abs(e.Deadline-now) < slack
+			ok, err := c.Set(ctx, k, []byte(v), opts)
+			if err != nil {
+				fail(3, "set: %v", err)
+			}
+			if opts.LeaveIfNotNull && !ambiguous && ok == present {
+				fail(4, "LeaveIfNotNull set of %q stored=%v with model present=%v", k, ok, present)
+			}
+			if ok {
+				d := int64(0)
+				if opts.Expire > 0 {
+					d = time.Now().Add(opts.Expire).UnixNano()
+				}
+				model[k] = entry{v, d}
+			}
+		case op < 5:
+			old, ok, err := c.Del(ctx, k)
+			if err != nil {
+				fail(3, "del: %v", err)
+			}
+			e, had := model[k]
+			if had && (e.Deadline == 0 || e.Deadline-now > slack) && (!ok || string(old) != e.Val) {
+				fail(4, "Del(%q) = %q, %v; model %q", k, old, ok, e.Val)
+			}
+			if !had && ok {
+				fail(4, "Del(%q) found %q; model has nothing", k, old)
+			}
+			delete(model, k)
+		case op < 9:
+			v, ok, err := c.GetInto(nil, k)
+			if err != nil {
+				fail(3, "get: %v", err)
+			}
+			e, had := model[k]
+			switch {
+			case had && e.Deadline != 0 && abs(e.Deadline-now) < slack:
+				// at the deadline: either answer is right
+			case had && (e.Deadline == 0 || e.Deadline > now):
+				if !ok || string(v) != e.Val {
+					fail(4, "Get(%q) = %q, %v; model %q", k, v, ok, e.Val)
+				}
+			default:
+				if ok {
+					fail(4, "Get(%q) = %q; model has nothing (or expired)", k, v)
+				}
+			}
+		default: // read a neighbour's key: any value must be whole
+			other := fmt.Sprintf("p%d-k%d", rng.IntN(4), rng.IntN(200))
+			if v, ok, _ := c.GetInto(nil, other); ok && !validModelValue(other, v) {
+				fail(4, "torn read of %q: %q", other, v)
+			}
+		}
+	}
+	// Report the model: entries with a deadline may be gone when the parent looks.
+	out := map[string]string{}
+	for k, e := range model {
+		if e.Deadline == 0 {
+			out[k] = e.Val
+		} else {
+			out[k] = "~" + e.Val
+		}
+	}
+	json.NewEncoder(os.Stdout).Encode(out)
+}
+
+func validModelValue(key string, v []byte) bool {
+	s := string(v)
+	if len(s) <= len(key)+1 || s[:len(key)] != key || s[len(key)] != '=' {
+		return false
+	}
+	_, err := strconv.ParseUint(s[len(key)+1:], 10, 64)
+	return err == nil
+}
+
+func abs(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// TestModelAcrossProcesses: four processes run random operations at once,
+// each checking every answer against its own model; then the parent checks
+// the union of the models against the cache and Verify.
+func TestModelAcrossProcesses(t *testing.T) {
+	a, sp := newArenaSpace(t, 16<<20)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	ops := 20000
+	if testing.Short() {
+		ops = 4000
+	}
+	var cmds []*exec.Cmd
+	var outs []*os.File
+	for id := range 4 {
+		cmd := xtesting.Command(t, "model", []*os.File{a.File()},
+			"MODEL_ID="+strconv.Itoa(id), "MODEL_SEED="+strconv.FormatUint(seed, 10), "MODEL_OPS="+strconv.Itoa(ops))
+		f, err := os.CreateTemp(t.TempDir(), "model")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout = f
+		xtesting.Start(t, cmd)
+		cmds, outs = append(cmds, cmd), append(outs, f)
+	}
+	for i, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("child %d: %v (3 = an operation failed, 4 = the cache disagreed with the model)", i, err)
+		}
+	}
+	c, err := sp.Use("model", cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, f := range outs {
+		f.Seek(0, 0)
+		var m map[string]string
+		if err := json.NewDecoder(f).Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range m {
+			want[k] = v
+		}
+	}
+	for k, v := range want {
+		got, ok, _ := c.GetInto(nil, k)
+		if v[0] == '~' {
+			if ok && string(got) != v[1:] {
+				t.Errorf("%q = %q; want %q or expired", k, got, v[1:])
+			}
+			continue
+		}
+		if !ok || string(got) != v {
+			t.Errorf("%q = %q, %v; want %q", k, got, ok, v)
+		}
+	}
+	keys, _ := c.Keys(context.Background())
+	for _, k := range keys {
+		if _, ok := want[k]; !ok {
+			if v, ok, _ := c.GetInto(nil, k); ok {
+				t.Errorf("cache holds %q = %q that no model has", k, v)
+			}
+		}
+	}
+	if err := sp.Verify(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Evictions != 0 {
+		t.Fatalf("the model test evicted %d entries: make the space larger", st.Evictions)
+	}
+	t.Logf("%d keys checked; %+v", len(want), c.Stats())
+}
+
+// ---- crash test ----
+
+// checksummed values: 8-byte crc32 of the rest, then a random payload.
+func checksummed(rng *rand.Rand) []byte {
+	v := make([]byte, 8+16+rng.IntN(200))
+	for i := 8; i < len(v); i++ {
+		v[i] = byte(rng.Uint32())
+	}
+	binary.LittleEndian.PutUint64(v, uint64(crc32.ChecksumIEEE(v[8:])))
+	return v
+}
+
+func checksumOK(v []byte) bool {
+	return len(v) >= 8 && binary.LittleEndian.Uint64(v) == uint64(crc32.ChecksumIEEE(v[8:]))
+}
+
+// childCrash sets, deletes and reads checksummed values (some through a
+// loader) until it is killed. Status 3: an operation waited more than 2 s
+// (a hang); 4: a read returned a value whose checksum fails.
+func childCrash() {
+	_, sp := childSpace()
+	c, err := sp.Use("crash", cache.Options{})
+	if err != nil {
+		fail(2, "use: %v", err)
+	}
+	progress := shmCounter(sp)
+	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(time.Now().UnixNano())))
+	for {
+		k := "k" + strconv.Itoa(rng.IntN(3000))
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		var err error
+		var v []byte
+		ok := false // whether v holds a value to check
+		op := rng.IntN(10)
+		switch {
+		case op < 4:
+			_, err = c.Set(ctx, k, checksummed(rng), cache.SetOptions{})
+		case op < 5:
+			v, ok, err = c.Del(ctx, k)
+		case op < 6:
+			v, err = c.Get(ctx, k, func(context.Context, string) ([]byte, error) { return checksummed(rng), nil })
+			ok = err == nil
+		default:
+			v, ok, err = c.GetInto(nil, k)
+		}
+		cancel()
+		if err != nil {
+			fail(3, "op on %q: %v", k, err)
+		}
+		if ok && !checksumOK(v) {
+			fail(4, "torn value for %q (%d bytes, op %d)", k, len(v), op)
+		}
+		progress.Add(1)
+	}
+}
+
+// shmCounter is a progress counter the crash children bump, in the arena.
+func shmCounter(sp *cache.Space) *atomic.Uint64 {
+	off, _, err := sp.Arena().Region(context.Background(), "progress", 64, nil)
+	if err != nil {
+		fail(2, "region: %v", err)
+	}
+	return shm.Ptr[atomic.Uint64](sp.Arena(), off)
+}
+
+// TestCrashAnyInstant: three processes write checksummed values into a cache
+// two sizes too small (so evictions run too) while the test kill -9s one of
+// them at random moments, dozens of times. No survivor may stall, no read may
+// return a torn value, and Verify must find the structures whole.
+func TestCrashAnyInstant(t *testing.T) {
+	a, sp := newArenaSpace(t, 2<<20)
+	progress := shmCounter(sp)
+	kills := 40
+	if testing.Short() {
+		kills = 12
+	}
+	if v := os.Getenv("CRASH_KILLS"); v != "" {
+		kills, _ = strconv.Atoi(v)
+	}
+	type child struct {
+		cmd  *exec.Cmd
+		done chan error
+	}
+	spawn := func() *child {
+		cmd := xtesting.Command(t, "crash", []*os.File{a.File()})
+		xtesting.Start(t, cmd)
+		c := &child{cmd, make(chan error, 1)}
+		go func() { c.done <- cmd.Wait() }()
+		return c
+	}
+	children := []*child{spawn(), spawn(), spawn()}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	// Kill at least kills times, and on until some kill hit a writer inside a
+	// shard (seen as a repair by whoever took its lock over).
+	for k := 0; k < kills || sp.Repairs() < 2; k++ {
+		if k == 1000 {
+			t.Fatalf("1000 kills and only %d repairs", sp.Repairs())
+		}
+		before := progress.Load()
+		if !xtesting.Eventually(3*time.Second, func() bool { return progress.Load() > before+100 }) {
+			t.Fatalf("kill %d: no progress for 3 s: a survivor hangs", k)
+		}
+		time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
+		i := rng.IntN(len(children))
+		victim := children[i]
+		slot := -1
+		for _, s := range a.Slots() {
+			if s.Pid == victim.cmd.Process.Pid {
+				slot = s.Slot
+			}
+		}
+		victim.cmd.Process.Signal(syscall.SIGKILL)
+		<-victim.done
+		if k%2 == 0 && slot >= 0 {
+			a.ReleaseSlot(slot) // as the master does; the other half, waiters take over
+		}
+		for _, o := range children {
+			select {
+			case err := <-o.done:
+				if o != victim {
+					t.Fatalf("survivor exited: %v (3 = stalled, 4 = torn value)", err)
+				}
+			default:
+			}
+		}
+		children[i] = spawn()
+	}
+	for _, c := range children {
+		c.cmd.Process.Signal(syscall.SIGKILL)
+		<-c.done
+	}
+	if err := sp.Verify(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := sp.Use("crash", cache.Options{})
+	keys, _ := c.Keys(context.Background())
+	for _, k := range keys {
+		if v, ok, _ := c.GetInto(nil, k); ok && !checksumOK(v) {
+			t.Fatalf("torn value left for %q", k)
+		}
+	}
+	t.Logf("%d+ kills, %d repairs, %d ops, %d keys left, %+v", kills, sp.Repairs(), progress.Load(), len(keys), c.Stats())
+}
+
+// ---- loader once across processes ----
+
+// childLoadOnce waits for the go flag, then Gets "shared" with a loader that
+// counts its runs in the arena and takes LOAD_MS. It prints what it got.
+func childLoadOnce() {
+	_, sp := childSpace()
+	c, err := sp.Use("once", cache.Options{})
+	if err != nil {
+		fail(2, "use: %v", err)
+	}
+	off, _, err := sp.Arena().Region(context.Background(), "once", 64, nil)
+	if err != nil {
+		fail(2, "region: %v", err)
+	}
+	runs := shm.Ptr[atomic.Uint64](sp.Arena(), off)
+	start := shm.Ptr[atomic.Uint64](sp.Arena(), off+8)
+	ready := shm.Ptr[atomic.Uint64](sp.Arena(), off+16)
+	loaderPid := shm.Ptr[atomic.Uint64](sp.Arena(), off+24)
+	ms, _ := strconv.Atoi(os.Getenv("LOAD_MS"))
+	ready.Add(1)
+	for start.Load() == 0 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	v, err := c.Get(ctx, "shared", func(ctx context.Context, key string) ([]byte, error) {
+		loaderPid.Store(uint64(os.Getpid()))
+		runs.Add(1)
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		return []byte("loaded by " + strconv.Itoa(os.Getpid())), nil
+	})
+	if err != nil {
+		fail(3, "get: %v", err)
+	}
+	fmt.Println(string(v))
+}
+
+func TestLoaderOnceAcrossProcesses(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		killLoad bool
+	}{{"loader lives", false}, {"loader killed", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, _ := newArenaSpace(t, 4<<20)
+			off, _, _ := a.Region(context.Background(), "once", 64, nil)
+			runs := shm.Ptr[atomic.Uint64](a, off)
+			start := shm.Ptr[atomic.Uint64](a, off+8)
+			ready := shm.Ptr[atomic.Uint64](a, off+16)
+			loaderPid := shm.Ptr[atomic.Uint64](a, off+24)
+			const n = 6
+			type res struct {
+				pid int
+				out []byte
+				err error
+			}
+			results := make(chan res, n)
+			cmds := map[int]*exec.Cmd{}
+			for range n {
+				cmd := xtesting.Command(t, "loadonce", []*os.File{a.File()}, "LOAD_MS=300")
+				pr, pw, _ := os.Pipe()
+				cmd.Stdout = pw
+				xtesting.Start(t, cmd)
+				pw.Close()
+				cmds[cmd.Process.Pid] = cmd
+				go func() {
+					var buf [256]byte
+					m, _ := pr.Read(buf[:])
+					err := cmd.Wait()
+					results <- res{cmd.Process.Pid, buf[:m], err}
+				}()
+			}
+			if !xtesting.Eventually(10*time.Second, func() bool { return ready.Load() == n }) {
+				t.Fatal("children never got ready")
+			}
+			start.Store(1)
+			if tc.killLoad {
+				// Kill the process running the loader, mid-load: a waiter
+				// must take the load over.
+				if !xtesting.Eventually(10*time.Second, func() bool { return runs.Load() == 1 && loaderPid.Load() != 0 }) {
+					t.Fatal("no loader started")
+				}
+				cmds[int(loaderPid.Load())].Process.Signal(syscall.SIGKILL)
+			}
+			var values = map[string]int{}
+			for range n {
+				r := <-results
+				if r.err != nil {
+					continue // a killed child
+				}
+				values[string(r.out)]++
+			}
+			if tc.killLoad {
+				if runs.Load() != 2 {
+					t.Fatalf("loader ran %d times with its first runner killed; want 2", runs.Load())
+				}
+			} else if runs.Load() != 1 {
+				t.Fatalf("loader ran %d times across %d processes; want 1", runs.Load(), n)
+			}
+			if len(values) != 1 {
+				t.Fatalf("processes got different values: %v", values)
+			}
+			t.Logf("runs %d, values %v", runs.Load(), values)
+		})
+	}
+}
