@@ -54,14 +54,19 @@
 // # Who writes what
 //
 //   - tail: the producer only. It is advanced over a record's bytes (the
-//     claim) before any of them is written.
+//     claim) before any of them is written; to store it rarely, the producer
+//     claims ahead, up to an eighth of the capacity (never past the space
+//     it knows free), and writes the following records inside that claim.
 //   - record bytes in [head, tail): the producer writes the payload, then
 //     stores the header word (commit). Unblock, or a newly opened producer,
 //     may store a padding header over an uncommitted claim of a dead
 //     producer (under the ring's recovery lock, so one at a time).
-//   - read and head: the consumer only. After delivering a batch it stores
-//     read past it, zeroes the batch's bytes, then stores head past it.
-//     The producer never writes at or beyond head + capacity.
+//   - read and head: the consumer only. To hand space back it stores read
+//     past the records it delivered, zeroes their bytes, then stores head
+//     past them. It does so every sixteenth of the capacity, when Poll finds
+//     the ring empty, and when Read starts to wait (so a producer waiting for
+//     space is never left waiting on space already consumed). The producer
+//     never writes at or beyond head + capacity.
 //   - producer/consumer tokens: the opening end, by CAS. A waiter's sleeping
 //     flag: its sleeper sets it, the sleeper or the waker that wakes it
 //     clears it; its seq: wakers add one.
@@ -96,7 +101,9 @@
 //
 //   - before storing tail: nothing; the claim did not happen.
 //   - after storing tail, before or while writing the payload: a zero header
-//     at the claim's start and garbage behind it. The consumer stops there
+//     where its next record starts (the first zero header between read and
+//     tail: records are committed in order), garbage behind it, and zeros up
+//     to tail. The consumer stops there
 //     (Read returns ErrPeerDead once it sees the producer dead); [Ring.Unblock]
 //     or the next [Ring.Producer] commits the claim as padding, which the
 //     consumer skips and zeroes.
@@ -104,13 +111,14 @@
 //
 // A consumer killed after storing read but before zeroing leaves consumed,
 // unzeroed bytes below read; the next [Ring.Consumer] zeroes them and
-// publishes head. A consumer killed before storing read leaves its batch
-// undelivered as far as the ring knows: the next consumer gets it again
+// publishes head. Records delivered but not yet published (at most a
+// sixteenth of the capacity, or Read's last batches before it waits) are
+// undelivered as far as the ring knows: the next consumer gets them again
 // (at least once across a consumer's death).
 //
 // A process killed while announced as a sleeper costs its peer one wasted
-// wake system call; a process killed holding the
-// recovery lock is taken over by the next locker ([shm.Lock]).
+// wake system call; a process killed holding the recovery lock is taken over
+// by the next locker ([shm.Lock]).
 //
 // A corrupt header (a length out of range, a record crossing the end or
 // beyond tail) makes Poll and Read return [ErrCorrupt], sticky, without
