@@ -35,6 +35,8 @@ const (
 	envWarmHang    = "T_WARMHANG"      // WarmUp blocks while this file exists
 	envStuckOnStop = "T_STUCK_ON_STOP" // a worker whose main never returns and ignores SIGTERM
 	envHeartbeat   = "T_HEARTBEAT"     // Config.HeartbeatInterval
+	envNanny       = "T_NANNY"         // Config.NannyTolerance
+	envMemLimit    = "T_MEMLIMIT"      // Config.MemoryLimit
 )
 
 func envDur(name string, def time.Duration) time.Duration {
@@ -76,13 +78,15 @@ func testHandler() http.Handler {
 func childCluster() {
 	workers, _ := strconv.Atoi(os.Getenv(envWorkers))
 	retries, _ := strconv.Atoi(os.Getenv(envRetries))
+	memLimit, _ := strconv.Atoi(os.Getenv(envMemLimit))
 	var evMu sync.Mutex
 	var events []string
 	cfg := cluster2.Config{
 		Workers: workers, Addr: "127.0.0.1:0",
 		Handler:           testHandler(),
 		HeartbeatInterval: envDur(envHeartbeat, 200*time.Millisecond),
-		NannyTolerance:    -1,
+		NannyTolerance:    envDur(envNanny, -1),
+		MemoryLimit:       uint64(memLimit),
 		ReplaceTimeout:    envDur(envReplaceTO, 10*time.Second),
 		StopTimeout:       envDur(envStopTO, 10*time.Second),
 		ReplaceRetries:    retries,

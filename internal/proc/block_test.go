@@ -1,0 +1,118 @@
+package proc_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cluster2/cluster2/internal/proc"
+	"github.com/cluster2/cluster2/shm/shmtest"
+)
+
+func TestNoPointers(t *testing.T) {
+	shmtest.AssertNoPointers(t, proc.Block{})
+}
+
+func TestRegionIsSharedAndSized(t *testing.T) {
+	a := shmtest.NewArena(t, 0)
+	b1, err := proc.Region(context.Background(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := proc.Region(context.Background(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b1) != a.SlotCount() || &b1[3] != &b2[3] {
+		t.Fatalf("got %d blocks; want %d, the same on every call", len(b1), a.SlotCount())
+	}
+}
+
+// TestHeartbeatSeqlock has one writer publish heartbeats whose words are all
+// equal while readers check that no copy mixes two heartbeats.
+func TestHeartbeatSeqlock(t *testing.T) {
+	a := shmtest.NewArena(t, 0)
+	bs, _ := proc.Region(context.Background(), a)
+	b := &bs[1]
+	b.Reset(0)
+	var w [proc.HeartbeatWords]uint64
+	if _, ok := b.LoadHeartbeat(&w); ok {
+		t.Fatalf("LoadHeartbeat on a reset block: ok; want none")
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var v [proc.HeartbeatWords]uint64
+		for i := uint64(1); ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for j := range v {
+				v[j] = i
+			}
+			b.StoreHeartbeat(&v)
+		}
+	}()
+	deadline := time.Now().Add(200 * time.Millisecond)
+	loads := 0
+	for time.Now().Before(deadline) {
+		var r [proc.HeartbeatWords]uint64
+		if _, ok := b.LoadHeartbeat(&r); !ok {
+			continue
+		}
+		loads++
+		for j := range r {
+			if r[j] != r[0] {
+				t.Fatalf("torn heartbeat: %v", r)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if loads == 0 {
+		t.Fatalf("no heartbeat loaded")
+	}
+}
+
+func TestWantAndStateWake(t *testing.T) {
+	a := shmtest.NewArena(t, 0)
+	bs, _ := proc.Region(context.Background(), a)
+	b := &bs[2]
+	b.Reset(time.Second)
+	got := make(chan proc.Want, 1)
+	go func() { got <- b.WaitWant(proc.WantRun, -1) }()
+	b.SetWant(proc.WantPause)
+	if w := <-got; w != proc.WantPause {
+		t.Fatalf("WaitWant = %v; want pause", w)
+	}
+	b.SetWant(proc.WantDrain)
+	b.SetWant(proc.WantRun)
+	if b.Want() != proc.WantDrain {
+		t.Fatalf("want after drain then run = %v; want drain (final)", b.Want())
+	}
+	done := make(chan struct{})
+	go func() { b.WaitMaster(proc.StateForked, 0, -1); close(done) }()
+	b.SetState(proc.StateListening)
+	<-done
+	if b.State() != proc.StateListening || b.State().String() != "listening" {
+		t.Fatalf("state %v; want listening", b.State())
+	}
+}
+
+func TestWorkerEnv(t *testing.T) {
+	env := proc.WorkerEnv([]string{"A=1", proc.EnvSlot + "=9", proc.EnvMaster + "=1", "B=2"}, 3, 42)
+	want := []string{"A=1", "B=2", proc.EnvSlot + "=3", proc.EnvMaster + "=42"}
+	if len(env) != len(want) {
+		t.Fatalf("WorkerEnv = %v; want %v", env, want)
+	}
+	for i := range want {
+		if env[i] != want[i] {
+			t.Fatalf("WorkerEnv = %v; want %v", env, want)
+		}
+	}
+}

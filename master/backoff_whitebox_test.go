@@ -1,0 +1,26 @@
+package master
+
+import (
+	"testing"
+	"time"
+)
+
+func TestCrashBackoffGrowsByRateAndIsCapped(t *testing.T) {
+	m := &Master{cfg: Config{CrashBackoffMax: time.Second}}
+	var got []time.Duration
+	for range 9 {
+		got = append(got, m.crashDelayLocked())
+	}
+	want := []time.Duration{0, 100 * time.Millisecond, 150 * time.Millisecond, 225 * time.Millisecond,
+		337500 * time.Microsecond, 506250 * time.Microsecond, 759375 * time.Microsecond, time.Second, time.Second}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("delays %v; want %v", got, want)
+		}
+	}
+	// A crash long after the last one is a lone crash: replaced at once.
+	m.crashes.last = time.Now().Add(-time.Hour)
+	if d := m.crashDelayLocked(); d != 0 {
+		t.Fatalf("delay after a quiet hour = %v; want 0", d)
+	}
+}
