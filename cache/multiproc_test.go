@@ -184,9 +184,9 @@ func TestModelAcrossProcesses(t *testing.T) {
 	a, sp := newArenaSpace(t, 16<<20)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	ops := 20000
+	ops := 100000
 	if testing.Short() {
-		ops = 4000
+		ops = 10000
 	}
 	var cmds []*exec.Cmd
 	var outs []*os.File
