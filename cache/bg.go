@@ -7,11 +7,14 @@ import (
 	"time"
 )
 
+// statStripes is the number of stripes of a cache's hit and miss counters.
+const statStripes = 16
+
 // localStats are one process's counters for one cache, in Go memory: hits and
-// misses are striped by key hash so that goroutines on different cores rarely
-// share a line. The background goroutine publishes their sums to the arena.
+// misses are striped by goroutine (see stripe) so that goroutines on different
+// cores rarely share a line. The background goroutine publishes their sums to the arena.
 type localStats struct {
-	stripes    [8]statStripe
+	stripes    [statStripes]statStripe
 	loads      atomic.Uint64
 	loadErrors atomic.Uint64
 }
@@ -102,7 +105,7 @@ func (sp *Space) drainAccess() {
 						continue
 					}
 					r := sp.rec(off)
-					if r.kind == kindItem && r.ref < 3 && sp.findOff(sh, r.hash, off).valid() {
+					if r.kind == kindItem && r.ref < refCount && sp.findOff(sh, r.hash, off).valid() {
 						r.ref++
 					}
 				}

@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 )
@@ -72,11 +71,12 @@ func (c *Cache) GetInto(dst []byte, key string) ([]byte, bool, error) {
 	h := hashKey(c.id, key)
 	sh := sp.shardOf(h)
 	out, res, off := sp.read(sh, h, c.id, key, dst)
-	st := &sp.local[c.id].stripes[h&7]
+	st := &sp.local[c.id].stripes[stripe()]
 	switch res {
 	case resHit:
-		st.hits.Add(1)
-		if rand.Uint32()&15 == 0 {
+		// Every 16th hit of a stripe is sampled for the CLOCK: the counter we
+		// bump anyway is our random source.
+		if st.hits.Add(1)&15 == 0 {
 			sp.access.record(off)
 		}
 		return out, true, nil
@@ -198,6 +198,7 @@ func (sp *Space) store(sh *shard, kind uint8, id uint32, h uint64, key string, v
 		wasLoading := old.kind == kindLoading
 		sp.account(sh, old, -1)
 		s.publish(w)
+		old.ref |= refDead
 		if wasLoading {
 			sh.h.ev.Wake()
 		}

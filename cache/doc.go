@@ -75,7 +75,7 @@
 //
 // # Recency (CLOCK without writes on hits)
 //
-// Hits are sampled (1 in 16, from the runtime's per-thread random source) into
+// Hits are sampled (every 16th hit of a statistics stripe) into
 // a per-process access buffer in Go memory; a background goroutine drains it
 // every 100 ms under the shard locks, raising each live record's ref counter
 // (saturating at 3). The tail hand decrements it and gives a record with ref >

@@ -108,6 +108,15 @@ type bucket struct {
 
 const bucketOverflow = 1
 
+// recHdr.ref bits. refDead is a hint set under the lock once no slot points at
+// the record any more (a record is never pointed at again), so that the tail
+// can free it without looking it up in the index. A record without the hint
+// may still be dead: the index alone says what is live.
+const (
+	refCount = 3
+	refDead  = 0x80
+)
+
 // recHdr is a record's 40-byte header in the log. Written by the writer under
 // the shard lock before head moves past it; never changed afterwards except
 // ref, which only lock holders touch.
@@ -116,7 +125,7 @@ type recHdr struct {
 	vlen  uint32
 	klen  uint16
 	kind  uint8
-	ref   uint8  // CLOCK counter, under the shard lock
+	ref   uint8  // CLOCK counter (refCount bits) and the refDead hint, under the shard lock
 	cache uint32 // cache id (registry index)
 	owner uint32 // loading: the loader's owner generation
 	hash  uint64

@@ -216,8 +216,8 @@ func (sp *Space) insert(sh *shard, h, w uint64) {
 				slotRef{b, i}.publish(w)
 				return
 			}
-			if r := sp.rec(sw & offMask); r.kind != kindLoading && r.ref < victimRef {
-				victim, victimRef = slotRef{b, i}, r.ref
+			if r := sp.rec(sw & offMask); r.kind != kindLoading && r.ref&refCount < victimRef {
+				victim, victimRef = slotRef{b, i}, r.ref&refCount
 			}
 		}
 		// Flag before moving on: a reader that sees the key in a later bucket
@@ -238,6 +238,7 @@ func (sp *Space) drop(sh *shard, s slotRef, op uint8) {
 	off := s.off()
 	r := sp.rec(off)
 	s.publish(0)
+	r.ref |= refDead
 	sp.account(sh, r, -1)
 	if r.kind != kindItem {
 		if r.kind == kindLoading {
@@ -314,14 +315,14 @@ func (sp *Space) reserve(sh *shard, size uint64) uint64 {
 			sp.reset(sh)
 			continue
 		}
-		if r.kind == kindFiller {
+		if r.kind == kindFiller || r.ref&refDead != 0 {
 			sh.h.tail.Add(uint64(r.size))
 			continue
 		}
 		s := sp.findOff(sh, r.hash, toff)
 		switch {
 		case !s.valid(): // garbage: an old version, a deleted record, a crash's leftover
-		case r.kind == kindItem && r.ref > 0 && moves < 16 && free >= moveNeed(uint64(r.size), toEnd):
+		case r.kind == kindItem && r.ref&refCount > 0 && moves < 16 && free >= moveNeed(uint64(r.size), toEnd):
 			// Second chance: copy the record to the head and point the slot at it.
 			moves++
 			sh.h.moved.Add(1)
@@ -333,7 +334,7 @@ func (sp *Space) reserve(sh *shard, size uint64) uint64 {
 			}
 			noff := sh.heapOff + nphys
 			copy(sp.mem[noff:noff+n], sp.mem[toff:toff+n])
-			sp.rec(noff).ref = r.ref - 1
+			sp.rec(noff).ref = r.ref&refCount - 1
 			sh.h.head.Add(n)
 			s.publish(r.hash>>48<<48 | noff)
 		case r.kind == kindItem && r.exp != 0 && r.exp <= time.Now().UnixNano():
@@ -411,7 +412,8 @@ func (sp *Space) repair(sh *shard) {
 			}
 			off := w & offMask
 			r := sp.rec(off)
-			if _, ok := live[off]; !ok || w>>48 != r.hash>>48 || r.kind == kindFiller || !sp.homeOK(uint64(bi), r.hash) {
+			if _, ok := live[off]; !ok || w>>48 != r.hash>>48 || r.kind == kindFiller || r.ref&refDead != 0 ||
+				!sp.homeOK(uint64(bi), r.hash) {
 				slotRef{b, i}.publish(0)
 				continue
 			}

@@ -78,6 +78,8 @@ func (sp *Space) Verify(ctx context.Context) error {
 					case r.kind == kindFiller:
 						bad(si, "bucket %d slot %d points at a filler", bi, i)
 						continue
+					case r.ref&refDead != 0:
+						bad(si, "bucket %d slot %d points at a record marked dead", bi, i)
 					case w>>48 != r.hash>>48:
 						bad(si, "bucket %d slot %d tag %x does not match its record's hash %x", bi, i, w>>48, r.hash)
 					case !sp.homeOK(uint64(bi), r.hash):

@@ -1,0 +1,346 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/fastcache"
+	"github.com/maypok86/otter/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/shm"
+)
+
+// The cache benchmarks read 16-byte keys with 64-byte values, as issue 3
+// asks, from the cluster2 cache and from its peers in the same run:
+// otter v2 and fastcache (in-process caches), a map behind a sync.RWMutex,
+// and Redis over a unix socket (started by the benchmark; skipped if
+// redis-server is not installed).
+
+const valueSize = 64
+
+func benchKeys(n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("key-%012d", i) // 16 bytes
+	}
+	return keys
+}
+
+var benchValue = func() []byte {
+	v := make([]byte, valueSize)
+	for i := range v {
+		v[i] = byte('a' + i%26)
+	}
+	return v
+}()
+
+// store is what every peer offers the benchmarks.
+type store interface {
+	get(dst []byte, key string) ([]byte, bool)
+	set(key string, val []byte)
+	close()
+}
+
+type peer struct {
+	name string
+	open func(b *testing.B, n int) store
+}
+
+var cachePeers = []peer{
+	{"cluster2", openCluster2},
+	{"otter", openOtter},
+	{"fastcache", openFastcache},
+	{"rwmutex-map", openMap},
+	{"redis-unix", openRedis},
+}
+
+// ---- cluster2 ----
+
+type c2store struct {
+	a  *shm.Arena
+	sp *cache.Space
+	c  *cache.Cache
+}
+
+func openCluster2(b *testing.B, n int) store {
+	bytes := int64(max(n*200*2, 16<<20))
+	a, err := shm.Create(shm.Options{Size: bytes + bytes/4 + 4<<20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sp, err := cache.Setup(context.Background(), a, cache.SpaceOptions{Bytes: bytes})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := sp.Use("bench", cache.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &c2store{a, sp, c}
+}
+
+func (s *c2store) get(dst []byte, key string) ([]byte, bool) {
+	v, ok, _ := s.c.GetInto(dst, key)
+	return v, ok
+}
+func (s *c2store) set(key string, val []byte) {
+	s.c.Set(context.Background(), key, val, cache.SetOptions{})
+}
+func (s *c2store) close() { s.sp.Close(); s.a.Close() }
+
+// ---- otter ----
+
+type otterStore struct{ c *otter.Cache[string, []byte] }
+
+func openOtter(b *testing.B, n int) store {
+	return otterStore{otter.Must(&otter.Options[string, []byte]{MaximumSize: n * 2})}
+}
+func (s otterStore) get(dst []byte, key string) ([]byte, bool) {
+	v, ok := s.c.GetIfPresent(key)
+	return append(dst, v...), ok
+}
+func (s otterStore) set(key string, val []byte) { s.c.Set(key, append([]byte(nil), val...)) }
+func (s otterStore) close()                     {}
+
+// ---- fastcache ----
+
+type fastStore struct{ c *fastcache.Cache }
+
+func openFastcache(b *testing.B, n int) store {
+	return fastStore{fastcache.New(max(n*200*2, 32<<20))}
+}
+func (s fastStore) get(dst []byte, key string) ([]byte, bool) {
+	return s.c.HasGet(dst, []byte(key))
+}
+func (s fastStore) set(key string, val []byte) { s.c.Set([]byte(key), val) }
+func (s fastStore) close()                     { s.c.Reset() }
+
+// ---- map + RWMutex ----
+
+type mapStore struct {
+	mu sync.RWMutex
+	m  map[string][]byte
+}
+
+func openMap(b *testing.B, n int) store { return &mapStore{m: make(map[string][]byte, n)} }
+func (s *mapStore) get(dst []byte, key string) ([]byte, bool) {
+	s.mu.RLock()
+	v, ok := s.m[key]
+	s.mu.RUnlock()
+	return append(dst, v...), ok
+}
+func (s *mapStore) set(key string, val []byte) {
+	v := append([]byte(nil), val...)
+	s.mu.Lock()
+	s.m[key] = v
+	s.mu.Unlock()
+}
+func (s *mapStore) close() {}
+
+// ---- Redis over a unix socket ----
+
+type redisStore struct {
+	cmd *exec.Cmd
+	c   *redis.Client
+}
+
+// startRedis starts redis-server on a unix socket in a temp dir with extra
+// config lines, or skips the benchmark saying how to install it.
+func startRedis(b *testing.B, extra ...string) (*exec.Cmd, *redis.Client) {
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		b.Skip("redis-server is not installed: apt-get install redis-server")
+	}
+	dir := b.TempDir()
+	sock := filepath.Join(dir, "redis.sock")
+	args := []string{"--port", "0", "--unixsocket", sock, "--unixsocketperm", "700", "--save", "",
+		"--appendonly", "no", "--dir", dir, "--daemonize", "no", "--loglevel", "warning"}
+	args = append(args, extra...)
+	cmd := exec.Command(path, args...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start redis-server: %v", err)
+	}
+	c := redis.NewClient(&redis.Options{Network: "unix", Addr: sock, PoolSize: 16})
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			b.Fatal("redis-server did not answer in 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cmd, c
+}
+
+func openRedis(b *testing.B, n int) store {
+	cmd, c := startRedis(b)
+	return &redisStore{cmd, c}
+}
+func (s *redisStore) get(dst []byte, key string) ([]byte, bool) {
+	v, err := s.c.Get(context.Background(), key).Bytes()
+	return append(dst, v...), err == nil
+}
+func (s *redisStore) set(key string, val []byte) {
+	s.c.Set(context.Background(), key, val, 0)
+}
+func (s *redisStore) close() {
+	s.c.Close()
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+}
+
+// ---- benchmarks ----
+
+func filled(b *testing.B, p peer, keys []string) store {
+	s := p.open(b, len(keys))
+	for _, k := range keys {
+		s.set(k, benchValue)
+	}
+	if _, ok := s.get(nil, keys[len(keys)-1]); !ok {
+		b.Fatalf("%s: a key just set is missing", p.name)
+	}
+	return s
+}
+
+// benchHit reads keys in a random order fixed in advance, one goroutine.
+func benchHit(b *testing.B, n int) {
+	keys := benchKeys(n)
+	order := rand.New(rand.NewPCG(1, 2)).Perm(n)
+	for _, p := range cachePeers {
+		b.Run(p.name, func(b *testing.B) {
+			s := filled(b, p, keys)
+			defer s.close()
+			buf := make([]byte, 0, valueSize)
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				var ok bool
+				buf, ok = s.get(buf[:0], keys[order[i]])
+				if !ok {
+					b.Fatal("miss")
+				}
+				if i++; i == n {
+					i = 0
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCacheGetHit: 1,000 keys, one goroutine.
+func BenchmarkCacheGetHit(b *testing.B) { benchHit(b, 1000) }
+
+// BenchmarkCacheGetHit100k: 100,000 keys, so that most lookups miss the CPU
+// caches.
+func BenchmarkCacheGetHit100k(b *testing.B) { benchHit(b, 100_000) }
+
+// BenchmarkCacheGetHitParallel: 1,000 keys, RunParallel (GOMAXPROCS goroutines).
+func BenchmarkCacheGetHitParallel(b *testing.B) {
+	keys := benchKeys(1000)
+	for _, p := range cachePeers {
+		b.Run(p.name, func(b *testing.B) {
+			s := filled(b, p, keys)
+			defer s.close()
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				buf := make([]byte, 0, valueSize)
+				i := rand.IntN(len(keys))
+				for pb.Next() {
+					buf, _ = s.get(buf[:0], keys[i])
+					if i++; i == len(keys) {
+						i = 0
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkCacheSet: overwrite 64-byte values over 100,000 keys.
+func BenchmarkCacheSet(b *testing.B) {
+	keys := benchKeys(100_000)
+	for _, p := range cachePeers {
+		b.Run(p.name, func(b *testing.B) {
+			s := p.open(b, len(keys))
+			defer s.close()
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				s.set(keys[i], benchValue)
+				if i++; i == len(keys) {
+					i = 0
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCacheGetOrLoadContended: every goroutine asks for one of 16 keys
+// with a loader while a deleter invalidates one key every 100 µs, so that
+// concurrent misses of the same key meet; the loader must run once per miss.
+// Peer: otter's Get with a loader (in-process singleflight).
+func BenchmarkCacheGetOrLoadContended(b *testing.B) {
+	keys := benchKeys(16)
+	load := func(ctx context.Context, key string) ([]byte, error) { return benchValue, nil }
+	run := func(b *testing.B, get func(key string) error, del func(key string)) {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			t := time.NewTicker(100 * time.Microsecond)
+			defer t.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					del(keys[i%len(keys)])
+				}
+			}
+		})
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			i := rand.IntN(len(keys))
+			for pb.Next() {
+				if err := get(keys[i]); err != nil {
+					b.Error(err)
+					return
+				}
+				if i++; i == len(keys) {
+					i = 0
+				}
+			}
+		})
+		b.StopTimer()
+		close(stop)
+		wg.Wait()
+	}
+	b.Run("cluster2", func(b *testing.B) {
+		s := openCluster2(b, 16).(*c2store)
+		defer s.close()
+		ctx := context.Background()
+		run(b, func(k string) error { _, err := s.c.Get(ctx, k, load); return err },
+			func(k string) { s.c.Del(ctx, k) })
+		b.ReportMetric(float64(s.c.Stats().Loads), "loads")
+	})
+	b.Run("otter", func(b *testing.B) {
+		c := otter.Must(&otter.Options[string, []byte]{MaximumSize: 64})
+		ctx := context.Background()
+		loader := otter.LoaderFunc[string, []byte](load)
+		run(b, func(k string) error { _, err := c.Get(ctx, k, loader); return err },
+			func(k string) { c.Invalidate(k) })
+	})
+}
