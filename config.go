@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/cluster2/cluster2/worker"
@@ -205,7 +206,7 @@ func (c Config) validate() error {
 		return bad("Cache.Mode", fmt.Sprintf("%q", c.Cache.Mode), `is not "standalone" or "master"`)
 	case c.Cache.ArenaSize < minArenaSize:
 		return bad("Cache.ArenaSize", c.Cache.ArenaSize, "is below 1 MiB")
-	case c.Addr == c.MonitorAddr:
+	case c.Addr == c.MonitorAddr && !strings.HasSuffix(c.Addr, ":0"):
 		return bad("MonitorAddr", c.MonitorAddr, "is the same as Addr")
 	}
 	return nil

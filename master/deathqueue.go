@@ -66,7 +66,7 @@ func (m *Master) enqueue(pid int, reason string, done chan error) bool {
 	m.queued[pid] = true
 	m.queue = append(m.queue, request{pid: pid, reason: reason, done: done})
 	m.mu.Unlock()
-	m.log.Info("queued for replacement", "pid", pid, "reason", reason)
+	m.log.Info("queued for replacement", "worker", pid, "reason", reason)
 	select {
 	case m.qWake <- struct{}{}:
 	default:
@@ -128,7 +128,7 @@ func (m *Master) replace(r request) error {
 		return fmt.Errorf("%w: worker %d is %v", ErrWrongState, r.pid, st)
 	}
 	m.mu.Unlock()
-	m.log.Info("replacing worker", "pid", r.pid, "reason", r.reason)
+	m.log.Info("replacing worker", "worker", r.pid, "reason", r.reason)
 
 	var succ *handle
 	var lastErr error
@@ -164,7 +164,7 @@ func (m *Master) replace(r request) error {
 	if succ == nil {
 		err := fmt.Errorf("%w: worker %d: %w", ErrReplaceFailed, r.pid, lastErr)
 		m.emit("replace-failure", old, err)
-		m.log.Error("replacement failed", "pid", r.pid, "err", err)
+		m.log.Error("replacement failed", "worker", r.pid, "err", err)
 		m.mu.Lock()
 		dead := old.state == Died
 		m.mu.Unlock()
@@ -212,7 +212,7 @@ func (m *Master) dismiss(old *handle) {
 		case <-m.killCh:
 			return
 		}
-		m.log.Warn("old worker did not exit in time", "pid", old.pid, "signal", s.sig)
+		m.log.Warn("old worker did not exit in time", "worker", old.pid, "signal", s.sig)
 		m.emit(s.name, old, nil)
 		old.cmd.Process.Signal(s.sig)
 	}

@@ -297,11 +297,14 @@ func (m *Master) reap(h *handle) {
 	m.mu.Unlock()
 	h.block.WakeMaster()
 	m.emit("died", h, err)
-	if was != Old {
-		m.log.Warn("worker exited", "pid", h.pid, "slot", h.slot, "state", was, "err", err)
+	switch {
+	case respawn:
+		m.log.Warn("worker died", "worker", h.pid, "slot", h.slot, "state", was, "err", err)
+	case was != Old:
+		m.log.Info("worker exited", "worker", h.pid, "slot", h.slot, "state", was, "err", err)
 	}
 	if respawn {
-		m.log.Warn("replacing crashed worker", "pid", h.pid, "slot", h.slot, "delay", delay)
+		m.log.Warn("replacing crashed worker", "worker", h.pid, "slot", h.slot, "delay", delay)
 		go m.respawn(h.slot, delay)
 	}
 	if last {

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cluster2/cluster2/internal/xtesting"
+)
+
+func TestMain(m *testing.M) {
+	xtesting.Main(m, map[string]func(){"demo": func() {
+		// The master and its workers all run the demo's main with its flags.
+		os.Args = append([]string{"cluster2-demo"}, strings.Fields(os.Getenv("DEMO_ARGS"))...)
+		main()
+	}})
+}
+
+func getJSON(t *testing.T, url string) map[string]any {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatalf("%s: not JSON: %v", url, err)
+	}
+	return v
+}
+
+func TestDemoServesAndIsControlled(t *testing.T) {
+	rundir := t.TempDir()
+	cmd := xtesting.Command(t, "demo", nil,
+		"DEMO_ARGS=-addr 127.0.0.1:0 -monitor 127.0.0.1:0 -workers 2 -rundir "+rundir)
+	out, _ := cmd.StdoutPipe()
+	xtesting.Start(t, cmd)
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() || !strings.Contains(sc.Text(), "serving") {
+		t.Fatalf("demo did not start: %q", sc.Text())
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	b, err := os.ReadFile(filepath.Join(rundir, "demo.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st state
+	json.Unmarshal(b, &st)
+
+	hello := getJSON(t, "http://"+st.Addr+"/")
+	if hello["pid"] == nil || !strings.Contains(hello["hello"].(string), "hello") {
+		t.Errorf("GET / = %v; want a hello naming the pid", hello)
+	}
+	if c := getJSON(t, "http://"+st.Addr+"/cache/k"); c["pid"] == nil {
+		t.Errorf("GET /cache/k = %v; want JSON naming the pid", c)
+	}
+	status := getJSON(t, "http://"+st.Monitor+"/status")
+	if ws, _ := status["workers"].([]any); len(ws) != 2 {
+		t.Fatalf("status = %v; want 2 workers", status)
+	}
+	if err := control("reload", rundir); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }() // reaps the master: stop waits until it is gone
+	if err := control("stop", rundir); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("demo exit: %v; want 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("demo still running after stop")
+	}
+	if err := control("status", rundir); err == nil {
+		t.Errorf("status after stop: nil error; want no running master")
+	}
+}
