@@ -38,6 +38,21 @@
 // runs (the runtime's background work, another process) shows up as noise.
 // Run with -count 5 and compare medians when the figures matter.
 //
+// # HTTP (http_bench_test.go)
+//
+// BenchmarkHTTPPrefork measures hello-world throughput over loopback
+// keep-alive connections (32 concurrent client goroutines sharing up to 64
+// connections, in the benchmark process) and reports req/s:
+//
+//   - net-http-single-process: one child process serving with plain
+//     net/http (GOMAXPROCS = all cores).
+//   - cluster2-prefork-2-workers: a cluster2 cluster (a master and two
+//     workers re-executed from the benchmark binary) on one shared socket,
+//     with the worker's request accounting in the path.
+//
+// The target is prefork ≥ 0.9× the single process on a 2-core machine: the
+// isolation must cost nothing noticeable. Client and servers share the cores.
+//
 // # Adding benchmarks
 //
 // Put each subject in its own file (ring_bench_test.go, cache_bench_test.go,

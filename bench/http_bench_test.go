@@ -1,0 +1,127 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	cluster2 "github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/internal/xtesting"
+)
+
+func init() {
+	children["http-prefork"] = childHTTPPrefork
+	children["http-single"] = childHTTPSingle
+}
+
+var helloBody = []byte("hello world")
+
+func hello(w http.ResponseWriter, r *http.Request) { w.Write(helloBody) }
+
+// childHTTPPrefork is main of a 2-worker cluster2 cluster serving hello
+// world: the master prints its address, workers serve.
+func childHTTPPrefork() {
+	c, err := cluster2.Listen(context.Background(), cluster2.Config{
+		Workers: 2, Addr: "127.0.0.1:0", Handler: http.HandlerFunc(hello), HeartbeatInterval: time.Second,
+		Logger: discardLogger(),
+	})
+	if err != nil {
+		fmt.Println("ERROR", err)
+		os.Exit(1)
+	}
+	if c.IsMaster() {
+		fmt.Println("ADDR", c.Addr())
+	}
+	c.Wait()
+}
+
+// childHTTPSingle is the peer: one process, plain net/http, same handler.
+func childHTTPSingle() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println("ERROR", err)
+		os.Exit(1)
+	}
+	fmt.Println("ADDR", ln.Addr())
+	http.Serve(ln, http.HandlerFunc(hello))
+}
+
+// startServer runs child and returns the address it prints.
+func startServer(b *testing.B, child string) string {
+	b.Helper()
+	cmd := xtesting.Command(b, child, nil)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	xtesting.Start(b, cmd)
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "ADDR" {
+			go io.Copy(io.Discard, out)
+			return f[1]
+		}
+	}
+	b.Fatalf("%s: no address", child)
+	return ""
+}
+
+// BenchmarkHTTPPrefork measures hello-world throughput over loopback
+// keep-alive connections (32 concurrent clients) of a 2-worker cluster2
+// cluster and of a single net/http process, in the same run. It reports
+// requests per second; the client runs in the benchmark process, on the
+// same cores as the servers.
+func BenchmarkHTTPPrefork(b *testing.B) {
+	for _, peer := range []struct{ name, child string }{
+		{"net-http-single-process", "http-single"},
+		{"cluster2-prefork-2-workers", "http-prefork"},
+	} {
+		b.Run(peer.name, func(b *testing.B) {
+			url := "http://" + startServer(b, peer.child) + "/"
+			tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}
+			defer tr.CloseIdleConnections()
+			client := &http.Client{Transport: tr}
+			// Warm the connections and the servers.
+			for range 200 {
+				if err := get(client, url); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			b.SetParallelism(16)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := get(client, url); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+		})
+	}
+}
+
+func get(c *http.Client, url string) error {
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return err
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
