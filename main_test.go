@@ -32,6 +32,7 @@ const (
 	envStopTO      = "T_STOP_TO"       // Config.StopTimeout
 	envRetries     = "T_RETRIES"       // Config.ReplaceRetries
 	envWarmFail    = "T_WARMFAIL"      // WarmUp fails while this file exists
+	envWarmCrash   = "T_WARMCRASH"     // the worker exits during WarmUp while this file exists
 	envWarmHang    = "T_WARMHANG"      // WarmUp blocks while this file exists
 	envStuckOnStop = "T_STUCK_ON_STOP" // a worker whose main never returns and ignores SIGTERM
 	envHeartbeat   = "T_HEARTBEAT"     // Config.HeartbeatInterval
@@ -93,6 +94,9 @@ func childCluster() {
 		WarmUp: func(ctx context.Context, addr string) error {
 			if exists(os.Getenv(envWarmFail)) {
 				return errors.New("warm-up told to fail")
+			}
+			if exists(os.Getenv(envWarmCrash)) {
+				os.Exit(2) // a crash during warm-up
 			}
 			for exists(os.Getenv(envWarmHang)) && ctx.Err() == nil {
 				time.Sleep(10 * time.Millisecond)

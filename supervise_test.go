@@ -63,7 +63,14 @@ func TestKill9WorkerIsReplaced(t *testing.T) {
 func TestSIGTERMStopsEveryProcess(t *testing.T) {
 	tc := startCluster(t, envWorkers+"=2", envStopTO+"=10s")
 	pids := tc.activePids()
+	// A request in flight when the stop begins is served to the end.
+	inflight := make(chan error, 1)
+	go func() { _, err := tc.get("/slow?ms=500"); inflight <- err }()
+	time.Sleep(100 * time.Millisecond)
 	tc.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-inflight; err != nil {
+		t.Errorf("request in flight during the stop: %v; want served", err)
+	}
 	if !tc.waitExit(15 * time.Second) {
 		t.Fatalf("master still running 15 s after SIGTERM (StopTimeout 10 s)")
 	}
@@ -73,6 +80,25 @@ func TestSIGTERMStopsEveryProcess(t *testing.T) {
 	for pid := range pids {
 		if alive(pid) {
 			t.Errorf("worker %d still alive after the master stopped", pid)
+		}
+	}
+}
+
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	tc := startCluster(t, envWorkers+"=1", envStopTO+"=5m")
+	pids := tc.activePids()
+	// A request that would hold the graceful stop for a minute.
+	go tc.get("/slow?ms=60000")
+	time.Sleep(100 * time.Millisecond)
+	tc.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(100 * time.Millisecond)
+	tc.cmd.Process.Signal(syscall.SIGINT)
+	if !tc.waitExit(wait) {
+		t.Fatalf("master still running after a second signal")
+	}
+	for pid := range pids {
+		if !xtesting.Eventually(wait, func() bool { return !alive(pid) }) {
+			t.Errorf("worker %d still alive", pid)
 		}
 	}
 }
@@ -214,13 +240,22 @@ func TestRollingRestartUnderLoadLosesNothing(t *testing.T) {
 			if tc.cmd.Process.Pid != masterPid || !alive(masterPid) {
 				t.Errorf("the master changed or died")
 			}
+			if r, err := tc.get("/"); err != nil || !r.Nonblock {
+				t.Errorf("after the rolling restart: %v, shared socket non-blocking %v; want true", err, r.Nonblock)
+			}
 		})
 	}
 }
 
 func TestSuccessorFailingWarmUpLeavesOldServing(t *testing.T) {
+	for _, how := range []string{envWarmFail, envWarmCrash} {
+		t.Run(how, func(t *testing.T) { testSuccessorFailing(t, how) })
+	}
+}
+
+func testSuccessorFailing(t *testing.T, how string) {
 	flag := filepath.Join(t.TempDir(), "fail")
-	tc := startCluster(t, envWorkers+"=1", envWarmFail+"="+flag, envRetries+"=1")
+	tc := startCluster(t, envWorkers+"=1", how+"="+flag, envRetries+"=1")
 	old := tc.activePids()
 	var p int
 	for pid := range old {
@@ -240,7 +275,10 @@ func TestSuccessorFailingWarmUpLeavesOldServing(t *testing.T) {
 	if ws := tc.workers(); len(ws) != 1 || ws[0].Pid != p || ws[0].State.String() != "active" {
 		t.Fatalf("workers %+v; want only the old worker %d, active", ws, p)
 	}
-	if n := strings.Count(strings.Join(tc.events(), " "), "-warmup-failure"); n != 2 {
+	if n := strings.Count(strings.Join(tc.events(), " "), "-forked"); n != 3 {
+		t.Errorf("%d workers forked; want 3 (the old one, one try and one retry): %v", n, tc.events())
+	}
+	if n := strings.Count(strings.Join(tc.events(), " "), "-warmup-failure"); how == envWarmFail && n != 2 {
 		t.Errorf("%d warm-up failures reported; want 2 (one try and one retry)", n)
 	}
 }
