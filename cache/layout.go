@@ -27,6 +27,7 @@ const (
 	slotsPerBucket = 7
 	maxProbe       = 8 // buckets a key may live in: its home and the next 7
 	recHeader      = 40
+	recAlign       = 64 // records start on a cache line: a 16-byte key and a 64-byte value take two
 
 	spaceHeaderSize = 8192
 	shardHeaderSize = 128

@@ -28,7 +28,9 @@ func hashKey(id uint32, key string) uint64 {
 	return h
 }
 
-func recSize(klen, vlen int) uint64 { return (recHeader + uint64(klen) + uint64(vlen) + 7) &^ 7 }
+func recSize(klen, vlen int) uint64 {
+	return (recHeader + uint64(klen) + uint64(vlen) + recAlign - 1) &^ (recAlign - 1)
+}
 
 func (sp *Space) shardOf(h uint64) *shard { return &sp.sh[h&sp.smsk] }
 func (sp *Space) home(h uint64) uint64    { return (h >> 8) & sp.bmsk }
@@ -311,7 +313,7 @@ func (sp *Space) reserve(sh *shard, size uint64) uint64 {
 		}
 		toff := sh.heapOff + tphys
 		r := sp.rec(toff)
-		if r.size < recHeader || r.size%8 != 0 || uint64(r.size) > head-tail || tphys+uint64(r.size) > sp.heap {
+		if r.size < recHeader || r.size%recAlign != 0 || uint64(r.size) > head-tail || tphys+uint64(r.size) > sp.heap {
 			sp.reset(sh)
 			continue
 		}
@@ -440,7 +442,7 @@ func (sp *Space) logRecords(sh *shard) map[uint64]struct{} {
 			continue
 		}
 		r := sp.rec(sh.heapOff + phys)
-		if r.size < 8 || r.size%8 != 0 || phys+uint64(r.size) > sp.heap || pos+uint64(r.size) > head ||
+		if r.size < 8 || r.size%recAlign != 0 || phys+uint64(r.size) > sp.heap || pos+uint64(r.size) > head ||
 			(r.kind != kindFiller && (r.size < recHeader || !sp.sane(sh, sh.heapOff+phys, r))) {
 			sp.reset(sh)
 			return nil

@@ -42,7 +42,7 @@ func (sp *Space) Verify(ctx context.Context) error {
 				}
 				off := sh.heapOff + phys
 				r := sp.rec(off)
-				if r.size < recHeader || r.size%8 != 0 || phys+uint64(r.size) > sp.heap || pos+uint64(r.size) > head ||
+				if r.size < recHeader || r.size%recAlign != 0 || phys+uint64(r.size) > sp.heap || pos+uint64(r.size) > head ||
 					(r.kind != kindFiller && !sp.sane(sh, off, r)) || r.kind == kindFree || r.kind > kindFiller {
 					bad(si, "log does not parse at position %d (size %d kind %d)", pos, r.size, r.kind)
 					return

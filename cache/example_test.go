@@ -1,0 +1,84 @@
+package cache_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/shm"
+)
+
+// A cluster's master sets the space up in its arena; every process (here, the
+// same one) opens named caches in it. In a running cluster, cache.Use does
+// this on the space cluster2.Listen attached.
+func ExampleSpace_Use() {
+	a, _ := shm.Create(shm.Options{Size: 16 << 20})
+	defer a.Close()
+	sp, _ := cache.Setup(context.Background(), a, cache.SpaceOptions{})
+	defer sp.Close()
+
+	users, _ := sp.Use("users", cache.Options{Expire: time.Minute})
+	users.Set(context.Background(), "42", []byte(`{"name":"Ada"}`), cache.SetOptions{})
+	v, _ := users.Get(context.Background(), "42", nil)
+	fmt.Println(string(v))
+	// Output: {"name":"Ada"}
+}
+
+// Get runs the loader once across the whole cluster for concurrent misses.
+func ExampleCache_Get() {
+	a, _ := shm.Create(shm.Options{Size: 16 << 20})
+	defer a.Close()
+	sp, _ := cache.Setup(context.Background(), a, cache.SpaceOptions{})
+	defer sp.Close()
+	c, _ := sp.Use("pages", cache.Options{})
+
+	v, err := c.Get(context.Background(), "/home", func(ctx context.Context, key string) ([]byte, error) {
+		return []byte("rendered " + key), nil // e.g. a database query
+	})
+	fmt.Println(string(v), err)
+	st := c.Stats()
+	fmt.Println("loads:", st.Loads, "misses:", st.Misses)
+	// Output:
+	// rendered /home <nil>
+	// loads: 1 misses: 1
+}
+
+// GetInto is the allocation-free hot path: it appends to a buffer you reuse.
+func ExampleCache_GetInto() {
+	a, _ := shm.Create(shm.Options{Size: 16 << 20})
+	defer a.Close()
+	sp, _ := cache.Setup(context.Background(), a, cache.SpaceOptions{})
+	defer sp.Close()
+	c, _ := sp.Use("hot", cache.Options{})
+	c.Set(context.Background(), "k", []byte("value"), cache.SetOptions{})
+
+	buf := make([]byte, 0, 256)
+	buf, ok, _ := c.GetInto(buf[:0], "k")
+	fmt.Println(string(buf), ok)
+	// Output: value true
+}
+
+// Watch is told of every change of a key by any process, in order.
+func ExampleCache_Watch() {
+	a, _ := shm.Create(shm.Options{Size: 16 << 20})
+	defer a.Close()
+	sp, _ := cache.Setup(context.Background(), a, cache.SpaceOptions{})
+	defer sp.Close()
+	c, _ := sp.Use("config", cache.Options{})
+
+	done := make(chan struct{})
+	w := c.Watch("feature", func(ch cache.Change) {
+		fmt.Println(ch.Op, ch.Key, string(ch.Value))
+		if ch.Deleted() {
+			close(done)
+		}
+	})
+	defer c.Unwatch(w)
+	c.Set(context.Background(), "feature", []byte("on"), cache.SetOptions{})
+	c.Del(context.Background(), "feature")
+	<-done
+	// Output:
+	// set feature on
+	// del feature
+}
