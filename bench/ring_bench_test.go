@@ -97,6 +97,10 @@ func benchRingThroughput(b *testing.B) {
 	pr.Write(ctx, typeStop, nil)
 	wg.Wait() // msgs/s counts until the consumer has read the last message
 	reportRate(b, start, n)
+	ps, cs := pr.Stats(), c.Stats()
+	b.ReportMetric(float64(ps.Waits)/float64(n), "fullwaits/op")
+	b.ReportMetric(float64(ps.Sleeps+cs.Sleeps)/float64(n), "sleeps/op")
+	b.ReportMetric(float64(cs.Records)/float64(max(cs.Publishes, 1)), "msgs/publish")
 }
 
 func benchChanThroughput(b *testing.B) {

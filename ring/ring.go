@@ -317,7 +317,18 @@ type Producer struct {
 	headCache uint64 // the consumer's head as last loaded: reloaded only when it says full
 	claimed   int64  // data offset of the open claim's header; -1: none
 	claimHdr  uint64 // the header Commit will store
+	stats     ProducerStats
 }
+
+// ProducerStats counts what a Producer did since it was opened.
+type ProducerStats struct {
+	Records uint64 // records committed
+	Waits   uint64 // writes that found the ring full and waited
+	Sleeps  uint64 // futex sleeps while waiting for space
+}
+
+// Stats returns the producer's counters.
+func (pr *Producer) Stats() ProducerStats { return pr.stats }
 
 // Producer opens the ring's writing end for p. A producer end held by another
 // live process returns ErrBusy. A dead predecessor's uncommitted claim is
@@ -432,6 +443,7 @@ func (pr *Producer) Commit() {
 	// of this header word; the header is written last.
 	pr.r.words[pr.claimed>>3].Store(pr.claimHdr)
 	pr.claimed = -1
+	pr.stats.Records++
 	pr.r.h.dataReady.wake() // a system call only if the consumer announced that it sleeps
 }
 
@@ -474,6 +486,7 @@ func (pr *Producer) reserve(ctx context.Context, size uint64, wait bool) error {
 	if !wait {
 		return fmt.Errorf("ring: write: %w", ErrFull)
 	}
+	pr.stats.Waits++
 	return pr.waitSpace(ctx, size)
 }
 
@@ -499,6 +512,7 @@ func (pr *Producer) waitSpace(ctx context.Context, size uint64) error {
 			h.spaceFree.cancel()
 			return nil
 		}
+		pr.stats.Sleeps++
 		h.spaceFree.sleep(t, sleepFor(ctx, pr.o.PeerCheck))
 		if pr.fits(size) {
 			return nil
@@ -519,7 +533,18 @@ type Consumer struct {
 	pub       uint64 // head and read as last published
 	tailCache uint64 // the producer's tail as last loaded: bounds every header
 	err       error  // sticky ErrCorrupt
+	stats     ConsumerStats
 }
+
+// ConsumerStats counts what a Consumer did since it was opened.
+type ConsumerStats struct {
+	Records   uint64 // records delivered
+	Publishes uint64 // times consumed space was zeroed and handed back
+	Sleeps    uint64 // futex sleeps in Read
+}
+
+// Stats returns the consumer's counters.
+func (c *Consumer) Stats() ConsumerStats { return c.stats }
 
 // Consumer opens the ring's reading end for p. A consumer end held by
 // another live process returns ErrBusy. Bytes that a dead predecessor
@@ -596,6 +621,7 @@ func (c *Consumer) poll(fn func(typ uint32, payload []byte), max int, publishEmp
 	if publishEmpty && n < max && pos != c.pub {
 		c.publish(pos)
 	}
+	c.stats.Records += uint64(n)
 	if n == 0 && c.err != nil {
 		return 0, c.err
 	}
@@ -628,6 +654,7 @@ func (c *Consumer) publish(pos uint64) {
 	// of head; stale bytes never look like a committed header after a wrap.
 	r.h.head.Store(pos)
 	c.pub = pos
+	c.stats.Publishes++
 	r.h.spaceFree.wake() // a system call only if the consumer announced that it sleeps
 }
 
@@ -664,6 +691,7 @@ func (c *Consumer) Read(ctx context.Context, fn func(typ uint32, payload []byte)
 			h.dataReady.cancel()
 			continue
 		}
+		c.stats.Sleeps++
 		h.dataReady.sleep(t, sleepFor(ctx, c.o.PeerCheck))
 		if !c.ready() && c.r.peerDead(h.producer.Load()) {
 			return 0, fmt.Errorf("ring: read: %w (producer)", ErrPeerDead)
@@ -685,3 +713,4 @@ func (c *Consumer) spin() bool {
 	}
 	return false
 }
+
