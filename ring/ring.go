@@ -713,4 +713,3 @@ func (c *Consumer) spin() bool {
 	}
 	return false
 }
-
