@@ -1,0 +1,65 @@
+package cluster2_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"time"
+
+	cluster2 "github.com/cluster2/cluster2"
+)
+
+// ExampleListen is the whole main of a prefork server: the same code runs in
+// the master and in every worker. (Compile-only: it re-executes the binary.)
+func ExampleListen() {
+	c, err := cluster2.Listen(context.Background(), cluster2.Config{
+		Workers: 2,
+		Addr:    ":8080",
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "hello from %d\n", os.Getpid())
+		}),
+		WarmUp: func(ctx context.Context, addr string) error {
+			// Prime caches through the worker's own handler before it joins.
+			resp, err := http.Get("http://" + addr + "/")
+			if err != nil {
+				return err
+			}
+			return resp.Body.Close()
+		},
+	})
+	if err != nil {
+		log.Fatal(err) // e.g. the port is busy
+	}
+	// Master: every worker is listening and warmed up. Worker: this one is.
+	log.Printf("%v up", c)
+	c.Wait() // until SIGTERM/SIGINT (master) or a dismissal (worker)
+}
+
+// ExampleCluster_RollingRestart replaces every worker, one at a time, from
+// the master; SIGHUP does the same.
+func ExampleCluster_RollingRestart() {
+	var c *cluster2.Cluster // from Listen, in the master
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := c.RollingRestart(ctx); err != nil {
+		log.Printf("some workers were not replaced (they keep serving): %v", err)
+	}
+}
+
+// ExampleCluster_Workers prints the state and load of each worker (master).
+func ExampleCluster_Workers() {
+	var c *cluster2.Cluster // from Listen, in the master
+	for _, w := range c.Workers() {
+		fmt.Printf("pid %d slot %d %v: %.0f req/s, %d MiB\n",
+			w.Pid, w.Slot, w.State, w.Heartbeat.RPS, w.Heartbeat.RSS>>20)
+	}
+}
+
+// ExampleConfig_Validate shows that a bad field is named in the error.
+func ExampleConfig_Validate() {
+	err := cluster2.Config{Handler: http.NotFoundHandler(), Workers: -1}.Validate()
+	fmt.Println(err)
+	// Output: cluster2: invalid config: Workers -1 is negative
+}

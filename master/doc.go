@@ -1,0 +1,52 @@
+// Package master is the supervisor of a cluster2 cluster: it spawns the
+// workers (re-executing the binary with the shared socket, the arena and a
+// death pipe as inherited descriptors), follows their states and heartbeats
+// through the arena's supervision region, and replaces them.
+//
+// Most programs use it through cluster2.Listen; it is a package of its own so
+// that its state machine and policies can be read and tested alone.
+//
+// # States
+//
+//	forked ──▶ warming ──▶ active ⇄ paused
+//	   │          │          │
+//	   └──────────┴──────────┴──▶ old (successor ready; draining) ──▶ died
+//
+// A worker is forked when spawned, warming once it reports warm-up, active
+// once it accepts on the shared socket, paused by Pause, old once its
+// successor is ready and it is told to drain, died when reaped. Only active
+// workers are judged by ShouldKill, MemoryLimit and the nanny.
+//
+// # Replacement
+//
+//   - A worker that exits unasked (crash, kill -9, SIGTERM from outside) is
+//     reaped at once (process wait), its arena slot is released
+//     (shm.Arena.ReleaseSlot, which releases its robust locks), and a new
+//     worker takes the slot, after a back-off that grows ×1.5 per crash in a
+//     row (crashes closer than CrashBackoffMax) up to CrashBackoffMax.
+//   - Every other replacement (ShouldKill, MaxAge, nanny, MemoryLimit,
+//     Replace, RollingRestart, SIGHUP) goes through the death queue: FIFO,
+//     one at a time, a pid already queued is ignored. A successor is spawned
+//     and must be listening and warmed up within ReplaceTimeout; a successor
+//     that fails (warm-up failure, crash, timeout) is killed, never the old
+//     worker, and another is tried after a back-off, ReplaceRetries times.
+//     If none succeeds a "replace-failure" event is emitted and the old
+//     worker keeps serving. Once a successor is ready the old worker is told
+//     to drain; past ReplaceTimeout it gets SIGTERM, and SIGKILL past as long
+//     again.
+//
+// # Events
+//
+// Config.OnEvent receives "worker-<pid>-<what>" events (forked, warming,
+// warmup, warmup-failure, listening, paused, resumed, draining, old, sigterm,
+// sigkill, died, replace-failure) and cluster events ("up", "down",
+// "rolling-restart"): the hook through which the emitter will publish them to
+// other processes.
+//
+// # Caveats
+//
+// The master holds the listening socket's descriptor for the life of the
+// cluster (so that no queued connection is lost when a worker exits) and the
+// only write end of the death pipe (so that its death, however it happens,
+// is an EOF in every worker). Do not hand either to other children.
+package master

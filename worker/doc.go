@@ -1,0 +1,27 @@
+// Package worker is the worker side of a cluster2 cluster: a process the
+// master re-executed serves HTTP on the inherited shared socket.
+//
+// Run maps the arena (fd 4), joins the slot the master chose, runs WarmUp
+// against the worker's own handler on a private loopback listener, then
+// accepts on a dup of the shared socket (fd 3). From then on it:
+//
+//   - publishes a Heartbeat every HeartbeatInterval in its control block
+//     (pid, uptime, cpu and resident memory from gopsutil, connections,
+//     requests and their duration in the cycle, requests/s, GC cycles and
+//     pause time in the cycle from runtime/metrics, goroutines, errors);
+//   - obeys the master's wants: pause (stop accepting, keep-alives off),
+//     resume, drain;
+//   - drains in two phases on a dismissal or SIGTERM: keep-alives off and
+//     its listener closed (the socket's queue stays with the other workers),
+//     accepted requests finish (bounded by half the deadline), then
+//     http.Server.Shutdown with the rest of the deadline, then Close;
+//   - drains for at most 700 ms and exits the process when its master dies
+//     (EOF on the death pipe, fd 5).
+//
+// # Caveats
+//
+// The worker never calls Fd on a file made by net.TCPListener.File: O_NONBLOCK
+// belongs to the socket's open file description, shared by every process,
+// and switching it to blocking mode would hang draining workers in accept.
+// A Worker is safe for concurrent use; it must not be copied.
+package worker
