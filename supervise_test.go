@@ -316,9 +316,10 @@ func TestOldWorkerNeverExitingIsKilled(t *testing.T) {
 	if err := tc.control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
 		t.Fatal(err)
 	}
-	ok := xtesting.Eventually(wait, func() bool { return !alive(p) })
-	if !ok {
-		t.Fatalf("old worker %d still alive", p)
+	died := "worker-" + strconv.Itoa(p) + "-died"
+	ok := xtesting.Eventually(wait, func() bool { return slices.Contains(tc.events(), died) })
+	if !ok || alive(p) {
+		t.Fatalf("old worker %d not reaped: events %v", p, tc.events())
 	}
 	ev := strings.Join(tc.events(), " ")
 	for _, want := range []string{"-old", "-sigterm", "-sigkill", "worker-" + strconv.Itoa(p) + "-died"} {

@@ -169,8 +169,9 @@ func (m *Master) replace(r request) error {
 		dead := old.state == Died
 		m.mu.Unlock()
 		if dead {
-			// The old worker died meanwhile and reap left its slot to us.
-			go m.respawn(old.slot, retryDelay(m.cfg.ReplaceRetries))
+			// The old worker died meanwhile; reap did not respawn it (it was
+			// being replaced), so the cluster is one short: fill a slot.
+			go m.respawnFree(retryDelay(m.cfg.ReplaceRetries))
 		}
 		return err
 	}
@@ -184,11 +185,7 @@ func (m *Master) replace(r request) error {
 	}
 	m.mu.Unlock()
 	if dead {
-		// It died while its successor came up: reap left the slot occupied.
-		m.mu.Lock()
-		m.slotUsed[old.slot] = false
-		m.mu.Unlock()
-		return nil
+		return nil // it died while its successor came up: nothing to dismiss
 	}
 	m.emit("old", old, nil)
 	old.block.SetDrainDeadline(m.cfg.ReplaceTimeout)

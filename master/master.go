@@ -328,8 +328,23 @@ func (m *Master) crashDelayLocked() time.Duration {
 	return m.crashes.delay
 }
 
-// respawn fills slot again after delay; the new worker is kept too, so a
-// crash loop goes on being backed off rather than shrinking the cluster.
+// respawnFree spawns a kept worker in any free slot after delay.
+func (m *Master) respawnFree(delay time.Duration) {
+	m.mu.Lock()
+	slot := slices.Index(m.slotUsed, false)
+	if slot < 0 || m.stopping {
+		m.mu.Unlock()
+		m.log.Error("cannot replace a lost worker", "err", ErrNoSlot)
+		return
+	}
+	m.slotUsed[slot] = true
+	m.mu.Unlock()
+	m.respawn(slot, delay)
+}
+
+// respawn fills slot (marked used by the caller) again after delay; the new
+// worker is kept too, so a crash loop goes on being backed off rather than
+// shrinking the cluster.
 func (m *Master) respawn(slot int, delay time.Duration) {
 	select {
 	case <-time.After(delay):
@@ -379,6 +394,11 @@ func (m *Master) watch(h *handle) {
 			if got, ok := h.block.LoadHeartbeat(&words); ok {
 				hbSeq = got
 				m.onHeartbeat(h, worker.HeartbeatFromWords(&words))
+			} else {
+				// Being written, or the writer stopped half way (SIGSTOP, or
+				// killed: then exited closes soon). Wait for the next change
+				// rather than spin on this one.
+				hbSeq = s
 			}
 		}
 		m.nanny(h)
