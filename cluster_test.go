@@ -10,7 +10,6 @@ import (
 	"time"
 
 	cluster2 "github.com/cluster2/cluster2"
-	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
 func TestTwoWorkersServe(t *testing.T) {
@@ -26,16 +25,7 @@ func TestTwoWorkersServe(t *testing.T) {
 		}
 		want[w.Pid] = true
 	}
-	ok := xtesting.Eventually(30*time.Second, func() bool {
-		seen := tc.seenPids(20)
-		for pid := range seen {
-			if !want[pid] {
-				t.Fatalf("pid %d served a request; want one of %v", pid, want)
-			}
-		}
-		return len(seen) == 2
-	})
-	if !ok {
+	if !tc.servedByAll(want) {
 		t.Fatalf("requests were not served by both workers")
 	}
 	r, err := tc.get("/")

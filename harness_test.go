@@ -179,3 +179,28 @@ func (tc *testCluster) seenPids(n int) map[int]int {
 	}
 	return seen
 }
+
+// anyActive returns the pid of one active worker.
+func (tc *testCluster) anyActive() int {
+	tc.t.Helper()
+	for pid := range tc.activePids() {
+		return pid
+	}
+	tc.t.Fatalf("no active worker: %+v", tc.workers())
+	return 0
+}
+
+// servedByAll reports, within the bound of the tests, whether requests on
+// fresh connections reach every pid of want and no other.
+func (tc *testCluster) servedByAll(want map[int]bool) bool {
+	tc.t.Helper()
+	return xtesting.Eventually(30*time.Second, func() bool {
+		seen := tc.seenPids(20)
+		for pid := range seen {
+			if !want[pid] {
+				tc.t.Fatalf("pid %d served a request; want one of %v", pid, want)
+			}
+		}
+		return len(seen) == len(want)
+	})
+}

@@ -34,10 +34,7 @@ func TestHeartbeatsReachTheMaster(t *testing.T) {
 
 func TestMemoryLimitReplacesWorker(t *testing.T) {
 	tc := startCluster(t, envWorkers+"=1", envMemLimit+"=1", envHeartbeat+"=100ms")
-	var p int
-	for pid := range tc.activePids() {
-		p = pid
-	}
+	p := tc.anyActive()
 	ok := xtesting.Eventually(wait, func() bool { return !alive(p) })
 	if !ok {
 		t.Fatalf("worker %d over a 1-byte memory limit was not replaced", p)
@@ -52,11 +49,7 @@ func TestMemoryLimitReplacesWorker(t *testing.T) {
 // the death queue escalates to SIGKILL.
 func TestNannyReplacesSilentWorker(t *testing.T) {
 	tc := startCluster(t, envWorkers+"=2", envHeartbeat+"=100ms", envNanny+"=500ms", envReplaceTO+"=500ms")
-	var p int
-	for pid := range tc.activePids() {
-		p = pid
-		break
-	}
+	p := tc.anyActive()
 	syscall.Kill(p, syscall.SIGSTOP)
 	ok := xtesting.Eventually(wait, func() bool { return !alive(p) && len(tc.activePids()) == 2 })
 	if !ok {

@@ -22,12 +22,7 @@ const wait = 30 * time.Second
 
 func TestKill9WorkerIsReplaced(t *testing.T) {
 	tc := startCluster(t, envWorkers+"=2")
-	before := tc.activePids()
-	var victim int
-	for pid := range before {
-		victim = pid
-		break
-	}
+	victim := tc.anyActive()
 	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -39,17 +34,7 @@ func TestKill9WorkerIsReplaced(t *testing.T) {
 		t.Fatalf("killed worker %d not replaced: workers %+v", victim, tc.workers())
 	}
 	// The cluster keeps serving, from the new worker too.
-	now := tc.activePids()
-	ok = xtesting.Eventually(wait, func() bool {
-		seen := tc.seenPids(20)
-		for pid := range seen {
-			if !now[pid] {
-				t.Fatalf("pid %d served; want one of %v", pid, now)
-			}
-		}
-		return len(seen) == 2
-	})
-	if !ok {
+	if !tc.servedByAll(tc.activePids()) {
 		t.Fatalf("the cluster does not serve from both workers after the replacement")
 	}
 	if r, _ := tc.get("/"); !r.Nonblock {
@@ -125,12 +110,7 @@ func TestMasterKilledWorkersExit(t *testing.T) {
 
 func TestWorkerSIGTERMDrainsAndIsReplaced(t *testing.T) {
 	tc := startCluster(t, envWorkers+"=2")
-	pids := tc.activePids()
-	var victim int
-	for pid := range pids {
-		victim = pid
-		break
-	}
+	victim := tc.anyActive()
 	syscall.Kill(victim, syscall.SIGTERM)
 	ok := xtesting.Eventually(wait, func() bool {
 		now := tc.activePids()
@@ -143,12 +123,7 @@ func TestWorkerSIGTERMDrainsAndIsReplaced(t *testing.T) {
 
 func TestPauseResume(t *testing.T) {
 	tc := startCluster(t, envWorkers+"=2")
-	pids := tc.activePids()
-	var p int
-	for pid := range pids {
-		p = pid
-		break
-	}
+	p := tc.anyActive()
 	if err := tc.control("/pause?pid="+strconv.Itoa(p), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -256,11 +231,7 @@ func TestSuccessorFailingWarmUpLeavesOldServing(t *testing.T) {
 func testSuccessorFailing(t *testing.T, how string) {
 	flag := filepath.Join(t.TempDir(), "fail")
 	tc := startCluster(t, envWorkers+"=1", how+"="+flag, envRetries+"=1")
-	old := tc.activePids()
-	var p int
-	for pid := range old {
-		p = pid
-	}
+	p := tc.anyActive()
 	os.WriteFile(flag, nil, 0o644)
 	if err := tc.control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
 		t.Fatal(err)
@@ -286,10 +257,7 @@ func testSuccessorFailing(t *testing.T, how string) {
 func TestSuccessorNeverListeningIsKilled(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "hang")
 	tc := startCluster(t, envWorkers+"=1", envWarmHang+"="+flag, envRetries+"=-1", envReplaceTO+"=1s")
-	var p int
-	for pid := range tc.activePids() {
-		p = pid
-	}
+	p := tc.anyActive()
 	os.WriteFile(flag, nil, 0o644)
 	if err := tc.control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
 		t.Fatal(err)
@@ -309,10 +277,7 @@ func TestSuccessorNeverListeningIsKilled(t *testing.T) {
 
 func TestOldWorkerNeverExitingIsKilled(t *testing.T) {
 	tc := startCluster(t, envWorkers+"=1", envStuckOnStop+"=1", envReplaceTO+"=500ms")
-	var p int
-	for pid := range tc.activePids() {
-		p = pid
-	}
+	p := tc.anyActive()
 	if err := tc.control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -334,12 +299,7 @@ func TestOldWorkerNeverExitingIsKilled(t *testing.T) {
 
 func TestDeathQueueIgnoresDuplicates(t *testing.T) {
 	tc := startCluster(t, envWorkers+"=2")
-	before := tc.activePids()
-	var p int
-	for pid := range before {
-		p = pid
-		break
-	}
+	p := tc.anyActive()
 	for range 3 {
 		tc.control("/replace?pid="+strconv.Itoa(p), nil)
 	}

@@ -101,8 +101,8 @@ type stopReq struct {
 
 // IsWorker reports whether this process was started by a cluster2 master.
 func IsWorker() bool {
-	role, _, _, _ := proc.Self()
-	return role == proc.Worker
+	isWorker, _, _, _ := proc.Self()
+	return isWorker
 }
 
 // Run starts the worker side in a process a cluster2 master re-executed: it
@@ -113,11 +113,11 @@ func IsWorker() bool {
 // dies. SIGINT is ignored: the master, which gets it too from a terminal,
 // orchestrates the stop.
 func Run(ctx context.Context, cfg Config) (*Worker, error) {
-	role, slot, _, err := proc.Self()
+	isWorker, slot, _, err := proc.Self()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotWorker, err)
 	}
-	if role != proc.Worker {
+	if !isWorker {
 		return nil, ErrNotWorker
 	}
 	if cfg.Handler == nil {

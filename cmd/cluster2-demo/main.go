@@ -152,6 +152,9 @@ func newApp(cache store) http.Handler {
 	notYet := func(w http.ResponseWriter) {
 		writeJSON(w, http.StatusNotImplemented, map[string]any{"pid": pid, "error": "cache not yet"})
 	}
+	fail := func(w http.ResponseWriter, key string, err error) {
+		writeJSON(w, http.StatusInternalServerError, map[string]any{"pid": pid, "key": key, "error": err.Error()})
+	}
 	mux.HandleFunc("GET /cache/{key}", func(w http.ResponseWriter, r *http.Request) {
 		if cache == nil {
 			notYet(w)
@@ -162,7 +165,7 @@ func newApp(cache store) http.Handler {
 			return []byte("loaded by pid " + strconv.Itoa(pid)), nil
 		})
 		if err != nil {
-			writeJSON(w, http.StatusInternalServerError, map[string]any{"pid": pid, "key": key, "error": err.Error()})
+			fail(w, key, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"pid": pid, "key": key, "value": string(v)})
@@ -178,7 +181,7 @@ func newApp(cache store) http.Handler {
 			err = cache.Set(r.Context(), key, body)
 		}
 		if err != nil {
-			writeJSON(w, http.StatusInternalServerError, map[string]any{"pid": pid, "key": key, "error": err.Error()})
+			fail(w, key, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"pid": pid, "key": key, "stored": len(body)})
@@ -190,7 +193,7 @@ func newApp(cache store) http.Handler {
 		}
 		key := r.PathValue("key")
 		if err := cache.Delete(r.Context(), key); err != nil {
-			writeJSON(w, http.StatusInternalServerError, map[string]any{"pid": pid, "key": key, "error": err.Error()})
+			fail(w, key, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"pid": pid, "key": key, "deleted": true})

@@ -25,38 +25,20 @@ const (
 	DeathFD    = 5 // read end of the master's death pipe
 )
 
-// Role tells which side of the protocol a process is on.
-type Role int
-
-const (
-	// Master is a process that was not started by a cluster2 master.
-	Master Role = iota
-	// Worker is a process a cluster2 master re-executed.
-	Worker
-)
-
-// String returns "master" or "worker".
-func (r Role) String() string {
-	if r == Worker {
-		return "worker"
-	}
-	return "master"
-}
-
-// Self tells this process's role and, for a worker, its slot and master pid.
-// A malformed EnvSlot is an error: a worker must not mistake itself for a
-// master and start a second cluster.
-func Self() (role Role, slot, masterPid int, err error) {
+// Self tells whether this process is a worker and, for a worker, its slot
+// and master pid. A malformed EnvSlot is an error: a worker must not mistake
+// itself for a master and start a second cluster.
+func Self() (isWorker bool, slot, masterPid int, err error) {
 	s, ok := os.LookupEnv(EnvSlot)
 	if !ok {
-		return Master, 0, 0, nil
+		return false, 0, 0, nil
 	}
 	slot, err = strconv.Atoi(s)
 	if err != nil || slot <= 0 {
-		return Worker, 0, 0, fmt.Errorf("%s=%q is not a worker slot", EnvSlot, s)
+		return true, 0, 0, fmt.Errorf("%s=%q is not a worker slot", EnvSlot, s)
 	}
 	masterPid, _ = strconv.Atoi(os.Getenv(EnvMaster))
-	return Worker, slot, masterPid, nil
+	return true, slot, masterPid, nil
 }
 
 // WorkerEnv returns env without any variable of this protocol, plus the ones
