@@ -151,8 +151,14 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, opts SetOptio
 	if err := c.check(key); err != nil {
 		return false, err
 	}
-	if len(value) > c.sp.maxValue {
-		return false, fmt.Errorf("cache %q: set %q: value of %d bytes: %w (limit %d)", c.name, key, len(value), ErrValueTooLarge, c.sp.maxValue)
+	if limit := c.maxValue(); len(value) > limit {
+		return false, fmt.Errorf("cache %q: set %q: value of %d bytes: %w (limit %d)", c.name, key, len(value), ErrValueTooLarge, limit)
+	}
+	exp := c.deadline(opts.Expire)
+	if !opts.ExpireAt.IsZero() {
+		if exp = opts.ExpireAt.UnixNano(); exp <= time.Now().UnixNano() {
+			return false, nil
+		}
 	}
 	sp := c.sp
 	h := hashKey(c.id, key)
@@ -160,16 +166,29 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, opts SetOptio
 	if err := sp.lock(ctx, sh); err != nil {
 		return false, fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
 	}
-	defer sp.unlock(sh)
 	if opts.LeaveIfNotNull {
 		if s := sp.find(sh, h, c.id, key); s.valid() {
 			if r := sp.rec(s.off()); r.kind == kindItem && (r.exp == 0 || r.exp > time.Now().UnixNano()) {
+				sp.unlock(sh)
 				return false, nil
 			}
 		}
 	}
-	sp.store(sh, kindItem, c.id, h, key, value, c.deadline(opts.Expire), 0)
+	_, jend := sp.store(sh, kindItem, c.id, h, key, value, exp, 0)
+	sp.unlock(sh)
+	if err := c.awaitDurable(ctx, jend); err != nil {
+		return true, fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
+	}
 	return true, nil
+}
+
+// maxValue is the longest value c stores: a persistent cache's values must
+// also fit in a journal record.
+func (c *Cache) maxValue() int {
+	if c.opts.Persist {
+		return min(c.sp.maxValue, int(c.sp.maxJournalValue()))
+	}
+	return c.sp.maxValue
 }
 
 // deadline returns the absolute deadline of an entry set now.
@@ -188,8 +207,9 @@ func (c *Cache) deadline(override time.Duration) int64 {
 }
 
 // store writes a record and points key's slot at it, under the shard lock.
-// It returns the record's offset.
-func (sp *Space) store(sh *shard, kind uint8, id uint32, h uint64, key string, val []byte, exp int64, owner uint32) uint64 {
+// It returns the record's offset and, for an item whose change was
+// journaled, the journal position past it (else 0).
+func (sp *Space) store(sh *shard, kind uint8, id uint32, h uint64, key string, val []byte, exp int64, owner uint32) (uint64, uint64) {
 	off := sp.write(sh, kind, id, h, key, val, exp, owner) // may evict, even key's old record
 	r := sp.rec(off)
 	w := h>>48<<48 | off
@@ -206,10 +226,11 @@ func (sp *Space) store(sh *shard, kind uint8, id uint32, h uint64, key string, v
 		sp.insert(sh, h, w)
 	}
 	sp.account(sh, r, +1)
+	var jend uint64
 	if kind == kindItem {
-		sp.journalChange(opSet, id, sp.recKey(off, r), val)
+		jend = sp.journalChange(opSet, id, sp.recKey(off, r), val, exp)
 	}
-	return off
+	return off, jend
 }
 
 // Del deletes key and returns its old value and whether it had one. Watchers
@@ -224,7 +245,12 @@ func (c *Cache) Del(ctx context.Context, key string) ([]byte, bool, error) {
 	if err := sp.lock(ctx, sh); err != nil {
 		return nil, false, fmt.Errorf("cache %q: del %q: %w", c.name, key, err)
 	}
-	defer sp.unlock(sh)
+	unlocked := false
+	defer func() {
+		if !unlocked {
+			sp.unlock(sh)
+		}
+	}()
 	s := sp.find(sh, h, c.id, key)
 	if !s.valid() {
 		return nil, false, nil
@@ -242,7 +268,12 @@ func (c *Cache) Del(ctx context.Context, key string) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	old := append([]byte{}, sp.recVal(off, r)...)
-	sp.drop(sh, s, opDel)
+	jend := sp.drop(sh, s, opDel)
+	sp.unlock(sh)
+	unlocked = true
+	if err := c.awaitDurable(ctx, jend); err != nil {
+		return old, true, fmt.Errorf("cache %q: del %q: %w", c.name, key, err)
+	}
 	return old, true, nil
 }
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"time"
-
-	"github.com/cluster2/cluster2/shm"
 )
 
 // Journal operations, as watchers see them.
@@ -15,6 +13,7 @@ const (
 	opDel    = 2
 	opExpire = 3
 	opEvict  = 4
+	opDefine = 5 // a persistent cache was created: key is its name, exp its Expire
 )
 
 // journal is a process's view of the change journal.
@@ -24,17 +23,25 @@ type journal struct {
 	cap  uint64
 }
 
-// journalChange appends a change of cache id to the journal if any process
-// watches that cache. Called with the key's shard lock held, so that the
-// journal's order is the key's mutation order.
-func (sp *Space) journalChange(op uint8, id uint32, key, val []byte) {
-	j := &sp.jr
-	if j.h.watchers[id%MaxCaches].Load() <= 0 {
-		return
+// journalChange appends a change of cache id to the journal if the cache
+// persists or some process watches it, and returns the journal position past
+// the record (0 if none was appended). Called with the key's shard lock held,
+// so that the journal's order is the key's mutation order.
+func (sp *Space) journalChange(op uint8, id uint32, key, val []byte, exp int64) uint64 {
+	id %= MaxCaches
+	if !sp.journaling.Load() || sp.h.registry[id].persist == 0 && sp.jr.h.watchers[id].Load() <= 0 {
+		return 0
 	}
+	return sp.journalAppend(op, id, key, val, exp)
+}
+
+// journalAppend appends one record (see journalChange) and wakes the
+// watchers.
+func (sp *Space) journalAppend(op uint8, id uint32, key, val []byte, exp int64) uint64 {
+	j := &sp.jr
 	var flags uint8
-	if len(val) > journalMaxVal {
-		flags, val = jflagNoValue, nil
+	if uint64(len(val)) > sp.maxJournalValue() {
+		flags, val = jflagNoValue, nil // only for watchers: Set refuses such values in persistent caches
 	}
 	size := uint64(jrecHeader+len(key)+len(val)+7) &^ 7
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -42,7 +49,7 @@ func (sp *Space) journalChange(op uint8, id uint32, key, val []byte) {
 	cancel()
 	if err != nil {
 		sp.watchLost.Add(1) // a live writer held the journal for 5 s: give up on this change
-		return
+		return 0
 	}
 	if recovered {
 		// A writer died between claiming and publishing: what it wrote past
@@ -70,12 +77,18 @@ func (sp *Space) journalChange(op uint8, id uint32, key, val []byte) {
 	binary.LittleEndian.PutUint16(rec[6:], uint16(len(key)))
 	binary.LittleEndian.PutUint32(rec[8:], id)
 	binary.LittleEndian.PutUint32(rec[12:], uint32(len(val)))
+	binary.LittleEndian.PutUint64(rec[16:], uint64(exp))
 	copy(rec[jrecHeader:], key)
 	copy(rec[jrecHeader+len(key):], val)
-	j.h.tail.Store(pos + total) // release: the record is complete
+	end := pos + total
+	j.h.tail.Store(end) // release: the record is complete
 	j.h.lock.Unlock(sp.p)
 	j.h.ev.Wake()
+	return end
 }
+
+// maxJournalValue is the largest value a journal record carries.
+func (sp *Space) maxJournalValue() uint64 { return sp.jr.cap/4 - jrecHeader - MaxKeyLen }
 
 // change is one decoded journal record.
 type change struct {
@@ -84,6 +97,25 @@ type change struct {
 	id      uint32
 	key     string
 	val     []byte
+	exp     int64
+}
+
+// decodeRecord decodes a journal record copied out of the journal.
+func decodeRecord(buf []byte) (change, bool) {
+	if len(buf) < jrecHeader {
+		return change{}, false
+	}
+	klen := int(binary.LittleEndian.Uint16(buf[6:]))
+	vlen := int(binary.LittleEndian.Uint32(buf[12:]))
+	if jrecHeader+klen+vlen > len(buf) {
+		return change{}, false
+	}
+	c := change{op: buf[4], noValue: buf[5]&jflagNoValue != 0, id: binary.LittleEndian.Uint32(buf[8:]) % MaxCaches,
+		key: string(buf[jrecHeader : jrecHeader+klen]), exp: int64(binary.LittleEndian.Uint64(buf[16:]))}
+	if c.op == opSet {
+		c.val = append([]byte(nil), buf[jrecHeader+klen:jrecHeader+klen+vlen]...)
+	}
+	return c, true
 }
 
 // tailJournal follows the journal from position cur and dispatches every
@@ -135,22 +167,16 @@ func (sp *Space) tailJournal(cur uint64, stop <-chan struct{}) {
 		if buf[4] == opFiller {
 			continue
 		}
-		klen := int(binary.LittleEndian.Uint16(buf[6:]))
-		vlen := int(binary.LittleEndian.Uint32(buf[12:]))
-		if jrecHeader+klen+vlen > int(size) {
+		c, ok := decodeRecord(buf)
+		if !ok {
 			sp.watchLost.Add(1)
 			continue
 		}
-		c := change{op: buf[4], noValue: buf[5]&jflagNoValue != 0, id: binary.LittleEndian.Uint32(buf[8:]),
-			key: string(buf[jrecHeader : jrecHeader+klen])}
-		if c.op == opSet {
-			c.val = append([]byte(nil), buf[jrecHeader+klen:jrecHeader+klen+vlen]...)
+		if c.op <= opEvict {
+			sp.dispatch(c)
 		}
-		sp.dispatch(c)
 	}
 }
 
 // journalPos returns the journal's current end (tests).
 func (sp *Space) journalPos() uint64 { return sp.jr.h.tail.Load() }
-
-var _ = shm.LockSize

@@ -74,10 +74,10 @@ const regEntrySize = 64
 // regEntry names one cache. Written once under the registry lock, then
 // published by count; read-only afterwards.
 type regEntry struct {
-	name    [MaxNameLen]byte // NUL-padded
-	expire  int64            // default time to live, nanoseconds; 0 = none
-	persist uint32           // 1 if the cache's mutations are logged
-	_       uint32
+	name       [MaxNameLen]byte // NUL-padded
+	expire     int64            // default time to live, nanoseconds; 0 = none
+	persist    uint32           // 1 if the cache's mutations are logged
+	durability uint32           // a Durability; 0 = the cluster's default
 }
 
 // shardHeader heads one shard. Everything but ev is written under lock; ev is
@@ -150,17 +150,22 @@ const statsRowSize = 64
 // journalHdr heads the change journal.
 type journalHdr struct {
 	lock     shm.Lock
-	tail     atomic.Uint64 // virtual position one past the newest published record
-	claim    atomic.Uint64 // virtual position the writer may be writing up to
-	ev       shm.Event
-	_        [32]byte
+	tail     atomic.Uint64           // virtual position one past the newest published record
+	claim    atomic.Uint64           // virtual position the writer may be writing up to
+	ev       shm.Event               // watchers sleep here; every append wakes them
+	durable  atomic.Uint64           // the persister: every record below is on disk (per its durability)
+	persistd atomic.Uint64           // the persister: every record below is in its log (restart point)
+	durEv    shm.Event               // Always writers sleep here until durable passes their record
+	pev      shm.Event               // the persister sleeps here; Always writers wake it
+	owner    atomic.Uint32           // the persister's owner generation; 0 = none
+	defDur   atomic.Uint32           // the cluster's default Durability, set by the persister
 	watchers [MaxCaches]atomic.Int32 // processes watching each cache
-	_        [journalHdrSize - 64 - MaxCaches*4]byte
+	_        [journalHdrSize - 72 - MaxCaches*4]byte
 }
 
-// journal record: size u32 │ op u8 │ flags u8 │ klen u16 │ cache u32 │ vlen u32 │ key │ value │ pad
+// journal record: size u32 │ op u8 │ flags u8 │ klen u16 │ cache u32 │ vlen u32 │ exp i64 │ key │ value │ pad
 const (
-	jrecHeader     = 16
+	jrecHeader     = 24
 	jflagNoValue   = 1 // the value was too large for the journal: readers fetch it
 	journalMaxVal  = 64 << 10
 	journalMinSize = 256 << 10

@@ -46,7 +46,7 @@ func (c *Cache) load(ctx context.Context, key string, loader Loader) ([]byte, er
 			}
 		}
 		if takeOver {
-			marker := sp.store(sh, kindLoading, c.id, h, key, nil, 0, me)
+			marker, _ := sp.store(sh, kindLoading, c.id, h, key, nil, 0, me)
 			sp.unlock(sh)
 			return c.runLoader(ctx, sh, h, key, marker, loader)
 		}
@@ -76,11 +76,12 @@ func (c *Cache) runLoader(ctx context.Context, sh *shard, h uint64, key string, 
 	}
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	var jend uint64
 	if lerr := sp.lock(lctx, sh); lerr == nil {
 		if s := sp.find(sh, h, c.id, key); s.valid() && s.off() == marker {
 			switch {
 			case err == nil:
-				sp.store(sh, kindItem, c.id, h, key, v, c.deadline(0), 0)
+				_, jend = sp.store(sh, kindItem, c.id, h, key, v, c.deadline(0), 0)
 			case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
 				sp.drop(sh, s, opDel)
 			default:
@@ -94,6 +95,9 @@ func (c *Cache) runLoader(ctx context.Context, sh *shard, h uint64, key string, 
 		return nil, fmt.Errorf("cache %q: get %q: loader: %w", c.name, key, err)
 	}
 	sp.local[c.id].loads.Add(1)
+	if err := c.awaitDurable(ctx, jend); err != nil {
+		return v, fmt.Errorf("cache %q: get %q: %w", c.name, key, err)
+	}
 	if v == nil {
 		v = []byte{}
 	}

@@ -16,18 +16,62 @@ type Options struct {
 	// Expire is the time to live of an entry after its Set; 0 means entries
 	// never expire. Negative values are invalid.
 	Expire time.Duration
+
+	// Durability says when a Set of a persistent cache returns: see the
+	// constants. The zero value takes the cluster's (persist.Options); it is
+	// ignored unless Persist is set.
+	Durability Durability
+}
+
+// Durability is how far a persistent cache's Set goes before it returns.
+type Durability uint32
+
+// Durabilities. The cache manager appends every mutation of a persistent
+// cache to its write-ahead log; they differ in when the log is fsynced and
+// whether Set waits for it.
+const (
+	DurabilityDefault Durability = iota // the cluster's choice (EverySecond unless configured)
+	Never                               // never fsynced by us: the OS writes it back
+	EverySecond                         // fsynced every second: a crash loses at most about a second
+	Always                              // Set returns after its record is fsynced (group commit)
+)
+
+// String returns the durability's name.
+func (d Durability) String() string {
+	switch d {
+	case DurabilityDefault:
+		return "default"
+	case Never:
+		return "never"
+	case EverySecond:
+		return "every-second"
+	case Always:
+		return "always"
+	}
+	return fmt.Sprintf("Durability(%d)", uint32(d))
 }
 
 func (o Options) validate() error {
 	if o.Expire < 0 {
 		return fmt.Errorf("%w: Expire %v is negative", ErrBadOptions, o.Expire)
 	}
+	if o.Durability > Always {
+		return fmt.Errorf("%w: Durability %d is unknown", ErrBadOptions, o.Durability)
+	}
 	return nil
+}
+
+// normalize drops what does not apply: Durability without Persist.
+func (o Options) normalize() Options {
+	if !o.Persist {
+		o.Durability = DurabilityDefault
+	}
+	return o
 }
 
 // String formats o for a log line.
 func (o Options) String() string {
-	return fmt.Sprintf("persist=%v expire=%v", o.Persist, o.Expire)
+	return fmt.Sprintf("persist=%v expire=%v durability=%v", o.Persist, o.Expire, o.Durability)
 }
 
 // SetOptions tune one Set. The zero value overwrites and uses the cache's
@@ -40,6 +84,10 @@ type SetOptions struct {
 	// Expire overrides the cache's time to live for this entry: 0 takes the
 	// cache's, a negative value means never.
 	Expire time.Duration
+
+	// ExpireAt, when not zero, is the entry's absolute deadline; it overrides
+	// Expire. A deadline in the past stores nothing and reports false.
+	ExpireAt time.Time
 }
 
 // SpaceOptions size a space at Setup. The zero value takes three quarters of

@@ -235,8 +235,9 @@ func (sp *Space) insert(sh *shard, h, w uint64) {
 }
 
 // drop removes the record of slot s from the index, counting it as op
-// (delete, expiry or eviction) and telling watchers.
-func (sp *Space) drop(sh *shard, s slotRef, op uint8) {
+// (delete, expiry or eviction) and telling watchers and the persister. It
+// returns the journal position past the change (0 if not journaled).
+func (sp *Space) drop(sh *shard, s slotRef, op uint8) uint64 {
 	off := s.off()
 	r := sp.rec(off)
 	s.publish(0)
@@ -246,7 +247,7 @@ func (sp *Space) drop(sh *shard, s slotRef, op uint8) {
 		if r.kind == kindLoading {
 			sh.h.ev.Wake()
 		}
-		return
+		return 0
 	}
 	switch op {
 	case opEvict:
@@ -254,7 +255,7 @@ func (sp *Space) drop(sh *shard, s slotRef, op uint8) {
 	case opExpire:
 		sh.pc[r.cache%MaxCaches].expirations.Add(1)
 	}
-	sp.journalChange(op, r.cache, sp.recKey(off, r), nil)
+	return sp.journalChange(op, r.cache, sp.recKey(off, r), nil, 0)
 }
 
 // account adds (sign=+1) or removes (-1) a record from its cache's counters.

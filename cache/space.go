@@ -35,7 +35,8 @@ type Space struct {
 	local    [MaxCaches]localStats
 	access   accessBuf
 
-	watchLost atomic.Uint64 // journal records this process's watchers missed
+	watchLost  atomic.Uint64 // journal records this process's watchers missed
+	journaling atomic.Bool   // false while Restore replays a log: its records are logged already
 
 	mu       sync.Mutex
 	caches   [MaxCaches]*Cache // open handles of this process, by id
@@ -203,6 +204,7 @@ func Attach(a *shm.Arena) (*Space, error) {
 		watchers: map[uint32]map[string][]*Watcher{},
 		stop:     make(chan struct{}),
 	}
+	sp.journaling.Store(true)
 	sp.sh = make([]shard, h.shards)
 	for i := range sp.sh {
 		base := h.shardsOff + uint64(i)*h.shardStride
@@ -262,6 +264,7 @@ func (sp *Space) Use(name string, opts Options) (*Cache, error) {
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("cache %q: %w", name, err)
 	}
+	opts = opts.normalize()
 	id, existing, err := sp.register(name, opts)
 	if err != nil {
 		return nil, err
@@ -270,6 +273,8 @@ func (sp *Space) Use(name string, opts Options) (*Cache, error) {
 		switch {
 		case existing.Persist != opts.Persist:
 			return nil, fmt.Errorf("cache %q: %w: Persist is %v cluster-wide, asked %v", name, ErrOptionsConflict, existing.Persist, opts.Persist)
+		case existing.Durability != opts.Durability:
+			return nil, fmt.Errorf("cache %q: %w: Durability is %v cluster-wide, asked %v", name, ErrOptionsConflict, existing.Durability, opts.Durability)
 		default:
 			return nil, fmt.Errorf("cache %q: %w: Expire is %v cluster-wide, asked %v", name, ErrOptionsConflict, existing.Expire, opts.Expire)
 		}
@@ -306,12 +311,16 @@ func (sp *Space) register(name string, opts Options) (uint32, Options, error) {
 		return 0, Options{}, fmt.Errorf("cache %q: %w: all %d used", name, ErrTooManyCaches, MaxCaches)
 	}
 	e := &sp.h.registry[n]
-	*e = regEntry{expire: int64(opts.Expire)}
+	*e = regEntry{expire: int64(opts.Expire), durability: uint32(opts.Durability)}
 	if opts.Persist {
 		e.persist = 1
 	}
 	copy(e.name[:], name)
 	sp.h.count.Store(n + 1) // release: publishes the entry
+	if opts.Persist {
+		// The persister logs the cache's definition before any of its entries.
+		sp.journalAppend(opDefine, n, []byte(name), nil, int64(opts.Expire))
+	}
 	return n, opts, nil
 }
 
@@ -321,10 +330,16 @@ func (sp *Space) findName(name string) (uint32, Options, bool) {
 	for i := range n {
 		e := &sp.h.registry[i]
 		if string(bytes.TrimRight(e.name[:], "\x00")) == name {
-			return i, Options{Persist: e.persist == 1, Expire: time.Duration(e.expire)}, true
+			return i, sp.entryOptions(i), true
 		}
 	}
 	return 0, Options{}, false
+}
+
+// entryOptions returns the options of registry entry id.
+func (sp *Space) entryOptions(id uint32) Options {
+	e := &sp.h.registry[id]
+	return Options{Persist: e.persist == 1, Expire: time.Duration(e.expire), Durability: Durability(e.durability)}
 }
 
 // Names returns the names of every cache of the space, in creation order.

@@ -1,0 +1,340 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// These errors concern persistent caches.
+var (
+	// ErrNotDurable is returned (wrapped) by Set and Del of a persistent
+	// cache whose durability is Always when no live cache manager logs the
+	// cache, or when ctx ended before the change was on disk. The change is
+	// in the cache; it is not known to be on disk.
+	ErrNotDurable = errors.New("cache: change not known to be durable")
+
+	// ErrPersisterBusy is returned by AttachPersister when another live
+	// process is the space's persister.
+	ErrPersisterBusy = errors.New("cache: another process persists this space")
+
+	// ErrJournalGap is returned by Persister.Read when the journal overwrote
+	// records the persister had not read (it was stopped or too slow): the
+	// persister must take a snapshot with Scan to be whole again.
+	ErrJournalGap = errors.New("cache: journal records were lost before the persister read them")
+)
+
+// OpDefine is the Op of a Mutation that defines a persistent cache (its name
+// and options); it precedes every other mutation of that cache.
+const OpDefine Op = opDefine
+
+// Mutation is one change of a persistent cache, as the cache manager logs it
+// and replays it.
+type Mutation struct {
+	Op       Op
+	Cache    string
+	Options  Options // OpDefine only
+	Key      string  // not for OpDefine
+	Value    []byte  // OpSet only
+	ExpireAt int64   // OpSet: absolute deadline, unix nanoseconds; 0 = never
+}
+
+// durability resolves the cache's Durability against the cluster default.
+func (c *Cache) durability() Durability {
+	if d := c.opts.Durability; d != DurabilityDefault {
+		return d
+	}
+	if d := Durability(c.sp.jr.h.defDur.Load()); d != DurabilityDefault {
+		return d
+	}
+	return EverySecond
+}
+
+// awaitDurable waits, for a persistent cache whose durability is Always, until
+// the persister has the change that ended at journal position jend on disk.
+func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
+	if jend == 0 || !c.opts.Persist || c.durability() != Always {
+		return nil
+	}
+	j := c.sp.jr.h
+	for j.durable.Load() < jend {
+		owner := j.owner.Load()
+		if owner == 0 {
+			return fmt.Errorf("%w: no cache manager", ErrNotDurable)
+		}
+		j.pev.Wake() // the persister batches others' writes: ask it to go now
+		tk := j.durEv.Prepare()
+		if j.durable.Load() >= jend {
+			j.durEv.Cancel()
+			break
+		}
+		sleep := 50 * time.Millisecond
+		if dl, ok := ctx.Deadline(); ok {
+			sleep = max(min(sleep, time.Until(dl)), 0)
+		}
+		timedOut := j.durEv.Sleep(tk, sleep) != nil
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%w: %w", ErrNotDurable, err)
+		}
+		if timedOut && j.durable.Load() < jend && !c.sp.a.Alive(owner) {
+			return fmt.Errorf("%w: the cache manager died", ErrNotDurable)
+		}
+	}
+	return nil
+}
+
+// Persister is the cache manager's reader of the journal: it sees every
+// mutation of every persistent cache, in an order that keeps each key's
+// mutations in the order they happened. One process at a time holds it.
+type Persister struct {
+	sp  *Space
+	cur uint64
+	buf []byte
+}
+
+// AttachPersister makes this process the space's persister, with def as the
+// cluster's default durability. It resumes where the previous persister said
+// it had logged everything (Persister.Logged). It returns ErrPersisterBusy
+// while another live process persists.
+func (sp *Space) AttachPersister(def Durability) (*Persister, error) {
+	j := sp.jr.h
+	me := sp.p.Token()
+	for {
+		cur := j.owner.Load()
+		if cur != 0 && cur != me && sp.a.Alive(cur) {
+			return nil, ErrPersisterBusy
+		}
+		if j.owner.CompareAndSwap(cur, me) {
+			break
+		}
+	}
+	j.defDur.Store(uint32(def))
+	return &Persister{sp: sp, cur: j.persistd.Load()}, nil
+}
+
+// Detach gives the persister role up: Always writers stop waiting for it.
+func (p *Persister) Detach() {
+	j := p.sp.jr.h
+	j.owner.CompareAndSwap(p.sp.p.Token(), 0)
+	j.durEv.Wake()
+}
+
+// Position returns the journal position up to which the persister has read.
+func (p *Persister) Position() uint64 { return p.cur }
+
+// Tail returns the journal's current end.
+func (p *Persister) Tail() uint64 { return p.sp.jr.h.tail.Load() }
+
+// Skip moves the read position to the journal's end, when what lies before is
+// already covered (after a replay, or after a snapshot taken because of a
+// gap). It returns the new position.
+func (p *Persister) Skip() uint64 {
+	p.cur = p.sp.jr.h.tail.Load()
+	return p.cur
+}
+
+// Read calls fn for up to max journal records of persistent caches from the
+// read position on, with the journal position just past each, and advances.
+// It returns the number of records read (of any cache) and ErrJournalGap if
+// records were overwritten before it read them: the position then jumps to
+// the end and the caller must snapshot.
+func (p *Persister) Read(max int, fn func(m Mutation, end uint64) error) (int, error) {
+	j := &p.sp.jr
+	n := 0
+	for n < max {
+		t := j.h.tail.Load()
+		if p.cur == t {
+			return n, nil
+		}
+		if t-p.cur > j.cap || t < p.cur {
+			p.cur = t
+			return n, ErrJournalGap
+		}
+		phys := p.cur & (j.cap - 1)
+		if j.cap-phys < jrecHeader {
+			p.cur += j.cap - phys
+			continue
+		}
+		size := uint64(leUint32(j.data[phys:]))
+		if size < jrecHeader || size%8 != 0 || phys+size > j.cap || p.cur+size > t {
+			p.cur = j.h.tail.Load()
+			return n, ErrJournalGap
+		}
+		p.buf = append(p.buf[:0], j.data[phys:phys+size]...)
+		if j.h.claim.Load() > p.cur+j.cap {
+			p.cur = j.h.tail.Load()
+			return n, ErrJournalGap
+		}
+		p.cur += size
+		n++
+		if p.buf[4] == opFiller {
+			continue
+		}
+		c, ok := decodeRecord(p.buf)
+		if !ok {
+			p.cur = j.h.tail.Load()
+			return n, ErrJournalGap
+		}
+		e := &p.sp.h.registry[c.id]
+		if e.persist == 0 || c.id >= min(p.sp.h.count.Load(), MaxCaches) {
+			continue
+		}
+		m := Mutation{Op: Op(c.op), Cache: p.sp.regName(c.id), Key: c.key, Value: c.val, ExpireAt: c.exp}
+		if c.op == opDefine {
+			m.Key, m.Options = "", p.sp.entryOptions(c.id)
+		}
+		if err := fn(m, p.cur); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// Wait sleeps until the journal has records past the read position, an Always
+// writer asks, or timeout passes.
+func (p *Persister) Wait(timeout time.Duration) {
+	j := p.sp.jr.h
+	tk := j.pev.Prepare()
+	if j.tail.Load() != p.cur && timeout == 0 {
+		j.pev.Cancel()
+		return
+	}
+	j.pev.Sleep(tk, timeout)
+}
+
+// Logged records that every record before pos is in the persister's log, so
+// that a restarted persister resumes there.
+func (p *Persister) Logged(pos uint64) { p.sp.jr.h.persistd.Store(pos) }
+
+// Durable records that every record before pos is on disk and wakes the
+// Always writers waiting for it. In the terminology of the Go memory model,
+// Durable synchronizes before the return of every Set whose record ends at or
+// before pos.
+func (p *Persister) Durable(pos uint64) {
+	j := p.sp.jr.h
+	if pos > j.durable.Load() {
+		j.durable.Store(pos)
+	}
+	j.durEv.Wake()
+}
+
+// Scan calls fn for the definition of every persistent cache, then for every
+// live entry of those caches (as OpSet mutations with their deadlines). It
+// copies each shard's entries under the shard's lock and calls fn after
+// releasing it, so it sees each shard at one instant: combined with the
+// journal records that follow the position read before the scan, this is a
+// consistent snapshot.
+func (sp *Space) Scan(ctx context.Context, fn func(Mutation) error) error {
+	n := min(sp.h.count.Load(), MaxCaches)
+	persistent := [MaxCaches]bool{}
+	for id := range n {
+		if sp.h.registry[id].persist == 0 {
+			continue
+		}
+		persistent[id] = true
+		if err := fn(Mutation{Op: OpDefine, Cache: sp.regName(id), Options: sp.entryOptions(id)}); err != nil {
+			return err
+		}
+	}
+	var batch []Mutation
+	now := time.Now().UnixNano()
+	for si := range sp.sh {
+		sh := &sp.sh[si]
+		if err := sp.lock(ctx, sh); err != nil {
+			return fmt.Errorf("cache: scan: %w", err)
+		}
+		batch = batch[:0]
+		for bi := range sh.b {
+			b := &sh.b[bi]
+			for i := range slotsPerBucket {
+				w := b.slots[i].Load()
+				if w == 0 {
+					continue
+				}
+				off := w & offMask
+				r := sp.rec(off)
+				if r.kind != kindItem || r.cache >= MaxCaches || !persistent[r.cache] || (r.exp != 0 && r.exp <= now) {
+					continue
+				}
+				batch = append(batch, Mutation{Op: OpSet, Cache: sp.regName(r.cache), Key: string(sp.recKey(off, r)),
+					Value: append([]byte(nil), sp.recVal(off, r)...), ExpireAt: r.exp})
+			}
+		}
+		sp.unlock(sh)
+		for _, m := range batch {
+			if err := fn(m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Restorer applies logged mutations to the space without journaling them
+// again (they are in the log already). The master uses one to replay the log
+// before its workers start. A Restorer must be closed; while it is open this
+// process journals nothing.
+type Restorer struct {
+	sp     *Space
+	caches map[string]*Cache
+	now    int64
+}
+
+// Restorer returns a Restorer for sp.
+func (sp *Space) Restorer() *Restorer {
+	sp.journaling.Store(false)
+	return &Restorer{sp: sp, caches: map[string]*Cache{}, now: time.Now().UnixNano()}
+}
+
+// Apply applies one mutation: a definition opens (or creates) the cache, a set
+// stores the value unless its deadline passed, anything else deletes the key.
+// A mutation of a cache not defined before returns an error wrapping
+// ErrCorrupt.
+func (r *Restorer) Apply(ctx context.Context, m Mutation) error {
+	if m.Op == OpDefine {
+		c, err := r.sp.Use(m.Cache, m.Options)
+		if err != nil {
+			return err
+		}
+		r.caches[m.Cache] = c
+		return nil
+	}
+	c := r.caches[m.Cache]
+	if c == nil {
+		return fmt.Errorf("%w: %v of %q in cache %q before the cache's definition", ErrCorrupt, m.Op, m.Key, m.Cache)
+	}
+	if m.Op == OpSet {
+		if m.ExpireAt != 0 && m.ExpireAt <= r.now {
+			_, _, err := c.Del(ctx, m.Key)
+			return err
+		}
+		opts := SetOptions{Expire: -1}
+		if m.ExpireAt != 0 {
+			opts.ExpireAt = time.Unix(0, m.ExpireAt)
+		}
+		_, err := c.Set(ctx, m.Key, m.Value, opts)
+		return err
+	}
+	_, _, err := c.Del(ctx, m.Key)
+	return err
+}
+
+// Close ends the restore: the process journals again.
+func (r *Restorer) Close() { r.sp.journaling.Store(true) }
+
+// regName returns the name of registry entry id.
+func (sp *Space) regName(id uint32) string {
+	return string(trimNUL(sp.h.registry[id].name[:]))
+}
+
+func trimNUL(b []byte) []byte {
+	for len(b) > 0 && b[len(b)-1] == 0 {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func leUint32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
