@@ -317,3 +317,35 @@ func TestDeathQueueIgnoresDuplicates(t *testing.T) {
 func hasSuffix(events []string, suffix string) bool {
 	return slices.ContainsFunc(events, func(e string) bool { return strings.HasSuffix(e, suffix) })
 }
+
+func TestCrashLoopBacksOffAndRecovers(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "crash")
+	tc := startCluster(t, envWorkers+"=1", envWarmCrash+"="+flag)
+	p := tc.anyActive()
+	os.WriteFile(flag, nil, 0o644) // every new worker now crashes in warm-up
+	syscall.Kill(p, syscall.SIGKILL)
+	forked := func() int { return strings.Count(strings.Join(tc.events(), " "), "-forked") }
+	if !xtesting.Eventually(wait, func() bool { return forked() >= 5 }) {
+		t.Fatalf("the master stopped replacing a crashing worker: %v", tc.events())
+	}
+	os.Remove(flag)
+	if !xtesting.Eventually(wait, func() bool { return len(tc.activePids()) == 1 }) {
+		t.Fatalf("no active worker after the crash loop ended: %+v", tc.workers())
+	}
+	if _, err := tc.get("/"); err != nil {
+		t.Fatalf("cluster not serving after the crash loop: %v", err)
+	}
+}
+
+func TestInitialWarmUpFailureIsAnError(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "fail")
+	os.WriteFile(flag, nil, 0o644)
+	cmd := xtesting.Command(t, "cluster", nil, envWorkers+"=2", envWarmFail+"="+flag, envRetries+"=1")
+	out, err := cmd.Output()
+	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 3 {
+		t.Fatalf("master: %v; want exit 3 after Listen failed", err)
+	}
+	if !strings.Contains(string(out), "LISTEN-ERROR") || !strings.Contains(string(out), "initial worker failed") {
+		t.Fatalf("master printed %q; want Listen's start failure", out)
+	}
+}

@@ -97,6 +97,7 @@ type Master struct {
 	killOnce sync.Once
 	up       atomic.Bool
 	wg       sync.WaitGroup
+	watchers sync.WaitGroup // watch goroutines: they touch the arena
 }
 
 type request struct {
@@ -157,7 +158,7 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 	for range c.Workers {
 		h, err := m.spawnFree()
 		if err != nil {
-			m.Kill()
+			m.abort()
 			return nil, err
 		}
 		hs = append(hs, h)
@@ -170,15 +171,13 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 			}
 			m.killAndReap(h)
 			if attempt >= c.ReplaceRetries || ctx.Err() != nil {
-				m.Kill()
-				<-m.done
+				m.abort()
 				return nil, fmt.Errorf("%w: slot %d: %w", ErrStartFailed, h.slot, err)
 			}
 			m.log.Warn("initial worker failed; retrying", "slot", h.slot, "err", err)
 			sleepCtx(ctx, retryDelay(attempt))
 			if h, err = m.spawn(h.slot); err != nil {
-				m.Kill()
-				<-m.done
+				m.abort()
 				return nil, err
 			}
 			hs[i] = h
@@ -267,6 +266,7 @@ func (m *Master) spawn(slot int) (*handle, error) {
 	m.writePid("worker", h.pid)
 	m.emit("forked", h, nil)
 	go m.reap(h)
+	m.watchers.Add(1)
 	go m.watch(h)
 	return h, nil
 }
@@ -376,6 +376,7 @@ func (m *Master) respawn(slot int, delay time.Duration) {
 // and the nanny. It sleeps on the block's event, never polls faster than
 // once a second.
 func (m *Master) watch(h *handle) {
+	defer m.watchers.Done()
 	var seen proc.State
 	var hbSeq uint64
 	var words [proc.HeartbeatWords]uint64
@@ -633,8 +634,19 @@ func (m *Master) setWant(ctx context.Context, pid int, want proc.Want, from, to 
 // Done is closed once the master has stopped and every worker is gone.
 func (m *Master) Done() <-chan struct{} { return m.done }
 
-// Wait blocks until the master has stopped and every worker is gone.
-func (m *Master) Wait() { <-m.done }
+// Wait blocks until the master has stopped and every worker is gone. After
+// it returns the master no longer touches the arena: it may be closed.
+func (m *Master) Wait() {
+	<-m.done
+	m.watchers.Wait()
+}
+
+// abort kills every worker and waits until the master no longer touches the
+// arena (Start's failure path: the caller closes the arena next).
+func (m *Master) abort() {
+	m.Kill()
+	m.Wait()
+}
 
 // Stopping is closed when a stop begins (signal, Stop or Kill).
 func (m *Master) Stopping() <-chan struct{} { return m.stopCh }
@@ -693,13 +705,14 @@ func (m *Master) Stop(ctx context.Context) error {
 	}
 	select {
 	case <-m.done:
+		m.watchers.Wait()
 		return nil
 	case <-ctx.Done():
 		m.log.Warn("stop timeout: killing remaining workers")
 	case <-m.killCh:
 	}
 	m.Kill()
-	<-m.done
+	m.Wait()
 	return ctx.Err()
 }
 
