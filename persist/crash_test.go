@@ -1,0 +1,266 @@
+package persist_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/internal/xtesting"
+	"github.com/cluster2/cluster2/persist"
+	"github.com/cluster2/cluster2/shm"
+)
+
+func TestMain(m *testing.M) {
+	xtesting.Main(m, map[string]func(){
+		"pmaster": childManager,
+		"pwriter": childWriter,
+	})
+}
+
+func die(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "child %d: "+format+"\n", append([]any{os.Getpid()}, args...)...)
+	os.Exit(2)
+}
+
+func durabilityFromEnv() cache.Durability {
+	d, _ := strconv.Atoi(os.Getenv("P_DURABILITY"))
+	return cache.Durability(d)
+}
+
+// childManager is a cluster's master in miniature: it replays the data
+// directory into a fresh arena, runs the manager, and starts two writers on
+// the arena. It runs until killed.
+func childManager() {
+	a, err := shm.Create(shm.Options{Size: 24 << 20})
+	if err != nil {
+		die("arena: %v", err)
+	}
+	sp, err := cache.Setup(context.Background(), a, cache.SpaceOptions{Bytes: 16 << 20})
+	if err != nil {
+		die("setup: %v", err)
+	}
+	m, err := persist.Open(os.Getenv("P_DIR"), persist.Options{CompactMin: 256 << 10, CompactRatio: 2})
+	if err != nil {
+		die("open: %v", err)
+	}
+	if err := m.Replay(context.Background(), sp); err != nil {
+		die("replay: %v", err)
+	}
+	if _, err := sp.Use("p", cache.Options{Persist: true, Durability: durabilityFromEnv()}); err != nil {
+		die("use: %v", err)
+	}
+	go func() {
+		if err := m.Run(context.Background()); err != nil {
+			die("run: %v", err)
+		}
+	}()
+	for id := range 2 {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), xtesting.EnvChild+"=pwriter", "P_WRITER="+strconv.Itoa(id))
+		cmd.ExtraFiles = []*os.File{a.File()}
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Start(); err != nil {
+			die("writer: %v", err)
+		}
+	}
+	select {}
+}
+
+// childWriter sets keys and deletes some, printing what it does ("set KEY
+// VALUE" before a Set, "ack KEY VALUE UNIXNANO" after it returned, "deleting
+// KEY" before a Del, "del KEY" after it returned).
+func childWriter() {
+	a, err := shm.Open(os.NewFile(3, "arena"))
+	if err != nil {
+		die("open: %v", err)
+	}
+	sp, err := cache.Attach(a)
+	if err != nil {
+		die("attach: %v", err)
+	}
+	c, err := sp.Use("p", cache.Options{Persist: true, Durability: durabilityFromEnv()})
+	if err != nil {
+		die("use: %v", err)
+	}
+	id := os.Getenv("P_WRITER")
+	w := os.Stdout // one write per line: two writers share the pipe
+	const keys = 20000 // the key space cycles, so that the cache never fills
+	for i := 0; ; i++ {
+		k := fmt.Sprintf("r%s-w%s-k%d", os.Getenv("P_ROUND"), id, i%keys)
+		v := fmt.Sprintf("v%d-%d", i, time.Now().UnixNano())
+		fmt.Fprintf(w, "set %s %s\n", k, v) // from now on the key may hold v
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ok, err := c.Set(ctx, k, []byte(v), cache.SetOptions{})
+		cancel()
+		if err != nil || !ok {
+			die("set %s: %v", k, err)
+		}
+		fmt.Fprintf(w, "ack %s %s %d\n", k, v, time.Now().UnixNano())
+		if i%5 == 4 {
+			old := fmt.Sprintf("r%s-w%s-k%d", os.Getenv("P_ROUND"), id, (i-3)%keys)
+			fmt.Fprintf(w, "deleting %s\n", old) // from now on the key may be gone
+			if _, _, err := c.Del(context.Background(), old); err != nil {
+				die("del %s: %v", old, err)
+			}
+			fmt.Fprintf(w, "del %s\n", old)
+		}
+	}
+}
+
+// runAndKill starts the miniature cluster on dir, collects acknowledgements
+// for about d, then kills the whole process group with SIGKILL.
+// outcome is what the writers acknowledged before the kill. For each key the
+// recovered state must be the last acknowledged one or, if a change was in
+// flight, that change.
+type outcome struct {
+	acked   map[string]string // last acknowledged value ("" with gone: deleted)
+	gone    map[string]bool   // the last acknowledged change was a delete
+	pending map[string]string // a change in flight: a value, or "\x00" for a delete
+	ackAt   map[string]int64
+	killAt  int64
+}
+
+// runAndKill starts the miniature cluster on dir, collects acknowledgements
+// for about d, then kills the whole process group with SIGKILL.
+func runAndKill(t *testing.T, dir string, round int, dur cache.Durability, d time.Duration) outcome {
+	cmd := xtesting.Command(t, "pmaster", nil, "P_DIR="+dir, "P_DURABILITY="+strconv.Itoa(int(dur)), "P_ROUND="+strconv.Itoa(round))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	xtesting.Start(t, cmd)
+	o := outcome{acked: map[string]string{}, gone: map[string]bool{}, pending: map[string]string{}, ackAt: map[string]int64{}}
+	lines := make(chan string, 1024)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	collect := func(l string) {
+		f := strings.Fields(l)
+		switch {
+		case len(f) == 3 && f[0] == "set":
+			o.pending[f[1]] = f[2]
+		case len(f) == 4 && f[0] == "ack":
+			o.acked[f[1]], o.gone[f[1]] = f[2], false
+			o.ackAt[f[1]], _ = strconv.ParseInt(f[3], 10, 64)
+			delete(o.pending, f[1])
+		case len(f) == 2 && f[0] == "deleting":
+			o.pending[f[1]] = "\x00"
+		case len(f) == 2 && f[0] == "del":
+			o.acked[f[1]], o.gone[f[1]] = "", true
+			delete(o.pending, f[1])
+		}
+	}
+	deadline := time.After(d)
+loop:
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("the cluster ended before it was killed")
+			}
+			collect(l)
+		case <-deadline:
+			break loop
+		}
+	}
+	o.killAt = time.Now().UnixNano()
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	cmd.Wait()
+	for l := range lines { // what was written before the kill
+		collect(l)
+	}
+	return o
+}
+
+// check compares a recovered cache with the outcome and returns the keys
+// whose acknowledged state was lost.
+func (o outcome) check(c *cache.Cache) (lost []string) {
+	for k, v := range o.acked {
+		got, ok, _ := c.GetInto(nil, k)
+		if p, inFlight := o.pending[k]; inFlight && ((p == "\x00" && !ok) || (ok && string(got) == p)) {
+			continue
+		}
+		if o.gone[k] && !ok || !o.gone[k] && ok && string(got) == v {
+			continue
+		}
+		lost = append(lost, k)
+	}
+	return lost
+}
+
+func recovered(t *testing.T, dir string) *cache.Cache {
+	sp := space(t, 16<<20)
+	m, err := persist.Open(dir, persist.Options{Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Replay(context.Background(), sp); err != nil {
+		t.Fatal(err)
+	}
+	o, ok := sp.Lookup("p")
+	if !ok {
+		t.Fatal("cache p was not restored")
+	}
+	c, err := sp.Use("p", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("recovery %+v, %d entries", m.Recovery(), c.Stats().Entries)
+	return c
+}
+
+// TestAlwaysSurvivesKill9: with Always, every acknowledged Set and Del
+// survives a kill -9 of the whole process group, across several restarts
+// (each one replaying what the last left, snapshots included).
+func TestAlwaysSurvivesKill9(t *testing.T) {
+	dir := t.TempDir()
+	rounds := 3
+	if testing.Short() {
+		rounds = 2
+	}
+	var past []outcome
+	for round := range rounds {
+		o := runAndKill(t, dir, round, cache.Always, 700*time.Millisecond)
+		if len(o.acked) < 100 {
+			t.Fatalf("round %d: only %d acknowledged changes", round, len(o.acked))
+		}
+		past = append(past, o)
+		c := recovered(t, dir)
+		for r, o := range past {
+			if lost := o.check(c); len(lost) > 0 {
+				t.Fatalf("after round %d: %d acknowledged changes of round %d lost, e.g. %s", round, len(lost), r, lost[0])
+			}
+		}
+		t.Logf("round %d: %d keys acknowledged, all there", round, len(o.acked))
+	}
+}
+
+// TestEverySecondLosesAtMostASecond: with EverySecond, a kill -9 loses only
+// what was acknowledged in about the last second.
+func TestEverySecondLosesAtMostASecond(t *testing.T) {
+	dir := t.TempDir()
+	o := runAndKill(t, dir, 0, cache.EverySecond, 1500*time.Millisecond)
+	c := recovered(t, dir)
+	lost := o.check(c)
+	oldest := time.Duration(0)
+	for _, k := range lost {
+		oldest = max(oldest, time.Duration(o.killAt-o.ackAt[k]))
+	}
+	t.Logf("%d keys acknowledged, %d lost, the oldest lost acknowledged %v before the kill", len(o.acked), len(lost), oldest)
+	if oldest > 1500*time.Millisecond {
+		t.Fatalf("lost a change acknowledged %v before the kill; want at most about a second", oldest)
+	}
+}

@@ -1,0 +1,326 @@
+package persist
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+
+	"github.com/cluster2/cluster2/cache"
+)
+
+const (
+	snapMagic    = "C2SNAP01"
+	snapEndMagic = "C2SNEND1"
+	maxRecord    = 64 << 20 // no record is larger: a length beyond it is damage
+)
+
+// segment is one tidwall/wal segment file.
+type segment struct {
+	index uint64 // index of its first entry
+	path  string
+}
+
+// segments lists the log's segment files in index order (names of 20 digits;
+// tidwall's .START/.END leftovers are resolved by wal.Open before we read).
+func segments(dir string) ([]segment, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []segment
+	for _, e := range ents {
+		name := e.Name()
+		if e.IsDir() || len(name) != 20 {
+			continue
+		}
+		idx, err := strconv.ParseUint(name, 10, 64)
+		if err != nil || idx == 0 {
+			continue
+		}
+		out = append(out, segment{idx, filepath.Join(dir, name)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].index < out[j].index })
+	return out, nil
+}
+
+// entryReader reads uvarint-length-prefixed records.
+type entryReader struct {
+	r   *bufio.Reader
+	off int64 // offset of the next entry
+	buf []byte
+}
+
+// errTorn marks an entry that ends past the end of the file.
+var errTorn = errors.New("entry runs past the end of the file")
+
+// next returns the next entry's bytes and its offset; io.EOF at a clean end.
+func (er *entryReader) next() ([]byte, int64, error) {
+	start := er.off
+	size, err := binary.ReadUvarint(er.r)
+	if err == io.EOF {
+		return nil, start, io.EOF
+	}
+	if err != nil {
+		return nil, start, errTorn
+	}
+	n := int64(uvarintLen(size))
+	if size > maxRecord {
+		return nil, start, fmt.Errorf("entry length %d", size)
+	}
+	if cap(er.buf) < int(size) {
+		er.buf = make([]byte, size)
+	}
+	er.buf = er.buf[:size]
+	if _, err := io.ReadFull(er.r, er.buf); err != nil {
+		return nil, start, errTorn
+	}
+	er.off += n + int64(size)
+	return er.buf, start, nil
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
+}
+
+// restOfFileIsZero reports whether every byte of f from off on is zero: what a
+// crash leaves when the file grew but the data never reached the disk.
+func restOfFileIsZero(path string, off int64) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return false
+	}
+	r := bufio.NewReader(f)
+	for {
+		b, err := r.ReadByte()
+		if err == io.EOF {
+			return true
+		}
+		if err != nil || b != 0 {
+			return false
+		}
+	}
+}
+
+// repairTail cuts a torn last write off the last segment of the log in dir:
+// an entry running past the end of the file, or a bad entry followed only by
+// zeros. It returns the bytes cut (0 if none). Damage with valid data after it
+// is not a torn write: it returns a *CorruptError.
+func repairTail(dir string) (cut int64, file string, err error) {
+	segs, err := segments(dir)
+	if err != nil || len(segs) == 0 {
+		return 0, "", err
+	}
+	last := segs[len(segs)-1].path
+	f, err := os.Open(last)
+	if err != nil {
+		return 0, "", err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return 0, "", err
+	}
+	er := &entryReader{r: bufio.NewReaderSize(f, 1<<20)}
+	for {
+		b, off, err := er.next()
+		if err == io.EOF {
+			f.Close()
+			return 0, "", nil
+		}
+		bad := err != nil
+		if !bad {
+			_, derr := decodeRecord(b)
+			bad = derr != nil
+		}
+		if !bad {
+			continue
+		}
+		f.Close()
+		if errors.Is(err, errTorn) || restOfFileIsZero(last, off+int64(len(b))+int64(uvarintLen(uint64(len(b))))) || restOfFileIsZero(last, off) {
+			if terr := os.Truncate(last, off); terr != nil {
+				return 0, "", terr
+			}
+			return st.Size() - off, last, nil
+		}
+		reason := "bad checksum"
+		if err != nil {
+			reason = err.Error()
+		}
+		return 0, "", &CorruptError{File: last, Offset: off, Reason: reason}
+	}
+}
+
+// readSnapshot streams the snapshot at path to fn and returns the log index
+// it covers. A missing file is an empty snapshot (index 0).
+func readSnapshot(path string, fn func(cache.Mutation) error) (index uint64, count int, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 1<<20)
+	corrupt := func(off int64, reason string) (uint64, int, error) {
+		return 0, 0, &CorruptError{File: path, Offset: off, Reason: reason}
+	}
+	var head [16]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil || string(head[:8]) != snapMagic {
+		return corrupt(0, "not a cluster2 snapshot (bad magic)")
+	}
+	index = binary.LittleEndian.Uint64(head[8:])
+	off := int64(16)
+	var buf []byte
+	for {
+		peek, err := r.Peek(8)
+		if err == nil && string(peek) == snapEndMagic {
+			break
+		}
+		size, err := binary.ReadUvarint(r)
+		if err != nil || size > maxRecord {
+			return corrupt(off, "truncated or bad entry length (no footer)")
+		}
+		if cap(buf) < int(size) {
+			buf = make([]byte, size)
+		}
+		buf = buf[:size]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return corrupt(off, "entry runs past the end of the file")
+		}
+		m, err := decodeRecord(buf)
+		if err != nil {
+			return corrupt(off, "bad checksum")
+		}
+		if err := fn(m); err != nil {
+			return 0, 0, err
+		}
+		count++
+		off += int64(uvarintLen(size)) + int64(size)
+	}
+	// Footer: its crc covers every byte before it.
+	sum, err := crcPrefix(path, off)
+	if err != nil {
+		return 0, 0, err
+	}
+	var foot [20]byte
+	if _, err := io.ReadFull(r, foot[:]); err != nil {
+		return corrupt(off, "truncated footer")
+	}
+	if int(binary.LittleEndian.Uint64(foot[8:])) != count || binary.LittleEndian.Uint32(foot[16:]) != sum {
+		return corrupt(off, "footer does not match the entries")
+	}
+	if _, err := r.ReadByte(); err != io.EOF {
+		return corrupt(off+20, "bytes after the footer")
+	}
+	return index, count, nil
+}
+
+func crcPrefix(path string, n int64) (uint32, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	h := crc32.New(castagnoli)
+	if _, err := io.CopyN(h, f, n); err != nil {
+		return 0, err
+	}
+	return h.Sum32(), nil
+}
+
+// snapshotWriter writes a snapshot to a temp file; Commit makes it the
+// snapshot.
+type snapshotWriter struct {
+	f     *os.File
+	w     *bufio.Writer
+	crc   hashWriter
+	count uint64
+	rec   []byte
+	path  string
+}
+
+type hashWriter interface {
+	io.Writer
+	Sum32() uint32
+}
+
+func createSnapshot(path string, index uint64) (*snapshotWriter, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), ".snapshot-*")
+	if err != nil {
+		return nil, err
+	}
+	sw := &snapshotWriter{f: f, crc: crc32.New(castagnoli), path: path}
+	sw.w = bufio.NewWriterSize(io.MultiWriter(f, sw.crc), 1<<20)
+	var head [16]byte
+	copy(head[:], snapMagic)
+	binary.LittleEndian.PutUint64(head[8:], index)
+	sw.w.Write(head[:])
+	return sw, nil
+}
+
+func (sw *snapshotWriter) add(m cache.Mutation) error {
+	sw.rec = appendRecord(sw.rec[:0], m)
+	var lb [binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(lb[:], uint64(len(sw.rec)))
+	sw.w.Write(lb[:n])
+	_, err := sw.w.Write(sw.rec)
+	sw.count++
+	return err
+}
+
+// commit writes the footer, fsyncs, renames over the snapshot and fsyncs the
+// directory: after it returns, a crash finds the new snapshot whole.
+func (sw *snapshotWriter) commit() error {
+	if err := sw.w.Flush(); err != nil {
+		return sw.abort(err)
+	}
+	var foot [20]byte
+	copy(foot[:], snapEndMagic)
+	binary.LittleEndian.PutUint64(foot[8:], sw.count)
+	binary.LittleEndian.PutUint32(foot[16:], sw.crc.Sum32())
+	if _, err := sw.f.Write(foot[:]); err != nil {
+		return sw.abort(err)
+	}
+	if err := sw.f.Sync(); err != nil {
+		return sw.abort(err)
+	}
+	if err := sw.f.Close(); err != nil {
+		return sw.abort(err)
+	}
+	if err := os.Rename(sw.f.Name(), sw.path); err != nil {
+		return sw.abort(err)
+	}
+	return syncDir(filepath.Dir(sw.path))
+}
+
+func (sw *snapshotWriter) abort(err error) error {
+	sw.f.Close()
+	os.Remove(sw.f.Name())
+	return fmt.Errorf("persist: snapshot: %w", err)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

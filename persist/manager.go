@@ -1,0 +1,429 @@
+package persist
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/tidwall/wal"
+
+	"github.com/cluster2/cluster2/cache"
+)
+
+// Options configure a Manager. The zero value is valid.
+type Options struct {
+	// Durability is the cluster's default for persistent caches that do not
+	// choose their own. Default (zero): cache.EverySecond.
+	Durability cache.Durability
+
+	// Salvage, on damage in the middle of the log, keeps what comes before
+	// it and drops the rest (reported in Recovery) instead of refusing to
+	// start. Default false: start-up stops with the file and offset.
+	Salvage bool
+
+	// SegmentSize is the log's segment file size in bytes. Default 16 MiB.
+	SegmentSize int
+
+	// CompactRatio and CompactMin: a snapshot replaces the log once the log
+	// holds more than CompactRatio times the live bytes and at least
+	// CompactMin bytes. Defaults 4 and 16 MiB.
+	CompactRatio float64
+	CompactMin   int64
+
+	// Logger receives recovery reports and errors. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Durability == cache.DurabilityDefault {
+		o.Durability = cache.EverySecond
+	}
+	if o.Durability > cache.Always {
+		return o, fmt.Errorf("%w: Durability %d", ErrBadOptions, o.Durability)
+	}
+	if o.SegmentSize == 0 {
+		o.SegmentSize = 16 << 20
+	}
+	if o.CompactRatio == 0 {
+		o.CompactRatio = 4
+	}
+	if o.CompactMin == 0 {
+		o.CompactMin = 16 << 20
+	}
+	if o.SegmentSize < 0 || o.CompactRatio < 1 || o.CompactMin < 0 {
+		return o, fmt.Errorf("%w: SegmentSize %d, CompactRatio %v, CompactMin %d", ErrBadOptions, o.SegmentSize, o.CompactRatio, o.CompactMin)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
+}
+
+// Recovery reports what Open and Replay found.
+type Recovery struct {
+	SnapshotIndex   uint64 // the log index the snapshot covers (0: no snapshot)
+	SnapshotEntries int    // records read from the snapshot
+	LogEntries      int    // log records replayed after the snapshot
+	TornBytes       int64  // bytes of a torn last write cut off the log
+	TornFile        string
+	Salvaged        error // the damage Salvage skipped, with everything after it (nil if none)
+}
+
+// Manager owns the write-ahead log and the snapshot of a data directory. Open
+// it, Replay it into a cache space before the workers start, then Run it. A
+// Manager is safe for concurrent use; one process at a time may open a
+// directory.
+type Manager struct {
+	dir  string
+	opts Options
+	log  *wal.Log
+	rec  Recovery
+
+	sp *cache.Space     // attached by Replay or Resume
+	p  *cache.Persister // the journal reader, from the same
+
+	mu        sync.Mutex // serialises log writes and snapshots
+	batch     wal.Batch
+	batchN    int // entries in batch
+	buf       []byte
+	sinceSnap int64 // log bytes written since the last snapshot
+	closed    bool
+}
+
+// Open opens (creating if needed) the data directory dir: it cuts a torn last
+// write off the log (reported in Recovery) and opens the log for appending.
+// Damage that is not a torn write returns a *CorruptError.
+func Open(dir string, opts Options) (*Manager, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	waldir := filepath.Join(dir, "wal")
+	if err := os.MkdirAll(waldir, 0o700); err != nil {
+		return nil, fmt.Errorf("persist: %w", err)
+	}
+	m := &Manager{dir: dir, opts: o}
+	cut, file, err := repairTail(waldir)
+	if err != nil {
+		if !o.Salvage || !errors.Is(err, ErrCorrupt) {
+			return nil, err
+		}
+		// Salvage: cut at the damage too.
+		var ce *CorruptError
+		errors.As(err, &ce)
+		if terr := os.Truncate(ce.File, ce.Offset); terr != nil {
+			return nil, terr
+		}
+		m.rec.Salvaged = err
+		o.Logger.Warn("persist: salvaged the log: dropped everything from the damage on", "err", err)
+	}
+	if cut > 0 {
+		m.rec.TornBytes, m.rec.TornFile = cut, file
+		o.Logger.Warn("persist: cut a torn last write off the log", "file", file, "bytes", cut)
+	}
+	m.log, err = wal.Open(waldir, &wal.Options{NoSync: true, AllowEmpty: true, SegmentSize: o.SegmentSize,
+		DirPerms: 0o700, FilePerms: 0o600})
+	if err != nil {
+		return nil, fmt.Errorf("persist: open log %s: %w", waldir, err)
+	}
+	return m, nil
+}
+
+// Recovery returns what Open and Replay found.
+func (m *Manager) Recovery() Recovery { return m.rec }
+
+func (m *Manager) snapshotPath() string { return filepath.Join(m.dir, "snapshot") }
+
+// Replay applies the snapshot and the log entries after it to sp, then makes
+// this process sp's persister from the journal's end on (Run logs what comes
+// next). The master calls it once, on a fresh arena, before its workers
+// start. Expired entries are not resurrected. Damage returns a *CorruptError
+// naming the file and offset, unless Options.Salvage (then the log is cut
+// there, reported).
+func (m *Manager) Replay(ctx context.Context, sp *cache.Space) error {
+	if err := m.replay(ctx, sp); err != nil {
+		return err
+	}
+	p, err := sp.AttachPersister(m.opts.Durability)
+	if err != nil {
+		return err
+	}
+	p.Logged(p.Skip())
+	p.Durable(p.Position())
+	m.sp, m.p = sp, p
+	return nil
+}
+
+// Resume makes this process the persister of sp, whose journal survived a
+// previous manager (a standalone manager restarted by the master): Run goes on
+// where that one had logged to.
+func (m *Manager) Resume(sp *cache.Space) error {
+	p, err := sp.AttachPersister(m.opts.Durability)
+	if err != nil {
+		return err
+	}
+	m.sp, m.p = sp, p
+	return nil
+}
+
+func (m *Manager) replay(ctx context.Context, sp *cache.Space) error {
+	r := sp.Restorer()
+	defer r.Close()
+	idx, n, err := readSnapshot(m.snapshotPath(), func(mu cache.Mutation) error { return r.Apply(ctx, mu) })
+	if err != nil {
+		return err
+	}
+	m.rec.SnapshotIndex, m.rec.SnapshotEntries = idx, n
+	segs, err := segments(filepath.Join(m.dir, "wal"))
+	if err != nil {
+		return fmt.Errorf("persist: %w", err)
+	}
+	for si, seg := range segs {
+		if si+1 < len(segs) && segs[si+1].index <= idx+1 {
+			continue // every entry of this segment is in the snapshot
+		}
+		if err := m.replaySegment(ctx, seg, idx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Manager) replaySegment(ctx context.Context, seg segment, after uint64, r *cache.Restorer) error {
+	f, err := os.Open(seg.path)
+	if err != nil {
+		return fmt.Errorf("persist: %w", err)
+	}
+	defer f.Close()
+	er := &entryReader{r: bufio.NewReaderSize(f, 1<<20)}
+	for index := seg.index; ; index++ {
+		b, off, err := er.next()
+		if err == io.EOF {
+			return nil
+		}
+		var mu cache.Mutation
+		if err == nil {
+			mu, err = decodeRecord(b)
+		}
+		if err != nil {
+			cerr := &CorruptError{File: seg.path, Offset: off, Reason: "bad entry: " + err.Error()}
+			if !m.opts.Salvage {
+				return cerr
+			}
+			if terr := m.log.TruncateBack(index - 1); terr != nil {
+				return fmt.Errorf("persist: salvage: %w (after %w)", terr, cerr)
+			}
+			m.rec.Salvaged = cerr
+			m.opts.Logger.Warn("persist: salvaged the log: dropped everything from the damage on", "err", cerr)
+			return nil
+		}
+		if index <= after {
+			continue
+		}
+		if err := r.Apply(ctx, mu); err != nil {
+			return fmt.Errorf("persist: replay %s entry %d: %w", seg.path, index, err)
+		}
+		m.rec.LogEntries++
+	}
+}
+
+// Run copies the journal's records of persistent caches into the log until
+// ctx ends, fsyncing per durability and taking snapshots when the log grows.
+// Call Replay or Resume first.
+func (m *Manager) Run(ctx context.Context) error {
+	sp, p := m.sp, m.p
+	if p == nil {
+		return fmt.Errorf("%w: Run before Replay or Resume", ErrBadOptions)
+	}
+	defer p.Detach()
+	var (
+		pending    uint64 // journal position up to which records are in the log
+		synced     uint64 // journal position up to which records are fsynced
+		lastSync   = time.Now()
+		nextCheck  = time.Now().Add(time.Second)
+		needAlways bool // an Always record waits for an fsync
+		needSecond bool // an EverySecond record waits for the next second's fsync
+	)
+	for {
+		stopping := ctx.Err() != nil // then drain the journal once more and stop
+		n, rerr := p.Read(4096, func(mu cache.Mutation, end uint64) error {
+			m.mu.Lock()
+			m.appendLocked(mu)
+			m.mu.Unlock()
+			switch m.durability(sp, mu.Cache) {
+			case cache.Always:
+				needAlways = true
+			case cache.EverySecond:
+				needSecond = true
+			}
+			return nil
+		})
+		m.mu.Lock()
+		err := m.writeBatchLocked()
+		m.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		pending = p.Position() // records of other caches advance it too
+		p.Logged(pending)
+		if errors.Is(rerr, cache.ErrJournalGap) {
+			m.opts.Logger.Warn("persist: the journal overwrote records before they were logged; taking a snapshot")
+			if err := m.snapshot(ctx, sp); err != nil {
+				return err
+			}
+			pending = p.Position()
+			p.Logged(pending)
+			synced, lastSync, needAlways, needSecond = pending, time.Now(), false, false
+			p.Durable(synced)
+			continue
+		} else if rerr != nil {
+			return rerr
+		}
+		now := time.Now()
+		if pending > synced {
+			if needAlways || (needSecond && now.Sub(lastSync) >= time.Second) {
+				if err := m.sync(); err != nil {
+					return err
+				}
+				lastSync, needAlways, needSecond = now, false, false
+			}
+			if !needSecond {
+				// Everything read is either fsynced or belongs to a Never cache.
+				synced = pending
+				p.Durable(synced)
+			}
+		}
+		if now.After(nextCheck) {
+			nextCheck = now.Add(time.Second)
+			if m.shouldCompact(sp) {
+				if err := m.snapshot(ctx, sp); err != nil {
+					m.opts.Logger.Error("persist: snapshot failed", "err", err)
+				}
+			}
+		}
+		if stopping && n == 0 {
+			if err := m.sync(); err != nil {
+				return err
+			}
+			p.Durable(pending)
+			return nil
+		}
+		if n == 0 {
+			p.Wait(10 * time.Millisecond)
+		}
+	}
+}
+
+// durability resolves a cache's durability.
+func (m *Manager) durability(sp *cache.Space, name string) cache.Durability {
+	if o, ok := sp.Lookup(name); ok && o.Durability != cache.DurabilityDefault {
+		return o.Durability
+	}
+	return m.opts.Durability
+}
+
+func (m *Manager) appendLocked(mu cache.Mutation) {
+	m.buf = appendRecord(m.buf[:0], mu)
+	last, _ := m.log.LastIndex()
+	m.batch.Write(last+uint64(m.batchN)+1, m.buf)
+	m.batchN++
+	m.sinceSnap += int64(len(m.buf)) + 4
+}
+
+func (m *Manager) writeBatchLocked() error {
+	if m.batchN == 0 {
+		return nil
+	}
+	if err := m.log.WriteBatch(&m.batch); err != nil {
+		return fmt.Errorf("persist: write log: %w", err)
+	}
+	m.batchN = 0
+	return nil
+}
+
+func (m *Manager) sync() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.log.Sync(); err != nil {
+		return fmt.Errorf("persist: fsync log: %w", err)
+	}
+	return nil
+}
+
+// shouldCompact reports whether the log outgrew the live data.
+func (m *Manager) shouldCompact(sp *cache.Space) bool {
+	m.mu.Lock()
+	since := m.sinceSnap
+	m.mu.Unlock()
+	if since < m.opts.CompactMin {
+		return false
+	}
+	var live int64
+	for _, name := range sp.Names() {
+		if o, ok := sp.Lookup(name); ok && o.Persist {
+			if c, err := sp.Use(name, o); err == nil {
+				live += c.Stats().Bytes
+			}
+		}
+	}
+	return float64(since) > m.opts.CompactRatio*float64(live)
+}
+
+// Snapshot writes a snapshot of sp's persistent caches now and drops the log
+// entries it covers.
+func (m *Manager) Snapshot(ctx context.Context, sp *cache.Space) error { return m.snapshot(ctx, sp) }
+
+func (m *Manager) snapshot(ctx context.Context, sp *cache.Space) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.writeBatchLocked(); err != nil {
+		return err
+	}
+	if err := m.log.Sync(); err != nil {
+		return fmt.Errorf("persist: fsync log: %w", err)
+	}
+	// Everything up to last is in the log; the scan starts after, so it sees
+	// every mutation logged up to last or a later one (which the log after
+	// last replays).
+	last, err := m.log.LastIndex()
+	if err != nil {
+		return fmt.Errorf("persist: %w", err)
+	}
+	sw, err := createSnapshot(m.snapshotPath(), last)
+	if err != nil {
+		return fmt.Errorf("persist: snapshot: %w", err)
+	}
+	if err := sp.Scan(ctx, sw.add); err != nil {
+		return sw.abort(err)
+	}
+	if err := sw.commit(); err != nil {
+		return err
+	}
+	if err := m.log.TruncateFront(last + 1); err != nil {
+		return fmt.Errorf("persist: truncate log front: %w", err)
+	}
+	m.sinceSnap = 0
+	return nil
+}
+
+// Close syncs and closes the log.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	err := m.log.Sync()
+	if cerr := m.log.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,283 @@
+package persist_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/persist"
+	"github.com/cluster2/cluster2/shm"
+)
+
+var bg = context.Background()
+
+// space makes a fresh arena with a cache space, closed at the end.
+func space(tb testing.TB, bytes int64) *cache.Space {
+	tb.Helper()
+	a, err := shm.Create(shm.Options{Size: bytes + bytes/4 + 2<<20})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sp, err := cache.Setup(bg, a, cache.SpaceOptions{Bytes: bytes})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { sp.Close(); a.Close() })
+	return sp
+}
+
+// running opens dir, replays it into a fresh space and runs the manager
+// until stop is called; stop waits for Run to return and closes the manager.
+func running(tb testing.TB, dir string, opts persist.Options) (*cache.Space, *persist.Manager, func()) {
+	tb.Helper()
+	sp := space(tb, 8<<20)
+	m, err := persist.Open(dir, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := m.Replay(bg, sp); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				tb.Errorf("Run: %v", err)
+			}
+			m.Close()
+		})
+	}
+	tb.Cleanup(stop)
+	return sp, m, stop
+}
+
+func TestRestartKeepsPersistentCaches(t *testing.T) {
+	dir := t.TempDir()
+	opts := persist.Options{Logger: quiet()}
+	sp, _, stop := running(t, dir, opts)
+	c, err := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp, _ := sp.Use("tmp", cache.Options{})
+	ttl, _ := sp.Use("ttl", cache.Options{Persist: true, Expire: 50 * time.Millisecond})
+	for i := range 100 {
+		if _, err := c.Set(bg, fmt.Sprint("k", i), []byte(fmt.Sprint("v", i)), cache.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 10 {
+		if _, _, err := c.Del(bg, fmt.Sprint("k", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Set(bg, "empty", []byte{}, cache.SetOptions{})
+	tmp.Set(bg, "gone", []byte("x"), cache.SetOptions{})
+	ttl.Set(bg, "short", []byte("x"), cache.SetOptions{})
+	ttl.Set(bg, "long", []byte("x"), cache.SetOptions{Expire: time.Hour})
+	stop()
+
+	time.Sleep(60 * time.Millisecond)
+	sp2, m2, _ := running(t, dir, opts)
+	t.Logf("recovery: %+v", m2.Recovery())
+	c2, err := sp2.Use("p", cache.Options{Persist: true, Durability: cache.Always})
+	if err != nil {
+		t.Fatalf("Use after replay: %v", err)
+	}
+	for i := range 100 {
+		v, ok, _ := c2.GetInto(nil, fmt.Sprint("k", i))
+		if i < 10 && ok {
+			t.Fatalf("deleted k%d came back as %q", i, v)
+		}
+		if i >= 10 && (!ok || string(v) != fmt.Sprint("v", i)) {
+			t.Fatalf("k%d = %q, %v after restart", i, v, ok)
+		}
+	}
+	if v, ok, _ := c2.GetInto(nil, "empty"); !ok || len(v) != 0 {
+		t.Fatalf("empty value = %q, %v", v, ok)
+	}
+	if _, ok := sp2.Lookup("tmp"); ok {
+		t.Fatal("a non-persistent cache was restored")
+	}
+	ttl2, _ := sp2.Use("ttl", cache.Options{Persist: true, Expire: 50 * time.Millisecond})
+	if _, ok, _ := ttl2.GetInto(nil, "short"); ok {
+		t.Fatal("an expired entry was resurrected")
+	}
+	e, err := ttl2.Inspect("long")
+	if err != nil || e.TTL < 50*time.Minute {
+		t.Fatalf("long-lived entry after restart: %+v, %v", e, err)
+	}
+}
+
+func TestSnapshotCompactsTheLog(t *testing.T) {
+	dir := t.TempDir()
+	opts := persist.Options{Logger: quiet(), CompactMin: 64 << 10, CompactRatio: 2}
+	sp, m, stop := running(t, dir, opts)
+	c, _ := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
+	val := bytes.Repeat([]byte("v"), 200)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 3000 {
+				k := fmt.Sprintf("w%d-k%d", w, i%300)
+				if _, err := c.Set(bg, k, append(val[:200:200], fmt.Sprint(i)...), cache.SetOptions{}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	// Snapshot while the writers write, too.
+	for range 3 {
+		time.Sleep(20 * time.Millisecond)
+		if err := m.Snapshot(bg, sp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	stop()
+	size := dirSize(t, filepath.Join(dir, "wal"))
+	sp2, m2, _ := running(t, dir, opts)
+	t.Logf("log %d bytes after compaction; recovery %+v", size, m2.Recovery())
+	if m2.Recovery().SnapshotEntries == 0 {
+		t.Fatal("no snapshot was read")
+	}
+	c2, _ := sp2.Use("p", cache.Options{Persist: true, Durability: cache.Always})
+	for w := range 4 {
+		for k := range 300 {
+			key := fmt.Sprintf("w%d-k%d", w, k)
+			want := string(val) + fmt.Sprint(2700+k)
+			if v, ok, _ := c2.GetInto(nil, key); !ok || string(v) != want {
+				t.Fatalf("%s = %.20q…, %v; want the last write", key, v, ok)
+			}
+		}
+	}
+}
+
+func TestTornTailIsCutAndReported(t *testing.T) {
+	dir := t.TempDir()
+	opts := persist.Options{Logger: quiet()}
+	sp, _, stop := running(t, dir, opts)
+	c, _ := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
+	for i := range 20 {
+		c.Set(bg, fmt.Sprint("k", i), []byte("value"), cache.SetOptions{})
+	}
+	stop()
+	seg := lastSegment(t, dir)
+	// A crash in the middle of a write: half of a new entry at the end.
+	f, _ := os.OpenFile(seg, os.O_APPEND|os.O_WRONLY, 0)
+	f.Write([]byte{60, 1, 2, 3, 4, 5})
+	f.Close()
+	sp2, m2, _ := running(t, dir, opts)
+	r := m2.Recovery()
+	if r.TornBytes != 6 || r.TornFile != seg {
+		t.Fatalf("Recovery = %+v; want 6 torn bytes cut from %s", r, seg)
+	}
+	c2, _ := sp2.Use("p", cache.Options{Persist: true, Durability: cache.Always})
+	if st := c2.Stats(); st.Entries != 20 {
+		t.Fatalf("%d entries after cutting the torn tail; want 20", st.Entries)
+	}
+}
+
+func TestCorruptionInTheMiddleStopsStartUp(t *testing.T) {
+	dir := t.TempDir()
+	opts := persist.Options{Logger: quiet()}
+	sp, _, stop := running(t, dir, opts)
+	c, _ := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
+	for i := range 50 {
+		c.Set(bg, fmt.Sprintf("key-%03d", i), []byte("some value"), cache.SetOptions{})
+	}
+	stop()
+	seg := lastSegment(t, dir)
+	data, _ := os.ReadFile(seg)
+	at := bytes.Index(data, []byte("key-025"))
+	data[at] ^= 0xff // flip a byte of the 26th set
+	os.WriteFile(seg, data, 0o600)
+
+	m, err := persist.Open(dir, opts)
+	var ce *persist.CorruptError
+	if err == nil {
+		err = m.Replay(bg, space(t, 4<<20))
+		m.Close()
+	}
+	if !errors.Is(err, persist.ErrCorrupt) || !errors.As(err, &ce) || ce.File != seg || ce.Offset <= 0 {
+		t.Fatalf("start with a flipped byte in the middle = %v; want a CorruptError naming %s and an offset", err, seg)
+	}
+	t.Logf("error: %v", err)
+
+	// With Salvage, what comes before the damage is kept.
+	opts.Salvage = true
+	sp2, m2, _ := running(t, dir, opts)
+	if m2.Recovery().Salvaged == nil {
+		t.Fatal("Salvage did not report what it dropped")
+	}
+	c2, _ := sp2.Use("p", cache.Options{Persist: true, Durability: cache.Always})
+	if n := c2.Stats().Entries; n < 20 || n >= 50 {
+		t.Fatalf("salvaged %d entries; want those before the damage", n)
+	}
+}
+
+func TestCorruptSnapshotNamesTheFile(t *testing.T) {
+	dir := t.TempDir()
+	opts := persist.Options{Logger: quiet()}
+	sp, m, stop := running(t, dir, opts)
+	c, _ := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
+	for i := range 50 {
+		c.Set(bg, fmt.Sprintf("key-%03d", i), []byte("some value"), cache.SetOptions{})
+	}
+	if err := m.Snapshot(bg, sp); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	snap := filepath.Join(dir, "snapshot")
+	data, _ := os.ReadFile(snap)
+	data[len(data)/2] ^= 0x55
+	os.WriteFile(snap, data, 0o600)
+	m2, err := persist.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	err = m2.Replay(bg, space(t, 4<<20))
+	var ce *persist.CorruptError
+	if !errors.As(err, &ce) || ce.File != snap {
+		t.Fatalf("Replay of a damaged snapshot = %v; want a CorruptError naming it", err)
+	}
+}
+
+func lastSegment(t *testing.T, dir string) string {
+	t.Helper()
+	ents, _ := os.ReadDir(filepath.Join(dir, "wal"))
+	var last string
+	for _, e := range ents {
+		if len(e.Name()) == 20 {
+			last = filepath.Join(dir, "wal", e.Name())
+		}
+	}
+	if last == "" {
+		t.Fatal("no segment")
+	}
+	return last
+}
+
+func dirSize(t *testing.T, dir string) int64 {
+	var n int64
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}

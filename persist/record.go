@@ -1,0 +1,101 @@
+package persist
+
+import (
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"time"
+
+	"github.com/cluster2/cluster2/cache"
+)
+
+const recHeader = 24
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Record ops (format).
+const (
+	opDefine = 1
+	opSet    = 2
+	opDel    = 3
+	opExpire = 4
+	opEvict  = 5
+)
+
+var errRecord = errors.New("bad record")
+
+// appendRecord appends the encoding of m to dst.
+func appendRecord(dst []byte, m cache.Mutation) []byte {
+	var op, dur uint8
+	exp := m.ExpireAt
+	switch m.Op {
+	case cache.OpDefine:
+		op, dur, exp = opDefine, uint8(m.Options.Durability), int64(m.Options.Expire)
+	case cache.OpSet:
+		op = opSet
+	case cache.OpDel:
+		op = opDel
+	case cache.OpExpire:
+		op = opExpire
+	default:
+		op = opEvict
+	}
+	start := len(dst)
+	var h [recHeader]byte
+	h[4], h[5] = op, dur
+	binary.LittleEndian.PutUint16(h[6:], uint16(len(m.Cache)))
+	binary.LittleEndian.PutUint16(h[8:], uint16(len(m.Key)))
+	binary.LittleEndian.PutUint32(h[12:], uint32(len(m.Value)))
+	binary.LittleEndian.PutUint64(h[16:], uint64(exp))
+	dst = append(dst, h[:]...)
+	dst = append(dst, m.Cache...)
+	dst = append(dst, m.Key...)
+	dst = append(dst, m.Value...)
+	binary.LittleEndian.PutUint32(dst[start:], crc32.Checksum(dst[start+4:], castagnoli))
+	return dst
+}
+
+// decodeRecord decodes one record (the whole of b) and checks its checksum.
+// The mutation's strings and value are copies.
+func decodeRecord(b []byte) (cache.Mutation, error) {
+	var m cache.Mutation
+	if len(b) < recHeader {
+		return m, errRecord
+	}
+	if binary.LittleEndian.Uint32(b) != crc32.Checksum(b[4:], castagnoli) {
+		return m, errRecord
+	}
+	nlen := int(binary.LittleEndian.Uint16(b[6:]))
+	klen := int(binary.LittleEndian.Uint16(b[8:]))
+	vlen := int(binary.LittleEndian.Uint32(b[12:]))
+	exp := int64(binary.LittleEndian.Uint64(b[16:]))
+	if recHeader+nlen+klen+vlen != len(b) || nlen == 0 {
+		return m, errRecord
+	}
+	m.Cache = string(b[recHeader : recHeader+nlen])
+	switch b[4] {
+	case opDefine:
+		m.Op = cache.OpDefine
+		m.Options = cache.Options{Persist: true, Expire: time.Duration(exp), Durability: cache.Durability(b[5])}
+		if exp < 0 || m.Options.Durability > cache.Always || klen != 0 || vlen != 0 {
+			return m, errRecord
+		}
+		return m, nil
+	case opSet:
+		m.Op, m.ExpireAt = cache.OpSet, exp
+		m.Value = append([]byte{}, b[recHeader+nlen+klen:]...)
+	case opDel:
+		m.Op = cache.OpDel
+	case opExpire:
+		m.Op = cache.OpExpire
+	case opEvict:
+		m.Op = cache.OpEvict
+	default:
+		return m, errRecord
+	}
+	if klen == 0 {
+		return m, errRecord
+	}
+	m.Key = string(b[recHeader+nlen : recHeader+nlen+klen])
+	return m, nil
+}
