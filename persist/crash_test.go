@@ -91,7 +91,7 @@ func childWriter() {
 		die("use: %v", err)
 	}
 	id := os.Getenv("P_WRITER")
-	w := os.Stdout // one write per line: two writers share the pipe
+	w := os.Stdout     // one write per line: two writers share the pipe
 	const keys = 20000 // the key space cycles, so that the cache never fills
 	for i := 0; ; i++ {
 		k := fmt.Sprintf("r%s-w%s-k%d", os.Getenv("P_ROUND"), id, i%keys)
