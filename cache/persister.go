@@ -196,7 +196,7 @@ func (p *Persister) Read(max int, fn func(m Mutation, end uint64) error) (int, e
 func (p *Persister) Wait(timeout time.Duration) {
 	j := p.sp.jr.h
 	tk := j.pev.Prepare()
-	if j.tail.Load() != p.cur && timeout == 0 {
+	if j.tail.Load() != p.cur {
 		j.pev.Cancel()
 		return
 	}

@@ -336,6 +336,12 @@ func (sp *Space) findName(name string) (uint32, Options, bool) {
 	return 0, Options{}, false
 }
 
+// Lookup returns the options of the named cache, if some process created it.
+func (sp *Space) Lookup(name string) (Options, bool) {
+	_, o, ok := sp.findName(name)
+	return o, ok
+}
+
 // entryOptions returns the options of registry entry id.
 func (sp *Space) entryOptions(id uint32) Options {
 	e := &sp.h.registry[id]
