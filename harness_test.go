@@ -26,6 +26,7 @@ type testCluster struct {
 	ctl   string // the master's test control server
 	lines chan string
 	exit  chan error
+	dead  chan struct{} // closed once cmd.Wait returned
 }
 
 // startCluster starts a master with env and waits until Listen returned in
@@ -38,7 +39,7 @@ func startCluster(t *testing.T, env ...string) *testCluster {
 		t.Fatal(err)
 	}
 	xtesting.Start(t, cmd)
-	tc := &testCluster{t: t, cmd: cmd, lines: make(chan string, 100), exit: make(chan error, 1)}
+	tc := &testCluster{t: t, cmd: cmd, lines: make(chan string, 100), exit: make(chan error, 1), dead: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
@@ -47,15 +48,18 @@ func startCluster(t *testing.T, env ...string) *testCluster {
 			default:
 			}
 		}
-		tc.exit <- cmd.Wait()
+		err := cmd.Wait()
+		close(tc.dead)
+		tc.exit <- err
 		close(tc.lines)
 	}()
 	t.Cleanup(func() {
 		// Whatever the test did, leave no process behind: the whole cluster
 		// dies with its master (death pipe), and the master is killed here.
-		if cmd.ProcessState == nil {
-			cmd.Process.Signal(syscall.SIGKILL)
-		}
+		// Waiting for dead also orders the Wait above before xtesting's own
+		// cleanup, which reads cmd.ProcessState.
+		cmd.Process.Signal(syscall.SIGKILL)
+		<-tc.dead
 	})
 	deadline := time.After(60 * time.Second)
 	for {

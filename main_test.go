@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -85,6 +86,7 @@ func childCluster() {
 	cfg := cluster2.Config{
 		Workers: workers, Addr: "127.0.0.1:0",
 		Handler:           testHandler(),
+		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		HeartbeatInterval: envDur(envHeartbeat, 200*time.Millisecond),
 		NannyTolerance:    envDur(envNanny, -1),
 		MemoryLimit:       uint64(memLimit),
