@@ -17,7 +17,7 @@ import (
 type Heartbeat struct {
 	Pid              int           // the worker's pid
 	Slot             int           // the worker's slot in the arena's process table
-	Uptime           time.Duration // since the worker process started
+	Uptime           time.Duration // since the worker started (Run)
 	CPU              float64       // CPU use in the cycle, percent of one core
 	RSS              uint64        // resident memory, bytes
 	OpenConns        int64         // connections open now

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/shm"
+	"golang.org/x/sys/unix"
 )
 
 // RoleWorker is the role a worker stores in its slot of the process table.
@@ -151,6 +152,11 @@ func Run(ctx context.Context, cfg Config) (*Worker, error) {
 
 // attach maps the arena, joins the slot and finds the control block.
 func (w *Worker) attach(ctx context.Context) error {
+	// The inherited descriptors are not for the worker's own children: a
+	// grandchild holding the socket or the arena would outlive the cluster.
+	for _, fd := range []int{proc.ListenerFD, proc.ArenaFD, proc.DeathFD} {
+		unix.CloseOnExec(fd)
+	}
 	a, err := shm.Open(os.NewFile(proc.ArenaFD, "arena"))
 	if err != nil {
 		return fmt.Errorf("%w: arena: %w", ErrInherit, err)
