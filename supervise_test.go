@@ -349,3 +349,48 @@ func TestInitialWarmUpFailureIsAnError(t *testing.T) {
 		t.Fatalf("master printed %q; want Listen's start failure", out)
 	}
 }
+
+// TestDeathQueueIsFIFOOneAtATime queues two workers: the second replacement
+// starts only once the first old worker is gone, and each old worker is
+// dismissed only once its successor listens.
+func TestDeathQueueIsFIFOOneAtATime(t *testing.T) {
+	tc := startCluster(t, envWorkers+"=2")
+	ws := tc.workers()
+	a, b := ws[0].Pid, ws[1].Pid
+	tc.control("/replace?pid="+strconv.Itoa(a), nil)
+	tc.control("/replace?pid="+strconv.Itoa(b), nil)
+	dead := func(pid int) string { return "worker-" + strconv.Itoa(pid) + "-died" }
+	if !xtesting.Eventually(wait, func() bool {
+		ev := tc.events()
+		return slices.Contains(ev, dead(a)) && slices.Contains(ev, dead(b)) && len(tc.activePids()) == 2
+	}) {
+		t.Fatalf("both workers not replaced: %v", tc.events())
+	}
+	ev := tc.events()
+	at := func(name string) int {
+		i := slices.Index(ev, name)
+		if i < 0 {
+			t.Fatalf("no event %s in %v", name, ev)
+		}
+		return i
+	}
+	// Successors are the workers forked after "up", in order.
+	var succ []int
+	for _, e := range ev[at("up"):] {
+		if pid, ok := strings.CutSuffix(strings.TrimPrefix(e, "worker-"), "-forked"); ok {
+			n, _ := strconv.Atoi(pid)
+			succ = append(succ, n)
+		}
+	}
+	if len(succ) != 2 {
+		t.Fatalf("successors %v; want 2: %v", succ, ev)
+	}
+	ev1 := func(pid int, what string) int { return at("worker-" + strconv.Itoa(pid) + "-" + what) }
+	order := []int{
+		ev1(succ[0], "listening"), ev1(a, "old"), ev1(a, "died"),
+		ev1(succ[1], "forked"), ev1(succ[1], "listening"), ev1(b, "old"), ev1(b, "died"),
+	}
+	if !slices.IsSorted(order) {
+		t.Fatalf("death queue out of order (want successor A listening < A old < A died < successor B forked < listening < B old < B died): %v", ev)
+	}
+}

@@ -288,15 +288,17 @@ func (m *Master) reap(h *handle) {
 		m.slotUsed[h.slot] = false
 	}
 	h.notifyLocked()
-	close(h.exited)
 	var delay time.Duration
 	if respawn {
 		delay = m.crashDelayLocked()
 	}
 	last := len(m.byPid) == 0 && m.stopping
 	m.mu.Unlock()
-	h.block.WakeMaster()
+	// The event goes out before exited closes: whatever waits for this death
+	// (the death queue's next replacement) comes after it in the event order.
 	m.emit("died", h, err)
+	close(h.exited)
+	h.block.WakeMaster()
 	switch {
 	case respawn:
 		m.log.Warn("worker died", "worker", h.pid, "slot", h.slot, "state", was, "err", err)
