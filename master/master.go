@@ -44,6 +44,19 @@ func (s State) String() string {
 	return "unknown"
 }
 
+// MarshalText encodes the state as its name (in JSON: "active", …).
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText decodes a state's name.
+func (s *State) UnmarshalText(b []byte) error {
+	i := slices.Index(stateNames[:], string(b))
+	if i < 0 {
+		return fmt.Errorf("master: unknown state %q", b)
+	}
+	*s = State(i)
+	return nil
+}
+
 // Event is a lifecycle event: Name is "worker-<pid>-<what>" for a worker
 // (what: forked, warming, warmup, warmup-failure, listening, paused, resumed,
 // old, died, sigterm, sigkill) or a cluster event ("up", "down",

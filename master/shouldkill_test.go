@@ -54,3 +54,17 @@ func TestDefaultShouldKillPeaksPerWorker(t *testing.T) {
 		t.Fatalf("maxAge 0 must mean never old")
 	}
 }
+
+func TestStateText(t *testing.T) {
+	for s := master.Forked; s <= master.Died; s++ {
+		b, _ := s.MarshalText()
+		var got master.State
+		if err := got.UnmarshalText(b); err != nil || got != s {
+			t.Fatalf("%v: round trip gave %v, %v", s, got, err)
+		}
+	}
+	var s master.State
+	if err := s.UnmarshalText([]byte("zombie")); err == nil {
+		t.Fatalf("UnmarshalText(zombie) = nil; want an error")
+	}
+}
