@@ -180,7 +180,17 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 		for attempt := 0; ; attempt++ {
 			err := m.waitReady(ctx, h)
 			if err == nil {
-				break
+				// From now on a death of this worker is a crash to respawn.
+				m.mu.Lock()
+				if h.state == Died {
+					err = fmt.Errorf("worker %d exited after listening", h.pid)
+				} else {
+					h.keep = true
+				}
+				m.mu.Unlock()
+				if err == nil {
+					break
+				}
 			}
 			m.killAndReap(h)
 			if attempt >= c.ReplaceRetries || ctx.Err() != nil {
@@ -189,6 +199,9 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 			}
 			m.log.Warn("initial worker failed; retrying", "slot", h.slot, "err", err)
 			sleepCtx(ctx, retryDelay(attempt))
+			m.mu.Lock()
+			m.slotUsed[h.slot] = true // reap freed it
+			m.mu.Unlock()
 			if h, err = m.spawn(h.slot); err != nil {
 				m.abort()
 				return nil, err
@@ -196,11 +209,6 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 			hs[i] = h
 		}
 	}
-	m.mu.Lock()
-	for _, h := range hs {
-		h.keep = true
-	}
-	m.mu.Unlock()
 	m.wg.Add(1)
 	go m.deathQueue()
 	if c.HandleSignals {
