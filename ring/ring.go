@@ -213,6 +213,8 @@ func (r *Ring) Reset() {
 	r.h.head.Store(0)
 	r.h.producer.Store(0)
 	r.h.consumer.Store(0)
+	r.h.dataReady.sleeping.Store(0)
+	r.h.spaceFree.sleeping.Store(0)
 }
 
 // Unblock turns the record that a dead producer claimed but never committed
