@@ -403,12 +403,18 @@ func (m *Master) watch(h *handle) {
 	var seen proc.State
 	var hbSeq uint64
 	var words [proc.HeartbeatWords]uint64
-	for {
-		h.block.WaitMaster(seen, hbSeq, time.Second)
+	exited := func() bool {
 		select {
 		case <-h.exited:
-			return
+			return true
 		default:
+			return false
+		}
+	}
+	for {
+		h.block.WaitMaster(seen, hbSeq, exited, time.Second)
+		if exited() {
+			return
 		}
 		if st := h.block.State(); st != seen {
 			seen = st

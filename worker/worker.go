@@ -328,7 +328,7 @@ func (w *Worker) control() {
 			return
 		default:
 		}
-		next := w.block.WaitWant(want, time.Second)
+		next := w.block.WaitWant(want, func() bool { return len(w.stopCh) > 0 }, time.Second)
 		if next == want {
 			continue
 		}

@@ -125,11 +125,14 @@ func (b *Block) Want() Want { return Want(b.want.Load()) }
 // DrainDeadline returns the drain deadline the master set (0: default).
 func (b *Block) DrainDeadline() time.Duration { return time.Duration(b.deadline.Load()) }
 
-// WaitWant sleeps until want differs from seen, or timeout passes (negative:
-// no limit), and returns the current want (worker side).
-func (b *Block) WaitWant(seen Want, timeout time.Duration) Want {
+// WaitWant sleeps until want differs from seen, or ready (when not nil)
+// returns true, or timeout passes (negative: no limit), and returns the
+// current want (worker side). ready is the worker's own wake-up condition
+// for WakeWorker: it is re-checked after the announcement like want, so a
+// WakeWorker that follows the condition is never lost.
+func (b *Block) WaitWant(seen Want, ready func() bool, timeout time.Duration) Want {
 	t := b.toWorker.Prepare()
-	if w := b.Want(); w != seen { // re-check after announcing
+	if w := b.Want(); w != seen || (ready != nil && ready()) { // re-check after announcing
 		b.toWorker.Cancel()
 		return w
 	}
@@ -138,7 +141,8 @@ func (b *Block) WaitWant(seen Want, timeout time.Duration) Want {
 }
 
 // WakeWorker wakes whoever sleeps in WaitWant without changing want (the
-// worker uses it to interrupt its own control loop).
+// worker uses it to interrupt its own control loop, after making the loop's
+// ready condition true).
 func (b *Block) WakeWorker() { b.toWorker.Wake() }
 
 // SetState stores the worker's state and wakes the master (worker side). It
@@ -195,10 +199,12 @@ func (b *Block) LoadHeartbeat(w *[HeartbeatWords]uint64) (seq uint64, ok bool) {
 }
 
 // WaitMaster sleeps until the worker's state or heartbeat sequence differs
-// from the ones given, or timeout passes (master side).
-func (b *Block) WaitMaster(state State, hbSeq uint64, timeout time.Duration) {
+// from the ones given, or ready (when not nil) returns true, or timeout
+// passes (master side). ready is re-checked after the announcement, like
+// WaitWant's.
+func (b *Block) WaitMaster(state State, hbSeq uint64, ready func() bool, timeout time.Duration) {
 	t := b.toMaster.Prepare()
-	if b.State() != state || b.HeartbeatSeq() != hbSeq { // re-check after announcing
+	if b.State() != state || b.HeartbeatSeq() != hbSeq || (ready != nil && ready()) { // re-check after announcing
 		b.toMaster.Cancel()
 		return
 	}

@@ -3,6 +3,7 @@ package proc_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,7 +86,7 @@ func TestWantAndStateWake(t *testing.T) {
 	b := &bs[2]
 	b.Reset(time.Second)
 	got := make(chan proc.Want, 1)
-	go func() { got <- b.WaitWant(proc.WantRun, -1) }()
+	go func() { got <- b.WaitWant(proc.WantRun, nil, -1) }()
 	b.SetWant(proc.WantPause)
 	if w := <-got; w != proc.WantPause {
 		t.Fatalf("WaitWant = %v; want pause", w)
@@ -96,7 +97,7 @@ func TestWantAndStateWake(t *testing.T) {
 		t.Fatalf("want after drain then run = %v; want drain (final)", b.Want())
 	}
 	done := make(chan struct{})
-	go func() { b.WaitMaster(proc.StateForked, 0, -1); close(done) }()
+	go func() { b.WaitMaster(proc.StateForked, 0, nil, -1); close(done) }()
 	b.SetState(proc.StateListening)
 	<-done
 	if b.State() != proc.StateListening || b.State().String() != "listening" {
@@ -113,6 +114,33 @@ func TestWorkerEnv(t *testing.T) {
 	for i := range want {
 		if env[i] != want[i] {
 			t.Fatalf("WorkerEnv = %v; want %v", env, want)
+		}
+	}
+}
+
+// TestWakeWorkerIsNeverLost races WakeWorker against the sleeper's
+// announcement many times: the ready condition, re-checked after the
+// announcement, makes sure no wake-up waits for the timeout.
+func TestWakeWorkerIsNeverLost(t *testing.T) {
+	a := shmtest.NewArena(t, 0)
+	bs, _ := proc.Region(context.Background(), a)
+	b := &bs[3]
+	b.Reset(0)
+	for range 2000 {
+		var flag atomic.Bool
+		done := make(chan struct{})
+		go func() {
+			for !flag.Load() {
+				b.WaitWant(proc.WantRun, flag.Load, 10*time.Second)
+			}
+			close(done)
+		}()
+		flag.Store(true)
+		b.WakeWorker()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("a wake-up was lost")
 		}
 	}
 }
