@@ -14,9 +14,9 @@ import (
 	"github.com/cluster2/cluster2/shm/shmtest"
 )
 
-// newRing makes a ring of capacity bytes in a fresh arena, with both ends
-// opened by this process.
-func newRing(tb testing.TB, capacity int) (*ring.Ring, *ring.Producer, *ring.Consumer) {
+// arenaRing makes a ring of capacity bytes in a fresh arena, and returns
+// the arena, the ring's offset and the ring.
+func arenaRing(tb testing.TB, capacity int) (*shm.Arena, shm.Off, *ring.Ring) {
 	tb.Helper()
 	a := shmtest.NewArena(tb, 1<<20+ring.Size(capacity))
 	off, err := a.Alloc(context.Background(), ring.Size(capacity))
@@ -27,6 +27,14 @@ func newRing(tb testing.TB, capacity int) (*ring.Ring, *ring.Producer, *ring.Con
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return a, off, r
+}
+
+// newRing makes a ring of capacity bytes in a fresh arena, with both ends
+// opened by this process.
+func newRing(tb testing.TB, capacity int) (*ring.Ring, *ring.Producer, *ring.Consumer) {
+	tb.Helper()
+	a, _, r := arenaRing(tb, capacity)
 	p, err := a.Self()
 	if err != nil {
 		tb.Fatal(err)
@@ -230,12 +238,7 @@ func TestClaimCommitAbort(t *testing.T) {
 // the ring's bytes.
 func TestCorruptHeader(t *testing.T) {
 	capacity := 256
-	a := shmtest.NewArena(t, 1<<20)
-	off, _ := a.Alloc(context.Background(), ring.Size(capacity))
-	r, err := ring.Init(a, off, capacity)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, off, r := arenaRing(t, capacity)
 	p, _ := a.Self()
 	pr, _ := r.Producer(context.Background(), p, nil)
 	c, _ := r.Consumer(p, nil)
@@ -268,9 +271,7 @@ func TestCorruptHeader(t *testing.T) {
 // TestHeaderBeyondTail scribbles a plausible header into free space: it is
 // not delivered as a record.
 func TestHeaderBeyondTail(t *testing.T) {
-	a := shmtest.NewArena(t, 1<<20)
-	off, _ := a.Alloc(context.Background(), ring.Size(256))
-	r, _ := ring.Init(a, off, 256)
+	a, off, r := arenaRing(t, 256)
 	p, _ := a.Self()
 	c, _ := r.Consumer(p, nil)
 	copy(a.Bytes(off+ring.HeaderSize, 8), []byte{16, 0, 0, 0, 1, 0, 0, 0})
@@ -316,9 +317,7 @@ func TestInitAttachErrors(t *testing.T) {
 // a second membership of this process) leaves the arena, as a killed one
 // would: Unblock turns it into padding and the consumer moves on.
 func TestUnblockDeadClaim(t *testing.T) {
-	a := shmtest.NewArena(t, 1<<20)
-	off, _ := a.Alloc(context.Background(), ring.Size(256))
-	r, _ := ring.Init(a, off, 256)
+	a, _, r := arenaRing(t, 256)
 	self, _ := a.Self()
 	ghost, err := a.Join(1)
 	if err != nil {
@@ -373,9 +372,7 @@ func TestUnblockDeadClaim(t *testing.T) {
 // TestProducerOpenRecovers: opening a new producer after a dead one's claim
 // does Unblock's work by itself.
 func TestProducerOpenRecovers(t *testing.T) {
-	a := shmtest.NewArena(t, 1<<20)
-	off, _ := a.Alloc(context.Background(), ring.Size(256))
-	r, _ := ring.Init(a, off, 256)
+	a, _, r := arenaRing(t, 256)
 	self, _ := a.Self()
 	ghost, _ := a.Join(1)
 	ctx := context.Background()
@@ -400,9 +397,7 @@ func TestProducerOpenRecovers(t *testing.T) {
 func TestBlockingReadAcrossGoroutines(t *testing.T) {
 	for _, spin := range []int{-1, 0} {
 		t.Run(fmt.Sprintf("spin=%d", spin), func(t *testing.T) {
-			a := shmtest.NewArena(t, 1<<20)
-			off, _ := a.Alloc(context.Background(), ring.Size(512))
-			r, _ := ring.Init(a, off, 512)
+			a, _, r := arenaRing(t, 512)
 			p, _ := a.Self()
 			opts := &ring.Options{Spin: spin, PeerCheck: 10 * time.Millisecond}
 			pr, _ := r.Producer(context.Background(), p, opts)
