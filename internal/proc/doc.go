@@ -52,7 +52,10 @@
 // Every word is a sync/atomic typed atomic (sequentially consistent). A store
 // to want or state synchronizes before the load that observes it on the other
 // side; the Event handshake (store, then Wake; Prepare, then re-check) makes
-// sure a sleeper never misses it. The seqlock's stores happen in program
+// sure a sleeper never misses it. A process may also wake its own sleeper
+// (WakeWorker, WakeMaster) after making a local condition true: the sleeper
+// passes that condition to WaitWant or WaitMaster, which re-check it after
+// announcing, so that wake-up is never lost either. The seqlock's stores happen in program
 // order, so a reader that saw the same even hbSeq before and after its loads
 // read one heartbeat, never a mix of two.
 //
