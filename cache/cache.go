@@ -161,6 +161,9 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, opts SetOptio
 		}
 	}
 	sp := c.sp
+	if c.opts.Persist {
+		c.throttle(ctx)
+	}
 	h := hashKey(c.id, key)
 	sh := sp.shardOf(h)
 	if err := sp.lock(ctx, sh); err != nil {
@@ -240,6 +243,9 @@ func (c *Cache) Del(ctx context.Context, key string) ([]byte, bool, error) {
 		return nil, false, err
 	}
 	sp := c.sp
+	if c.opts.Persist {
+		c.throttle(ctx)
+	}
 	h := hashKey(c.id, key)
 	sh := sp.shardOf(h)
 	if err := sp.lock(ctx, sh); err != nil {

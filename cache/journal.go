@@ -44,12 +44,16 @@ func (sp *Space) journalAppend(op uint8, id uint32, key, val []byte, exp int64) 
 		flags, val = jflagNoValue, nil // only for watchers: Set refuses such values in persistent caches
 	}
 	size := uint64(jrecHeader+len(key)+len(val)+7) &^ 7
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	recovered, err := j.h.lock.Lock(ctx, sp.p)
-	cancel()
-	if err != nil {
-		sp.watchLost.Add(1) // a live writer held the journal for 5 s: give up on this change
-		return 0
+	ok, recovered := j.h.lock.TryLock(sp.p) // the common case: no context, no timer
+	if !ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var err error
+		recovered, err = j.h.lock.Lock(ctx, sp.p)
+		cancel()
+		if err != nil {
+			sp.watchLost.Add(1) // a live writer held the journal for 5 s: give up on this change
+			return 0
+		}
 	}
 	if recovered {
 		// A writer died between claiming and publishing: what it wrote past

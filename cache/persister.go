@@ -2,8 +2,10 @@ package cache
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 )
 
@@ -40,6 +42,10 @@ type Mutation struct {
 	ExpireAt int64   // OpSet: absolute deadline, unix nanoseconds; 0 = never
 }
 
+// durableSpins is how many times an Always writer (and the persister, for
+// new records) polls before sleeping on the futex.
+const durableSpins = 50
+
 // durability resolves the cache's Durability against the cluster default.
 func (c *Cache) durability() Durability {
 	if d := c.opts.Durability; d != DurabilityDefault {
@@ -58,6 +64,15 @@ func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
 		return nil
 	}
 	j := c.sp.jr.h
+	j.pev.Wake() // the persister batches others' writes: ask it to go now
+	// An fsync takes 0.1-0.3 ms: poll a little before paying for a futex
+	// sleep and wake-up (tens of µs each on a VM).
+	for range durableSpins {
+		if j.durable.Load() >= jend {
+			return nil
+		}
+		runtime.Gosched()
+	}
 	for j.durable.Load() < jend {
 		owner := j.owner.Load()
 		if owner == 0 {
@@ -134,12 +149,23 @@ func (p *Persister) Skip() uint64 {
 	return p.cur
 }
 
+// Record is one journal record of a persistent cache as Persister.Read hands
+// it over. Key and Value point into the persister's buffer: they are valid
+// only during the call.
+type Record struct {
+	Op       Op
+	Cache    uint32 // the cache's id: see CacheInfo
+	Key      []byte // OpDefine: the cache's name
+	Value    []byte // OpSet only
+	ExpireAt int64  // OpSet: absolute deadline, unix nanoseconds; 0 = never
+	End      uint64 // the journal position just past the record
+}
+
 // Read calls fn for up to max journal records of persistent caches from the
-// read position on, with the journal position just past each, and advances.
-// It returns the number of records read (of any cache) and ErrJournalGap if
-// records were overwritten before it read them: the position then jumps to
-// the end and the caller must snapshot.
-func (p *Persister) Read(max int, fn func(m Mutation, end uint64) error) (int, error) {
+// read position on, and advances. It returns the number of records read (of
+// any cache) and ErrJournalGap if records were overwritten before it read
+// them: the position then jumps to the end and the caller must snapshot.
+func (p *Persister) Read(max int, fn func(r Record) error) (int, error) {
 	j := &p.sp.jr
 	n := 0
 	for n < max {
@@ -168,33 +194,53 @@ func (p *Persister) Read(max int, fn func(m Mutation, end uint64) error) (int, e
 		}
 		p.cur += size
 		n++
-		if p.buf[4] == opFiller {
+		b := p.buf
+		if b[4] == opFiller {
 			continue
 		}
-		c, ok := decodeRecord(p.buf)
-		if !ok {
+		klen := int(binary.LittleEndian.Uint16(b[6:]))
+		vlen := int(binary.LittleEndian.Uint32(b[12:]))
+		id := binary.LittleEndian.Uint32(b[8:])
+		if jrecHeader+klen+vlen > len(b) || id >= min(p.sp.h.count.Load(), MaxCaches) {
 			p.cur = j.h.tail.Load()
 			return n, ErrJournalGap
 		}
-		e := &p.sp.h.registry[c.id]
-		if e.persist == 0 || c.id >= min(p.sp.h.count.Load(), MaxCaches) {
+		if p.sp.h.registry[id].persist == 0 {
 			continue
 		}
-		m := Mutation{Op: Op(c.op), Cache: p.sp.regName(c.id), Key: c.key, Value: c.val, ExpireAt: c.exp}
-		if c.op == opDefine {
-			m.Key, m.Options = "", p.sp.entryOptions(c.id)
+		r := Record{Op: Op(b[4]), Cache: id, Key: b[jrecHeader : jrecHeader+klen],
+			ExpireAt: int64(binary.LittleEndian.Uint64(b[16:])), End: p.cur}
+		if r.Op == OpSet {
+			r.Value = b[jrecHeader+klen : jrecHeader+klen+vlen]
+		} else {
+			r.ExpireAt = 0
 		}
-		if err := fn(m, p.cur); err != nil {
+		if err := fn(r); err != nil {
 			return n, err
 		}
 	}
 	return n, nil
 }
 
+// CacheInfo returns the name and options of the cache with id (as in
+// Record.Cache).
+func (sp *Space) CacheInfo(id uint32) (string, Options, bool) {
+	if id >= min(sp.h.count.Load(), MaxCaches) {
+		return "", Options{}, false
+	}
+	return sp.regName(id), sp.entryOptions(id), true
+}
+
 // Wait sleeps until the journal has records past the read position, an Always
 // writer asks, or timeout passes.
 func (p *Persister) Wait(timeout time.Duration) {
 	j := p.sp.jr.h
+	for range durableSpins {
+		if j.tail.Load() != p.cur {
+			return
+		}
+		runtime.Gosched()
+	}
 	tk := j.pev.Prepare()
 	if j.tail.Load() != p.cur {
 		j.pev.Cancel()
@@ -204,8 +250,33 @@ func (p *Persister) Wait(timeout time.Duration) {
 }
 
 // Logged records that every record before pos is in the persister's log, so
-// that a restarted persister resumes there.
-func (p *Persister) Logged(pos uint64) { p.sp.jr.h.persistd.Store(pos) }
+// that a restarted persister resumes there, and releases throttled writers.
+func (p *Persister) Logged(pos uint64) {
+	p.sp.jr.h.persistd.Store(pos)
+	p.sp.jr.h.durEv.Wake()
+}
+
+// throttle makes a writer of a persistent cache wait while the persister is
+// more than half a journal behind, so that the journal does not lap it (which
+// would cost a snapshot, and under EverySecond lose more than a second). It
+// gives up after about a second, when the persister is gone, or when ctx ends:
+// the journal then laps and the persister snapshots.
+func (c *Cache) throttle(ctx context.Context) {
+	j := c.sp.jr.h
+	half := c.sp.jr.cap / 2
+	for i := 0; j.tail.Load()-j.persistd.Load() > half; i++ {
+		if j.owner.Load() == 0 || i >= 1000 || ctx.Err() != nil {
+			return
+		}
+		j.pev.Wake()
+		tk := j.durEv.Prepare()
+		if j.tail.Load()-j.persistd.Load() <= half {
+			j.durEv.Cancel()
+			return
+		}
+		j.durEv.Sleep(tk, time.Millisecond)
+	}
+}
 
 // Durable records that every record before pos is on disk and wakes the
 // Always writers waiting for it. In the terminology of the Go memory model,

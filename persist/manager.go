@@ -91,7 +91,11 @@ type Manager struct {
 
 	mu        sync.Mutex // serialises log writes and snapshots
 	batch     wal.Batch
-	batchN    int // entries in batch
+	batchN    int    // entries in batch
+	next      uint64 // the log index the next entry gets
+	names     [cache.MaxCaches]string
+	durs      [cache.MaxCaches]cache.Durability
+	known     [cache.MaxCaches]bool
 	buf       []byte
 	sinceSnap int64 // log bytes written since the last snapshot
 	closed    bool
@@ -217,6 +221,7 @@ func (m *Manager) replaySegment(ctx context.Context, seg segment, after uint64, 
 			if !m.opts.Salvage {
 				return cerr
 			}
+			m.next = 0
 			if terr := m.log.TruncateBack(index - 1); terr != nil {
 				return fmt.Errorf("persist: salvage: %w (after %w)", terr, cerr)
 			}
@@ -253,11 +258,17 @@ func (m *Manager) Run(ctx context.Context) error {
 	)
 	for {
 		stopping := ctx.Err() != nil // then drain the journal once more and stop
-		n, rerr := p.Read(4096, func(mu cache.Mutation, end uint64) error {
-			m.mu.Lock()
-			m.appendLocked(mu)
-			m.mu.Unlock()
-			switch m.durability(sp, mu.Cache) {
+		m.mu.Lock()
+		n, rerr := p.Read(4096, func(r cache.Record) error {
+			name, dur := m.info(sp, r.Cache)
+			key, exp, rdur := r.Key, r.ExpireAt, uint8(0)
+			if r.Op == cache.OpDefine {
+				_, o, _ := sp.CacheInfo(r.Cache)
+				key, exp, rdur = nil, int64(o.Expire), uint8(o.Durability)
+			}
+			m.buf = encode(m.buf[:0], r.Op, rdur, name, key, r.Value, exp)
+			m.appendLocked()
+			switch dur {
 			case cache.Always:
 				needAlways = true
 			case cache.EverySecond:
@@ -265,7 +276,6 @@ func (m *Manager) Run(ctx context.Context) error {
 			}
 			return nil
 		})
-		m.mu.Lock()
 		err := m.writeBatchLocked()
 		m.mu.Unlock()
 		if err != nil {
@@ -321,18 +331,25 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
-// durability resolves a cache's durability.
-func (m *Manager) durability(sp *cache.Space, name string) cache.Durability {
-	if o, ok := sp.Lookup(name); ok && o.Durability != cache.DurabilityDefault {
-		return o.Durability
+// info returns the name and resolved durability of cache id.
+func (m *Manager) info(sp *cache.Space, id uint32) (string, cache.Durability) {
+	if !m.known[id] {
+		name, o, _ := sp.CacheInfo(id)
+		m.names[id], m.durs[id], m.known[id] = name, o.Durability, true
+		if o.Durability == cache.DurabilityDefault {
+			m.durs[id] = m.opts.Durability
+		}
 	}
-	return m.opts.Durability
+	return m.names[id], m.durs[id]
 }
 
-func (m *Manager) appendLocked(mu cache.Mutation) {
-	m.buf = appendRecord(m.buf[:0], mu)
-	last, _ := m.log.LastIndex()
-	m.batch.Write(last+uint64(m.batchN)+1, m.buf)
+// appendLocked adds the record in m.buf to the batch.
+func (m *Manager) appendLocked() {
+	if m.next == 0 {
+		last, _ := m.log.LastIndex()
+		m.next = last + 1
+	}
+	m.batch.Write(m.next+uint64(m.batchN), m.buf)
 	m.batchN++
 	m.sinceSnap += int64(len(m.buf)) + 4
 }
@@ -342,8 +359,10 @@ func (m *Manager) writeBatchLocked() error {
 		return nil
 	}
 	if err := m.log.WriteBatch(&m.batch); err != nil {
+		m.next = 0 // ask the log again
 		return fmt.Errorf("persist: write log: %w", err)
 	}
+	m.next += uint64(m.batchN)
 	m.batchN = 0
 	return nil
 }
@@ -406,6 +425,7 @@ func (m *Manager) snapshot(ctx context.Context, sp *cache.Space) error {
 	if err := sw.commit(); err != nil {
 		return err
 	}
+	m.next = 0
 	if err := m.log.TruncateFront(last + 1); err != nil {
 		return fmt.Errorf("persist: truncate log front: %w", err)
 	}

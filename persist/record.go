@@ -26,11 +26,20 @@ var errRecord = errors.New("bad record")
 
 // appendRecord appends the encoding of m to dst.
 func appendRecord(dst []byte, m cache.Mutation) []byte {
-	var op, dur uint8
 	exp := m.ExpireAt
-	switch m.Op {
+	var dur uint8
+	if m.Op == cache.OpDefine {
+		dur, exp = uint8(m.Options.Durability), int64(m.Options.Expire)
+	}
+	return encode(dst, m.Op, dur, m.Cache, []byte(m.Key), m.Value, exp)
+}
+
+// encode appends a record to dst.
+func encode(dst []byte, o cache.Op, dur uint8, name string, key, value []byte, exp int64) []byte {
+	var op uint8
+	switch o {
 	case cache.OpDefine:
-		op, dur, exp = opDefine, uint8(m.Options.Durability), int64(m.Options.Expire)
+		op = opDefine
 	case cache.OpSet:
 		op = opSet
 	case cache.OpDel:
@@ -43,14 +52,14 @@ func appendRecord(dst []byte, m cache.Mutation) []byte {
 	start := len(dst)
 	var h [recHeader]byte
 	h[4], h[5] = op, dur
-	binary.LittleEndian.PutUint16(h[6:], uint16(len(m.Cache)))
-	binary.LittleEndian.PutUint16(h[8:], uint16(len(m.Key)))
-	binary.LittleEndian.PutUint32(h[12:], uint32(len(m.Value)))
+	binary.LittleEndian.PutUint16(h[6:], uint16(len(name)))
+	binary.LittleEndian.PutUint16(h[8:], uint16(len(key)))
+	binary.LittleEndian.PutUint32(h[12:], uint32(len(value)))
 	binary.LittleEndian.PutUint64(h[16:], uint64(exp))
 	dst = append(dst, h[:]...)
-	dst = append(dst, m.Cache...)
-	dst = append(dst, m.Key...)
-	dst = append(dst, m.Value...)
+	dst = append(dst, name...)
+	dst = append(dst, key...)
+	dst = append(dst, value...)
 	binary.LittleEndian.PutUint32(dst[start:], crc32.Checksum(dst[start+4:], castagnoli))
 	return dst
 }
