@@ -76,7 +76,7 @@ func childManager() {
 
 // childWriter sets keys and deletes some, printing what it does ("set KEY
 // VALUE" before a Set, "ack KEY VALUE UNIXNANO" after it returned, "deleting
-// KEY" before a Del, "del KEY" after it returned).
+// KEY" before a Del, "del KEY UNIXNANO" after it returned).
 func childWriter() {
 	a, err := shm.Open(os.NewFile(3, "arena"))
 	if err != nil {
@@ -110,7 +110,7 @@ func childWriter() {
 			if _, _, err := c.Del(context.Background(), old); err != nil {
 				die("del %s: %v", old, err)
 			}
-			fmt.Fprintf(w, "del %s\n", old)
+			fmt.Fprintf(w, "del %s %d\n", old, time.Now().UnixNano())
 		}
 	}
 }
@@ -157,8 +157,9 @@ func runAndKill(t *testing.T, dir string, round int, dur cache.Durability, d tim
 			delete(o.pending, f[1])
 		case len(f) == 2 && f[0] == "deleting":
 			o.pending[f[1]] = "\x00"
-		case len(f) == 2 && f[0] == "del":
+		case len(f) == 3 && f[0] == "del":
 			o.acked[f[1]], o.gone[f[1]] = "", true
+			o.ackAt[f[1]], _ = strconv.ParseInt(f[2], 10, 64)
 			delete(o.pending, f[1])
 		}
 	}
