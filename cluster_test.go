@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -69,5 +72,41 @@ func TestConfigValidation(t *testing.T) {
 	}
 	if err := (cluster2.Config{Handler: testHandler()}).Validate(); err != nil {
 		t.Errorf("zero Config with a Handler: %v; want valid", err)
+	}
+}
+
+func TestShutdownAndPidFiles(t *testing.T) {
+	dir := t.TempDir()
+	tc := startCluster(t, envWorkers+"=2", envPidDir+"="+dir)
+	pids := tc.activePids()
+	files := func() []string {
+		es, _ := os.ReadDir(dir)
+		var names []string
+		for _, e := range es {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	want := []string{"master." + strconv.Itoa(tc.cmd.Process.Pid) + ".pid"}
+	for pid := range pids {
+		want = append(want, "worker."+strconv.Itoa(pid)+".pid")
+	}
+	slices.Sort(want)
+	if got := files(); !slices.Equal(got, want) {
+		t.Fatalf("pid files %v; want %v", got, want)
+	}
+	if err := tc.control("/shutdown", nil); err != nil {
+		t.Fatal(err)
+	}
+	if !tc.waitExit(30 * time.Second) {
+		t.Fatalf("master still running after Shutdown")
+	}
+	for pid := range pids {
+		if alive(pid) {
+			t.Errorf("worker %d alive after Shutdown", pid)
+		}
+	}
+	if got := files(); len(got) != 0 {
+		t.Errorf("pid files left after Shutdown: %v", got)
 	}
 }

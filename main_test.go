@@ -39,6 +39,7 @@ const (
 	envHeartbeat   = "T_HEARTBEAT"     // Config.HeartbeatInterval
 	envNanny       = "T_NANNY"         // Config.NannyTolerance
 	envMemLimit    = "T_MEMLIMIT"      // Config.MemoryLimit
+	envPidDir      = "T_PIDDIR"        // Config.PidDir
 )
 
 func envDur(name string, def time.Duration) time.Duration {
@@ -90,6 +91,7 @@ func childCluster() {
 		HeartbeatInterval: envDur(envHeartbeat, 200*time.Millisecond),
 		NannyTolerance:    envDur(envNanny, -1),
 		MemoryLimit:       uint64(memLimit),
+		PidDir:            os.Getenv(envPidDir),
 		ReplaceTimeout:    envDur(envReplaceTO, 10*time.Second),
 		StopTimeout:       envDur(envStopTO, 10*time.Second),
 		ReplaceRetries:    retries,
@@ -149,6 +151,9 @@ func childCluster() {
 		if err := c.RollingRestart(r.Context()); err != nil {
 			http.Error(w, err.Error(), 500)
 		}
+	})
+	ctl.HandleFunc("/shutdown", func(w http.ResponseWriter, r *http.Request) {
+		go c.Shutdown(context.Background())
 	})
 	ctl.HandleFunc("/pause", func(w http.ResponseWriter, r *http.Request) {
 		pid, _ := strconv.Atoi(r.URL.Query().Get("pid"))
