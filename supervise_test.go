@@ -1,6 +1,7 @@
 package cluster2_test
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -202,7 +203,7 @@ func TestRollingRestartUnderLoadLosesNothing(t *testing.T) {
 				}
 				return true
 			})
-			time.Sleep(max(time.Second, 5*time.Second-time.Since(start)))
+			time.Sleep(max(time.Second, loadFor()-time.Since(start)))
 			close(stop)
 			wg.Wait()
 			if !ok {
@@ -392,5 +393,41 @@ func TestDeathQueueIsFIFOOneAtATime(t *testing.T) {
 	}
 	if !slices.IsSorted(order) {
 		t.Fatalf("death queue out of order (want successor A listening < A old < A died < successor B forked < listening < B old < B died): %v", ev)
+	}
+}
+
+// loadFor is how long the rolling-restart tests keep their load on.
+func loadFor() time.Duration {
+	if testing.Short() {
+		return 2 * time.Second
+	}
+	return 5 * time.Second
+}
+
+// TestSoakRollingRestarts restarts every worker again and again for 30 s
+// under load (the design experiment replaced a worker every 250 ms) and
+// wants zero failed requests. Run with CLUSTER2_SOAK=1.
+func TestSoakRollingRestarts(t *testing.T) {
+	if os.Getenv("CLUSTER2_SOAK") == "" || testing.Short() {
+		t.Skip("soak test: set CLUSTER2_SOAK=1")
+	}
+	for _, keepAlive := range []bool{true, false} {
+		t.Run(fmt.Sprintf("keepalive=%v", keepAlive), func(t *testing.T) {
+			tc := startCluster(t, envWorkers+"=2")
+			stop := make(chan struct{})
+			done, failed, errs, wg := load(tc, 16, keepAlive, stop)
+			restarts := 0
+			for end := time.Now().Add(30 * time.Second); time.Now().Before(end); restarts++ {
+				if err := tc.control("/rolling", nil); err != nil {
+					t.Fatalf("rolling restart %d: %v", restarts, err)
+				}
+			}
+			close(stop)
+			wg.Wait()
+			t.Logf("%d rolling restarts (%d replacements): %d requests, %d failed", restarts, 2*restarts, done.Load(), failed.Load())
+			if failed.Load() != 0 {
+				t.Errorf("%d failed requests; want 0; first: %s", failed.Load(), strings.Join(*errs, " | "))
+			}
+		})
 	}
 }

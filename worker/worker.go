@@ -365,6 +365,12 @@ func (w *Worker) drain(r stopReq) {
 	w.mu.Lock()
 	w.stopped = true
 	w.mu.Unlock()
+	// Serve returns once its listener is closed; by then every connection it
+	// accepted has been counted (ConnState New runs in Serve's loop, before
+	// the next Accept). Without this wait a connection accepted just before
+	// the close could be missed by both phases and cut by the exit: the soak
+	// test saw it as an EOF on a fresh connection.
+	w.serving.Wait()
 	// Phase 1: accepted connections finish their request and close (keep-alives
 	// are off); bounded by half the deadline.
 	half := time.Now().Add(r.deadline / 2)
