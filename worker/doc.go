@@ -13,7 +13,8 @@
 //     resume, drain;
 //   - drains in two phases on a dismissal or SIGTERM: keep-alives off and
 //     its listener closed (the socket's queue stays with the other workers),
-//     accepted requests finish (bounded by half the deadline), then
+//     Serve returned (so every accepted connection is counted), accepted
+//     requests finish (bounded by half the deadline), then
 //     http.Server.Shutdown with the rest of the deadline, then Close;
 //   - drains for at most 700 ms and exits the process when its master dies
 //     (EOF on the death pipe, fd 5).
