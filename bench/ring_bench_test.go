@@ -48,12 +48,13 @@ func reportRate(b *testing.B, start time.Time, n int) {
 }
 
 func BenchmarkRingThroughput(b *testing.B) {
-	b.Run("ring", benchRingThroughput)
+	b.Run("ring", func(b *testing.B) { benchRingThroughput(b, 1) })
+	b.Run("ring-batch16", func(b *testing.B) { benchRingThroughput(b, 16) })
 	b.Run("chan", benchChanThroughput)
 	b.Run("socketpair", benchSocketpairThroughput)
 }
 
-func benchRingThroughput(b *testing.B) {
+func benchRingThroughput(b *testing.B, batch int) {
 	a := newArena(b)
 	off, err := a.Alloc(context.Background(), ring.Size(throughputCap))
 	if err != nil {
@@ -87,10 +88,24 @@ func benchRingThroughput(b *testing.B) {
 	})
 	b.ReportAllocs()
 	b.SetBytes(msgSize)
+	batchMsgs := make([][]byte, batch)
+	for i := range batchMsgs {
+		batchMsgs[i] = msg[:]
+	}
 	start, n := time.Now(), 0
 	for b.Loop() {
-		if err := pr.Write(ctx, 1, msg[:]); err != nil {
-			b.Fatal(err)
+		if batch == 1 {
+			if err := pr.Write(ctx, 1, msg[:]); err != nil {
+				b.Fatal(err)
+			}
+			n++
+			continue
+		}
+		// One op is one message: write a batch every batch-th op.
+		if n%batch == batch-1 {
+			if _, err := pr.WriteBatch(ctx, 1, batchMsgs); err != nil {
+				b.Fatal(err)
+			}
 		}
 		n++
 	}

@@ -2,6 +2,8 @@ package ring
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -377,6 +379,50 @@ func (pr *Producer) Write(ctx context.Context, typ uint32, payload []byte) error
 	copy(buf, payload)
 	pr.Commit()
 	return nil
+}
+
+// WriteBatch appends one record of type typ per payload, in order, and makes
+// them visible together: every header but the first is stored plainly, and
+// the first is stored last with the one releasing store, so a batch costs one
+// atomic store and at most one wake-up instead of one per record. When the
+// ring fills mid-batch, what is written so far is published before waiting
+// (the consumer must be able to free space). It returns how many records it
+// wrote and waits and fails like Write. A producer that dies mid-batch leaves
+// an uncommitted first header: Unblock pads the whole batch away.
+func (pr *Producer) WriteBatch(ctx context.Context, typ uint32, payloads [][]byte) (int, error) {
+	first, firstHdr := int64(-1), uint64(0)
+	flush := func() {
+		if first >= 0 {
+			// release: every record of the batch, headers and payloads, is
+			// written before the consumer's acquiring load of this word.
+			pr.r.words[first>>3].Store(firstHdr)
+			pr.r.h.dataReady.wake()
+			first = -1
+		}
+	}
+	for k, p := range payloads {
+		buf, err := pr.claim(ctx, typ, len(p), false)
+		if errors.Is(err, ErrFull) {
+			flush()
+			buf, err = pr.claim(ctx, typ, len(p), true)
+		}
+		if err != nil {
+			flush()
+			return k, err
+		}
+		copy(buf, p)
+		if first < 0 {
+			first, firstHdr = pr.claimed, pr.claimHdr
+		} else {
+			// Plain: invisible until the first header is stored, which
+			// orders it (the consumer never reads past an uncommitted header).
+			binary.LittleEndian.PutUint64(pr.r.data[pr.claimed:], pr.claimHdr)
+		}
+		pr.claimed = -1
+		pr.stats.Records++
+	}
+	flush()
+	return len(payloads), nil
 }
 
 // TryWrite is Write without waiting: a full ring returns ErrFull at once.

@@ -3,6 +3,7 @@ package ring_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -443,5 +444,50 @@ func TestNoAllocsPerRecord(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per record; want 0", allocs)
+	}
+}
+
+// WriteBatch delivers every record in order, across wraps and full waits.
+func TestWriteBatch(t *testing.T) {
+	_, pr, c := newRing(t, 1024)
+	const total = 5000
+	done := make(chan []int)
+	go func() {
+		var got []int
+		for len(got) < total {
+			_, err := c.Read(context.Background(), func(typ uint32, p []byte) {
+				got = append(got, int(binary.LittleEndian.Uint32(p)))
+			}, 64)
+			if err != nil {
+				t.Error(err)
+				break
+			}
+		}
+		done <- got
+	}()
+	batch := make([][]byte, 0, 37)
+	for i := 0; i < total; {
+		batch = batch[:0]
+		for j := 0; j < 37 && i < total; j++ {
+			p := make([]byte, 4+i%50)
+			binary.LittleEndian.PutUint32(p, uint32(i))
+			batch = append(batch, p)
+			i++
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		n, err := pr.WriteBatch(ctx, 1, batch)
+		cancel()
+		if err != nil || n != len(batch) {
+			t.Fatalf("WriteBatch = %d, %v; want %d", n, err, len(batch))
+		}
+	}
+	got := <-done
+	for i, v := range got {
+		if v != i {
+			t.Fatalf("record %d carries %d", i, v)
+		}
+	}
+	if n, err := pr.WriteBatch(context.Background(), 1, [][]byte{make([]byte, 2000)}); n != 0 || !errors.Is(err, ring.ErrTooLarge) {
+		t.Fatalf("WriteBatch of a too-large record = %d, %v; want ErrTooLarge", n, err)
 	}
 }
