@@ -35,8 +35,9 @@ func IsChild() bool { return os.Getenv(EnvChild) != "" }
 
 // Command returns a command that re-executes the test binary as child name,
 // with files as descriptors 3, 4, … and env added to the environment. Its
-// stderr goes to the test's stderr. The child is killed when the test ends, if
-// it still runs.
+// stderr goes to the test's stderr. The child (and its process group) is
+// killed with SIGKILL when the test ends; the test owns Wait (a child nobody
+// waited for is reaped when the test binary exits).
 func Command(tb testing.TB, name string, files []*os.File, env ...string) *exec.Cmd {
 	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
@@ -45,9 +46,9 @@ func Command(tb testing.TB, name string, files []*os.File, env ...string) *exec.
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	tb.Cleanup(func() {
-		if cmd.Process != nil && cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
+		// Not cmd.ProcessState: a goroutine of the test may be in Wait.
+		if cmd.Process != nil {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		}
 	})
 	return cmd
