@@ -1,0 +1,105 @@
+// Package emitter is the cluster's event bus: an EventEmitter whose events
+// cross processes over lock-free rings in the shared arena. Any process may
+// emit to itself, the master, any worker by pid, or every worker; the master
+// routes worker-to-worker events (the Node original could not).
+//
+// # Model
+//
+// An [Emitter] made by [New] delivers within its process. [Emitter.Attach]
+// (or [Open]) connects it to a cluster's arena: the master lays out the
+// emitter region and arms one pair of [ring] rings per worker slot with
+// [Emitter.AddWorker] as workers start; a worker attaches to its slot's pair.
+//
+//	            master                                   worker (slot i)
+//	  ┌──────────────────────────┐   ring toWorker[i]   ┌──────────────────┐
+//	  │ Emit ──▶ producer ───────┼─────────────────────▶│ reader goroutine │
+//	  │ reader goroutine per     │   ring toMaster[i]   │        │         │
+//	  │ worker ◀─────────────────┼◀──────────────────── │ Emit ──┘ producer│
+//	  │   │ toMaster ▶ listeners │                      │ listeners        │
+//	  │   └ other workers ▶ their toWorker rings (routing)                 │
+//	  └──────────────────────────┘                      └──────────────────┘
+//
+// Targets ([Target]): [Self], [Master], [Workers] and [Pid]. The defaults
+// (Emit without To) are the seed's: from the master, itself and every
+// worker; from a worker, itself and the master. A worker's event for other
+// workers travels to the master in one frame carrying its targets, and the
+// master writes it to each target's ring. Every process receives an event
+// at most once per Emit. An unknown or dead pid is dropped and counted in
+// [Stats].Dropped, never an error that fails the sender.
+//
+// Handlers run on one goroutine per [Listener], in the order events reach
+// the process; a ring's reader hands events to the listeners' queues and
+// goes on, so a slow handler delays only its own listener until its queue
+// (Options.QueueLen) fills; then the reader waits, its ring fills, and the
+// senders wait in Emit (bounded by Options.SendTimeout, or EmitContext's
+// context) with an error wrapping [ring.ErrFull]: nothing is dropped
+// silently.
+//
+// Order: events from one process to another are received in emission order
+// (one ring per direction, one reader, and the master forwards a worker's
+// frames in the order it reads them). Events of different senders are not
+// ordered with each other.
+//
+// # Region layout (format: changing it bumps the region version)
+//
+// The region [RegionName] is created by the master:
+//
+//	off+0    ┌──────────┬─────────┬─────────┬──────────┬────────────┬──────────┬────────┐
+//	         │ magic u64│ version │ slots   │ ringCap  │ masterPid  │ armed    │ pad 32 │  64 B
+//	         │          │ u32     │ u32     │ u32      │ u32 atomic │ Event(8) │        │
+//	off+64   ├──────────┴─────────┴─────────┴──────────┴────────────┴──────────┴────────┤
+//	         │ slot 0:  pid u32 │ gen u32 │ toWorker u64 │ toMaster u64 │ pad 40        │  64 B each
+//	         │ slot 1:  …                                                             │
+//	         │ slot slots-1                                                           │
+//	         └─────────────────────────────────────────────────────────────────────────┘
+//
+// magic, version, slots and ringCap are written once in the region's init
+// (published by the arena's region directory). masterPid is stored by the
+// master when it attaches. A slot entry is written by the master only: the
+// offsets of the slot's two rings (each [ring.Size](ringCap) bytes,
+// allocated together on the slot's first use and kept for good), then pid,
+// the worker the rings are armed for (0 → pid on AddWorker, pid → 0 on
+// RemoveWorker or before a re-arm). The master stores pid after the offsets
+// and after resetting both rings (release), then wakes armed; a worker waits
+// on armed until its entry's pid is its own (acquire), then opens its ends.
+// Slot 0 is the master's own and has no rings.
+//
+// # Frame format (format: changing it bumps recordEvent)
+//
+// Each event is one ring record of type 1 whose payload is a frame:
+//
+//	┌────────────┬──────────┬────────────┬────────────┬─────────────────┬───────────┬──────────────────┐
+//	│ sender u32 │ flags u8 │ nameLen u8 │ npids u16  │ pids npids×u32  │ name      │ args             │
+//	│ pid        │ 1 master │ 1..255     │            │ explicit target │ nameLen B │ JSON array text, │
+//	│            │ 2 workers│            │            │ pids            │ UTF-8     │ the rest         │
+//	└────────────┴──────────┴────────────┴────────────┴─────────────────┴───────────┴──────────────────┘
+//	  little-endian; 8-byte fixed header (FrameHeaderSize)
+//
+// A worker fills flags and pids with its remote targets (the master reads
+// them to route); the master sends frames with no flags and no pids (the
+// receiving worker is the target). A frame may take at most a quarter of the
+// ring capacity ([Emitter.MaxFrame]; 64 KiB with the default 256 KiB rings):
+// a larger event returns [ErrTooLarge] and is not sent.
+//
+// # Lifecycle of a slot
+//
+// The master calls AddWorker(pid, slot) after it starts a worker; the
+// worker's Attach waits for it. When the worker dies its ring goes quiet:
+// the master's reader notices the dead producer (within Options.PeerCheck),
+// unblocks a record it died writing, delivers what it had committed, and
+// marks the link dead (events to it are dropped and counted). RemoveWorker
+// does the same at once, when the runtime reaps the process. Re-arming the
+// slot for a successor resets both rings first, so a successor never reads
+// its predecessor's events.
+//
+// # Caveats
+//
+// Arguments are JSON: a handler receives [Event].Args (a JSON array) and
+// decodes it with [Event.Decode] or [Arg]; numbers decoded into any become
+// float64, as with encoding/json. Args is shared by all listeners of the
+// event and must not be modified. A handler that panics crashes its process,
+// as any goroutine's panic does. Handlers of one listener run one at a time;
+// handlers of different listeners run concurrently. The race detector does
+// not see arena memory: the rings are proven by the ring package's tests and
+// this package's cross-process tests.
+package emitter

@@ -1,0 +1,47 @@
+package emitter
+
+import "errors"
+
+// These errors can be returned by Emit, EmitContext and Sender.Emit.
+var (
+	// ErrTooLarge is returned when an event's frame (header, targets, name
+	// and JSON arguments) is larger than MaxFrame of the emitter's rings
+	// (Options.RingSize/4; 64 KiB by default). Nothing is sent.
+	ErrTooLarge = errors.New("emitter: event too large")
+
+	// ErrBadName is returned for an empty event name or one longer than
+	// MaxName bytes.
+	ErrBadName = errors.New("emitter: invalid event name")
+
+	// ErrArgs is returned (wrapping the JSON error) when an argument cannot
+	// be encoded as JSON.
+	ErrArgs = errors.New("emitter: argument not encodable as JSON")
+
+	// ErrClosed is returned by operations on a closed emitter.
+	ErrClosed = errors.New("emitter: closed")
+)
+
+// A full ring that stays full until the context ends is reported with an
+// error wrapping both ring.ErrFull and the context's error; a listener's
+// queue that stays full is reported with ErrQueueFull and the context's
+// error.
+var (
+	// ErrQueueFull is returned (wrapped with the context's error) when a
+	// local delivery waited for a listener whose queue stayed full.
+	ErrQueueFull = errors.New("emitter: listener queue full")
+)
+
+// These errors can be returned by Attach, Open and AddWorker.
+var (
+	// ErrAttached is returned by Attach on an emitter already attached.
+	ErrAttached = errors.New("emitter: already attached")
+
+	// ErrBadConfig is returned for invalid Options, a slot outside the
+	// emitter region, or a role that does not fit the call.
+	ErrBadConfig = errors.New("emitter: invalid configuration")
+
+	// ErrCorrupt is returned when the emitter region in the arena is not one
+	// (bad magic or version, impossible sizes or offsets), and by
+	// DecodeFrame for a malformed frame.
+	ErrCorrupt = errors.New("emitter: corrupt region or frame")
+)

@@ -1,0 +1,3 @@
+package emitter_test
+
+var children = map[string]func(){}
