@@ -10,14 +10,14 @@
 // emitter region and arms one pair of [ring] rings per worker slot with
 // [Emitter.AddWorker] as workers start; a worker attaches to its slot's pair.
 //
-//	            master                                   worker (slot i)
-//	  ┌──────────────────────────┐   ring toWorker[i]   ┌──────────────────┐
-//	  │ Emit ──▶ producer ───────┼─────────────────────▶│ reader goroutine │
-//	  │ reader goroutine per     │   ring toMaster[i]   │        │         │
-//	  │ worker ◀─────────────────┼◀──────────────────── │ Emit ──┘ producer│
-//	  │   │ toMaster ▶ listeners │                      │ listeners        │
-//	  │   └ other workers ▶ their toWorker rings (routing)                 │
-//	  └──────────────────────────┘                      └──────────────────┘
+//	          master                                   worker (slot i)
+//	┌──────────────────────────┐   ring toWorker[i]   ┌──────────────────┐
+//	│ Emit ──▶ producer ───────┼─────────────────────▶│ reader goroutine │
+//	│ reader goroutine per     │   ring toMaster[i]   │        │         │
+//	│ worker ◀─────────────────┼◀──────────────────── │ Emit ──┘ producer│
+//	│   │ toMaster ▶ listeners │                      │ listeners        │
+//	│   └ other workers ▶ their toWorker rings (routing)                 │
+//	└──────────────────────────┘                      └──────────────────┘
 //
 // Targets ([Target]): [Self], [Master], [Workers] and [Pid]. The defaults
 // (Emit without To) are the seed's: from the master, itself and every
