@@ -40,6 +40,9 @@ type Config struct {
 
 	// Exe, Args and Env define the worker command. Default /proc/self/exe,
 	// os.Args and os.Environ() (the worker protocol's variables are added).
+	// Unless Env sets GOMAXPROCS, workers get GOMAXPROCS = NumCPU/Workers
+	// (at least 1): the workers share the cores rather than each scheduling
+	// goroutines on all of them.
 	Exe  string
 	Args []string
 	Env  []string

@@ -9,8 +9,10 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -111,6 +113,8 @@ type Master struct {
 	up       atomic.Bool
 	wg       sync.WaitGroup
 	watchers sync.WaitGroup // watch goroutines: they touch the arena
+
+	gomaxprocs string // "GOMAXPROCS=n" added to the workers' environment, or ""
 }
 
 type request struct {
@@ -162,6 +166,11 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 		qWake: make(chan struct{}, 1), stopCh: make(chan struct{}), killCh: make(chan struct{}), done: make(chan struct{}),
 	}
 	m.slotUsed[0] = true // the master's
+	if !slices.ContainsFunc(c.Env, func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") }) {
+		// Prefork: the workers share the cores instead of each scheduling on
+		// all of them (Workers defaults to the number of CPUs: one P each).
+		m.gomaxprocs = "GOMAXPROCS=" + strconv.Itoa(max(1, runtime.NumCPU()/c.Workers))
+	}
 	m.writePid("master", os.Getpid())
 	if err := proc.SetNonblock(m.lnFd); err != nil {
 		return nil, fmt.Errorf("master: listener: %w", err)
@@ -264,6 +273,9 @@ func (m *Master) spawn(slot int) (*handle, error) {
 	cmd := exec.Command(m.cfg.Exe, m.cfg.Args[1:]...)
 	cmd.Args[0] = m.cfg.Args[0]
 	cmd.Env = proc.WorkerEnv(m.cfg.Env, slot, os.Getpid())
+	if m.gomaxprocs != "" {
+		cmd.Env = append(cmd.Env, m.gomaxprocs)
+	}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.ExtraFiles = []*os.File{m.cfg.Listener, m.cfg.Arena.File(), m.deathR}
 	err := cmd.Start()
