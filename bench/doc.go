@@ -51,7 +51,12 @@
 //     with the worker's request accounting in the path.
 //
 // The target is prefork ≥ 0.9× the single process on a 2-core machine: the
-// isolation must cost nothing noticeable. Client and servers share the cores.
+// isolation must cost nothing noticeable. Client and servers share the cores,
+// so the figures swing with any other load on the machine;
+// BenchmarkHTTPPreforkInterleaved runs both servers at once and alternates
+// the same load between them in 100 ms windows, so that noise falls on both
+// alike, and reports the prefork/single ratio directly. BENCH_HTTP_CHILD_ENV
+// (e.g. "GOMAXPROCS=2") adds variables to both servers' environment.
 //
 // # Adding benchmarks
 //

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,7 +59,11 @@ func childHTTPSingle() {
 // startServer runs child and returns the address it prints.
 func startServer(b *testing.B, child string) string {
 	b.Helper()
-	cmd := xtesting.Command(b, child, nil)
+	var env []string
+	if e := os.Getenv("BENCH_HTTP_CHILD_ENV"); e != "" {
+		env = strings.Fields(e) // e.g. GOMAXPROCS=2, to compare settings
+	}
+	cmd := xtesting.Command(b, child, nil, env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -109,6 +115,57 @@ func BenchmarkHTTPPrefork(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
 		})
 	}
+}
+
+// BenchmarkHTTPPreforkInterleaved runs both servers at once and alternates
+// the same load between them in 100 ms windows (one window each per
+// iteration), so that background noise falls on both alike. It reports each
+// side's req/s and their ratio (prefork/single: the 0.9 target).
+func BenchmarkHTTPPreforkInterleaved(b *testing.B) {
+	urls := []string{"http://" + startServer(b, "http-single") + "/", "http://" + startServer(b, "http-prefork") + "/"}
+	clients := make([]*http.Client, len(urls))
+	for i, u := range urls {
+		tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}
+		defer tr.CloseIdleConnections()
+		clients[i] = &http.Client{Transport: tr}
+		for range 200 {
+			if err := get(clients[i], u); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	const window, workers = 100 * time.Millisecond, 32
+	var count [2]int64
+	var spent [2]time.Duration
+	for b.Loop() {
+		for side := range urls {
+			start := time.Now()
+			end := start.Add(window)
+			var n atomic.Int64
+			var wg sync.WaitGroup
+			for range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for time.Now().Before(end) {
+						if err := get(clients[side], urls[side]); err != nil {
+							b.Error(err)
+							return
+						}
+						n.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			count[side] += n.Load()
+			spent[side] += time.Since(start)
+		}
+	}
+	single := float64(count[0]) / spent[0].Seconds()
+	prefork := float64(count[1]) / spent[1].Seconds()
+	b.ReportMetric(single, "single-req/s")
+	b.ReportMetric(prefork, "prefork-req/s")
+	b.ReportMetric(prefork/single, "prefork/single")
 }
 
 func get(c *http.Client, url string) error {
