@@ -329,7 +329,7 @@ func TestDeadTargetDropped(t *testing.T) {
 	if err := c.em.To(emitter.Pid(dead)).Emit("ping", 1); err != nil {
 		t.Fatalf("emit to a dead pid: %v; want nil", err)
 	}
-	if err := c.em.To(emitter.Pid(1 << 30)).Emit("ping", 1); err != nil {
+	if err := c.em.To(emitter.Pid(1<<30)).Emit("ping", 1); err != nil {
 		t.Fatalf("emit to an unknown pid: %v; want nil", err)
 	}
 	if got := c.em.Stats().Dropped - before; got != 2 {
