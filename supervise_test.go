@@ -232,15 +232,7 @@ func TestSuccessorFailingWarmUpLeavesOldServing(t *testing.T) {
 func testSuccessorFailing(t *testing.T, how string) {
 	flag := filepath.Join(t.TempDir(), "fail")
 	tc := startCluster(t, envWorkers+"=1", how+"="+flag, envRetries+"=1")
-	p := tc.anyActive()
-	os.WriteFile(flag, nil, 0o644)
-	if err := tc.control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
-		t.Fatal(err)
-	}
-	ok := xtesting.Eventually(wait, func() bool { return hasSuffix(tc.events(), "-replace-failure") })
-	if !ok {
-		t.Fatalf("no replace-failure event: %v", tc.events())
-	}
+	p := tc.failReplacement(flag)
 	if n := tc.seenPids(10); n[p] != 10 {
 		t.Fatalf("requests served by %v; want all by the old worker %d", n, p)
 	}
@@ -258,16 +250,8 @@ func testSuccessorFailing(t *testing.T, how string) {
 func TestSuccessorNeverListeningIsKilled(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "hang")
 	tc := startCluster(t, envWorkers+"=1", envWarmHang+"="+flag, envRetries+"=-1", envReplaceTO+"=1s")
-	p := tc.anyActive()
-	os.WriteFile(flag, nil, 0o644)
-	if err := tc.control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
-		t.Fatal(err)
-	}
-	ok := xtesting.Eventually(wait, func() bool { return hasSuffix(tc.events(), "-replace-failure") })
-	if !ok {
-		t.Fatalf("no replace-failure event: %v", tc.events())
-	}
-	ok = xtesting.Eventually(wait, func() bool { ws := tc.workers(); return len(ws) == 1 && ws[0].Pid == p })
+	p := tc.failReplacement(flag)
+	ok := xtesting.Eventually(wait, func() bool { ws := tc.workers(); return len(ws) == 1 && ws[0].Pid == p })
 	if !ok {
 		t.Fatalf("workers %+v; want only the old worker %d", tc.workers(), p)
 	}
@@ -430,4 +414,20 @@ func TestSoakRollingRestarts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// failReplacement creates flag (which makes every new worker fail), asks for
+// the replacement of an active worker, waits for the replace-failure event
+// and returns the old worker's pid.
+func (tc *testCluster) failReplacement(flag string) int {
+	tc.t.Helper()
+	p := tc.anyActive()
+	os.WriteFile(flag, nil, 0o644)
+	if err := tc.control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
+		tc.t.Fatal(err)
+	}
+	if !xtesting.Eventually(wait, func() bool { return hasSuffix(tc.events(), "-replace-failure") }) {
+		tc.t.Fatalf("no replace-failure event: %v", tc.events())
+	}
+	return p
 }

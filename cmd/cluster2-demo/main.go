@@ -149,55 +149,40 @@ func newApp(cache store) http.Handler {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"pid": pid, "hello": "hello from cluster2 worker " + strconv.Itoa(pid)})
 	})
-	notYet := func(w http.ResponseWriter) {
-		writeJSON(w, http.StatusNotImplemented, map[string]any{"pid": pid, "error": "cache not yet"})
-	}
-	fail := func(w http.ResponseWriter, key string, err error) {
-		writeJSON(w, http.StatusInternalServerError, map[string]any{"pid": pid, "key": key, "error": err.Error()})
-	}
-	mux.HandleFunc("GET /cache/{key}", func(w http.ResponseWriter, r *http.Request) {
-		if cache == nil {
-			notYet(w)
-			return
+	// cacheRoute answers 501 while there is no cache, and otherwise the JSON
+	// of do's result, or of its error, naming the pid and the key.
+	cacheRoute := func(do func(r *http.Request, key string) (map[string]any, error)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if cache == nil {
+				writeJSON(w, http.StatusNotImplemented, map[string]any{"pid": pid, "error": "cache not yet"})
+				return
+			}
+			key := r.PathValue("key")
+			out, err := do(r, key)
+			if err != nil {
+				writeJSON(w, http.StatusInternalServerError, map[string]any{"pid": pid, "key": key, "error": err.Error()})
+				return
+			}
+			out["pid"], out["key"] = pid, key
+			writeJSON(w, http.StatusOK, out)
 		}
-		key := r.PathValue("key")
+	}
+	mux.HandleFunc("GET /cache/{key}", cacheRoute(func(r *http.Request, key string) (map[string]any, error) {
 		v, err := cache.Get(r.Context(), key, func(context.Context) ([]byte, error) {
 			return []byte("loaded by pid " + strconv.Itoa(pid)), nil
 		})
-		if err != nil {
-			fail(w, key, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"pid": pid, "key": key, "value": string(v)})
-	})
-	mux.HandleFunc("PUT /cache/{key}", func(w http.ResponseWriter, r *http.Request) {
-		if cache == nil {
-			notYet(w)
-			return
-		}
-		key := r.PathValue("key")
+		return map[string]any{"value": string(v)}, err
+	}))
+	mux.HandleFunc("PUT /cache/{key}", cacheRoute(func(r *http.Request, key string) (map[string]any, error) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		if err == nil {
 			err = cache.Set(r.Context(), key, body)
 		}
-		if err != nil {
-			fail(w, key, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"pid": pid, "key": key, "stored": len(body)})
-	})
-	mux.HandleFunc("DELETE /cache/{key}", func(w http.ResponseWriter, r *http.Request) {
-		if cache == nil {
-			notYet(w)
-			return
-		}
-		key := r.PathValue("key")
-		if err := cache.Delete(r.Context(), key); err != nil {
-			fail(w, key, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"pid": pid, "key": key, "deleted": true})
-	})
+		return map[string]any{"stored": len(body)}, err
+	}))
+	mux.HandleFunc("DELETE /cache/{key}", cacheRoute(func(r *http.Request, key string) (map[string]any, error) {
+		return map[string]any{"deleted": true}, cache.Delete(r.Context(), key)
+	}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]any{"pid": pid, "error": "no route " + r.Method + " " + r.URL.Path})
 	})
