@@ -1,0 +1,49 @@
+package monitor
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// AgentLine returns the HAProxy agent-check answer for st: "ready up W%"
+// when up (W: the share of expected workers that are active, at least 1%),
+// "drain" when marked down (no new sessions, existing ones finish), "maint"
+// while stopping, "down" otherwise (warming, too few workers).
+func AgentLine(st ECVState, expected int) string {
+	switch {
+	case st.Up:
+		w := 100
+		if expected > 0 && st.Active < expected {
+			w = max(1, 100*st.Active/expected)
+		}
+		return fmt.Sprintf("ready up %d%%\n", w)
+	case st.Stopping:
+		return "maint\n"
+	case st.Disabled():
+		return "drain\n"
+	}
+	return "down\n"
+}
+
+// serveAgent answers one line per connection until ln is closed.
+func (s *Server) serveAgent(ln net.Listener) {
+	defer s.bg.Done()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				s.log.Error("monitor: agent-check accept", "err", err)
+			}
+			return
+		}
+		expected := s.opts.ExpectedWorkers
+		if expected <= 0 {
+			expected = len(s.src.Workers())
+		}
+		c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		c.Write([]byte(AgentLine(s.ecv.State(), expected)))
+		c.Close()
+	}
+}

@@ -1,0 +1,98 @@
+package monitor
+
+import (
+	"context"
+	"time"
+
+	"github.com/cluster2/cluster2/master"
+)
+
+// Source is what the monitor shows and controls: the cluster's workers and
+// the actions on them. The runtime (package cluster2) provides one for its
+// master; tests provide fakes. Its methods are called from the monitor's
+// goroutines concurrently and must be safe for that.
+//
+// A Source may also implement CacheSource, StatusSource and MetricSource;
+// the monitor uses whichever it does.
+type Source interface {
+	// Workers returns every live worker with its state and latest
+	// heartbeat, by slot. Before the workers exist it returns nil.
+	Workers() []master.WorkerInfo
+
+	// Pause stops worker pid from accepting and waits until it did.
+	Pause(ctx context.Context, pid int) error
+
+	// Resume makes a paused worker accept again and waits until it does.
+	Resume(ctx context.Context, pid int) error
+
+	// Replace queues worker pid for a graceful replacement and returns.
+	Replace(pid int) error
+
+	// RollingRestart replaces every worker, one at a time, and waits.
+	RollingRestart(ctx context.Context) error
+}
+
+// CacheInfo describes one named cache for the dashboard and /metrics.
+type CacheInfo struct {
+	Name        string        `json:"name"`
+	Persist     bool          `json:"persist"`
+	Expire      time.Duration `json:"expire"` // 0: entries never expire
+	Hits        uint64        `json:"hits"`
+	Misses      uint64        `json:"misses"`
+	Loads       uint64        `json:"loads"`
+	LoadErrors  uint64        `json:"loadErrors"`
+	Evictions   uint64        `json:"evictions"`
+	Expirations uint64        `json:"expirations"`
+	Entries     int64         `json:"entries"`
+	Bytes       int64         `json:"bytes"`
+}
+
+// HitRatio returns Hits/(Hits+Misses), or 0 before any lookup.
+func (c CacheInfo) HitRatio() float64 {
+	if n := c.Hits + c.Misses; n > 0 {
+		return float64(c.Hits) / float64(n)
+	}
+	return 0
+}
+
+// KeyChange is one change of one key of a watched cache.
+type KeyChange struct {
+	Cache string    `json:"cache"`
+	Key   string    `json:"key"`
+	Op    string    `json:"op"`              // "set", "del", "expire" or "evict"
+	Value string    `json:"value,omitempty"` // the value stored by a set, cut to 256 bytes
+	Time  time.Time `json:"time"`
+}
+
+// CacheSource is implemented by a Source whose cluster has shared caches.
+type CacheSource interface {
+	// Caches returns every named cache with its figures, by name.
+	Caches() []CacheInfo
+
+	// WatchCache calls fn for every change of every key of cache name until
+	// stop is called. fn must not block for long. An unknown name is an
+	// error wrapping ErrNoCache.
+	WatchCache(name string, fn func(KeyChange)) (stop func(), err error)
+}
+
+// StatusSource is implemented by a Source that aggregates named statuses
+// (package status): name → pid → value.
+type StatusSource interface {
+	Statuses(ctx context.Context) (map[string]map[int]any, error)
+}
+
+// Metric is one extra figure for /metrics (ring, WAL, arena …).
+type Metric struct {
+	Name    string            // full Prometheus name, e.g. "cluster2_wal_bytes"
+	Help    string            // one line
+	Counter bool              // a counter (monotonic) rather than a gauge
+	Labels  map[string]string // may be nil
+	Value   float64
+}
+
+// MetricSource is implemented by a Source with figures beyond the workers
+// and caches. Every call must return the same names with the same label
+// names.
+type MetricSource interface {
+	Metrics() []Metric
+}
