@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"sync"
 
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/master"
@@ -58,6 +59,9 @@ type Cluster struct {
 	self   *shm.Proc
 	addr   net.Addr
 	lnFile *os.File
+
+	cache     *cacheRuntime // nil unless Config.Cache.Enabled
+	closeOnce sync.Once
 }
 
 // Listen starts the cluster in the calling process, whichever role it has:
@@ -75,6 +79,9 @@ func Listen(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	if isCacheManager() {
+		runCacheManager(c) // never returns
+	}
 	if worker.IsWorker() {
 		return listenWorker(ctx, c)
 	}
@@ -90,7 +97,14 @@ func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Cluster{role: Worker, cfg: c, w: w, arena: w.Arena(), self: w.Proc(), addr: w.Addr()}, nil
+	cl := &Cluster{role: Worker, cfg: c, w: w, arena: w.Arena(), self: w.Proc(), addr: w.Addr()}
+	if c.Cache.Enabled {
+		if cl.cache, err = attachCacheWorker(w.Arena()); err != nil {
+			w.Shutdown(ctx)
+			return nil, err
+		}
+	}
+	return cl, nil
 }
 
 func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
@@ -123,6 +137,17 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster2: arena: %w", err)
 	}
+	var cr *cacheRuntime
+	if c.Cache.Enabled { // before any worker: persistent caches are replayed first
+		if cr, err = startCacheMaster(ctx, c, a); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				cr.stop()
+			}
+		}()
+	}
 	m, err := master.Start(ctx, master.Config{
 		Workers: c.Workers, Listener: f, Arena: a,
 		HeartbeatInterval: c.HeartbeatInterval, NannyTolerance: c.NannyTolerance, MaxAge: c.MaxAge,
@@ -133,7 +158,7 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Cluster{role: Master, cfg: c, m: m, arena: a, self: self, addr: addr, lnFile: f}, nil
+	return &Cluster{role: Master, cfg: c, m: m, arena: a, self: self, addr: addr, lnFile: f, cache: cr}, nil
 }
 
 // slotsFor sizes the process table: the master, the workers, as many
@@ -211,7 +236,9 @@ func (c *Cluster) Config() Config { return c.cfg }
 // then it returns worker.ErrMasterDied).
 func (c *Cluster) Wait() error {
 	if c.w != nil {
-		return c.w.Wait()
+		err := c.w.Wait()
+		c.close()
+		return err
 	}
 	c.m.Wait()
 	c.close()
@@ -230,8 +257,15 @@ func (c *Cluster) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// close releases what Listen took in this process, once: the cache's work
+// (the persistence manager logs what is left) and the master's socket.
 func (c *Cluster) close() {
-	c.lnFile.Close()
+	c.closeOnce.Do(func() {
+		c.cache.stop()
+		if c.lnFile != nil {
+			c.lnFile.Close()
+		}
+	})
 }
 
 // Up reports whether the cluster is in rotation (master: every initial

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/worker"
 )
 
@@ -28,16 +29,29 @@ type CacheConfig struct {
 	// Enabled turns the shared cache on.
 	Enabled bool
 
-	// Mode is CacheStandalone or CacheMaster. Default CacheMaster.
+	// Mode is CacheStandalone or CacheMaster. Default CacheMaster. It says
+	// which process owns persistence (the caches themselves live in the
+	// arena, read and written by every process): the master, or a
+	// cache-manager process the master starts, and restarts if it dies. It
+	// matters only with a DataDir.
 	Mode string
 
 	// ArenaSize is the size of the shared arena in bytes (caches, rings and
 	// supervision all live in it). Default 64 MiB; at least 1 MiB.
 	ArenaSize int64
 
-	// DataDir is where persistent caches keep their data. Default "": no
-	// persistence.
+	// DataDir is where persistent caches keep their data (a write-ahead log
+	// and a snapshot, see package persist). Default "": no persistence.
 	DataDir string
+
+	// Durability is the default of persistent caches that choose none
+	// (cache.Options.Durability). Default cache.EverySecond.
+	Durability cache.Durability
+
+	// Salvage starts even when the log is damaged in the middle, keeping what
+	// comes before the damage (reported in the log). Default false: Listen
+	// fails with the file and offset.
+	Salvage bool
 }
 
 // Config configures Listen. The zero value, with a Handler, is a valid
@@ -204,6 +218,8 @@ func (c Config) validate() error {
 		return bad("ReplaceTimeout", c.ReplaceTimeout, "is negative")
 	case c.Cache.Mode != CacheStandalone && c.Cache.Mode != CacheMaster:
 		return bad("Cache.Mode", fmt.Sprintf("%q", c.Cache.Mode), `is not "standalone" or "master"`)
+	case c.Cache.Durability > cache.Always:
+		return bad("Cache.Durability", c.Cache.Durability, "is not a cache.Durability")
 	case c.Cache.ArenaSize < minArenaSize:
 		return bad("Cache.ArenaSize", c.Cache.ArenaSize, "is below 1 MiB")
 	case c.Addr == c.MonitorAddr && !strings.HasSuffix(c.Addr, ":0"):
@@ -214,8 +230,8 @@ func (c Config) validate() error {
 
 // String returns the configuration on one line, for the log at start.
 func (c Config) String() string {
-	return fmt.Sprintf("workers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d cache={enabled=%v mode=%s arena=%d data=%q} pidDir=%q",
+	return fmt.Sprintf("workers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d cache={enabled=%v mode=%s arena=%d data=%q durability=%v} pidDir=%q",
 		c.Workers, c.Addr, c.MonitorAddr, c.HeartbeatInterval, c.MaxAge, c.NannyTolerance, c.MemoryLimit,
 		c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.Cache.Enabled, c.Cache.Mode, c.Cache.ArenaSize,
-		c.Cache.DataDir, c.PidDir)
+		c.Cache.DataDir, c.Cache.Durability, c.PidDir)
 }

@@ -42,6 +42,10 @@ type Mutation struct {
 	ExpireAt int64   // OpSet: absolute deadline, unix nanoseconds; 0 = never
 }
 
+// persisterGrace is how long an Always writer waits for a new persister after
+// the one it waited for died.
+const persisterGrace = 10 * time.Second
+
 // durableSpins is how many times an Always writer (and the persister, for
 // new records) polls before sleeping on the futex.
 const durableSpins = 50
@@ -73,6 +77,7 @@ func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
 		}
 		runtime.Gosched()
 	}
+	var deadSince time.Time
 	for j.durable.Load() < jend {
 		owner := j.owner.Load()
 		if owner == 0 {
@@ -93,7 +98,13 @@ func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
 			return fmt.Errorf("%w: %w", ErrNotDurable, err)
 		}
 		if timedOut && j.durable.Load() < jend && !c.sp.a.Alive(owner) {
-			return fmt.Errorf("%w: the cache manager died", ErrNotDurable)
+			// A standalone manager that died is restarted by the master and
+			// resumes where it had logged to: give it a while.
+			if deadSince.IsZero() {
+				deadSince = time.Now()
+			} else if time.Since(deadSince) > persisterGrace {
+				return fmt.Errorf("%w: the cache manager died and none took over in %v", ErrNotDurable, persisterGrace)
+			}
 		}
 	}
 	return nil
@@ -126,6 +137,12 @@ func (sp *Space) AttachPersister(def Durability) (*Persister, error) {
 	}
 	j.defDur.Store(uint32(def))
 	return &Persister{sp: sp, cur: j.persistd.Load()}, nil
+}
+
+// PersisterAttached reports whether a live process is the space's persister.
+func (sp *Space) PersisterAttached() bool {
+	o := sp.jr.h.owner.Load()
+	return o != 0 && sp.a.Alive(o)
 }
 
 // Detach gives the persister role up: Always writers stop waiting for it.

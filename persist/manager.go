@@ -433,6 +433,15 @@ func (m *Manager) snapshot(ctx context.Context, sp *cache.Space) error {
 	return nil
 }
 
+// Release gives the persister role up without running (the master replays,
+// then hands the role to a standalone manager process, which Resumes).
+func (m *Manager) Release() {
+	if m.p != nil {
+		m.p.Detach()
+		m.sp, m.p = nil, nil
+	}
+}
+
 // Close syncs and closes the log.
 func (m *Manager) Close() error {
 	m.mu.Lock()

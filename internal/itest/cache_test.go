@@ -1,0 +1,295 @@
+package itest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	cluster2 "github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/internal/xtesting"
+)
+
+func TestMain(m *testing.M) {
+	xtesting.Main(m, map[string]func(){"cachecluster": childCacheCluster})
+}
+
+// Scenario of the "cachecluster" child (inherited by its workers).
+const (
+	envData = "IT_DATA" // Cache.DataDir ("" = no persistence)
+	envMode = "IT_MODE" // Cache.Mode
+	envDur  = "IT_DUR"  // the cache's Durability
+)
+
+type answer struct {
+	Pid   int    `json:"pid"`
+	Value string `json:"value"`
+	OK    bool   `json:"ok"`
+	Err   string `json:"err,omitempty"`
+}
+
+// childCacheCluster is a cluster whose two workers serve the cache "it":
+// GET /get?k= (with a loader naming the loading pid), GET /set?k=&v=,
+// GET /del?k=. The master prints "READY addr" once Listen returned.
+func childCacheCluster() {
+	dur, _ := strconv.Atoi(os.Getenv(envDur))
+	opts := cache.Options{Persist: os.Getenv(envData) != "", Durability: cache.Durability(dur)}
+	reply := func(w http.ResponseWriter, a answer, err error) {
+		a.Pid = os.Getpid()
+		if err != nil {
+			a.Err = err.Error()
+			w.WriteHeader(500)
+		}
+		json.NewEncoder(w).Encode(a)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/get", func(w http.ResponseWriter, r *http.Request) {
+		c, err := cache.Use("it", opts)
+		if err != nil {
+			reply(w, answer{}, err)
+			return
+		}
+		v, err := c.Get(r.Context(), r.URL.Query().Get("k"), func(context.Context, string) ([]byte, error) {
+			time.Sleep(100 * time.Millisecond) // long enough for concurrent misses to meet
+			return []byte("loaded-by-" + strconv.Itoa(os.Getpid())), nil
+		})
+		reply(w, answer{Value: string(v), OK: err == nil}, err)
+	})
+	mux.HandleFunc("/peek", func(w http.ResponseWriter, r *http.Request) {
+		c, err := cache.Use("it", opts)
+		if err != nil {
+			reply(w, answer{}, err)
+			return
+		}
+		v, ok, err := c.GetInto(nil, r.URL.Query().Get("k"))
+		reply(w, answer{Value: string(v), OK: ok}, err)
+	})
+	mux.HandleFunc("/set", func(w http.ResponseWriter, r *http.Request) {
+		c, err := cache.Use("it", opts)
+		if err != nil {
+			reply(w, answer{}, err)
+			return
+		}
+		ok, err := c.Set(r.Context(), r.URL.Query().Get("k"), []byte(r.URL.Query().Get("v")), cache.SetOptions{})
+		reply(w, answer{OK: ok}, err)
+	})
+	mux.HandleFunc("/del", func(w http.ResponseWriter, r *http.Request) {
+		c, err := cache.Use("it", opts)
+		if err != nil {
+			reply(w, answer{}, err)
+			return
+		}
+		_, ok, err := c.Del(r.Context(), r.URL.Query().Get("k"))
+		reply(w, answer{OK: ok}, err)
+	})
+	cfg := cluster2.Config{
+		Workers: 2, Addr: "127.0.0.1:0", MonitorAddr: "127.0.0.1:0", Handler: mux,
+		HeartbeatInterval: 500 * time.Millisecond, StopTimeout: 5 * time.Second, ReplaceTimeout: 10 * time.Second,
+		Cache: cluster2.CacheConfig{Enabled: true, Mode: os.Getenv(envMode), DataDir: os.Getenv(envData), ArenaSize: 32 << 20},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	cl, err := cluster2.Listen(ctx, cfg)
+	cancel()
+	if err != nil {
+		fmt.Println("LISTEN-ERROR", err)
+		os.Exit(1)
+	}
+	if cl.IsMaster() {
+		fmt.Println("READY", cl.Addr().String())
+	}
+	cl.Wait()
+}
+
+type testCluster struct {
+	cmd  *exec.Cmd
+	addr string
+	done chan struct{}
+}
+
+func startCluster(t *testing.T, env ...string) *testCluster {
+	t.Helper()
+	cmd := xtesting.Command(t, "cachecluster", nil, env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	xtesting.Start(t, cmd)
+	tc := &testCluster{cmd: cmd, done: make(chan struct{})}
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "READY" {
+				ready <- f[1]
+			} else if strings.HasPrefix(sc.Text(), "LISTEN-ERROR") {
+				ready <- sc.Text()
+			}
+		}
+		cmd.Wait()
+		close(tc.done)
+	}()
+	t.Cleanup(func() { tc.kill() })
+	select {
+	case a := <-ready:
+		if strings.HasPrefix(a, "LISTEN-ERROR") {
+			t.Fatal(a)
+		}
+		tc.addr = a
+	case <-time.After(60 * time.Second):
+		t.Fatal("no READY from the master in 60 s")
+	}
+	return tc
+}
+
+// kill kills the whole cluster with SIGKILL (its process group) and waits.
+func (tc *testCluster) kill() {
+	syscall.Kill(-tc.cmd.Process.Pid, syscall.SIGKILL)
+	<-tc.done
+}
+
+func (tc *testCluster) call(path string) (answer, error) {
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("http://" + tc.addr + path)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var a answer
+	if err := json.Unmarshal(b, &a); err != nil {
+		return a, fmt.Errorf("%s: status %d: %q", path, resp.StatusCode, b)
+	}
+	if a.Err != "" {
+		return a, fmt.Errorf("%s: %s", path, a.Err)
+	}
+	return a, nil
+}
+
+// TestCacheAcrossWorkers: a value set through one worker is read by the
+// other, and concurrent misses of one key through both workers run the
+// loader once.
+func TestCacheAcrossWorkers(t *testing.T) {
+	tc := startCluster(t)
+	if a, err := tc.call("/set?k=shared&v=hello"); err != nil || !a.OK {
+		t.Fatalf("set: %+v, %v", a, err)
+	}
+	seen := map[int]bool{}
+	for i := 0; i < 40 && len(seen) < 2; i++ {
+		a, err := tc.call("/peek?k=shared")
+		if err != nil || !a.OK || a.Value != "hello" {
+			t.Fatalf("peek through pid %d: %+v, %v", a.Pid, a, err)
+		}
+		seen[a.Pid] = true
+	}
+	if len(seen) < 2 {
+		t.Fatalf("40 requests reached only %v", seen)
+	}
+	var wg sync.WaitGroup
+	values := make(chan answer, 16)
+	for range 16 {
+		wg.Go(func() {
+			a, err := tc.call("/get?k=once")
+			if err != nil {
+				t.Error(err)
+			}
+			values <- a
+		})
+	}
+	wg.Wait()
+	close(values)
+	distinct, servers := map[string]bool{}, map[int]bool{}
+	for a := range values {
+		distinct[a.Value] = true
+		servers[a.Pid] = true
+	}
+	if len(distinct) != 1 {
+		t.Fatalf("16 concurrent misses through %d workers got %v: the loader ran more than once", len(servers), distinct)
+	}
+	t.Logf("one loader for 16 misses served by %d workers: %v", len(servers), distinct)
+}
+
+// TestPersistentCacheSurvivesKill9 sets keys with Always (each answer is an
+// acknowledgement), kills the whole cluster with SIGKILL, starts it again on
+// the same data directory and reads every acknowledged key back; deleted keys
+// stay deleted. In standalone mode the cache-manager process is also killed
+// in the middle and must be restarted by the master without losing anything.
+func TestPersistentCacheSurvivesKill9(t *testing.T) {
+	for _, mode := range []string{cluster2.CacheMaster, cluster2.CacheStandalone} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			env := []string{envData + "=" + dir, envMode + "=" + mode, envDur + "=" + strconv.Itoa(int(cache.Always))}
+			tc := startCluster(t, env...)
+			const n = 200
+			for i := range n {
+				if i == n/2 && mode == cluster2.CacheStandalone {
+					pid := managerPid(t, dir)
+					syscall.Kill(pid, syscall.SIGKILL)
+					t.Logf("killed the cache manager %d after %d acknowledged sets", pid, i)
+				}
+				a, err := tc.call(fmt.Sprintf("/set?k=k%d&v=v%d", i, i))
+				if err != nil || !a.OK {
+					t.Fatalf("set k%d: %+v, %v", i, a, err)
+				}
+				if i%10 == 9 {
+					if a, err := tc.call(fmt.Sprintf("/del?k=k%d", i-5)); err != nil || !a.OK {
+						t.Fatalf("del k%d: %+v, %v", i-5, a, err)
+					}
+				}
+			}
+			tc.kill()
+			tc2 := startCluster(t, env...)
+			for i := range n {
+				a, err := tc2.call(fmt.Sprintf("/peek?k=k%d", i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				deleted := i%10 == 4
+				if deleted && a.OK {
+					t.Fatalf("deleted k%d came back as %q", i, a.Value)
+				}
+				if !deleted && (!a.OK || a.Value != fmt.Sprint("v", i)) {
+					t.Fatalf("acknowledged k%d = %q, %v after kill -9 and restart", i, a.Value, a.OK)
+				}
+			}
+		})
+	}
+}
+
+// managerPid finds the cache-manager process of the cluster on dir.
+func managerPid(t *testing.T, dir string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+			if err != nil {
+				continue
+			}
+			if bytes.Contains(env, []byte("CLUSTER2_CACHE_MANAGER=1")) && bytes.Contains(env, []byte(envData+"="+dir+"\x00")) {
+				return pid
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no cache-manager process found")
+	return 0
+}
