@@ -54,11 +54,10 @@ func startCluster(t *testing.T, env ...string) *testCluster {
 		close(tc.lines)
 	}()
 	t.Cleanup(func() {
-		// Whatever the test did, leave no process behind: the whole cluster
-		// dies with its master (death pipe), and the master is killed here.
-		// Waiting for dead also orders the Wait above before xtesting's own
-		// cleanup, which reads cmd.ProcessState.
-		cmd.Process.Signal(syscall.SIGKILL)
+		// Whatever the test did, leave no process behind, stopped ones
+		// included: the master and its workers share the master's process
+		// group (xtesting.Command sets Setpgid).
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-tc.dead
 	})
 	deadline := time.After(60 * time.Second)
