@@ -76,7 +76,7 @@ type state struct {
 func run(addr, monitor string, workers int, data, rundir string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	c, err := cluster2.Listen(context.Background(), cluster2.Config{
-		Workers: workers, Addr: addr, MonitorAddr: monitor, Handler: newApp(cacheStore),
+		Workers: workers, Addr: addr, MonitorAddr: monitor, Handler: newApp(newCacheStore(data)),
 		PidDir: filepath.Join(rundir, "pids"), Logger: log,
 		Cache: cluster2.CacheConfig{Enabled: true, DataDir: data},
 	})
@@ -131,8 +131,8 @@ func statusHandler(c *cluster2.Cluster) http.Handler {
 	return mux
 }
 
-// store is what the cache routes need from a cache. cacheStore is nil until
-// the cache package is wired in: the routes then answer 501.
+// store is what the cache routes need from a cache (see cache.go). With a
+// nil store the routes answer 501.
 type store interface {
 	// Get returns key's value, calling load (in exactly one process) when
 	// it is absent.
@@ -140,8 +140,6 @@ type store interface {
 	Set(ctx context.Context, key string, value []byte) error
 	Delete(ctx context.Context, key string) error
 }
-
-var cacheStore store
 
 func newApp(cache store) http.Handler {
 	pid := os.Getpid()
