@@ -60,7 +60,8 @@ type Cluster struct {
 	addr   net.Addr
 	lnFile *os.File
 
-	cache     *cacheRuntime // nil unless Config.Cache.Enabled
+	cache     *cacheRuntime   // nil unless Config.Cache.Enabled
+	mon       *monitorRuntime // master: nil when the monitor is off or did not start
 	closeOnce sync.Once
 }
 
@@ -97,6 +98,7 @@ func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	serveWorkerProfiles(c)
 	cl := &Cluster{role: Worker, cfg: c, w: w, arena: w.Arena(), self: w.Proc(), addr: w.Addr()}
 	if c.Cache.Enabled {
 		if cl.cache, err = attachCacheWorker(w.Arena()); err != nil {
@@ -148,17 +150,24 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 			}
 		}()
 	}
+	mon := startMonitor(c, addr, a) // before any worker: the ECV answers down until they are warm
+	defer func() {
+		if err != nil {
+			mon.close()
+		}
+	}()
 	m, err := master.Start(ctx, master.Config{
 		Workers: c.Workers, Listener: f, Arena: a,
 		HeartbeatInterval: c.HeartbeatInterval, NannyTolerance: c.NannyTolerance, MaxAge: c.MaxAge,
 		ShouldKill: c.ShouldKill, MemoryLimit: c.MemoryLimit, StopTimeout: c.StopTimeout,
 		ReplaceTimeout: c.ReplaceTimeout, ReplaceRetries: c.ReplaceRetries, HandleSignals: !c.NoSignals,
-		PidDir: c.PidDir, OnEvent: c.OnEvent, Logger: c.Logger,
+		PidDir: c.PidDir, OnEvent: mon.onEvent(c.OnEvent), Env: mon.workerEnv(), Logger: c.Logger,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &Cluster{role: Master, cfg: c, m: m, arena: a, self: self, addr: addr, lnFile: f, cache: cr}, nil
+	mon.attach(m)
+	return &Cluster{role: Master, cfg: c, m: m, arena: a, self: self, addr: addr, lnFile: f, cache: cr, mon: mon}, nil
 }
 
 // slotsFor sizes the process table: the master, the workers, as many

@@ -64,10 +64,16 @@ type Config struct {
 	// Addr is the application's listening address. Default ":8080".
 	Addr string
 
-	// MonitorAddr is the monitor server's address (served by the master).
-	// Default "127.0.0.1:8081". Listen does not serve it yet: it is for the
-	// monitor package.
+	// MonitorAddr is the monitor server's address (served by the master:
+	// ECV, /livez, /debug, /deps, /status, /metrics; see package monitor).
+	// Default "127.0.0.1:8081": loopback only. Beyond loopback, actions and
+	// profiles need Monitor.Token. A busy address is logged and the cluster
+	// runs without the monitor.
 	MonitorAddr string
+
+	// Monitor configures the monitor server: off, token, ECV, agent-check,
+	// profiles.
+	Monitor MonitorConfig
 
 	// Handler serves requests in every worker. Required.
 	Handler http.Handler

@@ -1,0 +1,300 @@
+package cluster2
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/master"
+	"github.com/cluster2/cluster2/monitor"
+	"github.com/cluster2/cluster2/shm"
+)
+
+// ECVConfig configures the ECV; see monitor.ECVOptions. In monitor mode a
+// CheckURL that is a path ("/health") is fetched from the cluster's own
+// listening address.
+type ECVConfig = monitor.ECVOptions
+
+// MonitorConfig configures the master's monitor server (package monitor),
+// served on Config.MonitorAddr: ECV, /livez, the /debug dashboard, /deps,
+// /status, /metrics and the workers' profiles. The zero value serves it with
+// a control-mode ECV on /ecv and profiles on.
+type MonitorConfig struct {
+	// Disabled turns the monitor server off (and the workers' profiling
+	// sockets with it).
+	Disabled bool
+
+	// Token is the bearer token that actions and profiles require when
+	// MonitorAddr is beyond loopback; see monitor.Options.Token. Default "":
+	// beyond loopback, actions and profiles are off.
+	Token string
+
+	// ECV configures the ECV routes and rules.
+	ECV ECVConfig
+
+	// AgentAddr, when set, serves an HAProxy agent-check responder on that
+	// TCP address. Default "": none.
+	AgentAddr string
+
+	// NoProfiles stops the workers from serving their profiles to the
+	// monitor (each worker otherwise listens on a unix socket in a private
+	// 0700 directory the master creates and removes).
+	NoProfiles bool
+}
+
+// monitorRuntime is the monitor in the master. Its methods accept a nil
+// receiver (monitor disabled or failed to start).
+type monitorRuntime struct {
+	srv       *monitor.Server
+	src       *monitorSource
+	dir       string // the workers' profiling sockets; "" without profiles
+	log       *slog.Logger
+	closeOnce sync.Once
+}
+
+// startMonitor starts the monitor before the first worker, so that the ECV
+// answers down while the workers warm up. A monitor that cannot start (a busy
+// port, most often) is logged and the cluster runs without it: it must not
+// take the application down.
+func startMonitor(c Config, appAddr net.Addr, a *shm.Arena) *monitorRuntime {
+	mc := c.Monitor
+	if mc.Disabled {
+		return nil
+	}
+	r := &monitorRuntime{src: &monitorSource{arena: a}, log: c.Logger}
+	ecv := mc.ECV
+	if ecv.Mode == monitor.ModeMonitor && strings.HasPrefix(ecv.CheckURL, "/") {
+		ecv.CheckURL = "http://" + loopbackOf(appAddr) + ecv.CheckURL
+	}
+	if !mc.NoProfiles {
+		dir, err := monitor.MakeProfileDir()
+		if err != nil {
+			c.Logger.Error("cluster2: monitor: profiles are off", "err", err)
+		}
+		r.dir = dir
+	}
+	srv, err := monitor.New(r.src, monitor.Options{
+		Addr: c.MonitorAddr, Token: mc.Token, ECV: ecv, AgentAddr: mc.AgentAddr, ExpectedWorkers: c.Workers,
+		ProfileDir: r.dir, Logger: c.Logger,
+		OnEvent: func(name string) {
+			if c.OnEvent != nil {
+				c.OnEvent(Event{Name: name, Time: time.Now()})
+			}
+		},
+	})
+	if err == nil {
+		if err = srv.Start(); err != nil {
+			srv.Close()
+		}
+	}
+	if err != nil {
+		c.Logger.Error("cluster2: monitor not started: the cluster runs without it", "addr", c.MonitorAddr, "err", err)
+		r.removeDir()
+		return nil
+	}
+	r.srv = srv
+	return r
+}
+
+// loopbackOf returns "host:port" to reach addr from this machine.
+func loopbackOf(addr net.Addr) string {
+	if ta, ok := addr.(*net.TCPAddr); ok && (ta.IP == nil || ta.IP.IsUnspecified()) {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(ta.Port))
+	}
+	return addr.String()
+}
+
+// onEvent returns the master's OnEvent: the monitor sees every lifecycle
+// event (the ECV is driven by "up" and "down"), then the user's hook.
+func (r *monitorRuntime) onEvent(user func(Event)) func(Event) {
+	if r == nil {
+		return user
+	}
+	return func(e Event) {
+		r.srv.HandleEvent(e)
+		if r.dir != "" && e.Pid != 0 && strings.HasSuffix(e.Name, "-died") {
+			os.Remove(monitor.ProfileSocket(r.dir, e.Pid))
+		}
+		if user != nil {
+			user(e)
+		}
+	}
+}
+
+// workerEnv returns the workers' environment: the profiling directory added
+// to this process's, or nil (the master's default) without profiles.
+func (r *monitorRuntime) workerEnv() []string {
+	if r == nil || r.dir == "" {
+		return nil
+	}
+	return append(os.Environ(), monitor.ProfileDirEnv+"="+r.dir)
+}
+
+// attach hands the started master to the monitor, and closes the monitor
+// once the master has stopped and every worker is gone.
+func (r *monitorRuntime) attach(m *master.Master) {
+	if r == nil {
+		return
+	}
+	r.src.m.Store(m)
+	go func() {
+		<-m.Done()
+		r.close()
+	}()
+}
+
+func (r *monitorRuntime) close() {
+	if r == nil {
+		return
+	}
+	r.closeOnce.Do(func() {
+		r.srv.Close()
+		r.removeDir()
+	})
+}
+
+func (r *monitorRuntime) removeDir() {
+	if r.dir != "" {
+		os.RemoveAll(r.dir)
+	}
+}
+
+// MonitorAddr returns the address the monitor server is bound to, in the
+// master; nil in a worker, or when the monitor is disabled or did not
+// start.
+func (c *Cluster) MonitorAddr() net.Addr {
+	if c.mon == nil {
+		return nil
+	}
+	return c.mon.srv.Addr()
+}
+
+// serveWorkerProfiles serves this worker's profiles on its socket in the
+// directory its master made, if the master made one. The socket lives as
+// long as the process; the master removes it when the worker dies.
+func serveWorkerProfiles(c Config) {
+	dir := os.Getenv(monitor.ProfileDirEnv)
+	if dir == "" {
+		return
+	}
+	if _, err := monitor.ServeProfiles(dir); err != nil {
+		c.Logger.Warn("cluster2: worker profiles are off", "err", err)
+	}
+}
+
+// monitorSource is the monitor's view of the master (set once Start
+// returned) and of the shared caches.
+type monitorSource struct {
+	arena *shm.Arena
+	m     atomic.Pointer[master.Master]
+}
+
+func (s *monitorSource) master() (*master.Master, error) {
+	m := s.m.Load()
+	if m == nil {
+		return nil, fmt.Errorf("%w: the workers are still starting", master.ErrWrongState)
+	}
+	return m, nil
+}
+
+func (s *monitorSource) Workers() []master.WorkerInfo {
+	if m := s.m.Load(); m != nil {
+		return m.Workers()
+	}
+	return nil
+}
+
+func (s *monitorSource) Pause(ctx context.Context, pid int) error {
+	m, err := s.master()
+	if err != nil {
+		return err
+	}
+	return m.Pause(ctx, pid)
+}
+
+func (s *monitorSource) Resume(ctx context.Context, pid int) error {
+	m, err := s.master()
+	if err != nil {
+		return err
+	}
+	return m.Resume(ctx, pid)
+}
+
+func (s *monitorSource) Replace(pid int) error {
+	m, err := s.master()
+	if err != nil {
+		return err
+	}
+	return m.Replace(pid)
+}
+
+func (s *monitorSource) RollingRestart(ctx context.Context) error {
+	m, err := s.master()
+	if err != nil {
+		return err
+	}
+	return m.RollingRestart(ctx)
+}
+
+// Caches reads the figures of every cache of the master's space.
+func (s *monitorSource) Caches() []monitor.CacheInfo {
+	sp := cache.Default()
+	if sp == nil {
+		return nil
+	}
+	var out []monitor.CacheInfo
+	for _, name := range sp.Names() {
+		c, err := s.open(sp, name)
+		if err != nil {
+			continue
+		}
+		st, o := c.Stats(), c.Options()
+		out = append(out, monitor.CacheInfo{Name: name, Persist: o.Persist, Expire: o.Expire, Hits: st.Hits,
+			Misses: st.Misses, Loads: st.Loads, LoadErrors: st.LoadErrors, Evictions: st.Evictions,
+			Expirations: st.Expirations, Entries: st.Entries, Bytes: st.Bytes})
+	}
+	return out
+}
+
+// open returns this process's handle of an existing cache (shared with any
+// other user in the master: never closed here).
+func (s *monitorSource) open(sp *cache.Space, name string) (*cache.Cache, error) {
+	o, ok := sp.Lookup(name)
+	if !ok {
+		return nil, fmt.Errorf("cache %q: %w", name, monitor.ErrNoCache)
+	}
+	return sp.Use(name, o)
+}
+
+// WatchCache follows every key of the named cache.
+func (s *monitorSource) WatchCache(name string, fn func(monitor.KeyChange)) (func(), error) {
+	sp := cache.Default()
+	if sp == nil {
+		return nil, fmt.Errorf("cache %q: %w (the shared cache is off)", name, monitor.ErrNoCache)
+	}
+	c, err := s.open(sp, name)
+	if err != nil {
+		return nil, err
+	}
+	w := c.Watch("", func(ch cache.Change) {
+		fn(monitor.KeyChange{Cache: ch.Cache, Key: ch.Key, Op: ch.Op.String(), Value: string(ch.Value), Time: time.Now()})
+	})
+	return func() { c.Unwatch(w) }, nil
+}
+
+// Metrics adds the arena's figures.
+func (s *monitorSource) Metrics() []monitor.Metric {
+	a := s.arena
+	return []monitor.Metric{
+		{Name: "cluster2_arena_bytes", Help: "Size of the shared arena.", Value: float64(a.Size())},
+		{Name: "cluster2_arena_free_bytes", Help: "Bytes of the shared arena not allocated yet.", Value: float64(a.Free())},
+	}
+}
