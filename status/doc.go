@@ -1,0 +1,46 @@
+// Package status lets every process of a cluster publish named statuses,
+// and the master read and update them cluster-wide: the seed's
+// cluster2/status, over the emitter.
+//
+// # Model
+//
+// A process registers a status with a view function (its current value,
+// JSON-encodable) and, optionally, an update function. [Registry.Get] from
+// the master returns one [Entry] per process that registered the name: the
+// master itself and every live worker; from a worker, only that worker.
+// [Registry.Set] passes a value to each of those processes' update
+// functions and returns their results.
+//
+// Protocol, on reserved emitter events (names start with "cluster2.status."):
+//
+//	worker ──register(name) / unregister(name)──▶ master   (the master keeps name → pids)
+//	master ──get(id, name) / set(id, name, value)──▶ worker
+//	worker ──reply(id, status JSON, error text or null)──▶ master
+//
+// The master asks every live worker that registered the name at once and
+// waits for each answer until the context ends (DefaultTimeout, 1 s, when
+// it has no deadline). A worker that does not answer in time gives an Entry
+// whose Err wraps [ErrTimeout]; the call fails only for a name that no
+// reachable process registered ([ErrUnknown]). The master's own entry, when
+// it registered the name, comes first; workers follow by pid.
+//
+// Workers that die leave the registry when the emitter no longer lists them
+// among its peers. Registrations made in a worker before its emitter was
+// attached reach the master when [Registry.Announce] is called (the runtime
+// does it after attaching).
+//
+// Built-in statuses (registered by the runtime): [NameOS] in every worker
+// (its last heartbeat) and [NameDeathQueue] in the master (the pids waiting
+// for replacement).
+//
+// # Caveats
+//
+// View and update run on the registry's emitter listener goroutines in the
+// answering process: one at a time per kind (get or set), so a slow view
+// delays the next get of any status of that process. Values cross processes
+// as JSON, and Set decodes the value from JSON in every process, the caller
+// included, so every update function sees the same Go types (numbers are
+// float64). An error returned by a remote update arrives as text, wrapped in
+// [ErrFailed]. A registration and a Get issued right after it in another
+// process may cross: registration is eventually visible, not synchronous.
+package status
