@@ -116,7 +116,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Workers == 0 {
 		c.Workers = runtime.NumCPU()
 	}
-	if c.Workers+1 > c.Arena.SlotCount() {
+	if c.Workers+2 > c.Arena.SlotCount() { // the master's slot and the reserved last one
 		return c, fmt.Errorf("%w: Workers %d needs more than the arena's %d slots", ErrBadConfig, c.Workers, c.Arena.SlotCount())
 	}
 	if c.Exe == "" {

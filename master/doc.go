@@ -45,6 +45,10 @@
 //
 // # Caveats
 //
+// Workers get slots 1 … n-2 of the arena's process table: slot 0 is the
+// master's and the last slot is reserved for an auxiliary process (the cache
+// manager).
+//
 // The master holds the listening socket's descriptor for the life of the
 // cluster (so that no queued connection is lost when a worker exits) and the
 // only write end of the death pipe (so that its death, however it happens,

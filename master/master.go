@@ -166,6 +166,9 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 		qWake: make(chan struct{}, 1), stopCh: make(chan struct{}), killCh: make(chan struct{}), done: make(chan struct{}),
 	}
 	m.slotUsed[0] = true // the master's
+	// The last slot is never a worker's: it is kept for an auxiliary process
+	// of the cluster (the cache manager of Cache.Mode standalone joins it).
+	m.slotUsed[len(m.slotUsed)-1] = true
 	if !slices.ContainsFunc(c.Env, func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") }) {
 		// Prefork: the workers share the cores instead of each scheduling on
 		// all of them (Workers defaults to the number of CPUs: one P each).
