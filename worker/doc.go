@@ -24,5 +24,8 @@
 // The worker never calls Fd on a file made by net.TCPListener.File: O_NONBLOCK
 // belongs to the socket's open file description, shared by every process,
 // and switching it to blocking mode would hang draining workers in accept.
+// Pause turns the server's keep-alives off and resume turns them on again,
+// even for a server that Config.NewServer made with keep-alives off.
+//
 // A Worker is safe for concurrent use; it must not be copied.
 package worker

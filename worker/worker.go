@@ -86,6 +86,7 @@ type Worker struct {
 
 	mu      sync.Mutex
 	ln      net.Listener // nil while paused or drained
+	paused  bool         // keep-alives were turned off by a pause
 	serving sync.WaitGroup
 	stopped bool
 
@@ -287,7 +288,12 @@ func (w *Worker) listen() error {
 		return fmt.Errorf("%w: listener: %w", ErrInherit, err)
 	}
 	w.ln = ln
-	w.srv.SetKeepAlivesEnabled(true)
+	if w.paused {
+		// Pause turned keep-alives off; resume turns them back on (a server
+		// NewServer made with keep-alives off gets them here: see Pause).
+		w.srv.SetKeepAlivesEnabled(true)
+		w.paused = false
+	}
 	w.serving.Add(1)
 	go func() {
 		defer w.serving.Done()
@@ -336,6 +342,9 @@ func (w *Worker) control() {
 		switch want {
 		case proc.WantPause:
 			w.unlisten()
+			w.mu.Lock()
+			w.paused = true
+			w.mu.Unlock()
 			w.block.SetState(proc.StatePaused)
 			w.log.Info("paused")
 		case proc.WantRun:
