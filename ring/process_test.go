@@ -195,9 +195,14 @@ func TestProducerKilledMidRecord(t *testing.T) {
 	}
 	total, unblocked := 0, 0
 	for round := range rounds {
+		prev := r.ProducerToken()
 		cmd := xtesting.Command(t, "slowwriter", []*os.File{a.File()})
 		xtesting.Start(t, cmd)
 		pid := uint32(cmd.Process.Pid)
+		// Until the child opened its end, Read sees the last (dead) producer.
+		if !xtesting.Eventually(20*time.Second, func() bool { tok := r.ProducerToken(); return tok != 0 && tok != prev }) {
+			t.Fatalf("round %d: the producer child never opened the ring", round)
+		}
 		next := uint32(0)
 		check := func(typ uint32, b []byte) {
 			from, seq, err := checkRecord(b)
