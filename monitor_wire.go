@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,6 +120,7 @@ func (r *monitorRuntime) onEvent(user func(Event)) func(Event) {
 		return user
 	}
 	return func(e Event) {
+		r.src.event(e)
 		r.srv.HandleEvent(e)
 		if r.dir != "" && e.Pid != 0 && strings.HasSuffix(e.Name, "-died") {
 			os.Remove(monitor.ProfileSocket(r.dir, e.Pid))
@@ -195,6 +197,39 @@ func serveWorkerProfiles(c Config) {
 type monitorSource struct {
 	arena *shm.Arena
 	m     atomic.Pointer[master.Master]
+
+	// Until master.Start returns, the workers as the lifecycle events tell
+	// them (the dashboard shows the start too).
+	mu       sync.Mutex
+	starting map[int]*master.WorkerInfo
+}
+
+// event follows a worker's lifecycle events while the master starts.
+func (s *monitorSource) event(e Event) {
+	if e.Pid == 0 || s.m.Load() != nil {
+		return
+	}
+	what := e.Name[strings.LastIndexByte(e.Name, '-')+1:]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.starting == nil {
+		s.starting = map[int]*master.WorkerInfo{}
+	}
+	wi := s.starting[e.Pid]
+	if wi == nil {
+		wi = &master.WorkerInfo{Pid: e.Pid, Slot: e.Slot, Started: e.Time}
+		s.starting[e.Pid] = wi
+	}
+	switch what {
+	case "forked":
+		wi.State = master.Forked
+	case "warming", "warmup":
+		wi.State = master.Warming
+	case "listening":
+		wi.State = master.Active
+	case "died", "failure":
+		delete(s.starting, e.Pid)
+	}
 }
 
 func (s *monitorSource) master() (*master.Master, error) {
@@ -209,7 +244,14 @@ func (s *monitorSource) Workers() []master.WorkerInfo {
 	if m := s.m.Load(); m != nil {
 		return m.Workers()
 	}
-	return nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]master.WorkerInfo, 0, len(s.starting))
+	for _, wi := range s.starting {
+		out = append(out, *wi)
+	}
+	slices.SortFunc(out, func(a, b master.WorkerInfo) int { return a.Slot - b.Slot })
+	return out
 }
 
 func (s *monitorSource) Pause(ctx context.Context, pid int) error {
