@@ -9,7 +9,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -25,6 +27,7 @@ func TestMain(m *testing.M) {
 		"model":    childModel,
 		"crash":    childCrash,
 		"loadonce": childLoadOnce,
+		"mutator":  childMutator,
 	})
 }
 
@@ -497,5 +500,87 @@ func TestLoaderOnceAcrossProcesses(t *testing.T) {
 			}
 			t.Logf("runs %d, values %v", runs.Load(), values)
 		})
+	}
+}
+
+// ---- watch and statistics across processes ----
+
+// childMutator sets, overwrites and deletes keys w0..w9 of the cache "watched"
+// in a known order (one key is left to expire), then reads each key 100 times
+// and waits long enough for its statistics to be published.
+func childMutator() {
+	_, sp := childSpace()
+	c, err := sp.Use("watched", cache.Options{})
+	if err != nil {
+		fail(2, "use: %v", err)
+	}
+	ctx := context.Background()
+	for i := range 10 {
+		k := fmt.Sprint("w", i)
+		c.Set(ctx, k, []byte("a"), cache.SetOptions{})
+		c.Set(ctx, k, []byte("b"), cache.SetOptions{})
+		c.Set(ctx, k, []byte("refused"), cache.SetOptions{LeaveIfNotNull: true})
+		if i%2 == 0 {
+			c.Del(ctx, k)
+		}
+	}
+	c.Set(ctx, "short", []byte("x"), cache.SetOptions{Expire: 20 * time.Millisecond})
+	for i := range 10 {
+		for range 100 {
+			c.GetInto(nil, fmt.Sprint("w", i))
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the background goroutine publishes every 100 ms
+	sp.Sweep()                         // "short" expired by now: its watchers are told
+	time.Sleep(200 * time.Millisecond)
+}
+
+// TestWatchAndStatsAcrossProcesses: a watcher in this process hears every
+// change another process makes, in order per key, and nothing for a refused
+// LeaveIfNotNull set or reads; that process's hits are summed into Stats here.
+func TestWatchAndStatsAcrossProcesses(t *testing.T) {
+	a, sp := newArenaSpace(t, 4<<20)
+	c, err := sp.Use("watched", cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	got := map[string][]string{}
+	c.Watch("", func(ch cache.Change) {
+		mu.Lock()
+		got[ch.Key] = append(got[ch.Key], ch.Op.String()+":"+string(ch.Value))
+		mu.Unlock()
+	})
+	cmd := xtesting.Command(t, "mutator", []*os.File{a.File()})
+	xtesting.Start(t, cmd)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("mutator: %v", err)
+	}
+	want := func(i int) []string {
+		if i%2 == 0 {
+			return []string{"set:a", "set:b", "del:"}
+		}
+		return []string{"set:a", "set:b"}
+	}
+	ok := xtesting.Eventually(5*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got["short"]) == 2
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range 10 {
+		k := fmt.Sprint("w", i)
+		if !slices.Equal(got[k], want(i)) {
+			t.Fatalf("watcher heard %v for %s; want %v", got[k], k, want(i))
+		}
+	}
+	if !ok || !slices.Equal(got["short"], []string{"set:x", "expire:"}) {
+		t.Fatalf("watcher heard %v for the expiring key; want set then expire", got["short"])
+	}
+	// The other process read the five live keys and the five deleted ones
+	// 100 times each.
+	if st := c.Stats(); st.Hits != 500 || st.Misses != 500 || st.Expirations != 1 || st.Entries != 5 {
+		t.Fatalf("Stats = %+v; want the other process's 500 hits and 500 misses, 1 expiration, 5 entries", st)
 	}
 }
