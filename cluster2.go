@@ -90,23 +90,26 @@ func Listen(ctx context.Context, cfg Config) (*Cluster, error) {
 }
 
 func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
+	var cr *cacheRuntime
 	w, err := worker.Run(ctx, worker.Config{
 		Handler: c.Handler, NewServer: c.NewServer, ConfigureApp: c.ConfigureApp, WarmUp: c.WarmUp,
 		WarmUpTimeout: c.ReplaceTimeout, HeartbeatInterval: c.HeartbeatInterval, DrainTimeout: c.StopTimeout,
 		Logger: c.Logger,
+		// The cache is attached before warm-up and serving: no request may
+		// find it missing.
+		Attach: func(ctx context.Context, a *shm.Arena, _ *shm.Proc) (err error) {
+			if c.Cache.Enabled {
+				cr, err = attachCacheWorker(a)
+			}
+			return err
+		},
 	})
 	if err != nil {
+		cr.stop()
 		return nil, err
 	}
 	serveWorkerProfiles(c)
-	cl := &Cluster{role: Worker, cfg: c, w: w, arena: w.Arena(), self: w.Proc(), addr: w.Addr()}
-	if c.Cache.Enabled {
-		if cl.cache, err = attachCacheWorker(w.Arena()); err != nil {
-			w.Shutdown(ctx)
-			return nil, err
-		}
-	}
-	return cl, nil
+	return &Cluster{role: Worker, cfg: c, w: w, arena: w.Arena(), self: w.Proc(), addr: w.Addr(), cache: cr}, nil
 }
 
 func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {

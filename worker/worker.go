@@ -42,6 +42,12 @@ type Config struct {
 	// server with ReadHeaderTimeout 10 s.
 	NewServer func(http.Handler) *http.Server
 
+	// Attach, when set, runs once the arena is mapped and the slot joined,
+	// before ConfigureApp, warm-up and serving: the place to attach what
+	// lives in the arena (the shared cache), so that no request, warm-up
+	// included, runs before it. An error stops the worker.
+	Attach func(ctx context.Context, a *shm.Arena, p *shm.Proc) error
+
 	// ConfigureApp, when set, runs once before warm-up and may replace the
 	// handler (add middleware, open resources). An error stops the worker.
 	ConfigureApp func(ctx context.Context, h http.Handler) (http.Handler, error)
@@ -199,6 +205,11 @@ func (w *Worker) begin(ctx context.Context) error {
 		signal.Stop(sig)
 	}()
 
+	if w.cfg.Attach != nil {
+		if err := w.cfg.Attach(ctx, w.arena, w.self); err != nil {
+			return fmt.Errorf("worker: Attach: %w", err)
+		}
+	}
 	h := w.cfg.Handler
 	if w.cfg.ConfigureApp != nil {
 		var err error
