@@ -11,11 +11,11 @@
 //	PUT    /cache/{key}  store the request body
 //	DELETE /cache/{key}  delete
 //
-// The master also serves GET /status (its workers, their states and latest
-// heartbeats) on the monitor address. The control commands find the running
+// The master serves the monitor (package monitor: dashboard at /debug, ECV,
+// /metrics, the JSON API) on the monitor address. The control commands find the running
 // master through demo.json in the run directory (-rundir; default
 // $XDG_RUNTIME_DIR/cluster2-demo or the temp dir): status prints the
-// workers, reload sends SIGHUP (a rolling restart), stop sends SIGTERM and
+// workers (from the monitor's /debug/api/workers), reload sends SIGHUP (a rolling restart), stop sends SIGTERM and
 // waits until the master is gone.
 package main
 
@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -89,46 +88,21 @@ func run(addr, monitor string, workers int, data, rundir string) error {
 		}
 		return nil
 	}
-	mon, err := net.Listen("tcp", monitor)
-	if err != nil {
-		c.Shutdown(context.Background())
-		return fmt.Errorf("monitor: %w", err)
+	st := state{Pid: os.Getpid(), Addr: c.Addr().String()}
+	if m := c.MonitorAddr(); m != nil {
+		st.Monitor = m.String()
+	} else {
+		log.Warn("no monitor server: the status command will not work")
 	}
-	go http.Serve(mon, statusHandler(c))
-	st := state{Pid: os.Getpid(), Addr: c.Addr().String(), Monitor: mon.Addr().String()}
 	b, _ := json.Marshal(st)
 	path := filepath.Join(rundir, "demo.json")
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		log.Warn("cannot write demo.json: the control commands will not find this master", "err", err)
 	}
 	defer os.Remove(path)
-	fmt.Printf("cluster2-demo: master %d serving http://%s with %d workers; monitor http://%s/status\n",
+	fmt.Printf("cluster2-demo: master %d serving http://%s with %d workers; monitor http://%s/debug\n",
 		os.Getpid(), st.Addr, len(c.Workers()), st.Monitor)
 	return c.Wait()
-}
-
-// statusHandler serves the master's view of its workers.
-func statusHandler(c *cluster2.Cluster) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		type row struct {
-			Pid       int                `json:"pid"`
-			Slot      int                `json:"slot"`
-			State     string             `json:"state"`
-			Started   time.Time          `json:"started"`
-			Heartbeat cluster2.Heartbeat `json:"heartbeat"`
-		}
-		out := struct {
-			Master  int   `json:"master"`
-			Up      bool  `json:"up"`
-			Workers []row `json:"workers"`
-		}{Master: os.Getpid(), Up: c.Up()}
-		for _, wi := range c.Workers() {
-			out.Workers = append(out.Workers, row{wi.Pid, wi.Slot, wi.State.String(), wi.Started, wi.Heartbeat})
-		}
-		writeJSON(w, http.StatusOK, out)
-	})
-	return mux
 }
 
 // store is what the cache routes need from a cache (see cache.go). With a
@@ -208,13 +182,21 @@ func control(cmd, rundir string) error {
 	}
 	switch cmd {
 	case "status":
-		resp, err := http.Get("http://" + st.Monitor + "/status")
+		if st.Monitor == "" {
+			return fmt.Errorf("master %d runs no monitor server: no status to show", st.Pid)
+		}
+		resp, err := http.Get("http://" + st.Monitor + "/debug/api/workers")
 		if err != nil {
 			return err
 		}
 		defer resp.Body.Close()
-		_, err = io.Copy(os.Stdout, resp.Body)
-		return err
+		var workers json.RawMessage
+		if err := json.NewDecoder(resp.Body).Decode(&workers); err != nil {
+			return fmt.Errorf("monitor %s: %w", st.Monitor, err)
+		}
+		out, _ := json.MarshalIndent(map[string]any{"master": st.Pid, "addr": st.Addr, "monitor": st.Monitor, "workers": workers}, "", "  ")
+		fmt.Println(string(out))
+		return nil
 	case "reload":
 		if err := syscall.Kill(st.Pid, syscall.SIGHUP); err != nil {
 			return err
