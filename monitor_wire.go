@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/emitter"
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/monitor"
 	"github.com/cluster2/cluster2/shm"
+	"github.com/cluster2/cluster2/status"
 )
 
 // ECVConfig configures the ECV; see monitor.ECVOptions. In monitor mode a
@@ -86,6 +88,13 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena) *monitorRuntime {
 		Addr: c.MonitorAddr, Token: mc.Token, ECV: ecv, AgentAddr: mc.AgentAddr, ExpectedWorkers: c.Workers,
 		ProfileDir: r.dir, Logger: c.Logger,
 		OnEvent: func(name string) {
+			// markUp / markDown: to every process (the emitter), and to
+			// the lifecycle hook.
+			go func() {
+				if err := emitter.Emit(name); err != nil {
+					c.Logger.Warn("cluster2: monitor: emit", "event", name, "err", err)
+				}
+			}()
 			if c.OnEvent != nil {
 				c.OnEvent(Event{Name: name, Time: time.Now()})
 			}
@@ -330,6 +339,30 @@ func (s *monitorSource) WatchCache(name string, fn func(monitor.KeyChange)) (fun
 		fn(monitor.KeyChange{Cache: ch.Cache, Key: ch.Key, Op: ch.Op.String(), Value: string(ch.Value), Time: time.Now()})
 	})
 	return func() { c.Unwatch(w) }, nil
+}
+
+// Statuses aggregates every registered status (package status): name →
+// pid → the view's value, or the error text of a process that gave none.
+func (s *monitorSource) Statuses(ctx context.Context) (map[string]map[int]any, error) {
+	reg := status.Default()
+	out := map[string]map[int]any{}
+	for _, name := range reg.Names() {
+		entries, err := reg.Get(ctx, name)
+		if err != nil {
+			out[name] = map[int]any{0: err.Error()}
+			continue
+		}
+		byPid := make(map[int]any, len(entries))
+		for _, e := range entries {
+			if e.Err != nil {
+				byPid[e.Pid] = map[string]string{"error": e.Err.Error()}
+			} else {
+				byPid[e.Pid] = e.Status
+			}
+		}
+		out[name] = byPid
+	}
+	return out, nil
 }
 
 // Metrics adds the arena's figures.
