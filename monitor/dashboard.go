@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"context"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -128,21 +129,27 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if err != nil || send("snapshot", b) != nil {
 		return
 	}
+	pump(r.Context(), s.stop, send, msgs, func(m sseMsg) error { return send(m.event, m.data) })
+}
+
+// pump sends what ch carries through each, and a ping every ssePing, until a
+// send fails, ctx ends or stop closes.
+func pump[T any](ctx context.Context, stop <-chan struct{}, send func(string, []byte) error, ch <-chan T, each func(T) error) {
 	ping := time.NewTicker(ssePing)
 	defer ping.Stop()
 	for {
 		select {
-		case m := <-msgs:
-			if send(m.event, m.data) != nil {
+		case m := <-ch:
+			if each(m) != nil {
 				return
 			}
 		case <-ping.C:
 			if send("", nil) != nil {
 				return
 			}
-		case <-r.Context().Done():
+		case <-ctx.Done():
 			return
-		case <-s.stop:
+		case <-stop:
 			return
 		}
 	}
@@ -192,32 +199,20 @@ func (s *Server) serveKeyFeed(w http.ResponseWriter, r *http.Request) {
 	if send("ready", []byte(`{"cache":`+jsonString(name)+`}`)) != nil {
 		return
 	}
-	ping := time.NewTicker(ssePing)
-	defer ping.Stop()
-	for {
-		select {
-		case c := <-ch:
-			b, _ := json.Marshal(c)
-			if send("change", b) != nil {
-				return
-			}
-			lostMu.Lock()
-			n := lost
-			lost = 0
-			lostMu.Unlock()
-			if n > 0 && send("lost", fmt.Appendf(nil, `{"count":%d}`, n)) != nil {
-				return
-			}
-		case <-ping.C:
-			if send("", nil) != nil {
-				return
-			}
-		case <-r.Context().Done():
-			return
-		case <-s.stop:
-			return
+	pump(r.Context(), s.stop, send, ch, func(c KeyChange) error {
+		b, _ := json.Marshal(c)
+		if err := send("change", b); err != nil {
+			return err
 		}
-	}
+		lostMu.Lock()
+		n := lost
+		lost = 0
+		lostMu.Unlock()
+		if n > 0 {
+			return send("lost", fmt.Appendf(nil, `{"count":%d}`, n))
+		}
+		return nil
+	})
 }
 
 // truncate cuts s to at most n bytes on a rune boundary and marks the cut.

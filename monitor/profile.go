@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -91,36 +92,8 @@ func ProfileHandler() http.Handler {
 			fmt.Fprintf(w, "%s %d\n", p.Name(), p.Count())
 		}
 	})
-	mux.HandleFunc("GET /debug/pprof/profile", func(w http.ResponseWriter, r *http.Request) {
-		d, err := seconds(r, defaultCPUSeconds)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		attachment(w, "cpu")
-		if err := pprof.StartCPUProfile(w); err != nil {
-			w.Header().Del("Content-Disposition")
-			http.Error(w, "cpu profile: "+err.Error(), http.StatusInternalServerError)
-			return
-		}
-		sleep(r.Context(), d)
-		pprof.StopCPUProfile()
-	})
-	mux.HandleFunc("GET /debug/pprof/trace", func(w http.ResponseWriter, r *http.Request) {
-		d, err := seconds(r, defaultTraceSeconds)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		attachment(w, "trace")
-		if err := trace.Start(w); err != nil {
-			w.Header().Del("Content-Disposition")
-			http.Error(w, "trace: "+err.Error(), http.StatusInternalServerError)
-			return
-		}
-		sleep(r.Context(), d)
-		trace.Stop()
-	})
+	mux.HandleFunc("GET /debug/pprof/profile", timed("cpu", defaultCPUSeconds, pprof.StartCPUProfile, pprof.StopCPUProfile))
+	mux.HandleFunc("GET /debug/pprof/trace", timed("trace", defaultTraceSeconds, trace.Start, trace.Stop))
 	mux.HandleFunc("GET /debug/pprof/{name}", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
 		p := pprof.Lookup(name)
@@ -143,6 +116,26 @@ func ProfileHandler() http.Handler {
 		}
 	})
 	return mux
+}
+
+// timed serves a profile that records for ?seconds= (default def) between
+// start and stop.
+func timed(name string, def int, start func(io.Writer) error, stop func()) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		d, err := seconds(r, def)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		attachment(w, name)
+		if err := start(w); err != nil {
+			w.Header().Del("Content-Disposition")
+			http.Error(w, name+": "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		sleep(r.Context(), d)
+		stop()
+	}
 }
 
 func seconds(r *http.Request, def int) (time.Duration, error) {
