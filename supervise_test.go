@@ -431,3 +431,37 @@ func (tc *testCluster) failReplacement(flag string) int {
 	}
 	return p
 }
+
+// TestWorkerSIGTERMDuringWarmUp: a stop ends a warm-up at once (here one that
+// would hang for a minute), and the worker never joins the socket.
+func TestWorkerSIGTERMDuringWarmUp(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "hang")
+	tc := startCluster(t, envWorkers+"=1", envWarmHang+"="+flag, envReplaceTO+"=60s")
+	p := tc.anyActive()
+	os.WriteFile(flag, nil, 0o644)
+	syscall.Kill(p, syscall.SIGKILL) // its replacement hangs in warm-up
+	var warming int
+	if !xtesting.Eventually(wait, func() bool {
+		for _, w := range tc.workers() {
+			if w.State.String() == "warming" {
+				warming = w.Pid
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("no warming worker: %+v", tc.workers())
+	}
+	syscall.Kill(warming, syscall.SIGTERM)
+	died := "worker-" + strconv.Itoa(warming) + "-died"
+	if !xtesting.Eventually(wait, func() bool { return slices.Contains(tc.events(), died) }) {
+		t.Fatalf("warming worker %d still running after SIGTERM: %v", warming, tc.events())
+	}
+	if slices.Contains(tc.events(), "worker-"+strconv.Itoa(warming)+"-listening") {
+		t.Errorf("worker %d joined the socket after SIGTERM", warming)
+	}
+	os.Remove(flag)
+	if !xtesting.Eventually(wait, func() bool { return len(tc.activePids()) == 1 }) {
+		t.Fatalf("no active worker after the warm-up ended: %+v", tc.workers())
+	}
+}

@@ -12,6 +12,10 @@ var (
 	// reported it to the master and did not join the shared socket.
 	ErrWarmUp = errors.New("worker: warm-up failed")
 
+	// ErrStopped is returned by Run when the worker was told to stop
+	// (SIGTERM, or its master died) before it joined the shared socket.
+	ErrStopped = errors.New("worker: stopped before listening")
+
 	// ErrInherit is returned by Run when an inherited descriptor (listener,
 	// arena, death pipe) is missing or unusable.
 	ErrInherit = errors.New("worker: inherited descriptor unusable")

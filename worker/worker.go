@@ -97,7 +97,9 @@ type Worker struct {
 	stopped bool
 
 	stopOnce sync.Once
-	stopCh   chan stopReq // the control loop's inbox for stops
+	stopCh   chan stopReq    // the control loop's inbox for stops
+	stopping context.Context // cancelled by the first stop request (ends a warm-up)
+	stopNow  context.CancelFunc
 	done     chan struct{}
 	err      error // why it stopped; set before done closes
 }
@@ -144,6 +146,7 @@ func Run(ctx context.Context, cfg Config) (*Worker, error) {
 		cfg.Logger = slog.Default()
 	}
 	w := &Worker{cfg: cfg, slot: slot, start: time.Now(), stopCh: make(chan stopReq, 4), done: make(chan struct{})}
+	w.stopping, w.stopNow = context.WithCancel(context.Background())
 	w.log = cfg.Logger.With("role", "worker", "pid", os.Getpid(), "slot", slot)
 	proc.Unsetenv()
 	if err := w.attach(ctx); err != nil {
@@ -221,7 +224,13 @@ func (w *Worker) begin(ctx context.Context) error {
 	w.col = newCollector(os.Getpid(), w.slot, w.start, &w.c)
 	go w.heartbeats()
 
-	if err := w.warmUp(ctx, h); err != nil {
+	err := w.warmUp(ctx, h)
+	if w.stopping.Err() != nil {
+		// SIGTERM or the master's death during warm-up: never join the socket.
+		w.block.SetState(proc.StateStopped)
+		return ErrStopped
+	}
+	if err != nil {
 		w.block.SetState(proc.StateWarmFailed)
 		w.log.Error("warm-up failed", "err", err)
 		return fmt.Errorf("%w: %w", ErrWarmUp, err)
@@ -277,6 +286,7 @@ func (w *Worker) warmUp(ctx context.Context, h http.Handler) error {
 	defer srv.Close()
 	wctx, cancel := context.WithTimeout(ctx, w.cfg.WarmUpTimeout)
 	defer cancel()
+	defer context.AfterFunc(w.stopping, cancel)() // a stop ends the warm-up
 	errc := make(chan error, 1)
 	go func() { errc <- w.cfg.WarmUp(wctx, ln.Addr().String()) }()
 	select {
@@ -421,6 +431,7 @@ func (w *Worker) Stop(deadline time.Duration) { w.stop(stopReq{deadline: deadlin
 func (w *Worker) stop(r stopReq) {
 	w.stopOnce.Do(func() {
 		w.stopCh <- r
+		w.stopNow()
 		w.block.WakeWorker() // the control loop looks at stopCh
 	})
 }
