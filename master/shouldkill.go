@@ -11,6 +11,10 @@ import (
 // health (the seed's "≤ 2 tps").
 const minJudgedRPS = 2
 
+// maxPeaks bounds the peaks DefaultShouldKill keeps: past it (replaced
+// workers' pids accumulate) they are all forgotten and relearnt.
+const maxPeaks = 1024
+
 // peak is the best a worker has done: the highest requests/s seen, with the
 // highest cpu, memory and GC pause seen at or after such a sample.
 type peak struct {
@@ -41,6 +45,9 @@ func DefaultShouldKill(maxAge time.Duration) func(worker.Heartbeat) bool {
 		defer mu.Unlock()
 		p, ok := peaks[h.Pid]
 		if !ok {
+			if len(peaks) >= maxPeaks {
+				clear(peaks) // pids of long-gone workers: start afresh
+			}
 			peaks[h.Pid] = &peak{rps: h.RPS, cpu: h.CPU, rss: h.RSS, pause: h.GCPause}
 			return false
 		}
