@@ -2,6 +2,7 @@ package worker
 
 import (
 	"math"
+	"os"
 	"runtime/metrics"
 	"sync/atomic"
 	"time"
@@ -17,7 +18,7 @@ import (
 type Heartbeat struct {
 	Pid              int           // the worker's pid
 	Slot             int           // the worker's slot in the arena's process table
-	Uptime           time.Duration // since the worker started (Run)
+	Uptime           time.Duration // since the worker process started
 	CPU              float64       // CPU use in the cycle, percent of one core
 	RSS              uint64        // resident memory, bytes
 	OpenConns        int64         // connections open now
@@ -89,6 +90,9 @@ func newCollector(pid, slot int, start time.Time, c *counters) *collector {
 	if p, err := process.NewProcess(int32(pid)); err == nil {
 		col.ps = p
 		p.Percent(0) // primes the CPU counter: the next call measures the cycle
+		if ms, err := p.CreateTime(); err == nil && pid == os.Getpid() {
+			col.start = time.UnixMilli(ms) // uptime counts from the process's start
+		}
 	}
 	col.samples = []metrics.Sample{
 		{Name: "/gc/cycles/total:gc-cycles"},
