@@ -136,6 +136,9 @@ func childCluster() {
 	ctl.HandleFunc("/workers", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(c.Workers())
 	})
+	ctl.HandleFunc("/slots", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(c.Arena().Slots())
+	})
 	ctl.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
 		evMu.Lock()
 		defer evMu.Unlock()

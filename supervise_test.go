@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/internal/xtesting"
+	"github.com/cluster2/cluster2/shm"
 )
 
 // wait is the bound of every wait in these tests: long enough never to fail
@@ -43,6 +44,18 @@ func TestKill9WorkerIsReplaced(t *testing.T) {
 	}
 	if ev := tc.events(); !slices.Contains(ev, "worker-"+strconv.Itoa(victim)+"-died") {
 		t.Errorf("events %v; want worker-%d-died", ev, victim)
+	}
+	// The dead worker's arena slot was released (its locks with it): the
+	// process table holds the master and the live workers only.
+	var slots []shm.SlotInfo
+	if err := tc.control("/slots", &slots); err != nil {
+		t.Fatal(err)
+	}
+	live := tc.activePids()
+	for _, s := range slots {
+		if s.Pid == victim || (s.Slot != 0 && !live[s.Pid]) {
+			t.Errorf("arena slot %d held by pid %d; want the master or a live worker (%v)", s.Slot, s.Pid, live)
+		}
 	}
 }
 
