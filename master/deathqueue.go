@@ -77,6 +77,7 @@ func (m *Master) enqueue(pid int, reason string, done chan error) bool {
 // deathQueue runs replacements FIFO, one at a time.
 func (m *Master) deathQueue() {
 	defer m.wg.Done()
+	var failDelay time.Duration
 	for {
 		m.mu.Lock()
 		if m.stopping {
@@ -110,6 +111,20 @@ func (m *Master) deathQueue() {
 		m.mu.Unlock()
 		if r.done != nil {
 			r.done <- err
+		}
+		// After a failed replacement the queue backs off before the next
+		// one (×1.5 per failure in a row, from 1 s, capped): a ShouldKill or
+		// memory limit that keeps asking must not turn into a loop of
+		// failing successors.
+		if errors.Is(err, ErrReplaceFailed) {
+			failDelay = min(max(time.Second, failDelay*3/2), m.cfg.CrashBackoffMax)
+			m.log.Warn("death queue backs off after a failed replacement", "delay", failDelay)
+			select {
+			case <-time.After(failDelay):
+			case <-m.stopCh:
+			}
+		} else if err == nil {
+			failDelay = 0
 		}
 	}
 }

@@ -30,8 +30,9 @@
 //     and must be listening and warmed up within ReplaceTimeout; a successor
 //     that fails (warm-up failure, crash, timeout) is killed, never the old
 //     worker, and another is tried after a back-off, ReplaceRetries times.
-//     If none succeeds a "replace-failure" event is emitted and the old
-//     worker keeps serving. Once a successor is ready the old worker is told
+//     If none succeeds a "replace-failure" event is emitted, the old
+//     worker keeps serving, and the queue waits before its next replacement
+//     (1 s, ×1.5 per failure in a row, capped at CrashBackoffMax). Once a successor is ready the old worker is told
 //     to drain; past ReplaceTimeout it gets SIGTERM, and SIGKILL past as long
 //     again.
 //
