@@ -2,8 +2,10 @@ package cluster2_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -108,5 +110,18 @@ func TestShutdownAndPidFiles(t *testing.T) {
 	}
 	if got := files(); len(got) != 0 {
 		t.Errorf("pid files left after Shutdown: %v", got)
+	}
+}
+
+func TestNewServerServesTLS(t *testing.T) {
+	tc := startCluster(t, envWorkers+"=2", envTLS+"=1")
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	r, err := getWith(&http.Client{Transport: tr, Timeout: 10 * time.Second}, "https://"+tc.addr+"/")
+	if err != nil {
+		t.Fatalf("GET over TLS: %v", err)
+	}
+	if !tc.activePids()[r.Pid] {
+		t.Fatalf("served by pid %d; want a worker", r.Pid)
 	}
 }

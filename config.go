@@ -88,7 +88,8 @@ type Config struct {
 
 	// WarmUp runs in each worker against its own handler served on a
 	// private loopback address, before the worker joins the shared socket.
-	// An error keeps the worker out (it is reported, never ignored).
+	// An error keeps the worker out (it is reported, never ignored). The
+	// private address serves plain HTTP, even when NewServer sets up TLS.
 	WarmUp func(ctx context.Context, addr string) error
 
 	// HeartbeatInterval is the period of worker heartbeats. Default 5 s.

@@ -2,10 +2,16 @@ package cluster2_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -40,6 +46,7 @@ const (
 	envNanny       = "T_NANNY"         // Config.NannyTolerance
 	envMemLimit    = "T_MEMLIMIT"      // Config.MemoryLimit
 	envPidDir      = "T_PIDDIR"        // Config.PidDir
+	envTLS         = "T_TLS"           // serve TLS through Config.NewServer
 )
 
 func envDur(name string, def time.Duration) time.Duration {
@@ -118,6 +125,11 @@ func childCluster() {
 			evMu.Unlock()
 		},
 	}
+	if os.Getenv(envTLS) != "" {
+		cfg.NewServer = func(h http.Handler) *http.Server {
+			return &http.Server{Handler: h, TLSConfig: &tls.Config{Certificates: []tls.Certificate{selfSigned()}}}
+		}
+	}
 	c, err := cluster2.Listen(context.Background(), cfg)
 	if err != nil {
 		fmt.Printf("LISTEN-ERROR %v\n", err)
@@ -179,4 +191,13 @@ func childCluster() {
 	fmt.Printf("READY %s %s\n", c.Addr(), cl.Addr())
 	c.Wait()
 	fmt.Printf("STOPPED\n")
+}
+
+// selfSigned makes a throw-away certificate for 127.0.0.1.
+func selfSigned() tls.Certificate {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }

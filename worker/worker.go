@@ -55,7 +55,8 @@ type Config struct {
 	// WarmUp, when set, runs against the worker's own handler served on a
 	// private loopback address (addr, "127.0.0.1:port") before the worker
 	// joins the shared socket. An error or a timeout is a warm-up failure:
-	// reported to the master; the worker does not listen.
+	// reported to the master; the worker does not listen. The private
+	// listener serves plain HTTP even when the server serves TLS.
 	WarmUp func(ctx context.Context, addr string) error
 
 	// WarmUpTimeout bounds WarmUp. Default 60 s.
