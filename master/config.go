@@ -47,8 +47,9 @@ type Config struct {
 	Args []string
 	Env  []string
 
-	// HeartbeatInterval is the workers' heartbeat period; the master uses it
-	// only for logs. Default 5 s.
+	// HeartbeatInterval is the workers' heartbeat period, for the log line
+	// at start (workers take theirs from their own configuration). Default
+	// 5 s.
 	HeartbeatInterval time.Duration
 
 	// NannyTolerance is how long an active worker may go without a heartbeat

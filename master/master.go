@@ -228,7 +228,7 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 	}
 	m.up.Store(true)
 	m.emit("up", nil, nil)
-	m.log.Info("cluster up", "workers", c.Workers)
+	m.log.Info("cluster up", "workers", c.Workers, "heartbeat", c.HeartbeatInterval, "nanny", c.NannyTolerance)
 	return m, nil
 }
 
