@@ -139,7 +139,10 @@ type handle struct {
 	lastHB     time.Time
 	hb         worker.Heartbeat
 	changed    chan struct{} // closed and replaced on every change
-	exited     chan struct{} // closed when reaped
+	exited     chan struct{} // closed when reaped and its death handled
+
+	reaped  chan struct{} // closed once the process was waited for: the watcher's last pass
+	watched chan struct{} // closed when the watcher is done
 }
 
 // Start spawns the initial workers and returns once every one of them is
@@ -291,7 +294,7 @@ func (m *Master) spawn(slot int) (*handle, error) {
 		return nil, fmt.Errorf("master: spawn worker in slot %d: %w", slot, err)
 	}
 	h := &handle{pid: cmd.Process.Pid, slot: slot, cmd: cmd, started: time.Now(), block: b,
-		changed: make(chan struct{}), exited: make(chan struct{})}
+		changed: make(chan struct{}), exited: make(chan struct{}), reaped: make(chan struct{}), watched: make(chan struct{})}
 	m.mu.Lock()
 	m.byPid[h.pid] = h
 	if m.stopping {
@@ -315,6 +318,9 @@ func (m *Master) reap(h *handle) {
 		m.log.Error("release slot", "slot", h.slot, "err", rerr)
 	}
 	m.removePid("worker", h.pid)
+	close(h.reaped)
+	h.block.WakeMaster()
+	<-h.watched // its last pass has reported what the worker wrote
 	m.mu.Lock()
 	was := h.state
 	h.state = Died
@@ -334,7 +340,6 @@ func (m *Master) reap(h *handle) {
 	// (the death queue's next replacement) comes after it in the event order.
 	m.emit("died", h, err)
 	close(h.exited)
-	h.block.WakeMaster()
 	switch {
 	case respawn:
 		m.log.Warn("worker died", "worker", h.pid, "slot", h.slot, "state", was, "err", err)
@@ -418,19 +423,21 @@ func (m *Master) watch(h *handle) {
 	var seen proc.State
 	var hbSeq uint64
 	var words [proc.HeartbeatWords]uint64
-	exited := func() bool {
+	defer close(h.watched)
+	reaped := func() bool {
 		select {
-		case <-h.exited:
+		case <-h.reaped:
 			return true
 		default:
 			return false
 		}
 	}
 	for {
-		h.block.WaitMaster(seen, hbSeq, exited, time.Second)
-		if exited() {
-			return
-		}
+		h.block.WaitMaster(seen, hbSeq, reaped, time.Second)
+		// Once the process is reaped, one last pass reports what it wrote
+		// before it died (a warm-up failure just before exiting), then reap
+		// goes on with the death.
+		final := reaped()
 		if st := h.block.State(); st != seen {
 			seen = st
 			m.onState(h, st)
@@ -446,53 +453,72 @@ func (m *Master) watch(h *handle) {
 				hbSeq = s
 			}
 		}
+		if final {
+			return
+		}
 		m.nanny(h)
 	}
 }
 
 func (m *Master) onState(h *handle, st proc.State) {
+	// The events go out before the change is applied: whatever waits for it
+	// (the death queue waits for "listening" before dismissing the old
+	// worker) then comes after it in the event order. onState runs on the
+	// handle's one watcher goroutine, so its calls do not interleave.
 	m.mu.Lock()
-	prev := h.state
-	var name string
+	prev, warmedSeen, ready := h.state, h.warmedSeen, h.ready
+	m.mu.Unlock()
+	var names []string
+	var err error
+	switch st {
+	case proc.StateWarming:
+		if prev == Forked {
+			names = []string{"warming"}
+		}
+	case proc.StateWarmed:
+		names = []string{"warmup"}
+	case proc.StateListening:
+		if !ready && !warmedSeen {
+			names = append(names, "warmup") // the warmed state went by unseen
+		}
+		if prev == Paused {
+			names = append(names, "resumed")
+		} else {
+			names = append(names, "listening")
+		}
+	case proc.StatePaused:
+		names = []string{"paused"}
+	case proc.StateWarmFailed:
+		names, err = []string{"warmup-failure"}, errors.New("warm-up failed")
+	case proc.StateDraining:
+		names = []string{"draining"}
+	}
+	for _, name := range names {
+		m.emit(name, h, err)
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	switch st {
 	case proc.StateWarming:
 		if h.state == Forked {
-			h.state, name = Warming, "warming"
+			h.state = Warming
 		}
 	case proc.StateWarmed:
-		h.warmedSeen, name = true, "warmup"
+		h.warmedSeen = true
 	case proc.StateListening:
-		if !h.ready && !h.warmedSeen {
-			defer m.emit("warmup", h, nil) // the warmed state went by unseen
-		}
 		h.ready = true
-		if h.state != Old {
+		if h.state != Old && h.state != Died {
 			h.state = Active
-		}
-		if prev == Paused {
-			name = "resumed"
-		} else {
-			name = "listening"
 		}
 	case proc.StatePaused:
 		if h.state == Active {
 			h.state = Paused
 		}
-		name = "paused"
 	case proc.StateWarmFailed:
-		h.failed, name = true, "warmup-failure"
-	case proc.StateDraining:
-		name = "draining"
+		h.failed = true
 	}
 	h.notifyLocked()
-	m.mu.Unlock()
-	if name != "" {
-		var err error
-		if st == proc.StateWarmFailed {
-			err = errors.New("warm-up failed")
-		}
-		m.emit(name, h, err)
-	}
 }
 
 func (m *Master) onHeartbeat(h *handle, hb worker.Heartbeat) {
