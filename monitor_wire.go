@@ -365,11 +365,30 @@ func (s *monitorSource) Statuses(ctx context.Context) (map[string]map[int]any, e
 	return out, nil
 }
 
-// Metrics adds the arena's figures.
+// Metrics adds the arena's figures and the cache space's persistence
+// (write-ahead log) figures; the latter are zero without a persister.
 func (s *monitorSource) Metrics() []monitor.Metric {
 	a := s.arena
+	var ps cache.PersistStats
+	var repairs uint64
+	if sp := cache.Default(); sp != nil {
+		ps, repairs = sp.PersistStats(), sp.Repairs()
+	}
+	attached := 0.0
+	if ps.Attached {
+		attached = 1
+	}
 	return []monitor.Metric{
 		{Name: "cluster2_arena_bytes", Help: "Size of the shared arena.", Value: float64(a.Size())},
 		{Name: "cluster2_arena_free_bytes", Help: "Bytes of the shared arena not allocated yet.", Value: float64(a.Free())},
+		{Name: "cluster2_cache_repairs_total", Help: "Cache shards repaired after a writer died inside them.", Value: float64(repairs), Counter: true},
+		{Name: "cluster2_wal_attached", Help: "1 while a live process logs the persistent caches.", Value: attached},
+		{Name: "cluster2_wal_records_total", Help: "Records appended to the write-ahead log.", Value: float64(ps.Records), Counter: true},
+		{Name: "cluster2_wal_bytes_total", Help: "Bytes appended to the write-ahead log.", Value: float64(ps.Bytes), Counter: true},
+		{Name: "cluster2_wal_fsyncs_total", Help: "fsyncs of the write-ahead log.", Value: float64(ps.Syncs), Counter: true},
+		{Name: "cluster2_wal_fsync_seconds_total", Help: "Time spent in fsyncs of the write-ahead log.", Value: ps.SyncTime.Seconds(), Counter: true},
+		{Name: "cluster2_wal_snapshots_total", Help: "Snapshots written.", Value: float64(ps.Snapshots), Counter: true},
+		{Name: "cluster2_wal_journal_gaps_total", Help: "Times the journal lapped the log writer (each cost a snapshot).", Value: float64(ps.Gaps), Counter: true},
+		{Name: "cluster2_wal_lag_bytes", Help: "Journal bytes not yet appended to the log.", Value: float64(ps.Lag)},
 	}
 }

@@ -160,7 +160,8 @@ type journalHdr struct {
 	owner    atomic.Uint32           // the persister's owner generation; 0 = none
 	defDur   atomic.Uint32           // the cluster's default Durability, set by the persister
 	watchers [MaxCaches]atomic.Int32 // processes watching each cache
-	_        [journalHdrSize - 72 - MaxCaches*4]byte
+	pstats   persistCounters         // written by the persister, read by anyone
+	_        [journalHdrSize - 72 - MaxCaches*4 - persistCountersSize]byte
 }
 
 // journal record: size u32 │ op u8 │ flags u8 │ klen u16 │ cache u32 │ vlen u32 │ exp i64 │ key │ value │ pad
@@ -170,3 +171,18 @@ const (
 	journalMaxVal  = 64 << 10
 	journalMinSize = 256 << 10
 )
+
+// persistCounters are the persister's figures, kept in the arena so that any
+// process (the monitor in the master) can read those of a standalone cache
+// manager. Only the persister writes them.
+type persistCounters struct {
+	records   atomic.Uint64 // records appended to the log
+	bytes     atomic.Uint64 // bytes appended to the log
+	syncs     atomic.Uint64 // fsyncs of the log
+	syncNanos atomic.Uint64 // total time spent in them
+	snapshots atomic.Uint64 // snapshots written
+	gaps      atomic.Uint64 // times the journal lapped the persister
+	_         [16]byte
+}
+
+const persistCountersSize = 64

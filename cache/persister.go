@@ -426,3 +426,50 @@ func trimNUL(b []byte) []byte {
 func leUint32(b []byte) uint32 {
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
+
+// PersistStats are the persister's figures (see Space.PersistStats).
+type PersistStats struct {
+	Attached  bool          // a live process persists the space
+	Records   uint64        // records appended to the log
+	Bytes     uint64        // bytes appended to the log
+	Syncs     uint64        // fsyncs of the log
+	SyncTime  time.Duration // total time spent in them
+	Snapshots uint64        // snapshots written
+	Gaps      uint64        // times the journal lapped the persister (each cost a snapshot)
+	Lag       uint64        // journal bytes not yet in the log
+}
+
+// PersistStats returns the persister's figures, from any process.
+func (sp *Space) PersistStats() PersistStats {
+	j := sp.jr.h
+	c := &j.pstats
+	tail, logged := j.tail.Load(), j.persistd.Load()
+	return PersistStats{
+		Attached: sp.PersisterAttached(), Records: c.records.Load(), Bytes: c.bytes.Load(),
+		Syncs: c.syncs.Load(), SyncTime: time.Duration(c.syncNanos.Load()), Snapshots: c.snapshots.Load(),
+		Gaps: c.gaps.Load(), Lag: tail - min(logged, tail),
+	}
+}
+
+// CountLogged adds records and bytes appended to the log to the figures.
+func (p *Persister) CountLogged(records, bytes int) {
+	c := &p.sp.jr.h.pstats
+	c.records.Add(uint64(records))
+	c.bytes.Add(uint64(bytes))
+}
+
+// CountSync adds one fsync that took d to the figures.
+func (p *Persister) CountSync(d time.Duration) {
+	c := &p.sp.jr.h.pstats
+	c.syncs.Add(1)
+	c.syncNanos.Add(uint64(d))
+}
+
+// CountSnapshot adds a snapshot (gap: taken because the journal lapped).
+func (p *Persister) CountSnapshot(gap bool) {
+	c := &p.sp.jr.h.pstats
+	c.snapshots.Add(1)
+	if gap {
+		c.gaps.Add(1)
+	}
+}

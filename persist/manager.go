@@ -89,16 +89,17 @@ type Manager struct {
 	sp *cache.Space     // attached by Replay or Resume
 	p  *cache.Persister // the journal reader, from the same
 
-	mu        sync.Mutex // serialises log writes and snapshots
-	batch     wal.Batch
-	batchN    int    // entries in batch
-	next      uint64 // the log index the next entry gets
-	names     [cache.MaxCaches]string
-	durs      [cache.MaxCaches]cache.Durability
-	known     [cache.MaxCaches]bool
-	buf       []byte
-	sinceSnap int64 // log bytes written since the last snapshot
-	closed    bool
+	mu         sync.Mutex // serialises log writes and snapshots
+	batch      wal.Batch
+	batchN     int    // entries in batch
+	batchBytes int    // their bytes
+	next       uint64 // the log index the next entry gets
+	names      [cache.MaxCaches]string
+	durs       [cache.MaxCaches]cache.Durability
+	known      [cache.MaxCaches]bool
+	buf        []byte
+	sinceSnap  int64 // log bytes written since the last snapshot
+	closed     bool
 }
 
 // Open opens (creating if needed) the data directory dir: it cuts a torn last
@@ -285,7 +286,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		p.Logged(pending)
 		if errors.Is(rerr, cache.ErrJournalGap) {
 			m.opts.Logger.Warn("persist: the journal overwrote records before they were logged; taking a snapshot")
-			if err := m.snapshot(ctx, sp); err != nil {
+			if err := m.snapshot(ctx, sp, true); err != nil {
 				return err
 			}
 			pending = p.Position()
@@ -313,7 +314,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		if now.After(nextCheck) {
 			nextCheck = now.Add(time.Second)
 			if m.shouldCompact(sp) {
-				if err := m.snapshot(ctx, sp); err != nil {
+				if err := m.snapshot(ctx, sp, false); err != nil {
 					m.opts.Logger.Error("persist: snapshot failed", "err", err)
 				}
 			}
@@ -351,6 +352,7 @@ func (m *Manager) appendLocked() {
 	}
 	m.batch.Write(m.next+uint64(m.batchN), m.buf)
 	m.batchN++
+	m.batchBytes += len(m.buf)
 	m.sinceSnap += int64(len(m.buf)) + 4
 }
 
@@ -362,16 +364,27 @@ func (m *Manager) writeBatchLocked() error {
 		m.next = 0 // ask the log again
 		return fmt.Errorf("persist: write log: %w", err)
 	}
+	if m.p != nil {
+		m.p.CountLogged(m.batchN, m.batchBytes)
+	}
 	m.next += uint64(m.batchN)
-	m.batchN = 0
+	m.batchN, m.batchBytes = 0, 0
 	return nil
 }
 
 func (m *Manager) sync() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.syncLocked()
+}
+
+func (m *Manager) syncLocked() error {
+	start := time.Now()
 	if err := m.log.Sync(); err != nil {
 		return fmt.Errorf("persist: fsync log: %w", err)
+	}
+	if m.p != nil {
+		m.p.CountSync(time.Since(start))
 	}
 	return nil
 }
@@ -397,16 +410,18 @@ func (m *Manager) shouldCompact(sp *cache.Space) bool {
 
 // Snapshot writes a snapshot of sp's persistent caches now and drops the log
 // entries it covers.
-func (m *Manager) Snapshot(ctx context.Context, sp *cache.Space) error { return m.snapshot(ctx, sp) }
+func (m *Manager) Snapshot(ctx context.Context, sp *cache.Space) error {
+	return m.snapshot(ctx, sp, false)
+}
 
-func (m *Manager) snapshot(ctx context.Context, sp *cache.Space) error {
+func (m *Manager) snapshot(ctx context.Context, sp *cache.Space, gap bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.writeBatchLocked(); err != nil {
 		return err
 	}
-	if err := m.log.Sync(); err != nil {
-		return fmt.Errorf("persist: fsync log: %w", err)
+	if err := m.syncLocked(); err != nil {
+		return err
 	}
 	// Everything up to last is in the log; the scan starts after, so it sees
 	// every mutation logged up to last or a later one (which the log after
@@ -430,6 +445,9 @@ func (m *Manager) snapshot(ctx context.Context, sp *cache.Space) error {
 		return fmt.Errorf("persist: truncate log front: %w", err)
 	}
 	m.sinceSnap = 0
+	if m.p != nil {
+		m.p.CountSnapshot(gap)
+	}
 	return nil
 }
 

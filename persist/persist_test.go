@@ -83,6 +83,9 @@ func TestRestartKeepsPersistentCaches(t *testing.T) {
 		}
 	}
 	c.Set(bg, "empty", []byte{}, cache.SetOptions{})
+	if ps := sp.PersistStats(); !ps.Attached || ps.Records < 100 || ps.Syncs == 0 {
+		t.Fatalf("PersistStats = %+v; want a persister that logged and fsynced", ps)
+	}
 	tmp.Set(bg, "gone", []byte("x"), cache.SetOptions{})
 	ttl.Set(bg, "short", []byte("x"), cache.SetOptions{})
 	ttl.Set(bg, "long", []byte("x"), cache.SetOptions{Expire: time.Hour})

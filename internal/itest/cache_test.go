@@ -108,7 +108,11 @@ func childCacheCluster() {
 		os.Exit(1)
 	}
 	if cl.IsMaster() {
-		fmt.Println("READY", cl.Addr().String())
+		mon := "-"
+		if a := cl.MonitorAddr(); a != nil {
+			mon = a.String()
+		}
+		fmt.Println("READY", cl.Addr().String(), mon)
 	}
 	cl.Wait()
 }
@@ -116,6 +120,7 @@ func childCacheCluster() {
 type testCluster struct {
 	cmd  *exec.Cmd
 	addr string
+	mon  string // the monitor's address
 	done chan struct{}
 }
 
@@ -132,8 +137,8 @@ func startCluster(t *testing.T, env ...string) *testCluster {
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "READY" {
-				ready <- f[1]
+			if f := strings.Fields(sc.Text()); len(f) >= 3 && f[0] == "READY" {
+				ready <- f[1] + " " + f[2]
 			} else if strings.HasPrefix(sc.Text(), "LISTEN-ERROR") {
 				ready <- sc.Text()
 			}
@@ -147,7 +152,7 @@ func startCluster(t *testing.T, env ...string) *testCluster {
 		if strings.HasPrefix(a, "LISTEN-ERROR") {
 			t.Fatal(a)
 		}
-		tc.addr = a
+		tc.addr, tc.mon, _ = strings.Cut(a, " ")
 	case <-time.After(60 * time.Second):
 		t.Fatal("no READY from the master in 60 s")
 	}
@@ -292,4 +297,48 @@ func managerPid(t *testing.T, dir string) int {
 	}
 	t.Fatal("no cache-manager process found")
 	return 0
+}
+
+// TestMonitorShowsCacheAndLog: the master's monitor shows the real cache (its
+// entries) and the write-ahead log's figures of a running cluster.
+func TestMonitorShowsCacheAndLog(t *testing.T) {
+	dir := t.TempDir()
+	tc := startCluster(t, envData+"="+dir, envMode+"="+cluster2.CacheMaster, envDur+"="+strconv.Itoa(int(cache.Always)))
+	for i := range 20 {
+		if _, err := tc.call(fmt.Sprintf("/set?k=m%d&v=x", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(path string) string {
+		resp, err := http.Get("http://" + tc.mon + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	var caches []map[string]any
+	if err := json.Unmarshal([]byte(get("/debug/api/caches")), &caches); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range caches {
+		if c["name"] == "it" {
+			found = true
+			t.Logf("cache view: %v", c)
+		}
+	}
+	if !found {
+		t.Fatalf("/debug/api/caches = %v; want the cache \"it\"", caches)
+	}
+	metrics := get("/metrics")
+	for _, want := range []string{"cluster2_wal_attached 1", "cluster2_wal_records_total", "cluster2_wal_fsyncs_total"} {
+		if !strings.Contains(metrics, want) {
+			t.Fatalf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(metrics, "cluster2_wal_records_total 0\n") {
+		t.Fatal("/metrics: the log recorded nothing after 20 Always sets")
+	}
 }
