@@ -301,20 +301,11 @@ func (c *Cache) Keys(ctx context.Context) ([]string, error) {
 		if err := sp.lock(ctx, sh); err != nil {
 			return nil, fmt.Errorf("cache %q: keys: %w", c.name, err)
 		}
-		for bi := range sh.b {
-			b := &sh.b[bi]
-			for i := range slotsPerBucket {
-				w := b.slots[i].Load()
-				if w == 0 {
-					continue
-				}
-				off := w & offMask
-				r := sp.rec(off)
-				if r.cache == c.id && r.kind == kindItem && (r.exp == 0 || r.exp > now) {
-					keys = append(keys, string(sp.recKey(off, r)))
-				}
+		sp.liveItems(sh, now, func(off uint64, r *recHdr) {
+			if r.cache == c.id {
+				keys = append(keys, string(sp.recKey(off, r)))
 			}
-		}
+		})
 		sp.unlock(sh)
 	}
 	return keys, nil

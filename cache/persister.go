@@ -333,22 +333,12 @@ func (sp *Space) Scan(ctx context.Context, fn func(Mutation) error) error {
 			return fmt.Errorf("cache: scan: %w", err)
 		}
 		batch = batch[:0]
-		for bi := range sh.b {
-			b := &sh.b[bi]
-			for i := range slotsPerBucket {
-				w := b.slots[i].Load()
-				if w == 0 {
-					continue
-				}
-				off := w & offMask
-				r := sp.rec(off)
-				if r.kind != kindItem || r.cache >= MaxCaches || !persistent[r.cache] || (r.exp != 0 && r.exp <= now) {
-					continue
-				}
+		sp.liveItems(sh, now, func(off uint64, r *recHdr) {
+			if r.cache < MaxCaches && persistent[r.cache] {
 				batch = append(batch, Mutation{Op: OpSet, Cache: sp.regName(r.cache), Key: string(sp.recKey(off, r)),
 					Value: append([]byte(nil), sp.recVal(off, r)...), ExpireAt: r.exp})
 			}
-		}
+		})
 		sp.unlock(sh)
 		for _, m := range batch {
 			if err := fn(m); err != nil {

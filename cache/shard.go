@@ -203,6 +203,24 @@ func (sp *Space) findOff(sh *shard, h, off uint64) slotRef {
 	return slotRef{}
 }
 
+// liveItems calls fn for every unexpired item sh's index points at. The
+// caller holds sh's lock.
+func (sp *Space) liveItems(sh *shard, now int64, fn func(off uint64, r *recHdr)) {
+	for bi := range sh.b {
+		b := &sh.b[bi]
+		for i := range slotsPerBucket {
+			w := b.slots[i].Load()
+			if w == 0 {
+				continue
+			}
+			off := w & offMask
+			if r := sp.rec(off); r.kind == kindItem && (r.exp == 0 || r.exp > now) {
+				fn(off, r)
+			}
+		}
+	}
+}
+
 // insert puts w (a new key's record) into the first empty slot of its probe
 // range, flagging full buckets it passes. With no empty slot it evicts the
 // least recently used record of the range to make one.

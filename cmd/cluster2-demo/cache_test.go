@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,14 +15,21 @@ import (
 	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
-// startDemo runs the demo with args and returns its address; the demo is
-// killed (SIGKILL, the whole cluster) when kill is called or the test ends.
-func startDemo(t *testing.T, args string) (addr string, kill func()) {
+// demo is a demo cluster started by a test.
+type demo struct {
+	cmd    *exec.Cmd
+	rundir string
+	st     state // what the master wrote for the control commands
+}
+
+// startDemo runs the demo (two workers, loopback addresses) with extra args
+// and waits until it serves.
+func startDemo(t *testing.T, args string) *demo {
 	t.Helper()
-	rundir := t.TempDir()
-	cmd := xtesting.Command(t, "demo", nil, "DEMO_ARGS=-addr 127.0.0.1:0 -monitor 127.0.0.1:0 -workers 2 -rundir "+rundir+" "+args)
-	out, _ := cmd.StdoutPipe()
-	xtesting.Start(t, cmd)
+	d := &demo{rundir: t.TempDir()}
+	d.cmd = xtesting.Command(t, "demo", nil, "DEMO_ARGS=-addr 127.0.0.1:0 -monitor 127.0.0.1:0 -workers 2 -rundir "+d.rundir+" "+args)
+	out, _ := d.cmd.StdoutPipe()
+	xtesting.Start(t, d.cmd)
 	sc := bufio.NewScanner(out)
 	if !sc.Scan() || !strings.Contains(sc.Text(), "serving") {
 		t.Fatalf("demo did not start: %q", sc.Text())
@@ -30,13 +38,20 @@ func startDemo(t *testing.T, args string) (addr string, kill func()) {
 		for sc.Scan() {
 		}
 	}()
-	b, err := os.ReadFile(filepath.Join(rundir, "demo.json"))
+	b, err := os.ReadFile(filepath.Join(d.rundir, "demo.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st state
-	json.Unmarshal(b, &st)
-	return st.Addr, func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() }
+	if err := json.Unmarshal(b, &d.st); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// kill kills the whole demo (its process group) with SIGKILL and reaps it.
+func (d *demo) kill() {
+	syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+	d.cmd.Wait()
 }
 
 func do(t *testing.T, method, url, body string) map[string]any {
@@ -61,7 +76,8 @@ func do(t *testing.T, method, url, body string) map[string]any {
 // value survives a kill -9 of the whole demo and a restart.
 func TestDemoCacheRoutesPersist(t *testing.T) {
 	data := t.TempDir()
-	addr, kill := startDemo(t, "-data "+data)
+	d := startDemo(t, "-data "+data)
+	addr := d.st.Addr
 	got := do(t, "GET", "http://"+addr+"/cache/fresh", "")
 	if v, _ := got["value"].(string); !strings.HasPrefix(v, "loaded by pid ") {
 		t.Fatalf("GET of a missing key = %v; want the loader's value", got)
@@ -74,9 +90,9 @@ func TestDemoCacheRoutesPersist(t *testing.T) {
 	}
 	do(t, "PUT", "http://"+addr+"/cache/gone", "x")
 	do(t, "DELETE", "http://"+addr+"/cache/gone", "")
-	kill() // every PUT was acknowledged after its fsync
+	d.kill() // every PUT was acknowledged after its fsync
 
-	addr, _ = startDemo(t, "-data "+data)
+	addr = startDemo(t, "-data "+data).st.Addr
 	if v := do(t, "GET", "http://"+addr+"/cache/greeting", ""); v["value"] != "hello" {
 		t.Fatalf("after kill -9 and restart GET = %v; want hello", v)
 	}

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,25 +34,8 @@ func getJSON(t *testing.T, url string) map[string]any {
 }
 
 func TestDemoServesAndIsControlled(t *testing.T) {
-	rundir := t.TempDir()
-	cmd := xtesting.Command(t, "demo", nil,
-		"DEMO_ARGS=-addr 127.0.0.1:0 -monitor 127.0.0.1:0 -workers 2 -rundir "+rundir)
-	out, _ := cmd.StdoutPipe()
-	xtesting.Start(t, cmd)
-	sc := bufio.NewScanner(out)
-	if !sc.Scan() || !strings.Contains(sc.Text(), "serving") {
-		t.Fatalf("demo did not start: %q", sc.Text())
-	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
-	b, err := os.ReadFile(filepath.Join(rundir, "demo.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st state
-	json.Unmarshal(b, &st)
+	d := startDemo(t, "")
+	cmd, rundir, st := d.cmd, d.rundir, d.st
 
 	hello := getJSON(t, "http://"+st.Addr+"/")
 	if hello["pid"] == nil || !strings.Contains(hello["hello"].(string), "hello") {
