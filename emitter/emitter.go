@@ -18,7 +18,7 @@ const (
 	DefaultRingSize    = 256 << 10
 	DefaultQueueLen    = 4096
 	DefaultSendTimeout = 10 * time.Second
-	DefaultSpin        = 20000
+	DefaultSpin        = 50 * time.Microsecond
 	DefaultPeerCheck   = 50 * time.Millisecond
 )
 
@@ -49,10 +49,12 @@ type Options struct {
 	// negative means no bound.
 	SendTimeout time.Duration
 
-	// Spin is how many times a ring reader re-checks its ring before it
-	// sleeps on the futex: higher is lower latency after a quiet spell at
-	// the cost of CPU. 0 means DefaultSpin; negative never spins.
-	Spin int
+	// Spin is how long a ring reader keeps polling its ring after the last
+	// record, yielding to the process's other goroutines (the handlers)
+	// between polls, before it sleeps on the futex: longer is lower latency
+	// after a quiet spell, at the cost of CPU. 0 means DefaultSpin (50 µs);
+	// negative never spins.
+	Spin time.Duration
 
 	// PeerCheck is how often a sleeping ring reader checks that the other
 	// process lives (and so how soon a dead one is noticed when idle). 0
@@ -100,7 +102,7 @@ func (o *Options) withDefaults() (Options, error) {
 
 // String returns a one-line description of the options.
 func (o Options) String() string {
-	return fmt.Sprintf("emitter.Options{RingSize: %d, Slots: %d, QueueLen: %d, SendTimeout: %v, Spin: %d, PeerCheck: %v}",
+	return fmt.Sprintf("emitter.Options{RingSize: %d, Slots: %d, QueueLen: %d, SendTimeout: %v, Spin: %v, PeerCheck: %v}",
 		o.RingSize, o.Slots, o.QueueLen, o.SendTimeout, o.Spin, o.PeerCheck)
 }
 
