@@ -61,6 +61,7 @@ var cachePeers = []peer{
 	{"fastcache", openFastcache},
 	{"rwmutex-map", openMap},
 	{"redis-unix", openRedis},
+	{"memcached-unix", openMemcached}, // scale_bench_test.go
 }
 
 // ---- cluster2 ----
