@@ -97,7 +97,10 @@ func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
 		Logger: c.Logger,
 		// The cache is attached before warm-up and serving: no request may
 		// find it missing.
-		Attach: func(ctx context.Context, a *shm.Arena, _ *shm.Proc) (err error) {
+		Attach: func(ctx context.Context, a *shm.Arena, p *shm.Proc) (err error) {
+			if err := attachEmitterWorker(ctx, a, p); err != nil {
+				return err
+			}
 			if c.Cache.Enabled {
 				cr, err = attachCacheWorker(a)
 			}
@@ -153,6 +156,15 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 			}
 		}()
 	}
+	ew, err := startEmitterMaster(ctx, c, a, self) // before any worker: each is armed when forked
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			ew.close()
+		}
+	}()
 	mon := startMonitor(c, addr, a) // before any worker: the ECV answers down until they are warm
 	defer func() {
 		if err != nil {
@@ -164,12 +176,13 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 		HeartbeatInterval: c.HeartbeatInterval, NannyTolerance: c.NannyTolerance, MaxAge: c.MaxAge,
 		ShouldKill: c.ShouldKill, MemoryLimit: c.MemoryLimit, StopTimeout: c.StopTimeout,
 		ReplaceTimeout: c.ReplaceTimeout, ReplaceRetries: c.ReplaceRetries, HandleSignals: !c.NoSignals,
-		PidDir: c.PidDir, OnEvent: mon.onEvent(c.OnEvent), Env: mon.workerEnv(), Logger: c.Logger,
+		PidDir: c.PidDir, OnEvent: ew.onEvent(mon.onEvent(c.OnEvent)), Env: mon.workerEnv(), Logger: c.Logger,
 	})
 	if err != nil {
 		return nil, err
 	}
 	mon.attach(m)
+	ew.attach(m, c.HeartbeatInterval)
 	return &Cluster{role: Master, cfg: c, m: m, arena: a, self: self, addr: addr, lnFile: f, cache: cr, mon: mon}, nil
 }
 

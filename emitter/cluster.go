@@ -413,6 +413,18 @@ func (st *state) teardown(l *link) {
 	st.setLinks(m)
 }
 
+// Detach disconnects the emitter from its cluster: its ring readers stop
+// (delivering what was already committed), and from then on it delivers
+// within its process only, as New made it; its listeners stay. Attach may
+// be called again (the runtime detaches the default emitter when a master
+// stops, so that a process can run another cluster later). Detach of an
+// unattached emitter does nothing.
+func (em *Emitter) Detach() {
+	if st := em.st.Swap(nil); st != nil {
+		st.close()
+	}
+}
+
 // Peers returns the pids this process can send to: in the master, every
 // worker whose slot is armed and not known dead; in a worker, the master's
 // pid while it is not known dead.

@@ -1,0 +1,226 @@
+package cluster2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cluster2/cluster2/emitter"
+	"github.com/cluster2/cluster2/internal/proc"
+	"github.com/cluster2/cluster2/master"
+	"github.com/cluster2/cluster2/shm"
+	"github.com/cluster2/cluster2/status"
+	"github.com/cluster2/cluster2/worker"
+)
+
+// LifecycleEvent is the argument of the lifecycle events the master
+// publishes through the emitter ("worker-<pid>-listening", "up", …): decode
+// it with emitter.Arg[cluster2.LifecycleEvent](e, 0).
+type LifecycleEvent struct {
+	Pid   int       `json:"pid,omitempty"`  // the worker, 0 for cluster events
+	Slot  int       `json:"slot,omitempty"` // its slot in the arena's process table
+	Error string    `json:"error,omitempty"`
+	Time  time.Time `json:"time"`
+}
+
+// emitterRuntime is the emitter's part of the master: it arms a worker's
+// rings when the worker is forked, drops them when it dies, and publishes
+// lifecycle events and heartbeats, in order, from its own goroutine (the
+// master's OnEvent must not block; Emit may wait for room in a ring).
+type emitterRuntime struct {
+	em  *emitter.Emitter
+	log *slog.Logger
+
+	mu    sync.Mutex
+	queue []publication
+	wake  chan struct{}
+	stop  chan struct{}
+	done  chan struct{}
+	once  sync.Once
+}
+
+type publication struct {
+	name    string
+	targets []emitter.Target // nil: the defaults (the master and every worker)
+	arg     any
+}
+
+// startEmitterMaster attaches the process's default emitter to the arena as
+// the master (before any worker starts) and registers the master's
+// built-in status.
+func startEmitterMaster(ctx context.Context, c Config, a *shm.Arena, self *shm.Proc) (*emitterRuntime, error) {
+	em := emitter.Default()
+	status.Default() // its listeners must be in place before a worker registers a status
+	if err := em.Attach(ctx, a, self, emitter.RoleMaster); err != nil {
+		return nil, fmt.Errorf("cluster2: emitter: %w", err)
+	}
+	r := &emitterRuntime{em: em, log: c.Logger, wake: make(chan struct{}, 1), stop: make(chan struct{}),
+		done: make(chan struct{})}
+	go r.publish()
+	return r, nil
+}
+
+// attachEmitterWorker attaches the default emitter in a worker (it waits
+// until the master armed the slot, at its forked event), announces the
+// statuses registered so far, and registers status.os: the worker's last
+// heartbeat, read from its control block.
+func attachEmitterWorker(ctx context.Context, a *shm.Arena, p *shm.Proc) error {
+	if err := emitter.Default().Attach(ctx, a, p, emitter.RoleWorker); err != nil {
+		return fmt.Errorf("cluster2: emitter: %w", err)
+	}
+	blocks, err := proc.Region(ctx, a)
+	if err != nil {
+		return fmt.Errorf("cluster2: emitter: %w", err)
+	}
+	b := &blocks[p.Slot()]
+	reg := status.Default()
+	err = reg.Register(status.NameOS, func() any {
+		var w [proc.HeartbeatWords]uint64
+		if _, ok := b.LoadHeartbeat(&w); !ok {
+			return nil
+		}
+		return worker.HeartbeatFromWords(&w)
+	}, nil)
+	reg.Announce()
+	return err
+}
+
+// onEvent returns the master's OnEvent: the emitter's bookkeeping and
+// publication first, then next.
+func (r *emitterRuntime) onEvent(next func(Event)) func(Event) {
+	if r == nil {
+		return next
+	}
+	return func(e Event) {
+		if e.Pid != 0 {
+			switch {
+			case strings.HasSuffix(e.Name, "-forked"):
+				if err := r.em.AddWorker(context.Background(), e.Pid, e.Slot); err != nil {
+					r.log.Error("cluster2: emitter: arm worker", "worker", e.Pid, "slot", e.Slot, "err", err)
+				}
+			case strings.HasSuffix(e.Name, "-died"):
+				r.em.RemoveWorker(e.Pid)
+			}
+		}
+		arg := LifecycleEvent{Pid: e.Pid, Slot: e.Slot, Time: e.Time}
+		if e.Err != nil {
+			arg.Error = e.Err.Error()
+		}
+		r.enqueue(publication{name: e.Name, arg: arg})
+		if e.Pid != 0 && strings.HasSuffix(e.Name, "-old") {
+			// The seed's dismiss(pid), to the master and the worker told
+			// to drain.
+			r.enqueue(publication{name: "dismiss", targets: []emitter.Target{emitter.Self, emitter.Pid(e.Pid)}, arg: e.Pid})
+		}
+		if next != nil {
+			next(e)
+		}
+	}
+}
+
+// attach hands the started master over: the death queue status, and
+// heartbeats published as they arrive (sampled at a quarter of the
+// heartbeat interval), until the master is done.
+func (r *emitterRuntime) attach(m *master.Master, interval time.Duration) {
+	if r == nil {
+		return
+	}
+	status.Default().Register(status.NameDeathQueue, func() any {
+		// The master does not expose its queue: the workers being replaced
+		// (state old) stand for it.
+		pids := []int{}
+		for _, w := range m.Workers() {
+			if w.State == master.Old {
+				pids = append(pids, w.Pid)
+			}
+		}
+		return pids
+	}, nil)
+	go r.heartbeats(m, max(interval/4, 50*time.Millisecond))
+	go func() {
+		<-m.Done()
+		r.close()
+	}()
+}
+
+func (r *emitterRuntime) heartbeats(m *master.Master, period time.Duration) {
+	seen := map[int]time.Time{}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-r.stop:
+			return
+		}
+		live := map[int]bool{}
+		for _, w := range m.Workers() {
+			live[w.Pid] = true
+			if w.LastHeartbeat.IsZero() || !w.LastHeartbeat.After(seen[w.Pid]) {
+				continue
+			}
+			seen[w.Pid] = w.LastHeartbeat
+			// As in the seed: to the master and the worker it describes.
+			r.enqueue(publication{name: "heartbeat", targets: []emitter.Target{emitter.Self, emitter.Pid(w.Pid)}, arg: w.Heartbeat})
+		}
+		for pid := range seen {
+			if !live[pid] {
+				delete(seen, pid)
+			}
+		}
+	}
+}
+
+func (r *emitterRuntime) enqueue(p publication) {
+	r.mu.Lock()
+	r.queue = append(r.queue, p)
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// publish emits queued publications in order until close.
+func (r *emitterRuntime) publish() {
+	defer close(r.done)
+	for {
+		select {
+		case <-r.wake:
+		case <-r.stop:
+			return
+		}
+		r.mu.Lock()
+		batch := r.queue
+		r.queue = nil
+		r.mu.Unlock()
+		for _, p := range batch {
+			var err error
+			if p.targets == nil {
+				err = r.em.Emit(p.name, p.arg)
+			} else {
+				err = r.em.To(p.targets...).Emit(p.name, p.arg)
+			}
+			if err != nil && !errors.Is(err, emitter.ErrClosed) {
+				r.log.Warn("cluster2: emitter: publish", "event", p.name, "err", err)
+			}
+		}
+	}
+}
+
+// close stops publishing (what is queued is dropped) and detaches the
+// default emitter.
+func (r *emitterRuntime) close() {
+	if r == nil {
+		return
+	}
+	r.once.Do(func() {
+		close(r.stop)
+		<-r.done
+		r.em.Detach()
+	})
+}
