@@ -552,11 +552,7 @@ func (em *Emitter) emit(ctx context.Context, targets []Target, name string, args
 	if st != nil {
 		errs = st.send(sb, &r, name, errs)
 	} else {
-		n := len(r.pids)
-		if r.workers {
-			n++
-		}
-		em.stats.dropped.Add(uint64(n))
+		em.stats.dropped.Add(uint64(len(r.pids))) // no cluster: Workers is nobody, a pid is unknown
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)

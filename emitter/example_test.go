@@ -1,0 +1,71 @@
+package emitter_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cluster2/cluster2/emitter"
+)
+
+// Example registers a handler and emits to it. Outside a cluster an emitter
+// delivers within its process; in a cluster (the runtime attaches the
+// default emitter in every process) the same Emit also reaches every
+// worker from the master, or the master from a worker.
+func Example() {
+	em, _ := emitter.New(nil)
+	defer em.Close()
+	done := make(chan struct{})
+	em.On("greet", func(e emitter.Event) {
+		var who string
+		var n int
+		e.Decode(&who, &n)
+		fmt.Println(e.Name, who, n)
+		close(done)
+	})
+	em.Emit("greet", "world", 42)
+	<-done
+	// Output:
+	// greet world 42
+}
+
+// ExampleEmitter_To sends to chosen targets: a worker by pid, every worker,
+// the master, or this process.
+func ExampleEmitter_To() {
+	em, _ := emitter.New(nil)
+	defer em.Close()
+	got := make(chan emitter.Event, 1)
+	em.Once("reload", func(e emitter.Event) { got <- e })
+	em.To(emitter.Self, emitter.Workers).Emit("reload", "config.yaml")
+	e := <-got
+	file, _ := emitter.Arg[string](e, 0)
+	fmt.Println(file)
+	// Output:
+	// config.yaml
+}
+
+// ExampleEmitter_EmitContext bounds the wait for room in a full ring or
+// listener queue.
+func ExampleEmitter_EmitContext() {
+	em, _ := emitter.New(nil)
+	defer em.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := em.EmitContext(ctx, "tick", time.Now().Unix()); err != nil {
+		fmt.Println("not delivered:", err)
+	}
+	fmt.Println(em.Stats().Emitted)
+	// Output:
+	// 1
+}
+
+// ExampleEmitter_Off stops a listener.
+func ExampleEmitter_Off() {
+	em, _ := emitter.New(nil)
+	defer em.Close()
+	l := em.On("tick", func(emitter.Event) {})
+	em.Off(l)
+	fmt.Println(em.Listeners("tick"))
+	// Output:
+	// 0
+}
