@@ -1,0 +1,295 @@
+// Command report turns the raw output of bench/report.sh (Go benchmark lines,
+// benchstat-compatible, from `go test -bench -count N` and from the wrk runs)
+// into docs/BENCHMARKS.md: the machine, then each figure with its peer from
+// the same run, the ratio, and the target its issue names.
+//
+//	go run ./bench/report -machine machine.txt -out docs/BENCHMARKS.md bench.txt wrk.txt
+//
+// A figure is the median of its -count runs. The file's soak section (between
+// the soak markers) is kept from the previous file: the soak writes it.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// results maps a benchmark name (GOMAXPROCS suffix removed) and a unit to
+// the values of its runs.
+type results map[string]map[string][]float64
+
+var procSuffix = regexp.MustCompile(`-\d+$`)
+
+func parse(path string, r results) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 4 || !strings.HasPrefix(fs[0], "Benchmark") {
+			continue
+		}
+		if _, err := strconv.Atoi(fs[1]); err != nil {
+			continue
+		}
+		name := procSuffix.ReplaceAllString(strings.TrimPrefix(fs[0], "Benchmark"), "")
+		for i := 2; i+1 < len(fs); i += 2 {
+			v, err := strconv.ParseFloat(fs[i], 64)
+			if err != nil {
+				continue
+			}
+			if r[name] == nil {
+				r[name] = map[string][]float64{}
+			}
+			r[name][fs[i+1]] = append(r[name][fs[i+1]], v)
+		}
+	}
+	return sc.Err()
+}
+
+func (r results) median(name, unit string) (float64, int, bool) {
+	vs := slices.Clone(r[name][unit])
+	if len(vs) == 0 {
+		return 0, 0, false
+	}
+	slices.Sort(vs)
+	m := vs[len(vs)/2]
+	if len(vs)%2 == 0 {
+		m = (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2
+	}
+	return m, len(vs), true
+}
+
+// row is one figure against its peer. Higher is better for rates (unit
+// ending in "/s" or a ratio), lower for ns/op. Ratio is always "how many
+// times better cluster2 is than the peer" (> 1: cluster2 ahead).
+type row struct {
+	label      string
+	name, unit string
+	peer       string // benchmark name of the peer ("" = none)
+	target     string // what the issue asks, in words
+	minRatio   float64
+	absMax     float64 // the figure must be at most this (0 = none)
+	absMin     float64 // the figure must be at least this (0 = none)
+}
+
+func higherIsBetter(unit string) bool {
+	return strings.HasSuffix(unit, "/s") || unit == "prefork/single"
+}
+
+func fmtVal(v float64, unit string) string {
+	switch {
+	case unit == "ns/op" && v >= 1e6:
+		return fmt.Sprintf("%.3g ms", v/1e6)
+	case unit == "ns/op" && v >= 1e4:
+		return fmt.Sprintf("%.3g µs", v/1e3)
+	case unit == "ns/op" && v >= 100:
+		return fmt.Sprintf("%.0f ns", v)
+	case unit == "ns/op":
+		return fmt.Sprintf("%.3g ns", v)
+	case v >= 1e6:
+		return fmt.Sprintf("%.3gM %s", v/1e6, unit)
+	case v >= 1e4:
+		return fmt.Sprintf("%.3gk %s", v/1e3, unit)
+	case v >= 100:
+		return fmt.Sprintf("%.0f %s", v, unit)
+	}
+	return fmt.Sprintf("%.3g %s", v, unit)
+}
+
+func (r results) write(w *strings.Builder, rows []row) {
+	fmt.Fprintln(w, "| figure | cluster2 | peer | peer's figure | ratio (× better) | target | met |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+	for _, x := range rows {
+		v, n, ok := r.median(x.name, x.unit)
+		if !ok {
+			fmt.Fprintf(w, "| %s | not measured | | | | %s | – |\n", x.label, x.target)
+			continue
+		}
+		peer, pv, ratio := "", "", ""
+		met := true
+		judged := false
+		if x.peer != "" {
+			pm, _, pok := r.median(x.peer, x.unit)
+			peer = "`" + x.peer + "`"
+			if !pok {
+				pv = "skipped"
+			} else {
+				pv = fmtVal(pm, x.unit)
+				q := pm / v
+				if higherIsBetter(x.unit) {
+					q = v / pm
+				}
+				ratio = fmt.Sprintf("%.2f×", q)
+				if x.minRatio > 0 {
+					judged = true
+					met = met && q >= x.minRatio
+				}
+			}
+		}
+		if x.absMax > 0 {
+			judged = true
+			met = met && v <= x.absMax
+		}
+		if x.absMin > 0 {
+			judged = true
+			met = met && v >= x.absMin
+		}
+		verdict := "–"
+		if judged {
+			verdict = map[bool]string{true: "yes", false: "**no**"}[met]
+		}
+		fmt.Fprintf(w, "| %s (`%s`, n=%d) | %s | %s | %s | %s | %s | %s |\n",
+			x.label, x.name, n, fmtVal(v, x.unit), peer, pv, ratio, x.target, verdict)
+	}
+	fmt.Fprintln(w)
+}
+
+func main() {
+	machine := flag.String("machine", "", "machine description `file`")
+	out := flag.String("out", "docs/BENCHMARKS.md", "output `file`")
+	note := flag.String("note", "", "a line about the run (duration, count)")
+	flag.Parse()
+	r := results{}
+	for _, p := range flag.Args() {
+		if err := parse(p, r); err != nil {
+			fmt.Fprintln(os.Stderr, "report:", err)
+			os.Exit(1)
+		}
+	}
+	var w strings.Builder
+	fmt.Fprintln(&w, "# Benchmarks")
+	fmt.Fprintln(&w)
+	fmt.Fprintln(&w, "Written by `bench/report.sh` (do not edit by hand: run it again). Every figure is the median of")
+	fmt.Fprintln(&w, "the runs of one invocation (`-count`), and each peer ran in the same invocation, interleaved with")
+	fmt.Fprintln(&w, "cluster2's figure; the raw, benchstat-compatible output is in `bench/results/`. **The machine is")
+	fmt.Fprintln(&w, "small and shared with other work: absolute figures swing from run to run; read the ratios.**")
+	fmt.Fprintln(&w, "Ratio: how many times better cluster2 is than the peer (above 1: cluster2 ahead; for a time, the")
+	fmt.Fprintln(&w, "peer's time over cluster2's; for a rate, cluster2's rate over the peer's).")
+	fmt.Fprintln(&w)
+	if *note != "" {
+		fmt.Fprintln(&w, *note)
+		fmt.Fprintln(&w)
+	}
+	if *machine != "" {
+		b, err := os.ReadFile(*machine)
+		if err == nil {
+			fmt.Fprintln(&w, "## Machine")
+			fmt.Fprintln(&w)
+			fmt.Fprintln(&w, "```")
+			fmt.Fprint(&w, string(b))
+			fmt.Fprintln(&w, "```")
+			fmt.Fprintln(&w)
+		}
+	}
+
+	fmt.Fprintln(&w, "## Rings (issue 2)")
+	fmt.Fprintln(&w)
+	rows := []row{
+		{label: "ring throughput, 64 B", name: "RingThroughput/ring", unit: "msgs/s", peer: "RingThroughput/socketpair", target: "≥ 5× socketpair", minRatio: 5},
+		{label: "ring throughput, 64 B", name: "RingThroughput/ring", unit: "msgs/s", peer: "RingThroughput/chan", target: "≥ 2× chan", minRatio: 2},
+		{label: "ring throughput, batches of 16", name: "RingThroughput/ring-batch16", unit: "msgs/s", peer: "RingThroughput/chan", target: "–"},
+		{label: "allocations per record", name: "RingThroughput/ring", unit: "allocs/op", target: "0", absMax: 1e-9},
+		{label: "round trip, spinning", name: "RingPingPong/spin", unit: "ns/op", peer: "RingPingPong/cacheline", target: "within 2× of the cache line", minRatio: 0.5},
+		{label: "round trip, futex", name: "RingPingPong/futex", unit: "ns/op", peer: "RingPingPong/cacheline", target: "–"},
+	}
+	for _, p := range []string{"64B", "1KiB", "64KiB"} {
+		rows = append(rows, row{label: "scaling: ring throughput, " + p, name: "ScaleRingThroughput/payload-" + p + "/ring", unit: "msgs/s",
+			peer: "ScaleRingThroughput/payload-" + p + "/socketpair", target: "–"})
+	}
+	r.write(&w, rows)
+
+	fmt.Fprintln(&w, "## Shared cache (issue 3)")
+	fmt.Fprintln(&w)
+	rows = []row{
+		{label: "hit, 1k keys", name: "CacheGetHit/cluster2", unit: "ns/op", peer: "CacheGetHit/otter", target: "≤ 2.5× otter and < 50 ns", minRatio: 1 / 2.5, absMax: 50},
+		{label: "hit, 1k keys", name: "CacheGetHit/cluster2", unit: "ns/op", peer: "CacheGetHit/fastcache", target: "–"},
+		{label: "hit, 1k keys", name: "CacheGetHit/cluster2", unit: "ns/op", peer: "CacheGetHit/rwmutex-map", target: "–"},
+		{label: "hit, 1k keys", name: "CacheGetHit/cluster2", unit: "ns/op", peer: "CacheGetHit/redis-unix", target: "≥ 200× Redis GET (unix socket)", minRatio: 200},
+		{label: "hit, 1k keys", name: "CacheGetHit/cluster2", unit: "ns/op", peer: "CacheGetHit/memcached-unix", target: "–"},
+		{label: "allocations per hit", name: "CacheGetHit/cluster2", unit: "allocs/op", target: "0", absMax: 1e-9},
+		{label: "hit, 100k keys", name: "CacheGetHit100k/cluster2", unit: "ns/op", peer: "CacheGetHit100k/otter", target: "< 150 ns", absMax: 150},
+		{label: "hit, parallel", name: "CacheGetHitParallel/cluster2", unit: "ns/op", peer: "CacheGetHitParallel/otter", target: "–"},
+		{label: "set", name: "CacheSet/cluster2", unit: "ns/op", peer: "CacheSet/otter", target: "< 300 ns", absMax: 300},
+		{label: "set", name: "CacheSet/cluster2", unit: "ns/op", peer: "CacheSet/redis-unix", target: "–"},
+		{label: "set", name: "CacheSet/cluster2", unit: "ns/op", peer: "CacheSet/memcached-unix", target: "–"},
+		{label: "get-or-load, contended", name: "CacheGetOrLoadContended/cluster2", unit: "ns/op", peer: "CacheGetOrLoadContended/otter", target: "–"},
+	}
+	for _, k := range []string{"1k", "100k", "1M"} {
+		rows = append(rows, row{label: "scaling: hit, " + k + " keys", name: "ScaleCacheGetHit/keys-" + k + "/cluster2", unit: "ns/op",
+			peer: "ScaleCacheGetHit/keys-" + k + "/otter", target: "–"})
+	}
+	r.write(&w, rows)
+
+	fmt.Fprintln(&w, "## HTTP: prefork against one process (issue 4)")
+	fmt.Fprintln(&w)
+	fmt.Fprintln(&w, "`HTTPPrefork*` are the Go benchmarks (the client in the benchmark process). `Wrk/*` are `wrk` runs")
+	fmt.Fprintln(&w, "(2 threads, 32 connections, loopback) of `cmd/cluster2-demo -workers 2` against `bench/report/single`,")
+	fmt.Fprintln(&w, "one process with plain net/http serving the demo's handler code; the rounds alternate between the two.")
+	fmt.Fprintln(&w)
+	rows = []row{
+		{label: "hello, Go client", name: "HTTPPrefork/cluster2-prefork-2-workers", unit: "req/s", peer: "HTTPPrefork/net-http-single-process", target: "≥ 0.9× one process", minRatio: 0.9},
+		{label: "hello, interleaved windows", name: "HTTPPreforkInterleaved", unit: "prefork/single", target: "≥ 0.9", absMin: 0.9},
+		{label: "wrk, hello route", name: "Wrk/hello/cluster2-demo-2-workers", unit: "req/s", peer: "Wrk/hello/net-http-single-process", target: "≥ 0.9× one process", minRatio: 0.9},
+		{label: "wrk, cache-hit route", name: "Wrk/cache-hit/cluster2-demo-2-workers", unit: "req/s", peer: "Wrk/cache-hit/net-http-single-process", target: "≥ 0.9× one process", minRatio: 0.9},
+		{label: "wrk, hello route, p99 latency", name: "Wrk/hello/cluster2-demo-2-workers", unit: "p99-ms", peer: "Wrk/hello/net-http-single-process", target: "–"},
+		{label: "wrk, cache-hit route, p99 latency", name: "Wrk/cache-hit/cluster2-demo-2-workers", unit: "p99-ms", peer: "Wrk/cache-hit/net-http-single-process", target: "–"},
+	}
+	r.write(&w, rows)
+
+	fmt.Fprintln(&w, "## Emitter (issue 5)")
+	fmt.Fprintln(&w)
+	rows = []row{
+		{label: "round trip between processes", name: "EmitterRoundTrip/emitter", unit: "ns/op", peer: "EmitterRoundTrip/unix-json", target: "≥ 3× the unix-socket JSON echo", minRatio: 3},
+		{label: "throughput, 64 B", name: "EmitterThroughput/emitter", unit: "events/s", peer: "EmitterThroughput/unix-json", target: "≥ 1,000,000 events/s", absMin: 1e6},
+	}
+	r.write(&w, rows)
+
+	fmt.Fprintln(&w, "## Persistence (issue 6)")
+	fmt.Fprintln(&w)
+	rows = []row{
+		{label: "EverySecond set", name: "PersistSet/EverySecond", unit: "sets/s", peer: "PersistSet/non-persistent", target: "≤ 2× a non-persistent set", minRatio: 0.5},
+		{label: "Never set", name: "PersistSet/Never", unit: "sets/s", peer: "PersistSet/non-persistent", target: "–"},
+		{label: "EverySecond set", name: "PersistSet/EverySecond", unit: "sets/s", peer: "PersistSet/redis-appendfsync-everysec-1-writers", target: "–"},
+		{label: "Always, 4 writers", name: "PersistSet/Always-4-writers", unit: "sets/s", peer: "PersistSet/redis-appendfsync-always-4-writers", target: "≥ Redis always and ≥ 20,000 sets/s", minRatio: 1, absMin: 20000},
+		{label: "replay of 1,000,000 records", name: "PersistReplay", unit: "ns/op", target: "< 2 s", absMax: 2e9},
+	}
+	for _, n := range []string{"1", "4", "16"} {
+		rows = append(rows, row{label: "scaling: Always, " + n + " writers", name: "ScalePersistAlways/writers-" + n + "/cluster2-Always", unit: "sets/s",
+			peer: "ScalePersistAlways/writers-" + n + "/redis-appendfsync-always", target: "–"})
+	}
+	r.write(&w, rows)
+
+	soak := "No soak run recorded yet: `CLUSTER2_SOAK=1 go test -run TestSoak -v -timeout 0 ./internal/soak`.\n"
+	if old, err := os.ReadFile(*out); err == nil {
+		s := string(old)
+		if i, j := strings.Index(s, soakBegin), strings.Index(s, soakEnd); i >= 0 && j > i {
+			soak = s[i+len(soakBegin) : j]
+			soak = strings.TrimPrefix(soak, "\n")
+		}
+	}
+	fmt.Fprintln(&w, "## Chaos soak (issue 8)")
+	fmt.Fprintln(&w)
+	fmt.Fprintln(&w, soakBegin)
+	fmt.Fprint(&w, soak)
+	fmt.Fprintln(&w, soakEnd)
+	if err := os.WriteFile(*out, []byte(w.String()), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+}
+
+const (
+	soakBegin = "<!-- soak: kept by bench/report, written from internal/soak's summary -->"
+	soakEnd   = "<!-- /soak -->"
+)
