@@ -18,7 +18,7 @@ const (
 	DefaultRingSize    = 256 << 10
 	DefaultQueueLen    = 4096
 	DefaultSendTimeout = 10 * time.Second
-	DefaultSpin        = 50 * time.Microsecond
+	DefaultSpin        = time.Millisecond
 	DefaultPeerCheck   = 50 * time.Millisecond
 )
 
@@ -52,8 +52,11 @@ type Options struct {
 	// Spin is how long a ring reader keeps polling its ring after the last
 	// record, yielding to the process's other goroutines (the handlers)
 	// between polls, before it sleeps on the futex: longer is lower latency
-	// after a quiet spell, at the cost of CPU. 0 means DefaultSpin (50 µs);
-	// negative never spins.
+	// after a quiet spell, at the cost of CPU (each reader burns up to Spin
+	// of one core after the last event of a burst). 0 means DefaultSpin
+	// (1 ms: it keeps both readers of a conversation awake between
+	// messages; once a reader sleeps, a wake-up costs far more, see
+	// docs/emitter.md); negative never spins.
 	Spin time.Duration
 
 	// PeerCheck is how often a sleeping ring reader checks that the other
