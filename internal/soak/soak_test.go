@@ -1,0 +1,672 @@
+// Package soak is cluster2's chaos soak (issue 8): a cluster under loopback
+// load while a driver, at random moments, kill -9s workers and the cache
+// manager, sends SIGHUP rolling restarts, fills the arena past capacity and
+// pauses/resumes workers. Run it with
+//
+//	CLUSTER2_SOAK=1 CLUSTER2_SOAK_MINUTES=10 go test -run TestSoak -v -timeout 0 ./internal/soak
+//
+// It is skipped without CLUSTER2_SOAK (never in CI by default).
+package soak
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	cluster2 "github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/internal/xtesting"
+)
+
+func TestMain(m *testing.M) {
+	xtesting.Main(m, map[string]func(){"cluster": childCluster})
+}
+
+const (
+	envDataDir = "SOAK_DATA_DIR"
+	numKeys    = 512      // keys of the persistent cache "kv"
+	fillValue  = 64 << 10 // the filler's value size
+	arenaSize  = 16 << 20 // small, so that the filler goes past capacity quickly
+)
+
+// ---- values: key, sequence number, padding, crc32 ----
+
+func encodeValue(key string, seq uint64, r *rand.Rand) []byte {
+	pad := make([]byte, 16+r.IntN(200))
+	for i := range pad {
+		pad[i] = byte('a' + r.IntN(26))
+	}
+	b := binary.AppendUvarint(nil, seq)
+	b = append(b, key...)
+	b = append(b, ' ')
+	b = append(b, pad...)
+	return binary.LittleEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
+}
+
+// decodeValue checks a value's checksum and returns its key and sequence.
+func decodeValue(b []byte) (string, uint64, error) {
+	if len(b) < 5 {
+		return "", 0, fmt.Errorf("value of %d bytes", len(b))
+	}
+	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
+	if crc32.ChecksumIEEE(body) != sum {
+		return "", 0, fmt.Errorf("checksum mismatch on %d bytes", len(b))
+	}
+	seq, n := binary.Uvarint(body)
+	if n <= 0 {
+		return "", 0, errors.New("bad sequence")
+	}
+	key, _, _ := strings.Cut(string(body[n:]), " ")
+	return key, seq, nil
+}
+
+// ---- the cluster (master, workers; the cache manager is cluster2's) ----
+
+func childCluster() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	mux := http.NewServeMux()
+	kv := func() (*cache.Cache, error) {
+		return cache.Use("kv", cache.Options{Persist: true, Durability: cache.Always})
+	}
+	mux.HandleFunc("GET /kv/{key}", func(w http.ResponseWriter, r *http.Request) {
+		c, err := kv()
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		v, err := c.Get(r.Context(), r.PathValue("key"), nil)
+		if errors.Is(err, cache.ErrNotFound) {
+			http.Error(w, "not found", 404)
+			return
+		}
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		w.Header().Set("X-Pid", strconv.Itoa(os.Getpid()))
+		w.Write(v)
+	})
+	mux.HandleFunc("PUT /kv/{key}", func(w http.ResponseWriter, r *http.Request) {
+		c, err := kv()
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		if _, err := c.Set(r.Context(), r.PathValue("key"), body, cache.SetOptions{}); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		w.Header().Set("X-Pid", strconv.Itoa(os.Getpid()))
+	})
+	// POST /fill?n=N sets N values of 64 KiB with fresh keys into the
+	// non-persistent cache "big": past the arena's capacity, it evicts.
+	mux.HandleFunc("POST /fill", func(w http.ResponseWriter, r *http.Request) {
+		c, err := cache.Use("big", cache.Options{})
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		v := bytes.Repeat([]byte{'x'}, fillValue)
+		refused := 0
+		for i := range n {
+			if _, err := c.Set(r.Context(), fmt.Sprintf("big-%d-%d-%d", os.Getpid(), time.Now().UnixNano(), i), v, cache.SetOptions{}); err != nil {
+				refused++
+			}
+		}
+		fmt.Fprintf(w, "%d %d\n", n, refused)
+	})
+	c, err := cluster2.Listen(context.Background(), cluster2.Config{
+		Workers: 2, Addr: "127.0.0.1:0", MonitorAddr: "127.0.0.1:0",
+		Monitor:           cluster2.MonitorConfig{Disabled: true},
+		Handler:           mux,
+		Logger:            log,
+		HeartbeatInterval: 500 * time.Millisecond,
+		ReplaceTimeout:    20 * time.Second,
+		StopTimeout:       20 * time.Second,
+		Cache: cluster2.CacheConfig{Enabled: true, Mode: cluster2.CacheStandalone, ArenaSize: arenaSize,
+			DataDir: os.Getenv(envDataDir), Durability: cache.Always},
+	})
+	if err != nil {
+		fmt.Printf("LISTEN-ERROR %v\n", err)
+		os.Exit(3)
+	}
+	if !c.IsMaster() {
+		c.Wait()
+		return
+	}
+	// The master watches "kv" and keeps each key's last change, so that the
+	// driver can tell an eviction (the key is gone by design) from a loss.
+	var mu sync.Mutex
+	last := map[string]string{}
+	if kvc, err := kv(); err == nil {
+		kvc.Watch("", func(ch cache.Change) {
+			s := ch.Op.String()
+			if ch.Op == cache.OpSet {
+				if _, seq, err := decodeValue(ch.Value); err == nil {
+					s = "set:" + strconv.FormatUint(seq, 10)
+				}
+			}
+			mu.Lock()
+			last[ch.Key] = s
+			mu.Unlock()
+		})
+	} else {
+		fmt.Printf("LISTEN-ERROR kv: %v\n", err)
+		os.Exit(3)
+	}
+	ctl := http.NewServeMux()
+	ctl.HandleFunc("/workers", func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(c.Workers()) })
+	ctl.HandleFunc("/last", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		json.NewEncoder(w).Encode(last)
+	})
+	ctl.HandleFunc("/pause", func(w http.ResponseWriter, r *http.Request) {
+		pid, _ := strconv.Atoi(r.URL.Query().Get("pid"))
+		if err := c.Pause(r.Context(), pid); err != nil {
+			http.Error(w, err.Error(), 409)
+		}
+	})
+	ctl.HandleFunc("/resume", func(w http.ResponseWriter, r *http.Request) {
+		pid, _ := strconv.Atoi(r.URL.Query().Get("pid"))
+		if err := c.Resume(r.Context(), pid); err != nil {
+			http.Error(w, err.Error(), 409)
+		}
+	})
+	cl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Printf("LISTEN-ERROR control: %v\n", err)
+		os.Exit(3)
+	}
+	go http.Serve(cl, ctl)
+	fmt.Printf("READY %s %s\n", c.Addr(), cl.Addr())
+	c.Wait()
+}
+
+// ---- the driver ----
+
+type cluster struct {
+	t        *testing.T
+	pid      int
+	addr     string
+	ctl      string
+	dead     chan struct{}
+	ctlCl    *http.Client
+	stopOnce sync.Once
+}
+
+func start(t *testing.T, dataDir string) *cluster {
+	t.Helper()
+	cmd := xtesting.Command(t, "cluster", nil, envDataDir+"="+dataDir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	xtesting.Start(t, cmd)
+	c := &cluster{t: t, pid: cmd.Process.Pid, dead: make(chan struct{}), ctlCl: &http.Client{Timeout: 30 * time.Second}}
+	ready := make(chan []string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) == 3 && f[0] == "READY" {
+				ready <- f
+			} else if len(f) > 0 && f[0] == "LISTEN-ERROR" {
+				t.Errorf("master: %s", sc.Text())
+			}
+		}
+		cmd.Wait()
+		close(c.dead)
+	}()
+	select {
+	case f := <-ready:
+		c.addr, c.ctl = f[1], f[2]
+	case <-c.dead:
+		t.Fatal("the master exited before READY")
+	case <-time.After(90 * time.Second):
+		t.Fatal("no READY from the master in 90 s (hang)")
+	}
+	return c
+}
+
+// killAll kill -9s the master's process group (master, workers, cache
+// manager) and waits for the master.
+func (c *cluster) killAll() {
+	syscall.Kill(-c.pid, syscall.SIGKILL)
+	select {
+	case <-c.dead:
+	case <-time.After(30 * time.Second):
+		c.t.Error("the master did not die within 30 s of SIGKILL")
+	}
+}
+
+func (c *cluster) control(path string, into any) error {
+	resp, err := c.ctlCl.Get("http://" + c.ctl + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("%s: %d %s", path, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	if into != nil {
+		return json.NewDecoder(resp.Body).Decode(into)
+	}
+	return nil
+}
+
+func (c *cluster) active() ([]int, error) {
+	var ws []cluster2.WorkerInfo
+	if err := c.control("/workers", &ws); err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, w := range ws {
+		if w.State.String() == "active" {
+			pids = append(pids, w.Pid)
+		}
+	}
+	return pids, nil
+}
+
+// healthy waits, up to d, until two workers are active.
+func (c *cluster) healthy(d time.Duration) bool {
+	return xtesting.Eventually(d, func() bool {
+		p, err := c.active()
+		if err == nil && len(p) == 2 {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+		return false
+	})
+}
+
+// managerPid finds the cache-manager process: a child of the master with
+// CLUSTER2_CACHE_MANAGER in its environment.
+func (c *cluster) managerPid() int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(st)
+		i := strings.LastIndexByte(s, ')')
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 || f[1] != strconv.Itoa(c.pid) || f[0] == "Z" {
+			continue
+		}
+		env, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if bytes.Contains(env, []byte("CLUSTER2_CACHE_MANAGER=")) {
+			return pid
+		}
+	}
+	return 0
+}
+
+// stats are the soak's counters.
+type stats struct {
+	requests, failed, inflightKilled, torn, hangs atomic.Int64
+	kills, restarts, lost, evicted, fills         atomic.Int64
+	pauses, managerKills, workerKills             atomic.Int64
+}
+
+// killLog remembers when workers were killed, to tell the failures of
+// requests in flight on a killed worker from the others.
+type killLog struct {
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func (k *killLog) add(t time.Time) { k.mu.Lock(); k.times = append(k.times, t); k.mu.Unlock() }
+
+// covers reports whether a worker was killed while a request that started at
+// from and failed at to was in flight (with a little slack for the client to
+// see the reset).
+func (k *killLog) covers(from, to time.Time) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, t := range k.times {
+		if !t.Before(from.Add(-50*time.Millisecond)) && !t.After(to) {
+			return true
+		}
+	}
+	return false
+}
+
+// keyState is what the writers know of a key: the last acknowledged
+// sequence, and the highest one ever sent (possibly applied without ack).
+type keyState struct {
+	mu          sync.Mutex
+	acked, sent uint64
+}
+
+func TestSoak(t *testing.T) {
+	if os.Getenv("CLUSTER2_SOAK") == "" {
+		t.Skip("the chaos soak runs with CLUSTER2_SOAK=1 (CLUSTER2_SOAK_MINUTES, default 10)")
+	}
+	minutes := 10.0
+	if m, err := strconv.ParseFloat(os.Getenv("CLUSTER2_SOAK_MINUTES"), 64); err == nil && m > 0 {
+		minutes = m
+	}
+	dur := time.Duration(minutes * float64(time.Minute))
+	dataDir := t.TempDir()
+	c := start(t, dataDir)
+	if !c.healthy(60 * time.Second) {
+		t.Fatal("the cluster is not healthy 60 s after start")
+	}
+	var st stats
+	var kl killLog
+	keys := make([]keyState, numKeys)
+	var failMu sync.Mutex
+	failSamples := map[string]int{}
+	noteFail := func(kind string, err error) {
+		failMu.Lock()
+		defer failMu.Unlock()
+		msg := kind + ": " + err.Error()
+		if len(msg) > 120 {
+			msg = msg[:120]
+		}
+		// group by the message without numbers (ports, pids)
+		msg = strings.Map(func(r rune) rune {
+			if r >= '0' && r <= '9' {
+				return '#'
+			}
+			return r
+		}, msg)
+		failSamples[msg]++
+	}
+
+	ctx, stop := context.WithTimeout(context.Background(), dur)
+	defer stop()
+	client := &http.Client{
+		Transport: &http.Transport{DisableKeepAlives: true, MaxConnsPerHost: 64},
+		Timeout:   20 * time.Second, // a request past this is a hang
+	}
+	// do runs one request and classifies its outcome.
+	do := func(kind string, req *http.Request) (*http.Response, []byte, bool) {
+		st.requests.Add(1)
+		t0 := time.Now()
+		resp, err := client.Do(req)
+		var body []byte
+		if err == nil {
+			body, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode >= 500 {
+				err = fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+			}
+		}
+		if err == nil {
+			return resp, body, true
+		}
+		var ne net.Error
+		switch {
+		case errors.As(err, &ne) && ne.Timeout():
+			st.hangs.Add(1)
+			st.failed.Add(1)
+			noteFail(kind+" timeout", err)
+		case kl.covers(t0, time.Now()):
+			st.inflightKilled.Add(1)
+		default:
+			st.failed.Add(1)
+			noteFail(kind, err)
+		}
+		return nil, nil, false
+	}
+
+	var wg sync.WaitGroup
+	// Writers: each owns a slice of the keys, so a key's writes are
+	// sequential and its sequence numbers increase.
+	const writers, readers = 4, 4
+	for w := range writers {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w), 1))
+			for ctx.Err() == nil {
+				i := w + writers*r.IntN(numKeys/writers)
+				k := &keys[i]
+				key := "k" + strconv.Itoa(i)
+				k.mu.Lock()
+				k.sent++
+				seq := k.sent
+				k.mu.Unlock()
+				req, _ := http.NewRequest("PUT", "http://"+c.addr+"/kv/"+key, bytes.NewReader(encodeValue(key, seq, r)))
+				if _, _, ok := do("put", req); ok {
+					k.mu.Lock()
+					k.acked = max(k.acked, seq)
+					k.mu.Unlock()
+				}
+			}
+		})
+	}
+	for rd := range readers {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(rd), 2))
+			for ctx.Err() == nil {
+				i := r.IntN(numKeys)
+				key := "k" + strconv.Itoa(i)
+				req, _ := http.NewRequest("GET", "http://"+c.addr+"/kv/"+key, nil)
+				resp, body, ok := do("get", req)
+				if !ok || resp.StatusCode != 200 {
+					continue
+				}
+				if k, seq, err := decodeValue(body); err != nil || k != key {
+					st.torn.Add(1)
+					t.Errorf("torn read of %s: key %q seq %d err %v (%d bytes)", key, k, seq, err, len(body))
+				} else {
+					keys[i].mu.Lock()
+					sent := keys[i].sent
+					keys[i].mu.Unlock()
+					if seq > sent {
+						st.torn.Add(1)
+						t.Errorf("read of %s returned seq %d, never sent (sent %d)", key, seq, sent)
+					}
+				}
+			}
+		})
+	}
+
+	// The driver: a random action every 2 to 8 s, then a bounded wait for
+	// the cluster to be whole again.
+	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	progress := time.NewTicker(time.Minute)
+	defer progress.Stop()
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-progress.C:
+			t.Logf("progress: %d requests, %d failed, %d in flight on killed workers, %d kills, %d restarts, %d fills, %d pauses",
+				st.requests.Load(), st.failed.Load(), st.inflightKilled.Load(), st.kills.Load(), st.restarts.Load(), st.fills.Load(), st.pauses.Load())
+			continue
+		case <-time.After(time.Duration(2000+r.IntN(6000)) * time.Millisecond):
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		pids, err := c.active()
+		if err != nil {
+			st.hangs.Add(1)
+			t.Errorf("control: %v", err)
+			continue
+		}
+		switch x := r.IntN(100); {
+		case x < 30 && len(pids) > 0: // kill -9 a worker
+			pid := pids[r.IntN(len(pids))]
+			kl.add(time.Now())
+			syscall.Kill(pid, syscall.SIGKILL)
+			st.kills.Add(1)
+			st.workerKills.Add(1)
+		case x < 45: // kill -9 the cache manager
+			if pid := c.managerPid(); pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+				st.kills.Add(1)
+				st.managerKills.Add(1)
+				// bounded: the master restarts it
+				if !xtesting.Eventually(30*time.Second, func() bool {
+					time.Sleep(20 * time.Millisecond)
+					p := c.managerPid()
+					return p > 0 && p != pid
+				}) {
+					st.hangs.Add(1)
+					t.Errorf("no new cache manager 30 s after kill -9 of %d", pid)
+				}
+			}
+		case x < 60: // SIGHUP: rolling restart
+			syscall.Kill(c.pid, syscall.SIGHUP)
+			st.restarts.Add(1)
+			old := map[int]bool{}
+			for _, p := range pids {
+				old[p] = true
+			}
+			if !xtesting.Eventually(90*time.Second, func() bool {
+				time.Sleep(50 * time.Millisecond)
+				now, err := c.active()
+				if err != nil || len(now) != 2 {
+					return false
+				}
+				for _, p := range now {
+					if old[p] {
+						return false
+					}
+				}
+				return true
+			}) {
+				st.hangs.Add(1)
+				t.Errorf("rolling restart did not replace every worker within 90 s")
+			}
+		case x < 80: // fill the arena past its capacity (two fills of 16 MiB)
+			for range 2 {
+				req, _ := http.NewRequest("POST", "http://"+c.addr+"/fill?n=256", nil)
+				if _, body, ok := do("fill", req); ok {
+					if st.fills.Add(1) == 1 {
+						t.Logf("first fill (values set, refused): %s", strings.TrimSpace(string(body)))
+					}
+				}
+			}
+		default: // pause a worker for 0.5 to 3 s, then resume it
+			if len(pids) < 2 {
+				break
+			}
+			pid := pids[r.IntN(len(pids))]
+			if err := c.control("/pause?pid="+strconv.Itoa(pid), nil); err != nil {
+				t.Logf("pause %d: %v", pid, err) // it may have died meanwhile
+				break
+			}
+			st.pauses.Add(1)
+			time.Sleep(time.Duration(500+r.IntN(2500)) * time.Millisecond)
+			if err := c.control("/resume?pid="+strconv.Itoa(pid), nil); err != nil {
+				t.Errorf("resume %d: %v", pid, err)
+			}
+		}
+		if !c.healthy(90 * time.Second) {
+			st.hangs.Add(1)
+			t.Errorf("the cluster did not get two active workers back within 90 s")
+		}
+	}
+	// The load stops; every write it got an answer for is settled.
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		st.hangs.Add(1)
+		t.Fatal("the load did not stop within 60 s")
+	}
+	time.Sleep(time.Second) // the master's watcher catches up
+	var last map[string]string
+	if err := c.control("/last", &last); err != nil {
+		t.Fatalf("last changes: %v", err)
+	}
+	// A full kill -9 of the cluster, then a restart on the same data.
+	c.killAll()
+	st.kills.Add(1)
+	c2 := start(t, dataDir)
+	st.restarts.Add(1)
+	if !c2.healthy(60 * time.Second) {
+		t.Fatal("the restarted cluster is not healthy within 60 s")
+	}
+	getCl := &http.Client{Timeout: 10 * time.Second}
+	for i := range keys {
+		k := &keys[i]
+		if k.acked == 0 {
+			continue
+		}
+		key := "k" + strconv.Itoa(i)
+		resp, err := getCl.Get("http://" + c2.addr + "/kv/" + key)
+		if err != nil {
+			t.Errorf("after restart, GET %s: %v", key, err)
+			st.lost.Add(1)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == 404 && strings.HasPrefix(last[key], "evict"):
+			st.evicted.Add(1) // evicted to make room: gone by design, not lost
+		case resp.StatusCode != 200:
+			st.lost.Add(1)
+			t.Errorf("after restart, %s: status %d (acked seq %d, last change seen %q)", key, resp.StatusCode, k.acked, last[key])
+		default:
+			kk, seq, err := decodeValue(body)
+			switch {
+			case err != nil || kk != key:
+				st.torn.Add(1)
+				t.Errorf("after restart, %s: torn value (%v)", key, err)
+			case seq < k.acked && strings.HasPrefix(last[key], "evict"):
+				st.evicted.Add(1) // an older value cannot come back after an evict; still, count apart
+				t.Errorf("after restart, %s: seq %d < acked %d after an eviction", key, seq, k.acked)
+			case seq < k.acked:
+				st.lost.Add(1)
+				t.Errorf("after restart, %s: seq %d; acknowledged %d", key, seq, k.acked)
+			case seq > k.sent:
+				st.torn.Add(1)
+				t.Errorf("after restart, %s: seq %d never sent", key, seq)
+			}
+		}
+	}
+	c2.killAll()
+	failMu.Lock()
+	for m, n := range failSamples {
+		t.Logf("failures: %d× %s", n, m)
+	}
+	failMu.Unlock()
+	t.Logf("details: %s soak; %d worker kills, %d cache-manager kills, 1 full kill; %d rolling restarts + 1 full restart; %d fills of 16 MiB; %d pauses; %d requests failed in flight on a killed worker; %d keys evicted (not lost); %d torn; %d hangs",
+		dur, st.workerKills.Load(), st.managerKills.Load(), st.restarts.Load()-1, st.fills.Load(), st.pauses.Load(),
+		st.inflightKilled.Load(), st.evicted.Load(), st.torn.Load(), st.hangs.Load())
+	summary := fmt.Sprintf("%d requests, %d failed, %d kills, %d restarts, %d lost",
+		st.requests.Load(), st.failed.Load(), st.kills.Load(), st.restarts.Load(), st.lost.Load())
+	fmt.Println("SOAK:", summary)
+	t.Log(summary)
+	if st.failed.Load() > 0 || st.lost.Load() > 0 || st.torn.Load() > 0 || st.hangs.Load() > 0 {
+		t.Errorf("soak: %s; %d torn, %d hangs", summary, st.torn.Load(), st.hangs.Load())
+	}
+}
