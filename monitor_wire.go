@@ -378,7 +378,16 @@ func (s *monitorSource) Metrics() []monitor.Metric {
 	if ps.Attached {
 		attached = 1
 	}
+	var es emitter.Stats
+	if em := emitter.Default(); em != nil {
+		es = em.Stats()
+	}
 	return []monitor.Metric{
+		{Name: "cluster2_ring_frames_sent_total", Help: "Event frames the master wrote to the workers' rings.", Value: float64(es.Sent), Counter: true},
+		{Name: "cluster2_ring_frames_received_total", Help: "Event frames the master read from the workers' rings.", Value: float64(es.Received), Counter: true},
+		{Name: "cluster2_emitter_routed_total", Help: "Frames the master forwarded from one worker to another.", Value: float64(es.Routed), Counter: true},
+		{Name: "cluster2_emitter_emitted_total", Help: "Emit calls in the master that succeeded.", Value: float64(es.Emitted), Counter: true},
+		{Name: "cluster2_emitter_dropped_total", Help: "Event targets dropped (unknown or dead pid).", Value: float64(es.Dropped), Counter: true},
 		{Name: "cluster2_arena_bytes", Help: "Size of the shared arena.", Value: float64(a.Size())},
 		{Name: "cluster2_arena_free_bytes", Help: "Bytes of the shared arena not allocated yet.", Value: float64(a.Free())},
 		{Name: "cluster2_cache_repairs_total", Help: "Cache shards repaired after a writer died inside them.", Value: float64(repairs), Counter: true},

@@ -333,12 +333,23 @@ func TestMonitorShowsCacheAndLog(t *testing.T) {
 		t.Fatalf("/debug/api/caches = %v; want the cache \"it\"", caches)
 	}
 	metrics := get("/metrics")
-	for _, want := range []string{"cluster2_wal_attached 1", "cluster2_wal_records_total", "cluster2_wal_fsyncs_total"} {
+	for _, want := range []string{"cluster2_wal_attached 1", "cluster2_wal_records_total", "cluster2_wal_fsyncs_total",
+		"cluster2_ring_frames_received_total"} {
 		if !strings.Contains(metrics, want) {
 			t.Fatalf("/metrics lacks %q", want)
 		}
 	}
 	if strings.Contains(metrics, "cluster2_wal_records_total 0\n") {
 		t.Fatal("/metrics: the log recorded nothing after 20 Always sets")
+	}
+	var statuses map[string]map[string]any
+	if err := json.Unmarshal([]byte(get("/status")), &statuses); err != nil {
+		t.Fatalf("/status: %v", err)
+	}
+	if n := len(statuses["status.os"]); n != 2 {
+		t.Fatalf("/status has status.os from %d processes; want the 2 workers: %v", n, statuses)
+	}
+	if strings.Contains(metrics, "cluster2_ring_frames_received_total 0\n") {
+		t.Fatal("/metrics: the master read no frame from the workers' rings (the workers emit lifecycle events)")
 	}
 }
