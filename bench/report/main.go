@@ -265,31 +265,44 @@ func main() {
 		{label: "replay of 1,000,000 records", name: "PersistReplay", unit: "ns/op", target: "< 2 s", absMax: 2e9},
 	}
 	for _, n := range []string{"1", "4", "16"} {
-		rows = append(rows, row{label: "scaling: Always, " + n + " writers", name: "ScalePersistAlways/writers-" + n + "/cluster2-Always", unit: "sets/s",
+		rows = append(rows, row{label: "scaling: Always, writers: " + n, name: "ScalePersistAlways/writers-" + n + "/cluster2-Always", unit: "sets/s",
 			peer: "ScalePersistAlways/writers-" + n + "/redis-appendfsync-always", target: "–"})
 	}
 	r.write(&w, rows)
 
-	soak := "No soak run recorded yet: `CLUSTER2_SOAK=1 go test -run TestSoak -v -timeout 0 ./internal/soak`.\n"
-	if old, err := os.ReadFile(*out); err == nil {
-		s := string(old)
-		if i, j := strings.Index(s, soakBegin), strings.Index(s, soakEnd); i >= 0 && j > i {
-			soak = s[i+len(soakBegin) : j]
-			soak = strings.TrimPrefix(soak, "\n")
-		}
+	var old string
+	if b, err := os.ReadFile(*out); err == nil {
+		old = string(b)
 	}
+	fmt.Fprintln(&w, "## Reading these figures")
+	fmt.Fprintln(&w)
+	keep(&w, old, notesBegin, notesEnd, "No notes yet.\n")
+	fmt.Fprintln(&w)
 	fmt.Fprintln(&w, "## Chaos soak (issue 8)")
 	fmt.Fprintln(&w)
-	fmt.Fprintln(&w, soakBegin)
-	fmt.Fprint(&w, soak)
-	fmt.Fprintln(&w, soakEnd)
+	keep(&w, old, soakBegin, soakEnd,
+		"No soak run recorded yet: `CLUSTER2_SOAK=1 go test -run TestSoak -v -timeout 0 ./internal/soak`.\n")
 	if err := os.WriteFile(*out, []byte(w.String()), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
 	}
 }
 
+// keep writes the block between begin and end of the previous file (or def):
+// the hand-written and soak parts survive a new run.
+func keep(w *strings.Builder, old, begin, end, def string) {
+	body := def
+	if i, j := strings.Index(old, begin), strings.Index(old, end); i >= 0 && j > i {
+		body = strings.TrimPrefix(old[i+len(begin):j], "\n")
+	}
+	fmt.Fprintln(w, begin)
+	fmt.Fprint(w, body)
+	fmt.Fprintln(w, end)
+}
+
 const (
-	soakBegin = "<!-- soak: kept by bench/report, written from internal/soak's summary -->"
-	soakEnd   = "<!-- /soak -->"
+	notesBegin = "<!-- notes: kept by bench/report, written by hand after a run -->"
+	notesEnd   = "<!-- /notes -->"
+	soakBegin  = "<!-- soak: kept by bench/report, written from internal/soak's summary -->"
+	soakEnd    = "<!-- /soak -->"
 )
