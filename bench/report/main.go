@@ -253,6 +253,10 @@ func main() {
 		{label: "round trip between processes", name: "EmitterRoundTrip/emitter", unit: "ns/op", peer: "EmitterRoundTrip/unix-json", target: "≥ 3× the unix-socket JSON echo", minRatio: 3},
 		{label: "throughput, 64 B", name: "EmitterThroughput/emitter", unit: "events/s", peer: "EmitterThroughput/unix-json", target: "≥ 1,000,000 events/s", absMin: 1e6},
 	}
+	for _, p := range []string{"64B", "1KiB", "64KiB"} {
+		rows = append(rows, row{label: "scaling: throughput, " + p, name: "ScaleEmitterThroughput/payload-" + p + "/emitter", unit: "events/s",
+			peer: "ScaleEmitterThroughput/payload-" + p + "/unix-json", target: "–"})
+	}
 	r.write(&w, rows)
 
 	fmt.Fprintln(&w, "## Persistence (issue 6)")
