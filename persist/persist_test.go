@@ -169,14 +169,8 @@ func TestSnapshotCompactsTheLog(t *testing.T) {
 }
 
 func TestTornTailIsCutAndReported(t *testing.T) {
-	dir := t.TempDir()
-	opts := persist.Options{Logger: quiet()}
-	sp, _, stop := running(t, dir, opts)
-	c, _ := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
-	for i := range 20 {
-		c.Set(bg, fmt.Sprint("k", i), []byte("value"), cache.SetOptions{})
-	}
-	stop()
+	dir, opts := t.TempDir(), persist.Options{Logger: quiet()}
+	writeKeys(t, dir, opts, 20, false)
 	seg := lastSegment(t, dir)
 	// A crash in the middle of a write: half of a new entry at the end.
 	f, _ := os.OpenFile(seg, os.O_APPEND|os.O_WRONLY, 0)
@@ -194,14 +188,8 @@ func TestTornTailIsCutAndReported(t *testing.T) {
 }
 
 func TestCorruptionInTheMiddleStopsStartUp(t *testing.T) {
-	dir := t.TempDir()
-	opts := persist.Options{Logger: quiet()}
-	sp, _, stop := running(t, dir, opts)
-	c, _ := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
-	for i := range 50 {
-		c.Set(bg, fmt.Sprintf("key-%03d", i), []byte("some value"), cache.SetOptions{})
-	}
-	stop()
+	dir, opts := t.TempDir(), persist.Options{Logger: quiet()}
+	writeKeys(t, dir, opts, 50, false)
 	seg := lastSegment(t, dir)
 	data, _ := os.ReadFile(seg)
 	at := bytes.Index(data, []byte("key-025"))
@@ -232,17 +220,8 @@ func TestCorruptionInTheMiddleStopsStartUp(t *testing.T) {
 }
 
 func TestCorruptSnapshotNamesTheFile(t *testing.T) {
-	dir := t.TempDir()
-	opts := persist.Options{Logger: quiet()}
-	sp, m, stop := running(t, dir, opts)
-	c, _ := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
-	for i := range 50 {
-		c.Set(bg, fmt.Sprintf("key-%03d", i), []byte("some value"), cache.SetOptions{})
-	}
-	if err := m.Snapshot(bg, sp); err != nil {
-		t.Fatal(err)
-	}
-	stop()
+	dir, opts := t.TempDir(), persist.Options{Logger: quiet()}
+	writeKeys(t, dir, opts, 50, true)
 	snap := filepath.Join(dir, "snapshot")
 	data, _ := os.ReadFile(snap)
 	data[len(data)/2] ^= 0x55
@@ -257,6 +236,25 @@ func TestCorruptSnapshotNamesTheFile(t *testing.T) {
 	if !errors.As(err, &ce) || ce.File != snap {
 		t.Fatalf("Replay of a damaged snapshot = %v; want a CorruptError naming it", err)
 	}
+}
+
+// writeKeys runs a manager on dir and sets key-000… to "some value" in the
+// Always cache "p", then (snapshot) writes a snapshot, and stops.
+func writeKeys(t *testing.T, dir string, opts persist.Options, n int, snapshot bool) {
+	t.Helper()
+	sp, m, stop := running(t, dir, opts)
+	c, _ := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
+	for i := range n {
+		if _, err := c.Set(bg, fmt.Sprintf("key-%03d", i), []byte("some value"), cache.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if snapshot {
+		if err := m.Snapshot(bg, sp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop()
 }
 
 func lastSegment(t *testing.T, dir string) string {
