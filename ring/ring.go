@@ -703,7 +703,7 @@ func (c *Consumer) publish(pos uint64) {
 	r.h.head.Store(pos)
 	c.pub = pos
 	c.stats.Publishes++
-	r.h.spaceFree.wake() // a system call only if the consumer announced that it sleeps
+	r.h.spaceFree.wake() // a system call only if the producer announced that it sleeps
 }
 
 // ready reports whether a record (or padding) is committed at the read
