@@ -170,7 +170,7 @@ func main() {
 	var w strings.Builder
 	fmt.Fprintln(&w, "# Benchmarks")
 	fmt.Fprintln(&w)
-	fmt.Fprintln(&w, "Written by `bench/report.sh` (do not edit by hand: run it again). Every figure is the median of")
+	fmt.Fprintln(&w, "Written by `bench/report.sh`: the tables are generated (run it again, do not edit them); the notes and\nthe soak blocks are kept from the previous file and written by hand. Every figure is the median of")
 	fmt.Fprintln(&w, "the runs of one invocation (`-count`), and each peer ran in the same invocation, right after or")
 	fmt.Fprintln(&w, "before cluster2's figure; the raw, benchstat-compatible output is in `bench/results/`. **The machine is")
 	fmt.Fprintln(&w, "small and shared with other work: absolute figures swing from run to run; read the ratios.**")
