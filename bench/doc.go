@@ -58,6 +58,43 @@
 // alike, and reports the prefork/single ratio directly. BENCH_HTTP_CHILD_ENV
 // (e.g. "GOMAXPROCS=2") adds variables to both servers' environment.
 //
+// # Cache (cache_bench_test.go)
+//
+// 16-byte keys, 64-byte values. BenchmarkCacheGetHit (1,000 keys, random
+// order fixed in advance, one goroutine), BenchmarkCacheGetHit100k (100,000
+// keys: most lookups miss the CPU caches), BenchmarkCacheGetHitParallel
+// (RunParallel), BenchmarkCacheSet (overwrites over 100,000 keys) and
+// BenchmarkCacheGetOrLoadContended (16 keys with a loader while a deleter
+// invalidates one every 100 µs). cluster2 reads with GetInto into a reused
+// buffer; the peers are otter v2 and fastcache in process, a map behind a
+// sync.RWMutex, and Redis and memcached over unix sockets (started by the
+// benchmark; skipped, saying how to install them, when absent).
+//
+// # Persistence (persist_bench_test.go)
+//
+// BenchmarkPersistSet: a 64-byte Set into a persistent cache with each
+// durability (Always with 4 concurrent writers), a non-persistent cache as
+// the baseline, and Redis with appendonly yes and appendfsync everysec /
+// always as the peers; it reports sets/s. The log writer runs in the
+// benchmark process, so its cost shows in the writers' figures.
+// BenchmarkPersistReplay replays a log of 1,000,000 records (100,000 keys)
+// into a fresh arena; one op is one whole replay.
+//
+// # Emitter (emitter_bench_test.go)
+//
+// BenchmarkEmitterRoundTrip (master→worker→master echo between two real
+// processes) and BenchmarkEmitterThroughput (64-byte payloads one way), each
+// with a unix-socket JSON echo peer.
+//
+// # Scaling (scale_bench_test.go, scale_emitter_bench_test.go)
+//
+// The same subjects over a range: cache hits at 1k, 100k and 1M keys
+// against otter; ring throughput at 64 B, 1 KiB and 64 KiB against a
+// socketpair; Always with 1, 4 and 16 writers against Redis appendfsync
+// always; emitter throughput at 64 B, 1 KiB and (almost) 64 KiB.
+//
+// bench/report.sh runs them all and writes docs/BENCHMARKS.md.
+//
 // # Adding benchmarks
 //
 // Put each subject in its own file (ring_bench_test.go, cache_bench_test.go,
