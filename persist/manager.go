@@ -28,7 +28,10 @@ type Options struct {
 	// start. Default false: start-up stops with the file and offset.
 	Salvage bool
 
-	// SegmentSize is the log's segment file size in bytes. Default 16 MiB.
+	// SegmentSize is the log's segment file size in bytes. Default 1 MiB:
+	// tidwall/wal keeps the last segment in memory and regrows it as it fills,
+	// and smaller segments keep that copying in the CPU caches (EverySecond
+	// sets measured 8-10% faster than with 16 MiB).
 	SegmentSize int
 
 	// CompactRatio and CompactMin: a snapshot replaces the log once the log
@@ -49,7 +52,7 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("%w: Durability %d", ErrBadOptions, o.Durability)
 	}
 	if o.SegmentSize == 0 {
-		o.SegmentSize = 16 << 20
+		o.SegmentSize = 1 << 20
 	}
 	if o.CompactRatio == 0 {
 		o.CompactRatio = 4
