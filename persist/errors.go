@@ -26,6 +26,7 @@ type CorruptError struct {
 	Reason string
 }
 
+// Error tells the file, the offset, the reason and how to start anyway.
 func (e *CorruptError) Error() string {
 	return fmt.Sprintf("persist: corrupt %s at offset %d: %s (start with Options.Salvage to keep what comes before it)",
 		e.File, e.Offset, e.Reason)
