@@ -176,13 +176,13 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 		HeartbeatInterval: c.HeartbeatInterval, NannyTolerance: c.NannyTolerance, MaxAge: c.MaxAge,
 		ShouldKill: c.ShouldKill, MemoryLimit: c.MemoryLimit, StopTimeout: c.StopTimeout,
 		ReplaceTimeout: c.ReplaceTimeout, ReplaceRetries: c.ReplaceRetries, HandleSignals: !c.NoSignals,
-		PidDir: c.PidDir, OnEvent: ew.onEvent(mon.onEvent(c.OnEvent)), Env: mon.workerEnv(), Logger: c.Logger,
+		PidDir: c.PidDir, OnEvent: ew.onEvent(mon.onEvent(c.OnEvent)), OnHeartbeat: ew.onHeartbeat, Env: mon.workerEnv(), Logger: c.Logger,
 	})
 	if err != nil {
 		return nil, err
 	}
 	mon.attach(m)
-	ew.attach(m, c.HeartbeatInterval)
+	ew.attach(m)
 	return &Cluster{role: Master, cfg: c, m: m, arena: a, self: self, addr: addr, lnFile: f, cache: cr, mon: mon}, nil
 }
 

@@ -122,57 +122,26 @@ func (r *emitterRuntime) onEvent(next func(Event)) func(Event) {
 	}
 }
 
-// attach hands the started master over: the death queue status, and
-// heartbeats published as they arrive (sampled at a quarter of the
-// heartbeat interval), until the master is done.
-func (r *emitterRuntime) attach(m *master.Master, interval time.Duration) {
+// attach hands the started master over: the death queue status, until the
+// master is done.
+func (r *emitterRuntime) attach(m *master.Master) {
 	if r == nil {
 		return
 	}
-	status.Default().Register(status.NameDeathQueue, func() any {
-		// The master does not expose its queue: the workers being replaced
-		// (state old) stand for it.
-		pids := []int{}
-		for _, w := range m.Workers() {
-			if w.State == master.Old {
-				pids = append(pids, w.Pid)
-			}
-		}
-		return pids
-	}, nil)
-	go r.heartbeats(m, max(interval/4, 50*time.Millisecond))
+	status.Default().Register(status.NameDeathQueue, func() any { return m.DeathQueue() }, nil)
 	go func() {
 		<-m.Done()
 		r.close()
 	}()
 }
 
-func (r *emitterRuntime) heartbeats(m *master.Master, period time.Duration) {
-	seen := map[int]time.Time{}
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-r.stop:
-			return
-		}
-		live := map[int]bool{}
-		for _, w := range m.Workers() {
-			live[w.Pid] = true
-			if w.LastHeartbeat.IsZero() || !w.LastHeartbeat.After(seen[w.Pid]) {
-				continue
-			}
-			seen[w.Pid] = w.LastHeartbeat
-			// As in the seed: to the master and the worker it describes.
-			r.enqueue(publication{name: "heartbeat", targets: []emitter.Target{emitter.Self, emitter.Pid(w.Pid)}, arg: w.Heartbeat})
-		}
-		for pid := range seen {
-			if !live[pid] {
-				delete(seen, pid)
-			}
-		}
+// onHeartbeat publishes a heartbeat as the master takes it in: as in the
+// seed, to the master and the worker it describes.
+func (r *emitterRuntime) onHeartbeat(pid int, hb worker.Heartbeat) {
+	if r == nil {
+		return
 	}
+	r.enqueue(publication{name: "heartbeat", targets: []emitter.Target{emitter.Self, emitter.Pid(pid)}, arg: hb})
 }
 
 func (r *emitterRuntime) enqueue(p publication) {

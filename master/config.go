@@ -97,6 +97,11 @@ type Config struct {
 	// from the master's goroutines and must not block.
 	OnEvent func(Event)
 
+	// OnHeartbeat, when set, receives every heartbeat as the master takes it
+	// in, with the worker's pid. It is called from the master's goroutines
+	// and must not block.
+	OnHeartbeat func(pid int, hb worker.Heartbeat)
+
 	// Logger receives the master's log lines. Default slog.Default().
 	Logger *slog.Logger
 }

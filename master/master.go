@@ -526,6 +526,9 @@ func (m *Master) onHeartbeat(h *handle, hb worker.Heartbeat) {
 	h.hb, h.lastHB = hb, time.Now()
 	active := h.state == Active && h.keep
 	m.mu.Unlock()
+	if m.cfg.OnHeartbeat != nil {
+		m.cfg.OnHeartbeat(h.pid, hb)
+	}
 	if !active {
 		return
 	}
@@ -703,6 +706,21 @@ func (m *Master) setWant(ctx context.Context, pid int, want proc.Want, from, to 
 
 // Done is closed once the master has stopped and every worker is gone.
 func (m *Master) Done() <-chan struct{} { return m.done }
+
+// DeathQueue returns the pids waiting for replacement, the one being
+// replaced first (the seed's deathQueue status).
+func (m *Master) DeathQueue() []int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]int, 0, len(m.queue)+1)
+	if m.current != 0 {
+		out = append(out, m.current)
+	}
+	for _, r := range m.queue {
+		out = append(out, r.pid)
+	}
+	return out
+}
 
 // Wait blocks until the master has stopped and every worker is gone. After
 // it returns the master no longer touches the arena: it may be closed.
