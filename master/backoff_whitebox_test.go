@@ -1,6 +1,8 @@
 package master
 
 import (
+	"log/slog"
+	"slices"
 	"testing"
 	"time"
 )
@@ -22,5 +24,21 @@ func TestCrashBackoffGrowsByRateAndIsCapped(t *testing.T) {
 	m.crashes.last = time.Now().Add(-time.Hour)
 	if d := m.crashDelayLocked(); d != 0 {
 		t.Fatalf("delay after a quiet hour = %v; want 0", d)
+	}
+}
+
+// DeathQueue lists the worker being replaced first, then the queue in order;
+// enqueue ignores a pid already queued.
+func TestDeathQueueOrder(t *testing.T) {
+	m := &Master{queued: map[int]bool{}, qWake: make(chan struct{}, 1), log: slog.New(slog.DiscardHandler)}
+	if q := m.DeathQueue(); len(q) != 0 {
+		t.Fatalf("DeathQueue of an idle master = %v", q)
+	}
+	m.current = 7
+	for _, pid := range []int{11, 12, 11, 13} {
+		m.enqueue(pid, "test", nil)
+	}
+	if q := m.DeathQueue(); !slices.Equal(q, []int{7, 11, 12, 13}) {
+		t.Fatalf("DeathQueue = %v; want [7 11 12 13]", q)
 	}
 }
