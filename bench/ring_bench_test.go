@@ -75,17 +75,7 @@ func benchRingThroughput(b *testing.B, batch int) {
 		b.Fatal(err)
 	}
 	var msg [msgSize]byte
-	var wg sync.WaitGroup
-	wg.Go(func() { // the consumer, on the other core
-		stop := false
-		fn := func(typ uint32, _ []byte) { stop = stop || typ == typeStop }
-		for !stop {
-			if _, err := c.Read(ctx, fn, 256); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
+	wg := drainUntilStop(b, ctx, c) // the consumer, on the other core
 	b.ReportAllocs()
 	b.SetBytes(msgSize)
 	batchMsgs := make([][]byte, batch)
@@ -116,6 +106,23 @@ func benchRingThroughput(b *testing.B, batch int) {
 	b.ReportMetric(float64(ps.Waits)/float64(n), "fullwaits/op")
 	b.ReportMetric(float64(ps.Sleeps+cs.Sleeps)/float64(n), "sleeps/op")
 	b.ReportMetric(float64(cs.Records)/float64(max(cs.Publishes, 1)), "msgs/publish")
+}
+
+// drainUntilStop reads c in batches of up to 256 on its own goroutine until
+// a record of type typeStop; Wait on the result waits for it.
+func drainUntilStop(b *testing.B, ctx context.Context, c *ring.Consumer) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		stop := false
+		fn := func(typ uint32, _ []byte) { stop = stop || typ == typeStop }
+		for !stop {
+			if _, err := c.Read(ctx, fn, 256); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	return &wg
 }
 
 func benchChanThroughput(b *testing.B) {

@@ -85,24 +85,7 @@ func BenchmarkScaleCacheGetHit(b *testing.B) {
 		keys := benchKeys(n)
 		order := rand.New(rand.NewPCG(1, 2)).Perm(n)
 		for _, p := range peers {
-			b.Run(fmt.Sprintf("keys-%s/%s", sizeName(n), p.name), func(b *testing.B) {
-				s := filled(b, p, keys)
-				defer s.close()
-				buf := make([]byte, 0, valueSize)
-				b.ReportAllocs()
-				b.ResetTimer()
-				i := 0
-				for b.Loop() {
-					var ok bool
-					buf, ok = s.get(buf[:0], keys[order[i]])
-					if !ok {
-						b.Fatal("miss")
-					}
-					if i++; i == n {
-						i = 0
-					}
-				}
-			})
+			b.Run(fmt.Sprintf("keys-%s/%s", sizeName(n), p.name), func(b *testing.B) { hitLoop(b, p, keys, order) })
 		}
 	}
 }
@@ -152,17 +135,7 @@ func benchScaleRing(b *testing.B, size int) {
 		b.Fatal(err)
 	}
 	msg := make([]byte, size)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		stop := false
-		fn := func(typ uint32, _ []byte) { stop = stop || typ == typeStop }
-		for !stop {
-			if _, err := c.Read(ctx, fn, 256); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
+	wg := drainUntilStop(b, ctx, c)
 	b.ReportAllocs()
 	b.SetBytes(int64(size))
 	start, n := time.Now(), 0
