@@ -54,19 +54,20 @@ func BenchmarkRingThroughput(b *testing.B) {
 	b.Run("socketpair", benchSocketpairThroughput)
 }
 
-func benchRingThroughput(b *testing.B, batch int) {
+// localRing makes a ring of capacity bytes in a fresh arena and opens both
+// of its ends in this process (the benchmark runs them on two goroutines).
+func localRing(b *testing.B, capacity int) (*ring.Producer, *ring.Consumer) {
 	a := newArena(b)
-	off, err := a.Alloc(context.Background(), ring.Size(throughputCap))
+	off, err := a.Alloc(context.Background(), ring.Size(capacity))
 	if err != nil {
 		b.Fatal(err)
 	}
-	r, err := ring.Init(a, off, throughputCap)
+	r, err := ring.Init(a, off, capacity)
 	if err != nil {
 		b.Fatal(err)
 	}
 	p, _ := a.Self()
-	ctx := context.Background()
-	pr, err := r.Producer(ctx, p, nil)
+	pr, err := r.Producer(context.Background(), p, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -74,6 +75,12 @@ func benchRingThroughput(b *testing.B, batch int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return pr, c
+}
+
+func benchRingThroughput(b *testing.B, batch int) {
+	ctx := context.Background()
+	pr, c := localRing(b, throughputCap)
 	var msg [msgSize]byte
 	wg := drainUntilStop(b, ctx, c) // the consumer, on the other core
 	b.ReportAllocs()

@@ -15,7 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cluster2/cluster2/cache"
-	"github.com/cluster2/cluster2/ring"
 )
 
 // Scaling figures (issue 8): the same measurement at several sizes, each
@@ -115,25 +114,8 @@ func BenchmarkScaleRingThroughput(b *testing.B) {
 const scaleRingCap = 1 << 20
 
 func benchScaleRing(b *testing.B, size int) {
-	a := newArena(b)
 	ctx := context.Background()
-	off, err := a.Alloc(ctx, ring.Size(scaleRingCap))
-	if err != nil {
-		b.Fatal(err)
-	}
-	r, err := ring.Init(a, off, scaleRingCap)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p, _ := a.Self()
-	pr, err := r.Producer(ctx, p, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := r.Consumer(p, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	pr, c := localRing(b, scaleRingCap)
 	msg := make([]byte, size)
 	wg := drainUntilStop(b, ctx, c)
 	b.ReportAllocs()
