@@ -16,7 +16,11 @@
 //
 //	space header (8192 B): magic │ version │ shard count │ buckets/shard │ heap/shard │ offsets │
 //	                       registry lock │ cache count │ registry[64] {name[48] │ id │ persist │ expire}
-//	journal: header (lock │ tail │ claim │ Event │ watchers[64]) │ data (power of two bytes)
+//	journal: header (4096 B: lock │ tail │ claim │ Event │ durable │ logged │ durable Event │
+//	         persister Event │ persister owner │ default durability │ watchers[64] │ persister
+//	         counters) │ data (power of two bytes)
+//	journal record: size u32 │ op u8 │ flags u8 │ klen u16 │ cache u32 │ vlen u32 │ deadline i64 │
+//	         key │ value │ pad to 8
 //	shard i: header (128 B: lock │ head │ tail │ Event │ repairs)
 //	         perCache[64] { entries │ bytes │ evictions │ expirations }   32 B each
 //	         buckets[B]   { seq u32 │ flags u32 │ slots[7] u64 }            64 B each (one cache line)
@@ -104,6 +108,22 @@
 // is valid only if claim has not passed its position plus the capacity
 // afterwards. A reader that was lapped counts the loss (Stats.WatchLost). Lock
 // order is always shard, then journal.
+//
+// # Persistence (the persister's side of the journal)
+//
+// Records of persistent caches are always journaled. The persister (see
+// package persist) alone writes logged (everything below is in its log: the
+// restart point of a new persister), durable (everything below is on disk as
+// its durability asks), its owner generation and its counters; it reads the
+// journal like a watcher and treats a lap as a gap it repairs with a
+// snapshot. An Always writer, after releasing its shard lock, wakes the
+// persister and sleeps on the durable Event until durable passes its record
+// (a dead persister is waited for 10 s, the time for the master to restart a
+// standalone one). Writers of persistent caches also wait, before taking the
+// shard lock, while the persister is more than half a journal behind. A
+// persister killed at any step leaves logged and durable at values that were
+// true: its successor re-logs at most what it wrote after its last Logged
+// (records are idempotent sets and deletes).
 //
 // # Caveats
 //
