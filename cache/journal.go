@@ -181,6 +181,3 @@ func (sp *Space) tailJournal(cur uint64, stop <-chan struct{}) {
 		}
 	}
 }
-
-// journalPos returns the journal's current end (tests).
-func (sp *Space) journalPos() uint64 { return sp.jr.h.tail.Load() }

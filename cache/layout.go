@@ -141,8 +141,7 @@ type statsRow struct {
 	loadErrors atomic.Uint64
 	token      atomic.Uint32 // the owner generation that wrote the row
 	_          uint32
-	watchLost  atomic.Uint64
-	_          [16]byte
+	_          [24]byte
 }
 
 const statsRowSize = 64

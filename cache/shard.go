@@ -145,9 +145,8 @@ type slotRef struct {
 	i int
 }
 
-func (s slotRef) valid() bool  { return s.b != nil }
-func (s slotRef) off() uint64  { return s.b.slots[s.i].Load() & offMask }
-func (s slotRef) word() uint64 { return s.b.slots[s.i].Load() }
+func (s slotRef) valid() bool { return s.b != nil }
+func (s slotRef) off() uint64 { return s.b.slots[s.i].Load() & offMask }
 
 // publish stores w in the slot inside the bucket's seqlock. In the terminology
 // of the Go memory model, the final (even) store synchronizes before any

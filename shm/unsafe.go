@@ -58,9 +58,3 @@ func Slice[T any](a *Arena, off Off, n int) []T {
 	}
 	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(a.mem[off:]))), n)
 }
-
-// sizeOf is unsafe.Sizeof for callers outside this file.
-func sizeOf[T any]() uint64 {
-	var zero T
-	return uint64(unsafe.Sizeof(zero))
-}

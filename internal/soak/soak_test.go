@@ -211,13 +211,12 @@ func childCluster() {
 // ---- the driver ----
 
 type cluster struct {
-	t        *testing.T
-	pid      int
-	addr     string
-	ctl      string
-	dead     chan struct{}
-	ctlCl    *http.Client
-	stopOnce sync.Once
+	t     *testing.T
+	pid   int
+	addr  string
+	ctl   string
+	dead  chan struct{}
+	ctlCl *http.Client
 }
 
 func start(t *testing.T, dataDir string) *cluster {
