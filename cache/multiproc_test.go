@@ -80,16 +80,33 @@ func childModel() {
 	seed, _ := strconv.ParseUint(os.Getenv("MODEL_SEED"), 10, 64)
 	ops, _ := strconv.Atoi(os.Getenv("MODEL_OPS"))
 	rng := rand.New(rand.NewPCG(seed, uint64(id)))
+	// An entry with a time to live got its deadline somewhere in [Lo, Hi]:
+	// the Set's start and end plus the TTL. An operation that ran in [t0, t1]
+	// saw it alive for sure if Lo > t1, expired for sure if Hi <= t0, and
+	// either way in between (a loaded machine can stretch a call by more
+	// than any fixed slack).
 	type entry struct {
-		Val      string
-		Deadline int64 // unix nanoseconds, 0 = none
+		Val    string
+		Lo, Hi int64 // unix nanoseconds; 0 = no deadline
 	}
 	model := map[string]entry{}
-	const slack = int64(50 * time.Millisecond)
+	const slack = int64(time.Millisecond) // clock reads around the cache's own
+	// state returns whether e was alive during [t0, t1] and whether that is sure.
+	state := func(e entry, had bool, t0, t1 int64) (alive, sure bool) {
+		switch {
+		case !had:
+			return false, true
+		case e.Hi == 0 || e.Lo > t1+slack:
+			return true, true
+		case e.Hi+slack <= t0:
+			return false, true
+		}
+		return false, false
+	}
 	ctx := context.Background()
 	for range ops {
 		k := fmt.Sprintf("p%d-k%d", id, rng.IntN(200))
-		now := time.Now().UnixNano()
+		t0 := time.Now().UnixNano()
 		switch op := rng.IntN(10); {
 		case op < 4: // Set, a quarter of them with a short TTL
 			v := fmt.Sprintf("%s=%d", k, rng.Uint64())
@@ -98,29 +115,29 @@ func childModel() {
 				opts.Expire = time.Duration(20+rng.IntN(60)) * time.Millisecond
 			}
 			e, had := model[k]
-			present := had && (e.Deadline == 0 || e.Deadline > now)
-			ambiguous := had && e.Deadline != 0 && abs(e.Deadline-now) < slack
 			ok, err := c.Set(ctx, k, []byte(v), opts)
+			t1 := time.Now().UnixNano()
 			if err != nil {
 				fail(3, "set: %v", err)
 			}
-			if opts.LeaveIfNotNull && !ambiguous && ok == present {
+			if present, sure := state(e, had, t0, t1); opts.LeaveIfNotNull && sure && ok == present {
 				fail(4, "LeaveIfNotNull set of %q stored=%v with model present=%v", k, ok, present)
 			}
 			if ok {
-				d := int64(0)
+				e := entry{Val: v}
 				if opts.Expire > 0 {
-					d = time.Now().Add(opts.Expire).UnixNano()
+					e.Lo, e.Hi = t0+int64(opts.Expire), t1+int64(opts.Expire)
 				}
-				model[k] = entry{v, d}
+				model[k] = e
 			}
 		case op < 5:
 			old, ok, err := c.Del(ctx, k)
+			t1 := time.Now().UnixNano()
 			if err != nil {
 				fail(3, "del: %v", err)
 			}
 			e, had := model[k]
-			if had && (e.Deadline == 0 || e.Deadline-now > slack) && (!ok || string(old) != e.Val) {
+			if alive, sure := state(e, had, t0, t1); sure && alive && (!ok || string(old) != e.Val) {
 				fail(4, "Del(%q) = %q, %v; model %q", k, old, ok, e.Val)
 			}
 			if !had && ok {
@@ -129,14 +146,16 @@ func childModel() {
 			delete(model, k)
 		case op < 9:
 			v, ok, err := c.GetInto(nil, k)
+			t1 := time.Now().UnixNano()
 			if err != nil {
 				fail(3, "get: %v", err)
 			}
 			e, had := model[k]
+			alive, sure := state(e, had, t0, t1)
 			switch {
-			case had && e.Deadline != 0 && abs(e.Deadline-now) < slack:
+			case !sure:
 				// at the deadline: either answer is right
-			case had && (e.Deadline == 0 || e.Deadline > now):
+			case alive:
 				if !ok || string(v) != e.Val {
 					fail(4, "Get(%q) = %q, %v; model %q", k, v, ok, e.Val)
 				}
@@ -155,7 +174,7 @@ func childModel() {
 	// Report the model: entries with a deadline may be gone when the parent looks.
 	out := map[string]string{}
 	for k, e := range model {
-		if e.Deadline == 0 {
+		if e.Hi == 0 {
 			out[k] = e.Val
 		} else {
 			out[k] = "~" + e.Val
@@ -171,13 +190,6 @@ func validModelValue(key string, v []byte) bool {
 	}
 	_, err := strconv.ParseUint(s[len(key)+1:], 10, 64)
 	return err == nil
-}
-
-func abs(x int64) int64 {
-	if x < 0 {
-		return -x
-	}
-	return x
 }
 
 // TestModelAcrossProcesses: four processes run random operations at once,
