@@ -84,6 +84,10 @@ func BenchmarkPersistSet(b *testing.B) {
 				_, err := c.Set(context.Background(), keys[i%len(keys)], benchValue, cache.SetOptions{})
 				return err
 			})
+			if st := ps.sp.PersistStats(); tc.opts.Durability == cache.Always && st.Syncs > 0 {
+				b.ReportMetric(float64(st.Records)/float64(st.Syncs), "sets/fsync")
+				b.ReportMetric(float64(st.SyncTime.Microseconds())/float64(st.Syncs), "µs/fsync")
+			}
 		})
 	}
 	for _, fsync := range []string{"everysec", "always"} {

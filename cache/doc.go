@@ -16,9 +16,10 @@
 //
 //	space header (8192 B): magic │ version │ shard count │ buckets/shard │ heap/shard │ offsets │
 //	                       registry lock │ cache count │ registry[64] {name[48] │ id │ persist │ expire}
-//	journal: header (4096 B: lock │ tail │ claim │ Event │ durable │ logged │ durable Event │
-//	         persister Event │ persister owner │ default durability │ watchers[64] │ persister
-//	         counters) │ data (power of two bytes)
+//	journal: header (4096 B, one 128-byte line pair per writer: {lock │ tail │ claim} (writers) │
+//	         {watchers' Event} │ {durable │ logged │ persister owner │ default durability} (the
+//	         persister) │ {durable Event} (Always writers sleep) │ {persister Event} (it sleeps) │
+//	         watchers[64] │ persister counters) │ data (power of two bytes)
 //	journal record: size u32 │ op u8 │ flags u8 │ klen u16 │ cache u32 │ vlen u32 │ deadline i64 │
 //	         key │ value │ pad to 8
 //	shard i: header (128 B: lock │ head │ tail │ Event │ repairs)

@@ -9,7 +9,7 @@ import (
 // Format constants: changing any, or any struct below, bumps spaceVersion.
 const (
 	spaceMagic   uint64 = 0x45484341_43324c43 // "CL2CACHE"
-	spaceVersion uint32 = 1
+	spaceVersion uint32 = 2
 
 	// MaxCaches is the number of named caches one space can hold.
 	MaxCaches = 64
@@ -146,21 +146,39 @@ type statsRow struct {
 
 const statsRowSize = 64
 
-// journalHdr heads the change journal.
+// journalHdr heads the change journal. Its words are grouped by who writes
+// them, each group on its own 128-byte line pair, so that a writer appending
+// a record does not pull a line the persister or a sleeper just wrote (on a VM
+// a cache line crossing cores costs 100+ ns).
 type journalHdr struct {
-	lock     shm.Lock
-	tail     atomic.Uint64           // virtual position one past the newest published record
-	claim    atomic.Uint64           // virtual position the writer may be writing up to
-	ev       shm.Event               // watchers sleep here; every append wakes them
-	durable  atomic.Uint64           // the persister: every record below is on disk (per its durability)
-	persistd atomic.Uint64           // the persister: every record below is in its log (restart point)
-	durEv    shm.Event               // Always writers sleep here until durable passes their record
-	pev      shm.Event               // the persister sleeps here; Always writers wake it
-	owner    atomic.Uint32           // the persister's owner generation; 0 = none
-	defDur   atomic.Uint32           // the cluster's default Durability, set by the persister
+	// Writers (every process, under lock); read by the persister and watchers.
+	lock  shm.Lock
+	tail  atomic.Uint64 // virtual position one past the newest published record
+	claim atomic.Uint64 // virtual position the writer may be writing up to
+	_     [shm.PadLine - 24]byte
+
+	// Watchers sleep here; every append reads it and wakes them.
+	ev shm.Event
+	_  [shm.PadLine - 8]byte
+
+	// The persister; every persistent Set reads persistd (throttle) and owner.
+	durable  atomic.Uint64 // every record below is on disk (per its durability)
+	persistd atomic.Uint64 // every record below is in its log (restart point)
+	owner    atomic.Uint32 // the persister's owner generation; 0 = none
+	defDur   atomic.Uint32 // the cluster's default Durability, set by the persister
+	_        [shm.PadLine - 24]byte
+
+	// Always writers sleep here until durable passes their record.
+	durEv shm.Event
+	_     [shm.PadLine - 8]byte
+
+	// The persister sleeps here; Always writers (and throttled ones) wake it.
+	pev shm.Event
+	_   [shm.PadLine - 8]byte
+
 	watchers [MaxCaches]atomic.Int32 // processes watching each cache
 	pstats   persistCounters         // written by the persister, read by anyone
-	_        [journalHdrSize - 72 - MaxCaches*4 - persistCountersSize]byte
+	_        [journalHdrSize - 5*shm.PadLine - MaxCaches*4 - persistCountersSize]byte
 }
 
 // journal record: size u32 │ op u8 │ flags u8 │ klen u16 │ cache u32 │ vlen u32 │ exp i64 │ key │ value │ pad

@@ -1,5 +1,6 @@
 // Package persist makes cluster2's persistent caches survive restarts and
-// kill -9: a write-ahead log (github.com/tidwall/wal) of every mutation,
+// kill -9: a write-ahead log of every mutation (segLog: preallocated
+// segments, one write and one fdatasync per batch),
 // snapshots that bound its length, and a replay into the arena before the
 // workers start.
 //
@@ -17,11 +18,14 @@
 //     write; a crash of the machine loses at most about a second.
 //   - Always: Set returns after its record is fsynced. Writers wake the
 //     manager, which batches whatever is in the journal into one write and
-//     one fsync (group commit), then publishes the durable position.
+//     one fdatasync (group commit: it waits up to 100 µs for as many Always
+//     records as the last fsync carried), then publishes the durable
+//     position.
 //
 // # Files (format: changing it bumps the magic)
 //
-//	DIR/wal/00000000000000000001 …   tidwall/wal binary segments: uvarint length │ record
+//	DIR/wal/00000000000000000001 …   segments, named by their first entry's index:
+//	                                 { uvarint length │ record }… │ zeros (the preallocated tail)
 //	DIR/snapshot                     the last snapshot (replaced by temp file + rename)
 //
 //	record (24-byte header, then name, key, value):
@@ -40,8 +44,9 @@
 //
 // [Open] reads the snapshot (if any), then every log segment, checking every
 // record's checksum. A torn last record (the crash came in the middle of a
-// write: a length past the end of the file, or a bad checksum followed only by
-// zeros) is cut off and reported in [Recovery]. Any other damage stops start-up
+// write: a length past the end of the file, a bad checksum followed only by
+// zeros, or zeros followed by data that a crash of the machine left behind
+// the last synced entry) is cut off and reported in [Recovery]. Any other damage stops start-up
 // with an error wrapping ErrCorrupt that names the file and the offset, unless
 // Options.Salvage asks to keep what comes before it (reported too). Nothing is
 // silently dropped. [Manager.Replay] then applies the snapshot and the log

@@ -2,6 +2,7 @@ package persist
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,14 +22,13 @@ const (
 	maxRecord    = 64 << 20 // no record is larger: a length beyond it is damage
 )
 
-// segment is one tidwall/wal segment file.
+// segment is one segment file of the log.
 type segment struct {
 	index uint64 // index of its first entry
 	path  string
 }
 
-// segments lists the log's segment files in index order (names of 20 digits;
-// tidwall's .START/.END leftovers are resolved by wal.Open before we read).
+// segments lists the log's segment files in index order (names of 20 digits).
 func segments(dir string) ([]segment, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -50,23 +50,35 @@ func segments(dir string) ([]segment, error) {
 	return out, nil
 }
 
-// entryReader reads uvarint-length-prefixed records.
+// entryReader reads uvarint-length-prefixed records up to the end of the
+// file or of its data: a zero byte where an entry should start, with only
+// zeros after it (the preallocated tail, see segLog).
 type entryReader struct {
 	r   *bufio.Reader
 	off int64 // offset of the next entry
 	buf []byte
 }
 
+func newEntryReader(f *os.File) *entryReader {
+	return &entryReader{r: bufio.NewReaderSize(f, 1<<20)}
+}
+
 // errTorn marks an entry that ends past the end of the file.
 var errTorn = errors.New("entry runs past the end of the file")
 
-// next returns the next entry's bytes and its offset; io.EOF at a clean end.
+// next returns the next entry's bytes and its offset; io.EOF at a clean end
+// (the end of the file, or the zero tail), errHole for zeros followed by
+// data.
 func (er *entryReader) next() ([]byte, int64, error) {
 	start := er.off
-	size, err := binary.ReadUvarint(er.r)
+	first, err := er.r.Peek(1)
 	if err == io.EOF {
 		return nil, start, io.EOF
 	}
+	if err == nil && first[0] == 0 {
+		return nil, start, er.zeroTail()
+	}
+	size, err := binary.ReadUvarint(er.r)
 	if err != nil {
 		return nil, start, errTorn
 	}
@@ -83,6 +95,28 @@ func (er *entryReader) next() ([]byte, int64, error) {
 	}
 	er.off += n + int64(size)
 	return er.buf, start, nil
+}
+
+// zeroPage is compared with the file's tail.
+var zeroPage = make([]byte, 64<<10)
+
+// zeroTail reads the rest of the file: io.EOF if it is all zeros, errHole if
+// not.
+func (er *entryReader) zeroTail() error {
+	for {
+		if er.r.Buffered() == 0 {
+			if _, err := er.r.Peek(1); err == io.EOF {
+				return io.EOF
+			} else if err != nil {
+				return err
+			}
+		}
+		chunk, _ := er.r.Peek(min(er.r.Buffered(), len(zeroPage)))
+		if !bytes.Equal(chunk, zeroPage[:len(chunk)]) {
+			return errHole
+		}
+		er.r.Discard(len(chunk))
+	}
 }
 
 func uvarintLen(x uint64) int {
@@ -118,9 +152,11 @@ func restOfFileIsZero(path string, off int64) bool {
 }
 
 // repairTail cuts a torn last write off the last segment of the log in dir:
-// an entry running past the end of the file, or a bad entry followed only by
-// zeros. It returns the bytes cut (0 if none). Damage with valid data after it
-// is not a torn write: it returns a *CorruptError.
+// an entry running past the end of the file, a bad entry followed only by
+// zeros, or zeros followed by data (pages of unsynced writes that reached the
+// disk out of order; see segLog). It returns the bytes of data cut (0 if
+// none). Damage with valid data after it is not a torn write: it returns a
+// *CorruptError.
 func repairTail(dir string) (cut int64, file string, err error) {
 	segs, err := segments(dir)
 	if err != nil || len(segs) == 0 {
@@ -131,12 +167,7 @@ func repairTail(dir string) (cut int64, file string, err error) {
 	if err != nil {
 		return 0, "", err
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return 0, "", err
-	}
-	er := &entryReader{r: bufio.NewReaderSize(f, 1<<20)}
+	er := newEntryReader(f)
 	for {
 		b, off, err := er.next()
 		if err == io.EOF {
@@ -152,11 +183,16 @@ func repairTail(dir string) (cut int64, file string, err error) {
 			continue
 		}
 		f.Close()
-		if errors.Is(err, errTorn) || restOfFileIsZero(last, off+int64(len(b))+int64(uvarintLen(uint64(len(b))))) || restOfFileIsZero(last, off) {
+		if errors.Is(err, errTorn) || errors.Is(err, errHole) ||
+			restOfFileIsZero(last, off+int64(len(b))+int64(uvarintLen(uint64(len(b))))) || restOfFileIsZero(last, off) {
+			end, derr := dataEnd(last)
+			if derr != nil {
+				return 0, "", derr
+			}
 			if terr := os.Truncate(last, off); terr != nil {
 				return 0, "", terr
 			}
-			return st.Size() - off, last, nil
+			return max(end-off, 0), last, nil
 		}
 		reason := "bad checksum"
 		if err != nil {
@@ -164,6 +200,33 @@ func repairTail(dir string) (cut int64, file string, err error) {
 		}
 		return 0, "", &CorruptError{File: last, Offset: off, Reason: reason}
 	}
+}
+
+// dataEnd returns the offset just past the last non-zero byte of the file.
+func dataEnd(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 64<<10)
+	for end := st.Size(); end > 0; {
+		n := min(end, int64(len(buf)))
+		if _, err := f.ReadAt(buf[:n], end-n); err != nil {
+			return 0, err
+		}
+		for i := n - 1; i >= 0; i-- {
+			if buf[i] != 0 {
+				return end - n + i + 1, nil
+			}
+		}
+		end -= n
+	}
+	return 0, nil
 }
 
 // readSnapshot streams the snapshot at path to fn and returns the log index

@@ -51,7 +51,7 @@ func FuzzRecover(f *testing.F) {
 		if len(snapshot) > 0 {
 			os.WriteFile(filepath.Join(dir, "snapshot"), snapshot, 0o600)
 		}
-		m, err := persist.Open(dir, persist.Options{Logger: quiet()})
+		m, err := persist.Open(dir, persist.Options{Logger: quiet(), SegmentSize: 4096})
 		if err != nil {
 			return
 		}

@@ -36,19 +36,27 @@ func appendRecord(dst []byte, m cache.Mutation) []byte {
 
 // encode appends a record to dst.
 func encode(dst []byte, o cache.Op, dur uint8, name string, key, value []byte, exp int64) []byte {
-	var op uint8
+	return encodeOp(dst, opCode(o), dur, name, key, value, exp)
+}
+
+// opCode returns the log's code for o.
+func opCode(o cache.Op) uint8 {
 	switch o {
 	case cache.OpDefine:
-		op = opDefine
+		return opDefine
 	case cache.OpSet:
-		op = opSet
+		return opSet
 	case cache.OpDel:
-		op = opDel
+		return opDel
 	case cache.OpExpire:
-		op = opExpire
+		return opExpire
 	default:
-		op = opEvict
+		return opEvict
 	}
+}
+
+// encodeOp appends a record with the log's op code op to dst.
+func encodeOp(dst []byte, op uint8, dur uint8, name string, key, value []byte, exp int64) []byte {
 	start := len(dst)
 	var h [recHeader]byte
 	h[4], h[5] = op, dur
