@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,8 +107,8 @@ func BenchmarkPersistSet(b *testing.B) {
 	}
 }
 
-// runSets runs set from writers goroutines for b.N calls in all and reports
-// sets/s.
+// runSets runs set from exactly writers goroutines for b.N calls in all and
+// reports sets/s.
 func runSets(b *testing.B, writers int, set func(i int) error) {
 	b.ReportAllocs()
 	start := time.Now()
@@ -119,18 +121,24 @@ func runSets(b *testing.B, writers int, set func(i int) error) {
 			i++
 		}
 	} else {
-		b.SetParallelism((writers + 1) / 2) // GOMAXPROCS is 2 here: 2 × 2 = 4 goroutines
+		var next atomic.Int64
+		var wg sync.WaitGroup
 		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			i := 0
-			for pb.Next() {
-				if err := set(i); err != nil {
-					b.Error(err)
-					return
+		for range writers {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= b.N {
+						return
+					}
+					if err := set(i); err != nil {
+						b.Error(err)
+						return
+					}
 				}
-				i++
-			}
-		})
+			})
+		}
+		wg.Wait()
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "sets/s")
 }
