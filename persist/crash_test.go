@@ -47,7 +47,8 @@ func childManager() {
 	if err != nil {
 		die("setup: %v", err)
 	}
-	m, err := persist.Open(os.Getenv("P_DIR"), persist.Options{CompactMin: 256 << 10, CompactRatio: 2})
+	// Small segments: kills land in segment rolls and snapshots too.
+	m, err := persist.Open(os.Getenv("P_DIR"), persist.Options{CompactMin: 256 << 10, CompactRatio: 2, SegmentSize: 64 << 10})
 	if err != nil {
 		die("open: %v", err)
 	}
