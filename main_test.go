@@ -159,7 +159,7 @@ func childCluster() {
 	ctl.HandleFunc("/replace", func(w http.ResponseWriter, r *http.Request) {
 		pid, _ := strconv.Atoi(r.URL.Query().Get("pid"))
 		if err := c.Replace(pid); err != nil {
-			http.Error(w, err.Error(), 409)
+			http.Error(w, err.Error(), http.StatusConflict)
 		}
 	})
 	ctl.HandleFunc("/rolling", func(w http.ResponseWriter, r *http.Request) {
@@ -173,13 +173,13 @@ func childCluster() {
 	ctl.HandleFunc("/pause", func(w http.ResponseWriter, r *http.Request) {
 		pid, _ := strconv.Atoi(r.URL.Query().Get("pid"))
 		if err := c.Pause(r.Context(), pid); err != nil {
-			http.Error(w, err.Error(), 409)
+			http.Error(w, err.Error(), http.StatusConflict)
 		}
 	})
 	ctl.HandleFunc("/resume", func(w http.ResponseWriter, r *http.Request) {
 		pid, _ := strconv.Atoi(r.URL.Query().Get("pid"))
 		if err := c.Resume(r.Context(), pid); err != nil {
-			http.Error(w, err.Error(), 409)
+			http.Error(w, err.Error(), http.StatusConflict)
 		}
 	})
 	cl, err := net.Listen("tcp", "127.0.0.1:0")

@@ -408,13 +408,13 @@ func (em *Emitter) Close() error {
 // call of every handler, in any process, that receives the event; events
 // from one process to another are received in the order they were emitted.
 func (em *Emitter) Emit(name string, args ...any) error {
-	return em.emit(nil, nil, name, args)
+	return em.emit(bound{}, nil, name, args)
 }
 
 // EmitContext is Emit waiting at most until ctx ends instead of
 // Options.SendTimeout.
 func (em *Emitter) EmitContext(ctx context.Context, name string, args ...any) error {
-	return em.emit(ctx, nil, name, args)
+	return em.emit(bound{ctx}, nil, name, args)
 }
 
 // Sender emits to chosen targets; see To. It is a small value: copy it
@@ -435,11 +435,13 @@ func (em *Emitter) To(targets ...Target) Sender {
 }
 
 // Emit is Emitter.Emit to the Sender's targets.
-func (s Sender) Emit(name string, args ...any) error { return s.em.emit(nil, s.targets, name, args) }
+func (s Sender) Emit(name string, args ...any) error {
+	return s.em.emit(bound{}, s.targets, name, args)
+}
 
 // EmitContext is Emitter.EmitContext to the Sender's targets.
 func (s Sender) EmitContext(ctx context.Context, name string, args ...any) error {
-	return s.em.emit(ctx, s.targets, name, args)
+	return s.em.emit(bound{ctx}, s.targets, name, args)
 }
 
 // waiter gives the context a blocked send or delivery waits under. It is
@@ -524,7 +526,11 @@ func (sb *sendBuf) encodeArgs(args []any) error {
 	return nil
 }
 
-func (em *Emitter) emit(ctx context.Context, targets []Target, name string, args []any) error {
+// bound is how long an emit may wait for room: until ctx ends, or (the zero
+// value) Options.SendTimeout.
+type bound struct{ ctx context.Context }
+
+func (em *Emitter) emit(b bound, targets []Target, name string, args []any) error {
 	if len(name) == 0 || len(name) > MaxName {
 		return fmt.Errorf("emitter: emit %.40q: %w: %d bytes (1 to %d)", name, ErrBadName, len(name), MaxName)
 	}
@@ -536,7 +542,7 @@ func (em *Emitter) emit(ctx context.Context, targets []Target, name string, args
 	}
 	sb := sendBufs.Get().(*sendBuf)
 	defer sb.release()
-	sb.base, sb.timeout = ctx, em.opts.SendTimeout
+	sb.base, sb.timeout = b.ctx, em.opts.SendTimeout
 	if err := sb.encodeArgs(args); err != nil {
 		return fmt.Errorf("emitter: emit %q: %w", name, err)
 	}

@@ -192,13 +192,6 @@ func (l *segLog) add(op uint8, dur uint8, name string, key, value []byte, exp in
 	l.pending++
 }
 
-// addRecord appends an entry holding rec, an encoded record.
-func (l *segLog) addRecord(rec []byte) {
-	l.buf = binary.AppendUvarint(l.buf, uint64(len(rec)))
-	l.buf = append(l.buf, rec...)
-	l.pending++
-}
-
 // flush writes the entries added since the last flush, in one write, into the
 // current segment, or a new one when they do not fit. It returns how many
 // entries and bytes it wrote. On error the entries are dropped and the log
