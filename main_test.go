@@ -23,6 +23,7 @@ import (
 	"time"
 
 	cluster2 "github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/internal/clustertest"
 	"github.com/cluster2/cluster2/internal/xtesting"
 	"golang.org/x/sys/unix"
 )
@@ -144,10 +145,7 @@ func childCluster() {
 		c.Wait()
 		return
 	}
-	ctl := http.NewServeMux()
-	ctl.HandleFunc("/workers", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(c.Workers())
-	})
+	ctl := clustertest.ControlMux(c)
 	ctl.HandleFunc("/slots", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(c.Arena().Slots())
 	})
@@ -156,40 +154,7 @@ func childCluster() {
 		defer evMu.Unlock()
 		json.NewEncoder(w).Encode(events)
 	})
-	ctl.HandleFunc("/replace", func(w http.ResponseWriter, r *http.Request) {
-		pid, _ := strconv.Atoi(r.URL.Query().Get("pid"))
-		if err := c.Replace(pid); err != nil {
-			http.Error(w, err.Error(), http.StatusConflict)
-		}
-	})
-	ctl.HandleFunc("/rolling", func(w http.ResponseWriter, r *http.Request) {
-		if err := c.RollingRestart(r.Context()); err != nil {
-			http.Error(w, err.Error(), 500)
-		}
-	})
-	ctl.HandleFunc("/shutdown", func(w http.ResponseWriter, r *http.Request) {
-		go c.Shutdown(context.Background())
-	})
-	ctl.HandleFunc("/pause", func(w http.ResponseWriter, r *http.Request) {
-		pid, _ := strconv.Atoi(r.URL.Query().Get("pid"))
-		if err := c.Pause(r.Context(), pid); err != nil {
-			http.Error(w, err.Error(), http.StatusConflict)
-		}
-	})
-	ctl.HandleFunc("/resume", func(w http.ResponseWriter, r *http.Request) {
-		pid, _ := strconv.Atoi(r.URL.Query().Get("pid"))
-		if err := c.Resume(r.Context(), pid); err != nil {
-			http.Error(w, err.Error(), http.StatusConflict)
-		}
-	})
-	cl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fmt.Printf("LISTEN-ERROR control: %v\n", err)
-		os.Exit(3)
-	}
-	go http.Serve(cl, ctl)
-	fmt.Printf("READY %s %s\n", c.Addr(), cl.Addr())
-	c.Wait()
+	clustertest.Serve(c, ctl)
 	fmt.Printf("STOPPED\n")
 }
 

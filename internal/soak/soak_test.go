@@ -34,6 +34,7 @@ import (
 
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/internal/clustertest"
 	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
@@ -179,33 +180,13 @@ func childCluster() {
 		fmt.Printf("LISTEN-ERROR kv: %v\n", err)
 		os.Exit(3)
 	}
-	ctl := http.NewServeMux()
-	ctl.HandleFunc("/workers", func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(c.Workers()) })
+	ctl := clustertest.ControlMux(c)
 	ctl.HandleFunc("/last", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
 		json.NewEncoder(w).Encode(last)
 	})
-	ctl.HandleFunc("/pause", func(w http.ResponseWriter, r *http.Request) {
-		pid, _ := strconv.Atoi(r.URL.Query().Get("pid"))
-		if err := c.Pause(r.Context(), pid); err != nil {
-			http.Error(w, err.Error(), http.StatusConflict)
-		}
-	})
-	ctl.HandleFunc("/resume", func(w http.ResponseWriter, r *http.Request) {
-		pid, _ := strconv.Atoi(r.URL.Query().Get("pid"))
-		if err := c.Resume(r.Context(), pid); err != nil {
-			http.Error(w, err.Error(), http.StatusConflict)
-		}
-	})
-	cl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fmt.Printf("LISTEN-ERROR control: %v\n", err)
-		os.Exit(3)
-	}
-	go http.Serve(cl, ctl)
-	fmt.Printf("READY %s %s\n", c.Addr(), cl.Addr())
-	c.Wait()
+	clustertest.Serve(c, ctl)
 }
 
 // ---- the driver ----
