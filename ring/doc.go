@@ -73,19 +73,48 @@
 //
 // # Memory order
 //
-// All shared words are sync/atomic typed atomics (sequentially consistent).
-// Payload bytes are written plainly before the release store of their header
-// word and read plainly after the acquiring load that observed it: Commit
-// synchronizes before the delivery of the record. The consumer's zeroing is
-// plain, before the release store of head; the producer writes into space
-// only after an acquiring load of head that covers it, so it always finds
-// zeros there. The producer caches head and reloads it only when the cached
+// All shared words are sync/atomic typed atomics (sequentially consistent),
+// but one: the header word that Write, Commit and WriteBatch store to commit
+// records is a release store only, where the producer can afford it (see
+// "Commits without a fence" below). Payload bytes are written plainly before
+// the release store of their header word and read plainly after the acquiring
+// load that observed it: Commit synchronizes before the delivery of the
+// record. The consumer's zeroing is plain, before the release store of head;
+// the producer writes into space only after an acquiring load of head that
+// covers it, so it always finds zeros there. The producer caches head and reloads it only when the cached
 // value says the ring is full; the consumer caches tail (used only to bound
 // headers) the same way. Sleeps use a waiter (wait.go; a seq u32 futex word
 // and a sleeping u32 flag, each end's own): a side announces, re-checks
 // its condition, then sleeps; the other side makes the condition true (the
 // header or head store) before it loads the waiter count, so a wake costs a
 // system call only when somebody sleeps, and none is lost.
+//
+// # Commits without a fence
+//
+// A sequentially consistent store is an XCHG on amd64: it drains the
+// producer's store buffer, so every commit waited for the cache misses of its
+// payload's stores (the lines come back from the consumer's core). On
+// linux/amd64 a producer whose process registered with membarrier(2)
+// (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, once, when it opens its end)
+// commits with a plain MOV (fence_amd64.s): under x86-TSO it is not
+// reordered with the earlier payload stores, so it is a release store, and
+// the consumer's acquiring load is unchanged. What the MOV does not order is
+// the producer's next load, of the consumer's sleeping flag, which may be
+// satisfied before the header leaves the store buffer; the sleeper pays for
+// that fence instead: after announcing itself and before its re-check, Read
+// calls membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which runs a full
+// barrier on every thread of a registered process that is running. Either
+// the producer's header store precedes that barrier, and the re-check sees
+// it; or it follows it, and then so does the producer's load of the flag,
+// which sees the announcement (stored sequentially consistently before the
+// call) and wakes the sleeper. A thread not running has been switched out,
+// which is a full barrier. Where registration fails (or on other systems and
+// architectures) the producer commits with sequentially consistent stores as
+// before; a consumer whose membarrier call fails sleeps at most a
+// millisecond at a time (noFenceSleep), so that a missed wake costs latency,
+// never progress. Padding, Abort and recovery stores stay sequentially
+// consistent. The price: each futex sleep of a consumer costs one membarrier
+// call (inter-processor interrupts; several microseconds in a VM).
 //
 // Why a recoverer may run while the consumer consumes: it walks the records
 // from read towards tail, loading each header and then read again. The
@@ -107,7 +136,9 @@
 //     (Read returns ErrPeerDead once it sees the producer dead); [Ring.Unblock]
 //     or the next [Ring.Producer] commits the claim as padding, which the
 //     consumer skips and zeroes.
-//   - after the header store: a whole record, delivered normally.
+//   - after the header store: a whole record, delivered normally (a store the
+//     killed process issued, even one still in its store buffer, reaches
+//     memory: the process's death switches its thread out).
 //
 // A consumer killed after storing read but before zeroing leaves consumed,
 // unzeroed bytes below read; the next [Ring.Consumer] zeroes them and

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cluster2/cluster2/shm"
 )
@@ -42,6 +43,10 @@ const (
 const (
 	publishFraction   = 16
 	publishAfterSpins = 64
+
+	// noFenceSleep bounds a consumer's futex sleep when peerFence fails: a
+	// commit's wake may then be missed, and found by the next re-check.
+	noFenceSleep = time.Millisecond
 )
 
 // Defaults of Options.
@@ -315,6 +320,10 @@ func sleepFor(ctx context.Context, period time.Duration) time.Duration {
 // with a mutex).
 type Producer struct {
 	r         *Ring
+	words     []atomic.Uint64 // r.words
+	data      []byte          // r.data
+	cap       uint64          // r.cap
+	relaxed   bool            // commits are release stores (storeRelease), made visible to a sleeper by its peerFence
 	o         Options
 	tail      uint64 // where the next record goes
 	claimEnd  uint64 // h.tail as we last stored it (we are its only writer): tail <= claimEnd
@@ -355,6 +364,10 @@ func (r *Ring) Producer(ctx context.Context, p *shm.Proc, opts *Options) (*Produ
 	}
 	return &Producer{
 		r:         r,
+		words:     r.words,
+		data:      r.data,
+		cap:       r.cap,
+		relaxed:   releaseStores && registerFence(),
 		o:         opts.withDefaults(),
 		tail:      r.h.tail.Load(),
 		claimEnd:  r.h.tail.Load(),
@@ -372,6 +385,17 @@ func (r *Ring) Producer(ctx context.Context, p *shm.Proc, opts *Options) (*Produ
 // In the terminology of the Go memory model, Write synchronizes before the
 // Poll or Read, in any process, that delivers the record.
 func (pr *Producer) Write(ctx context.Context, typ uint32, payload []byte) error {
+	// Fast path: the record fits in the claimed-ahead space before the end.
+	n := uint64(len(payload))
+	size := align(RecordHeaderSize + n)
+	t := pr.tail
+	i := t & (pr.cap - 1)
+	if t+size <= pr.claimEnd && i+size <= pr.cap && pr.claimed < 0 {
+		copy(pr.data[i+RecordHeaderSize:], payload)
+		pr.tail = t + size
+		pr.commit(i, uint64(typ)<<32|(RecordHeaderSize+n))
+		return nil
+	}
 	buf, err := pr.claim(ctx, typ, len(payload), true)
 	if err != nil {
 		return err
@@ -395,7 +419,11 @@ func (pr *Producer) WriteBatch(ctx context.Context, typ uint32, payloads [][]byt
 		if first >= 0 {
 			// release: every record of the batch, headers and payloads, is
 			// written before the consumer's acquiring load of this word.
-			pr.r.words[first>>3].Store(firstHdr)
+			if w := &pr.words[first>>3]; pr.relaxed {
+				storeRelease((*uint64)(unsafe.Pointer(w)), firstHdr)
+			} else {
+				w.Store(firstHdr)
+			}
 			pr.r.h.dataReady.wake()
 			first = -1
 		}
@@ -487,10 +515,22 @@ func (pr *Producer) Commit() {
 	if pr.claimed < 0 {
 		panic("ring: Commit without a claim")
 	}
+	i := uint64(pr.claimed)
+	pr.claimed = -1
+	pr.commit(i, pr.claimHdr)
+}
+
+// commit stores the header word hdr of the record at data offset i, and
+// wakes the consumer if it announced that it sleeps.
+func (pr *Producer) commit(i, hdr uint64) {
 	// release: the payload bytes happen before the consumer's acquiring load
 	// of this header word; the header is written last.
-	pr.r.words[pr.claimed>>3].Store(pr.claimHdr)
-	pr.claimed = -1
+	w := &pr.words[i>>3]
+	if pr.relaxed {
+		storeRelease((*uint64)(unsafe.Pointer(w)), hdr)
+	} else {
+		w.Store(hdr)
+	}
 	pr.stats.Records++
 	pr.r.h.dataReady.wake() // a system call only if the consumer announced that it sleeps
 }
@@ -735,12 +775,19 @@ func (c *Consumer) Read(ctx context.Context, fn func(typ uint32, payload []byte)
 		}
 		c.publish(c.pos) // before sleeping: the producer may wait for this space
 		t := h.dataReady.prepare()
+		// The producer's header store may be a release store only (see
+		// Producer): the fence makes it visible to the re-check below, or
+		// the producer's later load of the sleeping flag see the announcement.
+		d := sleepFor(ctx, c.o.PeerCheck)
+		if !peerFence() {
+			d = min(d, noFenceSleep)
+		}
 		if c.ready() { // re-check after announcing
 			h.dataReady.cancel()
 			continue
 		}
 		c.stats.Sleeps++
-		h.dataReady.sleep(t, sleepFor(ctx, c.o.PeerCheck))
+		h.dataReady.sleep(t, d)
 		if !c.ready() && c.r.peerDead(h.producer.Load()) {
 			return 0, fmt.Errorf("ring: read: %w (producer)", ErrPeerDead)
 		}

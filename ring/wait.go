@@ -52,8 +52,15 @@ func (w *waiter) sleep(t ticket, timeout time.Duration) {
 // then, and only once per announcement. Call it after making the sleeper's
 // condition true.
 func (w *waiter) wake() {
-	// seq-cst load: ordered after the caller's condition store.
-	if w.sleeping.Load() == 0 || !w.sleeping.CompareAndSwap(1, 0) {
+	// seq-cst load: ordered after the caller's condition store (or, after a
+	// producer's release store, by the sleeper's peerFence: see Producer).
+	if w.sleeping.Load() != 0 {
+		w.wakeSlow()
+	}
+}
+
+func (w *waiter) wakeSlow() {
+	if !w.sleeping.CompareAndSwap(1, 0) {
 		return
 	}
 	w.seq.Add(1)

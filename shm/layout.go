@@ -9,8 +9,11 @@ const (
 	Magic uint64 = 0x3252455453554c43
 
 	// LayoutVersion is the version of the arena layout this build reads and
-	// writes. Open refuses any other.
-	LayoutVersion uint32 = 1
+	// writes. Open refuses any other. 2: the ring's producer may commit with
+	// release stores, which a consumer of version 1 does not fence before
+	// sleeping (ring/doc.go, "Commits without a fence"); the bytes are the
+	// same.
+	LayoutVersion uint32 = 2
 
 	// CacheLine is the unit of cache coherence we pad to. Fields written by
 	// different processes are kept at least CacheLine apart; SPSC positions are

@@ -1,0 +1,15 @@
+package ring
+
+// storeRelease stores v at addr with release semantics only: a plain MOV,
+// which x86-TSO never reorders with earlier loads or stores, unlike the XCHG
+// of sync/atomic's sequentially consistent Store, which also drains the store
+// buffer (a fence this package gets elsewhere: see Producer.relaxed). An
+// assembly function, so that the compiler keeps it where it is: after the
+// payload's stores and before the load of the consumer's sleeping flag.
+//
+//go:noescape
+func storeRelease(addr *uint64, v uint64)
+
+// releaseStores reports whether storeRelease is cheaper than a sequentially
+// consistent store on this architecture.
+const releaseStores = true

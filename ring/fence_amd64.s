@@ -1,0 +1,12 @@
+#include "textflag.h"
+
+// func storeRelease(addr *uint64, v uint64)
+//
+// A plain MOV: under x86-TSO a store is never reordered with earlier loads
+// or stores, so it is a release store (what sync/atomic's XCHG adds is the
+// store-load fence, which the ring gets from membarrier instead: fence_linux.go).
+TEXT ·storeRelease(SB), NOSPLIT, $0-16
+	MOVQ addr+0(FP), AX
+	MOVQ v+8(FP), BX
+	MOVQ BX, (AX)
+	RET

@@ -1,0 +1,16 @@
+//go:build !amd64
+
+package ring
+
+import (
+	"sync/atomic"
+	"unsafe"
+)
+
+// storeRelease is a sequentially consistent store where the ring has no
+// cheaper release store of its own (see fence_amd64.go).
+func storeRelease(addr *uint64, v uint64) {
+	(*atomic.Uint64)(unsafe.Pointer(addr)).Store(v)
+}
+
+const releaseStores = false
