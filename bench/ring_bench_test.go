@@ -347,6 +347,9 @@ func benchRingPingPong(b *testing.B, mode string) {
 	if err := cmd.Wait(); err != nil {
 		b.Fatalf("echo child: %v", err)
 	}
+	cs := c.Stats()
+	b.ReportMetric(float64(cs.Sleeps)/float64(b.N), "sleeps/op")
+	b.ReportMetric(float64(cs.Rescues)/float64(b.N), "rescues/op")
 }
 
 func benchCachelinePingPong(b *testing.B) {

@@ -75,8 +75,8 @@
 //
 // All shared words are sync/atomic typed atomics (sequentially consistent),
 // but one: the header word that Write, Commit and WriteBatch store to commit
-// records is a release store only, where the producer can afford it (see
-// "Commits without a fence" below). Payload bytes are written plainly before
+// records is a release store only on amd64 (see "Commits without a fence"
+// below). Payload bytes are written plainly before
 // the release store of their header word and read plainly after the acquiring
 // load that observed it: Commit synchronizes before the delivery of the
 // record. The consumer's zeroing is plain, before the release store of head;
@@ -93,28 +93,41 @@
 //
 // A sequentially consistent store is an XCHG on amd64: it drains the
 // producer's store buffer, so every commit waited for the cache misses of its
-// payload's stores (the lines come back from the consumer's core). On
-// linux/amd64 a producer whose process registered with membarrier(2)
-// (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, once, when it opens its end)
-// commits with a plain MOV (fence_amd64.s): under x86-TSO it is not
-// reordered with the earlier payload stores, so it is a release store, and
-// the consumer's acquiring load is unchanged. What the MOV does not order is
-// the producer's next load, of the consumer's sleeping flag, which may be
-// satisfied before the header leaves the store buffer; the sleeper pays for
-// that fence instead: after announcing itself and before its re-check, Read
-// calls membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which runs a full
-// barrier on every thread of a registered process that is running. Either
-// the producer's header store precedes that barrier, and the re-check sees
-// it; or it follows it, and then so does the producer's load of the flag,
-// which sees the announcement (stored sequentially consistently before the
-// call) and wakes the sleeper. A thread not running has been switched out,
-// which is a full barrier. Where registration fails (or on other systems and
-// architectures) the producer commits with sequentially consistent stores as
-// before; a consumer whose membarrier call fails sleeps at most a
-// millisecond at a time (noFenceSleep), so that a missed wake costs latency,
-// never progress. Padding, Abort and recovery stores stay sequentially
-// consistent. The price: each futex sleep of a consumer costs one membarrier
-// call (inter-processor interrupts; several microseconds in a VM).
+// payload's stores (the lines come back from the consumer's core; profiles
+// put most of the producer's time there). On amd64 the producer commits with
+// a plain MOV instead (fence_amd64.s): under x86-TSO it is not reordered with
+// the earlier payload stores, so it is a release store, and the consumer's
+// acquiring load is unchanged.
+//
+// What the MOV does not order is the producer's next load, of the consumer's
+// sleeping flag, which the processor may satisfy while the header still sits
+// in its store buffer. So one interleaving loses a wake: the producer loads
+// the flag (0), the consumer announces and re-checks (the header is not
+// visible yet) and sleeps, the header becomes visible. Only a commit whose
+// flag load came before the announcement was visible can be missed; its
+// header becomes visible when the store buffer drains: in nanoseconds (a
+// store buffer holds a few dozen stores, and an interrupt or a switch of the
+// producer's thread drains it). So after its re-check a consumer that is about
+// to sleep, still announced, re-checks the ring drainChecks (256) times more,
+// about a microsecond, and takes a record found then as if woken
+// (ConsumerStats.Rescues counts them, with records that simply came in that
+// microsecond). Every later commit's flag load comes after the announcement
+// and sees it. Should a header ever take longer than that to drain, its
+// record waits for the next commit or the end of the sleep (PeerCheck, 50 ms
+// by default): latency, never a hang.
+//
+// We measured and rejected two other ways. membarrier(2)
+// (MEMBARRIER_CMD_GLOBAL_EXPEDITED before every consumer sleep, the producer
+// registered) is rigorous, but in this VM it made every sleep 10-13 µs
+// dearer (its inter-processor interrupts are VM exits;
+// BenchmarkRingPingPong/futex went from 4-6 to 16-19 µs), and it interrupts
+// every processor running any registered process, which in a prefork server
+// is every worker. A first futex sleep of 50 µs before the re-check made
+// every futex wake-up slow (27 µs instead of 3: arming and cancelling a short
+// timer costs VM exits here), as did 1 ms (14 µs).
+//
+// Padding, Abort and recovery stores stay sequentially consistent, and so do
+// all stores on other architectures (fence_other.go).
 //
 // Why a recoverer may run while the consumer consumes: it walks the records
 // from read towards tail, loading each header and then read again. The

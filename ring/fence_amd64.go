@@ -3,7 +3,9 @@ package ring
 // storeRelease stores v at addr with release semantics only: a plain MOV,
 // which x86-TSO never reorders with earlier loads or stores, unlike the XCHG
 // of sync/atomic's sequentially consistent Store, which also drains the store
-// buffer (a fence this package gets elsewhere: see Producer.relaxed). An
+// buffer (the consumer covers the one reordering that matters, a load of its
+// sleeping flag passing this store: see Consumer.drained and the package
+// doc). An
 // assembly function, so that the compiler keeps it where it is: after the
 // payload's stores and before the load of the consumer's sleeping flag.
 //

@@ -4,7 +4,7 @@
 //
 // A plain MOV: under x86-TSO a store is never reordered with earlier loads
 // or stores, so it is a release store (what sync/atomic's XCHG adds is the
-// store-load fence, which the ring gets from membarrier instead: fence_linux.go).
+// store-load fence, which the ring does without: see Consumer.drained in ring.go).
 TEXT ·storeRelease(SB), NOSPLIT, $0-16
 	MOVQ addr+0(FP), AX
 	MOVQ v+8(FP), BX

@@ -44,9 +44,12 @@ const (
 	publishFraction   = 16
 	publishAfterSpins = 64
 
-	// noFenceSleep bounds a consumer's futex sleep when peerFence fails: a
-	// commit's wake may then be missed, and found by the next re-check.
-	noFenceSleep = time.Millisecond
+	// drainChecks is how many times a consumer re-checks the ring after
+	// announcing that it sleeps, before the futex sleep: a commit by a
+	// release store can miss the announcement only while the header sits
+	// in the producer's store buffer, which drains in well under a
+	// microsecond (see the package doc, "Commits without a fence").
+	drainChecks = 256
 )
 
 // Defaults of Options.
@@ -83,7 +86,8 @@ type header struct {
 type Options struct {
 	// Spin is how many times a waiting end re-checks the ring before it
 	// announces itself and sleeps on the futex. 0 means DefaultSpin; a
-	// negative value never spins (every wait sleeps).
+	// negative value never spins (every wait sleeps, after the few re-checks
+	// that follow the announcement on amd64: see Consumer.drained).
 	Spin int
 
 	// PeerCheck is how long one futex sleep lasts at most: after each sleep
@@ -323,7 +327,6 @@ type Producer struct {
 	words     []atomic.Uint64 // r.words
 	data      []byte          // r.data
 	cap       uint64          // r.cap
-	relaxed   bool            // commits are release stores (storeRelease), made visible to a sleeper by its peerFence
 	o         Options
 	tail      uint64 // where the next record goes
 	claimEnd  uint64 // h.tail as we last stored it (we are its only writer): tail <= claimEnd
@@ -367,7 +370,6 @@ func (r *Ring) Producer(ctx context.Context, p *shm.Proc, opts *Options) (*Produ
 		words:     r.words,
 		data:      r.data,
 		cap:       r.cap,
-		relaxed:   releaseStores && registerFence(),
 		o:         opts.withDefaults(),
 		tail:      r.h.tail.Load(),
 		claimEnd:  r.h.tail.Load(),
@@ -419,7 +421,7 @@ func (pr *Producer) WriteBatch(ctx context.Context, typ uint32, payloads [][]byt
 		if first >= 0 {
 			// release: every record of the batch, headers and payloads, is
 			// written before the consumer's acquiring load of this word.
-			if w := &pr.words[first>>3]; pr.relaxed {
+			if w := &pr.words[first>>3]; releaseStores {
 				storeRelease((*uint64)(unsafe.Pointer(w)), firstHdr)
 			} else {
 				w.Store(firstHdr)
@@ -526,7 +528,7 @@ func (pr *Producer) commit(i, hdr uint64) {
 	// release: the payload bytes happen before the consumer's acquiring load
 	// of this header word; the header is written last.
 	w := &pr.words[i>>3]
-	if pr.relaxed {
+	if releaseStores {
 		storeRelease((*uint64)(unsafe.Pointer(w)), hdr)
 	} else {
 		w.Store(hdr)
@@ -629,6 +631,7 @@ type ConsumerStats struct {
 	Records   uint64 // records delivered
 	Publishes uint64 // times consumed space was zeroed and handed back
 	Sleeps    uint64 // futex sleeps in Read
+	Rescues   uint64 // sleeps given up because a record came while Read re-checked after announcing (drainChecks)
 }
 
 // Stats returns the consumer's counters.
@@ -775,23 +778,36 @@ func (c *Consumer) Read(ctx context.Context, fn func(typ uint32, payload []byte)
 		}
 		c.publish(c.pos) // before sleeping: the producer may wait for this space
 		t := h.dataReady.prepare()
-		// The producer's header store may be a release store only (see
-		// Producer): the fence makes it visible to the re-check below, or
-		// the producer's later load of the sleeping flag see the announcement.
-		d := sleepFor(ctx, c.o.PeerCheck)
-		if !peerFence() {
-			d = min(d, noFenceSleep)
-		}
 		if c.ready() { // re-check after announcing
 			h.dataReady.cancel()
 			continue
 		}
+		if releaseStores && c.drained() {
+			// A commit whose header was still in the producer's store
+			// buffer when the producer loaded our flag: it was not woken
+			// for, and is here now.
+			h.dataReady.cancel()
+			c.stats.Rescues++
+			continue
+		}
 		c.stats.Sleeps++
+		d := sleepFor(ctx, c.o.PeerCheck)
 		h.dataReady.sleep(t, d)
 		if !c.ready() && c.r.peerDead(h.producer.Load()) {
 			return 0, fmt.Errorf("ring: read: %w (producer)", ErrPeerDead)
 		}
 	}
+}
+
+// drained re-checks the ring drainChecks times, after the announcement of a
+// sleep, and reports whether a record came.
+func (c *Consumer) drained() bool {
+	for range drainChecks {
+		if c.ready() {
+			return true
+		}
+	}
+	return false
 }
 
 // spin re-checks the ring up to Spin times and reports whether a record

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -490,4 +491,46 @@ func TestWriteBatch(t *testing.T) {
 	if n, err := pr.WriteBatch(context.Background(), 1, [][]byte{make([]byte, 2000)}); n != 0 || !errors.Is(err, ring.ErrTooLarge) {
 		t.Fatalf("WriteBatch of a too-large record = %d, %v; want ErrTooLarge", n, err)
 	}
+}
+
+// No wake-up is lost: the consumer always sleeps (no spin), a sleep lasts
+// until a wake or the test's deadline, and the producer commits at random
+// moments, often just as the consumer announces itself. A lost wake would
+// leave a record undelivered until the deadline, and Read would fail.
+func TestNoLostWakeUps(t *testing.T) {
+	a, _, r := arenaRing(t, 4096)
+	p, _ := a.Self()
+	opts := &ring.Options{Spin: -1, PeerCheck: time.Hour}
+	pr, _ := r.Producer(context.Background(), p, opts)
+	c, _ := r.Consumer(p, opts)
+	n := 20000
+	if testing.Short() {
+		n = 5000
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		rng := rand.New(rand.NewPCG(1, 2))
+		sink := uint64(0)
+		for i := range n {
+			for k := range rng.IntN(20000) { // a gap of 0 to about 10 µs
+				sink += uint64(k)
+			}
+			if err := pr.Write(context.Background(), uint32(sink), payload(8, byte(i))); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	got := 0
+	for got < n {
+		k, err := c.Read(ctx, func(uint32, []byte) {}, 64)
+		if err != nil {
+			t.Fatalf("read after %d of %d records (a lost wake-up?): %v", got, n, err)
+		}
+		got += k
+	}
+	wg.Wait()
+	t.Logf("%d records, %d consumer sleeps", n, c.Stats().Sleeps)
 }

@@ -52,8 +52,9 @@ func (w *waiter) sleep(t ticket, timeout time.Duration) {
 // then, and only once per announcement. Call it after making the sleeper's
 // condition true.
 func (w *waiter) wake() {
-	// seq-cst load: ordered after the caller's condition store (or, after a
-	// producer's release store, by the sleeper's peerFence: see Producer).
+	// seq-cst load: ordered after the caller's condition store, unless that
+	// was a release store (storeRelease): then the sleeper's re-checks
+	// (Consumer.drained) cover the commit this load may miss.
 	if w.sleeping.Load() != 0 {
 		w.wakeSlow()
 	}

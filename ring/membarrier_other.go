@@ -1,6 +1,0 @@
-//go:build !linux
-
-package ring
-
-func registerFence() bool { return false }
-func peerFence() bool     { return false }
