@@ -63,7 +63,7 @@
 //     producer (under the ring's recovery lock, so one at a time).
 //   - read and head: the consumer only. To hand space back it stores read
 //     past the records it delivered, zeroes their bytes, then stores head
-//     past them. It does so every sixteenth of the capacity, when Poll finds
+//     past them. It does so every 64th of the capacity, when Poll finds
 //     the ring empty, and when Read starts to wait (so a producer waiting for
 //     space is never left waiting on space already consumed). The producer
 //     never writes at or beyond head + capacity.
@@ -156,7 +156,7 @@
 // A consumer killed after storing read but before zeroing leaves consumed,
 // unzeroed bytes below read; the next [Ring.Consumer] zeroes them and
 // publishes head. Records delivered but not yet published (at most a
-// sixteenth of the capacity, or Read's last batches before it waits) are
+// 64th of the capacity, or Read's last batches before it waits) are
 // undelivered as far as the ring knows: the next consumer gets them again
 // (at least once across a consumer's death).
 //

@@ -15,3 +15,9 @@ func storeRelease(addr *uint64, v uint64)
 // releaseStores reports whether storeRelease is cheaper than a sequentially
 // consistent store on this architecture.
 const releaseStores = true
+
+// cpuPause executes n PAUSE instructions (n > 0): a spin-wait hint that lets
+// the core slow the loop down and give way to its sibling thread.
+//
+//go:noescape
+func cpuPause(n uint32)

@@ -10,3 +10,12 @@ TEXT ·storeRelease(SB), NOSPLIT, $0-16
 	MOVQ v+8(FP), BX
 	MOVQ BX, (AX)
 	RET
+
+// func cpuPause(n uint32)
+TEXT ·cpuPause(SB), NOSPLIT, $0-4
+	MOVL n+0(FP), AX
+again:
+	PAUSE
+	SUBL $1, AX
+	JNZ again
+	RET

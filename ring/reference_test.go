@@ -62,7 +62,7 @@ func (m *model) poll(max int) []modelRec {
 		if !r.pad {
 			out = append(out, r)
 		}
-		if m.pos-m.head >= m.cap/16 { // published every sixteenth of the capacity
+		if m.pos-m.head >= m.cap/64 { // published every 64th of the capacity
 			m.head = m.pos
 		}
 	}

@@ -40,8 +40,12 @@ const (
 // Consumer publication: consumed space is zeroed and handed back to the
 // producer every capacity/publishFraction bytes, when Poll finds the ring
 // empty, and when Read has waited publishAfterSpins re-checks (or sleeps).
+// A producer faster than its consumer waits for space at every publication;
+// publishing every 1/64 of the capacity rather than every 1/16 cut its waits
+// and the sleeps they led to (64-byte records through a 64 KiB ring: 20-24 ns
+// against 24-27 ns per record, interleaved runs on the 2-core VM).
 const (
-	publishFraction   = 16
+	publishFraction   = 64
 	publishAfterSpins = 64
 
 	// drainChecks is how many times a consumer re-checks the ring after
@@ -52,7 +56,18 @@ const (
 	drainChecks = 256
 )
 
-// Defaults of Options.
+// spinPause is how many PAUSE instructions a waiting end executes between two
+// re-checks of the ring (about 20 ns here): a re-check of a line that the
+// other end is writing takes that line from it, and a waiter that re-checks
+// back to back slows the writer it waits for (64-byte records: 22-24 against
+// 26-31 ns per record with back-to-back re-checks).
+const spinPause = 2
+
+// Defaults of Options. DefaultSpin re-checks, with their pauses, take about
+// 50 µs here: about what a futex sleep and wake-up cost in a VM, so that a
+// waiter spins about as long as sleeping would cost it (with 50 µs rather
+// than 5 µs of spinning the producer and consumer of a busy ring slept a
+// tenth as often).
 const (
 	DefaultSpin      = 2000
 	DefaultPeerCheck = 50 * time.Millisecond
@@ -84,7 +99,8 @@ type header struct {
 // Options tunes the waits of a Producer or Consumer. The zero value takes the
 // defaults.
 type Options struct {
-	// Spin is how many times a waiting end re-checks the ring before it
+	// Spin is how many times a waiting end re-checks the ring (pausing about
+	// 20 ns between re-checks on amd64) before it
 	// announces itself and sleeps on the futex. 0 means DefaultSpin; a
 	// negative value never spins (every wait sleeps, after the few re-checks
 	// that follow the announcement on amd64: see Consumer.drained).
@@ -591,6 +607,7 @@ func (pr *Producer) waitSpace(ctx context.Context, size uint64) error {
 		if pr.fits(size) {
 			return nil
 		}
+		cpuPause(spinPause)
 	}
 	h := pr.r.h
 	for {
@@ -666,7 +683,7 @@ func (r *Ring) Consumer(p *shm.Proc, opts *Options) (*Consumer, error) {
 // record header out of range returns ErrCorrupt (after delivering the
 // records before it), from then on.
 //
-// Consumed space is zeroed and handed back to the producer every sixteenth
+// Consumed space is zeroed and handed back to the producer every 64th
 // of the capacity, and when Poll finds the ring empty (Read hands it back
 // when it starts to wait).
 func (c *Consumer) Poll(fn func(typ uint32, payload []byte), max int) (int, error) {
@@ -821,6 +838,7 @@ func (c *Consumer) spin() bool {
 		if i == publishAfterSpins {
 			c.publish(c.pos)
 		}
+		cpuPause(spinPause)
 	}
 	return false
 }
