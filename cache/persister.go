@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 )
 
@@ -41,6 +43,10 @@ type Mutation struct {
 	ExpireAt int64   // OpSet: absolute deadline, unix nanoseconds; 0 = never
 }
 
+// persisterSleep bounds one futex sleep of an Always writer: it then checks
+// that the persister lives.
+const persisterSleep = 50 * time.Millisecond
+
 // persisterGrace is how long an Always writer waits for a new persister after
 // the one it waited for died.
 const persisterGrace = 10 * time.Second
@@ -75,16 +81,11 @@ func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
 			return fmt.Errorf("%w: no cache manager", ErrNotDurable)
 		}
 		j.pev.Wake() // the persister batches others' writes: ask it to go now
-		tk := j.durEv.Prepare()
-		if j.durable.Load() >= jend {
-			j.durEv.Cancel()
-			break
-		}
-		sleep := 50 * time.Millisecond
+		sleep := persisterSleep
 		if dl, ok := ctx.Deadline(); ok {
 			sleep = max(min(sleep, time.Until(dl)), 0)
 		}
-		timedOut := j.durEv.Sleep(tk, sleep) != nil
+		timedOut := c.sp.durWait.wait(ctx, j, jend, sleep)
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("%w: %w", ErrNotDurable, err)
 		}
@@ -99,6 +100,60 @@ func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
 		}
 	}
 	return nil
+}
+
+// durableWaiters puts one goroutine of this process to sleep on the journal's
+// durable futex for all the Always writers of the process waiting at the
+// moment; the others wait on a channel that it closes when it wakes. A futex
+// sleeper holds an OS thread (and its P, see wait), and waking one costs the
+// kernel (in a VM, waking an idle virtual processor: tens of µs). Measured in
+// one process on 2 vCPUs: 16 writers went from 25k to 31-38k sets/s with one
+// sleeper, and to 48-50k with the yield before its sleep; 4 writers from 12k
+// to 21-22k (3.8 sets per fsync instead of 2.6) with both.
+type durableWaiters struct {
+	mu    sync.Mutex
+	round *durableRound // the current sleeper's; nil: none sleeps
+}
+
+// durableRound is one sleep of the futex sleeper.
+type durableRound struct {
+	woke     chan struct{} // closed when the sleeper wakes
+	timedOut bool          // its sleep timed out (written before woke is closed)
+}
+
+// wait sleeps until the journal's durable position may have moved (an fsync
+// of the persister, or a spurious wake-up), ctx ends or timeout passes, and
+// reports whether it timed out. The caller re-checks the position.
+func (dw *durableWaiters) wait(ctx context.Context, j *journalHdr, jend uint64, timeout time.Duration) (timedOut bool) {
+	dw.mu.Lock()
+	if r := dw.round; r != nil {
+		dw.mu.Unlock()
+		select {
+		case <-r.woke: // within the sleeper's timeout (at most persisterSleep)
+			return r.timedOut
+		case <-ctx.Done():
+			return true
+		}
+	}
+	r := &durableRound{woke: make(chan struct{})}
+	dw.round = r
+	dw.mu.Unlock()
+	// Let the goroutines queued behind this one run first (the writers the
+	// last wake-up released, most often): a goroutine blocked in a system
+	// call keeps its P, and the goroutines in the P's run queue wait until
+	// the runtime's monitor takes the P back, 20 µs to 10 ms later.
+	runtime.Gosched()
+	tk := j.durEv.Prepare()
+	if j.durable.Load() >= jend {
+		j.durEv.Cancel()
+	} else {
+		r.timedOut = j.durEv.Sleep(tk, timeout) != nil
+	}
+	dw.mu.Lock()
+	dw.round = nil
+	dw.mu.Unlock()
+	close(r.woke)
+	return r.timedOut
 }
 
 // Persister is the cache manager's reader of the journal: it sees every

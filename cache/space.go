@@ -35,8 +35,9 @@ type Space struct {
 	local    [MaxCaches]localStats
 	access   accessBuf
 
-	watchLost  atomic.Uint64 // journal records this process's watchers missed
-	journaling atomic.Bool   // false while Restore replays a log: its records are logged already
+	durWait    durableWaiters // this process's Always writers waiting for an fsync
+	watchLost  atomic.Uint64  // journal records this process's watchers missed
+	journaling atomic.Bool    // false while Restore replays a log: its records are logged already
 
 	mu       sync.Mutex
 	caches   [MaxCaches]*Cache // open handles of this process, by id
