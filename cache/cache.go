@@ -71,13 +71,14 @@ func (c *Cache) GetInto(dst []byte, key string) ([]byte, bool, error) {
 	h := hashKey(c.id, key)
 	sh := sp.shardOf(h)
 	out, res, off := sp.read(sh, h, c.id, key, dst)
-	st := &sp.local[c.id].stripes[stripe()]
+	si := stripe()
+	st := &sp.local[c.id].stripes[si]
 	switch res {
 	case resHit:
 		// Every 16th hit of a stripe is sampled for the CLOCK: the counter we
 		// bump anyway is our random source.
 		if st.hits.Add(1)&15 == 0 {
-			sp.access.record(off)
+			sp.access[si].record(off)
 		}
 		return out, true, nil
 	case resUnstable:

@@ -33,7 +33,7 @@ type Space struct {
 	maxValue int
 	stats    []statsRow // statsSlots × MaxCaches
 	local    [MaxCaches]localStats
-	access   accessBuf
+	access   [statStripes]accessBuf
 
 	durWait    durableWaiters // this process's Always writers waiting for an fsync
 	watchLost  atomic.Uint64  // journal records this process's watchers missed
