@@ -1,5 +1,7 @@
 package ring
 
+import "sync/atomic"
+
 // storeRelease stores v at addr with release semantics only: a plain MOV,
 // which x86-TSO never reorders with earlier loads or stores, unlike the XCHG
 // of sync/atomic's sequentially consistent Store, which also drains the store
@@ -10,7 +12,7 @@ package ring
 // payload's stores and before the load of the consumer's sleeping flag.
 //
 //go:noescape
-func storeRelease(addr *uint64, v uint64)
+func storeRelease(addr *atomic.Uint64, v uint64)
 
 // releaseStores reports whether storeRelease is cheaper than a sequentially
 // consistent store on this architecture.

@@ -1,6 +1,6 @@
 #include "textflag.h"
 
-// func storeRelease(addr *uint64, v uint64)
+// func storeRelease(addr *atomic.Uint64, v uint64)
 //
 // A plain MOV: under x86-TSO a store is never reordered with earlier loads
 // or stores, so it is a release store (what sync/atomic's XCHG adds is the

@@ -2,16 +2,11 @@
 
 package ring
 
-import (
-	"sync/atomic"
-	"unsafe"
-)
+import "sync/atomic"
 
 // storeRelease is a sequentially consistent store where the ring has no
 // cheaper release store of its own (see fence_amd64.go).
-func storeRelease(addr *uint64, v uint64) {
-	(*atomic.Uint64)(unsafe.Pointer(addr)).Store(v)
-}
+func storeRelease(addr *atomic.Uint64, v uint64) { addr.Store(v) }
 
 const releaseStores = false
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/cluster2/cluster2/shm"
 )
@@ -437,11 +436,7 @@ func (pr *Producer) WriteBatch(ctx context.Context, typ uint32, payloads [][]byt
 		if first >= 0 {
 			// release: every record of the batch, headers and payloads, is
 			// written before the consumer's acquiring load of this word.
-			if w := &pr.words[first>>3]; releaseStores {
-				storeRelease((*uint64)(unsafe.Pointer(w)), firstHdr)
-			} else {
-				w.Store(firstHdr)
-			}
+			storeRelease(&pr.words[first>>3], firstHdr)
 			pr.r.h.dataReady.wake()
 			first = -1
 		}
@@ -543,12 +538,7 @@ func (pr *Producer) Commit() {
 func (pr *Producer) commit(i, hdr uint64) {
 	// release: the payload bytes happen before the consumer's acquiring load
 	// of this header word; the header is written last.
-	w := &pr.words[i>>3]
-	if releaseStores {
-		storeRelease((*uint64)(unsafe.Pointer(w)), hdr)
-	} else {
-		w.Store(hdr)
-	}
+	storeRelease(&pr.words[i>>3], hdr)
 	pr.stats.Records++
 	pr.r.h.dataReady.wake() // a system call only if the consumer announced that it sleeps
 }
