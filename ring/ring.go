@@ -442,6 +442,22 @@ func (pr *Producer) WriteBatch(ctx context.Context, typ uint32, payloads [][]byt
 		}
 	}
 	for k, p := range payloads {
+		// Fast path, as in Write: the record fits in the claimed-ahead space
+		// before the end.
+		n := uint64(len(p))
+		size := align(RecordHeaderSize + n)
+		if t, i := pr.tail, pr.tail&(pr.cap-1); t+size <= pr.claimEnd && i+size <= pr.cap && pr.claimed < 0 {
+			copy(pr.data[i+RecordHeaderSize:], p)
+			pr.tail = t + size
+			hdr := uint64(typ)<<32 | (RecordHeaderSize + n)
+			if first < 0 {
+				first, firstHdr = int64(i), hdr
+			} else {
+				binary.LittleEndian.PutUint64(pr.data[i:], hdr) // plain: ordered by the first header's store
+			}
+			pr.stats.Records++
+			continue
+		}
 		buf, err := pr.claim(ctx, typ, len(p), false)
 		if errors.Is(err, ErrFull) {
 			flush()
