@@ -118,10 +118,14 @@
 // its durability asks), its owner generation and its counters; it reads the
 // journal like a watcher and treats a lap as a gap it repairs with a
 // snapshot. An Always writer, after releasing its shard lock, wakes the
-// persister and sleeps on the durable Event until durable passes its record
-// (a dead persister is waited for 10 s, the time for the master to restart a
-// standalone one). Writers of persistent caches also wait, before taking the
-// shard lock, while the persister is more than half a journal behind. A
+// persister and waits until durable passes its record: one waiting writer per
+// process sleeps on the durable Event and wakes the others of its process
+// (durableWaiters); a dead persister is waited for 10 s, the time for the
+// master to restart a standalone one. The append that fills the journal past
+// a quarter of what the persister has logged wakes it too (it sleeps up to
+// 10 ms between batches). Writers of persistent caches also wait, before
+// taking the shard lock, while the persister is more than half a journal
+// behind. A
 // persister killed at any step leaves logged and durable at values that were
 // true: its successor re-logs at most what it wrote after its last Logged
 // (records are idempotent sets and deletes).
