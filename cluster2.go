@@ -165,7 +165,10 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 			ew.close()
 		}
 	}()
-	mon := startMonitor(c, addr, a) // before any worker: the ECV answers down until they are warm
+	mon, err := startMonitor(c, addr, a) // before any worker: the ECV answers down until they are warm
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			mon.close()

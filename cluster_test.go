@@ -55,6 +55,21 @@ func TestListenBusyPort(t *testing.T) {
 	}
 }
 
+// A busy monitor address is Listen's error, before any worker starts: the
+// monitor is what load balancers check.
+func TestListenBusyMonitorPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := cluster2.Listen(context.Background(), cluster2.Config{
+		Workers: 1, Addr: "127.0.0.1:0", MonitorAddr: ln.Addr().String(), Handler: testHandler(), NoSignals: true})
+	if !errors.Is(err, syscall.EADDRINUSE) || c != nil {
+		t.Fatalf("Listen with a busy monitor port: got %v, %v; want an error wrapping EADDRINUSE", c, err)
+	}
+}
+
 func TestConfigValidation(t *testing.T) {
 	for _, tt := range []struct {
 		name  string

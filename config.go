@@ -67,8 +67,8 @@ type Config struct {
 	// MonitorAddr is the monitor server's address (served by the master:
 	// ECV, /livez, /debug, /deps, /status, /metrics; see package monitor).
 	// Default "127.0.0.1:8081": loopback only. Beyond loopback, actions and
-	// profiles need Monitor.Token. A busy address is logged and the cluster
-	// runs without the monitor.
+	// profiles need Monitor.Token. A busy address is Listen's error
+	// (wrapping syscall.EADDRINUSE): load balancers check the monitor.
 	MonitorAddr string
 
 	// Monitor configures the monitor server: off, token, ECV, agent-check,

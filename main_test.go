@@ -93,7 +93,7 @@ func childCluster() {
 	var evMu sync.Mutex
 	var events []string
 	cfg := cluster2.Config{
-		Workers: workers, Addr: "127.0.0.1:0",
+		Workers: workers, Addr: "127.0.0.1:0", MonitorAddr: "127.0.0.1:0",
 		Handler:           testHandler(),
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		HeartbeatInterval: envDur(envHeartbeat, 200*time.Millisecond),

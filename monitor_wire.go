@@ -65,12 +65,14 @@ type monitorRuntime struct {
 
 // startMonitor starts the monitor before the first worker, so that the ECV
 // answers down while the workers warm up. A monitor that cannot start (a busy
-// port, most often) is logged and the cluster runs without it: it must not
-// take the application down.
-func startMonitor(c Config, appAddr net.Addr, a *shm.Arena) *monitorRuntime {
+// port, most often) is Listen's error: the monitor is what load balancers
+// check, and a cluster running without it would be out of rotation with
+// nothing saying why. The caller decides (another address, or
+// Monitor.Disabled), as the original's users asked (ql-io/cluster2 #52).
+func startMonitor(c Config, appAddr net.Addr, a *shm.Arena) (*monitorRuntime, error) {
 	mc := c.Monitor
 	if mc.Disabled {
-		return nil
+		return nil, nil
 	}
 	r := &monitorRuntime{src: &monitorSource{arena: a}, log: c.Logger}
 	ecv := mc.ECV
@@ -106,12 +108,11 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena) *monitorRuntime {
 		}
 	}
 	if err != nil {
-		c.Logger.Error("cluster2: monitor not started: the cluster runs without it", "addr", c.MonitorAddr, "err", err)
 		r.removeDir()
-		return nil
+		return nil, fmt.Errorf("cluster2: monitor on %s (Config.MonitorAddr; Monitor.Disabled turns it off): %w", c.MonitorAddr, err)
 	}
 	r.srv = srv
-	return r
+	return r, nil
 }
 
 // loopbackOf returns "host:port" to reach addr from this machine.

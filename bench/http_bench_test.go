@@ -32,7 +32,7 @@ func hello(w http.ResponseWriter, r *http.Request) { w.Write(helloBody) }
 // world: the master prints its address, workers serve.
 func childHTTPPrefork() {
 	c, err := cluster2.Listen(context.Background(), cluster2.Config{
-		Workers: 2, Addr: "127.0.0.1:0", Handler: http.HandlerFunc(hello), HeartbeatInterval: time.Second,
+		Workers: 2, Addr: "127.0.0.1:0", MonitorAddr: "127.0.0.1:0", Handler: http.HandlerFunc(hello), HeartbeatInterval: time.Second,
 		Logger: discardLogger(),
 	})
 	if err != nil {
