@@ -123,7 +123,7 @@ func (em *Emitter) Attach(ctx context.Context, a *shm.Arena, p *shm.Proc, role R
 		return fmt.Errorf("%w: proc of pid %d in process %d", ErrBadConfig, p.Pid(), em.pid)
 	}
 	st := &state{em: em, role: role, a: a, p: p, log: em.opts.Logger.With("emitter", role.String(), "pid", em.pid),
-		ropts: ring.Options{Spin: ringSpin, PeerCheck: em.opts.PeerCheck}, byPid: map[int]*link{}}
+		ropts: ring.Options{Spin: ringSpin, PeerCheck: em.opts.PeerCheck, Park: true}, byPid: map[int]*link{}}
 	var err error
 	switch role {
 	case RoleMaster:
@@ -485,13 +485,16 @@ const ringSpin = 64
 // readLoop reads the link's incoming ring until the peer dies or the link is
 // torn down, then delivers what is left.
 //
-// Why it polls and yields before it blocks: the ring's Read spins without
-// yielding and then sleeps in a futex system call, which keeps the OS
-// thread and its P until the runtime's sysmon takes the P back (20 µs to
-// 10 ms). A handler goroutine that the reader just made runnable sits in
-// that P's run queue meanwhile: a ping-pong between processes measured
-// 120 µs per round trip that way. Polling with runtime.Gosched between
-// polls lets the handler run at once on this P.
+// Why it polls and yields, then parks: a futex sleep keeps the OS thread and
+// its P until the runtime's sysmon takes the P back (20 µs to 10 ms). A
+// handler goroutine that the reader just made runnable sat in that P's run
+// queue meanwhile (a ping-pong between processes measured 120 µs per round
+// trip that way), and in a worker with one P every goroutine of the process
+// waited: under wrk the 2-worker demo's p99 latency was 2.4× one process's.
+// So the reader polls with runtime.Gosched between polls for Options.Spin,
+// then the ring parks it (ring.Options.Park: time.Sleep, no P held) instead
+// of sleeping on the futex; an event to a quiet process waits up to about a
+// millisecond.
 func (st *state) readLoop(l *link) {
 	defer close(l.done)
 	spin := st.em.opts.Spin

@@ -110,7 +110,27 @@ type Options struct {
 	// process still lives, and whether its context ended (a context without
 	// a deadline is only noticed at this period). 0 means DefaultPeerCheck.
 	PeerCheck time.Duration
+
+	// Park makes a waiting consumer park its goroutine instead of sleeping
+	// on the futex: after its spin, Read looks at the ring again after
+	// ParkMin, then at intervals doubling up to ParkMax (time.Sleep), and
+	// checks the producer's process every PeerCheck. A goroutine blocked in
+	// a futex system call keeps its P until the runtime's monitor takes it
+	// back (20 µs to 10 ms: the monitor backs off while it finds nothing to
+	// do), and in a process with one P (a prefork worker, GOMAXPROCS =
+	// cores/workers) every other goroutine waits that long; a parked
+	// goroutine holds none. The price: a record that comes to a quiet ring
+	// waits up to ParkMax (and the Go timer's resolution, about a
+	// millisecond when the process is idle). The producer never wakes a
+	// parked consumer.
+	Park bool
 }
+
+// Park intervals (Options.Park).
+const (
+	ParkMin = 50 * time.Microsecond
+	ParkMax = time.Millisecond
+)
 
 func (o *Options) withDefaults() Options {
 	var v Options
@@ -131,7 +151,7 @@ func (o *Options) withDefaults() Options {
 
 // String returns a one-line description of the options.
 func (o Options) String() string {
-	return fmt.Sprintf("ring.Options{Spin: %d, PeerCheck: %v}", o.Spin, o.PeerCheck)
+	return fmt.Sprintf("ring.Options{Spin: %d, PeerCheck: %v, Park: %v}", o.Spin, o.PeerCheck, o.Park)
 }
 
 // Ring is this process's view of a ring in an arena. It holds no state of its
@@ -660,7 +680,7 @@ type Consumer struct {
 type ConsumerStats struct {
 	Records   uint64 // records delivered
 	Publishes uint64 // times consumed space was zeroed and handed back
-	Sleeps    uint64 // futex sleeps in Read
+	Sleeps    uint64 // futex sleeps in Read (parks, with Options.Park)
 	Rescues   uint64 // sleeps given up because a record came while Read re-checked after announcing (drainChecks)
 }
 
@@ -807,6 +827,12 @@ func (c *Consumer) Read(ctx context.Context, fn func(typ uint32, payload []byte)
 			return 0, fmt.Errorf("ring: read: %w", err)
 		}
 		c.publish(c.pos) // before sleeping: the producer may wait for this space
+		if c.o.Park {
+			if err := c.park(ctx); err != nil {
+				return 0, err
+			}
+			continue
+		}
 		t := h.dataReady.prepare()
 		if c.ready() { // re-check after announcing
 			h.dataReady.cancel()
@@ -826,6 +852,27 @@ func (c *Consumer) Read(ctx context.Context, fn func(typ uint32, payload []byte)
 			return 0, fmt.Errorf("ring: read: %w (producer)", ErrPeerDead)
 		}
 	}
+}
+
+// park is Read's wait with Options.Park: it returns when a record (or padding)
+// is committed, with ErrPeerDead when the producer's process died first, or
+// with ctx's error.
+func (c *Consumer) park(ctx context.Context) error {
+	parked := time.Duration(0)
+	for d := ParkMin; !c.ready(); d = min(2*d, ParkMax) {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("ring: read: %w", err)
+		}
+		time.Sleep(d)
+		c.stats.Sleeps++
+		if parked += d; parked >= c.o.PeerCheck {
+			parked = 0
+			if !c.ready() && c.r.peerDead(c.r.h.producer.Load()) {
+				return fmt.Errorf("ring: read: %w (producer)", ErrPeerDead)
+			}
+		}
+	}
+	return nil
 }
 
 // drained re-checks the ring drainChecks times, after the announcement of a

@@ -315,6 +315,42 @@ func TestInitAttachErrors(t *testing.T) {
 	}
 }
 
+// A parked reader (Options.Park) gets what a dead producer committed, then
+// ErrPeerDead, like a futex sleeper.
+func TestParkedReadSeesDeadProducer(t *testing.T) {
+	a, _, r := arenaRing(t, 256)
+	self, _ := a.Self()
+	ghost, err := a.Join(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pr, err := r.Producer(ctx, ghost, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := r.Consumer(self, &ring.Options{Spin: -1, PeerCheck: 5 * time.Millisecond, Park: true})
+	go func() {
+		time.Sleep(20 * time.Millisecond) // the reader parks first
+		pr.Write(ctx, 1, []byte("last words"))
+		ghost.Leave()
+	}()
+	var got []string
+	for {
+		_, err := c.Read(ctx, func(_ uint32, p []byte) { got = append(got, string(p)) }, 10)
+		if errors.Is(err, ring.ErrPeerDead) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Read = %v; want the record, then ErrPeerDead", err)
+		}
+	}
+	if len(got) != 1 || got[0] != "last words" || c.Stats().Sleeps == 0 {
+		t.Fatalf("got %q after %d parks; want the record written while the reader was parked", got, c.Stats().Sleeps)
+	}
+}
+
 // TestUnblockDeadClaim leaves a claim open by a producer whose process (here
 // a second membership of this process) leaves the arena, as a killed one
 // would: Unblock turns it into padding and the consumer moves on.
@@ -397,11 +433,14 @@ func TestProducerOpenRecovers(t *testing.T) {
 }
 
 func TestBlockingReadAcrossGoroutines(t *testing.T) {
-	for _, spin := range []int{-1, 0} {
-		t.Run(fmt.Sprintf("spin=%d", spin), func(t *testing.T) {
+	for _, tc := range []struct {
+		spin int
+		park bool
+	}{{-1, false}, {0, false}, {-1, true}} {
+		t.Run(fmt.Sprintf("spin=%d,park=%v", tc.spin, tc.park), func(t *testing.T) {
 			a, _, r := arenaRing(t, 512)
 			p, _ := a.Self()
-			opts := &ring.Options{Spin: spin, PeerCheck: 10 * time.Millisecond}
+			opts := &ring.Options{Spin: tc.spin, PeerCheck: 10 * time.Millisecond, Park: tc.park}
 			pr, _ := r.Producer(context.Background(), p, opts)
 			c, _ := r.Consumer(p, opts)
 			const n = 20000
