@@ -10,9 +10,9 @@ const (
 
 	// LayoutVersion is the version of the arena layout this build reads and
 	// writes. Open refuses any other. 2: the ring's producer may commit with
-	// release stores, which a consumer of version 1 does not fence before
-	// sleeping (ring/doc.go, "Commits without a fence"); the bytes are the
-	// same.
+	// release stores, and a consumer of version 1 does not re-check the ring
+	// after announcing a sleep (ring/doc.go, "Commits without a fence"), so it
+	// could sleep through a commit; the bytes are the same.
 	LayoutVersion uint32 = 2
 
 	// CacheLine is the unit of cache coherence we pad to. Fields written by
