@@ -12,6 +12,7 @@ import (
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/shm"
+	"github.com/cluster2/cluster2/status"
 	"github.com/cluster2/cluster2/worker"
 	"golang.org/x/sys/unix"
 )
@@ -39,7 +40,19 @@ func (r Role) String() string {
 	return "master"
 }
 
-// CurrentRole returns the role of this process, before or without Listen.
+// StatusRespawns is the master's built-in status (package status, the
+// monitor's /status) listing the slots whose lost worker the master failed
+// to respawn so far and keeps retrying: []Respawn, empty when every worker
+// is there.
+const StatusRespawns = "respawns"
+
+// Respawn describes a slot whose worker could not be respawned yet; see
+// master.Respawn.
+type Respawn = master.Respawn
+
+// CurrentRole returns the role of this process, at any time: before Listen,
+// after it, or without it (the environment that tells a worker is read when
+// the program starts, before Listen removes it).
 func CurrentRole() Role {
 	if worker.IsWorker() {
 		return Worker
@@ -92,7 +105,7 @@ func Listen(ctx context.Context, cfg Config) (*Cluster, error) {
 func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
 	var cr *cacheRuntime
 	w, err := worker.Run(ctx, worker.Config{
-		Handler: c.Handler, NewServer: c.NewServer, ConfigureApp: c.ConfigureApp, WarmUp: c.WarmUp,
+		Handler: c.Handler, NewServer: c.NewServer, Server: c.Server, ConfigureApp: c.ConfigureApp, WarmUp: c.WarmUp,
 		WarmUpTimeout: c.ReplaceTimeout, HeartbeatInterval: c.HeartbeatInterval, DrainTimeout: c.StopTimeout,
 		Logger: c.Logger,
 		// The cache is attached before warm-up and serving: no request may
@@ -186,6 +199,9 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 	}
 	mon.attach(m)
 	ew.attach(m)
+	// The monitor's /status shows it: slots whose lost worker could not be
+	// replaced yet (the master keeps trying).
+	status.Default().Register(StatusRespawns, func() any { return m.Respawning() }, nil)
 	return &Cluster{role: Master, cfg: c, m: m, arena: a, self: self, addr: addr, lnFile: f, cache: cr, mon: mon}, nil
 }
 
@@ -307,6 +323,27 @@ func (c *Cluster) Workers() []WorkerInfo {
 		return nil
 	}
 	return c.m.Workers()
+}
+
+// Respawning returns the slots whose lost worker the master could not
+// respawn yet (fork/exec failed: out of descriptors or memory) and keeps
+// retrying with capped back-off (master only; nil in a worker).
+func (c *Cluster) Respawning() []Respawn {
+	if c.m == nil {
+		return nil
+	}
+	return c.m.Respawning()
+}
+
+// AgentAddr returns the address the monitor's HAProxy agent-check responder
+// is bound to (MonitorConfig.AgentAddr, with the port chosen for port 0), in
+// the master; nil in a worker, without an agent-check, or when the monitor
+// is disabled or did not start.
+func (c *Cluster) AgentAddr() net.Addr {
+	if c.mon == nil || c.mon.srv == nil {
+		return nil
+	}
+	return c.mon.srv.AgentAddr()
 }
 
 // Pause asks worker pid to stop accepting and waits until it did; its

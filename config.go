@@ -17,6 +17,11 @@ import (
 // worker.Heartbeat.
 type Heartbeat = worker.Heartbeat
 
+// ServerConfig holds the workers' limits against idle, slow and oversized
+// clients and the drain's grace for idle keep-alive connections; see
+// worker.ServerConfig.
+type ServerConfig = worker.ServerConfig
+
 // Cache modes of CacheConfig.Mode.
 const (
 	CacheStandalone = "standalone" // a cache-manager process owns persistence
@@ -79,8 +84,18 @@ type Config struct {
 	Handler http.Handler
 
 	// NewServer makes each worker's http.Server (the seed's createServer:
-	// TLS, timeouts). Default: a plain server, ReadHeaderTimeout 10 s.
+	// TLS, timeouts). Server's limits fill the fields it leaves zero.
+	// Default: a plain server.
 	NewServer func(http.Handler) *http.Server
+
+	// Server holds the workers' limits against idle, slow and oversized
+	// clients: IdleTimeout 75 s, ReadHeaderTimeout 10 s, a body read
+	// deadline of 60 s, MaxHeaderBytes 1 MiB, an error log (accept errors)
+	// rate-limited to a line a second; and how long a draining worker
+	// leaves an idle keep-alive connection open (1 s) while it answers
+	// with "Connection: close". Negative values turn a limit off. See
+	// worker.ServerConfig and docs/runtime.md.
+	Server ServerConfig
 
 	// ConfigureApp runs in each worker before warm-up and may wrap or
 	// replace the handler. An error stops that worker.
@@ -117,7 +132,10 @@ type Config struct {
 
 	// ReplaceTimeout bounds each guarded step of a replacement (successor
 	// ready; old worker drained before SIGTERM, and again before SIGKILL),
-	// and a worker's warm-up. Default 60 s.
+	// and every worker's warm-up, the initial workers' included: Listen
+	// waits up to ReplaceTimeout for each initial worker to be warm and
+	// listening, and tries ReplaceRetries more before it fails. Default
+	// 60 s.
 	ReplaceTimeout time.Duration
 
 	// ReplaceRetries is how many more successors are tried after one fails.
@@ -194,6 +212,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Server = c.Server.WithDefaults()
 	return c, c.validate()
 }
 
@@ -237,8 +256,8 @@ func (c Config) validate() error {
 
 // String returns the configuration on one line, for the log at start.
 func (c Config) String() string {
-	return fmt.Sprintf("workers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d cache={enabled=%v mode=%s arena=%d data=%q durability=%v} pidDir=%q",
+	return fmt.Sprintf("workers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d cache={enabled=%v mode=%s arena=%d data=%q durability=%v} server=%v pidDir=%q",
 		c.Workers, c.Addr, c.MonitorAddr, c.HeartbeatInterval, c.MaxAge, c.NannyTolerance, c.MemoryLimit,
 		c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.Cache.Enabled, c.Cache.Mode, c.Cache.ArenaSize,
-		c.Cache.DataDir, c.Cache.Durability, c.PidDir)
+		c.Cache.DataDir, c.Cache.Durability, c.Server, c.PidDir)
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -48,7 +49,17 @@ const (
 	envMemLimit    = "T_MEMLIMIT"      // Config.MemoryLimit
 	envPidDir      = "T_PIDDIR"        // Config.PidDir
 	envTLS         = "T_TLS"           // serve TLS through Config.NewServer
+	envNoFile      = "T_NOFILE"        // the master's RLIMIT_NOFILE (soft and hard)
+	envIdle        = "T_IDLE"          // Config.Server.IdleTimeout
+	envHeaderTO    = "T_HEADER_TO"     // Config.Server.ReadHeaderTimeout
+	envBodyTO      = "T_BODY_TO"       // Config.Server.BodyReadTimeout
+	envMaxHeader   = "T_MAXHDR"        // Config.Server.MaxHeaderBytes
+	envConfFail    = "T_CONFFAIL"      // ConfigureApp fails while this file exists
+	envAgent       = "T_AGENT"         // Monitor.AgentAddr
 )
+
+// roleAtStart is CurrentRole before Listen, for the handler to report.
+var roleAtStart string
 
 func envDur(name string, def time.Duration) time.Duration {
 	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
@@ -67,15 +78,27 @@ func exists(path string) bool {
 
 // reply is what every route of the test handler answers.
 type reply struct {
-	Pid      int  `json:"pid"`
-	Nonblock bool `json:"nonblock"`
+	Pid         int    `json:"pid"`
+	Nonblock    bool   `json:"nonblock"`
+	Role        string `json:"role"`        // CurrentRole while serving (after Listen)
+	RoleAtStart string `json:"roleAtStart"` // CurrentRole before Listen
+	Bytes       int    `json:"bytes"`       // body bytes read (/put)
 }
 
 func testHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fl, _ := unix.FcntlInt(3, unix.F_GETFL, 0) // fd 3: the shared socket
-		json.NewEncoder(w).Encode(reply{Pid: os.Getpid(), Nonblock: fl&unix.O_NONBLOCK != 0})
+		json.NewEncoder(w).Encode(reply{Pid: os.Getpid(), Nonblock: fl&unix.O_NONBLOCK != 0,
+			Role: cluster2.CurrentRole().String(), RoleAtStart: roleAtStart})
+	})
+	mux.HandleFunc("PUT /put", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusRequestTimeout)
+			return
+		}
+		json.NewEncoder(w).Encode(reply{Pid: os.Getpid(), Bytes: len(b)})
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
@@ -87,6 +110,15 @@ func testHandler() http.Handler {
 
 // childCluster is main of the test cluster, in the master and the workers.
 func childCluster() {
+	roleAtStart = cluster2.CurrentRole().String()
+	if n, err := strconv.ParseUint(os.Getenv(envNoFile), 10, 64); err == nil && cluster2.CurrentRole() == cluster2.Master {
+		lim := syscall.Rlimit{Cur: n, Max: n}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			fmt.Printf("LISTEN-ERROR setrlimit: %v\n", err)
+			os.Exit(3)
+		}
+	}
+	maxHeader, _ := strconv.Atoi(os.Getenv(envMaxHeader))
 	workers, _ := strconv.Atoi(os.Getenv(envWorkers))
 	retries, _ := strconv.Atoi(os.Getenv(envRetries))
 	memLimit, _ := strconv.Atoi(os.Getenv(envMemLimit))
@@ -103,6 +135,15 @@ func childCluster() {
 		ReplaceTimeout:    envDur(envReplaceTO, 10*time.Second),
 		StopTimeout:       envDur(envStopTO, 10*time.Second),
 		ReplaceRetries:    retries,
+		Server: cluster2.ServerConfig{IdleTimeout: envDur(envIdle, 0), ReadHeaderTimeout: envDur(envHeaderTO, 0),
+			BodyReadTimeout: envDur(envBodyTO, 0), MaxHeaderBytes: maxHeader},
+		Monitor: cluster2.MonitorConfig{AgentAddr: os.Getenv(envAgent)},
+		ConfigureApp: func(ctx context.Context, h http.Handler) (http.Handler, error) {
+			if exists(os.Getenv(envConfFail)) {
+				return nil, errors.New("configure told to fail")
+			}
+			return h, nil
+		},
 		WarmUp: func(ctx context.Context, addr string) error {
 			if exists(os.Getenv(envWarmFail)) {
 				return errors.New("warm-up told to fail")
@@ -148,6 +189,43 @@ func childCluster() {
 	ctl := clustertest.ControlMux(c)
 	ctl.HandleFunc("/slots", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(c.Arena().Slots())
+	})
+	var heldMu sync.Mutex
+	var held []*os.File // descriptors /exhaust took
+	ctl.HandleFunc("/exhaust", func(w http.ResponseWriter, r *http.Request) {
+		// Open /dev/null until EMFILE, then give back leave descriptors
+		// (room for the control server, not for a spawn).
+		leave, _ := strconv.Atoi(r.URL.Query().Get("leave"))
+		heldMu.Lock()
+		defer heldMu.Unlock()
+		for {
+			f, err := os.Open(os.DevNull)
+			if err != nil {
+				break
+			}
+			held = append(held, f)
+		}
+		for range min(leave, len(held)) {
+			held[len(held)-1].Close()
+			held = held[:len(held)-1]
+		}
+		fmt.Fprintf(w, "%d\n", len(held))
+	})
+	ctl.HandleFunc("/free", func(w http.ResponseWriter, r *http.Request) {
+		heldMu.Lock()
+		defer heldMu.Unlock()
+		for _, f := range held {
+			f.Close()
+		}
+		held = nil
+	})
+	ctl.HandleFunc("/respawning", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(c.Respawning())
+	})
+	ctl.HandleFunc("/agent", func(w http.ResponseWriter, r *http.Request) {
+		if a := c.AgentAddr(); a != nil {
+			fmt.Fprint(w, a.String())
+		}
 	})
 	ctl.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
 		evMu.Lock()

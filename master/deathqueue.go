@@ -211,7 +211,26 @@ func (m *Master) replace(r request) error {
 
 // dismiss waits for the old worker to exit, escalating to SIGTERM past
 // ReplaceTimeout and to SIGKILL after as long again.
+//
+// A worker that is not heartbeating cannot drain: one that neither
+// acknowledged the drain (its state draining) nor sent a heartbeat within
+// the unresponsive grace (2 × HeartbeatInterval, at least 1 s, at most
+// ReplaceTimeout) is SIGSTOPped, hung or dying, and its open connections
+// would hang with it for 2 × ReplaceTimeout: it gets SIGKILL at once (its
+// successor already serves), emitted as "unresponsive" then "sigkill".
 func (m *Master) dismiss(old *handle) {
+	if m.unresponsive(old) {
+		m.log.Warn("old worker does not drain and sends no heartbeat: killing it", "worker", old.pid,
+			"grace", m.unresponsiveGrace())
+		m.emit("unresponsive", old, nil)
+		m.emit("sigkill", old, nil)
+		old.cmd.Process.Signal(syscall.SIGKILL)
+		select {
+		case <-old.exited:
+		case <-m.killCh:
+		}
+		return
+	}
 	steps := []struct {
 		sig  syscall.Signal
 		name string
@@ -229,6 +248,46 @@ func (m *Master) dismiss(old *handle) {
 		old.cmd.Process.Signal(s.sig)
 	}
 	<-old.exited
+}
+
+// unresponsiveGrace is how long a dismissed worker may take to acknowledge
+// the drain while sending no heartbeat.
+func (m *Master) unresponsiveGrace() time.Duration {
+	return min(max(2*m.cfg.HeartbeatInterval, time.Second), m.cfg.ReplaceTimeout)
+}
+
+// unresponsive waits until the dismissed worker acknowledges the drain or
+// exits (false), or the grace passes with neither that nor a heartbeat
+// since the dismissal began (true).
+func (m *Master) unresponsive(old *handle) bool {
+	grace := m.unresponsiveGrace()
+	since := time.Now()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	for {
+		m.mu.Lock()
+		ack := old.drainAck || old.state == Died
+		lastHB, ch := old.lastHB, old.changed
+		m.mu.Unlock()
+		if ack {
+			return false
+		}
+		select {
+		case <-ch:
+			continue
+		case <-old.exited:
+			return false
+		case <-m.killCh:
+			return false
+		case <-t.C:
+		}
+		if lastHB.After(since) || time.Since(lastHB) < grace {
+			// Alive (it heartbeats): only slow to acknowledge. The
+			// ordinary escalation applies.
+			return false
+		}
+		return true
+	}
 }
 
 func (m *Master) isStopping() bool {

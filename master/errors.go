@@ -16,6 +16,25 @@ var (
 	ErrNoSlot = errors.New("master: no free worker slot")
 )
 
+// These errors say why a worker did not become ready; Start's
+// ErrStartFailed, ErrReplaceFailed and the events "warmup-failure" and
+// "replace-failure" wrap them, with the worker's own words when it gave
+// any.
+var (
+	// ErrWarmUp: the worker's WarmUp returned an error or timed out. The
+	// message carries WarmUp's error as the worker reported it (cut at
+	// proc.ReasonMax bytes).
+	ErrWarmUp = errors.New("master: worker warm-up failed")
+
+	// ErrExited: the worker exited before it listened. The message carries
+	// the error Run returned in it (Attach, ConfigureApp …) when it
+	// reported one.
+	ErrExited = errors.New("master: worker exited before listening")
+
+	// ErrNotReady: the worker was not listening within ReplaceTimeout.
+	ErrNotReady = errors.New("master: worker not ready in time")
+)
+
 // These errors can be returned by the control methods (Pause, Resume,
 // Replace, RollingRestart).
 var (

@@ -2,7 +2,6 @@ package master
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -96,8 +95,9 @@ type Master struct {
 	byPid    map[int]*handle
 	slotUsed []bool
 	queue    []request
-	queued   map[int]bool // pids waiting in or going through the death queue
-	current  int          // pid being replaced now, 0 if none
+	queued   map[int]bool    // pids waiting in or going through the death queue
+	current  int             // pid being replaced now, 0 if none
+	pending  map[int]Respawn // slots whose respawn failed and is being retried
 	stopping bool
 	crashes  struct {
 		last  time.Time
@@ -131,15 +131,17 @@ type handle struct {
 	block     *proc.Block
 
 	// Under Master.mu:
-	state      State
-	keep       bool // respawn this slot if the process exits (not old, not a guarded successor)
-	ready      bool // reached listening once
-	failed     bool // reported warm-up failure
-	warmedSeen bool // the warmed state was observed
-	lastHB     time.Time
-	hb         worker.Heartbeat
-	changed    chan struct{} // closed and replaced on every change
-	exited     chan struct{} // closed when reaped and its death handled
+	state    State
+	keep     bool   // respawn this slot if the process exits (not old, not a guarded successor)
+	ready    bool   // reached listening once
+	failed   bool   // reported warm-up failure
+	reason   string // why it failed to start, in its own words ("" if it gave none)
+	progress int    // start events emitted so far: progressWarming, progressWarmed
+	drainAck bool   // reported draining (or stopped)
+	lastHB   time.Time
+	hb       worker.Heartbeat
+	changed  chan struct{} // closed and replaced on every change
+	exited   chan struct{} // closed when reaped and its death handled
 
 	reaped  chan struct{} // closed once the process was waited for: the watcher's last pass
 	watched chan struct{} // closed when the watcher is done
@@ -165,7 +167,7 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 	m := &Master{
 		cfg: c, blocks: blocks, lnFd: int(c.Listener.Fd()), deathR: r, deathW: w,
 		log:   c.Logger.With("role", "master", "pid", os.Getpid()),
-		byPid: map[int]*handle{}, slotUsed: make([]bool, c.Arena.SlotCount()), queued: map[int]bool{},
+		byPid: map[int]*handle{}, slotUsed: make([]bool, c.Arena.SlotCount()), queued: map[int]bool{}, pending: map[int]Respawn{},
 		qWake: make(chan struct{}, 1), stopCh: make(chan struct{}), killCh: make(chan struct{}), done: make(chan struct{}),
 	}
 	m.slotUsed[0] = true // the master's
@@ -233,6 +235,14 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 	m.emit("up", nil, nil)
 	m.log.Info("cluster up", "workers", c.Workers, "heartbeat", c.HeartbeatInterval, "nanny", c.NannyTolerance)
 	return m, nil
+}
+
+// warmUpError is ErrWarmUp with the worker's reason, when it gave one.
+func warmUpError(reason string) error {
+	if reason == "" {
+		return ErrWarmUp
+	}
+	return fmt.Errorf("%w: %s", ErrWarmUp, reason)
 }
 
 // retryDelay is the back-off between attempts of a guarded start.
@@ -320,10 +330,14 @@ func (m *Master) reap(h *handle) {
 	m.removePid("worker", h.pid)
 	close(h.reaped)
 	h.block.WakeMaster()
-	<-h.watched // its last pass has reported what the worker wrote
+	<-h.watched                // its last pass has reported what the worker wrote
+	reason := h.block.Reason() // no writer is left; the slot is not reset before this death is handled
 	m.mu.Lock()
 	was := h.state
 	h.state = Died
+	if h.reason == "" {
+		h.reason = reason
+	}
 	respawn := h.keep && !m.stopping && m.current != h.pid
 	delete(m.byPid, h.pid)
 	if !respawn {
@@ -388,31 +402,85 @@ func (m *Master) respawnFree(delay time.Duration) {
 // respawn fills slot (marked used by the caller) again after delay; the new
 // worker is kept too, so a crash loop goes on being backed off rather than
 // shrinking the cluster.
+//
+// A spawn that fails (fork/exec out of descriptors or memory) is retried
+// until the slot is filled or a stop begins, after a back-off of
+// respawnRetryFirst growing ×2 up to CrashBackoffMax: the slot stays
+// reserved meanwhile, Respawning lists it (the monitor's /status shows it)
+// and every failed attempt is logged and emitted as "respawn-failure".
 func (m *Master) respawn(slot int, delay time.Duration) {
-	select {
-	case <-time.After(delay):
-	case <-m.stopCh:
-	}
-	m.mu.Lock()
-	stopping := m.stopping
-	if stopping {
-		m.slotUsed[slot] = false
-	}
-	m.mu.Unlock()
-	if stopping {
-		return
-	}
-	h, err := m.spawn(slot)
-	if err != nil {
-		m.log.Error("respawn", "slot", slot, "err", err)
+	retry := respawnRetryFirst
+	for attempt := 1; ; attempt++ {
+		select {
+		case <-time.After(delay):
+		case <-m.stopCh:
+		}
 		m.mu.Lock()
-		m.slotUsed[slot] = false
+		stopping := m.stopping
+		if stopping {
+			m.slotUsed[slot] = false
+			delete(m.pending, slot)
+		}
 		m.mu.Unlock()
-		return
+		if stopping {
+			return
+		}
+		h, err := m.spawn(slot)
+		if err == nil {
+			m.mu.Lock()
+			h.keep = true
+			delete(m.pending, slot)
+			m.mu.Unlock()
+			if attempt > 1 {
+				m.log.Info("respawned after failed attempts", "slot", slot, "worker", h.pid, "attempts", attempt)
+			}
+			return
+		}
+		delay, retry = retry, min(retry*2, m.cfg.CrashBackoffMax)
+		m.mu.Lock()
+		m.pending[slot] = Respawn{Slot: slot, Attempts: attempt, Err: err.Error(), Since: m.pendingSince(slot), Next: time.Now().Add(delay)}
+		m.mu.Unlock()
+		m.log.Error("respawn failed; the cluster is one worker short until it succeeds",
+			"slot", slot, "attempt", attempt, "retry-in", delay, "err", err)
+		m.emitSlot("respawn-failure", slot, err)
 	}
+}
+
+// respawnRetryFirst is the first delay before retrying a failed respawn.
+const respawnRetryFirst = 250 * time.Millisecond
+
+// pendingSince returns when slot's respawn began failing (now for a first
+// failure). Called with mu held.
+func (m *Master) pendingSince(slot int) time.Time {
+	if p, ok := m.pending[slot]; ok {
+		return p.Since
+	}
+	return time.Now()
+}
+
+// Respawn describes a slot whose worker could not be replaced yet: the
+// master keeps trying (see Respawning).
+type Respawn struct {
+	Slot     int       `json:"slot"`
+	Attempts int       `json:"attempts"` // failed spawns so far
+	Err      string    `json:"error"`    // the last one's error
+	Since    time.Time `json:"since"`    // the first failure
+	Next     time.Time `json:"next"`     // the next attempt
+}
+
+// Respawning returns the slots whose lost worker the master failed to
+// replace so far and is still trying to (with capped back-off, until it
+// succeeds or the cluster stops), by slot. Empty when the cluster has every
+// worker it should.
+func (m *Master) Respawning() []Respawn {
 	m.mu.Lock()
-	h.keep = true
+	out := make([]Respawn, 0, len(m.pending))
+	for _, p := range m.pending {
+		out = append(out, p)
+	}
 	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Respawn) int { return a.Slot - b.Slot })
+	return out
 }
 
 // watch follows the worker's control block: state changes and heartbeats,
@@ -460,26 +528,46 @@ func (m *Master) watch(h *handle) {
 	}
 }
 
+// Progress of a worker's start events (handle.progress), and their names.
+const (
+	progressForked  = iota // "forked" (emitted by spawn)
+	progressWarming        // "warming"
+	progressWarmed         // "warmup"
+)
+
+var startEvents = [...]string{progressForked: "forked", progressWarming: "warming", progressWarmed: "warmup"}
+
 func (m *Master) onState(h *handle, st proc.State) {
 	// The events go out before the change is applied: whatever waits for it
 	// (the death queue waits for "listening" before dismissing the old
 	// worker) then comes after it in the event order. onState runs on the
 	// handle's one watcher goroutine, so its calls do not interleave.
+	//
+	// The watcher sees only the latest state, so a fast warm-up can pass
+	// warming and warmed between two looks. A worker's start always goes
+	// forked, warming, warmed (or warm-failed), listening, so the start
+	// events are emitted as that sequence for every worker: a state seen
+	// later than one not emitted yet brings the skipped events first, in
+	// order (their Time is when the master noticed).
 	m.mu.Lock()
-	prev, warmedSeen, ready := h.state, h.warmedSeen, h.ready
+	prev, progress, ready := h.state, h.progress, h.ready
 	m.mu.Unlock()
 	var names []string
 	var err error
+	catchUp := func(upTo int) {
+		for p := progress + 1; p <= upTo; p++ {
+			names = append(names, startEvents[p])
+		}
+		progress = max(progress, upTo)
+	}
 	switch st {
 	case proc.StateWarming:
-		if prev == Forked {
-			names = []string{"warming"}
-		}
+		catchUp(progressWarming)
 	case proc.StateWarmed:
-		names = []string{"warmup"}
+		catchUp(progressWarmed)
 	case proc.StateListening:
-		if !ready && !warmedSeen {
-			names = append(names, "warmup") // the warmed state went by unseen
+		if !ready {
+			catchUp(progressWarmed)
 		}
 		if prev == Paused {
 			names = append(names, "resumed")
@@ -489,7 +577,8 @@ func (m *Master) onState(h *handle, st proc.State) {
 	case proc.StatePaused:
 		names = []string{"paused"}
 	case proc.StateWarmFailed:
-		names, err = []string{"warmup-failure"}, errors.New("warm-up failed")
+		catchUp(progressWarming)
+		names, err = append(names, "warmup-failure"), warmUpError(h.block.Reason())
 	case proc.StateDraining:
 		names = []string{"draining"}
 	}
@@ -499,13 +588,12 @@ func (m *Master) onState(h *handle, st proc.State) {
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	h.progress = progress
 	switch st {
-	case proc.StateWarming:
+	case proc.StateWarming, proc.StateWarmed:
 		if h.state == Forked {
 			h.state = Warming
 		}
-	case proc.StateWarmed:
-		h.warmedSeen = true
 	case proc.StateListening:
 		h.ready = true
 		if h.state != Old && h.state != Died {
@@ -517,6 +605,9 @@ func (m *Master) onState(h *handle, st proc.State) {
 		}
 	case proc.StateWarmFailed:
 		h.failed = true
+		h.reason = h.block.Reason()
+	case proc.StateDraining, proc.StateStopped:
+		h.drainAck = true
 	}
 	h.notifyLocked()
 }
@@ -573,16 +664,25 @@ func (m *Master) waitReady(ctx context.Context, h *handle) error {
 		m.mu.Unlock()
 		switch {
 		case failed:
-			return fmt.Errorf("worker %d: warm-up failed", h.pid)
+			m.mu.Lock()
+			reason := h.reason
+			m.mu.Unlock()
+			return fmt.Errorf("worker %d: %w", h.pid, warmUpError(reason))
 		case ready:
 			return nil
 		case state == Died:
-			return fmt.Errorf("worker %d exited before listening", h.pid)
+			m.mu.Lock()
+			reason := h.reason
+			m.mu.Unlock()
+			if reason != "" {
+				return fmt.Errorf("worker %d: %w: %s", h.pid, ErrExited, reason)
+			}
+			return fmt.Errorf("worker %d: %w", h.pid, ErrExited)
 		}
 		select {
 		case <-ch:
 		case <-t.C:
-			return fmt.Errorf("worker %d not listening after %v", h.pid, m.cfg.ReplaceTimeout)
+			return fmt.Errorf("worker %d: %w: not listening after %v (ReplaceTimeout)", h.pid, ErrNotReady, m.cfg.ReplaceTimeout)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-m.killCh:
@@ -595,6 +695,13 @@ func (m *Master) waitReady(ctx context.Context, h *handle) error {
 func (m *Master) killAndReap(h *handle) {
 	h.cmd.Process.Signal(syscall.SIGKILL)
 	<-h.exited
+}
+
+// emitSlot sends a cluster event about slot (no process in it) to OnEvent.
+func (m *Master) emitSlot(what string, slot int, err error) {
+	if m.cfg.OnEvent != nil {
+		m.cfg.OnEvent(Event{Name: what, Slot: slot, Err: err, Time: time.Now()})
+	}
 }
 
 // emit sends an event to OnEvent.

@@ -5,9 +5,14 @@ import (
 	"time"
 )
 
-// instrument counts completed requests, their duration and handler panics.
+// instrument counts completed requests, their duration and handler panics,
+// and, once the worker drains, asks HTTP/1 clients to close the connection
+// after the response.
 func (w *Worker) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if w.draining.Load() && r.ProtoMajor == 1 {
+			rw.Header().Set("Connection", "close")
+		}
 		t := time.Now()
 		defer func() {
 			w.c.requests.Add(1)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,9 +39,15 @@ type Config struct {
 
 	// NewServer makes the http.Server that serves Handler (the place to set
 	// TLSConfig, timeouts, ErrorLog). Its Handler field is used as given; a
-	// server with TLSConfig certificates is served with TLS. Default: a plain
-	// server with ReadHeaderTimeout 10 s.
+	// server with TLSConfig certificates is served with TLS. Server's limits
+	// fill the fields it leaves zero. Default: a plain server.
 	NewServer func(http.Handler) *http.Server
+
+	// Server holds the limits against idle, slow and oversized clients
+	// (IdleTimeout 75 s, ReadHeaderTimeout 10 s, a body read deadline of
+	// 60 s, MaxHeaderBytes 1 MiB, a rate-limited error log) and the drain's
+	// grace for idle keep-alive connections; see ServerConfig.
+	Server ServerConfig
 
 	// Attach, when set, runs once the arena is mapped and the slot joined,
 	// before ConfigureApp, warm-up and serving: the place to attach what
@@ -91,6 +98,9 @@ type Worker struct {
 	col   *collector
 	hbMu  sync.Mutex // serializes heartbeats (one seqlock writer)
 
+	draining atomic.Bool // responses say "Connection: close" from now on
+	idle     idleConns   // connections waiting for a request, for the drain
+
 	mu      sync.Mutex
 	ln      net.Listener // nil while paused or drained
 	paused  bool         // keep-alives were turned off by a pause
@@ -110,11 +120,23 @@ type stopReq struct {
 	err      error
 }
 
-// IsWorker reports whether this process was started by a cluster2 master.
-func IsWorker() bool {
-	isWorker, _, _, _ := proc.Self()
-	return isWorker
-}
+// self is what the environment said about this process when the program
+// started, before Run removed the protocol's variables (so that programs a
+// worker runs are not mistaken for workers): the answer of IsWorker and
+// Run, however often and whenever they are called.
+var self = func() (s struct {
+	isWorker bool
+	slot     int
+	err      error
+}) {
+	s.isWorker, s.slot, _, s.err = proc.Self()
+	return s
+}()
+
+// IsWorker reports whether this process was started by a cluster2 master. It
+// tells the truth at any time, before Run and after it (Run removes the
+// environment variables it is read from: it was read at start).
+func IsWorker() bool { return self.isWorker }
 
 // Run starts the worker side in a process a cluster2 master re-executed: it
 // maps the arena, joins its slot, warms up on a private loopback address,
@@ -124,11 +146,11 @@ func IsWorker() bool {
 // dies. SIGINT is ignored: the master, which gets it too from a terminal,
 // orchestrates the stop.
 func Run(ctx context.Context, cfg Config) (*Worker, error) {
-	isWorker, slot, _, err := proc.Self()
+	slot, err := self.slot, self.err
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotWorker, err)
 	}
-	if !isWorker {
+	if !self.isWorker {
 		return nil, ErrNotWorker
 	}
 	if cfg.Handler == nil {
@@ -146,6 +168,7 @@ func Run(ctx context.Context, cfg Config) (*Worker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Server = cfg.Server.WithDefaults()
 	w := &Worker{cfg: cfg, slot: slot, start: time.Now(), stopCh: make(chan stopReq, 4), done: make(chan struct{})}
 	w.stopping, w.stopNow = context.WithCancel(context.Background())
 	w.log = cfg.Logger.With("role", "worker", "pid", os.Getpid(), "slot", slot)
@@ -155,6 +178,11 @@ func Run(ctx context.Context, cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	if err := w.begin(ctx); err != nil {
+		if !errors.Is(err, ErrStopped) && w.block.Reason() == "" {
+			// The master reads it when it reaps this process: the reason of
+			// a start failure must not be only in this process's log.
+			w.block.SetReason(err.Error())
+		}
 		w.close()
 		return nil, err
 	}
@@ -232,6 +260,7 @@ func (w *Worker) begin(ctx context.Context) error {
 		return ErrStopped
 	}
 	if err != nil {
+		w.block.SetReason(err.Error()) // before the state: the master reads it on seeing the failure
 		w.block.SetState(proc.StateWarmFailed)
 		w.log.Error("warm-up failed", "err", err)
 		return fmt.Errorf("%w: %w", ErrWarmUp, err)
@@ -249,6 +278,7 @@ func (w *Worker) begin(ctx context.Context) error {
 		case http.StateClosed, http.StateHijacked:
 			w.c.openConns.Add(-1)
 		}
+		w.idle.track(c, s)
 		if user != nil {
 			user(c, s)
 		}
@@ -260,16 +290,25 @@ func (w *Worker) begin(ctx context.Context) error {
 	return nil
 }
 
+// newServer makes the server of h: NewServer's, or a plain one, with the
+// limits of Config.Server on the fields it left zero, and the body read
+// deadline unless it has a ReadTimeout of its own.
 func (w *Worker) newServer(h http.Handler) *http.Server {
+	var s *http.Server
 	if w.cfg.NewServer != nil {
-		if s := w.cfg.NewServer(h); s != nil {
-			if s.Handler == nil {
-				s.Handler = h
-			}
-			return s
-		}
+		s = w.cfg.NewServer(h)
 	}
-	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	if s == nil {
+		s = &http.Server{}
+	}
+	if s.Handler == nil {
+		s.Handler = h
+	}
+	w.cfg.Server.Apply(s, w.log)
+	if s.ReadTimeout == 0 {
+		s.Handler = w.cfg.Server.BodyDeadline(s.Handler)
+	}
+	return s
 }
 
 // warmUp serves h on a private loopback listener while WarmUp runs.
@@ -333,13 +372,17 @@ func (w *Worker) listen() error {
 	return nil
 }
 
-// unlisten stops accepting: keep-alives off (idle connections close, busy
-// ones close after their response), then this process's listener closed. The
-// shared socket's queue stays with the other holders.
-func (w *Worker) unlisten() {
+// unlisten stops accepting: this process's listener is closed (the shared
+// socket's queue stays with the other holders). A pause also turns
+// keep-alives off (idle connections close at once, busy ones after their
+// response); a drain does not: it answers with "Connection: close" and
+// closes idle connections only after a grace (see drain).
+func (w *Worker) unlisten(keepAlivesOff bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.srv.SetKeepAlivesEnabled(false)
+	if keepAlivesOff {
+		w.srv.SetKeepAlivesEnabled(false)
+	}
 	if w.ln != nil {
 		w.ln.Close()
 		w.ln = nil
@@ -363,7 +406,7 @@ func (w *Worker) control() {
 		want = next
 		switch want {
 		case proc.WantPause:
-			w.unlisten()
+			w.unlisten(true)
 			w.mu.Lock()
 			w.paused = true
 			w.mu.Unlock()
@@ -389,10 +432,19 @@ func (w *Worker) control() {
 
 // drain is the two-phase drain: stop accepting and let accepted work finish,
 // then Shutdown with what is left of the deadline, then Close.
+//
+// A keep-alive connection is never closed while its client may be sending
+// on it: closing one that has a request in flight resets it, and clients
+// replay only idempotent requests (a PUT or POST fails). So the drain does
+// not turn keep-alives off (that closes idle connections at once): every
+// response from now on says "Connection: close" (the client closes after
+// it), and a connection idle for DrainIdleGrace (its client is not using
+// it) is closed by the worker, within half the deadline.
 func (w *Worker) drain(r stopReq) {
 	w.block.SetState(proc.StateDraining)
 	deadline := time.Now().Add(r.deadline)
-	w.unlisten()
+	w.draining.Store(true)
+	w.unlisten(false)
 	w.mu.Lock()
 	w.stopped = true
 	w.mu.Unlock()
@@ -406,6 +458,7 @@ func (w *Worker) drain(r stopReq) {
 	// are off); bounded by half the deadline.
 	half := time.Now().Add(r.deadline / 2)
 	for w.c.openConns.Load() > 0 && time.Now().Before(half) {
+		w.idle.closeIdle(w.cfg.Server.DrainIdleGrace)
 		time.Sleep(5 * time.Millisecond)
 	}
 	// Phase 2: Shutdown closes what is idle and waits for the rest.

@@ -12,16 +12,23 @@ import (
 // Block struct, changes the layout and must bump LayoutVersion.
 const (
 	// LayoutVersion is the version of the supervision region's layout.
-	LayoutVersion = 1
+	LayoutVersion = 2
 
 	// RegionName names the supervision region in the arena.
-	RegionName = "cluster2.sup.v1"
+	RegionName = "cluster2.sup.v2"
 
 	// BlockSize is the size of one slot's control block.
 	BlockSize = 3 * shm.PadLine
 
 	// HeartbeatWords is the number of 64-bit words of a heartbeat.
 	HeartbeatWords = 16
+
+	// ReasonWords is the number of 64-bit words of a worker's start-failure
+	// reason: ReasonMax bytes of text.
+	ReasonWords = 12
+
+	// ReasonMax is the longest reason a block holds; a longer one is cut.
+	ReasonMax = 8 * ReasonWords
 )
 
 // Want is what the master asks of a worker.
@@ -77,7 +84,8 @@ type Block struct {
 	toMaster shm.Event     // worker → master wake-up
 	hbSeq    atomic.Uint64 // seqlock over hb: odd while being written
 	hb       [HeartbeatWords]atomic.Uint64
-	_        [2*shm.PadLine - 24 - 8*HeartbeatWords]byte
+	rlen     atomic.Uint64 // bytes of reason; stored after them, before the state
+	reason   [ReasonWords]atomic.Uint64
 }
 
 // Region returns the supervision region of a, creating it if needed (the
@@ -102,7 +110,43 @@ func (b *Block) Reset(drainDeadline time.Duration) {
 		b.hb[i].Store(0)
 	}
 	b.hbSeq.Store(0)
+	b.rlen.Store(0)
+	for i := range b.reason {
+		b.reason[i].Store(0)
+	}
 	b.spawn.Add(1)
+}
+
+// SetReason stores why the worker failed to start (worker side, once, before
+// the state that reports the failure, or before exiting): its first
+// ReasonMax bytes.
+func (b *Block) SetReason(text string) {
+	n := min(len(text), ReasonMax)
+	var buf [ReasonMax]byte
+	copy(buf[:], text[:n])
+	for i := range b.reason {
+		var v uint64
+		for j := 7; j >= 0; j-- {
+			v = v<<8 | uint64(buf[8*i+j])
+		}
+		b.reason[i].Store(v)
+	}
+	b.rlen.Store(uint64(n)) // seq-cst: after the words, before the state store
+}
+
+// Reason returns the start-failure reason the worker stored, "" if none
+// (master side: after seeing the failure state, or once the worker is
+// reaped).
+func (b *Block) Reason() string {
+	n := min(b.rlen.Load(), ReasonMax)
+	var buf [ReasonMax]byte
+	for i := range b.reason {
+		v := b.reason[i].Load()
+		for j := range 8 {
+			buf[8*i+j] = byte(v >> (8 * j))
+		}
+	}
+	return string(buf[:n])
 }
 
 // SetWant stores what the master wants and wakes the worker (master side).

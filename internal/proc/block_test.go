@@ -2,6 +2,7 @@ package proc_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -142,5 +143,30 @@ func TestWakeWorkerIsNeverLost(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("a wake-up was lost")
 		}
+	}
+}
+
+// TestReasonRoundTrip: a worker's start-failure reason is read back as
+// written (cut at ReasonMax), and a reset forgets it.
+func TestReasonRoundTrip(t *testing.T) {
+	a := shmtest.NewArena(t, 0)
+	bs, _ := proc.Region(context.Background(), a)
+	b := &bs[2]
+	b.Reset(0)
+	if r := b.Reason(); r != "" {
+		t.Fatalf("Reason of a reset block = %q; want none", r)
+	}
+	b.SetReason("warm-up: dial tcp: connection refused")
+	if r := b.Reason(); r != "warm-up: dial tcp: connection refused" {
+		t.Fatalf("Reason = %q", r)
+	}
+	long := strings.Repeat("0123456789", 20)
+	b.SetReason(long)
+	if r := b.Reason(); r != long[:proc.ReasonMax] {
+		t.Fatalf("Reason of a long text = %q; want its first %d bytes", r, proc.ReasonMax)
+	}
+	b.Reset(0)
+	if r := b.Reason(); r != "" {
+		t.Fatalf("Reason after Reset = %q; want none", r)
 	}
 }

@@ -27,7 +27,7 @@
 //		offset 128 ├───────────────── written by the worker ─────────────────┤
 //		           │ state u32 │ pid u32 │ toMaster Event(8) │ hbSeq u64 │     │
 //		           │ hb [16]u64 (Heartbeat words, under the hbSeq seqlock)   │
-//		           │ pad                                                      │ 256 B
+//		offset 280 │ rlen u64 │ reason [12]u64 (96 bytes of text)            │ 256 B
 //		offset 384 └──────────────────────────────────────────────────────────┘
 //
 //	  - want (master → worker): what the master wants the worker to do:
@@ -46,6 +46,14 @@
 //	    makes hbSeq odd, stores the words, makes it even again; a reader loads
 //	    hbSeq, the words, and hbSeq again, and keeps the copy only when both
 //	    loads are equal and even. The worker wakes toMaster after each heartbeat.
+//	  - rlen and reason (worker): why the worker failed to start (WarmUp's
+//	    error, or Attach's, ConfigureApp's …), at most [ReasonMax] bytes of
+//	    text, little-endian in the words. The worker writes them once, words
+//	    first, then rlen, then (for a warm-up failure) the state; the master
+//	    reads them after seeing [StateWarmFailed], or after reaping a worker
+//	    that exited before listening (no writer is left then). Layout version
+//	    2 added them in what was padding; a version-1 master would not find
+//	    the region (its name carries the version).
 //
 // # Memory order
 //

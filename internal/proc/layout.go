@@ -11,4 +11,8 @@ var (
 	_ [128 - unsafe.Offsetof(Block{}.state)]byte
 	_ [unsafe.Offsetof(Block{}.hb) - 152]byte
 	_ [152 - unsafe.Offsetof(Block{}.hb)]byte
+	_ [unsafe.Offsetof(Block{}.rlen) - 280]byte
+	_ [280 - unsafe.Offsetof(Block{}.rlen)]byte
+	_ [unsafe.Offsetof(Block{}.reason) - 288]byte
+	_ [288 - unsafe.Offsetof(Block{}.reason)]byte
 )
