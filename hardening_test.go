@@ -327,7 +327,8 @@ func TestCurrentRoleInWorker(t *testing.T) {
 // documented sequence forked, warming, warmup, listening, however fast its
 // warm-up (the master's watcher sees only a worker's latest state).
 func TestStartEventsInOrder(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2")
+	// Without a WarmUp a worker passes warming and warmed in microseconds.
+	tc := startCluster(t, envWorkers+"=2", envNoWarmUp+"=1")
 	for range 3 {
 		if err := tc.control("/rolling", nil); err != nil {
 			t.Fatal(err)

@@ -56,6 +56,7 @@ const (
 	envMaxHeader   = "T_MAXHDR"        // Config.Server.MaxHeaderBytes
 	envConfFail    = "T_CONFFAIL"      // ConfigureApp fails while this file exists
 	envAgent       = "T_AGENT"         // Monitor.AgentAddr
+	envNoWarmUp    = "T_NOWARMUP"      // no Config.WarmUp (the fastest start)
 )
 
 // roleAtStart is CurrentRole before Listen, for the handler to report.
@@ -166,6 +167,9 @@ func childCluster() {
 			events = append(events, e.Name)
 			evMu.Unlock()
 		},
+	}
+	if os.Getenv(envNoWarmUp) != "" {
+		cfg.WarmUp = nil
 	}
 	if os.Getenv(envTLS) != "" {
 		cfg.NewServer = func(h http.Handler) *http.Server {
