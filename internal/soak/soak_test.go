@@ -1,7 +1,11 @@
 // Package soak is cluster2's chaos soak (issue 8): a cluster under loopback
 // load while a driver, at random moments, kill -9s workers and the cache
 // manager, sends SIGHUP rolling restarts, fills the arena past capacity and
-// pauses/resumes workers. Run it with
+// pauses/resumes workers, and exhausts the master's file descriptors while a
+// killed worker must be respawned (issue 13: the respawn is retried until
+// the descriptors are back). Two of the writers PUT on keep-alive
+// connections (no client replays a PUT: a drain that closes a connection
+// under one fails it). Run it with
 //
 //	CLUSTER2_SOAK=1 CLUSTER2_SOAK_MINUTES=10 go test -run TestSoak -v -timeout 0 ./internal/soak
 //
@@ -47,6 +51,7 @@ const (
 	numKeys    = 512      // keys of the persistent cache "kv"
 	fillValue  = 64 << 10 // the filler's value size
 	arenaSize  = 16 << 20 // small, so that the filler goes past capacity quickly
+	masterFDs  = 4096     // the master's RLIMIT_NOFILE: small enough to exhaust
 )
 
 // ---- values: key, sequence number, padding, crc32 ----
@@ -83,6 +88,13 @@ func decodeValue(b []byte) (string, uint64, error) {
 // ---- the cluster (master, workers; the cache manager is cluster2's) ----
 
 func childCluster() {
+	if cluster2.CurrentRole() == cluster2.Master && os.Getenv("CLUSTER2_CACHE_MANAGER") == "" {
+		lim := syscall.Rlimit{Cur: masterFDs, Max: masterFDs}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			fmt.Printf("LISTEN-ERROR setrlimit: %v\n", err)
+			os.Exit(3)
+		}
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	mux := http.NewServeMux()
 	kv := func() (*cache.Cache, error) {
@@ -181,6 +193,37 @@ func childCluster() {
 		os.Exit(3)
 	}
 	ctl := clustertest.ControlMux(c)
+	// /exhaust opens /dev/null until EMFILE and gives back 2 descriptors
+	// (room for this control server, not for a spawn); /free closes them.
+	var heldMu sync.Mutex
+	var held []*os.File
+	ctl.HandleFunc("/exhaust", func(w http.ResponseWriter, r *http.Request) {
+		heldMu.Lock()
+		defer heldMu.Unlock()
+		for {
+			f, err := os.Open(os.DevNull)
+			if err != nil {
+				break
+			}
+			held = append(held, f)
+		}
+		for range min(2, len(held)) {
+			held[len(held)-1].Close()
+			held = held[:len(held)-1]
+		}
+		fmt.Fprintf(w, "%d\n", len(held))
+	})
+	ctl.HandleFunc("/free", func(w http.ResponseWriter, r *http.Request) {
+		heldMu.Lock()
+		defer heldMu.Unlock()
+		for _, f := range held {
+			f.Close()
+		}
+		held = nil
+	})
+	ctl.HandleFunc("/respawning", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(c.Respawning())
+	})
 	ctl.HandleFunc("/last", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -319,6 +362,7 @@ type stats struct {
 	requests, failed, inflightKilled, torn, hangs atomic.Int64
 	kills, restarts, lost, evicted, fills         atomic.Int64
 	pauses, managerKills, workerKills             atomic.Int64
+	exhaustions, respawnRetries, keepAlivePuts    atomic.Int64
 }
 
 // killLog remembers when workers were killed, to tell the failures of
@@ -393,11 +437,15 @@ func TestSoak(t *testing.T) {
 		Transport: &http.Transport{DisableKeepAlives: true, MaxConnsPerHost: 64},
 		Timeout:   20 * time.Second, // a request past this is a hang
 	}
-	// do runs one request and classifies its outcome.
-	do := func(kind string, req *http.Request) (*http.Response, []byte, bool) {
+	keepAlive := &http.Client{
+		Transport: &http.Transport{MaxIdleConnsPerHost: 1},
+		Timeout:   20 * time.Second,
+	}
+	// doWith runs one request with cl and classifies its outcome.
+	doWith := func(cl *http.Client, kind string, req *http.Request) (*http.Response, []byte, bool) {
 		st.requests.Add(1)
 		t0 := time.Now()
-		resp, err := client.Do(req)
+		resp, err := cl.Do(req)
 		var body []byte
 		if err == nil {
 			body, err = io.ReadAll(resp.Body)
@@ -423,11 +471,13 @@ func TestSoak(t *testing.T) {
 		}
 		return nil, nil, false
 	}
+	do := func(kind string, req *http.Request) (*http.Response, []byte, bool) { return doWith(client, kind, req) }
 
 	var wg sync.WaitGroup
 	// Writers: each owns a slice of the keys, so a key's writes are
-	// sequential and its sequence numbers increase.
-	const writers, readers = 4, 4
+	// sequential and its sequence numbers increase. The last two PUT on
+	// keep-alive connections (each goroutine of them one at a time).
+	const writers, readers, keepAliveWriters = 6, 4, 2
 	for w := range writers {
 		wg.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(w), 1))
@@ -440,7 +490,12 @@ func TestSoak(t *testing.T) {
 				seq := k.sent
 				k.mu.Unlock()
 				req, _ := http.NewRequest("PUT", "http://"+c.addr+"/kv/"+key, bytes.NewReader(encodeValue(key, seq, r)))
-				if _, _, ok := do("put", req); ok {
+				cl, kind := client, "put"
+				if w >= writers-keepAliveWriters {
+					cl, kind = keepAlive, "keep-alive put"
+					st.keepAlivePuts.Add(1)
+				}
+				if _, _, ok := doWith(cl, kind, req); ok {
 					k.mu.Lock()
 					k.acked = max(k.acked, seq)
 					k.mu.Unlock()
@@ -484,8 +539,8 @@ func TestSoak(t *testing.T) {
 		select {
 		case <-ctx.Done():
 		case <-progress.C:
-			t.Logf("progress: %d requests, %d failed, %d in flight on killed workers, %d kills, %d restarts, %d fills, %d pauses",
-				st.requests.Load(), st.failed.Load(), st.inflightKilled.Load(), st.kills.Load(), st.restarts.Load(), st.fills.Load(), st.pauses.Load())
+			t.Logf("progress: %d requests, %d failed, %d in flight on killed workers, %d kills, %d restarts, %d fills, %d pauses, %d descriptor exhaustions",
+				st.requests.Load(), st.failed.Load(), st.inflightKilled.Load(), st.kills.Load(), st.restarts.Load(), st.fills.Load(), st.pauses.Load(), st.exhaustions.Load())
 			continue
 		case <-time.After(time.Duration(2000+r.IntN(6000)) * time.Millisecond):
 		}
@@ -499,6 +554,34 @@ func TestSoak(t *testing.T) {
 			continue
 		}
 		switch x := r.IntN(100); {
+		case x < 8 && len(pids) > 0: // the master out of descriptors while a killed worker is respawned
+			if err := c.control("/exhaust", nil); err != nil {
+				t.Errorf("exhaust: %v", err)
+				break
+			}
+			st.exhaustions.Add(1)
+			pid := pids[r.IntN(len(pids))]
+			kl.add(time.Now())
+			syscall.Kill(pid, syscall.SIGKILL)
+			st.kills.Add(1)
+			st.workerKills.Add(1)
+			// The respawn fails until the descriptors are back: the master
+			// says so and keeps trying.
+			var pending []cluster2.Respawn
+			if xtesting.Eventually(10*time.Second, func() bool {
+				time.Sleep(50 * time.Millisecond)
+				pending = nil
+				return c.control("/respawning", &pending) == nil && len(pending) > 0
+			}) {
+				st.respawnRetries.Add(int64(pending[0].Attempts))
+			} else {
+				t.Logf("exhaustion: no failed respawn seen (the respawn may have come first)")
+			}
+			time.Sleep(time.Duration(500+r.IntN(2500)) * time.Millisecond)
+			if err := c.control("/free", nil); err != nil {
+				st.hangs.Add(1)
+				t.Errorf("free: %v", err)
+			}
 		case x < 30 && len(pids) > 0: // kill -9 a worker
 			pid := pids[r.IntN(len(pids))]
 			kl.add(time.Now())
@@ -639,8 +722,9 @@ func TestSoak(t *testing.T) {
 		t.Logf("failures: %d× %s", n, m)
 	}
 	failMu.Unlock()
-	t.Logf("details: %s soak; %d worker kills, %d cache-manager kills, 1 full kill; %d rolling restarts + 1 full restart; %d fills of 16 MiB; %d pauses; %d requests failed in flight on a killed worker; %d keys evicted (not lost); %d torn; %d hangs",
+	t.Logf("details: %s soak; %d worker kills, %d cache-manager kills, 1 full kill; %d rolling restarts + 1 full restart; %d fills of 16 MiB; %d pauses; %d master descriptor exhaustions (%d failed respawn attempts retried); %d keep-alive PUTs; %d requests failed in flight on a killed worker; %d keys evicted (not lost); %d torn; %d hangs",
 		dur, st.workerKills.Load(), st.managerKills.Load(), st.restarts.Load()-1, st.fills.Load(), st.pauses.Load(),
+		st.exhaustions.Load(), st.respawnRetries.Load(), st.keepAlivePuts.Load(),
 		st.inflightKilled.Load(), st.evicted.Load(), st.torn.Load(), st.hangs.Load())
 	summary := fmt.Sprintf("%d requests, %d failed, %d kills, %d restarts, %d lost",
 		st.requests.Load(), st.failed.Load(), st.kills.Load(), st.restarts.Load(), st.lost.Load())
