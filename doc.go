@@ -30,15 +30,23 @@
 //
 //   - A worker that dies is noticed at once (process wait), its arena slot is
 //     released (its robust locks with it), and it is replaced, with a back-off
-//     (×1.5 per crash in a row, capped) when it keeps crashing.
+//     (×1.5 per crash in a row, capped) when it keeps crashing. A spawn that
+//     fails (the master out of descriptors) is retried until the slot is
+//     filled; Cluster.Respawning and the "respawns" status say so meanwhile.
 //   - Replacements (ShouldKill, MaxAge, the nanny, MemoryLimit, Replace,
 //     RollingRestart, SIGHUP) go through the death queue: FIFO, one at a
 //     time; a successor starts first and must listen and warm up within
 //     ReplaceTimeout (with ReplaceRetries more tries); if it cannot, it is
 //     killed and the old worker keeps serving. Only then is the old worker
-//     told to drain: keep-alives off and its listener closed, accepted
-//     requests finish, then http.Server.Shutdown with a deadline; past
-//     ReplaceTimeout it gets SIGTERM, and SIGKILL after as long again.
+//     told to drain: its listener closed, responses with "Connection:
+//     close", idle keep-alive connections closed after a grace (never under
+//     a request in flight), then http.Server.Shutdown with a deadline; past
+//     ReplaceTimeout it gets SIGTERM, and SIGKILL after as long again. One
+//     that neither drains nor heartbeats (SIGSTOPped) is killed after a
+//     short grace.
+//   - Every worker's server has production limits (Config.Server): idle
+//     keep-alive timeout 75 s, header 10 s, body 60 s, 1 MiB of header, a
+//     rate-limited error log.
 //   - SIGINT or SIGTERM to the master stops the cluster gracefully within
 //     StopTimeout; a second signal stops it at once. SIGTERM to a worker
 //     drains it. A worker whose master dies drains and exits within a

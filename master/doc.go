@@ -24,6 +24,12 @@
 //     (shm.Arena.ReleaseSlot, which releases its robust locks), and a new
 //     worker takes the slot, after a back-off that grows ×1.5 per crash in a
 //     row (crashes closer than CrashBackoffMax) up to CrashBackoffMax.
+//   - A respawn whose spawn fails (fork/exec out of descriptors or memory)
+//     is retried, 250 ms after the failure and ×2 per failure up to
+//     CrashBackoffMax, until the slot is filled or the cluster stops: the
+//     slot stays reserved, Respawning lists it (the cluster registers it as
+//     the "respawns" status, shown by the monitor's /status), and each
+//     failure is logged at ERROR and emitted as "respawn-failure".
 //   - Every other replacement (ShouldKill, MaxAge, nanny, MemoryLimit,
 //     Replace, RollingRestart, SIGHUP) goes through the death queue: FIFO,
 //     one at a time, a pid already queued is ignored. A successor is spawned
@@ -32,17 +38,41 @@
 //     worker, and another is tried after a back-off, ReplaceRetries times.
 //     If none succeeds a "replace-failure" event is emitted, the old
 //     worker keeps serving, and the queue waits before its next replacement
-//     (1 s, ×1.5 per failure in a row, capped at CrashBackoffMax). Once a successor is ready the old worker is told
-//     to drain; past ReplaceTimeout it gets SIGTERM, and SIGKILL past as long
-//     again.
+//     (1 s, ×1.5 per failure in a row, capped at CrashBackoffMax). Once a
+//     successor is ready the old worker is told to drain; past
+//     ReplaceTimeout it gets SIGTERM, and SIGKILL past as long again.
+//   - An old worker that neither acknowledges the drain (reports draining)
+//     nor sends a heartbeat within 2 × HeartbeatInterval (at least 1 s, at
+//     most ReplaceTimeout) cannot drain (SIGSTOPped, hung): it is killed at
+//     once ("unresponsive", then "sigkill" events), so that its open
+//     connections do not hang for 2 × ReplaceTimeout.
+//   - ReplaceTimeout bounds every worker's readiness, the initial workers'
+//     included: Start waits up to ReplaceTimeout for each (and the worker
+//     bounds its WarmUp by the same value when cluster2.Listen starts it).
 //
 // # Events
 //
 // Config.OnEvent receives "worker-<pid>-<what>" events (forked, warming,
-// warmup, warmup-failure, listening, paused, resumed, draining, old, sigterm,
-// sigkill, died, replace-failure) and cluster events ("up", "down",
-// "rolling-restart"): the hook through which the emitter will publish them to
-// other processes.
+// warmup, warmup-failure, listening, paused, resumed, draining, old,
+// unresponsive, sigterm, sigkill, died, replace-failure) and cluster events
+// ("up", "down", "rolling-restart", and "respawn-failure", whose Slot names
+// the slot and Pid is 0): the hook through which the emitter publishes them
+// to other processes.
+//
+// A worker's start events arrive in this order for every worker:
+// forked, warming, then warmup and listening, or warmup-failure. The master
+// sees only a worker's latest state (a fast warm-up passes warming and warmed
+// between two looks), so when it sees a later state it emits the skipped
+// events first, in order; their Time is when the master noticed. A worker
+// stopped during warm-up (SIGTERM) or one that crashes has no further start
+// event, only died. The State in Workers is a sample of the latest state and
+// may skip Warming.
+//
+// A warmup-failure's Err wraps ErrWarmUp with WarmUp's own error, which the
+// worker writes into its control block before it reports the failure; a
+// worker that exits before listening for another reason (Attach,
+// ConfigureApp) writes the error Run returns, and the successor's failure
+// (and Start's ErrStartFailed) wraps ErrExited with it.
 //
 // # Caveats
 //

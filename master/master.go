@@ -60,13 +60,16 @@ func (s *State) UnmarshalText(b []byte) error {
 
 // Event is a lifecycle event: Name is "worker-<pid>-<what>" for a worker
 // (what: forked, warming, warmup, warmup-failure, listening, paused, resumed,
-// old, died, sigterm, sigkill) or a cluster event ("up", "down",
-// "replace-failure", "rolling-restart"). A later emitter publishes them
-// across processes; for now OnEvent receives them in the master.
+// draining, old, unresponsive, sigterm, sigkill, died, replace-failure) or a
+// cluster event ("up", "down", "rolling-restart", "respawn-failure"). A
+// worker's start events come as the sequence forked, warming, warmup,
+// listening (or warmup-failure after warming) for every worker; see the
+// package doc. OnEvent receives them in the master; the emitter publishes
+// them to other processes.
 type Event struct {
 	Name string
 	Pid  int   // the worker's pid, 0 for cluster events
-	Slot int   // the worker's slot, 0 for cluster events
+	Slot int   // the worker's slot (respawn-failure: the slot being refilled), 0 for other cluster events
 	Err  error // what went wrong, for failures
 	Time time.Time
 }

@@ -11,13 +11,32 @@
 //     pause time in the cycle from runtime/metrics, goroutines, errors);
 //   - obeys the master's wants: pause (stop accepting, keep-alives off),
 //     resume, drain;
-//   - drains in two phases on a dismissal or SIGTERM: keep-alives off and
-//     its listener closed (the socket's queue stays with the other workers),
-//     Serve returned (so every accepted connection is counted), accepted
-//     requests finish (bounded by half the deadline), then
-//     http.Server.Shutdown with the rest of the deadline, then Close;
+//   - drains in two phases on a dismissal or SIGTERM: its listener closed
+//     (the socket's queue stays with the other workers) and every response
+//     from then on with "Connection: close", Serve returned (so every
+//     accepted connection is counted), accepted connections finish
+//     (bounded by half the deadline: a busy one closes after its response,
+//     an idle keep-alive one is closed once idle for
+//     ServerConfig.DrainIdleGrace, never under a request its client may be
+//     sending), then http.Server.Shutdown with the rest of the deadline,
+//     then Close;
 //   - drains for at most 700 ms and exits the process when its master dies
 //     (EOF on the death pipe, fd 5).
+//
+// Its server gets the limits of Config.Server (ServerConfig) on the fields
+// NewServer left zero: IdleTimeout 75 s, ReadHeaderTimeout 10 s, a body read
+// deadline of 60 s from the handler's start (unless the server has a
+// ReadTimeout), MaxHeaderBytes 1 MiB and an error log rate-limited to one
+// line a second (accept errors under EMFILE). ServerConfig.Apply,
+// ServerConfig.BodyDeadline and NewErrorLog give any other server the same.
+//
+// A start that fails (WarmUp's error, Attach's, ConfigureApp's) is written
+// into the worker's control block before the failure is reported or the
+// process exits, so that the master's error carries it.
+//
+// IsWorker (cluster2.CurrentRole) reads the environment when the program
+// starts: Run removes the protocol's variables (programs a worker runs are
+// not workers), and IsWorker still says true afterwards.
 //
 // # Caveats
 //
