@@ -47,9 +47,12 @@ type Config struct {
 	Args []string
 	Env  []string
 
-	// HeartbeatInterval is the workers' heartbeat period, for the log line
-	// at start (workers take theirs from their own configuration). Default
-	// 5 s.
+	// HeartbeatInterval is the workers' heartbeat period (workers take
+	// theirs from their own configuration: give the same value). The master
+	// logs it at start and judges by it whether a dismissed worker is
+	// unresponsive: one that neither acknowledges the drain nor heartbeats
+	// within 2 × HeartbeatInterval (at least 1 s, at most ReplaceTimeout)
+	// is killed. Default 5 s.
 	HeartbeatInterval time.Duration
 
 	// NannyTolerance is how long an active worker may go without a heartbeat
@@ -74,7 +77,8 @@ type Config struct {
 
 	// ReplaceTimeout bounds each guarded step of a replacement: a successor
 	// becoming ready (listening and warmed), and an old worker draining
-	// before SIGTERM (and as long again before SIGKILL). Default 60 s.
+	// before SIGTERM (and as long again before SIGKILL). It bounds the
+	// initial workers' readiness in Start too. Default 60 s.
 	ReplaceTimeout time.Duration
 
 	// ReplaceRetries is how many more successors are tried after one fails.
@@ -82,7 +86,9 @@ type Config struct {
 	ReplaceRetries int
 
 	// CrashBackoffMax caps the delay before replacing a worker that keeps
-	// crashing (the delay grows ×1.5 per crash in a row). Default 30 s.
+	// crashing (the delay grows ×1.5 per crash in a row), and the delay
+	// between retries of a respawn whose spawn failed (from 250 ms, ×2).
+	// Default 30 s.
 	CrashBackoffMax time.Duration
 
 	// HandleSignals makes the master handle SIGINT/SIGTERM (graceful stop; a
