@@ -5,14 +5,9 @@ import (
 	"time"
 )
 
-// instrument counts completed requests, their duration and handler panics,
-// and, once the worker drains, asks HTTP/1 clients to close the connection
-// after the response.
+// instrument counts completed requests, their duration and handler panics.
 func (w *Worker) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if w.draining.Load() && r.ProtoMajor == 1 {
-			rw.Header().Set("Connection", "close")
-		}
 		t := time.Now()
 		defer func() {
 			w.c.requests.Add(1)

@@ -291,8 +291,9 @@ func (w *Worker) begin(ctx context.Context) error {
 }
 
 // newServer makes the server of h: NewServer's, or a plain one, with the
-// limits of Config.Server on the fields it left zero, and the body read
-// deadline unless it has a ReadTimeout of its own.
+// limits of Config.Server on the fields it left zero, the body read deadline
+// unless it has a ReadTimeout of its own, and the drain's "Connection:
+// close".
 func (w *Worker) newServer(h http.Handler) *http.Server {
 	var s *http.Server
 	if w.cfg.NewServer != nil {
@@ -308,6 +309,15 @@ func (w *Worker) newServer(h http.Handler) *http.Server {
 	if s.ReadTimeout == 0 {
 		s.Handler = w.cfg.Server.BodyDeadline(s.Handler)
 	}
+	// Outermost, whatever handler NewServer chose: once the worker drains,
+	// HTTP/1 clients are asked to close the connection after the response.
+	inner := s.Handler
+	s.Handler = http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if w.draining.Load() && r.ProtoMajor == 1 {
+			rw.Header().Set("Connection", "close")
+		}
+		inner.ServeHTTP(rw, r)
+	})
 	return s
 }
 
