@@ -30,9 +30,11 @@ import (
 func TestFailedRespawnIsRetried(t *testing.T) {
 	tc := startCluster(t, envWorkers+"=2", envNoFile+"=256")
 	victim := tc.anyActive()
-	// Two descriptors left: enough for the control server, not for a spawn
-	// (/dev/null for stdin and the exec status pipe).
-	if err := tc.control("/exhaust?leave=2", nil); err != nil {
+	// One descriptor left: enough for the control server's connection
+	// (kept alive by the test's client), not for a spawn (/dev/null for
+	// stdin, the exec status pipe, the child's pidfd), even with the dead
+	// worker's pidfd back.
+	if err := tc.control("/exhaust?leave=1", nil); err != nil {
 		t.Fatal(err)
 	}
 	freed := false
