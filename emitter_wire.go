@@ -12,6 +12,7 @@ import (
 	"github.com/cluster2/cluster2/emitter"
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/master"
+	"github.com/cluster2/cluster2/monitor"
 	"github.com/cluster2/cluster2/shm"
 	"github.com/cluster2/cluster2/status"
 	"github.com/cluster2/cluster2/worker"
@@ -67,7 +68,7 @@ func startEmitterMaster(ctx context.Context, c Config, a *shm.Arena, self *shm.P
 // attachEmitterWorker attaches the default emitter in a worker (it waits
 // until the master armed the slot, at its forked event), announces the
 // statuses registered so far, and registers status.os: the worker's last
-// heartbeat, read from its control block.
+// heartbeat, read from its control block, as a monitor.HeartbeatStatus.
 func attachEmitterWorker(ctx context.Context, a *shm.Arena, p *shm.Proc) error {
 	if err := emitter.Default().Attach(ctx, a, p, emitter.RoleWorker); err != nil {
 		return fmt.Errorf("cluster2: emitter: %w", err)
@@ -83,7 +84,7 @@ func attachEmitterWorker(ctx context.Context, a *shm.Arena, p *shm.Proc) error {
 		if _, ok := b.LoadHeartbeat(&w); !ok {
 			return nil
 		}
-		return worker.HeartbeatFromWords(&w)
+		return monitor.HeartbeatStatusOf(worker.HeartbeatFromWords(&w))
 	}, nil)
 	reg.Announce()
 	return err

@@ -35,10 +35,17 @@ type MonitorConfig struct {
 	// sockets with it).
 	Disabled bool
 
-	// Token is the bearer token that actions and profiles require when
-	// MonitorAddr is beyond loopback; see monitor.Options.Token. Default "":
-	// beyond loopback, actions and profiles are off.
+	// Token is the bearer token the monitor's guarded routes (actions,
+	// profiles, the cache key feed, /status) require, wherever MonitorAddr
+	// is, loopback included; see monitor.Options.Token. Default "": on
+	// loopback any local user may use them (the monitor warns at start),
+	// beyond loopback they are off.
 	Token string
+
+	// AllowedHosts are the host names the monitor answers to in the Host
+	// header besides loopback names and addresses (against DNS rebinding);
+	// see monitor.Options.AllowedHosts. Default none.
+	AllowedHosts []string
 
 	// ECV configures the ECV routes and rules.
 	ECV ECVConfig
@@ -87,7 +94,7 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena) (*monitorRuntime, er
 		r.dir = dir
 	}
 	srv, err := monitor.New(r.src, monitor.Options{
-		Addr: c.MonitorAddr, Token: mc.Token, ECV: ecv, AgentAddr: mc.AgentAddr, ExpectedWorkers: c.Workers,
+		Addr: c.MonitorAddr, Token: mc.Token, AllowedHosts: mc.AllowedHosts, ECV: ecv, AgentAddr: mc.AgentAddr, ExpectedWorkers: c.Workers,
 		ProfileDir: r.dir, Logger: c.Logger,
 		OnEvent: func(name string) {
 			// markUp / markDown: to every process (the emitter), and to

@@ -38,9 +38,16 @@ type ECVOptions struct {
 	Root string
 
 	// MarkUp and MarkDown are the paths that put the cluster back in
-	// rotation and take it out (POST; GET is accepted for the original's
-	// clients). Control mode only. Defaults "/ecv/markUp", "/ecv/markDown".
+	// rotation and take it out, by POST. Control mode only. Defaults
+	// "/ecv/markUp", "/ecv/markDown".
 	MarkUp, MarkDown string
+
+	// MarkWithGET also accepts GET on MarkUp and MarkDown, as the
+	// original's clients sent. A GET changing state is what an <img> of
+	// any page can send: even with this option, cross-site browser
+	// requests are refused (403), and the token is required when set.
+	// Default false: GET answers 405.
+	MarkWithGET bool
 
 	// MinActive is the number of active (accepting) workers below which the
 	// ECV answers down. Default 1; negative: no minimum.
@@ -267,14 +274,17 @@ func (s *Server) serveECV(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveMark answers markUp and markDown: 200 and the new body, or 409 in
-// monitor mode.
-func (s *Server) serveMark(down bool) http.HandlerFunc {
+// monitor mode. It takes POST only, and GET too when withGET; any other
+// method is 405 with Allow.
+func (s *Server) serveMark(down, withGET bool) http.HandlerFunc {
+	allow := "POST"
+	if withGET {
+		allow = "GET, POST"
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		switch r.Method {
-		case http.MethodGet, http.MethodPost, http.MethodPut:
-		default:
-			w.Header().Set("Allow", "GET, POST, PUT")
-			plain(w, http.StatusMethodNotAllowed, "method not allowed\n")
+		if r.Method != http.MethodPost && !(withGET && r.Method == http.MethodGet) {
+			w.Header().Set("Allow", allow)
+			plain(w, http.StatusMethodNotAllowed, "method not allowed: "+allow+"\n")
 			return
 		}
 		var err error

@@ -144,7 +144,7 @@ func seconds(r *http.Request, def int) (time.Duration, error) {
 		return time.Duration(def) * time.Second, nil
 	}
 	n, err := strconv.ParseFloat(s, 64)
-	if err != nil || n <= 0 || n > maxProfileSeconds {
+	if err != nil || !(n > 0 && n <= maxProfileSeconds) { // NaN fails both
 		return 0, fmt.Errorf("seconds=%q: want a number in (0, %d]", s, maxProfileSeconds)
 	}
 	return time.Duration(n * float64(time.Second)), nil

@@ -206,7 +206,7 @@ type overview struct {
 	Caches        []cacheView  `json:"caches"`
 	Events        []eventRec   `json:"events"`
 	Profiles      bool         `json:"profiles"`      // per-worker profiles are reachable
-	TokenRequired bool         `json:"tokenRequired"` // actions need the bearer token
+	TokenRequired bool         `json:"tokenRequired"` // the guarded routes need the bearer token
 }
 
 type ecvPaths struct {
@@ -220,7 +220,7 @@ func (s *Server) overview() overview {
 	return overview{Time: now, MasterPid: os.Getpid(), ECV: s.ecv.State(),
 		Paths:   ecvPaths{Root: s.opts.ECV.Root, MarkUp: s.opts.ECV.MarkUp, MarkDown: s.opts.ECV.MarkDown},
 		Workers: s.samp.workers(s.src.Workers(), now), Caches: s.caches(), Events: s.samp.events(),
-		Profiles: s.opts.ProfileDir != "", TokenRequired: !s.open}
+		Profiles: s.opts.ProfileDir != "", TokenRequired: s.opts.Token != ""}
 }
 
 // sampleLoop samples the workers every SampleInterval and pushes the

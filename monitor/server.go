@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/cluster2/cluster2/master"
+	"github.com/cluster2/cluster2/status"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -26,16 +28,30 @@ const DefaultAddr = "127.0.0.1:8081"
 type Options struct {
 	// Addr is the monitor's listening address. Default DefaultAddr. A host
 	// that is not a loopback address (or "localhost") makes Token
-	// required for actions and profiles.
+	// required for the guarded routes (see Token).
 	Addr string
 
-	// Token is the bearer token that actions (pause, resume, replace,
-	// rolling restart, markUp/markDown), profiles and the cache key feed
-	// require when Addr is beyond loopback ("Authorization: Bearer <token>",
-	// or "access_token=<token>" in the query for links and event streams).
-	// ECV, /livez and the read-only pages stay open. Beyond loopback with
-	// no token, those routes answer 403. Default "".
+	// Token is the bearer token of the guarded routes: the actions (pause,
+	// resume, replace, rolling restart, markUp/markDown), the profiles, the
+	// cache key feed (it shows values) and /status (applications' own
+	// statuses). When set it is required wherever the monitor listens,
+	// loopback included: "Authorization: Bearer <token>" or, only when no
+	// Authorization header is sent, "access_token=<token>" in the query
+	// (for links and event streams, which cannot set headers). The ECV,
+	// /livez, the dashboard and its figures, /deps and /metrics stay open
+	// (see docs/monitor.md's threat model). With no token, a loopback
+	// monitor lets any local user use the guarded routes, and one beyond
+	// loopback answers them 403; Start warns of either. Default "".
 	Token string
+
+	// AllowedHosts are the host names (no port) the monitor answers to in
+	// the Host header besides the loopback names and addresses (localhost,
+	// 127.0.0.0/8, ::1), against DNS rebinding: a page of evil.example that
+	// resolves its name to 127.0.0.1 sends "Host: evil.example". A loopback
+	// monitor answers only those; one beyond loopback answers any Host while
+	// AllowedHosts is empty, else also IP addresses and these names. Other
+	// Hosts get 403. Default none.
+	AllowedHosts []string
 
 	// ECV configures the ECV routes and rules.
 	ECV ECVOptions
@@ -92,9 +108,9 @@ func (o Options) withDefaults() (Options, error) {
 
 // String describes o on one line, for the log at start (never the token).
 func (o Options) String() string {
-	return fmt.Sprintf("addr=%s token=%v ecv={mode=%s root=%s minActive=%d 404=%v} agent=%q profiles=%v",
-		o.Addr, o.Token != "", o.ECV.Mode, o.ECV.Root, o.ECV.MinActive, o.ECV.NotFoundWhenMarkedDown,
-		o.AgentAddr, o.ProfileDir != "")
+	return fmt.Sprintf("addr=%s token=%v hosts=%v ecv={mode=%s root=%s minActive=%d 404=%v markWithGET=%v} agent=%q profiles=%v",
+		o.Addr, o.Token != "", o.AllowedHosts, o.ECV.Mode, o.ECV.Root, o.ECV.MinActive, o.ECV.NotFoundWhenMarkedDown,
+		o.ECV.MarkWithGET, o.AgentAddr, o.ProfileDir != "")
 }
 
 // IsLoopback reports whether addr ("host:port") binds to loopback only:
@@ -118,15 +134,15 @@ func IsLoopback(addr string) bool {
 // are safe for concurrent use; it must not be copied. It runs in the master
 // only.
 type Server struct {
-	opts    Options
-	src     Source
-	log     *slog.Logger
-	ecv     *ECV
-	open    bool // bound to loopback: no token needed
-	handler http.Handler
-	reg     *prometheus.Registry
-	samp    *sampler
-	hub     *hub
+	opts     Options
+	src      Source
+	log      *slog.Logger
+	ecv      *ECV
+	loopback bool // bound to loopback only (IsLoopback of Options.Addr)
+	handler  http.Handler
+	reg      *prometheus.Registry
+	samp     *sampler
+	hub      *hub
 
 	stop     chan struct{}
 	bg       sync.WaitGroup
@@ -147,7 +163,7 @@ func New(src Source, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: o, src: src, log: o.Logger.With("role", "monitor"), open: IsLoopback(o.Addr),
+	s := &Server{opts: o, src: src, log: o.Logger.With("role", "monitor"), loopback: IsLoopback(o.Addr),
 		stop: make(chan struct{}), hub: newHub()}
 	s.ecv = newECV(o.ECV, s.activeWorkers, s.onMark)
 	s.samp = newSampler(o.History)
@@ -202,6 +218,14 @@ func (s *Server) Start() error {
 		go s.serveAgent(agentLn)
 	}
 	s.log.Info("monitor: serving", "addr", ln.Addr().String(), "options", s.opts.String())
+	switch {
+	case s.opts.Token == "" && s.loopback:
+		s.log.Warn("monitor: no token: any local user can pause, replace and restart workers, mark the cluster down, take profiles and read cache values (set a token)",
+			"addr", ln.Addr().String())
+	case s.opts.Token == "":
+		s.log.Warn("monitor: bound beyond loopback with no token: actions, profiles, the key feed and /status are off (403), the dashboard's figures and /metrics are open to the network",
+			"addr", ln.Addr().String())
+	}
 	return nil
 }
 
@@ -294,73 +318,165 @@ func (s *Server) activeWorkers() int {
 	return n
 }
 
-// routes builds the mux. Guarded routes need the token beyond loopback and
-// refuse cross-origin browser requests.
+// routes builds the mux. Every route checks the Host header (hostOK);
+// every route but the ECV and /livez refuses cross-site browser requests
+// (browser); the guarded ones also need the token (guard).
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	e := s.opts.ECV
+	b := func(h http.HandlerFunc) http.Handler { return s.browser(h) }
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { plain(w, http.StatusOK, "ok\n") })
 	mux.HandleFunc(e.Root, s.serveECV)
-	mux.Handle(e.MarkUp, s.guard(s.serveMark(false)))
-	mux.Handle(e.MarkDown, s.guard(s.serveMark(true)))
+	mux.Handle(e.MarkUp, s.guard(s.serveMark(false, e.MarkWithGET)))
+	mux.Handle(e.MarkDown, s.guard(s.serveMark(true, e.MarkWithGET)))
 
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /{$}", b(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/debug", http.StatusFound)
-	})
-	mux.HandleFunc("GET /debug", s.serveDashboard)
-	mux.HandleFunc("GET /debug/{$}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.Handle("GET /debug", b(s.serveDashboard))
+	mux.Handle("GET /debug/{$}", b(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/debug", http.StatusMovedPermanently)
-	})
-	mux.Handle("GET /debug/static/", staticHandler())
-	mux.HandleFunc("GET /debug/events", s.serveEvents)
-	mux.HandleFunc("GET /debug/api/overview", s.serveOverview)
-	mux.HandleFunc("GET /debug/api/workers", s.serveWorkers)
-	mux.HandleFunc("GET /debug/api/workers/{pid}", s.serveWorker)
-	mux.HandleFunc("GET /debug/api/caches", s.serveCaches)
+	}))
+	mux.Handle("GET /debug/static/", s.browser(staticHandler()))
+	mux.Handle("GET /debug/events", b(s.serveEvents))
+	mux.Handle("GET /debug/api/overview", b(s.serveOverview))
+	mux.Handle("GET /debug/api/workers", b(s.serveWorkers))
+	mux.Handle("GET /debug/api/workers/{pid}", b(s.serveWorker))
+	mux.Handle("GET /debug/api/caches", b(s.serveCaches))
 	mux.Handle("GET /debug/api/caches/{name}/changes", s.guard(http.HandlerFunc(s.serveKeyFeed)))
-	mux.HandleFunc("GET /debug/api/ecv", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /debug/api/ecv", b(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.ecv.Check(r.Context()))
-	})
-	mux.HandleFunc("GET /debug/api/events", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.Handle("GET /debug/api/events", b(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.samp.events())
-	})
+	}))
 	mux.Handle("POST /debug/api/workers/{pid}/{action}", s.guard(http.HandlerFunc(s.serveWorkerAction)))
 	mux.Handle("POST /debug/api/rolling-restart", s.guard(http.HandlerFunc(s.serveRollingRestart)))
-	mux.Handle("POST /debug/api/ecv/markUp", s.guard(s.serveMark(false)))
-	mux.Handle("POST /debug/api/ecv/markDown", s.guard(s.serveMark(true)))
+	mux.Handle("POST /debug/api/ecv/markUp", s.guard(s.serveMark(false, false)))
+	mux.Handle("POST /debug/api/ecv/markDown", s.guard(s.serveMark(true, false)))
 	mux.Handle("GET /debug/workers/{pid}/pprof/{name...}", s.guard(http.HandlerFunc(s.serveProfile)))
 
-	mux.HandleFunc("GET /deps", serveDeps)
-	mux.HandleFunc("GET /status", s.serveStatus)
-	mux.Handle("GET /metrics", s.metricsHandler())
-	return mux
+	mux.Handle("GET /deps", b(serveDeps))
+	mux.Handle("GET /status", s.guard(http.HandlerFunc(s.serveStatus)))
+	mux.Handle("GET /metrics", s.browser(s.metricsHandler()))
+	return s.hostOK(mux)
 }
 
-// guard lets a request through when the server is bound to loopback, or
-// when it carries the token; it refuses cross-origin browser requests that
-// change state either way.
-func (s *Server) guard(h http.Handler) http.Handler {
-	h = http.NewCrossOriginProtection().Handler(h)
+// hostOK answers 403 to a request whose Host header the monitor does not
+// answer to (Options.AllowedHosts), before any route: against DNS
+// rebinding, where a page's own name resolves to this machine and the
+// browser sends that name. A request without a Host (HTTP/1.0) is let
+// through: no browser sends one.
+func (s *Server) hostOK(h http.Handler) http.Handler {
+	allowed := make(map[string]bool, len(s.opts.AllowedHosts))
+	for _, n := range s.opts.AllowedHosts {
+		allowed[canonHost(n)] = true
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.open {
+		if r.Host == "" {
 			h.ServeHTTP(w, r)
 			return
 		}
-		if s.opts.Token == "" {
-			plain(w, http.StatusForbidden, "monitor: bound beyond loopback with no token configured: actions and profiles are off\n")
+		name := canonHost(hostOnly(r.Host))
+		ip := net.ParseIP(name)
+		switch {
+		case name == "localhost" || ip != nil && ip.IsLoopback() || allowed[name]:
+		case !s.loopback && (len(allowed) == 0 || ip != nil):
+		default:
+			plain(w, http.StatusForbidden, fmt.Sprintf("monitor: Host %q is not a name this monitor answers to (loopback names, or Options.AllowedHosts)\n", r.Host))
 			return
 		}
-		got := r.URL.Query().Get("access_token")
-		if a := r.Header.Get("Authorization"); a != "" {
-			got, _ = strings.CutPrefix(a, "Bearer ")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// hostOnly returns the host of a Host header, without its port and the
+// brackets of an IPv6 address.
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
+}
+
+func canonHost(h string) string { return strings.TrimSuffix(strings.ToLower(h), ".") }
+
+// crossSite reports whether r comes from a browser page of another site (or
+// another origin): Sec-Fetch-Site other than same-origin or none (typed in,
+// a bookmark), or an Origin header whose host is not r's Host ("null"
+// included). A request with neither header is not a browser's cross-site
+// request (every browser sends one or the other on one).
+func crossSite(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+	default:
+		return true
+	}
+	if o, ok := r.Header["Origin"]; ok {
+		if len(o) != 1 {
+			return true
 		}
-		if subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) != 1 {
+		u, err := url.Parse(o[0])
+		if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
+			return true
+		}
+	}
+	return false
+}
+
+// browser refuses cross-site browser requests (crossSite) with 403, for
+// every method: a GET from an <img> or a link of another site is refused
+// like a POST from its form.
+func (s *Server) browser(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if crossSite(r) {
+			plain(w, http.StatusForbidden, "monitor: cross-site request refused\n")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// guard is browser, then the token: when Options.Token is set a request
+// must carry it (tokenOK) wherever the monitor listens; without a token
+// the route is open on loopback and off (403) beyond.
+func (s *Server) guard(h http.Handler) http.Handler {
+	return s.browser(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case s.opts.Token == "" && s.loopback:
+		case s.opts.Token == "":
+			plain(w, http.StatusForbidden, "monitor: bound beyond loopback with no token configured: actions, profiles, the key feed and /status are off\n")
+			return
+		case !s.tokenOK(r):
 			w.Header().Set("WWW-Authenticate", `Bearer realm="cluster2 monitor"`)
 			plain(w, http.StatusUnauthorized, "monitor: bearer token required\n")
 			return
 		}
 		h.ServeHTTP(w, r)
-	})
+	}))
+}
+
+// tokenOK reports whether r carries Options.Token: in its one
+// Authorization header, which must read "Bearer <token>", or, only when r
+// has no Authorization header at all, in its one access_token query
+// parameter.
+func (s *Server) tokenOK(r *http.Request) bool {
+	var got string
+	if a, ok := r.Header["Authorization"]; ok {
+		if len(a) != 1 {
+			return false
+		}
+		if got, ok = strings.CutPrefix(a[0], "Bearer "); !ok {
+			return false
+		}
+	} else {
+		q := r.URL.Query()["access_token"]
+		if len(q) != 1 {
+			return false
+		}
+		got = q[0]
+	}
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) == 1
 }
 
 // pidOf parses the {pid} of r and checks that it is a live worker.
@@ -446,8 +562,10 @@ func (s *Server) caches() []cacheView {
 }
 
 // serveStatus answers the aggregated statuses: name → pid → value, from the
-// source's StatusSource, plus the built-in "os" (each worker's latest
-// heartbeat, as the original's status.os) and "ecv".
+// source's StatusSource, plus "ecv" (the ECV's state). "status.os" (each
+// worker's latest heartbeat) is always the master's own view of the
+// workers' heartbeats, as HeartbeatStatus: the same shape each worker
+// registers, read without asking the workers.
 func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{}
 	if ss, ok := s.src.(StatusSource); ok {
@@ -462,11 +580,13 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 			out[name] = v
 		}
 	}
-	osStatus := map[string]any{}
+	osStatus := map[string]HeartbeatStatus{}
 	for _, wi := range s.src.Workers() {
-		osStatus[strconv.Itoa(wi.Pid)] = heartbeatView(wi)
+		if wi.Heartbeat.At != 0 {
+			osStatus[strconv.Itoa(wi.Pid)] = HeartbeatStatusOf(wi.Heartbeat)
+		}
 	}
-	out["os"] = osStatus
+	out[status.NameOS] = osStatus
 	out["ecv"] = s.ecv.State()
 	writeJSON(w, http.StatusOK, out)
 }
