@@ -10,7 +10,7 @@
 //
 //	GET  /livez                          200 "ok" while the master runs (never follows the ECV)
 //	ANY  /ecv                            the ECV (ECVOptions.Root): 200 "ECV UP", or 503 (404) and why
-//	POST /ecv/markUp, /ecv/markDown      control mode: in and out of rotation (GET accepted) [guarded]
+//	POST /ecv/markUp, /ecv/markDown      control mode: in and out of rotation [guarded]
 //	GET  /debug                          the dashboard (embedded page, script and style)
 //	GET  /debug/events                   server-sent events: "snapshot" (the overview), "lifecycle"
 //	GET  /debug/api/overview             everything the dashboard shows, as JSON
@@ -21,11 +21,22 @@
 //	POST /debug/api/workers/{pid}/{pause|resume|replace}                 [guarded]
 //	POST /debug/api/rolling-restart, /debug/api/ecv/{markUp|markDown}    [guarded]
 //	GET  /debug/workers/{pid}/pprof/{profile|heap|goroutine|trace|…}     [guarded]
-//	GET  /deps, /status, /metrics        dependencies, statuses, Prometheus exposition
+//	GET  /deps, /metrics                 dependencies, Prometheus exposition
+//	GET  /status                         statuses: status.os (HeartbeatStatus), ecv, the application's [guarded]
 //
-// Guarded routes need Options.Token ("Authorization: Bearer …", or
-// access_token in the query) when the server is bound beyond loopback, and
-// refuse cross-origin browser requests (http.CrossOriginProtection) always.
+// # Who may do what
+//
+// /ecv and /livez answer anyone (load balancers). Every other route
+// refuses, for any method, cross-site browser requests (Sec-Fetch-Site
+// other than same-origin or none, or an Origin not of the request's Host),
+// and answers only Host headers it may (against DNS rebinding: on loopback,
+// loopback names and addresses plus Options.AllowedHosts). GET never
+// changes state: markUp and markDown take POST (ECVOptions.MarkWithGET adds
+// GET). Guarded routes need Options.Token when one is set, wherever the
+// server listens ("Authorization: Bearer …", or access_token in the query
+// of a request with no Authorization header); with no token they are open
+// on loopback (Start warns that any local user has control) and 403 beyond
+// it. docs/monitor.md has the threat model.
 //
 // # The ECV
 //

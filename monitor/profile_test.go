@@ -43,6 +43,10 @@ func TestProfiles(t *testing.T) {
 	want(t, "GET", base, 200, "goroutine")
 	want(t, "GET", base+"nope", 404, "unknown profile")
 	want(t, "GET", base+"profile?seconds=1000", 400, "seconds")
+	for _, bad := range []string{"NaN", "nan", "Inf", "-1", "0", "1e9", "x"} {
+		want(t, "GET", base+"profile?seconds="+bad, 400, "seconds")
+		want(t, "GET", base+"trace?seconds="+bad, 400, "seconds")
+	}
 	// A worker without a socket, an unknown pid, profiling off.
 	want(t, "GET", url+"/debug/workers/4242/pprof/heap", 502, "worker 4242 profiles")
 	want(t, "GET", url+"/debug/workers/999/pprof/heap", 404, "no worker")

@@ -318,15 +318,13 @@ func (s *Server) activeWorkers() int {
 	return n
 }
 
-// routes builds the mux. Every route checks the Host header (hostOK);
-// every route but the ECV and /livez refuses cross-site browser requests
-// (browser); the guarded ones also need the token (guard).
+// routes builds the mux. Every route but the ECV and /livez checks the Host
+// header (hostOK) and refuses cross-site browser requests (browser); the
+// guarded ones also need the token (guard).
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	e := s.opts.ECV
 	b := func(h http.HandlerFunc) http.Handler { return s.browser(h) }
-	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { plain(w, http.StatusOK, "ok\n") })
-	mux.HandleFunc(e.Root, s.serveECV)
 	mux.Handle(e.MarkUp, s.guard(s.serveMark(false, e.MarkWithGET)))
 	mux.Handle(e.MarkDown, s.guard(s.serveMark(true, e.MarkWithGET)))
 
@@ -359,7 +357,15 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /deps", b(serveDeps))
 	mux.Handle("GET /status", s.guard(http.HandlerFunc(s.serveStatus)))
 	mux.Handle("GET /metrics", s.browser(s.metricsHandler()))
-	return s.hostOK(mux)
+
+	// The ECV and /livez answer anyone, whatever the Host (a load
+	// balancer's check may send its own) and the site: they only say up or
+	// down.
+	lb := http.NewServeMux()
+	lb.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { plain(w, http.StatusOK, "ok\n") })
+	lb.HandleFunc(e.Root, s.serveECV)
+	lb.Handle("/", s.hostOK(mux))
+	return lb
 }
 
 // hostOK answers 403 to a request whose Host header the monitor does not

@@ -46,7 +46,11 @@ func do(t *testing.T, method, url string, header ...string) (int, string) {
 		t.Fatal(err)
 	}
 	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
+		if header[i] == "Host" {
+			req.Host = header[i+1]
+			continue
+		}
+		req.Header.Add(header[i], header[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -86,7 +90,9 @@ func TestECVControl(t *testing.T) {
 	want(t, "GET", url+"/ecv?probe=1", 200, monitor.BodyUp) // a query string still matches (the original 404'd)
 	want(t, "POST", url+"/ecv/markDown", 200, monitor.BodyDisabled)
 	want(t, "GET", url+"/ecv", 503, monitor.BodyDisabled+" marked down")
-	want(t, "GET", url+"/ecv/markUp", 200, monitor.BodyUp) // GET accepted for the original's clients
+	want(t, "GET", url+"/ecv/markUp", 405, "POST") // GET changes nothing (ECVOptions.MarkWithGET)
+	want(t, "GET", url+"/ecv", 503, monitor.BodyDisabled)
+	want(t, "POST", url+"/ecv/markUp", 200, monitor.BodyUp)
 	want(t, "GET", url+"/ecv", 200, monitor.BodyUp)
 	want(t, "DELETE", url+"/ecv/markDown", 405, "")
 	if got := strings.Join(events, ","); got != "markDown,markUp" {
@@ -156,8 +162,8 @@ func TestTokenRule(t *testing.T) {
 		{"POST", "/debug/api/workers/101/pause"}, {"POST", "/debug/api/workers/101/resume"},
 		{"POST", "/debug/api/workers/101/replace"}, {"POST", "/debug/api/rolling-restart"},
 		{"POST", "/debug/api/ecv/markDown"}, {"POST", "/debug/api/ecv/markUp"},
-		{"POST", "/ecv/markDown"}, {"GET", "/ecv/markUp"},
-		{"GET", "/debug/workers/101/pprof/heap"}, {"GET", "/debug/api/caches/c/changes"},
+		{"POST", "/ecv/markDown"}, {"POST", "/ecv/markUp"},
+		{"GET", "/debug/workers/101/pprof/heap"}, {"GET", "/debug/api/caches/c/changes"}, {"GET", "/status"},
 	}
 	for _, g := range guarded {
 		want(t, g.method, url+g.path, 401, "bearer token required")
@@ -168,7 +174,7 @@ func TestTokenRule(t *testing.T) {
 	}
 	want(t, "POST", url+"/debug/api/workers/101/pause?access_token="+token, 200, `"ok": true`)
 	// Reads stay open.
-	for _, p := range []string{"/ecv", "/livez", "/debug", "/debug/api/overview", "/deps", "/status", "/metrics"} {
+	for _, p := range []string{"/ecv", "/livez", "/debug", "/debug/api/overview", "/deps", "/metrics"} {
 		if code, _ := do(t, "GET", url+p); code == 401 || code == 403 {
 			t.Errorf("GET %s without token = %d; want open", p, code)
 		}
@@ -460,14 +466,24 @@ func TestDeps(t *testing.T) {
 func TestStatus(t *testing.T) {
 	f := newFake(101)
 	f.statuses = map[string]map[int]any{"queue": {101: 3, os.Getpid(): "idle"}}
+	f.statuses["status.os"] = map[int]any{101: map[string]any{"Pid": 101, "RSS": 1}} // another shape: not shown
 	_, url := serve(t, f, monitor.Options{})
 	var st map[string]map[string]any
 	getJSON(t, url+"/status", &st)
-	if st["queue"]["101"] != 3.0 || st["os"]["101"] == nil || st["ecv"]["up"] != false {
+	if st["queue"]["101"] != 3.0 || st["ecv"]["up"] != false {
 		t.Fatalf("status = %v", st)
 	}
+	// Each heartbeat once, in the one JSON shape (HeartbeatStatus).
+	if _, ok := st["os"]; ok {
+		t.Fatalf("status has both os and status.os: %v", st)
+	}
+	hb, _ := st["status.os"]["101"].(map[string]any)
+	if hb["rssBytes"] != float64(50<<20) || hb["uptimeSeconds"] != 60.0 || hb["cycleSeconds"] != 5.0 ||
+		hb["gcPauseMs"] != 1.0 || hb["pid"] != 101.0 || hb["RSS"] != nil || hb["Uptime"] != nil {
+		t.Fatalf("status.os[101] = %v; want HeartbeatStatus's camelCase names, seconds", hb)
+	}
 	_, url2 := serve(t, onlyWorkers{f}, monitor.Options{})
-	want(t, "GET", url2+"/status", 200, `"os"`)
+	want(t, "GET", url2+"/status", 200, `"status.os"`)
 }
 
 func TestMetrics(t *testing.T) {
