@@ -87,6 +87,10 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena) (*monitorRuntime, er
 		ecv.CheckURL = "http://" + loopbackOf(appAddr) + ecv.CheckURL
 	}
 	if !mc.NoProfiles {
+		// What a master killed with SIGKILL left (only dead pids' dirs).
+		for _, d := range monitor.RemoveStaleProfileDirs() {
+			c.Logger.Info("cluster2: monitor: removed a dead master's profile dir", "dir", d)
+		}
 		dir, err := monitor.MakeProfileDir()
 		if err != nil {
 			c.Logger.Error("cluster2: monitor: profiles are off", "err", err)

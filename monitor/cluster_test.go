@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -325,5 +326,63 @@ func TestClusterRoutes(t *testing.T) {
 	}
 	if code, _ := get(prof + "heap"); code != 404 {
 		t.Fatalf("profiles of the replaced worker = %d; want 404", code)
+	}
+}
+
+// Item 6 of issue 13: a master killed with SIGKILL leaves its profiling
+// directory; the next start removes what dead masters left, never a live
+// process's directory, and does not follow a symlink.
+func TestClusterKill9ProfileDirRemovedAtNextStart(t *testing.T) {
+	tmp := t.TempDir()
+	env := "TMPDIR=" + tmp
+	c1 := startCluster(t, 1, env)
+	c1.waitReady()
+	mine, _ := filepath.Glob(filepath.Join(tmp, "cluster2-pprof-"+strconv.Itoa(c1.cmd.Process.Pid)+"-*"))
+	if len(mine) != 1 {
+		t.Fatalf("profile dirs of master %d: %v; want 1", c1.cmd.Process.Pid, mine)
+	}
+	c1.cmd.Process.Signal(syscall.SIGKILL)
+	<-c1.dead
+	if !exists(mine[0]) {
+		t.Fatalf("%s is gone after kill -9: nothing to test", mine[0])
+	}
+	// A live process's dir (a sleep), a dead pid's dir, and a symlink named
+	// like a dead pid's dir pointing at a directory to keep.
+	sleep := exec.Command("sleep", "60")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleep.Process.Kill(); sleep.Wait() }()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	live := filepath.Join(tmp, fmt.Sprintf("cluster2-pprof-%d-live", sleep.Process.Pid))
+	deadDir := filepath.Join(tmp, fmt.Sprintf("cluster2-pprof-%d-dead", dead.Process.Pid))
+	keep := filepath.Join(tmp, "keep")
+	link := filepath.Join(tmp, fmt.Sprintf("cluster2-pprof-%d-link", dead.Process.Pid))
+	for _, d := range []string{live, deadDir, keep} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(d, "f"), nil, 0o600)
+	}
+	if err := os.Symlink(keep, link); err != nil {
+		t.Fatal(err)
+	}
+	c2 := startCluster(t, 1, env)
+	c2.waitReady()
+	for _, gone := range []string{mine[0], deadDir} {
+		if exists(gone) {
+			t.Errorf("%s still there after the next start", gone)
+		}
+	}
+	for _, kept := range []string{live, filepath.Join(live, "f"), link, filepath.Join(keep, "f")} {
+		if _, err := os.Lstat(kept); err != nil {
+			t.Errorf("%s was removed: %v", kept, err)
+		}
+	}
+	if d, _ := filepath.Glob(filepath.Join(tmp, "cluster2-pprof-"+strconv.Itoa(c2.cmd.Process.Pid)+"-*")); len(d) != 1 {
+		t.Errorf("the new master's profile dirs: %v; want 1", d)
 	}
 }

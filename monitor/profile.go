@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -15,6 +16,7 @@ import (
 	"runtime/trace"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -29,11 +31,17 @@ import (
 // workers the profiling directory.
 const ProfileDirEnv = "CLUSTER2_PPROF_DIR"
 
+// profileDirPrefix starts the name of every profiling directory, which goes
+// on with the master's pid: "cluster2-pprof-<pid>-<random>".
+const profileDirPrefix = "cluster2-pprof-"
+
 // MakeProfileDir creates a private directory (mode 0700) for the workers'
-// profiling sockets under os.TempDir, with a random name. The caller removes
-// it (os.RemoveAll) when the cluster stops.
+// profiling sockets under os.TempDir, named after this process's pid and a
+// random part ("cluster2-pprof-<pid>-<random>"). The caller removes it
+// (os.RemoveAll) when the cluster stops; a master killed with SIGKILL
+// cannot, and RemoveStaleProfileDirs removes it at a later start.
 func MakeProfileDir() (string, error) {
-	dir, err := os.MkdirTemp("", "cluster2-pprof-")
+	dir, err := os.MkdirTemp("", profileDirPrefix+strconv.Itoa(os.Getpid())+"-")
 	if err != nil {
 		return "", fmt.Errorf("monitor: profile dir: %w", err)
 	}
@@ -42,6 +50,59 @@ func MakeProfileDir() (string, error) {
 		return "", fmt.Errorf("monitor: profile dir: %w", err)
 	}
 	return dir, nil
+}
+
+// RemoveStaleProfileDirs removes the profiling directories under os.TempDir
+// (MakeProfileDir) that a dead master left: a killed master (SIGKILL, OOM)
+// removes nothing. It removes only directories (not symlinks) owned by this
+// process's user whose master pid is dead (gone, or a zombie); a live pid's
+// directory, even one reused by another process, is kept. It returns the
+// directories removed.
+func RemoveStaleProfileDirs() []string {
+	tmp := os.TempDir()
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		return nil
+	}
+	var removed []string
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), profileDirPrefix)
+		if !ok || !e.IsDir() || e.Type()&fs.ModeSymlink != 0 {
+			continue
+		}
+		pidText, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() || !pidDead(pid) {
+			continue
+		}
+		dir := filepath.Join(tmp, e.Name())
+		fi, err := os.Lstat(dir)
+		if err != nil || !fi.IsDir() {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Geteuid() {
+			continue
+		}
+		if os.RemoveAll(dir) == nil {
+			removed = append(removed, dir)
+		}
+	}
+	return removed
+}
+
+// pidDead reports whether no live process has pid: kill(pid, 0) says ESRCH,
+// or the process is a zombie. Any other answer (EPERM: another user's) is
+// alive.
+func pidDead(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
 
 // ProfileSocket returns the path of worker pid's profiling socket in dir.
