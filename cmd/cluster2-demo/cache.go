@@ -31,6 +31,18 @@ func (d demoCache) Get(ctx context.Context, key string, load func(ctx context.Co
 	return c.Get(ctx, key, func(ctx context.Context, _ string) ([]byte, error) { return load(ctx) })
 }
 
+func (d demoCache) Has(ctx context.Context, key string) (bool, error) {
+	c, err := d.use()
+	if err != nil {
+		return false, err
+	}
+	_, err = c.Get(ctx, key, nil) // a nil loader: ErrNotFound when absent
+	if errors.Is(err, cache.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 func (d demoCache) Set(ctx context.Context, key string, value []byte) error {
 	c, err := d.use()
 	if err != nil {

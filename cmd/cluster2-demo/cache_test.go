@@ -26,8 +26,16 @@ type demo struct {
 // and waits until it serves.
 func startDemo(t *testing.T, args string) *demo {
 	t.Helper()
-	d := &demo{rundir: t.TempDir()}
-	d.cmd = xtesting.Command(t, "demo", nil, "DEMO_ARGS=-addr 127.0.0.1:0 -monitor 127.0.0.1:0 -workers 2 -rundir "+d.rundir+" "+args)
+	return startDemoIn(t, t.TempDir(), args)
+}
+
+// startDemoIn is startDemo on run directory rundir, with extra environment
+// variables.
+func startDemoIn(t *testing.T, rundir, args string, env ...string) *demo {
+	t.Helper()
+	d := &demo{rundir: rundir}
+	d.cmd = xtesting.Command(t, "demo", nil, append(env,
+		"DEMO_ARGS=-addr 127.0.0.1:0 -monitor 127.0.0.1:0 -workers 2 -rundir "+d.rundir+" "+args)...)
 	out, _ := d.cmd.StdoutPipe()
 	xtesting.Start(t, d.cmd)
 	sc := bufio.NewScanner(out)

@@ -1,26 +1,37 @@
 // Command cluster2-demo runs a cluster2 demo cluster on embedded defaults, and
 // controls a running one.
 //
-//	cluster2-demo [-addr :8080] [-monitor 127.0.0.1:8081] [-workers N] [-data DIR]
+//	cluster2-demo [-addr :8080] [-monitor 127.0.0.1:8081] [-workers N] [-data DIR] [-token T]
 //	cluster2-demo status|reload|stop
 //
 // Routes (every response is JSON and names the serving pid):
 //
 //	GET    /             hello from the serving worker
 //	GET    /cache/{key}  read the cache "demo" through a loader
-//	PUT    /cache/{key}  store the request body
+//	HEAD   /cache/{key}  200 if the key has a value, 404 if not (no loader, nothing stored)
+//	PUT    /cache/{key}  store the request body (at most 1 MiB)
 //	DELETE /cache/{key}  delete
 //
+// Client errors are 4xx: a key over 1024 bytes 414, a body over the limit
+// 413, another method 405 with Allow.
+//
 // The master serves the monitor (package monitor: dashboard at /debug, ECV,
-// /metrics, the JSON API) on the monitor address. The control commands find the running
-// master through demo.json in the run directory (-rundir; default
-// $XDG_RUNTIME_DIR/cluster2-demo or the temp dir): status prints the
-// workers (from the monitor's /debug/api/workers), reload sends SIGHUP (a rolling restart), stop sends SIGTERM and
-// waits until the master is gone.
+// /metrics, the JSON API) on the monitor address. Its bearer token (for
+// actions, profiles, the key feed, /status) is -token, or
+// CLUSTER2_MONITOR_TOKEN when -token is not given (the environment is not
+// visible to other users; a command line is). Without one, any local user
+// controls the cluster (the monitor warns).
+//
+// The control commands find the running master through demo.json in the
+// run directory (-rundir; default $XDG_RUNTIME_DIR/cluster2-demo or
+// $TMPDIR/cluster2-demo-<uid>), which must be this user's and closed to
+// others (see rundir.go): status prints the workers (from the monitor's
+// /debug/api/workers), reload sends SIGHUP (a rolling restart), stop sends
+// SIGTERM and waits until the master is gone. Both signal only a pid that
+// is this demo's master (the executable, user and start time recorded).
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,6 +47,7 @@ import (
 	"time"
 
 	cluster2 "github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/cache"
 )
 
 func main() {
@@ -44,7 +56,11 @@ func main() {
 	workers := flag.Int("workers", 0, "number of workers (default: number of CPUs)")
 	data := flag.String("data", "", "data `directory` for persistent caches")
 	rundir := flag.String("rundir", defaultRunDir(), "run `directory` (pid files, demo.json)")
+	token := flag.String("token", "", "the monitor's bearer `token` (default $CLUSTER2_MONITOR_TOKEN)")
 	flag.Parse()
+	if *token == "" {
+		*token = os.Getenv(tokenEnv)
+	}
 	if cmd := flag.Arg(0); cmd != "" {
 		if err := control(cmd, *rundir); err != nil {
 			fmt.Fprintln(os.Stderr, "cluster2-demo:", err)
@@ -52,7 +68,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*addr, *monitor, *workers, *data, *rundir); err != nil {
+	if err := run(*addr, *monitor, *workers, *data, *rundir, *token); err != nil {
 		fmt.Fprintln(os.Stderr, "cluster2-demo:", err)
 		os.Exit(1)
 	}
@@ -65,19 +81,25 @@ func defaultRunDir() string {
 	return filepath.Join(os.TempDir(), "cluster2-demo-"+strconv.Itoa(os.Getuid()))
 }
 
-// state is what the master writes to demo.json for the control commands.
-type state struct {
-	Pid     int    `json:"pid"`
-	Addr    string `json:"addr"`
-	Monitor string `json:"monitor"`
-}
+// tokenEnv is the environment variable of the monitor's token.
+const tokenEnv = "CLUSTER2_MONITOR_TOKEN"
 
-func run(addr, monitor string, workers int, data, rundir string) error {
+func run(addr, monitor string, workers int, data, rundir, token string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if cluster2.CurrentRole() == cluster2.Master {
+		removed, err := prepareRunDir(rundir)
+		if err != nil {
+			return err
+		}
+		for _, p := range removed {
+			log.Info("removed what a dead master left", "path", p)
+		}
+	}
 	c, err := cluster2.Listen(context.Background(), cluster2.Config{
 		Workers: workers, Addr: addr, MonitorAddr: monitor, Handler: newApp(newCacheStore(data)),
 		PidDir: filepath.Join(rundir, "pids"), Logger: log,
-		Cache: cluster2.CacheConfig{Enabled: true, DataDir: data},
+		Cache:   cluster2.CacheConfig{Enabled: true, DataDir: data},
+		Monitor: cluster2.MonitorConfig{Token: token},
 	})
 	if err != nil {
 		return err
@@ -88,18 +110,20 @@ func run(addr, monitor string, workers int, data, rundir string) error {
 		}
 		return nil
 	}
-	st := state{Pid: os.Getpid(), Addr: c.Addr().String()}
+	st, err := selfState()
+	if err != nil {
+		log.Warn("cannot read this process's /proc entry: the control commands will refuse this master", "err", err)
+	}
+	st.Pid, st.Addr = os.Getpid(), c.Addr().String()
 	if m := c.MonitorAddr(); m != nil {
 		st.Monitor = m.String()
 	} else {
 		log.Warn("no monitor server: the status command will not work")
 	}
-	b, _ := json.Marshal(st)
-	path := filepath.Join(rundir, "demo.json")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
+	if err := writeState(rundir, st); err != nil {
 		log.Warn("cannot write demo.json: the control commands will not find this master", "err", err)
 	}
-	defer os.Remove(path)
+	defer os.Remove(filepath.Join(rundir, "demo.json"))
 	fmt.Printf("cluster2-demo: master %d serving http://%s with %d workers; monitor http://%s/debug\n",
 		os.Getpid(), st.Addr, len(c.Workers()), st.Monitor)
 	return c.Wait()
@@ -111,50 +135,104 @@ type store interface {
 	// Get returns key's value, calling load (in exactly one process) when
 	// it is absent.
 	Get(ctx context.Context, key string, load func(ctx context.Context) ([]byte, error)) ([]byte, error)
+	// Has reports whether key has a value, without loading or storing.
+	Has(ctx context.Context, key string) (bool, error)
 	Set(ctx context.Context, key string, value []byte) error
 	Delete(ctx context.Context, key string) error
 }
 
-func newApp(cache store) http.Handler {
+// maxBody is the largest value a PUT stores.
+const maxBody = 1 << 20
+
+// errorCode is the status of a cache route's error: the client's errors
+// are 4xx (a key too long for the cache 414, a value too large 413), the
+// rest 500.
+func errorCode(err error) int {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.Is(err, cache.ErrKeyTooLarge):
+		return http.StatusRequestURITooLong
+	case errors.Is(err, cache.ErrValueTooLarge), errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, cache.ErrEmptyKey):
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+func newApp(c store) http.Handler {
 	pid := os.Getpid()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"pid": pid, "hello": "hello from cluster2 worker " + strconv.Itoa(pid)})
 	})
-	// cacheRoute answers 501 while there is no cache, and otherwise the JSON
+	// cacheRoute answers 501 while there is no cache, 414 for a key longer
+	// than the cache takes (before anything runs), and otherwise the JSON
 	// of do's result, or of its error, naming the pid and the key.
 	cacheRoute := func(do func(r *http.Request, key string) (map[string]any, error)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			if cache == nil {
+			if c == nil {
 				writeJSON(w, http.StatusNotImplemented, map[string]any{"pid": pid, "error": "cache not yet"})
 				return
 			}
 			key := r.PathValue("key")
-			out, err := do(r, key)
-			if err != nil {
-				writeJSON(w, http.StatusInternalServerError, map[string]any{"pid": pid, "key": key, "error": err.Error()})
+			if len(key) > cache.MaxKeyLen {
+				writeJSON(w, http.StatusRequestURITooLong, map[string]any{"pid": pid,
+					"error": fmt.Sprintf("key of %d bytes: the limit is %d", len(key), cache.MaxKeyLen)})
 				return
 			}
+			out, err := do(r, key)
+			if err != nil {
+				writeJSON(w, errorCode(err), map[string]any{"pid": pid, "key": key, "error": err.Error()})
+				return
+			}
+			code := http.StatusOK
+			if c, ok := out["status"].(int); ok {
+				code = c
+				delete(out, "status")
+			}
 			out["pid"], out["key"] = pid, key
-			writeJSON(w, http.StatusOK, out)
+			writeJSON(w, code, out)
 		}
 	}
 	mux.HandleFunc("GET /cache/{key}", cacheRoute(func(r *http.Request, key string) (map[string]any, error) {
-		v, err := cache.Get(r.Context(), key, func(context.Context) ([]byte, error) {
+		if r.Method == http.MethodHead {
+			// HEAD looks: it never runs the loader nor stores anything.
+			ok, err := c.Has(r.Context(), key)
+			if err != nil || ok {
+				return map[string]any{"exists": ok}, err
+			}
+			return map[string]any{"exists": false, "status": http.StatusNotFound}, nil
+		}
+		v, err := c.Get(r.Context(), key, func(context.Context) ([]byte, error) {
 			return []byte("loaded by pid " + strconv.Itoa(pid)), nil
 		})
 		return map[string]any{"value": string(v)}, err
 	}))
 	mux.HandleFunc("PUT /cache/{key}", cacheRoute(func(r *http.Request, key string) (map[string]any, error) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if r.ContentLength > maxBody {
+			return nil, &http.MaxBytesError{Limit: maxBody}
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
 		if err == nil {
-			err = cache.Set(r.Context(), key, body)
+			err = c.Set(r.Context(), key, body)
 		}
 		return map[string]any{"stored": len(body)}, err
 	}))
 	mux.HandleFunc("DELETE /cache/{key}", cacheRoute(func(r *http.Request, key string) (map[string]any, error) {
-		return map[string]any{"deleted": true}, cache.Delete(r.Context(), key)
+		return map[string]any{"deleted": true}, c.Delete(r.Context(), key)
 	}))
+	// Known paths, other methods: 405 with Allow (the catch-all below
+	// would answer them 404).
+	notAllowed := func(allow string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"pid": pid,
+				"error": "method " + r.Method + " not allowed on " + r.URL.Path + " (allowed: " + allow + ")"})
+		}
+	}
+	mux.HandleFunc("/{$}", notAllowed("GET, HEAD"))
+	mux.HandleFunc("/cache/{key}", notAllowed("GET, HEAD, PUT, DELETE"))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]any{"pid": pid, "error": "no route " + r.Method + " " + r.URL.Path})
 	})
@@ -169,16 +247,12 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // control runs a control command against the running master.
 func control(cmd, rundir string) error {
-	b, err := os.ReadFile(filepath.Join(rundir, "demo.json"))
+	st, err := readState(rundir)
 	if err != nil {
 		return fmt.Errorf("no running master found in %s: %w", rundir, err)
 	}
-	var st state
-	if err := json.Unmarshal(b, &st); err != nil {
-		return fmt.Errorf("demo.json: %w", err)
-	}
-	if !running(st.Pid) {
-		return fmt.Errorf("master %d (from %s) is not running", st.Pid, rundir)
+	if err := verifyMaster(st); err != nil {
+		return fmt.Errorf("%s/demo.json: %w", rundir, err)
 	}
 	switch cmd {
 	case "status":
@@ -217,17 +291,4 @@ func control(cmd, rundir string) error {
 	default:
 		return fmt.Errorf("unknown command %q (want status, reload or stop)", cmd)
 	}
-}
-
-// running reports whether pid is a live process: not gone, not a zombie.
-func running(pid int) bool {
-	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// The run directory holds demo.json (how the control commands find the
+// master) and pids/ (the master's and workers' pid files). Under /tmp (no
+// XDG_RUNTIME_DIR) another user may create it first, or plant a symlink in
+// it; so:
+//
+//   - it is created 0700, and one that is a symlink, not a directory, not
+//     owned by this user, or writable by group or others is refused
+//     (nothing in it is trusted or written);
+//   - files are opened with O_NOFOLLOW, and demo.json is written to a new
+//     file (O_EXCL) renamed over the old, so a planted symlink is never
+//     followed;
+//   - demo.json records the master's pid, executable and start time
+//     (/proc/PID/stat's starttime), and stop and reload signal a pid only if
+//     it is a live process of this user running that executable (named as
+//     this program is) since that same start time: a stale demo.json (its
+//     pid reused by another process) or a forged one naming another program
+//     signals nothing.
+//
+// A master killed with SIGKILL leaves demo.json and pid files; the next
+// master started on the same run directory removes the pid files of dead
+// pids and a demo.json whose master is not running (and refuses to start
+// while it is).
+
+// errRunDir is wrapped by every refusal of a run directory or its files.
+var errRunDir = errors.New("unsafe run directory")
+
+// errNotMaster is wrapped when demo.json's pid is not this demo's master.
+var errNotMaster = errors.New("not this demo's master")
+
+// secureRunDir creates dir (0700) if it does not exist and create is set,
+// and checks that it is a real directory of this user that no one else may
+// write in.
+func secureRunDir(dir string, create bool) error {
+	if create {
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("run directory %s: %w", dir, err)
+		}
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("run directory %s: %w", dir, err)
+	}
+	switch st, ok := fi.Sys().(*syscall.Stat_t); {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return fmt.Errorf("%w: %s is a symlink", errRunDir, dir)
+	case !fi.IsDir():
+		return fmt.Errorf("%w: %s is not a directory", errRunDir, dir)
+	case !ok || int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("%w: %s is owned by uid %d, not by this user (%d)", errRunDir, dir, st.Uid, os.Geteuid())
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("%w: %s has mode %04o: others may plant files in it (chmod 700 it, or remove it)",
+			errRunDir, dir, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// state is what the master writes to demo.json for the control commands.
+type state struct {
+	Pid     int    `json:"pid"`
+	Addr    string `json:"addr"`
+	Monitor string `json:"monitor"`
+	Exe     string `json:"exe"`   // the master's executable (/proc/PID/exe)
+	Start   uint64 `json:"start"` // the master's start time, /proc/PID/stat field 22 (clock ticks since boot)
+}
+
+// writeState writes st to dir/demo.json through a new file renamed over the
+// old: a symlink planted as demo.json is replaced, never followed.
+func writeState(dir string, st state) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, fmt.Sprintf(".demo.json.%d", os.Getpid()))
+	os.Remove(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, "demo.json"))
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// readState reads dir/demo.json, refusing a symlink and a file that is not
+// a regular file of this user.
+func readState(dir string) (state, error) {
+	var st state
+	if err := secureRunDir(dir, false); err != nil {
+		return st, err
+	}
+	path := filepath.Join(dir, "demo.json")
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return st, fmt.Errorf("%w: %s is a symlink", errRunDir, path)
+	}
+	if err != nil {
+		return st, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return st, err
+	}
+	if s, ok := fi.Sys().(*syscall.Stat_t); !fi.Mode().IsRegular() || !ok || int(s.Uid) != os.Geteuid() {
+		return st, fmt.Errorf("%w: %s is not a regular file of this user", errRunDir, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("%s: %w", path, err)
+	}
+	return st, nil
+}
+
+// selfState returns this process's pid, executable and start time.
+func selfState() (state, error) {
+	pid := os.Getpid()
+	exe, err := procExe(pid)
+	if err != nil {
+		return state{}, err
+	}
+	start, err := procStart(pid)
+	if err != nil {
+		return state{}, err
+	}
+	return state{Pid: pid, Exe: exe, Start: start}, nil
+}
+
+// procExe returns the executable of pid, without the " (deleted)" of a
+// binary replaced since it started (a rebuilt demo).
+func procExe(pid int) (string, error) {
+	exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(exe, " (deleted)"), nil
+}
+
+// procStart returns pid's start time: field 22 of /proc/PID/stat.
+func procStart(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
+	}
+	f := strings.Fields(string(b[i+1:])) // f[0] is field 3 (state)
+	if len(f) < 20 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// procUID returns pid's real user id (/proc/PID/status).
+func procUID(pid int) (int, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "Uid:"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				return strconv.Atoi(f[0])
+			}
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status: no Uid", pid)
+}
+
+// verifyMaster checks that st.Pid is this demo's live master: running (not
+// a zombie), of this user, running the executable demo.json recorded (with
+// this program's name), started when demo.json says.
+func verifyMaster(st state) error {
+	if st.Pid <= 1 {
+		return fmt.Errorf("%w: pid %d", errNotMaster, st.Pid)
+	}
+	if !running(st.Pid) {
+		return fmt.Errorf("master %d is not running", st.Pid)
+	}
+	self, err := procExe(os.Getpid())
+	if err != nil {
+		return err
+	}
+	exe, err := procExe(st.Pid)
+	if err != nil {
+		return fmt.Errorf("%w: pid %d: %v", errNotMaster, st.Pid, err)
+	}
+	// The same program: the executable demo.json recorded, named as this
+	// one is (not the same path: "go run" builds each run elsewhere).
+	if exe != st.Exe || filepath.Base(exe) != filepath.Base(self) {
+		return fmt.Errorf("%w: pid %d runs %s (demo.json says %q, this is %s)", errNotMaster, st.Pid, exe, st.Exe, self)
+	}
+	if uid, err := procUID(st.Pid); err != nil || uid != os.Getuid() {
+		return fmt.Errorf("%w: pid %d belongs to uid %d (%v)", errNotMaster, st.Pid, uid, err)
+	}
+	if start, err := procStart(st.Pid); err != nil || start != st.Start {
+		return fmt.Errorf("%w: pid %d started at %d, demo.json's master at %d (%v)", errNotMaster, st.Pid, start, st.Start, err)
+	}
+	return nil
+}
+
+// prepareRunDir secures dir and removes what dead masters left in it: a
+// demo.json whose master is not running and the pid files of dead pids
+// (pids/master.<pid>.pid, pids/worker.<pid>.pid). A live master on dir is
+// an error: two masters would share demo.json.
+func prepareRunDir(dir string) (removed []string, err error) {
+	if err := secureRunDir(dir, true); err != nil {
+		return nil, err
+	}
+	pids := filepath.Join(dir, "pids")
+	if err := secureRunDir(pids, true); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "demo.json")
+	if _, err := os.Lstat(path); err == nil {
+		st, rerr := readState(dir)
+		if rerr == nil && verifyMaster(st) == nil {
+			return nil, fmt.Errorf("master %d already runs on %s (stop it, or another -rundir)", st.Pid, dir)
+		}
+		if os.Remove(path) == nil {
+			removed = append(removed, path)
+		}
+	}
+	entries, err := os.ReadDir(pids)
+	if err != nil {
+		return removed, err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		rest, ok := strings.CutPrefix(name, "master.")
+		if !ok {
+			rest, ok = strings.CutPrefix(name, "worker.")
+		}
+		pidText, ok2 := strings.CutSuffix(rest, ".pid")
+		pid, perr := strconv.Atoi(pidText)
+		if !ok || !ok2 || perr != nil || pid <= 0 || running(pid) {
+			continue
+		}
+		p := filepath.Join(pids, name)
+		if os.Remove(p) == nil {
+			removed = append(removed, p)
+		}
+	}
+	return removed, nil
+}
+
+// running reports whether pid is a live process: not gone, not a zombie.
+// A process it cannot see for another reason (EPERM) is live.
+func running(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
