@@ -46,7 +46,7 @@ func TestDemoClientErrors(t *testing.T) {
 	long := strings.Repeat("k", 1025)
 	for _, m := range []string{"GET", "PUT", "DELETE"} {
 		if code, _, v := send(t, m, base+"/cache/"+long, strings.NewReader("v")); code != 414 {
-			t.Errorf("%s of a 1025-byte key = %d %v; want 414", m, code, v)
+			t.Errorf("%s of a 1025-byte key = %d %.80v; want 414", m, code, v["error"])
 		}
 	}
 	if code, _, v := send(t, "GET", base+"/cache/"+strings.Repeat("k", 1024), nil); code != 200 {
@@ -62,6 +62,11 @@ func TestDemoClientErrors(t *testing.T) {
 	// Chunked, no Content-Length: still 413, and nothing stored.
 	if code, _, v := send(t, "PUT", base+"/cache/big", io.MultiReader(bytes.NewReader(big))); code != 413 {
 		t.Errorf("chunked PUT of 1 MiB + 1 = %d %v; want 413", code, v)
+	}
+	// Under the demo's limit but over the cache's (a quarter of a shard):
+	// the cache's ErrValueTooLarge is a 413 too.
+	if code, _, v := send(t, "PUT", base+"/cache/big", bytes.NewReader(big[:900<<10])); code != 413 {
+		t.Errorf("PUT of 900 KiB = %d %v; want 413", code, v)
 	}
 	if code, _, _ := send(t, "HEAD", base+"/cache/big", nil); code != 404 {
 		t.Errorf("HEAD after refused PUTs = %d; want 404", code)
