@@ -308,8 +308,16 @@ func TestClusterRoutes(t *testing.T) {
 		_, body := get(c.mon + "/metrics")
 		t.Fatalf("/metrics lacks worker %s:\n%s", pid, body)
 	}
-	if code, body := get(c.mon + "/status"); code != 200 || !strings.Contains(body, `"`+pid+`"`) {
+	code, body := get(c.mon + "/status")
+	var st map[string]map[string]any
+	if code != 200 || json.Unmarshal([]byte(body), &st) != nil {
 		t.Fatalf("/status = %d %q", code, body)
+	}
+	// Each heartbeat once, as monitor.HeartbeatStatus.
+	hb, _ := st["status.os"][pid].(map[string]any)
+	if _, two := st["os"]; two || len(st["status.os"]) != 2 || hb["pid"] != float64(ws[0].Pid) ||
+		hb["rssBytes"] == nil || hb["cycleSeconds"] == nil || hb["RSS"] != nil {
+		t.Fatalf("/status: want status.os only, the 2 workers' heartbeats in camelCase: %s", body)
 	}
 	if code, body := get(c.mon + "/deps"); code != 200 || !strings.Contains(body, `"name": "github.com/cluster2/cluster2"`) {
 		t.Fatalf("/deps = %d %q", code, body)
