@@ -56,6 +56,27 @@ type Options struct {
 	// ECV configures the ECV routes and rules.
 	ECV ECVOptions
 
+	// MaxConns caps the monitor's open HTTP connections: one accepted
+	// beyond it is closed at once (logged at most every 10 s), so that a
+	// flood of connections never takes more than MaxConns of the master's
+	// file descriptors (the master needs them to fork workers). Open
+	// dashboards hold one each (their event stream). Default
+	// DefaultMaxConns (128).
+	MaxConns int
+
+	// IdleTimeout closes a keep-alive connection idle that long. Default
+	// DefaultIdleTimeout (75 s).
+	IdleTimeout time.Duration
+
+	// ReadHeaderTimeout bounds the reading of a request's headers (a
+	// connection that sends none is closed after it). The monitor's routes
+	// read no body. Default DefaultReadHeaderTimeout (10 s).
+	ReadHeaderTimeout time.Duration
+
+	// MaxHeaderBytes caps a request's headers (431 beyond). Default
+	// DefaultMaxHeaderBytes (64 KiB).
+	MaxHeaderBytes int
+
 	// AgentAddr, when set, is a TCP address where an HAProxy agent-check
 	// responder answers one line per connection: "ready up 100%" (the
 	// weight is the share of the expected workers that are active),
@@ -98,6 +119,18 @@ func (o Options) withDefaults() (Options, error) {
 	if o.History <= 0 {
 		o.History = 60
 	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = DefaultMaxConns
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.ReadHeaderTimeout <= 0 {
+		o.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -108,9 +141,9 @@ func (o Options) withDefaults() (Options, error) {
 
 // String describes o on one line, for the log at start (never the token).
 func (o Options) String() string {
-	return fmt.Sprintf("addr=%s token=%v hosts=%v ecv={mode=%s root=%s minActive=%d 404=%v markWithGET=%v} agent=%q profiles=%v",
-		o.Addr, o.Token != "", o.AllowedHosts, o.ECV.Mode, o.ECV.Root, o.ECV.MinActive, o.ECV.NotFoundWhenMarkedDown,
-		o.ECV.MarkWithGET, o.AgentAddr, o.ProfileDir != "")
+	return fmt.Sprintf("addr=%s token=%v hosts=%v maxConns=%d idle=%s ecv={mode=%s root=%s minActive=%d 404=%v markWithGET=%v} agent=%q profiles=%v",
+		o.Addr, o.Token != "", o.AllowedHosts, o.MaxConns, o.IdleTimeout, o.ECV.Mode, o.ECV.Root, o.ECV.MinActive,
+		o.ECV.NotFoundWhenMarkedDown, o.ECV.MarkWithGET, o.AgentAddr, o.ProfileDir != "")
 }
 
 // IsLoopback reports whether addr ("host:port") binds to loopback only:
@@ -205,11 +238,14 @@ func (s *Server) Start() error {
 		}
 	}
 	s.started, s.ln, s.agentLn = true, ln, agentLn
-	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		IdleTimeout: s.opts.IdleTimeout, MaxHeaderBytes: s.opts.MaxHeaderBytes,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	limited := newLimitListener(ln, s.opts.MaxConns, s.log)
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(limited); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("monitor: serve", "err", err)
 		}
 	}()
