@@ -27,17 +27,34 @@ func AgentLine(st ECVState, expected int) string {
 	return "down\n"
 }
 
-// serveAgent answers one line per connection until ln is closed.
+// serveAgent answers one line per connection until ln is closed. An accept
+// error other than the listener's closing (EMFILE, ENFILE: the master is out
+// of descriptors) is retried after a back-off (5 ms doubling to 1 s),
+// logged at most every 10 s: the agent check must come back once
+// descriptors are free.
 func (s *Server) serveAgent(ln net.Listener) {
 	defer s.bg.Done()
+	var backoff time.Duration
+	var lastLog time.Time
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				s.log.Error("monitor: agent-check accept", "err", err)
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			if time.Since(lastLog) >= 10*time.Second {
+				s.log.Error("monitor: agent-check accept (retrying)", "err", err, "retryIn", backoff)
+				lastLog = time.Now()
+			}
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-s.stop:
+				return
+			}
 		}
+		backoff = 0
 		expected := s.opts.ExpectedWorkers
 		if expected <= 0 {
 			expected = len(s.src.Workers())

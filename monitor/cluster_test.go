@@ -26,7 +26,7 @@ import (
 // monitor wired by cluster2.Listen.
 
 func TestMain(m *testing.M) {
-	xtesting.Main(m, map[string]func(){"cluster": childCluster})
+	xtesting.Main(m, map[string]func(){"cluster": childCluster, "agent-emfile": childAgentEMFILE})
 }
 
 // Scenario variables of the "cluster" child (the workers inherit them).

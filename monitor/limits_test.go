@@ -3,15 +3,19 @@ package monitor_test
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/xtesting"
 	"github.com/cluster2/cluster2/monitor"
 )
 
@@ -144,4 +148,70 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// childAgentEMFILE serves an agent check, then takes every descriptor it
+// may open (RLIMIT_NOFILE lowered to 64) until its stdin says FREE.
+func childAgentEMFILE() {
+	s, err := monitor.New(newFake(101), monitor.Options{Addr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	if err == nil {
+		err = s.Start()
+	}
+	if err != nil {
+		fmt.Println("ERROR", err)
+		os.Exit(1)
+	}
+	in := bufio.NewScanner(os.Stdin)
+	var lim syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	lim.Cur = 64
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		fmt.Println("ERROR", err)
+		os.Exit(1)
+	}
+	var files []*os.File
+	for {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			break
+		}
+		files = append(files, f)
+	}
+	fmt.Println("FULL", s.AgentAddr())
+	in.Scan() // FREE
+	for _, f := range files {
+		f.Close()
+	}
+	fmt.Println("FREED")
+	select {}
+}
+
+// An agent check whose accept failed for want of descriptors (EMFILE)
+// answers again once they are free (it used to stop for good).
+func TestAgentSurvivesEMFILE(t *testing.T) {
+	cmd := xtesting.Command(t, "agent-emfile", nil)
+	stdin, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	xtesting.Start(t, cmd)
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() || !strings.HasPrefix(sc.Text(), "FULL ") {
+		t.Fatalf("child: %q", sc.Text())
+	}
+	addr := strings.TrimPrefix(sc.Text(), "FULL ")
+	c, err := net.Dial("tcp", addr) // queued: the child cannot accept it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(300 * time.Millisecond) // the child's accept fails meanwhile
+	io.WriteString(stdin, "FREE\n")
+	if !sc.Scan() || sc.Text() != "FREED" {
+		t.Fatalf("child: %q", sc.Text())
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "down\n" {
+		t.Fatalf("agent check after EMFILE = %q, %v; want \"down\\n\" (not warm yet)", line, err)
+	}
 }
