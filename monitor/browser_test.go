@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,7 +38,8 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		t.Skip(msg)
 	}
-	c := startCluster(t, 2, envHeartbeat+"=300ms")
+	const token = "browser-token"
+	c := startCluster(t, 2, envHeartbeat+"=300ms", envToken+"="+token)
 	c.waitReady()
 
 	opts := []chromedp.ExecAllocatorOption{
@@ -107,8 +109,18 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("ECV badge = %q; want ECV UP", ecv)
 	}
 
-	// Pause the first worker from the page.
+	// Pause the first worker from the page: the monitor has a token, which
+	// the page sends from the tab's storage (where its token box or its
+	// prompt puts it).
 	pid := pids[0]
+	if code, body := request("POST", c.mon+"/debug/api/workers/"+pid+"/pause"); code != 401 {
+		t.Fatalf("pause without the token = %d %q; want 401", code, body)
+	}
+	eval("store the token", `sessionStorage.setItem('cluster2-token', `+strconv.Quote(token)+`), 'ok'`)
+	if err := chromedp.Do(step(), chromedp.Navigate(c.mon+"/debug")); err != nil {
+		t.Fatalf("reload the dashboard: %v", err)
+	}
+	poll("rows after reload", `document.querySelectorAll('#workers tbody tr[data-pid]').length === 2`)
 	if err := chromedp.Do(step(), chromedp.Click(chromedp.CSS(`button[data-action="pause"][data-pid="`+pid+`"]`))); err != nil {
 		t.Fatalf("click pause: %v", err)
 	}
@@ -117,6 +129,13 @@ func TestDashboardInBrowser(t *testing.T) {
 		if strconv.Itoa(w.Pid) == pid && w.State != "paused" {
 			t.Fatalf("worker %s is %s after the page's pause; want paused", pid, w.State)
 		}
+	}
+
+	// The page's profile links carry the token (a link cannot send a header).
+	poll("profile links", `!!document.querySelector('tr[data-pid="`+pid+`"] a[data-profile="heap"]')`)
+	href := eval("heap link", `document.querySelector('tr[data-pid="`+pid+`"] a[data-profile="heap"]').href`)
+	if code, body := get(href); code != 200 || !strings.HasPrefix(body, "\x1f\x8b") {
+		t.Fatalf("the page's heap link %s = %d; want the profile", href, code)
 	}
 
 	png, err := chromedp.Run(step(), chromedp.FullScreenshot(100)) // 100: PNG

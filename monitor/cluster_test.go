@@ -36,6 +36,7 @@ const (
 	envWarmHang  = "T_WARMHANG"  // WarmUp blocks while this file exists
 	envInFlight  = "T_INFLIGHT"  // /slow creates this file when it starts
 	envHeartbeat = "T_HEARTBEAT" // Config.HeartbeatInterval
+	envToken     = "T_TOKEN"     // Config.Monitor.Token
 )
 
 func exists(path string) bool {
@@ -63,6 +64,7 @@ func childCluster() {
 	c, err := cluster2.Listen(context.Background(), cluster2.Config{
 		Workers: workers, Addr: "127.0.0.1:0", MonitorAddr: os.Getenv(envMonitor), Handler: mux,
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Monitor:           cluster2.MonitorConfig{Token: os.Getenv(envToken)},
 		HeartbeatInterval: hb, NannyTolerance: -1, StopTimeout: 20 * time.Second, ReplaceTimeout: 20 * time.Second,
 		WarmUp: func(ctx context.Context, addr string) error {
 			for exists(os.Getenv(envWarmHang)) && ctx.Err() == nil {
