@@ -17,6 +17,7 @@ import (
 
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/status"
+	"github.com/cluster2/cluster2/worker"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -240,7 +241,7 @@ func (s *Server) Start() error {
 	s.started, s.ln, s.agentLn = true, ln, agentLn
 	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		IdleTimeout: s.opts.IdleTimeout, MaxHeaderBytes: s.opts.MaxHeaderBytes,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+		ErrorLog: worker.NewErrorLog(s.log, time.Second)} // accept errors (EMFILE): a line a second at most
 	limited := newLimitListener(ln, s.opts.MaxConns, s.log)
 	s.bg.Add(1)
 	go func() {
