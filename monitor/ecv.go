@@ -104,6 +104,8 @@ func (o ECVOptions) withDefaults() (ECVOptions, error) {
 		return o, fmt.Errorf("%w: ECV.CheckURL is empty in monitor mode", ErrInvalidOptions)
 	case o.Root[0] != '/' || o.MarkUp[0] != '/' || o.MarkDown[0] != '/':
 		return o, fmt.Errorf("%w: ECV paths must start with /", ErrInvalidOptions)
+	case o.Root == "/":
+		return o, fmt.Errorf("%w: ECV.Root \"/\" would answer every route", ErrInvalidOptions)
 	case o.Root == o.MarkUp || o.Root == o.MarkDown || o.MarkUp == o.MarkDown:
 		return o, fmt.Errorf("%w: ECV paths must differ", ErrInvalidOptions)
 	}
