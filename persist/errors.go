@@ -8,8 +8,8 @@ import (
 // These errors can be returned by Open, Manager.Replay and Manager.Run.
 var (
 	// ErrCorrupt is returned (wrapped in a *CorruptError naming the file and
-	// offset) when the log or the snapshot is damaged other than by a torn
-	// last write.
+	// offset) when the log, its checkpoint or the snapshot is damaged or
+	// missing, other than by a torn write past the log's durable end.
 	ErrCorrupt = errors.New("persist: corrupt")
 
 	// ErrBadOptions is returned for invalid Options.
@@ -17,20 +17,40 @@ var (
 
 	// ErrClosed is returned by a closed Manager.
 	ErrClosed = errors.New("persist: closed")
+
+	// ErrLocked is returned by Open when another process (or another
+	// Manager of this one) holds the data directory; the message names the
+	// holder's pid.
+	ErrLocked = errors.New("persist: data directory in use")
+
+	// ErrUnsafeDir is returned by Open for a data directory (or its wal
+	// subdirectory) that other users could write to: group- or
+	// other-writable, or not owned by this process's user.
+	ErrUnsafeDir = errors.New("persist: unsafe data directory")
 )
 
-// CorruptError tells where the damage is. errors.Is(err, ErrCorrupt) holds.
+// CorruptError tells where the damage is and how to start anyway.
+// errors.Is(err, ErrCorrupt) holds; Err, if not nil, is the cause (for
+// example a cache.ErrCorrupt of the replay).
 type CorruptError struct {
 	File   string
 	Offset int64
 	Reason string
+	Err    error
+
+	cut bool // salvage keeps File up to Offset and moves the rest away
 }
 
 // Error tells the file, the offset, the reason and how to start anyway.
 func (e *CorruptError) Error() string {
-	return fmt.Sprintf("persist: corrupt %s at offset %d: %s (start with Options.Salvage to keep what comes before it)",
+	return fmt.Sprintf("persist: corrupt %s at offset %d: %s; to start anyway with what comes before the damage, "+
+		"start with Salvage (persist.Options.Salvage, cluster2 Config.Cache.Salvage; the demo: -salvage): "+
+		"what it drops is moved to salvaged-<time>/ in the data directory, not deleted",
 		e.File, e.Offset, e.Reason)
 }
 
 // Is reports ErrCorrupt.
 func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+// Unwrap returns the cause.
+func (e *CorruptError) Unwrap() error { return e.Err }

@@ -128,83 +128,94 @@ func uvarintLen(x uint64) int {
 	return n
 }
 
-// restOfFileIsZero reports whether every byte of f from off on is zero: what a
-// crash leaves when the file grew but the data never reached the disk.
-func restOfFileIsZero(path string, off int64) bool {
-	f, err := os.Open(path)
+// repairTail checks the last segment of the log in dir against the
+// checkpoint ck (strict: ck is to be trusted; else nothing is held durable)
+// and cuts off what a torn write left past the durable end: from the first
+// entry that is torn, fails its checksum, or starts with zeros followed by
+// data (pages of unsynced writes reach the disk in any order; see segLog)
+// to the end. What it cuts is kept in sv. It returns the bytes of data cut
+// (0 if none) and the file. Damage before the durable end, a log that ends
+// before it, or a missing segment the checkpoint names, is a *CorruptError.
+func repairTail(dir string, ck checkpoint, strict bool, sv *salvageDir) (cut int64, file string, err error) {
+	segs, err := segments(dir)
 	if err != nil {
-		return false
+		return 0, "", err
+	}
+	strictEnd, strictNext := int64(-1), uint64(0)
+	if strict {
+		k := len(segs) - 1
+		for k >= 0 && segs[k].index > ck.seg {
+			k--
+		}
+		if k < 0 || segs[k].index != ck.seg {
+			return 0, "", &CorruptError{File: segPath(dir, ck.seg), Offset: 0,
+				Reason: fmt.Sprintf("segment missing: the checkpoint says the log holds entries up to %d, durable, in it", ck.dNext-1)}
+		}
+		if k == len(segs)-1 {
+			strictEnd, strictNext = int64(ck.dOff), ck.dNext
+		}
+	}
+	if len(segs) == 0 {
+		return 0, "", nil
+	}
+	last := segs[len(segs)-1]
+	f, err := openFile(last.path, os.O_RDONLY, 0)
+	if err != nil {
+		return 0, "", err
 	}
 	defer f.Close()
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return false
-	}
-	r := bufio.NewReader(f)
-	for {
-		b, err := r.ReadByte()
-		if err == io.EOF {
-			return true
-		}
-		if err != nil || b != 0 {
-			return false
-		}
-	}
-}
-
-// repairTail cuts a torn last write off the last segment of the log in dir:
-// an entry running past the end of the file, a bad entry followed only by
-// zeros, or zeros followed by data (pages of unsynced writes that reached the
-// disk out of order; see segLog). It returns the bytes of data cut (0 if
-// none). Damage with valid data after it is not a torn write: it returns a
-// *CorruptError.
-func repairTail(dir string) (cut int64, file string, err error) {
-	segs, err := segments(dir)
-	if err != nil || len(segs) == 0 {
-		return 0, "", err
-	}
-	last := segs[len(segs)-1].path
-	f, err := os.Open(last)
-	if err != nil {
-		return 0, "", err
+	corrupt := func(off int64, reason string) (int64, string, error) {
+		return 0, "", &CorruptError{File: last.path, Offset: off, Reason: reason, cut: true}
 	}
 	er := newEntryReader(f)
-	for {
+	checked := strictEnd < 0
+	for index := last.index; ; index++ {
+		if !checked && er.off >= strictEnd {
+			checked = true
+			if er.off != strictEnd || index != strictNext {
+				return corrupt(er.off, fmt.Sprintf("entry %d at offset %d; the checkpoint says the durable end is entry %d at offset %d",
+					index, er.off, strictNext, strictEnd))
+			}
+		}
 		b, off, err := er.next()
 		if err == io.EOF {
-			f.Close()
+			if off < strictEnd {
+				return corrupt(off, fmt.Sprintf("the log ends at entry %d, before its durable end (entry %d at offset %d): acknowledged entries are missing",
+					index, strictNext, strictEnd))
+			}
 			return 0, "", nil
 		}
-		bad := err != nil
-		if !bad {
-			_, derr := decodeRecord(b)
-			bad = derr != nil
+		bad := err
+		if bad == nil {
+			if _, derr := decodeRecord(b); derr != nil {
+				bad = errors.New("bad checksum")
+			}
 		}
-		if !bad {
+		if bad == nil {
 			continue
 		}
+		if off < strictEnd {
+			return corrupt(off, fmt.Sprintf("entry %d: %v, before the log's durable end (offset %d): it was acknowledged", index, bad, strictEnd))
+		}
+		// Past the durable end: nothing from here on was acknowledged.
 		f.Close()
-		if errors.Is(err, errTorn) || errors.Is(err, errHole) ||
-			restOfFileIsZero(last, off+int64(len(b))+int64(uvarintLen(uint64(len(b))))) || restOfFileIsZero(last, off) {
-			end, derr := dataEnd(last)
-			if derr != nil {
-				return 0, "", derr
-			}
-			if terr := os.Truncate(last, off); terr != nil {
-				return 0, "", terr
-			}
-			return max(end-off, 0), last, nil
+		end, derr := dataEnd(last.path)
+		if derr != nil {
+			return 0, "", derr
 		}
-		reason := "bad checksum"
-		if err != nil {
-			reason = err.Error()
+		if _, kerr := sv.keepTail(last.path, off); kerr != nil {
+			return 0, "", kerr
 		}
-		return 0, "", &CorruptError{File: last, Offset: off, Reason: reason}
+		if terr := truncateFile(last.path, off); terr != nil {
+			return 0, "", terr
+		}
+		return max(end-off, 0), last.path, nil
 	}
 }
 
 // dataEnd returns the offset just past the last non-zero byte of the file.
 func dataEnd(path string) (int64, error) {
-	f, err := os.Open(path)
+	f, err := openFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return 0, err
 	}
@@ -232,7 +243,7 @@ func dataEnd(path string) (int64, error) {
 // readSnapshot streams the snapshot at path to fn and returns the log index
 // it covers. A missing file is an empty snapshot (index 0).
 func readSnapshot(path string, fn func(cache.Mutation) error) (index uint64, count int, err error) {
-	f, err := os.Open(path)
+	f, err := openFile(path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, 0, nil
 	}
@@ -296,7 +307,7 @@ func readSnapshot(path string, fn func(cache.Mutation) error) (index uint64, cou
 }
 
 func crcPrefix(path string, n int64) (uint32, error) {
-	f, err := os.Open(path)
+	f, err := openFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return 0, err
 	}
@@ -325,7 +336,7 @@ type hashWriter interface {
 }
 
 func createSnapshot(path string, index uint64) (*snapshotWriter, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), ".snapshot-*")
+	f, err := os.CreateTemp(filepath.Dir(path), ".snapshot-*") // O_EXCL: never through a link
 	if err != nil {
 		return nil, err
 	}

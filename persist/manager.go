@@ -94,44 +94,130 @@ type Manager struct {
 	known     [cache.MaxCaches]bool
 	sinceSnap int64 // log bytes written since the last snapshot
 	closed    bool
+	settleT   *time.Timer // settles the checkpoint settleAfter after the last sync
+
+	lock *os.File    // DIR/lock, flocked until Close
+	sv   *salvageDir // where recovery moves what it drops
 }
 
-// Open opens (creating if needed) the data directory dir: it cuts a torn last
-// write off the log (reported in Recovery) and opens the log for appending.
-// Damage that is not a torn write returns a *CorruptError.
+// settleAfter: a checkpoint that lags the durable end (the last sync's
+// could only claim its data) is settled when no sync followed for this long.
+// Under load the next sync's checkpoint settles it; an idle log pays one
+// fdatasync of the checkpoint.
+const settleAfter = 10 * time.Millisecond
+
+// Open opens (creating if needed) the data directory dir: it refuses a
+// directory other users can write to (ErrUnsafeDir), locks it (ErrLocked
+// naming the holder's pid while another process has it open), checks the
+// last log segment against the log's checkpoint, cuts what a torn write
+// left past the durable end (reported in Recovery), fdatasyncs what is left
+// and opens the log for appending. Damage before the durable end, or a
+// missing segment or checkpoint, returns a *CorruptError, unless
+// Options.Salvage. The Manager holds the lock until Close.
 func Open(dir string, opts Options) (*Manager, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	waldir := filepath.Join(dir, "wal")
-	if err := os.MkdirAll(waldir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("persist: %w", err)
 	}
-	m := &Manager{dir: dir, opts: o}
-	cut, file, err := repairTail(waldir)
+	if err := checkDir(dir, false); err != nil {
+		return nil, err
+	}
+	waldir := filepath.Join(dir, "wal")
+	if err := os.Mkdir(waldir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("persist: %w", err)
+	}
+	if err := checkDir(waldir, true); err != nil {
+		return nil, err
+	}
+	lock, err := lockDir(dir)
 	if err != nil {
-		if !o.Salvage || !errors.Is(err, ErrCorrupt) {
-			return nil, err
+		return nil, err
+	}
+	m := &Manager{dir: dir, opts: o, lock: lock, sv: &salvageDir{dir: dir}}
+	if err := m.open(waldir); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Manager) open(waldir string) error {
+	o := m.opts
+	ck, err := readCheckpoint(waldir)
+	strict := err == nil
+	if err != nil {
+		fresh, ferr := m.fresh(waldir)
+		if ferr != nil {
+			return ferr
 		}
-		// Salvage: cut at the damage too.
+		if !fresh {
+			if errors.Is(err, errNoCheckpoint) {
+				err = &CorruptError{File: filepath.Join(waldir, ckptName), Reason: "the checkpoint is missing while the log holds entries " +
+					"(it says how far they are durable; a data directory written before checkpoints existed needs Salvage once)"}
+			}
+			if !o.Salvage || !errors.Is(err, ErrCorrupt) {
+				return err
+			}
+			m.salvaged(err)
+		}
+		ck = checkpoint{}
+	}
+	cut, file, err := repairTail(waldir, ck, strict, m.sv)
+	if err != nil {
 		var ce *CorruptError
-		errors.As(err, &ce)
-		if terr := os.Truncate(ce.File, ce.Offset); terr != nil {
-			return nil, terr
+		if !o.Salvage || !errors.As(err, &ce) {
+			return err
 		}
-		m.rec.Salvaged = err
-		o.Logger.Warn("persist: salvaged the log: dropped everything from the damage on", "err", err)
+		if ce.cut {
+			if _, kerr := m.sv.keepTail(ce.File, ce.Offset); kerr != nil {
+				return kerr
+			}
+			if terr := truncateFile(ce.File, ce.Offset); terr != nil {
+				return terr
+			}
+		}
+		m.salvaged(err)
+		if cut, file, err = repairTail(waldir, ck, false, m.sv); err != nil {
+			return err
+		}
 	}
 	if cut > 0 {
 		m.rec.TornBytes, m.rec.TornFile = cut, file
-		o.Logger.Warn("persist: cut a torn last write off the log", "file", file, "bytes", cut)
+		o.Logger.Warn("persist: cut a torn write past the log's durable end (never acknowledged)", "file", file, "bytes", cut, "kept", m.sv.path)
 	}
-	m.log, err = openLog(waldir, int64(o.SegmentSize))
+	m.log, err = openLog(waldir, int64(o.SegmentSize), ck)
 	if err != nil {
-		return nil, fmt.Errorf("persist: open log %s: %w", waldir, err)
+		return fmt.Errorf("persist: open log %s: %w", waldir, err)
 	}
-	return m, nil
+	return nil
+}
+
+// fresh reports whether the data directory holds nothing yet: no snapshot,
+// no segment with data (a crash while creating the first segment leaves it
+// empty, maybe without a checkpoint).
+func (m *Manager) fresh(waldir string) (bool, error) {
+	if _, err := os.Lstat(m.snapshotPath()); !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	segs, err := segments(waldir)
+	if err != nil {
+		return false, fmt.Errorf("persist: %w", err)
+	}
+	for _, s := range segs {
+		if end, err := dataEnd(s.path); err != nil || end > 0 {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// salvaged records and logs damage that Salvage dropped.
+func (m *Manager) salvaged(err error) {
+	m.rec.Salvaged = errors.Join(m.rec.Salvaged, err)
+	m.opts.Logger.Warn("persist: salvaged the log: moved everything from the damage on aside", "err", err, "to", m.sv.path)
 }
 
 // Recovery returns what Open and Replay found.
@@ -161,16 +247,32 @@ func (m *Manager) Replay(ctx context.Context, sp *cache.Space) error {
 
 // Resume makes this process the persister of sp, whose journal survived a
 // previous manager (a standalone manager restarted by the master): Run goes on
-// where that one had logged to.
+// where that one had logged to. That one may have died between writing a
+// batch and its fdatasync (the data is in the page cache, in the file):
+// Resume fdatasyncs the log before it publishes anything as durable, so no
+// Always writer waiting for that batch is released before a sync covers it.
 func (m *Manager) Resume(sp *cache.Space) error {
 	p, err := sp.AttachPersister(m.opts.Durability)
 	if err != nil {
 		return err
 	}
+	m.mu.Lock()
+	start := time.Now()
+	err = m.log.forceSync()
+	m.mu.Unlock()
+	if err != nil {
+		p.Detach()
+		return err
+	}
+	p.CountSync(time.Since(start))
+	p.Durable(p.Position()) // everything the predecessor logged is in the file: now durable
 	m.sp, m.p = sp, p
 	return nil
 }
 
+// replay applies the snapshot, then the log from the entry after the
+// snapshot's index on, checking that the segments follow each other without
+// a gap (a missing segment, or a missing snapshot, is a *CorruptError).
 func (m *Manager) replay(ctx context.Context, sp *cache.Space) error {
 	r := sp.Restorer()
 	defer r.Close()
@@ -179,60 +281,91 @@ func (m *Manager) replay(ctx context.Context, sp *cache.Space) error {
 		return err
 	}
 	m.rec.SnapshotIndex, m.rec.SnapshotEntries = idx, n
-	segs, err := segments(filepath.Join(m.dir, "wal"))
-	if err != nil {
-		return fmt.Errorf("persist: %w", err)
+	segs := append([]segment(nil), m.log.segs...)
+	k := 0
+	for k+1 < len(segs) && segs[k+1].index <= idx+1 {
+		k++ // every entry of segs[k] is in the snapshot
 	}
-	for si, seg := range segs {
-		if si+1 < len(segs) && segs[si+1].index <= idx+1 {
-			continue // every entry of this segment is in the snapshot
+	for want, first := idx+1, true; k < len(segs); k, first = k+1, false {
+		seg := segs[k]
+		if seg.index > want || !first && seg.index != want {
+			cerr := m.gap(seg, want, idx)
+			if !m.opts.Salvage {
+				return cerr
+			}
+			if err := m.log.dropFrom(k, -1, want, m.sv); err != nil {
+				return fmt.Errorf("persist: salvage: %w (after %w)", err, cerr)
+			}
+			m.salvaged(cerr)
+			return nil
 		}
-		salvaged, err := m.replaySegment(ctx, seg, idx, r)
-		if err != nil {
+		end, salvaged, err := m.replaySegment(ctx, k, seg, idx, r)
+		if err != nil || salvaged {
 			return err
 		}
-		if salvaged {
-			break // the salvage dropped the segments after this one
-		}
+		want = end
 	}
 	return nil
 }
 
-func (m *Manager) replaySegment(ctx context.Context, seg segment, after uint64, r *cache.Restorer) (salvaged bool, err error) {
-	f, err := os.Open(seg.path)
+// gap describes the entries missing before seg.
+func (m *Manager) gap(seg segment, want, snapIndex uint64) error {
+	reason := fmt.Sprintf("entries %d to %d are missing before this segment (a segment was removed)", want, seg.index-1)
+	if seg.index < want {
+		reason = fmt.Sprintf("the segment starts at entry %d, but the one before it ends at entry %d (overlapping segments)", seg.index, want-1)
+	} else if want == snapIndex+1 {
+		if snapIndex == 0 {
+			reason = fmt.Sprintf("the log starts at entry %d and there is no snapshot %s to hold the entries before it (it was removed?)", seg.index, m.snapshotPath())
+		} else {
+			reason = fmt.Sprintf("the snapshot %s covers entries up to %d and the log starts at entry %d (a segment was removed, or the snapshot replaced by an older one)",
+				m.snapshotPath(), snapIndex, seg.index)
+		}
+	}
+	return &CorruptError{File: seg.path, Offset: 0, Reason: reason}
+}
+
+// replaySegment applies the entries of segment k (seg) with indexes above
+// after, and returns the index after its last entry.
+func (m *Manager) replaySegment(ctx context.Context, k int, seg segment, after uint64, r *cache.Restorer) (end uint64, salvaged bool, err error) {
+	f, err := openFile(seg.path, os.O_RDONLY, 0)
 	if err != nil {
-		return false, fmt.Errorf("persist: %w", err)
+		return 0, false, fmt.Errorf("persist: %w", err)
 	}
 	defer f.Close()
 	er := newEntryReader(f)
 	for index := seg.index; ; index++ {
 		b, off, err := er.next()
 		if err == io.EOF {
-			return false, nil
+			return index, false, nil
 		}
 		var mu cache.Mutation
 		if err == nil {
 			mu, err = decodeRecord(b)
 		}
+		var cerr *CorruptError
 		if err != nil {
-			cerr := &CorruptError{File: seg.path, Offset: off, Reason: "bad entry: " + err.Error()}
-			if !m.opts.Salvage {
-				return false, cerr
+			cerr = &CorruptError{File: seg.path, Offset: off, Reason: "bad entry: " + err.Error()}
+		} else if index > after {
+			if aerr := r.Apply(ctx, mu); errors.Is(aerr, cache.ErrCorrupt) {
+				cerr = &CorruptError{File: seg.path, Offset: off, Err: aerr,
+					Reason: fmt.Sprintf("entry %d changes cache %q, which neither the snapshot nor the log before it defines (a snapshot or segment is missing?)", index, mu.Cache)}
+			} else if aerr != nil {
+				return 0, false, fmt.Errorf("persist: replay %s entry %d: %w", seg.path, index, aerr)
+			} else {
+				m.rec.LogEntries++
 			}
-			if terr := m.log.truncateAt(seg.path, off, index); terr != nil {
-				return false, fmt.Errorf("persist: salvage: %w (after %w)", terr, cerr)
-			}
-			m.rec.Salvaged = cerr
-			m.opts.Logger.Warn("persist: salvaged the log: dropped everything from the damage on", "err", cerr)
-			return true, nil
 		}
-		if index <= after {
+		if cerr == nil {
 			continue
 		}
-		if err := r.Apply(ctx, mu); err != nil {
-			return false, fmt.Errorf("persist: replay %s entry %d: %w", seg.path, index, err)
+		if !m.opts.Salvage {
+			return 0, false, cerr
 		}
-		m.rec.LogEntries++
+		if terr := m.log.dropFrom(k, off, index, m.sv); terr != nil {
+			return 0, false, fmt.Errorf("persist: salvage: %w (after %w)", terr, cerr)
+		}
+		m.salvaged(cerr)
+		return index, true, nil
 	}
 }
 
@@ -407,7 +540,27 @@ func (m *Manager) syncLocked() error {
 	if m.p != nil {
 		m.p.CountSync(time.Since(start))
 	}
+	if m.log.unsettled() {
+		if m.settleT == nil {
+			m.settleT = time.AfterFunc(settleAfter, m.settle)
+		} else {
+			m.settleT.Reset(settleAfter)
+		}
+	}
 	return nil
+}
+
+// settle runs settleAfter after the last sync: it writes the checkpoint
+// that names everything synced durable (see segLog.settle).
+func (m *Manager) settle() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	if err := m.log.settle(); err != nil {
+		m.opts.Logger.Error("persist: checkpoint", "err", err)
+	}
 }
 
 // shouldCompact reports whether the log outgrew the live data.
@@ -477,7 +630,7 @@ func (m *Manager) Release() {
 	}
 }
 
-// Close syncs and closes the log.
+// Close syncs and closes the log and releases the data directory's lock.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -485,5 +638,12 @@ func (m *Manager) Close() error {
 		return nil
 	}
 	m.closed = true
-	return m.log.close()
+	if m.settleT != nil {
+		m.settleT.Stop()
+	}
+	err := m.log.close()
+	if cerr := m.lock.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -1,0 +1,175 @@
+package persist
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// openFile opens a file of the data directory without following a symbolic
+// link in its last element (O_NOFOLLOW): a link planted in the directory
+// (pointing at a file of someone else's) makes the open fail with ELOOP
+// instead of making us read, truncate or overwrite its target.
+func openFile(path string, flag int, perm os.FileMode) (*os.File, error) {
+	return os.OpenFile(path, flag|syscall.O_NOFOLLOW, perm)
+}
+
+// readFile reads a file of the data directory (O_NOFOLLOW).
+func readFile(path string) ([]byte, error) {
+	f, err := openFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// truncateFile cuts a file of the data directory to size (O_NOFOLLOW, where
+// os.Truncate follows links).
+func truncateFile(path string, size int64) error {
+	f, err := openFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// checkDir refuses a directory that another user could change: one not owned
+// by us, writable by its group or by others, or (with mustNotLink) a link.
+// Such a user could plant or swap files under the manager (see O_NOFOLLOW).
+func checkDir(path string, mustNotLink bool) error {
+	stat := os.Stat
+	if mustNotLink {
+		stat = os.Lstat
+	}
+	fi, err := stat(path)
+	if err != nil {
+		return fmt.Errorf("persist: data directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%w: %s is not a directory (mode %v)", ErrUnsafeDir, path, fi.Mode())
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%w: %s has mode %v: other users can write to it (chmod go-w %s)", ErrUnsafeDir, path, fi.Mode(), path)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%w: %s (mode %v) is owned by uid %d, not by us (uid %d)", ErrUnsafeDir, path, fi.Mode(), st.Uid, os.Geteuid())
+	}
+	return nil
+}
+
+// lockDir takes the data directory's lock: an exclusive flock on DIR/lock,
+// which holds the pid of its holder. The kernel releases a flock when the
+// holder's descriptor is closed, by Close or by the holder's death (kill -9
+// included), so a stale lock never outlives its process. A second process
+// (or a second Open in this one) fails at once with ErrLocked and the pid.
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, "lock")
+	f, err := openFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("persist: lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		b, _ := io.ReadAll(io.LimitReader(f, 32))
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			pid := string(bytes.TrimSpace(b))
+			if _, perr := strconv.Atoi(pid); perr != nil {
+				pid = "unknown"
+			}
+			return nil, fmt.Errorf("%w: %s is held by pid %s (another master or cache manager uses this data directory)", ErrLocked, path, pid)
+		}
+		return nil, fmt.Errorf("persist: lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("persist: lock %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// salvageDir is where recovery moves what it drops (DIR/salvaged-<time>/),
+// created on first use: nothing recovery removes from the log is deleted.
+type salvageDir struct {
+	dir  string // the data directory
+	path string // "" until created
+}
+
+// keep moves the file at path into the salvage directory.
+func (s *salvageDir) keep(path string) (string, error) {
+	if err := s.create(); err != nil {
+		return "", err
+	}
+	to := filepath.Join(s.path, filepath.Base(path))
+	if err := os.Rename(path, to); err != nil {
+		return "", fmt.Errorf("persist: salvage: move %s: %w", path, err)
+	}
+	if err := syncDir(s.path); err != nil {
+		return "", err
+	}
+	return to, syncDir(filepath.Dir(path))
+}
+
+// keepTail copies the bytes of the file at path from off to its last
+// non-zero byte into the salvage directory (as NAME.from-OFF), if there are
+// any; the caller then cuts the file at off.
+func (s *salvageDir) keepTail(path string, off int64) (string, error) {
+	end, err := dataEnd(path)
+	if err != nil || end <= off {
+		return "", err
+	}
+	if err := s.create(); err != nil {
+		return "", err
+	}
+	src, err := openFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	to := filepath.Join(s.path, fmt.Sprintf("%s.from-%d", filepath.Base(path), off))
+	dst, err := openFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
+	_, err = io.Copy(dst, io.NewSectionReader(src, off, end-off))
+	if err == nil {
+		err = dst.Sync()
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncDir(s.path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("persist: salvage: keep the tail of %s: %w", path, err)
+	}
+	return to, nil
+}
+
+func (s *salvageDir) create() error {
+	if s.path != "" {
+		return nil
+	}
+	p := filepath.Join(s.dir, "salvaged-"+time.Now().UTC().Format("20060102T150405.000000000Z"))
+	if err := os.Mkdir(p, 0o700); err != nil {
+		return fmt.Errorf("persist: salvage: %w", err)
+	}
+	s.path = p
+	return syncDir(s.dir)
+}
