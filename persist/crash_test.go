@@ -22,6 +22,7 @@ func TestMain(m *testing.M) {
 	xtesting.Main(m, map[string]func(){
 		"pmaster": childManager,
 		"pwriter": childWriter,
+		"plock":   childLocker,
 	})
 }
 

@@ -148,6 +148,20 @@ func TestHoleInAnEarlierSegmentIsCorruption(t *testing.T) {
 	if n := len(segmentFiles(t, dir)); n != 2 {
 		t.Fatalf("%d segments after salvage; want 2 (the first and the damaged one, cut)", n)
 	}
+	// Nothing was deleted: the dropped segments and the damaged one's tail
+	// are in DIR/salvaged-<time>/.
+	moved := salvagedFiles(t, dir)
+	for _, s := range segs[2:] {
+		if b, _ := os.ReadFile(s); b != nil {
+			t.Fatalf("%s still in the log after salvage", s)
+		}
+		if _, ok := moved[filepath.Base(s)]; !ok {
+			t.Fatalf("salvage dropped %s without keeping it (moved %d files)", s, len(moved))
+		}
+	}
+	if len(moved) != len(segs)-1 {
+		t.Fatalf("salvage moved %d files; want the %d segments after the damage and the damaged one's tail", len(moved), len(segs)-2)
+	}
 	if _, err := c4.Set(bg, "after-salvage", []byte("x"), cache.SetOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,134 @@
+package persist
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/shm"
+	"github.com/tidwall/wal"
+)
+
+// The design card names github.com/tidwall/wal; our log keeps its file
+// format, so its tooling reads a data directory: every entry written
+// through our log, over several segment rolls and after a snapshot dropped
+// the first segments, reads back through tidwall/wal with the same index and
+// bytes. The checkpoint file sits beside the segments and tidwall ignores it
+// (its name is not 20 digits).
+func TestTidwallReadsOurLog(t *testing.T) {
+	bg := context.Background()
+	a, err := shm.Create(shm.Options{Size: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	sp, err := cache.Setup(bg, a, cache.SpaceOptions{Bytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	dir := t.TempDir()
+	m, err := Open(dir, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), SegmentSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Replay(bg, sp); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	c, _ := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
+	for i := range 400 {
+		if i == 100 {
+			if err := m.Snapshot(bg, sp); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := c.Set(bg, fmt.Sprintf("key-%03d", i), []byte(fmt.Sprint("value ", i)), cache.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if i%7 == 0 {
+			c.Del(bg, fmt.Sprintf("key-%03d", i/2))
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Our reading of the log: index → entry.
+	waldir := filepath.Join(dir, "wal")
+	segs, _ := segments(waldir)
+	if len(segs) < 3 || segs[0].index == 1 {
+		t.Fatalf("%d segments, the first at %d; want several, the first ones dropped by the snapshot", len(segs), segs[0].index)
+	}
+	ours := map[uint64][]byte{}
+	index := segs[0].index
+	for _, s := range segs {
+		if s.index != index {
+			t.Fatalf("segment %d follows entry %d", s.index, index-1)
+		}
+		f, _ := os.Open(s.path)
+		er := newEntryReader(f)
+		for {
+			b, _, err := er.next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ours[index] = append([]byte(nil), b...)
+			index++
+		}
+		f.Close()
+	}
+	if _, err := os.Stat(filepath.Join(waldir, ckptName)); err != nil {
+		t.Fatalf("no checkpoint beside the segments: %v", err)
+	}
+
+	// tidwall/wal's, on a copy (Open may write).
+	cp := t.TempDir()
+	ents, _ := os.ReadDir(waldir)
+	for _, e := range ents {
+		b, _ := os.ReadFile(filepath.Join(waldir, e.Name()))
+		os.WriteFile(filepath.Join(cp, e.Name()), b, 0o600)
+	}
+	tl, err := wal.Open(cp, &wal.Options{LogFormat: wal.Binary, NoSync: true})
+	if err != nil {
+		t.Fatalf("tidwall/wal cannot open our log: %v", err)
+	}
+	defer tl.Close()
+	first, _ := tl.FirstIndex()
+	last, _ := tl.LastIndex()
+	if first != segs[0].index || last != index-1 {
+		t.Fatalf("tidwall/wal sees entries %d..%d; we wrote %d..%d", first, last, segs[0].index, index-1)
+	}
+	for i := first; i <= last; i++ {
+		b, err := tl.Read(i)
+		if err != nil {
+			t.Fatalf("tidwall/wal entry %d: %v", i, err)
+		}
+		if !bytes.Equal(b, ours[i]) {
+			t.Fatalf("tidwall/wal entry %d = %q; we wrote %q", i, b, ours[i])
+		}
+		if _, err := decodeRecord(b); err != nil {
+			t.Fatalf("entry %d as tidwall/wal reads it is not a record: %v", i, err)
+		}
+	}
+	lastRec, _ := decodeRecord(ours[last])
+	if lastRec.Op != cache.OpDel || lastRec.Key != "key-199" {
+		t.Fatalf("the last entry is %+v; want the Del of key-199 (after the Set of key-399)", lastRec)
+	}
+	t.Logf("tidwall/wal read entries %d..%d over %d segments, the same bytes", first, last, len(segs))
+}
