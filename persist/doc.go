@@ -24,9 +24,12 @@
 //
 // # Files (format: changing it bumps the magic)
 //
+//	DIR/lock                         flocked by the Manager that has DIR open; holds its pid
 //	DIR/wal/00000000000000000001 …   segments, named by their first entry's index:
 //	                                 { uvarint length │ record }… │ zeros (the preallocated tail)
+//	DIR/wal/checkpoint               the log's durable end (two 512-byte slots, see below)
 //	DIR/snapshot                     the last snapshot (replaced by temp file + rename)
+//	DIR/salvaged-<time>/             what recovery dropped from the log, kept (never deleted)
 //
 //	record (24-byte header, then name, key, value):
 //	┌────────┬───────┬────────┬──────────┬─────────┬────────┬──────────┬──────────┬──────┬─────┬───────┐
@@ -36,22 +39,83 @@
 //	exp: for set, the absolute deadline (unix ns, 0 = never); for define, the cache's Expire (ns).
 //	dur: for define, the cache's Durability.
 //
+//	checkpoint slot (slot seq%2 of the file; the newest whole one counts):
+//	┌──────────┬───────┬───────┬────────┬─────────┬────────┬─────────┬──────────┐
+//	│"C2CKPT01"│ seq 8 │ seg 8 │ dOff 8 │ dNext 8 │ eOff 8 │ eNext 8 │ crc32c 4 │
+//	└──────────┴───────┴───────┴────────┴─────────┴────────┴─────────┴──────────┘
+//	seg: the segment being written; (dOff, dNext): where in it the data the last completed
+//	fdatasync covered ends, and the index of the entry there (the durable end); (eOff, eNext):
+//	the same for the data written, whose fdatasync runs alongside this slot's.
+//
 //	snapshot: "C2SNAP01" │ wal index u64 │ { uvarint length │ record }… │ "C2SNEND1" │ count u64 │ crc32c u32
 //	(crc32c of every byte before the footer). The records are the definitions of every persistent
 //	cache, then their live entries.
 //
+// The segments are github.com/tidwall/wal's binary format (its tooling reads
+// a log closed by Close; while a segment is being written its preallocated
+// zero tail reads there as empty entries): the checkpoint, the lock and the
+// snapshot are files tidwall/wal ignores.
+//
+// # The durable end, and what each crash leaves
+//
+// An acknowledgement (an Always Set returning, EverySecond's second passing)
+// follows an fdatasync; the durable end is what the last completed one
+// covered. Every sync writes a checkpoint slot {durable end so far, end of
+// the data} and then fdatasyncs the segment and the checkpoint at once; once
+// both return, the durable end moves to the end of the data (in memory), and
+// the next sync's slot says so. When no sync follows within 10 ms the Manager
+// writes a slot saying it (settle), so an idle log's checkpoint names
+// everything acknowledged. Where a crash (power loss; kill -9 keeps the page
+// cache, so it tears nothing but a write in progress) can come:
+//
+//   - during a write or its fdatasync: past the durable end the segment may
+//     hold any mix of the new data and zeros, the checkpoint either slot.
+//     Nothing there was acknowledged.
+//   - between the fdatasyncs' return and the next slot: the newest slot
+//     names the batch just acknowledged as written, not as durable; the batch
+//     is on disk, so only damage to the disk itself (not a crash) can hurt
+//     it, and recovery would then cut it as torn. This window lasts until the
+//     next sync (under load) or 10 ms (idle).
+//   - while a slot is written: that slot is torn, the other (older) one
+//     counts: its durable end is lower, which only makes recovery cut more
+//     readily past it (the same window as above, one batch further back).
+//   - while a segment rolls: the full one is cut back to its data and
+//     fsynced before the next is created (the new one's name is fsynced into
+//     the directory), so every segment but the last is whole on disk; the
+//     next slot names the new segment, durable from its start.
+//   - at Open: what a previous process wrote (a manager killed between its
+//     write and its fdatasync leaves that batch in the page cache) is
+//     fdatasynced and a settled slot written before anything is published as
+//     durable; Resume syncs again before releasing the Always writers that
+//     waited for the dead manager.
+//
 // # Recovery
 //
-// [Open] reads the snapshot (if any), then every log segment, checking every
-// record's checksum. A torn last record (the crash came in the middle of a
-// write: a length past the end of the file, a bad checksum followed only by
-// zeros, or zeros followed by data that a crash of the machine left behind
-// the last synced entry) is cut off and reported in [Recovery]. Any other damage stops start-up
-// with an error wrapping ErrCorrupt that names the file and the offset, unless
-// Options.Salvage asks to keep what comes before it (reported too). Nothing is
-// silently dropped. [Manager.Replay] then applies the snapshot and the log
-// entries after its index to the arena; entries whose deadline passed are not
-// resurrected.
+// [Open] refuses a data directory other users can write to (ErrUnsafeDir)
+// and one another process has open (ErrLocked, naming its pid), opens every
+// file with O_NOFOLLOW (a planted link is refused, its target untouched),
+// then checks the log against the checkpoint. The rule:
+//
+//   - Before the durable end, the log must be whole: damage (a bad checksum,
+//     zeros where an entry should start, a length past the end), a log that
+//     ends before the durable end or whose entry there has another index, a
+//     missing checkpoint while the log has data, or a missing segment named
+//     by the checkpoint, is a *CorruptError (file, offset). So is damage
+//     anywhere in a segment but the last, and (found by [Manager.Replay])
+//     any gap in the indexes: between two segments, or between the snapshot
+//     and the first segment (a missing snapshot, or a missing first segment).
+//   - Past the durable end (in the last segment only), everything from the
+//     first damaged entry on is cut off: torn writes, unsynced pages that
+//     reached the disk out of order (zeros followed by data). Nothing there
+//     was acknowledged. It is reported in [Recovery] (TornBytes) and logged,
+//     and the bytes cut are kept in DIR/salvaged-<time>/.
+//
+// Options.Salvage starts anyway: it keeps the log up to the damage (or the
+// gap) and moves the rest (the segments after it, and the damaged segment's
+// tail) into DIR/salvaged-<time>/, reported in Recovery.Salvaged. Nothing is
+// silently dropped, and nothing recovery drops is deleted. [Manager.Replay]
+// then applies the snapshot and the log entries after its index to the
+// arena; entries whose deadline passed are not resurrected.
 //
 // # Snapshots
 //
@@ -67,6 +131,11 @@
 // log, or the new one with a log that still holds everything after I.
 //
 // # Caveats
+//
+// One process at a time opens a data directory (DIR/lock); the kernel drops
+// the lock when the process dies, kill -9 included. The directory must be
+// ours and not group- or other-writable; DIR itself may be a link, the
+// files in it may not.
 //
 // A value of a persistent cache must fit in a journal record (a quarter of the
 // journal). The log holds whole values: a cache with large, often rewritten

@@ -31,9 +31,10 @@ import (
 // entry (its length runs past the end, or its checksum fails) followed by
 // zeros; or, because the kernel may write dirty pages back in any order,
 // zeros followed by later entries that reached the disk. None of those were
-// acknowledged: repairTail cuts them off and reports it. A zero hole in any
-// other segment is damage (that segment was fsynced whole before the next
-// one began).
+// acknowledged, and all of it lies past the durable end (below): repairTail
+// cuts it off, keeps it aside and reports it. Damage before the durable end,
+// or in any other segment (each was fsynced whole before the next one
+// began), was not left by a crash: it is a CorruptError.
 //
 // Durable end. Each sync writes a checkpoint (checkpoint.go) naming the
 // durable end (what the last completed fdatasync covered) and the end of
@@ -309,15 +310,23 @@ func (l *segLog) unsettled() bool {
 // one, when the newest says less: the last sync's checkpoint could only
 // claim the data that sync covered, not name it durable.
 func (l *segLog) settle() error {
+	need, err := l.settleWrite()
+	if need && err == nil {
+		err = l.ck.sync()
+	}
+	return err
+}
+
+// settleWrite is settle's write; need reports whether it wrote (then the
+// caller fdatasyncs l.ck, which it may do without serializing the log: a
+// sync writing the other slot meanwhile is fine, the newer slot counts).
+func (l *segLog) settleWrite() (need bool, err error) {
 	if !l.unsettled() && l.ck.last.seq != 0 {
-		return nil
+		return false, nil
 	}
 	c := checkpoint{seg: l.segs[len(l.segs)-1].index, dOff: uint64(l.durOff), dNext: l.durNext,
 		eOff: uint64(l.durOff), eNext: l.durNext}
-	if err := l.ck.write(c); err != nil {
-		return err
-	}
-	return l.ck.sync()
+	return true, l.ck.write(c)
 }
 
 // lastIndex returns the index of the last entry written (0: none ever).

@@ -20,9 +20,10 @@ type Options struct {
 	// choose their own. Default (zero): cache.EverySecond.
 	Durability cache.Durability
 
-	// Salvage, on damage in the middle of the log, keeps what comes before
-	// it and drops the rest (reported in Recovery) instead of refusing to
-	// start. Default false: start-up stops with the file and offset.
+	// Salvage, on damage before the log's durable end, a missing segment,
+	// snapshot or checkpoint, keeps what comes before it and moves the rest
+	// into DIR/salvaged-<time>/ (reported in Recovery) instead of refusing
+	// to start. Default false: start-up stops with the file and offset.
 	Salvage bool
 
 	// SegmentSize is the size in bytes to which each log segment file is
@@ -70,15 +71,15 @@ type Recovery struct {
 	SnapshotIndex   uint64 // the log index the snapshot covers (0: no snapshot)
 	SnapshotEntries int    // records read from the snapshot
 	LogEntries      int    // log records replayed after the snapshot
-	TornBytes       int64  // bytes of a torn last write cut off the log
+	TornBytes       int64  // bytes a torn write left past the durable end, cut off the log (kept in DIR/salvaged-<time>/)
 	TornFile        string
-	Salvaged        error // the damage Salvage skipped, with everything after it (nil if none)
+	Salvaged        error // the damage Salvage moved aside, with everything after it (nil if none)
 }
 
 // Manager owns the write-ahead log and the snapshot of a data directory. Open
 // it, Replay it into a cache space before the workers start, then Run it. A
 // Manager is safe for concurrent use; one process at a time may open a
-// directory.
+// directory (Open takes a lock on it until Close).
 type Manager struct {
 	dir  string
 	opts Options
@@ -95,6 +96,7 @@ type Manager struct {
 	sinceSnap int64 // log bytes written since the last snapshot
 	closed    bool
 	settleT   *time.Timer // settles the checkpoint settleAfter after the last sync
+	settling  sync.Mutex  // held by settle; Close takes it before mu
 
 	lock *os.File    // DIR/lock, flocked until Close
 	sv   *salvageDir // where recovery moves what it drops
@@ -551,14 +553,24 @@ func (m *Manager) syncLocked() error {
 }
 
 // settle runs settleAfter after the last sync: it writes the checkpoint
-// that names everything synced durable (see segLog.settle).
+// that names everything synced durable (see segLog.settle). Its fdatasync
+// runs outside m.mu: under a flood of EverySecond writes a flush can take
+// tens of ms, and Run would wait for it.
 func (m *Manager) settle() {
+	m.settling.Lock()
+	defer m.settling.Unlock()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed {
+		m.mu.Unlock()
 		return
 	}
-	if err := m.log.settle(); err != nil {
+	need, err := m.log.settleWrite()
+	ck := m.log.ck
+	m.mu.Unlock()
+	if need && err == nil {
+		err = ck.sync()
+	}
+	if err != nil {
 		m.opts.Logger.Error("persist: checkpoint", "err", err)
 	}
 }
@@ -632,6 +644,8 @@ func (m *Manager) Release() {
 
 // Close syncs and closes the log and releases the data directory's lock.
 func (m *Manager) Close() error {
+	m.settling.Lock() // a settle under way ends before the log closes
+	defer m.settling.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
