@@ -7,6 +7,7 @@ package persist
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -127,5 +128,53 @@ func TestResumeSyncsBeforeAcknowledging(t *testing.T) {
 	ck, err := readCheckpoint(filepath.Join(dir, "wal"))
 	if err != nil || ck.dNext < 3 {
 		t.Errorf("checkpoint after Resume = %+v, %v; want its durable end past the definition and the Set (entry 3)", ck, err)
+	}
+}
+
+// The checkpoint a sync writes can only claim the batch being synced; an
+// idle log settles it (settleAfter later) so that the checkpoint names
+// everything acknowledged durable, without a Close.
+func TestIdleLogSettlesItsCheckpoint(t *testing.T) {
+	bg := context.Background()
+	a, err := shm.Create(shm.Options{Size: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	sp, err := cache.Setup(bg, a, cache.SpaceOptions{Bytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	dir := t.TempDir()
+	m, err := Open(dir, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Replay(bg, sp); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(bg)
+	runDone := make(chan error, 1)
+	go func() { runDone <- m.Run(ctx) }()
+	defer func() { cancel(); <-runDone }() // before the arena is unmapped
+	c, _ := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
+	for i := range 3 {
+		if _, err := c.Set(bg, fmt.Sprint("k", i), []byte("v"), cache.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := uint64(5) // entries 1 (definition) to 4 (the sets): the next is 5
+	settled := func() bool {
+		ck, err := readCheckpoint(filepath.Join(dir, "wal"))
+		return err == nil && ck.dNext == want && ck.eNext == want
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !settled() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if ck, err := readCheckpoint(filepath.Join(dir, "wal")); !settled() {
+		t.Fatalf("checkpoint of an idle log = %+v, %v; want its durable end at entry %d", ck, err, want)
 	}
 }
