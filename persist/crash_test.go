@@ -170,7 +170,10 @@ func runAndKill(t *testing.T, dir string, round int, dur cache.Durability, d tim
 			delete(o.pending, f[1])
 		}
 	}
-	deadline := time.After(d)
+	// The window opens at the first acknowledgement: a loaded machine
+	// (CI, -race) can take most of a second to start the processes.
+	var deadline <-chan time.Time
+	startBy := time.After(20 * time.Second)
 loop:
 	for {
 		select {
@@ -179,8 +182,15 @@ loop:
 				t.Fatal("the cluster ended before it was killed")
 			}
 			collect(l)
+			if deadline == nil && strings.HasPrefix(l, "ack ") {
+				deadline = time.After(d)
+			}
 		case <-deadline:
 			break loop
+		case <-startBy:
+			if deadline == nil {
+				t.Fatal("no acknowledgement 20 s after the cluster started")
+			}
 		}
 	}
 	o.killAt = time.Now().UnixNano()

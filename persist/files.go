@@ -59,8 +59,10 @@ type entryReader struct {
 	buf []byte
 }
 
-func newEntryReader(f *os.File) *entryReader {
-	return &entryReader{r: bufio.NewReaderSize(f, 1<<20)}
+// newEntryReader reads f's first limit bytes (a segment's entries end
+// before its checkpoint tail; see readTail).
+func newEntryReader(f *os.File, limit int64) *entryReader {
+	return &entryReader{r: bufio.NewReaderSize(io.NewSectionReader(f, 0, limit), 1<<20)}
 }
 
 // errTorn marks an entry that ends past the end of the file.
@@ -136,7 +138,7 @@ func uvarintLen(x uint64) int {
 // to the end. What it cuts is kept in sv. It returns the bytes of data cut
 // (0 if none) and the file. Damage before the durable end, a log that ends
 // before it, or a missing segment the checkpoint names, is a *CorruptError.
-func repairTail(dir string, ck checkpoint, strict bool, sv *salvageDir) (cut int64, file string, err error) {
+func repairTail(dir string, ck checkpoint, strict bool, nonce uint64, sv *salvageDir) (cut int64, file string, err error) {
 	segs, err := segments(dir)
 	if err != nil {
 		return 0, "", err
@@ -164,10 +166,15 @@ func repairTail(dir string, ck checkpoint, strict bool, sv *salvageDir) (cut int
 		return 0, "", err
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, "", err
+	}
+	_, limit, _ := readTail(f, st.Size(), nonce, last.index)
 	corrupt := func(off int64, reason string) (int64, string, error) {
 		return 0, "", &CorruptError{File: last.path, Offset: off, Reason: reason, cut: true}
 	}
-	er := newEntryReader(f)
+	er := newEntryReader(f, limit)
 	checked := strictEnd < 0
 	for index := last.index; ; index++ {
 		if !checked && er.off >= strictEnd {
@@ -203,6 +210,7 @@ func repairTail(dir string, ck checkpoint, strict bool, sv *salvageDir) (cut int
 		if derr != nil {
 			return 0, "", derr
 		}
+		end = min(end, limit) // not the checkpoint tail
 		if _, kerr := sv.keepTail(last.path, off); kerr != nil {
 			return 0, "", kerr
 		}

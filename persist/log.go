@@ -36,15 +36,16 @@ import (
 // or in any other segment (each was fsynced whole before the next one
 // began), was not left by a crash: it is a CorruptError.
 //
-// Durable end. Each sync writes a checkpoint (checkpoint.go) naming the
-// durable end (what the last completed fdatasync covered) and the end of
-// the data written, and fdatasyncs it alongside the segment: after both
-// return, the data and a checkpoint saying where it ends are on disk, at the
-// cost of one flush (the two run at once). Recovery then refuses damage
-// before the checkpoint's durable end, and cuts only what lies after it.
-// A checkpoint written while the data's fdatasync runs cannot yet name that
-// data as durable, so the next sync's checkpoint does; when no sync follows
-// within settleAfter, the Manager writes one that does (settle).
+// Durable end. Each sync writes a checkpoint slot (checkpoint.go) into the
+// tail of the segment (its last tailLen bytes, which entries never reach)
+// naming the durable end so far (what the last completed fdatasync covered)
+// and the end of the data written; the segment's one fdatasync then makes
+// both durable. Recovery refuses damage before the durable end and cuts
+// only what lies after it. A slot written before the data's fdatasync
+// cannot yet name that data as durable, so the next sync's slot does; when
+// no sync follows within settleAfter, the Manager writes one that does into
+// the sidecar (settle). Creating a segment, Open and Close write the
+// sidecar too.
 //
 // segLog is not safe for concurrent use: the Manager serializes it.
 type segLog struct {
@@ -59,10 +60,12 @@ type segLog struct {
 	buf     []byte    // entries added since the last flush
 	pending int       // how many
 
-	ck      *ckptFile
-	durOff  int64  // the durable end in f: offset
-	durNext uint64 // and the index of the entry there
-	ckErr   chan error
+	ck      *ckptFile  // the sidecar
+	nonce   uint64     // in every checkpoint slot of this log
+	seq     uint64     // of the last slot written, in f's tail or the sidecar
+	last    checkpoint // the last slot written
+	durOff  int64      // the durable end in f: offset
+	durNext uint64     // and the index of the entry there
 }
 
 // errHole reports zeros where an entry should start, followed by more data.
@@ -81,10 +84,14 @@ func segPath(dir string, index uint64) string {
 // data in the page cache that no fdatasync covered: from here on it is
 // covered). The caller cut any torn tail first (repairTail): the last
 // segment is read up to the first zero byte where an entry should start.
-// last is the checkpoint read (zero: none).
-func openLog(dir string, segSize int64, last checkpoint) (*segLog, error) {
-	l := &segLog{dir: dir, segSize: segSize, ckErr: make(chan error, 1)}
-	ck, err := openCheckpoint(dir, last)
+// last is the newest checkpoint slot read (zero: none), nonce the log's (0:
+// choose one).
+func openLog(dir string, segSize int64, last checkpoint, nonce uint64) (*segLog, error) {
+	if nonce == 0 {
+		nonce = newNonce()
+	}
+	l := &segLog{dir: dir, segSize: segSize, nonce: nonce, seq: last.seq, last: last}
+	ck, err := openCheckpoint(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -114,10 +121,6 @@ func openLog(dir string, segSize int64, last checkpoint) (*segLog, error) {
 // fdatasyncs it and writes a checkpoint saying all of it is durable.
 func (l *segLog) reopenLast() error {
 	last := l.segs[len(l.segs)-1]
-	n, end, err := countEntries(last.path)
-	if err != nil {
-		return err
-	}
 	f, err := openFile(last.path, os.O_RDWR, 0)
 	if err != nil {
 		return err
@@ -127,12 +130,24 @@ func (l *segLog) reopenLast() error {
 		f.Close()
 		return err
 	}
+	_, limit, hasTail := readTail(f, st.Size(), l.nonce, last.index)
+	n, end, err := countEntries(f, limit)
+	if err != nil {
+		f.Close()
+		if ce, ok := err.(*CorruptError); ok {
+			ce.File = last.path
+		}
+		return err
+	}
 	l.f, l.off, l.alloc, l.next = f, end, st.Size(), last.index+uint64(n)
-	if l.alloc < l.segSize {
-		if err := preallocate(f, l.alloc, l.segSize); err != nil {
+	// A segment with slots in its tail keeps its size (growing it would
+	// leave them in the middle); one cut back to its data, or without
+	// slots yet, grows to take entries and a tail.
+	if want := max(l.segSize, end+tailLen); l.alloc < want && !hasTail {
+		if err := preallocate(f, l.alloc, want); err != nil {
 			return err
 		}
-		l.alloc = l.segSize
+		l.alloc = want
 		if err := f.Sync(); err != nil {
 			return err
 		}
@@ -144,22 +159,17 @@ func (l *segLog) reopenLast() error {
 	return l.settle()
 }
 
-// countEntries reads the segment at path up to its end (the end of the file
-// or the zero tail) and returns its entries and where they end.
-func countEntries(path string) (n int, end int64, err error) {
-	f, err := openFile(path, os.O_RDONLY, 0)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	er := newEntryReader(f)
+// countEntries reads the segment f up to its end (limit, or the zero tail)
+// and returns its entries and where they end.
+func countEntries(f *os.File, limit int64) (n int, end int64, err error) {
+	er := newEntryReader(f, limit)
 	for {
 		_, off, err := er.next()
 		if err != nil {
 			if err == io.EOF {
 				return n, off, nil
 			}
-			return 0, 0, &CorruptError{File: path, Offset: off, Reason: err.Error()}
+			return 0, 0, &CorruptError{File: f.Name(), Offset: off, Reason: err.Error()}
 		}
 		n++
 	}
@@ -169,10 +179,9 @@ func countEntries(path string) (n int, end int64, err error) {
 // then creates the segment whose first entry is index, preallocated to
 // max(segSize, need) bytes, and makes its name durable. The whole of the old
 // segment is durable then (recovery holds every segment but the last to be
-// whole); the durable end moves to the start of the new one, and the next
-// checkpoint names it. The first segment of a log gets its checkpoint here.
+// whole); the durable end moves to the start of the new one, and a sidecar
+// slot names it (so that a missing last segment is noticed).
 func (l *segLog) startSegment(index uint64, need int64) error {
-	first := l.f == nil
 	if l.f != nil {
 		if err := l.f.Truncate(l.off); err != nil {
 			return fmt.Errorf("persist: cut segment: %w", err)
@@ -188,7 +197,7 @@ func (l *segLog) startSegment(index uint64, need int64) error {
 	if err != nil {
 		return fmt.Errorf("persist: new segment: %w", err)
 	}
-	size := max(l.segSize, need)
+	size := max(l.segSize, need+tailLen)
 	if err := preallocate(f, 0, size); err != nil {
 		f.Close()
 		os.Remove(path)
@@ -205,10 +214,7 @@ func (l *segLog) startSegment(index uint64, need int64) error {
 	l.segs = append(l.segs, segment{index: index, path: path})
 	l.f, l.off, l.alloc, l.next, l.dirty = f, 0, size, index, false
 	l.durOff, l.durNext = 0, index
-	if first {
-		return l.settle()
-	}
-	return nil
+	return l.settle()
 }
 
 // preallocate makes f's bytes [from, to) allocated zeros.
@@ -247,7 +253,7 @@ func (l *segLog) flush() (n, bytes int, err error) {
 	}
 	n, bytes = l.pending, len(l.buf)
 	defer func() { l.buf, l.pending = l.buf[:0], 0 }()
-	if l.off+int64(bytes) > l.alloc {
+	if l.off+int64(bytes) > l.alloc-tailLen {
 		if err := l.startSegment(l.next, int64(bytes)); err != nil {
 			return 0, 0, err
 		}
@@ -264,26 +270,24 @@ func (l *segLog) flush() (n, bytes int, err error) {
 	return n, bytes, nil
 }
 
-// sync makes every entry written durable: it writes a checkpoint naming
-// the durable end so far and the end of the data, then fdatasyncs the
-// segment and the checkpoint at once (two flushes in flight cost about one;
-// one after the other, measured 3–6× one).
+// sync makes every entry written durable: it writes a checkpoint slot
+// naming the durable end so far and the end of the data into the segment's
+// tail, then fdatasyncs the segment: one flush for both. (The slot in a
+// file of its own, fdatasynced alongside, cost a second flush: with four
+// Always writers 4,900 sets/s against 6,300 without, median of six
+// interleaved runs.)
 func (l *segLog) sync() error {
 	if !l.dirty {
 		return nil
 	}
-	if err := l.ck.write(checkpoint{seg: l.segs[len(l.segs)-1].index,
-		dOff: uint64(l.durOff), dNext: l.durNext, eOff: uint64(l.off), eNext: l.next}); err != nil {
-		return err
+	c := checkpoint{seq: l.seq + 1, seg: l.segs[len(l.segs)-1].index,
+		dOff: uint64(l.durOff), dNext: l.durNext, eOff: uint64(l.off), eNext: l.next}
+	if _, err := l.f.WriteAt(c.encode(l.nonce), l.alloc-tailLen+int64(c.seq%2)*ckptSlot); err != nil {
+		return fmt.Errorf("persist: write checkpoint: %w", err)
 	}
-	go func() { l.ckErr <- l.ck.sync() }()
-	err := fdatasync(l.f)
-	cerr := <-l.ckErr
-	if err != nil {
+	l.seq, l.last = c.seq, c
+	if err := fdatasync(l.f); err != nil {
 		return fmt.Errorf("persist: fdatasync log: %w", err)
-	}
-	if cerr != nil {
-		return cerr
 	}
 	l.durOff, l.durNext, l.dirty = l.off, l.next, false
 	return nil
@@ -299,11 +303,11 @@ func (l *segLog) forceSync() error {
 	return l.settle()
 }
 
-// unsettled reports whether the newest checkpoint on disk names a durable
-// end short of the real one (see settle).
+// unsettled reports whether the newest checkpoint slot names a durable end
+// short of the real one (see settle).
 func (l *segLog) unsettled() bool {
-	c := l.ck.last
-	return c.seg != l.segs[len(l.segs)-1].index || c.dOff != uint64(l.durOff)
+	c := l.last
+	return c.seq == 0 || c.seg != l.segs[len(l.segs)-1].index || c.dOff != uint64(l.durOff) || c.dNext != l.durNext
 }
 
 // settle writes and fdatasyncs a checkpoint whose durable end is the real
@@ -317,16 +321,21 @@ func (l *segLog) settle() error {
 	return err
 }
 
-// settleWrite is settle's write; need reports whether it wrote (then the
-// caller fdatasyncs l.ck, which it may do without serializing the log: a
-// sync writing the other slot meanwhile is fine, the newer slot counts).
+// settleWrite is settle's write into the sidecar; need reports whether it
+// wrote (then the caller fdatasyncs l.ck, which it may do without holding
+// up the log: syncs meanwhile write the segment's tail, and the newest slot
+// counts).
 func (l *segLog) settleWrite() (need bool, err error) {
-	if !l.unsettled() && l.ck.last.seq != 0 {
+	if !l.unsettled() {
 		return false, nil
 	}
-	c := checkpoint{seg: l.segs[len(l.segs)-1].index, dOff: uint64(l.durOff), dNext: l.durNext,
+	c := checkpoint{seq: l.seq + 1, seg: l.segs[len(l.segs)-1].index, dOff: uint64(l.durOff), dNext: l.durNext,
 		eOff: uint64(l.durOff), eNext: l.durNext}
-	return true, l.ck.write(c)
+	if err := l.ck.write(c, l.nonce); err != nil {
+		return false, err
+	}
+	l.seq, l.last = c.seq, c
+	return true, nil
 }
 
 // lastIndex returns the index of the last entry written (0: none ever).

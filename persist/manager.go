@@ -148,7 +148,7 @@ func Open(dir string, opts Options) (*Manager, error) {
 
 func (m *Manager) open(waldir string) error {
 	o := m.opts
-	ck, err := readCheckpoint(waldir)
+	ck, nonce, err := readCheckpoint(waldir)
 	strict := err == nil
 	if err != nil {
 		fresh, ferr := m.fresh(waldir)
@@ -165,9 +165,21 @@ func (m *Manager) open(waldir string) error {
 			}
 			m.salvaged(err)
 		}
-		ck = checkpoint{}
+		ck, nonce = checkpoint{}, 0
 	}
-	cut, file, err := repairTail(waldir, ck, strict, m.sv)
+	if strict {
+		// The newest slot may be in the tail of the last segment.
+		segs, err := segments(waldir)
+		if err != nil {
+			return fmt.Errorf("persist: %w", err)
+		}
+		if n := len(segs); n > 0 {
+			if t, ok := tailCheckpoint(segs[n-1], nonce); ok && t.seq > ck.seq {
+				ck = t
+			}
+		}
+	}
+	cut, file, err := repairTail(waldir, ck, strict, nonce, m.sv)
 	if err != nil {
 		var ce *CorruptError
 		if !o.Salvage || !errors.As(err, &ce) {
@@ -182,7 +194,7 @@ func (m *Manager) open(waldir string) error {
 			}
 		}
 		m.salvaged(err)
-		if cut, file, err = repairTail(waldir, ck, false, m.sv); err != nil {
+		if cut, file, err = repairTail(waldir, ck, false, nonce, m.sv); err != nil {
 			return err
 		}
 	}
@@ -190,11 +202,26 @@ func (m *Manager) open(waldir string) error {
 		m.rec.TornBytes, m.rec.TornFile = cut, file
 		o.Logger.Warn("persist: cut a torn write past the log's durable end (never acknowledged)", "file", file, "bytes", cut, "kept", m.sv.path)
 	}
-	m.log, err = openLog(waldir, int64(o.SegmentSize), ck)
+	m.log, err = openLog(waldir, int64(o.SegmentSize), ck, nonce)
 	if err != nil {
 		return fmt.Errorf("persist: open log %s: %w", waldir, err)
 	}
 	return nil
+}
+
+// tailCheckpoint returns the newest slot in the tail of segment s.
+func tailCheckpoint(s segment, nonce uint64) (checkpoint, bool) {
+	f, err := openFile(s.path, os.O_RDONLY, 0)
+	if err != nil {
+		return checkpoint{}, false
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return checkpoint{}, false
+	}
+	c, _, ok := readTail(f, st.Size(), nonce, s.index)
+	return c, ok
 }
 
 // fresh reports whether the data directory holds nothing yet: no snapshot,
@@ -334,7 +361,12 @@ func (m *Manager) replaySegment(ctx context.Context, k int, seg segment, after u
 		return 0, false, fmt.Errorf("persist: %w", err)
 	}
 	defer f.Close()
-	er := newEntryReader(f)
+	st, err := f.Stat()
+	if err != nil {
+		return 0, false, fmt.Errorf("persist: %w", err)
+	}
+	_, limit, _ := readTail(f, st.Size(), m.log.nonce, seg.index)
+	er := newEntryReader(f, limit)
 	for index := seg.index; ; index++ {
 		b, off, err := er.next()
 		if err == io.EOF {

@@ -125,7 +125,7 @@ func TestResumeSyncsBeforeAcknowledging(t *testing.T) {
 		t.Errorf("an Always Set was acknowledged although no fdatasync covered its record")
 	}
 	// And the checkpoint m2 wrote names the record durable.
-	ck, err := readCheckpoint(filepath.Join(dir, "wal"))
+	ck, _, err := readCheckpoint(filepath.Join(dir, "wal"))
 	if err != nil || ck.dNext < 3 {
 		t.Errorf("checkpoint after Resume = %+v, %v; want its durable end past the definition and the Set (entry 3)", ck, err)
 	}
@@ -167,14 +167,14 @@ func TestIdleLogSettlesItsCheckpoint(t *testing.T) {
 	}
 	want := uint64(5) // entries 1 (definition) to 4 (the sets): the next is 5
 	settled := func() bool {
-		ck, err := readCheckpoint(filepath.Join(dir, "wal"))
+		ck, _, err := readCheckpoint(filepath.Join(dir, "wal"))
 		return err == nil && ck.dNext == want && ck.eNext == want
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	for !settled() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if ck, err := readCheckpoint(filepath.Join(dir, "wal")); !settled() {
+	if ck, _, err := readCheckpoint(filepath.Join(dir, "wal")); !settled() {
 		t.Fatalf("checkpoint of an idle log = %+v, %v; want its durable end at entry %d", ck, err, want)
 	}
 }

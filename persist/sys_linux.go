@@ -20,5 +20,16 @@ func allocate(f *os.File, from, to int64) error {
 }
 
 // fdatasync writes f's data (and the metadata needed to read it back) to
-// the disk and flushes its cache.
-func fdatasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
+// the disk and flushes its cache. (Through SyscallConn: a concurrent Close
+// waits for it instead of leaving it a closed descriptor.)
+func fdatasync(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fdatasync(int(fd)) }); err != nil {
+		return err
+	}
+	return serr
+}

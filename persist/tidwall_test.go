@@ -79,7 +79,8 @@ func TestTidwallReadsOurLog(t *testing.T) {
 			t.Fatalf("segment %d follows entry %d", s.index, index-1)
 		}
 		f, _ := os.Open(s.path)
-		er := newEntryReader(f)
+		st, _ := f.Stat()
+		er := newEntryReader(f, st.Size())
 		for {
 			b, _, err := er.next()
 			if err == io.EOF {
