@@ -27,7 +27,8 @@
 //	DIR/lock                         flocked by the Manager that has DIR open; holds its pid
 //	DIR/wal/00000000000000000001 …   segments, named by their first entry's index:
 //	                                 { uvarint length │ record }… │ zeros (the preallocated tail)
-//	DIR/wal/checkpoint               the log's durable end (two 512-byte slots, see below)
+//	                                 │ 2 checkpoint slots of 512 bytes (the segment being written)
+//	DIR/wal/checkpoint               the checkpoint sidecar: 2 slots of 512 bytes
 //	DIR/snapshot                     the last snapshot (replaced by temp file + rename)
 //	DIR/salvaged-<time>/             what recovery dropped from the log, kept (never deleted)
 //
@@ -39,39 +40,43 @@
 //	exp: for set, the absolute deadline (unix ns, 0 = never); for define, the cache's Expire (ns).
 //	dur: for define, the cache's Durability.
 //
-//	checkpoint slot (slot seq%2 of the file; the newest whole one counts):
-//	┌──────────┬───────┬───────┬────────┬─────────┬────────┬─────────┬──────────┐
-//	│"C2CKPT01"│ seq 8 │ seg 8 │ dOff 8 │ dNext 8 │ eOff 8 │ eNext 8 │ crc32c 4 │
-//	└──────────┴───────┴───────┴────────┴─────────┴────────┴─────────┴──────────┘
-//	seg: the segment being written; (dOff, dNext): where in it the data the last completed
-//	fdatasync covered ends, and the index of the entry there (the durable end); (eOff, eNext):
-//	the same for the data written, whose fdatasync runs alongside this slot's.
+//	checkpoint slot (slot seq%2 of a segment's tail or of the sidecar; the newest whole one
+//	of the four, with the log's nonce, counts):
+//	┌──────────┬─────────┬───────┬───────┬────────┬─────────┬────────┬─────────┬──────────┐
+//	│"C2CKPT02"│ nonce 8 │ seq 8 │ seg 8 │ dOff 8 │ dNext 8 │ eOff 8 │ eNext 8 │ crc32c 4 │
+//	└──────────┴─────────┴───────┴───────┴────────┴─────────┴────────┴─────────┴──────────┘
+//	nonce: random per log. seg: the segment being written; (dOff, dNext): where in it the data
+//	the last completed fdatasync covered ends, and the index of the entry there (the durable
+//	end); (eOff, eNext): the same for the data written when the slot was.
 //
 //	snapshot: "C2SNAP01" │ wal index u64 │ { uvarint length │ record }… │ "C2SNEND1" │ count u64 │ crc32c u32
 //	(crc32c of every byte before the footer). The records are the definitions of every persistent
 //	cache, then their live entries.
 //
 // The segments are github.com/tidwall/wal's binary format (its tooling reads
-// a log closed by Close; while a segment is being written its preallocated
-// zero tail reads there as empty entries): the checkpoint, the lock and the
-// snapshot are files tidwall/wal ignores.
+// a log closed by Close; a segment being written has its preallocated zero
+// tail and slots, which tidwall/wal cannot read): the sidecar, the lock and
+// the snapshot are files tidwall/wal ignores.
 //
 // # The durable end, and what each crash leaves
 //
 // An acknowledgement (an Always Set returning, EverySecond's second passing)
 // follows an fdatasync; the durable end is what the last completed one
-// covered. Every sync writes a checkpoint slot {durable end so far, end of
-// the data} and then fdatasyncs the segment and the checkpoint at once; once
-// both return, the durable end moves to the end of the data (in memory), and
-// the next sync's slot says so. When no sync follows within 10 ms the Manager
-// writes a slot saying it (settle), so an idle log's checkpoint names
-// everything acknowledged. Where a crash (power loss; kill -9 keeps the page
-// cache, so it tears nothing but a write in progress) can come:
+// covered. Every sync writes a slot {durable end so far, end of the data}
+// into the last 1 KiB of the segment being written (entries never reach it;
+// it goes with the zeros when the segment is cut back to its data), and the
+// segment's one fdatasync makes the data and the slot durable together; once
+// it returns, the durable end moves to the end of the data (in memory), and
+// the next sync's slot says so. When no sync follows within 10 ms the
+// Manager writes a sidecar slot saying it (settle), so an idle log's
+// checkpoint names everything acknowledged; creating a segment, Open and
+// Close write the sidecar too. Where a crash (power loss; kill -9 keeps the
+// page cache, so it tears nothing but a write in progress) can come:
 //
 //   - during a write or its fdatasync: past the durable end the segment may
-//     hold any mix of the new data and zeros, the checkpoint either slot.
-//     Nothing there was acknowledged.
-//   - between the fdatasyncs' return and the next slot: the newest slot
+//     hold any mix of the new data and zeros, the slot old or new. Nothing
+//     there was acknowledged.
+//   - between the fdatasync's return and the next slot: the newest slot
 //     names the batch just acknowledged as written, not as durable; the batch
 //     is on disk, so only damage to the disk itself (not a crash) can hurt
 //     it, and recovery would then cut it as torn. This window lasts until the
@@ -79,15 +84,20 @@
 //   - while a slot is written: that slot is torn, the other (older) one
 //     counts: its durable end is lower, which only makes recovery cut more
 //     readily past it (the same window as above, one batch further back).
-//   - while a segment rolls: the full one is cut back to its data and
-//     fsynced before the next is created (the new one's name is fsynced into
-//     the directory), so every segment but the last is whole on disk; the
-//     next slot names the new segment, durable from its start.
+//   - while a segment rolls: the full one is cut back to its data (its
+//     slots go) and fsynced before the next is created; the new one's name is
+//     fsynced into the directory and a sidecar slot names it, durable from
+//     its start. So every segment but the last is whole on disk, and a
+//     missing last segment is noticed.
 //   - at Open: what a previous process wrote (a manager killed between its
 //     write and its fdatasync leaves that batch in the page cache) is
-//     fdatasynced and a settled slot written before anything is published as
-//     durable; Resume syncs again before releasing the Always writers that
-//     waited for the dead manager.
+//     fdatasynced and a settled sidecar slot written before anything is
+//     published as durable; Resume syncs again before releasing the Always
+//     writers that waited for the dead manager.
+//
+// The cost: one more 4 KiB page in each fdatasync. Measured interleaved,
+// fdatasync p50 346 µs without a slot, 378 µs with it in the tail, 585 µs
+// with it in a file of its own fdatasynced alongside (two flushes).
 //
 // # Recovery
 //
