@@ -144,7 +144,7 @@ func (l *segLog) reopenLast() error {
 	// leave them in the middle); one cut back to its data, or without
 	// slots yet, grows to take entries and a tail.
 	if want := max(l.segSize, end+tailLen); l.alloc < want && !hasTail {
-		if err := preallocate(f, l.alloc, want); err != nil {
+		if err := preallocateWithTail(f, l.alloc, want); err != nil {
 			return err
 		}
 		l.alloc = want
@@ -198,7 +198,7 @@ func (l *segLog) startSegment(index uint64, need int64) error {
 		return fmt.Errorf("persist: new segment: %w", err)
 	}
 	size := max(l.segSize, need+tailLen)
-	if err := preallocate(f, 0, size); err != nil {
+	if err := preallocateWithTail(f, 0, size); err != nil {
 		f.Close()
 		os.Remove(path)
 		return fmt.Errorf("persist: preallocate segment: %w", err)
@@ -215,6 +215,18 @@ func (l *segLog) startSegment(index uint64, need int64) error {
 	l.f, l.off, l.alloc, l.next, l.dirty = f, 0, size, index, false
 	l.durOff, l.durNext = 0, index
 	return l.settle()
+}
+
+// preallocateWithTail preallocates [from, to) and writes zeros over the
+// checkpoint tail (the last tailLen bytes): blocks written once, so that a
+// sync's slot overwrites them without converting an unwritten extent (a
+// metadata change its fdatasync would have to commit).
+func preallocateWithTail(f *os.File, from, to int64) error {
+	if err := preallocate(f, from, to); err != nil {
+		return err
+	}
+	_, err := f.WriteAt(make([]byte, tailLen), to-tailLen)
+	return err
 }
 
 // preallocate makes f's bytes [from, to) allocated zeros.
@@ -396,8 +408,8 @@ func (l *segLog) dropFrom(k int, off int64, index uint64, sv *salvageDir) error 
 	if err := l.reopenLast(); err != nil {
 		return err
 	}
-	if l.next != index {
-		return fmt.Errorf("persist: salvage: %s holds %d entries up to offset %d; want %d", l.segs[k].path, l.next-l.segs[k].index, off, index-l.segs[k].index)
+	if last := l.segs[len(l.segs)-1]; l.next != index {
+		return fmt.Errorf("persist: salvage: %s ends before entry %d; want it to end before entry %d", last.path, l.next, index)
 	}
 	return nil
 }
