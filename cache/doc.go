@@ -46,9 +46,18 @@
 // # The hit path (readers, any process, no lock)
 //
 //	s1 := bucket.seq (odd: a writer is inside, retry)
-//	for each slot with our tag: follow the offset (bounds-checked), compare
-//	    kind, cache id and key, check the deadline, append the value to dst
+//	for each slot with our tag: check the offset against the shard's heap,
+//	    copy the record's 40-byte header once, check the copy's bounds (sane),
+//	    compare kind, cache id and key, check the deadline, append the value
+//	    to dst, every length and kind taken from the copy
 //	s2 := bucket.seq; if s1 != s2 the copy may be torn: retry
+//
+// Nothing read from the arena before the s2 check is trusted except through
+// that one bounds-checked copy: an eviction may overwrite the record between
+// any two loads, so a header field read twice (once to check, once to slice)
+// could index out of range. With the copy, whatever bytes a writer leaves
+// there, the reader computes a miss, a retry or a value the sequence check
+// then vouches for; it cannot panic.
 //
 // After a few failed tries (a writer died inside a bucket, or heavy churn) the
 // reader takes the shard lock, which repairs a dead writer's half-done work,
@@ -109,6 +118,13 @@
 // is valid only if claim has not passed its position plus the capacity
 // afterwards. A reader that was lapped counts the loss (Stats.WatchLost). Lock
 // order is always shard, then journal.
+//
+// claim never goes down: a writer stores max(claim, its end). A writer killed
+// between claiming and publishing leaves claim past tail and may have
+// overwritten bytes up to it; the next lock owner leaves that claim in place
+// (lowering it to tail, as recovery once did, let a lagging reader that copied
+// during the overwrite accept a half-overwritten record). Readers near the
+// dead claim see a lap until writes pass it: conservative, never wrong.
 //
 // # Persistence (the persister's side of the journal)
 //

@@ -55,11 +55,14 @@ func (sp *Space) journalAppend(op uint8, id uint32, key, val []byte, exp int64) 
 			return 0
 		}
 	}
-	if recovered {
-		// A writer died between claiming and publishing: what it wrote past
-		// tail was never published. Readers that saw the claim treat it as a lap.
-		j.h.claim.Store(j.h.tail.Load())
-	}
+	// claim never goes down. After a lock recovery (recovered: a writer died
+	// between claiming and publishing) it may lie past tail: what the dead
+	// writer wrote up to it was never published, but it may have overwritten
+	// bytes a lagging reader is copying, and that reader checks claim only
+	// after its copy. Lowering claim to tail would make the reader accept a
+	// half-overwritten record; so the dead claim stays until writes pass it
+	// (readers between see a lap, which is only conservative).
+	_ = recovered // nothing to repair: see above
 	pos := j.h.tail.Load()
 	phys := pos & (j.cap - 1)
 	toEnd := j.cap - phys
@@ -67,7 +70,9 @@ func (sp *Space) journalAppend(op uint8, id uint32, key, val []byte, exp int64) 
 	if toEnd < size {
 		total = toEnd + size
 	}
-	j.h.claim.Store(pos + total) // before any byte a reader may be copying is overwritten
+	if c := pos + total; c > j.h.claim.Load() {
+		j.h.claim.Store(c) // before any byte a reader may be copying is overwritten
+	}
 	if toEnd < size {
 		if toEnd >= jrecHeader {
 			binary.LittleEndian.PutUint32(j.data[phys:], uint32(toEnd))

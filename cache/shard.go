@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/cluster2/cluster2/shm"
@@ -49,17 +50,33 @@ func (sp *Space) recVal(off uint64, r *recHdr) []byte {
 	return sp.mem[v : v+uint64(r.vlen) : v+uint64(r.vlen)]
 }
 
-// sane reports whether the record header at off fits inside sh's heap. A
-// reader may see a header that a writer is replacing: sane keeps it in bounds,
-// and the bucket sequence tells it to throw the result away.
+// sane reports whether the record header r (a copy of the one at off) fits
+// inside sh's heap. A reader may see a header that a writer is replacing:
+// sane keeps it in bounds, and the bucket sequence tells it to throw the
+// result away.
 func (sp *Space) sane(sh *shard, off uint64, r *recHdr) bool {
 	end := off + recHeader + uint64(r.klen) + uint64(r.vlen)
 	return off >= sh.heapOff && end <= sh.heapOff+sp.heap && int(r.vlen) <= sp.maxValue+MaxKeyLen &&
 		uint64(r.size) >= end-off && off+uint64(r.size) <= sh.heapOff+sp.heap
 }
 
+// snapHdr copies the record header at off, if a header at off lies inside
+// sh's heap. The lock-free readers take every bound from this one copy and
+// never read a header field from shared memory again: a writer may replace
+// the header between two reads (a torn copy is caught by the bucket
+// sequence; a second read could index out of range).
+func (sp *Space) snapHdr(sh *shard, off uint64) (recHdr, bool) {
+	if off < sh.heapOff || off+recHeader > sh.heapOff+sp.heap || off%8 != 0 {
+		return recHdr{}, false
+	}
+	return *(*recHdr)(unsafe.Pointer(&sp.mem[off])), true
+}
+
 // read is the lock-free lookup. It appends the value (or a failed loader's
-// error text) to dst. It never writes shared memory.
+// error text) to dst. It never writes shared memory, and every read of it is
+// bounded by a copy taken once (snapHdr, sane): whatever bytes a concurrent
+// writer leaves where the record was, read returns a miss, a retry or the
+// value that the final sequence check vouches for, never a panic.
 func (sp *Space) read(sh *shard, h uint64, id uint32, key string, dst []byte) ([]byte, int, uint64) {
 	tag := h >> 48
 	n := len(dst)
@@ -78,32 +95,33 @@ outer:
 					continue
 				}
 				off := w & offMask
-				r := sp.rec(off)
-				if !sp.sane(sh, off, r) || r.hash != h || r.cache != id || int(r.klen) != len(key) ||
-					string(sp.recKey(off, r)) != key {
+				r, ok := sp.snapHdr(sh, off)
+				k := off + recHeader
+				if !ok || !sp.sane(sh, off, &r) || r.hash != h || r.cache != id || int(r.klen) != len(key) ||
+					string(sp.mem[k:k+uint64(r.klen)]) != key {
 					if b.seq.Load() != s1 {
 						continue outer
 					}
 					continue
 				}
-				kind, exp := r.kind, r.exp
-				if kind == kindItem || kind == kindFailed {
-					dst = append(dst, sp.recVal(off, r)...)
+				if r.kind == kindItem || r.kind == kindFailed {
+					v := k + uint64(r.klen)
+					dst = append(dst, sp.mem[v:v+uint64(r.vlen)]...)
 				}
 				if b.seq.Load() != s1 { // the copy may be torn
 					dst = dst[:n]
 					continue outer
 				}
-				switch kind {
+				switch r.kind {
 				case kindItem:
-					if exp != 0 && exp <= time.Now().UnixNano() {
+					if r.exp != 0 && r.exp <= time.Now().UnixNano() {
 						return dst[:n], resExpired, off
 					}
 					return dst, resHit, off
 				case kindLoading:
 					return dst, resLoading, off
 				case kindFailed:
-					if exp != 0 && exp <= time.Now().UnixNano() {
+					if r.exp != 0 && r.exp <= time.Now().UnixNano() {
 						return dst[:n], resMiss, 0
 					}
 					return dst, resFailed, off
