@@ -178,8 +178,11 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, opts SetOptio
 			}
 		}
 	}
-	_, jend := sp.store(sh, kindItem, c.id, h, key, value, exp, 0)
+	_, jend, err := sp.store(sh, kindItem, c.id, h, key, value, exp, 0)
 	sp.unlock(sh)
+	if err != nil {
+		return false, fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
+	}
 	if err := c.awaitDurable(ctx, jend); err != nil {
 		return true, fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
 	}
@@ -212,9 +215,14 @@ func (c *Cache) deadline(override time.Duration) int64 {
 
 // store writes a record and points key's slot at it, under the shard lock.
 // It returns the record's offset and, for an item whose change was
-// journaled, the journal position past it (else 0).
-func (sp *Space) store(sh *shard, kind uint8, id uint32, h uint64, key string, val []byte, exp int64, owner uint32) (uint64, uint64) {
-	off := sp.write(sh, kind, id, h, key, val, exp, owner) // may evict, even key's old record
+// journaled, the journal position past it (else 0). It fails only with
+// ErrTooManyLoads, leaving key as it was (what reserve evicted on the way
+// stays evicted; the written record, if any, is unreferenced garbage).
+func (sp *Space) store(sh *shard, kind uint8, id uint32, h uint64, key string, val []byte, exp int64, owner uint32) (uint64, uint64, error) {
+	off, err := sp.write(sh, kind, id, h, key, val, exp, owner) // may evict, even key's old record
+	if err != nil {
+		return 0, 0, err
+	}
 	r := sp.rec(off)
 	w := h>>48<<48 | off
 	if s := sp.find(sh, h, id, key); s.valid() {
@@ -226,15 +234,15 @@ func (sp *Space) store(sh *shard, kind uint8, id uint32, h uint64, key string, v
 		if wasLoading {
 			sh.h.ev.Wake()
 		}
-	} else {
-		sp.insert(sh, h, w)
+	} else if err := sp.insert(sh, h, w); err != nil {
+		return 0, 0, err
 	}
 	sp.account(sh, r, +1)
 	var jend uint64
 	if kind == kindItem {
 		jend = sp.journalChange(opSet, id, sp.recKey(off, r), val, exp)
 	}
-	return off, jend
+	return off, jend, nil
 }
 
 // Del deletes key and returns its old value and whether it had one. Watchers

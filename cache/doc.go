@@ -33,8 +33,9 @@
 //	┌─────────┬─────────┬────────┬──────┬───────┬──────────┬────────┬────────┬───────┬─────┬───────┐
 //	│ size u32│ vlen u32│ klen u16│kind u8│ref u8 │ cache u32│owner u32│hash u64│exp i64│ key │ value │
 //	└─────────┴─────────┴────────┴──────┴───────┴──────────┴────────┴────────┴───────┴─────┴───────┘
-//	kinds: item (a value), loading (a Get's loader runs in process owner), failed (the loader's error
-//	as value, kept one second for the waiters), filler (the unused end of the heap at a wrap)
+//	kinds: item (a value), loading (a Get's loader runs in process owner; exp holds the load's id),
+//	failed (the loader's error as value, kept one second for the waiters), filler (the unused end
+//	of the heap at a wrap)
 //
 // # Hashing and probing
 //
@@ -70,7 +71,8 @@
 // A Set (1) reclaims space at the log's tail until the record fits: a tail
 // record that no slot points to is garbage; a live one is evicted, or, if its
 // CLOCK counter says it was used since the hand last passed, moved to the head
-// (second chance); (2) writes the record at the head and then advances head;
+// (second chance); a live loading record is never evicted but always moved
+// to the head (see Loader once); (2) writes the record at the head and then advances head;
 // (3) publishes: bucket.seq odd, store the slot word, bucket.seq even; (4)
 // appends a journal record when somebody watches that cache. Index slots are
 // the only truth about which records are live: a record no slot points to is
@@ -101,8 +103,22 @@
 //
 // A Get that misses with a loader takes the shard lock and either finds a
 // loading record (it waits on the shard's Event, bounded by its context) or
-// inserts its own, with its owner generation, and runs the loader outside any
-// lock. The loader's value replaces the loading record (a normal Set, watchers
+// inserts its own, with its owner generation and a load id (in exp: the pair
+// names the load wherever the record moves), and runs the loader outside any
+// lock. A loading record is never evicted, neither by the tail (it is moved
+// to the head: a header and a key, at most 1088 bytes) nor by insert's
+// choice of a victim slot: an evicted marker made a waiter find the key absent
+// and load it a second time. A shard so full of loads in progress that a
+// record finds no room (the tail carried them round the log four times) or a
+// probe range whose 56 slots all hold one refuses the Set or the new load
+// with ErrTooManyLoads: never a silent second load. A loaded value that finds
+// no room turns its loading record into a failed one in place (inside the
+// bucket's seqlock; owner failedNoRoom): its loader's caller gets the value,
+// the waiters ErrLoaderFailed wrapping ErrTooManyLoads. The move of a
+// loading record whose copy would overlap it (a full heap) goes through Go
+// memory with its bucket's sequence odd; a process killed in that window
+// leaves a slot that repair drops, and a waiter loads again: the one second
+// load while the first loader lives, after a crash inside the shard lock. The loader's value replaces the loading record (a normal Set, watchers
 // told); its error replaces it with a failed record that the waiters return. A
 // waiter whose sleep times out checks whether the loading process lives and,
 // if not, replaces the record with its own and loads.

@@ -25,6 +25,15 @@ var (
 	// (or another goroutine) while this caller waited for its value; the text
 	// of the loader's error follows it.
 	ErrLoaderFailed = errors.New("cache: loader failed")
+
+	// ErrTooManyLoads is returned by Set and Get when a shard is so full of
+	// loads in progress (Get's loading records, which are never evicted) that
+	// the record finds no room, or every slot of the key's probe range holds
+	// one. Nothing is stored; no loader runs a second time. A loader whose
+	// value finds no room returns the value to its own caller; the waiters
+	// get ErrLoaderFailed wrapping ErrTooManyLoads. Retry later, or give the
+	// space more bytes.
+	ErrTooManyLoads = errors.New("cache: too many loads in progress")
 )
 
 // These errors can be returned by Use, Setup and Attach.

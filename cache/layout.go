@@ -9,7 +9,7 @@ import (
 // Format constants: changing any, or any struct below, bumps spaceVersion.
 const (
 	spaceMagic   uint64 = 0x45484341_43324c43 // "CL2CACHE"
-	spaceVersion uint32 = 2
+	spaceVersion uint32 = 3                   // 3: a loading record's exp holds its load id; loading records move, never evicted
 
 	// MaxCaches is the number of named caches one space can hold.
 	MaxCaches = 64

@@ -38,7 +38,11 @@ func (c *Cache) load(ctx context.Context, key string, loader Loader) ([]byte, er
 				sp.drop(sh, s, opExpire)
 			case r.kind == kindFailed && live && waited:
 				text := append([]byte{}, sp.recVal(off, r)...)
+				noRoom := r.owner == failedNoRoom
 				sp.unlock(sh)
+				if noRoom {
+					return nil, fmt.Errorf("cache %q: get %q: %w: %w (the loaded value found no room)", c.name, key, ErrLoaderFailed, ErrTooManyLoads)
+				}
 				return nil, loaderErr(c.name, key, text)
 			case r.kind == kindLoading:
 				// Another goroutine or process loads: wait, unless it is dead.
@@ -46,9 +50,15 @@ func (c *Cache) load(ctx context.Context, key string, loader Loader) ([]byte, er
 			}
 		}
 		if takeOver {
-			marker, _ := sp.store(sh, kindLoading, c.id, h, key, nil, 0, me)
+			// The loading record's exp field holds this load's id: with the
+			// owner generation it names the load wherever the tail moves it.
+			load := int64(sp.loadSeq.Add(1))
+			if _, _, err := sp.store(sh, kindLoading, c.id, h, key, nil, load, me); err != nil {
+				sp.unlock(sh)
+				return nil, fmt.Errorf("cache %q: get %q: %w", c.name, key, err)
+			}
 			sp.unlock(sh)
-			return c.runLoader(ctx, sh, h, key, marker, loader)
+			return c.runLoader(ctx, sh, h, key, load, loader)
 		}
 		// Announce before unlocking: the loader's store and Wake come after.
 		tk := sh.h.ev.Prepare()
@@ -64,12 +74,17 @@ func (c *Cache) load(ctx context.Context, key string, loader Loader) ([]byte, er
 }
 
 // runLoader runs loader outside any lock, then replaces this call's loading
-// record (at marker) with the value, or with a failed record carrying the
-// error for the waiters. If the caller's context ended, the loading record is
-// simply removed and a waiter loads instead. A record that is no longer ours
-// (a Set came meanwhile) is left alone: the newer value wins.
-func (c *Cache) runLoader(ctx context.Context, sh *shard, h uint64, key string, marker uint64, loader Loader) ([]byte, error) {
+// record (named by the owner generation and load id, wherever the tail has
+// moved it) with the value, or with a failed record carrying the error for
+// the waiters. If the caller's context ended, the loading record is simply
+// removed and a waiter loads instead. A record that is no longer ours (a Set
+// came meanwhile) is left alone: the newer value wins. If the shard is so
+// full of loads that the result finds no room, the loading record turns into
+// a failed one in place (failedNoRoom): the waiters get ErrTooManyLoads
+// rather than loading again, and our caller still gets its value.
+func (c *Cache) runLoader(ctx context.Context, sh *shard, h uint64, key string, load int64, loader Loader) ([]byte, error) {
 	sp := c.sp
+	me := sp.p.Token()
 	v, err := loader(ctx, key)
 	if err == nil && len(v) > sp.maxValue {
 		err = fmt.Errorf("loaded value of %d bytes: %w (limit %d)", len(v), ErrValueTooLarge, sp.maxValue)
@@ -78,14 +93,23 @@ func (c *Cache) runLoader(ctx context.Context, sh *shard, h uint64, key string, 
 	defer cancel()
 	var jend uint64
 	if lerr := sp.lock(lctx, sh); lerr == nil {
-		if s := sp.find(sh, h, c.id, key); s.valid() && s.off() == marker {
-			switch {
-			case err == nil:
-				_, jend = sp.store(sh, kindItem, c.id, h, key, v, c.deadline(0), 0)
-			case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
-				sp.drop(sh, s, opDel)
-			default:
-				sp.store(sh, kindFailed, c.id, h, key, []byte(err.Error()), time.Now().Add(failedLinger).UnixNano(), 0)
+		if s := sp.find(sh, h, c.id, key); s.valid() {
+			if r := sp.rec(s.off()); r.kind == kindLoading && r.owner == me && r.exp == load {
+				var serr error
+				switch {
+				case err == nil:
+					_, jend, serr = sp.store(sh, kindItem, c.id, h, key, v, c.deadline(0), 0)
+				case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+					sp.drop(sh, s, opDel)
+				default:
+					_, _, serr = sp.store(sh, kindFailed, c.id, h, key, []byte(err.Error()), time.Now().Add(failedLinger).UnixNano(), 0)
+				}
+				if serr != nil {
+					// store changed nothing of the key: our record is where
+					// find left it (reserve moves only the tail's records,
+					// and only under this lock, which we still hold).
+					sp.failInPlace(sh, sp.find(sh, h, c.id, key))
+				}
 			}
 		}
 		sp.unlock(sh)
@@ -102,4 +126,26 @@ func (c *Cache) runLoader(ctx context.Context, sh *shard, h uint64, key string, 
 		v = []byte{}
 	}
 	return v, nil
+}
+
+// failedNoRoom is the owner field of a failed record that was a loading
+// record whose result found no room (see failInPlace).
+const failedNoRoom = ^uint32(0)
+
+// failInPlace turns the loading record of slot s into a failed record with
+// no text, kept failedLinger, inside the bucket's seqlock. It is the one
+// change of a record in place: its kind, owner and deadline words, which
+// lock-free readers copy before the sequence check like any others.
+func (sp *Space) failInPlace(sh *shard, s slotRef) {
+	if !s.valid() {
+		return
+	}
+	r := sp.rec(s.off())
+	if r.kind != kindLoading {
+		return
+	}
+	s.b.seq.Add(1)
+	r.kind, r.owner, r.exp = kindFailed, failedNoRoom, time.Now().Add(failedLinger).UnixNano()
+	s.b.seq.Add(1)
+	sh.h.ev.Wake()
 }

@@ -24,10 +24,11 @@ import (
 
 func TestMain(m *testing.M) {
 	xtesting.Main(m, map[string]func(){
-		"model":    childModel,
-		"crash":    childCrash,
-		"loadonce": childLoadOnce,
-		"mutator":  childMutator,
+		"model":     childModel,
+		"crash":     childCrash,
+		"loadonce":  childLoadOnce,
+		"mutator":   childMutator,
+		"loadevict": childLoadEvict,
 	})
 }
 

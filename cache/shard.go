@@ -240,8 +240,10 @@ func (sp *Space) liveItems(sh *shard, now int64, fn func(off uint64, r *recHdr))
 
 // insert puts w (a new key's record) into the first empty slot of its probe
 // range, flagging full buckets it passes. With no empty slot it evicts the
-// least recently used record of the range to make one.
-func (sp *Space) insert(sh *shard, h, w uint64) {
+// least recently used record of the range to make one, never a loading
+// record (a waiter would run the loader again): a range whose 56 slots all
+// hold loads in progress returns ErrTooManyLoads and changes nothing.
+func (sp *Space) insert(sh *shard, h, w uint64) error {
 	bi := sp.home(h)
 	var victim slotRef
 	var victimRef uint8 = 255
@@ -251,7 +253,7 @@ func (sp *Space) insert(sh *shard, h, w uint64) {
 			sw := b.slots[i].Load()
 			if sw == 0 {
 				slotRef{b, i}.publish(w)
-				return
+				return nil
 			}
 			if r := sp.rec(sw & offMask); r.kind != kindLoading && r.ref&refCount < victimRef {
 				victim, victimRef = slotRef{b, i}, r.ref&refCount
@@ -262,11 +264,12 @@ func (sp *Space) insert(sh *shard, h, w uint64) {
 		b.flags.Or(bucketOverflow)
 		bi = (bi + 1) & sp.bmsk
 	}
-	if !victim.valid() { // every slot loading: extremely unlikely; take the home's first
-		victim = slotRef{&sh.b[sp.home(h)], 0}
+	if !victim.valid() { // every slot of the range holds a load in progress
+		return fmt.Errorf("%w: all %d slots of the key's probe range are loading", ErrTooManyLoads, maxProbe*slotsPerBucket)
 	}
 	sp.drop(sh, victim, opEvict)
 	victim.publish(w)
+	return nil
 }
 
 // drop removes the record of slot s from the index, counting it as op
@@ -304,23 +307,36 @@ func (sp *Space) account(sh *shard, r *recHdr, sign int64) {
 }
 
 // write appends a record to sh's log, reclaiming space first, and returns its
-// offset. The record is not yet referenced by the index.
-func (sp *Space) write(sh *shard, kind uint8, id uint32, h uint64, key string, val []byte, exp int64, owner uint32) uint64 {
+// offset. The record is not yet referenced by the index. It fails only with
+// ErrTooManyLoads (see reserve), having changed nothing a reader can tell.
+func (sp *Space) write(sh *shard, kind uint8, id uint32, h uint64, key string, val []byte, exp int64, owner uint32) (uint64, error) {
 	size := recSize(len(key), len(val))
-	off := sp.reserve(sh, size)
+	off, err := sp.reserve(sh, size)
+	if err != nil {
+		return 0, err
+	}
 	r := sp.rec(off)
 	*r = recHdr{size: uint32(size), vlen: uint32(len(val)), klen: uint16(len(key)), kind: kind,
 		cache: id, owner: owner, hash: h, exp: exp}
 	copy(sp.mem[off+recHeader:], key)
 	copy(sp.mem[off+recHeader+uint64(len(key)):], val)
 	sh.h.head.Add(size) // the record is complete before head passes it
-	return off
+	return off, nil
 }
 
 // reserve makes room for size bytes at the head (writing a filler record over
 // the heap's unused end at a wrap) and returns the arena offset to write at.
-func (sp *Space) reserve(sh *shard, size uint64) uint64 {
+//
+// A live loading record at the tail is never evicted (a waiter would find
+// the key absent and run the loader a second time): it is moved to the head
+// (moveLoading). Only when the heap holds little but loads in progress, so
+// that the tail has carried them round the log four times (every other
+// record is gone by then: second chances are bounded) without making room,
+// does reserve give up with ErrTooManyLoads. What it evicted on the way
+// stays evicted; the index stays consistent.
+func (sp *Space) reserve(sh *shard, size uint64) (uint64, error) {
 	moves := 0
+	var loadMoved uint64 // bytes of loading records this call moved to the head
 	for {
 		head, tail := sh.h.head.Load(), sh.h.tail.Load()
 		if head < tail || head-tail > sp.heap {
@@ -339,7 +355,7 @@ func (sp *Space) reserve(sh *shard, size uint64) uint64 {
 				sp.fill(sh, phys, toEnd)
 				phys = 0
 			}
-			return sh.heapOff + phys
+			return sh.heapOff + phys, nil
 		}
 		// Reclaim the oldest record.
 		tphys := tail % sp.heap
@@ -360,6 +376,13 @@ func (sp *Space) reserve(sh *shard, size uint64) uint64 {
 		s := sp.findOff(sh, r.hash, toff)
 		switch {
 		case !s.valid(): // garbage: an old version, a deleted record, a crash's leftover
+		case r.kind == kindLoading:
+			if loadMoved > 4*sp.heap {
+				return 0, fmt.Errorf("%w: a record of %d bytes finds no room among them (heap %d)", ErrTooManyLoads, size, sp.heap)
+			}
+			loadMoved += uint64(r.size)
+			sp.moveLoading(sh, s, toff, uint64(r.size), free, phys, toEnd)
+			continue // moveLoading moved the tail
 		case r.kind == kindItem && r.ref&refCount > 0 && moves < 16 && free >= moveNeed(uint64(r.size), toEnd):
 			// Second chance: copy the record to the head and point the slot at it.
 			moves++
@@ -382,6 +405,61 @@ func (sp *Space) reserve(sh *shard, size uint64) uint64 {
 		}
 		sh.h.tail.Add(uint64(r.size))
 	}
+}
+
+// moveLoading moves the live loading record of n bytes at the tail (toff,
+// slot s) to the head, whose physical position is phys, toEnd bytes before
+// the heap's end, with free bytes free. A loading record is small (a header
+// and a key: at most recSize(MaxKeyLen, 0) bytes).
+//
+// With room for the copy at the head (free >= moveNeed), it is copied there,
+// head passes it, the slot is pointed at it (inside the bucket's seqlock),
+// and only then does tail pass the original: a process killed at any step
+// leaves the slot pointing at a complete record inside the live log.
+//
+// Otherwise (the common case in a full heap: free is what the last write
+// left) the copy's place overlaps the original, so the record goes through
+// a copy in Go memory with its bucket's sequence odd the whole time: tail
+// passes the original, the copy is written at the head (after a filler at a
+// wrap), head passes it, the slot is stored, the sequence made even. There
+// is always room once tail has passed the original: records never cross the
+// heap's end, so if toEnd < n the tail lies in the wrapped part and free >=
+// toEnd, hence free+n >= moveNeed(n, toEnd). Lock-free readers of the
+// bucket retry until the sequence is even. A process killed inside this
+// window leaves an odd sequence and a slot pointing outside the live log:
+// repair drops the slot, and a waiter then takes the load over (a second
+// load after a crash inside the shard lock, the one case where the loader
+// can run twice for one miss while its first runner lives).
+func (sp *Space) moveLoading(sh *shard, s slotRef, toff, n, free, phys, toEnd uint64) {
+	r := sp.rec(toff)
+	tag := r.hash >> 48 << 48
+	if free >= moveNeed(n, toEnd) {
+		if toEnd < n {
+			sp.fill(sh, phys, toEnd)
+			phys = 0
+		}
+		noff := sh.heapOff + phys
+		copy(sp.mem[noff:noff+n], sp.mem[toff:toff+n])
+		sh.h.head.Add(n)
+		s.publish(tag | noff)
+		sh.h.tail.Add(n)
+		return
+	}
+	var tmp [recHeader + MaxKeyLen + recAlign]byte
+	copy(tmp[:n], sp.mem[toff:toff+n])
+	s.b.seq.Add(1) // odd: readers of the bucket retry while its record moves
+	sh.h.tail.Add(n)
+	head := sh.h.head.Load()
+	phys = head % sp.heap
+	if toEnd = sp.heap - phys; toEnd < n {
+		sp.fill(sh, phys, toEnd)
+		phys = 0
+	}
+	noff := sh.heapOff + phys
+	copy(sp.mem[noff:noff+n], tmp[:n])
+	sh.h.head.Add(n)
+	s.b.slots[s.i].Store(tag | noff)
+	s.b.seq.Add(1) // even: release
 }
 
 // moveNeed is the log space a record of n bytes takes at a head toEnd bytes

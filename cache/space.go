@@ -37,6 +37,7 @@ type Space struct {
 
 	durWait    durableWaiters // this process's Always writers waiting for an fsync
 	watchLost  atomic.Uint64  // journal records this process's watchers missed
+	loadSeq    atomic.Uint64  // ids of this process's loads (a loading record's exp)
 	journaling atomic.Bool    // false while Restore replays a log: its records are logged already
 
 	mu       sync.Mutex
