@@ -130,9 +130,17 @@
 // broadcast journal: a byte ring under its own robust lock. A writer sets claim
 // to the end of what it will write, writes, then publishes tail (release) and
 // wakes the journal Event. Each watching process tails it with its own cursor
-// from a goroutine that runs the callbacks in journal order; a record it copied
-// is valid only if claim has not passed its position plus the capacity
-// afterwards. A reader that was lapped counts the loss (Stats.WatchLost). Lock
+// from one goroutine; a record it copied is valid only if claim has not passed
+// its position plus the capacity afterwards. That goroutine runs no user
+// code: it hands each change to the queue of every local watcher of its key
+// (16384 changes at most) without waiting, and each watcher has its own
+// goroutine that calls its callback in queue order, so per key and per
+// watcher the order is journal order, and a blocked callback holds up only
+// its own watcher. A change that finds its watcher's queue full is dropped
+// and counted (Watcher.Lost, Stats.WatchLost); the watcher is told with one
+// OpLost change placed where the dropped ones would have been. A reader that
+// was lapped counts the loss (Stats.WatchLost) and tells every local watcher
+// the same way. Space.Close waits 250 ms at most for running callbacks. Lock
 // order is always shard, then journal.
 //
 // claim never goes down: a writer stores max(claim, its end). A writer killed

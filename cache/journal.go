@@ -158,6 +158,7 @@ func (sp *Space) tailJournal(cur uint64, stop <-chan struct{}) {
 		}
 		if t-cur > j.cap || t < cur {
 			sp.watchLost.Add(1)
+			sp.lapped()
 			cur = t
 			continue
 		}
@@ -171,12 +172,14 @@ func (sp *Space) tailJournal(cur uint64, stop <-chan struct{}) {
 			// Either lapped while reading the size, or a record we cannot
 			// parse: resynchronise at the tail and count the loss.
 			sp.watchLost.Add(1)
+			sp.lapped()
 			cur = j.h.tail.Load()
 			continue
 		}
 		buf = append(buf[:0], j.data[phys:phys+size]...)
 		if j.h.claim.Load() > cur+j.cap { // overwritten while we copied
 			sp.watchLost.Add(1)
+			sp.lapped()
 			cur = j.h.tail.Load()
 			continue
 		}
@@ -187,6 +190,7 @@ func (sp *Space) tailJournal(cur uint64, stop <-chan struct{}) {
 		c, ok := decodeRecord(buf)
 		if !ok {
 			sp.watchLost.Add(1)
+			sp.lapped()
 			continue
 		}
 		if c.op <= opEvict {

@@ -46,10 +46,11 @@ type Space struct {
 	nwatch   [MaxCaches]int // local watchers per cache
 	tailing  bool
 
-	stop    chan struct{}
-	bgDone  sync.WaitGroup
-	closed  atomic.Bool
-	startBG sync.Once
+	stop      chan struct{}
+	bgDone    sync.WaitGroup
+	watchDone sync.WaitGroup // watcher goroutines (Close waits for them watchStopWait at most)
+	closed    atomic.Bool
+	startBG   sync.Once
 }
 
 // shard is a process's view of one shard block.
@@ -234,12 +235,22 @@ func (sp *Space) MaxValueLen() int { return sp.maxValue }
 
 // Close stops the space's background goroutines in this process and closes
 // every Cache opened from it. The shared data stays for the other processes.
+// It waits at most 250 ms for watcher callbacks that are running (see
+// Cache.Watch): a blocked callback does not hold up a process's stop.
 func (sp *Space) Close() error {
 	if !sp.closed.CompareAndSwap(false, true) {
 		return nil
 	}
 	close(sp.stop)
-	sp.bgDone.Wait()
+	sp.bgDone.Wait() // the journal reader and the background loop: they run no user code
+	// Watcher goroutines stop at their next change; one inside a user
+	// callback is waited for a short while only.
+	watchers := make(chan struct{})
+	go func() { sp.watchDone.Wait(); close(watchers) }()
+	select {
+	case <-watchers:
+	case <-time.After(watchStopWait):
+	}
 	sp.publishStats()
 	sp.mu.Lock()
 	for i, c := range sp.caches {
