@@ -114,9 +114,12 @@
 // with ErrTooManyLoads: never a silent second load. A loaded value that finds
 // no room turns its loading record into a failed one in place (inside the
 // bucket's seqlock; owner failedNoRoom): its loader's caller gets the value,
-// the waiters ErrLoaderFailed wrapping ErrTooManyLoads. The move of a
-// loading record whose copy would overlap it (a full heap) goes through Go
-// memory with its bucket's sequence odd; a process killed in that window
+// the waiters ErrLoaderFailed wrapping ErrTooManyLoads. reserve leaves
+// moveSlack (2176 bytes) free so that a loading record can be copied to the
+// head before the tail leaves it: a crash at any step leaves the slot on a
+// complete record. Only when a filler at a wrap ate into that slack does a
+// move whose copy would overlap the original go through Go memory with its
+// bucket's sequence odd; a process killed in that window
 // leaves a slot that repair drops, and a waiter loads again: the one second
 // load while the first loader lives, after a crash inside the shard lock. The loader's value replaces the loading record (a normal Set, watchers
 // told); its error replaces it with a failed record that the waiters return. A
@@ -169,6 +172,48 @@
 // persister killed at any step leaves logged and durable at values that were
 // true: its successor re-logs at most what it wrote after its last Logged
 // (records are idempotent sets and deletes).
+//
+// # Memory order per architecture (where the fences go)
+//
+// Every shared word named above is a sync/atomic value; record bytes, keys,
+// values and journal record bytes are plain. On amd64 (TSO: loads are not
+// reordered with loads, stores not with stores; Go's atomic stores and
+// read-modify-writes are locked instructions) the orders below hold with no
+// fence. On arm64 Go's atomic Load is LDAR (acquire), Store STLR (release),
+// Add/CAS LDADDAL/CASAL or an LDAXR/STLXR loop: acquire keeps later accesses
+// after the load, release keeps earlier ones before the store, but neither
+// keeps earlier plain loads before an acquire load nor later plain stores
+// after a release store. These places need a fence there (none is in the
+// code yet):
+//
+//  1. Hit path, before each re-read of bucket.seq that decides a result
+//     (the s2 check after the value copy, and the ones after a key mismatch
+//     and before trusting the overflow flag): a load-load fence (DMB ISHLD),
+//     so that the header copy, key compare and value copy are complete before
+//     s2 is read. Without it a reader can take bytes a later writer wrote and
+//     still read the old, equal s2.
+//  2. Writers, after a bucket.seq increment that makes it odd and before
+//     plain stores over a record a reader may still be copying: the in-place
+//     changes (moveLoading's overlapping path, failInPlace). A store-store
+//     fence (DMB ISHST) after the increment; with LSE's LDADDAL the
+//     increment's acquire already orders them, not with the LDAXR/STLXR loop.
+//  3. Writers, between unlinking a record (publish(0) or publish of its
+//     replacement, whose final seq increment is a release) and the plain
+//     stores that overwrite its bytes (write and fill after reserve
+//     reclaimed it, the second-chance copy): a store-store fence once per
+//     reserve, before its first plain store into reclaimed space, so that a
+//     reader who sees a new byte sees the changed seq (it pairs with 1).
+//  4. Journal writers, after claim.Store and before the plain stores of the
+//     record (and of a filler header): a store-store fence, so that a
+//     reader who copied an overwritten byte sees the new claim.
+//  5. Journal readers (tailJournal, Persister.Read), after copying a record
+//     and before loading claim: a load-load fence (pairs with 4).
+//
+// Already ordered on both: a record's bytes before head.Add and before the
+// slot store (release); the reader's slot and header loads after s1
+// (acquire); a journal record's bytes before tail.Store (release) and the
+// reader's copy after its tail load (acquire); everything under a robust
+// lock (acquiring CAS, releasing CAS).
 //
 // # Caveats
 //

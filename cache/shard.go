@@ -350,7 +350,7 @@ func (sp *Space) reserve(sh *shard, size uint64) (uint64, error) {
 		if toEnd < size {
 			need = toEnd + size
 		}
-		if free >= need {
+		if free >= need+moveSlack {
 			if toEnd < size {
 				sp.fill(sh, phys, toEnd)
 				phys = 0
@@ -417,8 +417,8 @@ func (sp *Space) reserve(sh *shard, size uint64) (uint64, error) {
 // and only then does tail pass the original: a process killed at any step
 // leaves the slot pointing at a complete record inside the live log.
 //
-// Otherwise (the common case in a full heap: free is what the last write
-// left) the copy's place overlaps the original, so the record goes through
+// Otherwise (rare: reserve keeps moveSlack free, but a filler at a wrap can
+// eat into it) the copy's place overlaps the original, so the record goes through
 // a copy in Go memory with its bucket's sequence odd the whole time: tail
 // passes the original, the copy is written at the head (after a filler at a
 // wrap), head passes it, the slot is stored, the sequence made even. There
@@ -461,6 +461,12 @@ func (sp *Space) moveLoading(sh *shard, s slotRef, toff, n, free, phys, toEnd ui
 	s.b.slots[s.i].Store(tag | noff)
 	s.b.seq.Add(1) // even: release
 }
+
+// moveSlack is the free space reserve leaves at the head besides the record
+// it makes room for: room to move the largest loading record, even at a
+// wrap, without the copy overlapping the original (moveLoading's crash-safe
+// path). Only fillers eating into it leave a move the overlapping path.
+const moveSlack = 2 * ((recHeader + MaxKeyLen + recAlign - 1) &^ (recAlign - 1))
 
 // moveNeed is the log space a record of n bytes takes at a head toEnd bytes
 // before the heap's end.
