@@ -59,7 +59,7 @@ func (c CacheInfo) HitRatio() float64 {
 type KeyChange struct {
 	Cache string    `json:"cache"`
 	Key   string    `json:"key"`
-	Op    string    `json:"op"`              // "set", "del", "expire" or "evict"
+	Op    string    `json:"op"`              // "set", "del", "expire", "evict" or "lost" (changes missed)
 	Value string    `json:"value,omitempty"` // the value stored by a set, cut to 256 bytes
 	Time  time.Time `json:"time"`
 }
