@@ -244,7 +244,10 @@ func (sp *Space) Close() error {
 	close(sp.stop)
 	sp.bgDone.Wait() // the journal reader and the background loop: they run no user code
 	// Watcher goroutines stop at their next change; one inside a user
-	// callback is waited for a short while only.
+	// callback is waited for a short while only. Taking mu orders every
+	// Watch that saw closed false (and added to watchDone) before the Wait.
+	sp.mu.Lock()
+	sp.mu.Unlock() //nolint:staticcheck // an empty critical section: a barrier against Watch
 	watchers := make(chan struct{})
 	go func() { sp.watchDone.Wait(); close(watchers) }()
 	select {
