@@ -48,17 +48,20 @@
 //
 //	s1 := bucket.seq (odd: a writer is inside, retry)
 //	for each slot with our tag: check the offset against the shard's heap,
-//	    copy the record's 40-byte header once, check the copy's bounds (sane),
+//	    load each header field once into a local, check those bounds,
 //	    compare kind, cache id and key, check the deadline, append the value
-//	    to dst, every length and kind taken from the copy
+//	    to dst, every length and kind taken from the locals
 //	s2 := bucket.seq; if s1 != s2 the copy may be torn: retry
 //
 // Nothing read from the arena before the s2 check is trusted except through
-// that one bounds-checked copy: an eviction may overwrite the record between
+// those bounds-checked copies: an eviction may overwrite the record between
 // any two loads, so a header field read twice (once to check, once to slice)
 // could index out of range. With the copy, whatever bytes a writer leaves
 // there, the reader computes a miss, a retry or a value the sequence check
-// then vouches for; it cannot panic.
+// then vouches for; it cannot panic. The same holds for the journal
+// readers (they copy a record with a size bounded by the ring, then decode
+// only the copy); Keys, Inspect, Verify, repair and the loader read under
+// the shard lock.
 //
 // After a few failed tries (a writer died inside a bucket, or heavy churn) the
 // reader takes the shard lock, which repairs a dead writer's half-done work,
