@@ -124,7 +124,9 @@ func (c *Cache) readLocked(ctx context.Context, sh *shard, h uint64, key string,
 // value, or the loader's error wrapped in ErrLoaderFailed. If the loading
 // process dies, a waiter takes the load over. A nil loader on a miss returns
 // ErrNotFound. The loaded value is stored with the cache's Expire and
-// watchers are told of it like any Set.
+// watchers are told of it like any Set. A load in progress is never evicted;
+// a shard so full of them that another finds no room returns an error
+// wrapping ErrTooManyLoads (no loader runs twice).
 func (c *Cache) Get(ctx context.Context, key string, loader Loader) ([]byte, error) {
 	v, ok, err := c.GetInto(nil, key)
 	if err != nil {
@@ -147,7 +149,8 @@ func (c *Cache) Get(ctx context.Context, key string, loader Loader) ([]byte, err
 // replaces the old one atomically for every reader, and watchers are told. A
 // full cache evicts its least recently used entries to make room; a value
 // longer than the space's MaxValueLen returns ErrValueTooLarge and changes
-// nothing. value may be reused after Set returns.
+// nothing, and so does ErrTooManyLoads, when the key's shard is full of loads
+// in progress (see Get). value may be reused after Set returns.
 func (c *Cache) Set(ctx context.Context, key string, value []byte, opts SetOptions) (bool, error) {
 	if err := c.check(key); err != nil {
 		return false, err
