@@ -149,8 +149,9 @@ func (c *Cache) Get(ctx context.Context, key string, loader Loader) ([]byte, err
 // replaces the old one atomically for every reader, and watchers are told. A
 // full cache evicts its least recently used entries to make room; a value
 // longer than the space's MaxValueLen returns ErrValueTooLarge and changes
-// nothing, and so does ErrTooManyLoads, when the key's shard is full of loads
-// in progress (see Get). value may be reused after Set returns.
+// nothing. ErrTooManyLoads, when the key's shard is full of loads in
+// progress (see Get), stores nothing (entries evicted on the way to make room
+// stay evicted). value may be reused after Set returns.
 func (c *Cache) Set(ctx context.Context, key string, value []byte, opts SetOptions) (bool, error) {
 	if err := c.check(key); err != nil {
 		return false, err
