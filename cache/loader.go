@@ -105,9 +105,9 @@ func (c *Cache) runLoader(ctx context.Context, sh *shard, h uint64, key string, 
 					_, _, serr = sp.store(sh, kindFailed, c.id, h, key, []byte(err.Error()), time.Now().Add(failedLinger).UnixNano(), 0)
 				}
 				if serr != nil {
-					// store changed nothing of the key: our record is where
-					// find left it (reserve moves only the tail's records,
-					// and only under this lock, which we still hold).
+					// store left the key's slot on our loading record
+					// (reserve may have moved it: find it again; we still
+					// hold the lock, so nobody else changed it).
 					sp.failInPlace(sh, sp.find(sh, h, c.id, key))
 				}
 			}
