@@ -85,9 +85,10 @@ func childLoadEvict() {
 // TestLoaderOnceUnderEviction: while three processes Get the same keys with
 // a slow loader, this process churns the (single) shard so hard that the tail
 // passes every loading record dozens of times during one load. A loading
-// record must never be evicted: each key's loader runs once, never twice at
-// a time. (The tail used to evict loading records like any other: waiters
-// then found the key absent and ran the loader again.)
+// record must never be evicted: a key's loader never runs twice at a time.
+// (The tail used to evict loading records like any other: waiters then found
+// the key absent and ran the loader again while the first run went on: 3
+// runs per key, 2 of them concurrent, on the old code.)
 func TestLoaderOnceUnderEviction(t *testing.T) {
 	a, err := shm.Create(shm.Options{Size: 4 << 20})
 	if err != nil {
@@ -140,10 +141,16 @@ func TestLoaderOnceUnderEviction(t *testing.T) {
 	if st.Evictions < 200 {
 		t.Fatalf("only %d evictions: the test put no pressure on the loading records", st.Evictions)
 	}
+	// A run after the first one ended is legitimate: the churn may evict the
+	// loaded value before a slow waiter (-race, a loaded host) looks again,
+	// and that waiter's miss loads anew. A run while another is in progress
+	// is the defect.
 	for k := range loadEvictKeys {
-		if r, tw := cnt.runs[k].Load(), cnt.twice[k].Load(); r != 1 || tw != 0 {
-			t.Errorf("key%d: loader ran %d times (%d while another run was in progress) across %d processes; want once", k, r, tw, n)
+		r, tw := cnt.runs[k].Load(), cnt.twice[k].Load()
+		if tw != 0 {
+			t.Errorf("key%d: loader ran %d times, %d of them while another run was in progress, across %d processes; want one at a time", k, r, tw, n)
 		}
+		t.Logf("key%d: %d loader runs, %d concurrent", k, r, tw)
 	}
 	if err := sp.Verify(context.Background()); err != nil {
 		t.Fatal(err)
