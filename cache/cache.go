@@ -151,7 +151,10 @@ func (c *Cache) Get(ctx context.Context, key string, loader Loader) ([]byte, err
 // longer than the space's MaxValueLen returns ErrValueTooLarge and changes
 // nothing. ErrTooManyLoads, when the key's shard is full of loads in
 // progress (see Get), stores nothing (entries evicted on the way to make room
-// stay evicted). value may be reused after Set returns.
+// stay evicted). value may be reused after Set returns. In a persistent cache, Set
+// returns ErrPersistFailing and stores nothing while the cache manager cannot
+// write its log, and returns true with ErrNotDurable when the value is stored
+// but not known to be in the log (see both).
 func (c *Cache) Set(ctx context.Context, key string, value []byte, opts SetOptions) (bool, error) {
 	if err := c.check(key); err != nil {
 		return false, err
@@ -167,6 +170,9 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, opts SetOptio
 	}
 	sp := c.sp
 	if c.opts.Persist {
+		if err := c.refuseIfFailing(); err != nil {
+			return false, fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
+		}
 		c.throttle(ctx)
 	}
 	h := hashKey(c.id, key)
@@ -250,13 +256,17 @@ func (sp *Space) store(sh *shard, kind uint8, id uint32, h uint64, key string, v
 }
 
 // Del deletes key and returns its old value and whether it had one. Watchers
-// are told. A key being loaded is left to its loader.
+// are told. A key being loaded is left to its loader. In a persistent cache,
+// Del returns errors as Set does (ErrPersistFailing, ErrNotDurable).
 func (c *Cache) Del(ctx context.Context, key string) ([]byte, bool, error) {
 	if err := c.check(key); err != nil {
 		return nil, false, err
 	}
 	sp := c.sp
 	if c.opts.Persist {
+		if err := c.refuseIfFailing(); err != nil {
+			return nil, false, fmt.Errorf("cache %q: del %q: %w", c.name, key, err)
+		}
 		c.throttle(ctx)
 	}
 	h := hashKey(c.id, key)

@@ -17,8 +17,8 @@
 //	space header (8192 B): magic │ version │ shard count │ buckets/shard │ heap/shard │ offsets │
 //	                       registry lock │ cache count │ registry[64] {name[48] │ id │ persist │ expire}
 //	journal: header (4096 B, one 128-byte line pair per writer: {lock │ tail │ claim} (writers) │
-//	         {watchers' Event} │ {durable │ logged │ persister owner │ default durability} (the
-//	         persister) │ {durable Event} (Always writers sleep) │ {persister Event} (it sleeps) │
+//	         {watchers' Event} │ {durable │ logged │ persister owner │ default durability │
+//	         failing │ gap requests │ gaps covered} (the persister) │ {durable Event} (Always writers sleep) │ {persister Event} (it sleeps) │
 //	         watchers[64] │ persister counters) │ data (power of two bytes)
 //	journal record: size u32 │ op u8 │ flags u8 │ klen u16 │ cache u32 │ vlen u32 │ deadline i64 │
 //	         key │ value │ pad to 8
@@ -217,6 +217,33 @@
 // (acquire); a journal record's bytes before tail.Store (release) and the
 // reader's copy after its tail load (acquire); everything under a robust
 // lock (acquiring CAS, releasing CAS).
+//
+// # Never acknowledging what is not journaled or logged
+//
+// An append that cannot take the journal lock in 5 s (held by a live process
+// that does not run: stopped, frozen) gives up. For a persistent cache it
+// then adds one to the header's gap requests (while still holding the shard
+// lock, after the value went into the arena) and its Set or Del returns
+// [ErrNotDurable], whatever the durability: the change is in the cache, and
+// other processes see it, but the log does not have it until the persister's
+// next snapshot. The persister treats gap requests != gaps covered as a
+// journal gap: it reads the requests' count, takes a snapshot (whose scan
+// takes every shard lock, so it sees every value whose request it counted),
+// and then stores that count as covered. A request that comes during the
+// scan is covered by the next snapshot.
+//
+// While the persister cannot write its log (a full disk, an I/O error) it
+// stores the error number in failing (release), then wakes the Always
+// writers. Set and Del of a persistent cache load failing (one atomic load,
+// on the same line as the logged position they read anyway) before they take
+// the shard lock, and refuse with [ErrPersistFailing] (nothing changed); an
+// Always writer already waiting returns [ErrNotDurable] wrapping it (its
+// change is in the cache and the journal). A change that passed the check
+// just before failing was set is in the journal: the persister, when it can
+// write again, re-reads the journal from the last position it knows to be on
+// disk (and lowers logged to it first), or snapshots if the journal lapped
+// it, and only then clears failing. So nothing acknowledged is lost to the
+// fault, and nothing is acknowledged during it.
 //
 // # Caveats
 //

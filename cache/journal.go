@@ -16,6 +16,10 @@ const (
 	opDefine = 5 // a persistent cache was created: key is its name, exp its Expire
 )
 
+// journalLockWait bounds how long an append waits for the journal lock held
+// by a live process (a variable for the tests).
+var journalLockWait = 5 * time.Second
+
 // journal is a process's view of the change journal.
 type journal struct {
 	h    *journalHdr
@@ -23,10 +27,16 @@ type journal struct {
 	cap  uint64
 }
 
+// jendLost is what journalChange returns when the change of a persistent
+// cache could not be journaled: no journal position is that large.
+const jendLost = ^uint64(0)
+
 // journalChange appends a change of cache id to the journal if the cache
 // persists or some process watches it, and returns the journal position past
-// the record (0 if none was appended). Called with the key's shard lock held,
-// so that the journal's order is the key's mutation order.
+// the record (0 if none was appended; jendLost if the cache persists and the
+// append gave up: a gap request is counted, see doc.go). Called with the
+// key's shard lock held, so that the journal's order is the key's mutation
+// order (and a snapshot that counts the gap request sees the change).
 func (sp *Space) journalChange(op uint8, id uint32, key, val []byte, exp int64) uint64 {
 	id %= MaxCaches
 	if !sp.journaling.Load() || sp.h.registry[id].persist == 0 && sp.jr.h.watchers[id].Load() <= 0 {
@@ -46,12 +56,19 @@ func (sp *Space) journalAppend(op uint8, id uint32, key, val []byte, exp int64) 
 	size := uint64(jrecHeader+len(key)+len(val)+7) &^ 7
 	ok, recovered := j.h.lock.TryLock(sp.p) // the common case: no context, no timer
 	if !ok {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), journalLockWait)
 		var err error
 		recovered, err = j.h.lock.Lock(ctx, sp.p)
 		cancel()
 		if err != nil {
-			sp.watchLost.Add(1) // a live writer held the journal for 5 s: give up on this change
+			// A live writer held the journal for 5 s: give up on this
+			// change. The persister snapshots to cover it (doc.go).
+			sp.watchLost.Add(1)
+			if sp.h.registry[id%MaxCaches].persist != 0 {
+				j.h.gapReq.Add(1)
+				j.h.pev.Wake()
+				return jendLost
+			}
 			return 0
 		}
 	}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cluster2/cluster2/shm"
 )
@@ -83,5 +85,237 @@ func TestJournalClaimNeverGoesDown(t *testing.T) {
 	})
 	if !errors.Is(err, ErrJournalGap) {
 		t.Fatalf("Read of a record a dead writer overwrote = %v (value intact: %v); want ErrJournalGap", err, bytes.Equal(got, good))
+	}
+}
+
+// newPersistSpace returns a space of a fresh arena with a persistent cache
+// of durability d, and this process as its persister (everything before
+// durable).
+func newPersistSpace(t *testing.T, d Durability) (*shm.Arena, *Space, *Cache, *Persister) {
+	t.Helper()
+	a, err := shm.Create(shm.Options{Size: 16 << 20, Name: "journal-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	sp, err := Setup(context.Background(), a, SpaceOptions{Bytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	c, err := sp.Use("p", Options{Persist: true, Durability: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := sp.AttachPersister(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Detach)
+	p.Logged(p.Skip())
+	p.Durable(p.Position())
+	return a, sp, c, p
+}
+
+// A journal append that gives up (the lock held by a live process that does
+// not run: here a second slot of this process, so it counts as alive) must
+// not be acknowledged, for any durability: the Set returns ErrNotDurable (the
+// value is in the cache), and the persister's next Read reports a gap so
+// that it snapshots; the snapshot's scan sees the value, and once the gap is
+// covered Read goes on normally. (Before: an Always Set returned (true, nil)
+// with nothing journaled.)
+func TestJournalGiveUpIsNotDurable(t *testing.T) {
+	defer func(w time.Duration) { journalLockWait = w }(journalLockWait)
+	journalLockWait = 100 * time.Millisecond
+	bg := context.Background()
+	for _, d := range []Durability{Always, EverySecond, Never} {
+		t.Run(d.String(), func(t *testing.T) {
+			a, sp, c, p := newPersistSpace(t, d)
+			other, err := a.Join(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := sp.jr.h.lock.Lock(bg, other); err != nil {
+				t.Fatal(err)
+			}
+			tail0 := sp.jr.h.tail.Load()
+			ok, err := c.Set(bg, "held", []byte("v"), SetOptions{})
+			_, _, derr := c.Del(bg, "held")
+			ok2, err2 := c.Set(bg, "held", []byte("w"), SetOptions{})
+			tail1 := sp.jr.h.tail.Load()
+			sp.jr.h.lock.Unlock(other)
+			if tail1 != tail0 {
+				t.Fatalf("the journal moved (%d -> %d) while its lock was held", tail0, tail1)
+			}
+			if !ok || !errors.Is(err, ErrNotDurable) || !ok2 || !errors.Is(err2, ErrNotDurable) {
+				t.Fatalf("Set with the journal lock held = %v, %v / %v, %v; want true, ErrNotDurable", ok, err, ok2, err2)
+			}
+			if !errors.Is(derr, ErrNotDurable) {
+				t.Fatalf("Del with the journal lock held = %v; want ErrNotDurable", derr)
+			}
+			if v, ok, _ := c.GetInto(nil, "held"); !ok || string(v) != "w" {
+				t.Fatalf("the value not journaled is not in the cache: %q, %v", v, ok)
+			}
+			if _, err := p.Read(100, func(Record) error { return nil }); !errors.Is(err, ErrJournalGap) {
+				t.Fatalf("persister Read after a lost append = %v; want ErrJournalGap", err)
+			}
+			covered := p.CoverGaps()
+			found := false
+			if err := sp.Scan(bg, func(m Mutation) error {
+				found = found || m.Op == OpSet && m.Key == "held" && string(m.Value) == "w"
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if !found {
+				t.Fatal("the snapshot's scan does not see the value that was not journaled")
+			}
+			covered()
+			actx, cancel := context.WithTimeout(bg, 20*time.Millisecond) // Always: nobody says durable
+			defer cancel()
+			if _, err := c.Set(actx, "after", []byte("x"), SetOptions{}); d != Always && err != nil {
+				t.Fatal(err)
+			}
+			seen := false
+			if _, err := p.Read(100, func(r Record) error {
+				seen = seen || string(r.Key) == "after"
+				return nil
+			}); err != nil || !seen {
+				t.Fatalf("Read after the gap was covered = %v (saw the next Set: %v)", err, seen)
+			}
+			if st := sp.PersistStats(); st.GapRequests != 3 {
+				t.Fatalf("PersistStats.GapRequests = %d; want 3", st.GapRequests)
+			}
+		})
+	}
+}
+
+// While the persister says it cannot write its log, Set and Del of a
+// persistent cache are refused with ErrPersistFailing and change nothing;
+// an Always writer already waiting returns ErrNotDurable wrapping it; the
+// stats name the errno; a cache that does not persist is not concerned; and
+// once the persister can write again, Sets succeed by themselves.
+func TestPersistFailingRefusesChanges(t *testing.T) {
+	bg := context.Background()
+	_, sp, c, p := newPersistSpace(t, Always)
+	plain, err := sp.Use("plain", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := sp.Use("ev", Options{Persist: true, Durability: EverySecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ev.Set(bg, "kept", []byte("1"), SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tail0 := p.Tail()
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := c.Set(bg, "waiting", []byte("v"), SetOptions{})
+		waiting <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Tail() == tail0 { // until the waiter's record is in the journal
+		if time.Now().After(deadline) {
+			t.Fatal("the Always writer's record never reached the journal")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !p.SetFailing(syscall.ENOSPC) || p.SetFailing(syscall.ENOSPC) {
+		t.Fatal("SetFailing does not report the change of state")
+	}
+	select {
+	case err := <-waiting:
+		if !errors.Is(err, ErrNotDurable) || !errors.Is(err, ErrPersistFailing) || !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("waiting Always Set when the persister began failing = %v; want ErrNotDurable, ErrPersistFailing, ENOSPC", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting Always writer did not return when the persister began failing")
+	}
+	tail := sp.jr.h.tail.Load()
+	for _, cc := range []*Cache{c, ev} {
+		if ok, err := cc.Set(bg, "refused", []byte("v"), SetOptions{}); ok || !errors.Is(err, ErrPersistFailing) || errors.Is(err, ErrNotDurable) {
+			t.Fatalf("Set of %s while failing = %v, %v; want false, ErrPersistFailing (not ErrNotDurable)", cc.Name(), ok, err)
+		}
+	}
+	if _, ok, err := ev.Del(bg, "kept"); ok || !errors.Is(err, ErrPersistFailing) {
+		t.Fatalf("Del while failing = %v, %v; want ErrPersistFailing", ok, err)
+	}
+	if _, ok, _ := ev.GetInto(nil, "kept"); !ok {
+		t.Fatal("a refused Del deleted")
+	}
+	if _, ok, _ := ev.GetInto(nil, "refused"); ok {
+		t.Fatal("a refused Set stored")
+	}
+	if sp.jr.h.tail.Load() != tail {
+		t.Fatal("refused changes reached the journal")
+	}
+	if _, err := plain.Set(bg, "k", []byte("v"), SetOptions{}); err != nil {
+		t.Fatalf("Set of a cache that does not persist while failing = %v", err)
+	}
+	st := sp.PersistStats()
+	if !errors.Is(st.Failing, ErrPersistFailing) || !errors.Is(st.Failing, syscall.ENOSPC) || st.FailingSince.IsZero() || st.Failures != 1 {
+		t.Fatalf("PersistStats while failing = %+v", st)
+	}
+	if !p.SetFailing(nil) {
+		t.Fatal("SetFailing(nil) does not report the change of state")
+	}
+	if st := sp.PersistStats(); st.Failing != nil || !st.FailingSince.IsZero() || st.Failures != 1 {
+		t.Fatalf("PersistStats after the failure = %+v", st)
+	}
+	if ok, err := ev.Set(bg, "again", []byte("v"), SetOptions{}); !ok || err != nil {
+		t.Fatalf("Set after the failure = %v, %v", ok, err)
+	}
+}
+
+// Rewind reads records again from an earlier position and lowers the logged
+// position; rewound past what the journal still holds, Read reports a gap.
+func TestPersisterRewind(t *testing.T) {
+	bg := context.Background()
+	_, sp, _, p := newPersistSpace(t, Never)
+	c, err := sp.Use("n", Options{Persist: true, Durability: Never})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := p.Position()
+	for _, k := range []string{"a", "b"} {
+		if _, err := c.Set(bg, k, []byte("v"), SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys := func() (out string) {
+		if _, err := p.Read(100, func(r Record) error {
+			if r.Op != OpDefine {
+				out += string(r.Key)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if k := keys(); k != "ab" {
+		t.Fatalf("read %q", k)
+	}
+	p.Logged(p.Position())
+	p.Rewind(start)
+	if sp.jr.h.persistd.Load() != start {
+		t.Fatal("Rewind did not lower the logged position")
+	}
+	if k := keys(); k != "ab" {
+		t.Fatalf("read %q after Rewind; want the same records again", k)
+	}
+	// Lap the journal past start.
+	big := make([]byte, sp.maxJournalValue())
+	for sp.jr.h.tail.Load()-start <= sp.jr.cap {
+		if _, err := c.Set(bg, "big", big, SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		p.Logged(sp.jr.h.tail.Load()) // keep the throttle quiet
+	}
+	p.Rewind(start)
+	if _, err := p.Read(100, func(Record) error { return nil }); !errors.Is(err, ErrJournalGap) {
+		t.Fatalf("Read rewound past the journal = %v; want ErrJournalGap", err)
 	}
 }

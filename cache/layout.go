@@ -9,7 +9,7 @@ import (
 // Format constants: changing any, or any struct below, bumps spaceVersion.
 const (
 	spaceMagic   uint64 = 0x45484341_43324c43 // "CL2CACHE"
-	spaceVersion uint32 = 3                   // 3: a loading record's exp holds its load id; loading records move, never evicted
+	spaceVersion uint32 = 3                   // 3: a loading record's exp holds its load id (loading records move, never evicted); the journal header's failing and gap-request words
 
 	// MaxCaches is the number of named caches one space can hold.
 	MaxCaches = 64
@@ -166,7 +166,11 @@ type journalHdr struct {
 	persistd atomic.Uint64 // every record below is in its log (restart point)
 	owner    atomic.Uint32 // the persister's owner generation; 0 = none
 	defDur   atomic.Uint32 // the cluster's default Durability, set by the persister
-	_        [shm.PadLine - 24]byte
+	failing  atomic.Uint32 // the errno (or 1) while the persister cannot write its log; 0 = it can
+	_        uint32
+	gapReq   atomic.Uint64 // appends of persistent caches that gave up (writers add)
+	gapDone  atomic.Uint64 // gapReq as read before the persister's last completed snapshot
+	_        [shm.PadLine - 48]byte
 
 	// Always writers sleep here until durable passes their record.
 	durEv shm.Event
@@ -199,7 +203,8 @@ type persistCounters struct {
 	syncNanos atomic.Uint64 // total time spent in them
 	snapshots atomic.Uint64 // snapshots written
 	gaps      atomic.Uint64 // times the journal lapped the persister
-	_         [16]byte
+	failures  atomic.Uint64 // times the persister began failing to write its log
+	failSince atomic.Int64  // unix nanoseconds when the current failure began; 0 = none
 }
 
 const persistCountersSize = 64

@@ -7,25 +7,8 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
-)
-
-// These errors concern persistent caches.
-var (
-	// ErrNotDurable is returned (wrapped) by Set and Del of a persistent
-	// cache whose durability is Always when no live cache manager logs the
-	// cache, or when ctx ended before the change was on disk. The change is
-	// in the cache; it is not known to be on disk.
-	ErrNotDurable = errors.New("cache: change not known to be durable")
-
-	// ErrPersisterBusy is returned by AttachPersister when another live
-	// process is the space's persister.
-	ErrPersisterBusy = errors.New("cache: another process persists this space")
-
-	// ErrJournalGap is returned by Persister.Read when the journal overwrote
-	// records the persister had not read (it was stopped or too slow): the
-	// persister must take a snapshot with Scan to be whole again.
-	ErrJournalGap = errors.New("cache: journal records were lost before the persister read them")
 )
 
 // OpDefine is the Op of a Mutation that defines a persistent cache (its name
@@ -64,8 +47,16 @@ func (c *Cache) durability() Durability {
 
 // awaitDurable waits, for a persistent cache whose durability is Always, until
 // the persister has the change that ended at journal position jend on disk.
+// A change that could not be journaled (jendLost) is not durable, whatever
+// the durability.
 func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
-	if jend == 0 || !c.opts.Persist || c.durability() != Always {
+	if jend == 0 || !c.opts.Persist {
+		return nil
+	}
+	if jend == jendLost {
+		return fmt.Errorf("%w: the journal lock was held 5 s by a process that does not run; the change is in the cache and the cache manager's next snapshot logs it", ErrNotDurable)
+	}
+	if c.durability() != Always {
 		return nil
 	}
 	j := c.sp.jr.h
@@ -76,6 +67,9 @@ func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
 	j.pev.Wake() // the persister gathers a group commit: tell it this record is in
 	var deadSince time.Time
 	for j.durable.Load() < jend {
+		if f := j.failing.Load(); f != 0 {
+			return fmt.Errorf("%w: %w", ErrNotDurable, failingError(f))
+		}
 		owner := j.owner.Load()
 		if owner == 0 {
 			return fmt.Errorf("%w: no cache manager", ErrNotDurable)
@@ -101,6 +95,27 @@ func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
 	}
 	return nil
 }
+
+// refuseIfFailing returns ErrPersistFailing (wrapped, naming the error)
+// while the persister cannot write its log: Set and Del of a persistent cache
+// call it before they change anything. One atomic load.
+func (c *Cache) refuseIfFailing() error {
+	if f := c.sp.jr.h.failing.Load(); f != 0 {
+		return failingError(f)
+	}
+	return nil
+}
+
+// failingError is ErrPersistFailing with the persister's error number.
+func failingError(f uint32) error {
+	if f == failingOther {
+		return ErrPersistFailing
+	}
+	return fmt.Errorf("%w: %w", ErrPersistFailing, syscall.Errno(f))
+}
+
+// failingOther is the failing word of an error without an errno.
+const failingOther = ^uint32(0)
 
 // durableWaiters puts one goroutine of this process to sleep on the journal's
 // durable futex for all the Always writers of the process waiting at the
@@ -212,6 +227,65 @@ func (p *Persister) Skip() uint64 {
 	return p.cur
 }
 
+// Rewind moves the read position back to pos (at most the current one),
+// after the log lost what was written past pos (a write or fsync that
+// failed): the records from pos on are read again, or, if the journal has
+// overwritten them since, Read reports ErrJournalGap. It lowers the logged
+// position to pos too, so that a persister that takes over re-reads them.
+func (p *Persister) Rewind(pos uint64) {
+	if pos >= p.cur {
+		return
+	}
+	p.cur = pos
+	j := p.sp.jr.h
+	if j.persistd.Load() > pos {
+		j.persistd.Store(pos)
+	}
+}
+
+// SetFailing records that the persister cannot write its log (err: the
+// error, whose errno /status shows) or, with nil, that it can again. While
+// it is failing, Set and Del of persistent caches return ErrPersistFailing
+// and Always writers that wait return ErrNotDurable. It reports whether the
+// state changed.
+func (p *Persister) SetFailing(err error) bool {
+	j := p.sp.jr.h
+	c := &j.pstats
+	if err == nil {
+		if j.failing.Swap(0) == 0 {
+			return false
+		}
+		c.failSince.Store(0)
+		return true
+	}
+	f := failingOther
+	var errno syscall.Errno
+	if errors.As(err, &errno) && errno != 0 {
+		f = uint32(errno)
+	}
+	was := j.failing.Swap(f)
+	if was == 0 {
+		c.failures.Add(1)
+		c.failSince.Store(time.Now().UnixNano())
+	}
+	j.durEv.Wake() // the Always writers waiting return now
+	return was == 0
+}
+
+// CoverGaps returns a function that records, once the snapshot it was
+// called before is complete, that the snapshot covers every change that
+// could not be journaled up to the call (Read stops reporting them as a
+// gap). Call it before the snapshot's scan begins.
+func (p *Persister) CoverGaps() func() {
+	j := p.sp.jr.h
+	g := j.gapReq.Load()
+	return func() {
+		if g > j.gapDone.Load() {
+			j.gapDone.Store(g)
+		}
+	}
+}
+
 // Record is one journal record of a persistent cache as Persister.Read hands
 // it over. Key and Value point into the persister's buffer: they are valid
 // only during the call.
@@ -230,6 +304,12 @@ type Record struct {
 // them: the position then jumps to the end and the caller must snapshot.
 func (p *Persister) Read(max int, fn func(r Record) error) (int, error) {
 	j := &p.sp.jr
+	if j.h.gapReq.Load() != j.h.gapDone.Load() {
+		// A writer could not journal a change: skip to the end, which the
+		// snapshot the caller takes now covers.
+		p.cur = j.h.tail.Load()
+		return 0, ErrJournalGap
+	}
 	n := 0
 	for n < max {
 		t := j.h.tail.Load()
@@ -467,6 +547,14 @@ type PersistStats struct {
 	Snapshots uint64        // snapshots written
 	Gaps      uint64        // times the journal lapped the persister (each cost a snapshot)
 	Lag       uint64        // journal bytes not yet in the log
+
+	// Failing is the error while the persister cannot write its log (nil
+	// when it can): it wraps ErrPersistFailing and names the cause, such as
+	// syscall.ENOSPC. Persistent changes are refused meanwhile.
+	Failing      error
+	FailingSince time.Time // when the current failure began (zero: none)
+	Failures     uint64    // times the persister began failing
+	GapRequests  uint64    // changes that could not be journaled (each costs a snapshot)
 }
 
 // PersistStats returns the persister's figures, from any process.
@@ -474,11 +562,18 @@ func (sp *Space) PersistStats() PersistStats {
 	j := sp.jr.h
 	c := &j.pstats
 	tail, logged := j.tail.Load(), j.persistd.Load()
-	return PersistStats{
+	ps := PersistStats{
 		Attached: sp.PersisterAttached(), Records: c.records.Load(), Bytes: c.bytes.Load(),
 		Syncs: c.syncs.Load(), SyncTime: time.Duration(c.syncNanos.Load()), Snapshots: c.snapshots.Load(),
-		Gaps: c.gaps.Load(), Lag: tail - min(logged, tail),
+		Gaps: c.gaps.Load(), Lag: tail - min(logged, tail), Failures: c.failures.Load(), GapRequests: j.gapReq.Load(),
 	}
+	if f := j.failing.Load(); f != 0 {
+		ps.Failing = failingError(f)
+		if t := c.failSince.Load(); t != 0 {
+			ps.FailingSince = time.Unix(0, t)
+		}
+	}
+	return ps
 }
 
 // CountLogged adds records and bytes appended to the log to the figures.

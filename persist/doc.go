@@ -140,6 +140,20 @@
 // every key. A crash at any step leaves either the old snapshot with the whole
 // log, or the new one with a log that still holds everything after I.
 //
+// # Faults of the disk
+//
+// A write or fdatasync of the log that fails (a full disk: the next segment
+// cannot be preallocated; an I/O error) does not stop the manager:
+// [Manager.Run] marks the cache space failing (Sets and Dels of persistent
+// caches are refused with cache.ErrPersistFailing until it clears), logs the
+// error at ERROR, rewinds its journal reader to its last fdatasync, and
+// retries with back-off (Options.RetryMin, RetryMax) to reopen the log (cut
+// back to its last whole entry, as [Open] does) and log the journal again
+// from there, or snapshot if the journal lapped. Only when that is fsynced
+// does it clear the failure. A resumed manager fdatasyncs the log before it
+// says anything durable: its predecessor may have died between a write and
+// its fdatasync.
+//
 // # Caveats
 //
 // One process at a time opens a data directory (DIR/lock); the kernel drops

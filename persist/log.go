@@ -258,7 +258,7 @@ func (l *segLog) add(op uint8, dur uint8, name string, key, value []byte, exp in
 // flush writes the entries added since the last flush, in one write, into the
 // current segment, or a new one when they do not fit. It returns how many
 // entries and bytes it wrote. On error the entries are dropped and the log
-// must not be written again (the Manager stops).
+// must not be written again (the Manager reopens it: see Manager.Run).
 func (l *segLog) flush() (n, bytes int, err error) {
 	if l.pending == 0 {
 		return 0, 0, nil

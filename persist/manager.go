@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/internal/faults"
 )
 
 // Options configure a Manager. The zero value is valid.
@@ -37,6 +38,10 @@ type Options struct {
 	CompactRatio float64
 	CompactMin   int64
 
+	// RetryMin and RetryMax bound the back-off of Run's retries while the
+	// log cannot be written (see Run). Defaults 50 ms and 1 s.
+	RetryMin, RetryMax time.Duration
+
 	// Logger receives recovery reports and errors. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -60,6 +65,13 @@ func (o Options) withDefaults() (Options, error) {
 	if o.SegmentSize < 0 || o.CompactRatio < 1 || o.CompactMin < 0 {
 		return o, fmt.Errorf("%w: SegmentSize %d, CompactRatio %v, CompactMin %d", ErrBadOptions, o.SegmentSize, o.CompactRatio, o.CompactMin)
 	}
+	if o.RetryMin <= 0 {
+		o.RetryMin = defaultRetryMin
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = defaultRetryMax
+	}
+	o.RetryMax = max(o.RetryMax, o.RetryMin)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -405,7 +417,9 @@ func (m *Manager) replaySegment(ctx context.Context, k int, seg segment, after u
 
 // Run copies the journal's records of persistent caches into the log until
 // ctx ends, fsyncing per durability and taking snapshots when the log grows.
-// Call Replay or Resume first.
+// Call Replay or Resume first. Run returns only when ctx ends (nil once it
+// logged and synced what the journal held, or the error that kept it from
+// that).
 //
 // Group commit: the Always writers released by one fsync come back with
 // their next records soon after, and the one fsync that follows should carry
@@ -414,21 +428,134 @@ func (m *Manager) replaySegment(ctx context.Context, k int, seg segment, after u
 // groupWait, until it holds as many Always records as the last fsync carried
 // (each writer's record wakes it). A lone writer never waits; after a group
 // shrinks, one fsync waits groupWait and the next expects the smaller group.
+//
+// A log that cannot be written (a full disk, an I/O error) does not stop
+// Run. It marks the space failing at once (cache.Persister.SetFailing: Set
+// and Del of persistent caches are refused with cache.ErrPersistFailing, and
+// waiting Always writers return cache.ErrNotDurable), logs the error at
+// ERROR, and lowers its read and logged positions to the last one it knows
+// to be on disk (its last fsync). Then it retries, with a back-off doubling
+// from Options.RetryMin to Options.RetryMax, to reopen the log (which cuts
+// what a failed write left) and to log the journal from that position again
+// (records are idempotent sets and deletes, so those logged twice replay to
+// the same state), or, if the journal overwrote some of them meanwhile, to
+// write a snapshot. Only once that is written and fsynced does it clear the
+// failure: Sets are accepted again, and every change acknowledged before the
+// failure (a Set that passed the check just before it) is in the log.
 func (m *Manager) Run(ctx context.Context) error {
-	sp, p := m.sp, m.p
+	p := m.p
 	if p == nil {
 		return fmt.Errorf("%w: Run before Replay or Resume", ErrBadOptions)
 	}
 	defer p.Detach()
-	var (
-		pending    uint64 // journal position up to which records are in the log
-		synced     uint64 // journal position up to which records are fsynced
-		lastSync   = time.Now()
-		nextCheck  = time.Now().Add(time.Second)
-		always     int  // Always records read since the last fsync
-		lastGroup  int  // Always records the last fsync carried
-		needSecond bool // an EverySecond record waits for the next second's fsync
-	)
+	// What a predecessor (a standalone manager that died, maybe between a
+	// write and its fdatasync) logged up to the resume position is in the
+	// files but not known to be on disk: fsync it before anything is said
+	// durable (the Always writers it left waiting are released here).
+	rs := &runState{synced: p.Position(), lastSync: time.Now(), nextCheck: time.Now().Add(time.Second)}
+	rs.pending = rs.synced
+	// A predecessor that was failing left the space failing: this run
+	// clears it once it has written and synced what the journal holds.
+	rs.recovering = m.sp.PersistStats().Failing != nil
+	m.mu.Lock()
+	m.log.dirty = true
+	err := m.syncLocked()
+	m.mu.Unlock()
+	if err != nil {
+		if rerr := m.retry(ctx, rs, fmt.Errorf("persist: sync on resume: %w", err)); rerr != nil {
+			return rerr
+		}
+	} else {
+		p.Durable(p.Position())
+	}
+	for {
+		err := m.run(ctx, rs)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			// Stopping: the log cannot take what the journal holds.
+			m.opts.Logger.Error("persist: stopped with records the log could not take", "err", err, "dir", m.dir)
+			return err
+		}
+		if rerr := m.retry(ctx, rs, err); rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// runState is Run's position between failures.
+type runState struct {
+	pending    uint64 // journal position up to which records are in the log
+	synced     uint64 // journal position up to which records are fsynced (or belong to a Never cache)
+	lastSync   time.Time
+	nextCheck  time.Time
+	always     int  // Always records read since the last fsync
+	lastGroup  int  // Always records the last fsync carried
+	needSecond bool // an EverySecond record waits for the next second's fsync
+	recovering bool // the space is failing: clear it once caught up and synced
+}
+
+// Back-off of Run's retries after a log error (Options.RetryMin, RetryMax).
+const (
+	defaultRetryMin = 50 * time.Millisecond
+	defaultRetryMax = time.Second
+)
+
+// retry marks the space failing with cause, then reopens the log with
+// back-off until it can (or ctx ends), and rewinds the journal reader to the
+// last fsynced position: the next run logs from there and clears the failure
+// once it has caught up.
+func (m *Manager) retry(ctx context.Context, rs *runState, cause error) error {
+	p := m.p
+	m.opts.Logger.Error("persist: cannot write the log: Sets of persistent caches are refused until it can; retrying",
+		"err", cause, "dir", m.dir)
+	p.SetFailing(cause)
+	p.Rewind(rs.synced)
+	rs.pending, rs.always, rs.lastGroup, rs.needSecond, rs.recovering = rs.synced, 0, 0, false, true
+	back := m.opts.RetryMin
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("persist: stopped while the log could not be written: %w", cause)
+		case <-time.After(back):
+		}
+		back = min(2*back, m.opts.RetryMax)
+		err := m.reopen()
+		if err == nil {
+			return nil
+		}
+		if err.Error() != cause.Error() {
+			m.opts.Logger.Error("persist: the log still cannot be written", "err", err, "dir", m.dir)
+		}
+		cause = err
+		p.SetFailing(err) // the error /status shows is the latest
+	}
+}
+
+// reopen closes the log and opens it again for appending, cutting what a
+// failed write left behind its last entry (as Open does). The records logged
+// since the last fsync are logged again by the caller.
+func (m *Manager) reopen() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.log.close() // the error is the one that got us here, or a later one of the same file
+	m.log.buf, m.log.pending = m.log.buf[:0], 0
+	waldir := filepath.Join(m.dir, "wal")
+	if _, _, err := repairTail(waldir); err != nil {
+		return err
+	}
+	l, err := openLog(waldir, int64(m.opts.SegmentSize))
+	if err != nil {
+		return fmt.Errorf("persist: reopen log %s: %w", waldir, err)
+	}
+	m.log = l
+	return nil
+}
+
+// run is Run until ctx ends (nil) or the log fails (the error).
+func (m *Manager) run(ctx context.Context, rs *runState) error {
+	sp, p := m.sp, m.p
 	read := func() (int, error) {
 		m.mu.Lock()
 		defer m.mu.Unlock()
@@ -442,9 +569,9 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.log.add(opCode(r.Op), rdur, name, key, r.Value, exp)
 			switch dur {
 			case cache.Always:
-				always++
+				rs.always++
 			case cache.EverySecond:
-				needSecond = true
+				rs.needSecond = true
 			}
 			return nil
 		})
@@ -452,8 +579,8 @@ func (m *Manager) Run(ctx context.Context) error {
 	for {
 		stopping := ctx.Err() != nil // then drain the journal once more and stop
 		n, rerr := read()
-		if rerr == nil && always > 0 && always < lastGroup {
-			rerr = m.gather(p, read, &always, lastGroup)
+		if rerr == nil && rs.always > 0 && rs.always < rs.lastGroup {
+			rerr = m.gather(p, read, &rs.always, rs.lastGroup)
 		}
 		m.mu.Lock()
 		err := m.writeBatchLocked()
@@ -461,38 +588,50 @@ func (m *Manager) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		pending = p.Position() // records of other caches advance it too
-		p.Logged(pending)
+		rs.pending = p.Position() // records of other caches advance it too
+		p.Logged(rs.pending)
 		if errors.Is(rerr, cache.ErrJournalGap) {
-			m.opts.Logger.Warn("persist: the journal overwrote records before they were logged; taking a snapshot")
+			m.opts.Logger.Warn("persist: the journal lost records before they were logged; taking a snapshot")
 			if err := m.snapshot(ctx, sp, true); err != nil {
 				return err
 			}
-			pending = p.Position()
-			p.Logged(pending)
-			synced, lastSync, always, needSecond = pending, time.Now(), 0, false
-			p.Durable(synced)
+			rs.pending = p.Position()
+			p.Logged(rs.pending)
+			rs.synced, rs.lastSync, rs.always, rs.needSecond = rs.pending, time.Now(), 0, false
+			p.Durable(rs.synced)
 			continue
 		} else if rerr != nil {
 			return rerr
 		}
 		now := time.Now()
-		if pending > synced {
-			if always > 0 || (needSecond && now.Sub(lastSync) >= time.Second) {
+		if rs.recovering && n == 0 {
+			// Caught up with the journal after a failure: once this is on
+			// disk, accept changes again.
+			if err := m.sync(); err != nil {
+				return err
+			}
+			rs.synced, rs.lastSync, rs.always, rs.needSecond, rs.recovering = rs.pending, now, 0, false, false
+			p.Durable(rs.synced)
+			if p.SetFailing(nil) {
+				m.opts.Logger.Info("persist: the log is written again: Sets of persistent caches are accepted", "dir", m.dir)
+			}
+		}
+		if rs.pending > rs.synced {
+			if rs.always > 0 || (rs.needSecond && now.Sub(rs.lastSync) >= time.Second) {
 				if err := m.sync(); err != nil {
 					return err
 				}
-				lastSync, needSecond = now, false
-				lastGroup, always = always, 0
+				rs.lastSync, rs.needSecond = now, false
+				rs.lastGroup, rs.always = rs.always, 0
 			}
-			if !needSecond {
+			if !rs.needSecond {
 				// Everything read is either fsynced or belongs to a Never cache.
-				synced = pending
-				p.Durable(synced)
+				rs.synced = rs.pending
+				p.Durable(rs.synced)
 			}
 		}
-		if now.After(nextCheck) {
-			nextCheck = now.Add(time.Second)
+		if now.After(rs.nextCheck) {
+			rs.nextCheck = now.Add(time.Second)
 			if m.shouldCompact(sp) {
 				if err := m.snapshot(ctx, sp, false); err != nil {
 					m.opts.Logger.Error("persist: snapshot failed", "err", err)
@@ -503,7 +642,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			if err := m.sync(); err != nil {
 				return err
 			}
-			p.Durable(pending)
+			p.Durable(rs.pending)
 			return nil
 		}
 		if n == 0 {
@@ -567,6 +706,9 @@ func (m *Manager) sync() error {
 }
 
 func (m *Manager) syncLocked() error {
+	if faults.BeforeSync != nil && m.log.dirty {
+		faults.BeforeSync() // written, not yet synced
+	}
 	start := time.Now()
 	if err := m.log.sync(); err != nil {
 		return err
@@ -643,8 +785,13 @@ func (m *Manager) snapshot(ctx context.Context, sp *cache.Space, gap bool) error
 	}
 	// Everything up to last is in the log; the scan starts after, so it sees
 	// every mutation logged up to last or a later one (which the log after
-	// last replays).
+	// last replays), and every change that could not be journaled before
+	// cover was made.
 	last := m.log.lastIndex()
+	cover := func() {}
+	if m.p != nil {
+		cover = m.p.CoverGaps()
+	}
 	sw, err := createSnapshot(m.snapshotPath(), last)
 	if err != nil {
 		return fmt.Errorf("persist: snapshot: %w", err)
@@ -655,6 +802,7 @@ func (m *Manager) snapshot(ctx context.Context, sp *cache.Space, gap bool) error
 	if err := sw.commit(); err != nil {
 		return err
 	}
+	cover()
 	if err := m.log.truncateFront(last + 1); err != nil {
 		return fmt.Errorf("persist: truncate log front: %w", err)
 	}
