@@ -276,14 +276,6 @@ func cacheManager(c Config) error {
 		return err
 	}
 	defer sp.Close()
-	m, err := persist.Open(c.Cache.DataDir, persistOptions(c))
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	if err := m.Resume(sp); err != nil {
-		return err
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { // the master holds the write end: EOF means it is gone or wants us to stop
@@ -291,8 +283,53 @@ func cacheManager(c Config) error {
 		os.NewFile(managerDeathFD, "death-pipe").Read(b[:])
 		cancel()
 	}()
+	m, err := openManager(ctx, c, sp)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := m.Resume(sp); err != nil {
+		return err
+	}
 	if err := m.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
+}
+
+// openManager opens the data directory for a cache manager that takes over
+// a running cluster. While it cannot (a full disk: the log's last segment
+// cannot be preallocated again; damage), it holds the persister role and
+// marks the space failing, so that Sets of persistent caches are refused
+// rather than acknowledged with nobody logging them, and retries with a
+// back-off of up to 5 s until ctx ends. The Manager's Run clears the failure
+// once it has logged what the journal holds.
+func openManager(ctx context.Context, c Config, sp *cache.Space) (*persist.Manager, error) {
+	m, err := persist.Open(c.Cache.DataDir, persistOptions(c))
+	if err == nil {
+		return m, nil
+	}
+	p, aerr := sp.AttachPersister(c.Cache.Durability)
+	if aerr != nil {
+		return nil, fmt.Errorf("%w (and cannot hold the persister role: %w)", err, aerr)
+	}
+	defer p.Detach()
+	p.SetFailing(err)
+	last := ""
+	for back := 100 * time.Millisecond; ; back = min(2*back, 5*time.Second) {
+		if err.Error() != last {
+			c.Logger.Error("cluster2: cache manager: cannot open the data directory: Sets of persistent caches are refused until it can; retrying",
+				"dir", c.Cache.DataDir, "err", err)
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(back):
+		}
+		if m, err = persist.Open(c.Cache.DataDir, persistOptions(c)); err == nil {
+			return m, nil
+		}
+		p.SetFailing(err)
+	}
 }

@@ -57,6 +57,14 @@ type CacheConfig struct {
 	// comes before the damage (reported in the log). Default false: Listen
 	// fails with the file and offset.
 	Salvage bool
+
+	// DownWhilePersistFailing takes the ECV down while the cache manager
+	// cannot write its log (a full disk, an I/O error): Sets of persistent
+	// caches are refused then (cache.ErrPersistFailing), and a load balancer
+	// may prefer another cluster. Default false: the ECV does not change;
+	// /status, /metrics (cluster2_persist_failing) and the dashboard show
+	// the failure either way, and the master logs it at ERROR.
+	DownWhilePersistFailing bool
 }
 
 // Config configures Listen. The zero value, with a Handler, is a valid
@@ -256,8 +264,8 @@ func (c Config) validate() error {
 
 // String returns the configuration on one line, for the log at start.
 func (c Config) String() string {
-	return fmt.Sprintf("workers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d cache={enabled=%v mode=%s arena=%d data=%q durability=%v} server=%v pidDir=%q",
+	return fmt.Sprintf("workers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d cache={enabled=%v mode=%s arena=%d data=%q durability=%v downWhilePersistFailing=%v} server=%v pidDir=%q",
 		c.Workers, c.Addr, c.MonitorAddr, c.HeartbeatInterval, c.MaxAge, c.NannyTolerance, c.MemoryLimit,
 		c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.Cache.Enabled, c.Cache.Mode, c.Cache.ArenaSize,
-		c.Cache.DataDir, c.Cache.Durability, c.Server, c.PidDir)
+		c.Cache.DataDir, c.Cache.Durability, c.Cache.DownWhilePersistFailing, c.Server, c.PidDir)
 }

@@ -2,6 +2,7 @@ package cluster2
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cluster2/cluster2/cache"
@@ -81,7 +83,8 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena) (*monitorRuntime, er
 	if mc.Disabled {
 		return nil, nil
 	}
-	r := &monitorRuntime{src: &monitorSource{arena: a}, log: c.Logger}
+	r := &monitorRuntime{src: &monitorSource{arena: a, persist: c.Cache.Enabled && c.Cache.DataDir != "",
+		downWhileFailing: c.Cache.DownWhilePersistFailing}, log: c.Logger}
 	ecv := mc.ECV
 	if ecv.Mode == monitor.ModeMonitor && strings.HasPrefix(ecv.CheckURL, "/") {
 		ecv.CheckURL = "http://" + loopbackOf(appAddr) + ecv.CheckURL
@@ -216,8 +219,10 @@ func serveWorkerProfiles(c Config) {
 // monitorSource is the monitor's view of the master (set once Start
 // returned) and of the shared caches.
 type monitorSource struct {
-	arena *shm.Arena
-	m     atomic.Pointer[master.Master]
+	arena            *shm.Arena
+	persist          bool // the cluster has a data directory
+	downWhileFailing bool // Cache.DownWhilePersistFailing
+	m                atomic.Pointer[master.Master]
 
 	// Until master.Start returns, the workers as the lifecycle events tell
 	// them (the dashboard shows the start too).
@@ -353,11 +358,32 @@ func (s *monitorSource) WatchCache(name string, fn func(monitor.KeyChange)) (fun
 	return func() { c.Unwatch(w) }, nil
 }
 
+// Persist reads the persistence state from the arena (the persister may be
+// a cache-manager process).
+func (s *monitorSource) Persist() (monitor.PersistInfo, bool) {
+	sp := cache.Default()
+	if !s.persist || sp == nil {
+		return monitor.PersistInfo{}, false
+	}
+	ps := sp.PersistStats()
+	pi := monitor.PersistInfo{Attached: ps.Attached, Failing: ps.Failing != nil, Since: ps.FailingSince,
+		Failures: ps.Failures, LagBytes: ps.Lag, DownWhileFailing: s.downWhileFailing}
+	if ps.Failing != nil {
+		pi.Error = ps.Failing.Error()
+	}
+	return pi, true
+}
+
 // Statuses aggregates every registered status (package status): name →
 // pid → the view's value, or the error text of a process that gave none.
+// With a data directory, "persist" (under the master's pid) is the state of
+// the log (monitor.PersistInfo).
 func (s *monitorSource) Statuses(ctx context.Context) (map[string]map[int]any, error) {
 	reg := status.Default()
 	out := map[string]map[int]any{}
+	if pi, ok := s.Persist(); ok {
+		out["persist"] = map[int]any{os.Getpid(): pi}
+	}
 	for _, name := range reg.Names() {
 		entries, err := reg.Get(ctx, name)
 		if err != nil {
@@ -386,9 +412,14 @@ func (s *monitorSource) Metrics() []monitor.Metric {
 	if sp := cache.Default(); sp != nil {
 		ps, repairs = sp.PersistStats(), sp.Repairs()
 	}
-	attached := 0.0
+	attached, failing := 0.0, 0.0
 	if ps.Attached {
 		attached = 1
+	}
+	var errno syscall.Errno
+	if ps.Failing != nil {
+		failing = 1
+		errors.As(ps.Failing, &errno)
 	}
 	var es emitter.Stats
 	if em := emitter.Default(); em != nil {
@@ -411,5 +442,9 @@ func (s *monitorSource) Metrics() []monitor.Metric {
 		{Name: "cluster2_wal_snapshots_total", Help: "Snapshots written.", Value: float64(ps.Snapshots), Counter: true},
 		{Name: "cluster2_wal_journal_gaps_total", Help: "Times the journal lapped the log writer (each cost a snapshot).", Value: float64(ps.Gaps), Counter: true},
 		{Name: "cluster2_wal_lag_bytes", Help: "Journal bytes not yet appended to the log.", Value: float64(ps.Lag)},
+		{Name: "cluster2_persist_failing", Help: "1 while the write-ahead log cannot be written (Sets of persistent caches are refused).", Value: failing},
+		{Name: "cluster2_persist_failing_errno", Help: "The errno of the current log failure (28: no space left on device); 0 when none.", Value: float64(errno)},
+		{Name: "cluster2_persist_failures_total", Help: "Times the write-ahead log began failing.", Value: float64(ps.Failures), Counter: true},
+		{Name: "cluster2_persist_gap_requests_total", Help: "Changes that could not be journaled (each covered by a snapshot).", Value: float64(ps.GapRequests), Counter: true},
 	}
 }

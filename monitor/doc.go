@@ -47,9 +47,12 @@
 //	stopping    the master's "down" event: a graceful stop began (before any worker drains)
 //	markedDown  markUp / markDown (control mode)
 //	active      workers accepting now, against ECVOptions.MinActive
+//	persist     a PersistSource's log cannot be written, and it asks the ECV down meanwhile
 //
-// It is up when warm, not stopping, not marked down and with enough active
-// workers; in monitor mode it also needs the application check to pass.
+// It is up when warm, not stopping, not marked down, with enough active
+// workers and no such persistence failure; in monitor mode it also needs the
+// application check to pass. A PersistSource's state is shown on the
+// dashboard too (a red badge while the log cannot be written).
 // Bodies start with BodyUp, BodyDisabled (marked down only) or BodyDown, so
 // that F5's receive / receive-disable strings and HAProxy's
 // "http-check expect string" can tell them apart; see docs/monitor.md.

@@ -151,6 +151,7 @@ func (s ECVState) Body() string {
 type ECV struct {
 	opts   ECVOptions
 	active func() int
+	down   func() string // a reason to answer down besides the rules above ("" = none); may be nil
 	client *http.Client
 	onMark func(up bool)
 
@@ -209,6 +210,10 @@ func (e *ECV) State() ECVState {
 		MinActive: e.opts.MinActive}
 	e.mu.Unlock()
 	st.Active = e.active()
+	var down string
+	if e.down != nil {
+		down = e.down()
+	}
 	switch {
 	case st.Stopping:
 		st.Reason = "stopping"
@@ -218,6 +223,8 @@ func (e *ECV) State() ECVState {
 		st.Reason = reasonMarkedDown
 	case e.opts.MinActive > 0 && st.Active < e.opts.MinActive:
 		st.Reason = fmt.Sprintf("%d active workers, fewer than %d", st.Active, e.opts.MinActive)
+	case down != "":
+		st.Reason = down
 	default:
 		st.Up = true
 	}

@@ -205,8 +205,9 @@ type overview struct {
 	Workers       []workerView `json:"workers"`
 	Caches        []cacheView  `json:"caches"`
 	Events        []eventRec   `json:"events"`
-	Profiles      bool         `json:"profiles"`      // per-worker profiles are reachable
-	TokenRequired bool         `json:"tokenRequired"` // the guarded routes need the bearer token
+	Profiles      bool         `json:"profiles"`          // per-worker profiles are reachable
+	TokenRequired bool         `json:"tokenRequired"`     // the guarded routes need the bearer token
+	Persist       *PersistInfo `json:"persist,omitempty"` // nil: no persistence
 }
 
 type ecvPaths struct {
@@ -217,10 +218,16 @@ type ecvPaths struct {
 
 func (s *Server) overview() overview {
 	now := time.Now()
-	return overview{Time: now, MasterPid: os.Getpid(), ECV: s.ecv.State(),
+	o := overview{Time: now, MasterPid: os.Getpid(), ECV: s.ecv.State(),
 		Paths:   ecvPaths{Root: s.opts.ECV.Root, MarkUp: s.opts.ECV.MarkUp, MarkDown: s.opts.ECV.MarkDown},
 		Workers: s.samp.workers(s.src.Workers(), now), Caches: s.caches(), Events: s.samp.events(),
 		Profiles: s.opts.ProfileDir != "", TokenRequired: s.opts.Token != ""}
+	if ps, ok := s.src.(PersistSource); ok {
+		if pi, ok := ps.Persist(); ok {
+			o.Persist = &pi
+		}
+	}
+	return o
 }
 
 // sampleLoop samples the workers every SampleInterval and pushes the

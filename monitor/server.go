@@ -200,6 +200,14 @@ func New(src Source, opts Options) (*Server, error) {
 	s := &Server{opts: o, src: src, log: o.Logger.With("role", "monitor"), loopback: IsLoopback(o.Addr),
 		stop: make(chan struct{}), hub: newHub()}
 	s.ecv = newECV(o.ECV, s.activeWorkers, s.onMark)
+	if ps, ok := src.(PersistSource); ok {
+		s.ecv.down = func() string {
+			if pi, ok := ps.Persist(); ok && pi.Failing && pi.DownWhileFailing {
+				return "the cache's log cannot be written: " + pi.Error
+			}
+			return ""
+		}
+	}
 	s.samp = newSampler(o.History)
 	s.reg = s.newRegistry()
 	s.handler = s.routes()

@@ -96,3 +96,23 @@ type Metric struct {
 type MetricSource interface {
 	Metrics() []Metric
 }
+
+// PersistInfo is the state of the cluster's persistence (the write-ahead
+// log of the persistent caches), for /status, the dashboard and the ECV.
+type PersistInfo struct {
+	Attached bool      `json:"attached"`        // a live process logs the persistent caches
+	Failing  bool      `json:"failing"`         // the log cannot be written: persistent Sets are refused
+	Error    string    `json:"error,omitempty"` // why, while failing
+	Since    time.Time `json:"since,omitzero"`  // when the current failure began
+	Failures uint64    `json:"failures"`        // failures since the cluster started
+	LagBytes uint64    `json:"lagBytes"`        // journal bytes not yet in the log
+
+	// DownWhileFailing: the ECV answers down while Failing.
+	DownWhileFailing bool `json:"downWhileFailing"`
+}
+
+// PersistSource is implemented by a Source whose cluster persists caches.
+// Persist returns ok false when nothing is persisted (no data directory).
+type PersistSource interface {
+	Persist() (info PersistInfo, ok bool)
+}

@@ -174,6 +174,16 @@ function renderECV(e) {
   $('#mark-down').disabled = e.markedDown;
 }
 
+// renderPersist shows a red badge while the cache's log cannot be written
+// (persistent Sets are refused then).
+function renderPersist(p) {
+  const b = $('#persist');
+  b.hidden = !(p && p.failing);
+  if (b.hidden) return;
+  b.textContent = 'LOG FAILING: ' + p.error + (p.since ? ' since ' + clock(p.since) : '');
+  b.title = 'the cache manager cannot write its log: Sets of persistent caches are refused; it retries by itself';
+}
+
 function eventItem(ev) {
   const li = el('li', {}, el('span', { class: 't', textContent: clock(ev.time) }), ev.name);
   if (ev.error) li.append(' ', el('span', { class: 'err', textContent: ev.error }));
@@ -185,6 +195,7 @@ function render(o) {
   $('#master-pid').textContent = o.masterPid;
   $('#token-box').hidden = !o.tokenRequired;
   renderECV(o.ecv);
+  renderPersist(o.persist);
   renderWorkers(o.workers);
   renderCaches(o.caches);
   if (snapshots === 0) $('#events').replaceChildren(...o.events.map(eventItem).reverse());
