@@ -1,20 +1,28 @@
 // Package soak is cluster2's chaos soak (issue 8): a cluster under loopback
 // load while a driver, at random moments, kill -9s workers and the cache
-// manager, sends SIGHUP rolling restarts, fills the arena past capacity and
-// pauses/resumes workers, and exhausts the master's file descriptors while a
-// killed worker must be respawned (issue 13: the respawn is retried until
-// the descriptors are back). Two of the writers PUT on keep-alive
+// manager (half of those kills between a log write and its fdatasync),
+// sends SIGHUP rolling restarts, fills the arena past capacity, fills the
+// data directory (a small tmpfs, when the soak may mount one) and frees it
+// again, pauses/resumes workers, and exhausts the master's file descriptors
+// while a killed worker must be respawned (issue 13: the respawn is retried
+// until the descriptors are back). Two of the writers PUT on keep-alive
 // connections (no client replays a PUT: a drain that closes a connection
-// under one fails it). Run it with
+// under one fails it). PUTs refused while the log cannot be written are
+// counted apart (never acknowledged); the summary's "lost" counts
+// acknowledged writes missing after a final kill -9 and restart. Run it with
 //
 //	CLUSTER2_SOAK=1 CLUSTER2_SOAK_MINUTES=10 go test -run TestSoak -v -timeout 0 ./internal/soak
 //
-// It is skipped without CLUSTER2_SOAK (never in CI by default).
+// It is skipped without CLUSTER2_SOAK (never in CI by default). Its faults,
+// each once and in seconds, are CI tests: TestFullDiskComesBack (both cache
+// modes; skipped without the right to mount a tmpfs) and
+// TestKillManagerBetweenWriteAndSync.
 package soak
 
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -39,6 +47,7 @@ import (
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/internal/clustertest"
+	"github.com/cluster2/cluster2/internal/faults"
 	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
@@ -48,10 +57,14 @@ func TestMain(m *testing.M) {
 
 const (
 	envDataDir = "SOAK_DATA_DIR"
-	numKeys    = 512      // keys of the persistent cache "kv"
-	fillValue  = 64 << 10 // the filler's value size
-	arenaSize  = 16 << 20 // small, so that the filler goes past capacity quickly
-	masterFDs  = 4096     // the master's RLIMIT_NOFILE: small enough to exhaust
+	envMode    = "SOAK_MODE"      // Cache.Mode; default standalone
+	envDur     = "SOAK_DUR"       // the durability of "kv" (a cache.Durability number); default Always
+	envMonitor = "SOAK_MONITOR"   // "1": the monitor on (Cache.DownWhilePersistFailing on)
+	envKillAt  = "SOAK_KILL_SYNC" // while this file exists, the cache manager kill -9s itself between a log write and its fdatasync (removing the file)
+	numKeys    = 512              // keys of the persistent cache "kv"
+	fillValue  = 64 << 10         // the filler's value size
+	arenaSize  = 16 << 20         // small, so that the filler goes past capacity quickly
+	masterFDs  = 4096             // the master's RLIMIT_NOFILE: small enough to exhaust
 )
 
 // ---- values: key, sequence number, padding, crc32 ----
@@ -97,8 +110,20 @@ func childCluster() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	mux := http.NewServeMux()
+	dur := cache.Always
+	if d, err := strconv.Atoi(os.Getenv(envDur)); err == nil {
+		dur = cache.Durability(d)
+	}
+	mode := cmp.Or(os.Getenv(envMode), cluster2.CacheStandalone)
+	if trigger := os.Getenv(envKillAt); trigger != "" && os.Getenv("CLUSTER2_CACHE_MANAGER") != "" {
+		faults.BeforeSync = func() {
+			if os.Remove(trigger) == nil { // once per trigger file
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		}
+	}
 	kv := func() (*cache.Cache, error) {
-		return cache.Use("kv", cache.Options{Persist: true, Durability: cache.Always})
+		return cache.Use("kv", cache.Options{Persist: true, Durability: dur})
 	}
 	mux.HandleFunc("GET /kv/{key}", func(w http.ResponseWriter, r *http.Request) {
 		c, err := kv()
@@ -130,10 +155,45 @@ func childCluster() {
 			return
 		}
 		if _, err := c.Set(r.Context(), r.PathValue("key"), body, cache.SetOptions{}); err != nil {
-			http.Error(w, err.Error(), 500)
+			// Refused (a full disk: nothing stored) or stored but not known
+			// durable: not acknowledged, by design; 503 says so.
+			switch {
+			case errors.Is(err, cache.ErrNotDurable):
+				w.Header().Set("X-Refused", "not-durable")
+				http.Error(w, err.Error(), 503)
+			case errors.Is(err, cache.ErrPersistFailing):
+				w.Header().Set("X-Refused", "persist-failing")
+				http.Error(w, err.Error(), 503)
+			default:
+				http.Error(w, err.Error(), 500)
+			}
 			return
 		}
 		w.Header().Set("X-Pid", strconv.Itoa(os.Getpid()))
+	})
+	// POST /pad?n=N sets N values of 48 KiB into the persistent
+	// EverySecond cache "pad" (32 keys) and answers how many were refused:
+	// it fills the log's preallocated segment in seconds, so that a full
+	// disk shows.
+	mux.HandleFunc("POST /pad", func(w http.ResponseWriter, r *http.Request) {
+		c, err := cache.Use("pad", cache.Options{Persist: true, Durability: cache.EverySecond})
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		v := bytes.Repeat([]byte{'p'}, 48<<10)
+		refused := 0
+		for i := range n {
+			if _, err := c.Set(r.Context(), "pad-"+strconv.Itoa(i%32), v, cache.SetOptions{}); err != nil {
+				if !errors.Is(err, cache.ErrPersistFailing) {
+					http.Error(w, err.Error(), 500)
+					return
+				}
+				refused++
+			}
+		}
+		fmt.Fprintf(w, "%d\n", refused)
 	})
 	// POST /fill?n=N sets N values of 64 KiB with fresh keys into the
 	// non-persistent cache "big": past the arena's capacity, it evicts.
@@ -153,16 +213,17 @@ func childCluster() {
 		}
 		fmt.Fprintf(w, "%d %d\n", n, refused)
 	})
+	monitorOn := os.Getenv(envMonitor) == "1"
 	c, err := cluster2.Listen(context.Background(), cluster2.Config{
 		Workers: 2, Addr: "127.0.0.1:0", MonitorAddr: "127.0.0.1:0",
-		Monitor:           cluster2.MonitorConfig{Disabled: true},
+		Monitor:           cluster2.MonitorConfig{Disabled: !monitorOn, NoProfiles: true},
 		Handler:           mux,
 		Logger:            log,
 		HeartbeatInterval: 500 * time.Millisecond,
 		ReplaceTimeout:    20 * time.Second,
 		StopTimeout:       20 * time.Second,
-		Cache: cluster2.CacheConfig{Enabled: true, Mode: cluster2.CacheStandalone, ArenaSize: arenaSize,
-			DataDir: os.Getenv(envDataDir), Durability: cache.Always},
+		Cache: cluster2.CacheConfig{Enabled: true, Mode: mode, ArenaSize: arenaSize,
+			DataDir: os.Getenv(envDataDir), Durability: cache.Always, DownWhilePersistFailing: monitorOn},
 	})
 	if err != nil {
 		fmt.Printf("LISTEN-ERROR %v\n", err)
@@ -224,6 +285,11 @@ func childCluster() {
 	ctl.HandleFunc("/respawning", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(c.Respawning())
 	})
+	ctl.HandleFunc("/monitor", func(w http.ResponseWriter, r *http.Request) {
+		if a := c.MonitorAddr(); a != nil {
+			fmt.Fprint(w, a.String())
+		}
+	})
 	ctl.HandleFunc("/last", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -243,9 +309,9 @@ type cluster struct {
 	ctlCl *http.Client
 }
 
-func start(t *testing.T, dataDir string) *cluster {
+func start(t *testing.T, dataDir string, env ...string) *cluster {
 	t.Helper()
-	cmd := xtesting.Command(t, "cluster", nil, envDataDir+"="+dataDir)
+	cmd := xtesting.Command(t, "cluster", nil, append([]string{envDataDir + "=" + dataDir}, env...)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -363,6 +429,7 @@ type stats struct {
 	kills, restarts, lost, evicted, fills         atomic.Int64
 	pauses, managerKills, workerKills             atomic.Int64
 	exhaustions, respawnRetries, keepAlivePuts    atomic.Int64
+	refused, fullDisks, syncKills                 atomic.Int64
 }
 
 // killLog remembers when workers were killed, to tell the failures of
@@ -404,8 +471,16 @@ func TestSoak(t *testing.T) {
 		minutes = m
 	}
 	dur := time.Duration(minutes * float64(time.Minute))
-	dataDir := t.TempDir()
-	c := start(t, dataDir)
+	// The data directory is a small tmpfs, so that the driver can fill it
+	// (two 16 MiB log segments, a snapshot, room).
+	dataDir, err := mountTmpfs(t, "64m")
+	if err != nil {
+		t.Logf("no full disks in this soak: cannot mount a tmpfs (needs root): %v", err)
+		dataDir = t.TempDir()
+	}
+	diskFaults := err == nil
+	trigger := filepath.Join(t.TempDir(), "kill-before-sync")
+	c := start(t, dataDir, envKillAt+"="+trigger)
 	if !c.healthy(60 * time.Second) {
 		t.Fatal("the cluster is not healthy 60 s after start")
 	}
@@ -450,6 +525,12 @@ func TestSoak(t *testing.T) {
 		if err == nil {
 			body, err = io.ReadAll(resp.Body)
 			resp.Body.Close()
+			if err == nil && resp.StatusCode == 503 && resp.Header.Get("X-Refused") != "" {
+				// Refused while the log cannot be written, or stored but
+				// not known durable: not acknowledged, by design.
+				st.refused.Add(1)
+				return nil, nil, false
+			}
 			if err == nil && resp.StatusCode >= 500 {
 				err = fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
 			}
@@ -592,9 +673,23 @@ func TestSoak(t *testing.T) {
 			syscall.Kill(pid, syscall.SIGKILL)
 			st.kills.Add(1)
 			st.workerKills.Add(1)
-		case x < 45: // kill -9 the cache manager
+		case x < 45: // kill -9 the cache manager, half of the time between a log write and its fdatasync
 			if pid := c.managerPid(); pid > 0 {
-				syscall.Kill(pid, syscall.SIGKILL)
+				if r.IntN(2) == 0 {
+					os.WriteFile(trigger, nil, 0o600)
+					if xtesting.Eventually(10*time.Second, func() bool {
+						time.Sleep(5 * time.Millisecond)
+						_, err := os.Stat(trigger)
+						return err != nil
+					}) {
+						st.syncKills.Add(1)
+					} else {
+						os.Remove(trigger) // no write came: kill it plainly
+						syscall.Kill(pid, syscall.SIGKILL)
+					}
+				} else {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
 				st.kills.Add(1)
 				st.managerKills.Add(1)
 				// bounded: the master restarts it
@@ -629,6 +724,33 @@ func TestSoak(t *testing.T) {
 			}) {
 				st.hangs.Add(1)
 				t.Errorf("rolling restart did not replace every worker within 90 s")
+			}
+		case x < 70 && diskFaults: // a full disk for 1 to 4 s, then the space comes back
+			filler, err := fillDisk(dataDir)
+			if err != nil {
+				t.Errorf("fill the disk: %v", err)
+				break
+			}
+			st.fullDisks.Add(1)
+			// Fill the log's preallocated segment: Sets are refused.
+			refusedPads := xtesting.Eventually(30*time.Second, func() bool {
+				req, _ := http.NewRequest("POST", "http://"+c.addr+"/pad?n=64", nil)
+				_, body, ok := do("pad", req)
+				return ok && strings.TrimSpace(string(body)) != "0"
+			})
+			if !refusedPads {
+				t.Errorf("no Set refused within 30 s of a full disk")
+			}
+			time.Sleep(time.Duration(1000+r.IntN(3000)) * time.Millisecond)
+			os.Remove(filler)
+			if !xtesting.Eventually(30*time.Second, func() bool {
+				time.Sleep(20 * time.Millisecond)
+				req, _ := http.NewRequest("POST", "http://"+c.addr+"/pad?n=1", nil)
+				_, body, ok := do("pad", req)
+				return ok && strings.TrimSpace(string(body)) == "0"
+			}) {
+				st.hangs.Add(1)
+				t.Errorf("Sets still refused 30 s after the space came back")
 			}
 		case x < 80: // fill the arena past its capacity (two fills of 16 MiB)
 			for range 2 {
@@ -726,10 +848,10 @@ func TestSoak(t *testing.T) {
 		t.Logf("failures: %d× %s", n, m)
 	}
 	failMu.Unlock()
-	t.Logf("details: %s soak; %d worker kills, %d cache-manager kills, 1 full kill; %d rolling restarts + 1 full restart; %d fills of 16 MiB; %d pauses; %d master descriptor exhaustions (%d failed respawn attempts retried); %d keep-alive PUTs; %d requests failed in flight on a killed worker; %d keys evicted (not lost); %d torn; %d hangs",
-		dur, st.workerKills.Load(), st.managerKills.Load(), st.restarts.Load()-1, st.fills.Load(), st.pauses.Load(),
+	t.Logf("details: %s soak; %d worker kills, %d cache-manager kills (%d between a log write and its fdatasync), 1 full kill; %d rolling restarts + 1 full restart; %d fills of 16 MiB; %d full disks; %d pauses; %d master descriptor exhaustions (%d failed respawn attempts retried); %d keep-alive PUTs; %d requests failed in flight on a killed worker; %d PUTs refused (not acknowledged: full disk, or not known durable); %d keys evicted (not lost); %d torn; %d hangs",
+		dur, st.workerKills.Load(), st.managerKills.Load(), st.syncKills.Load(), st.restarts.Load()-1, st.fills.Load(), st.fullDisks.Load(), st.pauses.Load(),
 		st.exhaustions.Load(), st.respawnRetries.Load(), st.keepAlivePuts.Load(),
-		st.inflightKilled.Load(), st.evicted.Load(), st.torn.Load(), st.hangs.Load())
+		st.inflightKilled.Load(), st.refused.Load(), st.evicted.Load(), st.torn.Load(), st.hangs.Load())
 	summary := fmt.Sprintf("%d requests, %d failed, %d kills, %d restarts, %d lost",
 		st.requests.Load(), st.failed.Load(), st.kills.Load(), st.restarts.Load(), st.lost.Load())
 	fmt.Println("SOAK:", summary)
