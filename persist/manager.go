@@ -448,15 +448,15 @@ func (m *Manager) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: Run before Replay or Resume", ErrBadOptions)
 	}
 	defer p.Detach()
-	// What a predecessor (a standalone manager that died, maybe between a
-	// write and its fdatasync) logged up to the resume position is in the
-	// files but not known to be on disk: fsync it before anything is said
-	// durable (the Always writers it left waiting are released here).
 	rs := &runState{synced: p.Position(), lastSync: time.Now(), nextCheck: time.Now().Add(time.Second)}
 	rs.pending = rs.synced
 	// A predecessor that was failing left the space failing: this run
 	// clears it once it has written and synced what the journal holds.
 	rs.recovering = m.sp.PersistStats().Failing != nil
+	// What a predecessor (a standalone manager that died, maybe between a
+	// write and its fdatasync) logged up to the resume position is in the
+	// files but not known to be on disk: fsync it before anything is said
+	// durable (the Always writers it left waiting are released here).
 	m.mu.Lock()
 	m.log.dirty = true
 	err := m.syncLocked()
