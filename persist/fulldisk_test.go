@@ -2,6 +2,7 @@ package persist_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -241,4 +242,60 @@ func TestFullDiskRefusesThenResumes(t *testing.T) {
 	if lost > 0 {
 		t.Fatalf("%d of %d acknowledged writes lost after the full disk and a restart", lost, len(acked))
 	}
+}
+
+// The first batch after a start can be larger than a whole segment (writers
+// went on while the manager started): it must go into the empty segment,
+// grown, not into a new segment of the same index (which failed with "file
+// exists", and the log never took a record again).
+func TestFirstBatchLargerThanASegment(t *testing.T) {
+	dir := t.TempDir()
+	sp := space(t, 8<<20)
+	m, err := persist.Open(dir, persist.Options{SegmentSize: 4 << 10, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Replay(bg, sp); err != nil {
+		t.Fatal(err)
+	}
+	c, err := sp.Use("p", cache.Options{Persist: true, Durability: cache.EverySecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 { // ~16 KiB of records before Run reads any
+		if _, err := c.Set(bg, fmt.Sprint("k", i), bytes.Repeat([]byte{'v'}, 100), cache.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	ok := xtestingEventually(5*time.Second, func() bool { return sp.PersistStats().Records >= 101 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if st := sp.PersistStats(); !ok || st.Failures != 0 {
+		t.Fatalf("the first batch of %d records: %+v", 101, st)
+	}
+	m.Close()
+	sp2, _, stop := running(t, dir, persist.Options{SegmentSize: 4 << 10, Logger: quiet()})
+	defer stop()
+	c2, err := sp2.Use("p", cache.Options{Persist: true, Durability: cache.EverySecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := c2.Stats().Entries; n != 100 {
+		t.Fatalf("%d of 100 keys after a restart", n)
+	}
+}
+
+func xtestingEventually(d time.Duration, f func() bool) bool {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if f() {
+			return true
+		}
+	}
+	return f()
 }

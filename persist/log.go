@@ -265,7 +265,17 @@ func (l *segLog) flush() (n, bytes int, err error) {
 	}
 	n, bytes = l.pending, len(l.buf)
 	defer func() { l.buf, l.pending = l.buf[:0], 0 }()
-	if l.off+int64(bytes) > l.alloc-tailLen {
+	switch {
+	case l.off+int64(bytes) <= l.alloc-tailLen:
+	case l.off == 0 && l.f != nil:
+		// The segment holds no entry yet: grow it (a new one would
+		// have its name, the index of the next entry). Its old tail
+		// lies inside this write or the new tail, which is zeroed.
+		if err := preallocateWithTail(l.f, l.alloc, int64(bytes)+tailLen); err != nil {
+			return 0, 0, fmt.Errorf("persist: preallocate segment: %w", err)
+		}
+		l.alloc = int64(bytes) + tailLen
+	default:
 		if err := l.startSegment(l.next, int64(bytes)); err != nil {
 			return 0, 0, err
 		}

@@ -151,14 +151,17 @@ func Open(dir string, opts Options) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{dir: dir, opts: o, lock: lock, sv: &salvageDir{dir: dir}}
-	if err := m.open(waldir); err != nil {
+	if err := m.open(waldir, o.Salvage); err != nil {
 		lock.Close()
 		return nil, err
 	}
 	return m, nil
 }
 
-func (m *Manager) open(waldir string) error {
+// open recovers the log in waldir (checkpoint, torn tail, gaps) and opens it
+// for appending; salvage says whether damage may be salvaged (Open: the
+// option; reopen: never).
+func (m *Manager) open(waldir string, salvage bool) error {
 	o := m.opts
 	ck, nonce, err := readCheckpoint(waldir)
 	strict := err == nil
@@ -172,7 +175,7 @@ func (m *Manager) open(waldir string) error {
 				err = &CorruptError{File: filepath.Join(waldir, ckptName), Reason: "the checkpoint is missing while the log holds entries " +
 					"(it says how far they are durable; a data directory written before checkpoints existed needs Salvage once)"}
 			}
-			if !o.Salvage || !errors.Is(err, ErrCorrupt) {
+			if !salvage || !errors.Is(err, ErrCorrupt) {
 				return err
 			}
 			m.salvaged(err)
@@ -194,7 +197,7 @@ func (m *Manager) open(waldir string) error {
 	cut, file, err := repairTail(waldir, ck, strict, nonce, m.sv)
 	if err != nil {
 		var ce *CorruptError
-		if !o.Salvage || !errors.As(err, &ce) {
+		if !salvage || !errors.As(err, &ce) {
 			return err
 		}
 		if ce.cut {
@@ -533,24 +536,17 @@ func (m *Manager) retry(ctx context.Context, rs *runState, cause error) error {
 	}
 }
 
-// reopen closes the log and opens it again for appending, cutting what a
-// failed write left behind its last entry (as Open does). The records logged
-// since the last fsync are logged again by the caller.
+// reopen closes the log and opens it again for appending, recovering it as
+// Open does (its checkpoint, then cutting what a failed write left past the
+// durable end), but never salvaging: damage before the durable end stays an
+// error. The records logged since the last fsync are logged again by the
+// caller. The directory lock stays held throughout.
 func (m *Manager) reopen() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.log.close() // the error is the one that got us here, or a later one of the same file
 	m.log.buf, m.log.pending = m.log.buf[:0], 0
-	waldir := filepath.Join(m.dir, "wal")
-	if _, _, err := repairTail(waldir); err != nil {
-		return err
-	}
-	l, err := openLog(waldir, int64(m.opts.SegmentSize))
-	if err != nil {
-		return fmt.Errorf("persist: reopen log %s: %w", waldir, err)
-	}
-	m.log = l
-	return nil
+	return m.open(filepath.Join(m.dir, "wal"), false)
 }
 
 // run is Run until ctx ends (nil) or the log fails (the error).
