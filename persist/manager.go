@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cluster2/cluster2/cache"
@@ -497,6 +498,14 @@ type runState struct {
 	lastGroup  int  // Always records the last fsync carried
 	needSecond bool // an EverySecond record waits for the next second's fsync
 	recovering bool // the space is failing: clear it once caught up and synced
+	lastErrno  syscall.Errno
+}
+
+// errnoOf returns err's errno, or 0.
+func errnoOf(err error) syscall.Errno {
+	var e syscall.Errno
+	errors.As(err, &e)
+	return e
 }
 
 // Back-off of Run's retries after a log error (Options.RetryMin, RetryMax).
@@ -511,8 +520,13 @@ const (
 // once it has caught up.
 func (m *Manager) retry(ctx context.Context, rs *runState, cause error) error {
 	p := m.p
-	m.opts.Logger.Error("persist: cannot write the log: Sets of persistent caches are refused until it can; retrying",
-		"err", cause, "dir", m.dir)
+	// At ERROR before the space says failing; again only when the cause
+	// changes (a retry that fails the same way every second is not news).
+	if !rs.recovering || errnoOf(cause) != rs.lastErrno {
+		m.opts.Logger.Error("persist: cannot write the log: Sets of persistent caches are refused until it can; retrying",
+			"err", cause, "dir", m.dir)
+	}
+	rs.lastErrno = errnoOf(cause)
 	p.SetFailing(cause)
 	p.Rewind(rs.synced)
 	rs.pending, rs.always, rs.lastGroup, rs.needSecond, rs.recovering = rs.synced, 0, 0, false, true
@@ -528,8 +542,9 @@ func (m *Manager) retry(ctx context.Context, rs *runState, cause error) error {
 		if err == nil {
 			return nil
 		}
-		if err.Error() != cause.Error() {
+		if errnoOf(err) != rs.lastErrno {
 			m.opts.Logger.Error("persist: the log still cannot be written", "err", err, "dir", m.dir)
+			rs.lastErrno = errnoOf(err)
 		}
 		cause = err
 		p.SetFailing(err) // the error /status shows is the latest

@@ -212,6 +212,29 @@ func TestFullDiskComesBack(t *testing.T) {
 					t.Fatalf("PUT while the disk is full: %d %q %v", code, refused, err)
 				}
 			}
+			if mode == "standalone" {
+				// A manager restarted while the disk is full (whether it
+				// can open the log or not) keeps the space failing while
+				// it retries.
+				pid := c.managerPid()
+				syscall.Kill(pid, syscall.SIGKILL)
+				if !xtesting.Eventually(30*time.Second, func() bool {
+					time.Sleep(20 * time.Millisecond)
+					p := c.managerPid()
+					return p > 0 && p != pid
+				}) {
+					t.Fatal("no new cache manager within 30 s")
+				}
+				time.Sleep(300 * time.Millisecond) // it tried to open the log
+				for i := range 10 {
+					if code, refused, err := putAcked("k"+strconv.Itoa(i), 100); err != nil || code == 200 || refused == "" {
+						t.Fatalf("PUT while the disk is full, after a manager restart: %d %q %v", code, refused, err)
+					}
+				}
+				if m, err := c.monitorGet("/metrics"); err != nil || !strings.Contains(m, "cluster2_persist_failing 1") {
+					t.Errorf("/metrics on a full disk after a manager restart: %v (no cluster2_persist_failing 1)", err)
+				}
+			}
 			if err := os.Remove(filler); err != nil {
 				t.Fatal(err)
 			}
