@@ -69,10 +69,15 @@ func bigValue(key string, seq uint64, size int) []byte {
 	return binary.LittleEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
 }
 
+// putClient opens a connection per request: a PUT on a kept-alive
+// connection that the worker closes meanwhile fails with a broken pipe, and
+// a request with a body is not retried.
+var putClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
 // put PUTs v under key and returns the status and the X-Refused header.
 func (c *cluster) put(key string, v []byte) (int, string, error) {
 	req, _ := http.NewRequest("PUT", "http://"+c.addr+"/kv/"+key, bytes.NewReader(v))
-	resp, err := c.ctlCl.Do(req)
+	resp, err := putClient.Do(req)
 	if err != nil {
 		return 0, "", err
 	}
