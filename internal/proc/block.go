@@ -150,14 +150,31 @@ func (b *Block) Reason() string {
 }
 
 // SetWant stores what the master wants and wakes the worker (master side).
-// It synchronizes before the worker's Want that observes it.
+// It synchronizes before the worker's Want that observes it. Drain is final:
+// once want is WantDrain, SetWant leaves it so, even when it races another
+// SetWant(WantDrain) (a compare-and-swap from the value it checked, retried
+// when want changed in between, so no Pause or Resume can overwrite a drain
+// stored after its check). Only Reset, for a new process, leaves drain.
 func (b *Block) SetWant(w Want) {
-	if Want(b.want.Load()) == WantDrain {
-		return // drain is final
+	for {
+		cur := b.want.Load()
+		if Want(cur) == WantDrain {
+			return // drain is final
+		}
+		if testHookSetWant != nil {
+			testHookSetWant()
+		}
+		// seq-cst: before Wake's load of the waiter count.
+		if b.want.CompareAndSwap(cur, uint32(w)) {
+			break
+		}
 	}
-	b.want.Store(uint32(w)) // seq-cst: before Wake's load of the waiter count
 	b.toWorker.Wake()
 }
+
+// testHookSetWant, when not nil, runs in SetWant between the check of the
+// current want and the compare-and-swap (tests force a racing drain there).
+var testHookSetWant func()
 
 // SetDrainDeadline changes the drain deadline (master side), before SetWant
 // asks for a drain.

@@ -32,7 +32,10 @@
 //
 //	  - want (master → worker): what the master wants the worker to do:
 //	    [WantRun], [WantPause] or [WantDrain]. The master stores it, then wakes
-//	    toWorker. Transitions: run ⇄ pause, run|pause → drain (drain is final).
+//	    toWorker. Transitions: run ⇄ pause, run|pause → drain (drain is final:
+//	    [Block.SetWant] changes want by compare-and-swap from the value it
+//	    found not to be drain, so a Pause or Resume racing a Stop can never
+//	    overwrite the drain; only [Block.Reset], for a new process, leaves it).
 //	  - spawn (master): a counter the master bumps each time it resets the block
 //	    for a new process, for logs only.
 //	  - deadline (master): how long, in nanoseconds, the worker may take to drain
