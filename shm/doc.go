@@ -56,6 +56,19 @@
 //     anyone who proves the owner dead ([Arena.ReleaseSlot], usually the master).
 //     A slot is matched to a lock owner only while it is live.
 //
+// # Who is dead
+//
+// Locks, slots and everything built on them (ring ends, the cache's
+// persister, loaders and sweep lease) are taken over only from a process
+// proven dead, by [Arena.Alive] and [Arena.ReleaseSlot]: a false "dead"
+// would give a live process's lock to another, a false "alive" only delays a
+// takeover. Proof is a /proc/PID/stat that shows a zombie or another start
+// time (the pid was reused), ENOENT or ESRCH on /proc/PID/stat while /proc is
+// mounted, or ESRCH from kill(pid, 0). When /proc cannot tell (a process out
+// of descriptors gets EMFILE; /proc may be missing), kill(pid, 0) decides and
+// anything but ESRCH counts as alive, so until /proc can be read again a
+// zombie or a reused pid looks alive.
+//
 // # Memory order
 //
 // All cross-process words are sync/atomic typed atomics, which are sequentially

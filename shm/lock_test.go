@@ -257,6 +257,45 @@ func TestLockTakeoverReportsRecovery(t *testing.T) {
 	}
 }
 
+// TestLockHolderAliveWhileOutOfDescriptors: a waiter whose process is out of
+// file descriptors (EMFILE: a server under a connection flood) cannot read
+// the holder's /proc/PID/stat; it must not take the lock of the live holder
+// (it did: any open failure read as death), and it must still take over from
+// a dead one.
+func TestLockHolderAliveWhileOutOfDescriptors(t *testing.T) {
+	a := shmtest.NewArena(t, 1<<20)
+	g := guardedRegion(t, a)
+	c := spawn(t, a, "holdforever") // locks, then sleeps an hour holding it
+	pid := c.cmd.Process.Pid
+	if !xtesting.Eventually(5*time.Second, func() bool { return g.heldBy.Load() == uint64(pid) }) {
+		t.Fatal("child never took the lock")
+	}
+	p, _ := a.Self()
+	lockOutOfFDs := func() (bool, error) {
+		restore := shm.ExhaustDescriptorsForTest(t)
+		defer restore()
+		// The waiter checks the holder at 1, 2, 4, 8, 16, then every 20 ms.
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		return g.lock.Lock(ctx, p)
+	}
+	_, err := lockOutOfFDs()
+	if err == nil {
+		g.lock.Unlock(p)
+		t.Fatalf("a lock held by live pid %d was taken over by a process out of descriptors", pid)
+	}
+	if !errors.Is(err, shm.ErrTimeout) {
+		t.Fatalf("Lock of a live holder's lock = %v; want ErrTimeout", err)
+	}
+	c.cmd.Process.Signal(syscall.SIGKILL)
+	<-c.done
+	recovered, err := lockOutOfFDs()
+	if err != nil || !recovered {
+		t.Fatalf("Lock after the holder died, out of descriptors = %v, %v; want recovered", recovered, err)
+	}
+	g.lock.Unlock(p)
+}
+
 func TestLockContextEnds(t *testing.T) {
 	a := shmtest.NewArena(t, 1<<20)
 	g := guardedRegion(t, a)

@@ -4,45 +4,63 @@ package shm
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"strconv"
 	"syscall"
 )
 
+// errStatFormat is procStat's error for a stat line it cannot parse: it
+// proves nothing about the process.
+var errStatFormat = errors.New("shm: unexpected /proc/PID/stat format")
+
 // procStat reads the state letter and the start time (clock ticks since boot,
-// field 22) of pid from /proc. ok is false when the process does not exist.
-func procStat(pid int) (state byte, start uint64, ok bool) {
+// field 22) of pid from /proc. The error is the open's or the read's (an
+// ENOENT or ESRCH says that the process does not exist; any other, such as
+// EMFILE in a process out of descriptors, says nothing about it), or
+// errStatFormat.
+func procStat(pid int) (state byte, start uint64, err error) {
 	var buf [512]byte
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, 0, false
+		return 0, 0, err
 	}
 	n, err := f.Read(buf[:])
 	f.Close()
-	if err != nil || n == 0 {
-		return 0, 0, false
+	if err != nil {
+		return 0, 0, err
 	}
 	b := buf[:n]
 	// comm may hold spaces and parentheses: the state follows the last ')'.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 || i+2 >= len(b) {
-		return 0, 0, false
+		return 0, 0, errStatFormat
 	}
 	fields := bytes.Fields(b[i+2:])
 	// fields[0] is field 3 (state); field 22 (starttime) is fields[19].
 	if len(fields) < 20 {
-		return 0, 0, false
+		return 0, 0, errStatFormat
 	}
 	start, err = strconv.ParseUint(string(fields[19]), 10, 64)
 	if err != nil {
-		return 0, 0, false
+		return 0, 0, errStatFormat
 	}
-	return fields[0][0], start, true
+	return fields[0][0], start, nil
 }
 
 // processAlive reports whether pid runs and, when start is not zero, is the
 // same process that had that start time (not a later one given the same pid).
 // A zombie counts as dead: it runs no code and will hold nothing again.
+//
+// It says dead only on proof, because a false "dead" hands a live process's
+// lock, slot, ring end or lease to another (mutual exclusion broken), while a
+// false "alive" only delays a takeover until the next check. Proof is: a stat
+// line showing a zombie or another start time; ENOENT or ESRCH from
+// /proc/PID/stat while /proc is mounted; or ESRCH from kill(pid, 0). When
+// /proc cannot tell (EMFILE or ENFILE in a process out of descriptors, ENOMEM,
+// an unreadable line, /proc not mounted), kill(pid, 0) decides, and anything
+// but ESRCH counts as alive: a pid reused meanwhile, or a zombie, then looks
+// alive until /proc can be read again.
 func processAlive(pid int, start uint64) bool {
 	if pid <= 0 {
 		return false
@@ -50,18 +68,21 @@ func processAlive(pid int, start uint64) bool {
 	if pid == os.Getpid() {
 		return true
 	}
-	state, st, ok := procStat(pid)
-	if !ok {
-		// /proc may be hidden; fall back on kill(pid, 0).
-		if _, err := os.Stat("/proc/self/stat"); err == nil {
+	state, st, err := procStat(pid)
+	switch {
+	case err == nil:
+		if state == 'Z' || state == 'X' || state == 'x' {
 			return false
 		}
-		return syscall.Kill(pid, 0) != syscall.ESRCH
+		return start == 0 || st == start
+	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ESRCH):
+		// No /proc/PID: the process is gone, if /proc is there at all (a
+		// stat of a path takes no descriptor).
+		if _, serr := os.Stat("/proc/self/stat"); serr == nil {
+			return false
+		}
 	}
-	if state == 'Z' || state == 'X' || state == 'x' {
-		return false
-	}
-	return start == 0 || st == start
+	return syscall.Kill(pid, 0) != syscall.ESRCH
 }
 
 // selfStartTime returns this process's start time, or 0 if unknown.
