@@ -153,6 +153,11 @@ func TestLockSurvivesKill9(t *testing.T) {
 	}
 	kills := 0
 	children := []*child{spawn(t, a, "lockloop"), spawn(t, a, "lockloop"), spawn(t, a, "lockloop")}
+	for _, c := range children {
+		if !xtesting.Eventually(5*time.Second, func() bool { return slotOf(a, c.cmd.Process.Pid) >= 0 }) {
+			t.Fatalf("child %d never joined", c.cmd.Process.Pid)
+		}
+	}
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 	for k := 0; k < minKills || g.recoveries.Load() < uint64(minRecoveries); k++ {
 		if k == maxKills {
@@ -168,11 +173,14 @@ func TestLockSurvivesKill9(t *testing.T) {
 		c := children[i]
 		pid := c.cmd.Process.Pid
 		slot := slotOf(a, pid)
+		if slot < 0 {
+			t.Fatalf("kill %d: child %d holds no live slot", k, pid)
+		}
 		c.cmd.Process.Signal(syscall.SIGKILL)
 		if err := <-c.done; err == nil || !isKilled(c.cmd) {
 			t.Fatalf("child %d ended with %v, not by our SIGKILL", pid, err)
 		}
-		if k%2 == 0 && slot >= 0 {
+		if k%2 == 0 {
 			if err := a.ReleaseSlot(slot); err != nil {
 				t.Fatalf("ReleaseSlot(%d) of dead pid %d: %v", slot, pid, err)
 			}
@@ -187,6 +195,15 @@ func TestLockSurvivesKill9(t *testing.T) {
 			}
 		}
 		children[i] = spawn(t, a, "lockloop")
+		// Wait for the new child to join before the next kill: a child still
+		// in Join reclaims the slot of a dead process when no slot is free
+		// (dead slots pile up when we leave them to the waiters), and could
+		// take the slot we are about to release (ReleaseSlot then rightly
+		// says ErrSlotBusy: it belongs to the live newcomer).
+		npid := children[i].cmd.Process.Pid
+		if !xtesting.Eventually(5*time.Second, func() bool { return slotOf(a, npid) >= 0 }) {
+			t.Fatalf("kill %d: respawned child %d never joined", k, npid)
+		}
 	}
 	for _, c := range children {
 		c.cmd.Process.Signal(syscall.SIGKILL)
