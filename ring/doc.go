@@ -20,15 +20,17 @@
 //
 //	off+0    ┌──────────┬──────────┬──────────┬──────────┬────────┬────────┐
 //	         │ magic u64│ cap u64  │ prodTok  │ consTok  │ lock 8 │ pad 32 │  written at Init / on open
-//	off+64   ├──────────┴──────────┼──────────┴──────────┴────────┴────────┤
-//	         │ dataReady waiter(8) │ spaceFree waiter(8) │ pad 48           │  written by sleepers only
-//	off+128  ├─────────────────────┴──────────────────────────────────────────┤
-//	         │ tail u64 (producer)                           │ pad 120        │
-//	off+256  ├───────────────────────────────────────────────────────────────┤
-//	         │ read u64 (consumer) │ head u64 (consumer)    │ pad 112        │
-//	off+384  ├───────────────────────────────────────────────────────────────┤
-//	         │ data: capacity bytes of records, 8-byte aligned               │
-//	         └───────────────────────────────────────────────────────────────┘
+//	off+64   ├──────────┴──────────┼──────────┴──────────┼────────┴────────┤
+//	         │ dataReady waiter(8) │ spaceFree waiter(8) │ sleepGen u64    │  written by sleepers only:
+//	         ├─────────────────────┼─────────────────────┴─────────────────┤  sleepGen by the consumer,
+//	         │ ackGen u64          │ pad 32                                │  ackGen by the producer
+//	off+128  ├─────────────────────┴───────────────────────┬───────────────┤
+//	         │ tail u64 (producer)                         │ pad 120       │
+//	off+256  ├─────────────────────┬───────────────────────┼───────────────┤
+//	         │ read u64 (consumer) │ head u64 (consumer)   │ pad 112       │
+//	off+384  ├─────────────────────┴───────────────────────┴───────────────┤
+//	         │ data: capacity bytes of records, 8-byte aligned             │
+//	         └─────────────────────────────────────────────────────────────┘
 //
 // A record is an 8-byte header word followed by its payload, padded to a
 // multiple of 8 bytes:
@@ -70,51 +72,104 @@
 //   - producer/consumer tokens: the opening end, by CAS. A waiter's sleeping
 //     flag: its sleeper sets it, the sleeper or the waker that wakes it
 //     clears it; its seq: wakers add one.
+//   - sleepGen: the consumer only, +1 per change: odd from just before Read
+//     first announces a futex sleep until a Read finds records without
+//     waiting (and at open, when a dead predecessor left it odd); a parking
+//     consumer keeps it even. ackGen: the producer only: the odd sleepGen
+//     it last saw, stored before its first commit after seeing it (and at
+//     open). See "Commits without a fence".
 //
 // # Memory order
 //
 // All shared words are sync/atomic typed atomics (sequentially consistent),
 // but one: the header word that Write, Commit and WriteBatch store to commit
-// records is a release store only on amd64 (see "Commits without a fence"
-// below). Payload bytes are written plainly before
-// the release store of their header word and read plainly after the acquiring
-// load that observed it: Commit synchronizes before the delivery of the
-// record. The consumer's zeroing is plain, before the release store of head;
-// the producer writes into space only after an acquiring load of head that
-// covers it, so it always finds zeros there. The producer caches head and reloads it only when the cached
-// value says the ring is full; the consumer caches tail (used only to bound
-// headers) the same way. Sleeps use a waiter (wait.go; a seq u32 futex word
-// and a sleeping u32 flag, each end's own): a side announces, re-checks
-// its condition, then sleeps; the other side makes the condition true (the
-// header or head store) before it loads the waiter count, so a wake costs a
-// system call only when somebody sleeps, and none is lost.
+// records is, on amd64 and while the consumer does not announce futex
+// sleeps, a release store only (see "Commits without a fence" below).
+// Payload bytes are written plainly before the store of their header word
+// and read plainly after the acquiring load that observed it: Commit
+// synchronizes before the delivery of the record. The consumer's zeroing is
+// plain, between the store of read and the store of head (release; the
+// producer writes into space only after an acquiring load of head that
+// covers it, so it always finds zeros there); on arm64 the store of read is
+// an STLR, which later plain stores may pass, so an order.StoreFence (DMB
+// ISHST) keeps the zeroing after it (the recoverer relies on that order; on
+// amd64 the fence is free: x86-TSO keeps stores in order). The producer
+// caches head and reloads it only when the cached value says the ring is
+// full; the consumer caches tail (used only to bound headers) the same way.
+// Sleeps use a waiter (wait.go; a seq u32 futex word and a sleeping u32
+// flag, each end's own): a side announces, re-checks its condition, then
+// sleeps; the other side makes the condition true (the header or head store)
+// before it loads the waiter's flag, so a wake costs a system call only when
+// somebody sleeps. Both the announcement and, for a wake that matters, the
+// condition store are sequentially consistent, so that at least one side
+// sees the other and no wake-up is lost.
+//
+// Per architecture (package internal/order has the primitives and the
+// argument): on amd64 (x86-TSO) sync/atomic's Store is XCHG, a full fence,
+// and its Load a MOV; the only reordering is a load passing an earlier
+// store that sits in the store buffer. On arm64 Store is STLR and Load is
+// LDAR; their acquire and release are RCsc, so an LDAR never passes an
+// earlier STLR and the store-then-load handshakes hold as written; what
+// they do not order are plain accesses on their far side, hence the
+// StoreFence above. Elsewhere every store is sync/atomic's.
 //
 // # Commits without a fence
 //
 // A sequentially consistent store is an XCHG on amd64: it drains the
-// producer's store buffer, so every commit waited for the cache misses of its
+// producer's store buffer, so every commit waits for the cache misses of its
 // payload's stores (the lines come back from the consumer's core; profiles
-// put most of the producer's time there). On amd64 the producer commits with
-// a plain MOV instead (fence_amd64.s): under x86-TSO it is not reordered with
-// the earlier payload stores, so it is a release store, and the consumer's
-// acquiring load is unchanged.
+// put most of the producer's time there). So on amd64 the producer commits
+// with a plain MOV (order.StoreRelease) when it can: under x86-TSO it is not
+// reordered with the earlier payload stores, so it is a release store, and
+// the consumer's acquiring load is unchanged. What the MOV does not order is
+// the producer's next load, of the consumer's sleeping flag, which the
+// processor may satisfy while the header still sits in its store buffer: the
+// producer loads the flag (0), the consumer announces, re-checks (the header
+// is not visible yet) and sleeps, the header becomes visible, nobody wakes
+// the consumer. Re-checking for a while before the futex sleep made that
+// rare (2 in 4 million commits of 4 KiB records), not impossible: x86-TSO
+// bounds the time a store may stay buffered by nothing.
 //
-// What the MOV does not order is the producer's next load, of the consumer's
-// sleeping flag, which the processor may satisfy while the header still sits
-// in its store buffer. So one interleaving loses a wake: the producer loads
-// the flag (0), the consumer announces and re-checks (the header is not
-// visible yet) and sleeps, the header becomes visible. Only a commit whose
-// flag load came before the announcement was visible can be missed; its
-// header becomes visible when the store buffer drains: in nanoseconds (a
-// store buffer holds a few dozen stores, and an interrupt or a switch of the
-// producer's thread drains it). So after its re-check a consumer that is about
-// to sleep, still announced, re-checks the ring drainChecks (256) times more,
-// about a microsecond, and takes a record found then as if woken
-// (ConsumerStats.Rescues counts them, with records that simply came in that
-// microsecond). Every later commit's flag load comes after the announcement
-// and sees it. Should a header ever take longer than that to drain, its
-// record waits for the next commit or the end of the sleep (PeerCheck, 50 ms
-// by default): latency, never a hang.
+// So the consumer says when it may sleep, and the producer says that it
+// heard. Before Read first announces a futex sleep, the consumer makes
+// sleepGen odd (G, sequentially consistent); a Read that finds records
+// without waiting makes it even again (a busy consumer, behind its producer).
+// Before each commit the producer loads sleepGen: even, it commits with the
+// MOV; odd, it commits with XCHG, and the first time it sees G it first
+// stores ackGen = G (XCHG). Before each futex sleep the consumer announces
+// (XCHG of its sleeping flag), loads ackGen, re-checks the ring, and sleeps
+// up to PeerCheck only if ackGen was G; otherwise it sleeps at most
+// unackedSleep (1 ms), doubling with each such sleep up to PeerCheck. Why no
+// commit is left unwoken:
+//
+//   - A commit whose load of sleepGen returned G is an XCHG, and so is the
+//     announcement: whichever comes second in the memory order sees the
+//     other (the producer's flag load sees 1 and wakes, or the consumer's
+//     re-check sees the header).
+//   - A commit whose load returned an even value came before the
+//     producer's ack of G in its program order (the producer's loads of
+//     sleepGen never go back, and it acks the first time it sees G), so its
+//     MOV is in memory before ackGen = G is: XCHG drains the store buffer.
+//     If the consumer's load of ackGen returned G, its later re-check sees
+//     the header (x86-TSO: loads in order, one memory order for stores).
+//     If it did not, the sleep is bounded: the record is delivered when the
+//     sleep ends after its header became visible, or at once by the
+//     producer's next commit, which acks and wakes.
+//
+// The cost, measured on the 2-core AMD EPYC VM: a commit pays one load of
+// sleepGen (a line the consumer writes only when it changes its mind) while
+// the consumer is busy or parks, and an XCHG while it may sleep (it then
+// pays a futex wake-up, microseconds, anyway); a consumer that goes from
+// busy to sleeping pays one store of sleepGen and a first futex sleep with a
+// 1 ms timer (arming and cancelling a timer that short costs VM exits: a
+// wake-up from it took about 14 µs against 3 µs in earlier measurements),
+// and while its producer stays idle it wakes after 1, 2, 4 ms and so on up
+// to PeerCheck: about six extra wake-ups per idle spell. A consumer that
+// keeps sleeping between records (a ping-pong) keeps sleepGen odd and sleeps
+// unbounded after the first acknowledgement. A parking consumer
+// (Options.Park) never makes sleepGen odd, so its producer always commits
+// with the MOV: it never sleeps on the futex, and finds every record at its
+// next look.
 //
 // We measured and rejected two other ways. membarrier(2)
 // (MEMBARRIER_CMD_GLOBAL_EXPEDITED before every consumer sleep, the producer
@@ -122,12 +177,14 @@
 // dearer (its inter-processor interrupts are VM exits;
 // BenchmarkRingPingPong/futex went from 4-6 to 16-19 µs), and it interrupts
 // every processor running any registered process, which in a prefork server
-// is every worker. A first futex sleep of 50 µs before the re-check made
-// every futex wake-up slow (27 µs instead of 3: arming and cancelling a short
-// timer costs VM exits here), as did 1 ms (14 µs).
+// is every worker. A first futex sleep of 50 µs or 1 ms before every sleep
+// (not only the first after the consumer stopped being busy) made every
+// futex wake-up slow (27 and 14 µs instead of 3).
 //
-// Padding, Abort and recovery stores stay sequentially consistent, and so do
-// all stores on other architectures (fence_other.go).
+// Padding, Abort and recovery stores are always sequentially consistent, and
+// so are all commits on other architectures (order.PlainRelease is false:
+// on arm64 a release store is the STLR of sync/atomic's Store, already
+// ordered before the LDAR of the flag).
 //
 // Why a recoverer may run while the consumer consumes: it walks the records
 // from read towards tail, loading each header and then read again. The

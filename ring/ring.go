@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/order"
 	"github.com/cluster2/cluster2/shm"
 )
 
@@ -46,14 +47,16 @@ const (
 const (
 	publishFraction   = 64
 	publishAfterSpins = 64
-
-	// drainChecks is how many times a consumer re-checks the ring after
-	// announcing that it sleeps, before the futex sleep: a commit by a
-	// release store can miss the announcement only while the header sits
-	// in the producer's store buffer, which drains in well under a
-	// microsecond (see the package doc, "Commits without a fence").
-	drainChecks = 256
 )
+
+// unackedSleep is the first bound of a consumer's futex sleep while the
+// producer has not acknowledged that the consumer may sleep (header.ackGen):
+// a commit by a release store made before the producer saw the announcement
+// may be missed by the consumer's re-check, and is found when this sleep
+// ends. The bound doubles with each such sleep, up to PeerCheck, so that a
+// consumer waiting on an idle producer does not wake a thousand times a
+// second (see the package doc, "Commits without a fence").
+const unackedSleep = time.Millisecond
 
 // spinPause is how many PAUSE instructions a waiting end executes between two
 // re-checks of the ring (about 20 ns here): a re-check of a line that the
@@ -83,9 +86,11 @@ type header struct {
 	recovery shm.Lock      // serializes Unblock and producer attach (the writers of uncommitted headers)
 	_        [32]byte      // keep the event words on their own half line
 
-	dataReady waiter // the consumer sleeps on it when empty; the producer (or a recoverer) wakes it after a commit
-	spaceFree waiter // the producer sleeps on it when full; the consumer wakes it after freeing space
-	_         [48]byte
+	dataReady waiter        // the consumer sleeps on it when empty; the producer (or a recoverer) wakes it after a commit
+	spaceFree waiter        // the producer sleeps on it when full; the consumer wakes it after freeing space
+	sleepGen  atomic.Uint64 // written by the consumer only: odd while it may sleep on dataReady (commits must be fenced), even while it reads or parks; +1 per change
+	ackGen    atomic.Uint64 // written by the producer only: the last odd sleepGen it saw, stored before any commit that follows that load
+	_         [32]byte
 
 	tail atomic.Uint64 // written by the producer only: end of the claimed bytes (monotonic position)
 	_    [120]byte
@@ -99,16 +104,19 @@ type header struct {
 // defaults.
 type Options struct {
 	// Spin is how many times a waiting end re-checks the ring (pausing about
-	// 20 ns between re-checks on amd64) before it
-	// announces itself and sleeps on the futex. 0 means DefaultSpin; a
-	// negative value never spins (every wait sleeps, after the few re-checks
-	// that follow the announcement on amd64: see Consumer.drained).
+	// 20 ns between re-checks on amd64) before it announces itself and
+	// sleeps on the futex. 0 means DefaultSpin; a negative value never spins
+	// (every wait sleeps).
 	Spin int
 
 	// PeerCheck is how long one futex sleep lasts at most: after each sleep
 	// that ended without progress the waiter checks whether the other end's
 	// process still lives, and whether its context ended (a context without
 	// a deadline is only noticed at this period). 0 means DefaultPeerCheck.
+	// A consumer's futex sleeps are shorter (1 ms, doubling up to
+	// PeerCheck) after it stopped being busy and until the producer
+	// acknowledges that it may sleep (package doc, "Commits without a
+	// fence").
 	PeerCheck time.Duration
 
 	// Park makes a waiting consumer park its goroutine instead of sleeping
@@ -261,6 +269,8 @@ func (r *Ring) Reset() {
 	r.h.consumer.Store(0)
 	r.h.dataReady.sleeping.Store(0)
 	r.h.spaceFree.sleeping.Store(0)
+	r.h.sleepGen.Store(0)
+	r.h.ackGen.Store(0)
 }
 
 // Unblock turns the record that a dead producer claimed but never committed
@@ -368,6 +378,7 @@ type Producer struct {
 	headCache uint64 // the consumer's head as last loaded: reloaded only when it says full
 	claimed   int64  // data offset of the open claim's header; -1: none
 	claimHdr  uint64 // the header Commit will store
+	acked     uint64 // the sleepGen we last stored in ackGen
 	stats     ProducerStats
 }
 
@@ -400,6 +411,13 @@ func (r *Ring) Producer(ctx context.Context, p *shm.Proc, opts *Options) (*Produ
 	if _, err := r.recoverClaim(); err != nil {
 		return nil, fmt.Errorf("ring: open producer: %w", err)
 	}
+	// Acknowledge a sleeping consumer's generation at once: this process
+	// has committed nothing yet, and every commit of ours loads sleepGen
+	// after this load (package doc, "Commits without a fence").
+	gen := r.h.sleepGen.Load()
+	if gen&1 != 0 {
+		r.h.ackGen.Store(gen) // seq-cst
+	}
 	return &Producer{
 		r:         r,
 		words:     r.words,
@@ -410,6 +428,7 @@ func (r *Ring) Producer(ctx context.Context, p *shm.Proc, opts *Options) (*Produ
 		claimEnd:  r.h.tail.Load(),
 		headCache: r.h.head.Load(),
 		claimed:   -1,
+		acked:     gen,
 	}, nil
 }
 
@@ -466,10 +485,9 @@ func (pr *Producer) WriteBatch(ctx context.Context, typ uint32, payloads [][]byt
 	first, firstHdr := int64(-1), uint64(0)
 	flush := func() {
 		if first >= 0 {
-			// release: every record of the batch, headers and payloads, is
-			// written before the consumer's acquiring load of this word.
-			storeRelease(&pr.words[first>>3], firstHdr)
-			pr.r.h.dataReady.wake()
+			// Every record of the batch, headers and payloads, is written
+			// before the consumer's acquiring load of this word.
+			pr.commitWord(&pr.words[first>>3], firstHdr)
 			first = -1
 		}
 	}
@@ -548,7 +566,7 @@ func (pr *Producer) claim(ctx context.Context, typ uint32, n int, wait bool) ([]
 		}
 		pr.extend(pad)
 		pr.tail += pad
-		// release: commits the padding record.
+		// seq-cst: commits the padding record (a fenced commit: see commitWord).
 		r.words[i>>3].Store(padFlag | pad)
 		r.h.dataReady.wake() // the consumer must free this padding if we wait below
 		i = 0
@@ -579,11 +597,54 @@ func (pr *Producer) Commit() {
 // commit stores the header word hdr of the record at data offset i, and
 // wakes the consumer if it announced that it sleeps.
 func (pr *Producer) commit(i, hdr uint64) {
-	// release: the payload bytes happen before the consumer's acquiring load
-	// of this header word; the header is written last.
-	storeRelease(&pr.words[i>>3], hdr)
 	pr.stats.Records++
+	pr.commitWord(&pr.words[i>>3], hdr)
+}
+
+// commitWord stores the header word w = hdr that commits one record or a
+// batch, then wakes the consumer if it announced that it sleeps. The header
+// is written last: the payload bytes (and a batch's other headers) happen
+// before the consumer's acquiring load of it.
+//
+// While the consumer may sleep on the futex (sleepGen odd) the store is
+// sequentially consistent (XCHG on amd64), so the load of its sleeping flag
+// in wake cannot pass it: Dekker's handshake with the consumer's announcement
+// (wait.go). While it does not (sleepGen even: it reads, spins or parks), the
+// store is a release store only (order.StoreRelease: a MOV on amd64), which
+// that load may pass; the consumer covers those commits before it sleeps
+// unbounded (package doc, "Commits without a fence").
+func (pr *Producer) commitWord(w *atomic.Uint64, hdr uint64) {
+	if order.PlainRelease {
+		if gen := pr.r.h.sleepGen.Load(); gen&1 == 0 || testUnfenced {
+			if testHookReorder != nil {
+				pr.commitReordered(w, hdr)
+				return
+			}
+			order.StoreRelease(w, hdr) // release: see above
+			pr.r.h.dataReady.wake()    // a system call only if the consumer announced that it sleeps
+			return
+		} else if gen != pr.acked {
+			// seq-cst, before the commit below: every commit before this
+			// one is visible once this store is (package doc).
+			pr.acked = gen
+			pr.r.h.ackGen.Store(gen)
+		}
+	}
+	w.Store(hdr)            // seq-cst: ordered before wake's load of the sleeping flag
 	pr.r.h.dataReady.wake() // a system call only if the consumer announced that it sleeps
+}
+
+// commitReordered is commitWord's release store with the reordering x86-TSO
+// allows made explicit, for tests (testHookReorder): the load of the
+// consumer's sleeping flag is satisfied first, then the hook runs (the
+// consumer goes to sleep meanwhile), then the header becomes visible.
+func (pr *Producer) commitReordered(w *atomic.Uint64, hdr uint64) {
+	sleeping := pr.r.h.dataReady.sleeping.Load()
+	testHookReorder()
+	order.StoreRelease(w, hdr)
+	if sleeping != 0 {
+		pr.r.h.dataReady.wakeSlow()
+	}
 }
 
 // Abort drops the open claim: its bytes are committed as padding.
@@ -591,7 +652,7 @@ func (pr *Producer) Abort() {
 	if pr.claimed < 0 {
 		panic("ring: Abort without a claim")
 	}
-	// release: as in Commit.
+	// seq-cst: commits the padding (a fenced commit: see commitWord).
 	pr.r.words[pr.claimed>>3].Store(padFlag | align(pr.claimHdr&(padFlag-1)))
 	pr.claimed = -1
 	pr.r.h.dataReady.wake()
@@ -669,10 +730,12 @@ func (pr *Producer) waitSpace(ctx context.Context, size uint64) error {
 type Consumer struct {
 	r         *Ring
 	o         Options
-	pos       uint64 // next record to deliver
-	pub       uint64 // head and read as last published
-	tailCache uint64 // the producer's tail as last loaded: bounds every header
-	err       error  // sticky ErrCorrupt
+	pos       uint64        // next record to deliver
+	pub       uint64        // head and read as last published
+	tailCache uint64        // the producer's tail as last loaded: bounds every header
+	err       error         // sticky ErrCorrupt
+	gen       uint64        // sleepGen as we last stored it (we are its only writer): odd while we may sleep on the futex
+	unacked   time.Duration // bound of the next futex sleep while the producer has not acknowledged gen
 	stats     ConsumerStats
 }
 
@@ -681,7 +744,8 @@ type ConsumerStats struct {
 	Records   uint64 // records delivered
 	Publishes uint64 // times consumed space was zeroed and handed back
 	Sleeps    uint64 // futex sleeps in Read (parks, with Options.Park)
-	Rescues   uint64 // sleeps given up because a record came while Read re-checked after announcing (drainChecks)
+	Rescues   uint64 // sleeps given up because the re-check after announcing found a record
+	Unacked   uint64 // futex sleeps bounded because the producer had not yet acknowledged that we may sleep (package doc, "Commits without a fence")
 }
 
 // Stats returns the consumer's counters.
@@ -705,6 +769,13 @@ func (r *Ring) Consumer(p *shm.Proc, opts *Options) (*Consumer, error) {
 		return nil, fmt.Errorf("ring: open consumer: %w: head %d, read %d", ErrCorrupt, head, read)
 	}
 	c := &Consumer{r: r, o: opts.withDefaults(), pos: head, pub: head}
+	// We start reading, not sleeping: a dead predecessor may have left
+	// sleepGen odd, which would make the producer fence every commit.
+	c.gen = r.h.sleepGen.Load()
+	if c.gen&1 != 0 {
+		c.gen++
+		r.h.sleepGen.Store(c.gen)
+	}
 	c.publish(read)
 	return c, nil
 }
@@ -779,8 +850,11 @@ func (c *Consumer) publish(pos uint64) {
 		return
 	}
 	// seq-cst: read is stored before the zeroing below, so that a recoverer
-	// that sees a zeroed header also sees read past it (package doc).
+	// that sees a zeroed header also sees read past it (package doc). The
+	// store is not a fence for later plain stores everywhere (on arm64 it is
+	// STLR, which the zeroing may pass): StoreFence keeps them after it.
 	r.h.read.Store(pos)
+	order.StoreFence()
 	i, j := old&r.mask, pos&r.mask
 	switch {
 	case pos-old >= r.cap:
@@ -812,13 +886,22 @@ func (c *Consumer) ready() bool {
 // call Unblock, then Read again for what follows.
 func (c *Consumer) Read(ctx context.Context, fn func(typ uint32, payload []byte), max int) (int, error) {
 	h := c.r.h
+	waited := false
 	for {
 		if n, err := c.poll(fn, max, false); n > 0 || err != nil {
+			if !waited && c.gen&1 != 0 {
+				// Records were there without waiting: we are behind the
+				// producer, not about to sleep. Let it commit without a
+				// fence again.
+				c.gen++
+				h.sleepGen.Store(c.gen)
+			}
 			return n, err
 		}
 		if c.ready() { // we consumed only padding
 			continue
 		}
+		waited = true
 		if c.spin() {
 			continue
 		}
@@ -833,21 +916,36 @@ func (c *Consumer) Read(ctx context.Context, fn func(typ uint32, payload []byte)
 			}
 			continue
 		}
-		t := h.dataReady.prepare()
-		if c.ready() { // re-check after announcing
-			h.dataReady.cancel()
-			continue
+		if order.PlainRelease && c.gen&1 == 0 {
+			// seq-cst: before our re-check below and before the producer's
+			// next load of it; from then on it fences its commits.
+			c.gen++
+			h.sleepGen.Store(c.gen)
+			c.unacked = unackedSleep
 		}
-		if releaseStores && c.drained() {
-			// A commit whose header was still in the producer's store
-			// buffer when the producer loaded our flag: it was not woken
-			// for, and is here now.
+		t := h.dataReady.prepare()
+		// The acknowledgement is loaded before the re-check: every commit
+		// made before the producer stored it is then seen by the re-check,
+		// and every commit after it is fenced (package doc).
+		acked := !order.PlainRelease || testUnfenced || h.ackGen.Load() == c.gen
+		if c.ready() { // re-check after announcing
 			h.dataReady.cancel()
 			c.stats.Rescues++
 			continue
 		}
+		d := sleepFor(ctx, c.o.PeerCheck)
+		if !acked {
+			// A commit made before the producer saw sleepGen odd may be
+			// invisible to the re-check above: bound the sleep.
+			d = min(d, c.unacked)
+			c.unacked = min(2*c.unacked, c.o.PeerCheck)
+			c.stats.Unacked++
+		}
 		c.stats.Sleeps++
-		h.dataReady.sleep(t, sleepFor(ctx, c.o.PeerCheck))
+		if testHookSleep != nil {
+			testHookSleep(d)
+		}
+		h.dataReady.sleep(t, d)
 		if !c.ready() && c.r.peerDead(h.producer.Load()) {
 			return 0, fmt.Errorf("ring: read: %w (producer)", ErrPeerDead)
 		}
@@ -873,17 +971,6 @@ func (c *Consumer) park(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// drained re-checks the ring drainChecks times, after the announcement of a
-// sleep, and reports whether a record came.
-func (c *Consumer) drained() bool {
-	for range drainChecks {
-		if c.ready() {
-			return true
-		}
-	}
-	return false
 }
 
 // spin re-checks the ring up to Spin times and reports whether a record

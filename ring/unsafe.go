@@ -17,6 +17,13 @@ var (
 	_ [unsafe.Offsetof(header{}.dataReady) - 64]byte
 	_ [64 - unsafe.Offsetof(header{}.dataReady)]byte
 
+	// The consumer's sleep generation and the producer's acknowledgement
+	// follow them on the same half line.
+	_ [unsafe.Offsetof(header{}.sleepGen) - 80]byte
+	_ [80 - unsafe.Offsetof(header{}.sleepGen)]byte
+	_ [unsafe.Offsetof(header{}.ackGen) - 88]byte
+	_ [88 - unsafe.Offsetof(header{}.ackGen)]byte
+
 	// The producer's tail opens the second 128-byte line.
 	_ [unsafe.Offsetof(header{}.tail) - 128]byte
 	_ [128 - unsafe.Offsetof(header{}.tail)]byte

@@ -52,9 +52,10 @@ func (w *waiter) sleep(t ticket, timeout time.Duration) {
 // then, and only once per announcement. Call it after making the sleeper's
 // condition true.
 func (w *waiter) wake() {
-	// seq-cst load: ordered after the caller's condition store, unless that
-	// was a release store (storeRelease): then the sleeper's re-checks
-	// (Consumer.drained) cover the commit this load may miss.
+	// seq-cst load: ordered after the caller's condition store when that was
+	// sequentially consistent; after a release store (order.StoreRelease, a
+	// MOV on amd64) it may be satisfied first, and the consumer covers the
+	// commits this load may miss (package doc, "Commits without a fence").
 	if w.sleeping.Load() != 0 {
 		w.wakeSlow()
 	}

@@ -11,9 +11,12 @@ const (
 	// LayoutVersion is the version of the arena layout this build reads and
 	// writes. Open refuses any other. 2: the ring's producer may commit with
 	// release stores, and a consumer of version 1 does not re-check the ring
-	// after announcing a sleep (ring/doc.go, "Commits without a fence"), so it
-	// could sleep through a commit; the bytes are the same.
-	LayoutVersion uint32 = 2
+	// after announcing a sleep, so it could sleep through a commit; the bytes
+	// are the same. 3: the ring header's sleepGen and ackGen words (ring/doc.go,
+	// "Commits without a fence"): a version-2 producer never acknowledges, so
+	// a version-3 consumer would only ever sleep bounded; a version-2
+	// consumer, which does not announce, could sleep through a commit.
+	LayoutVersion uint32 = 3
 
 	// CacheLine is the unit of cache coherence we pad to. Fields written by
 	// different processes are kept at least CacheLine apart; SPSC positions are
