@@ -34,6 +34,7 @@ func TestNoLostWakeUnderLoad(t *testing.T) {
 		maxGap     = 4000 // busy-loop iterations before a commit (0 to a few µs)
 		peerCheck  = 2 * time.Second
 		stallAfter = 500 * time.Millisecond
+		stopType   = 1<<32 - 1 // the last record: the producer stopped
 	)
 	a, _, r := arenaRing(t, capacity)
 	p, _ := a.Self()
@@ -63,7 +64,7 @@ func TestNoLostWakeUnderLoad(t *testing.T) {
 		for k := int64(0); !stop.Load(); k++ {
 			start := time.Now()
 			stalled := false
-			for spins := 0; ack.Load() != k-1; spins++ {
+			for spins := 0; ack.Load() != k-1 && !stop.Load(); spins++ {
 				if spins&1023 == 0 && !stalled && time.Since(start) > stallAfter {
 					stalled = true
 				}
@@ -81,13 +82,25 @@ func TestNoLostWakeUnderLoad(t *testing.T) {
 			}
 			sent = k + 1
 		}
+		// The consumer may be waiting for one more: end its Read.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := pr.Write(ctx, stopType, nil); err != nil {
+			t.Error(err)
+		}
 	})
 	wg.Go(func() { // consumer
 		runtime.LockOSThread()
 		ctx, cancel := context.WithTimeout(context.Background(), dur+10*time.Second)
 		defer cancel()
-		for !stop.Load() {
-			_, err := c.Read(ctx, func(typ uint32, _ []byte) { ack.Store(int64(typ)) }, 1)
+		for done := false; !done; {
+			_, err := c.Read(ctx, func(typ uint32, _ []byte) {
+				if typ == stopType {
+					done = true
+					return
+				}
+				ack.Store(int64(typ))
+			}, 1)
 			if err != nil {
 				t.Error(err)
 				stop.Store(true)

@@ -3,7 +3,9 @@
 package shm
 
 import (
+	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"testing"
 )
@@ -62,4 +64,22 @@ func TestProcessAliveNeedsProofOfDeath(t *testing.T) {
 	restore := exhaustDescriptors(t)
 	check("out of descriptors")
 	restore()
+}
+
+// TestSelfStartTimeIsWhatOthersRead: the start time a process stores in its
+// slot must be the one other processes read for it in /proc/PID/stat (under
+// qemu-user, /proc/self/stat is faked and was one tick off, so every peer
+// judged the process dead).
+func TestSelfStartTimeIsWhatOthersRead(t *testing.T) {
+	out, err := exec.Command("cat", "/proc/"+strconv.Itoa(os.Getpid())+"/stat").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, want, err := parseStat(out)
+	if err != nil {
+		t.Fatalf("parse %q: %v", out, err)
+	}
+	if got := selfStartTime(); got != want || got == 0 {
+		t.Fatalf("selfStartTime() = %d; another process reads %d", got, want)
+	}
 }

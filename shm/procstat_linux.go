@@ -20,17 +20,21 @@ var errStatFormat = errors.New("shm: unexpected /proc/PID/stat format")
 // EMFILE in a process out of descriptors, says nothing about it), or
 // errStatFormat.
 func procStat(pid int) (state byte, start uint64, err error) {
-	var buf [512]byte
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0, 0, err
 	}
+	var buf [512]byte
 	n, err := f.Read(buf[:])
 	f.Close()
 	if err != nil {
 		return 0, 0, err
 	}
-	b := buf[:n]
+	return parseStat(buf[:n])
+}
+
+// parseStat returns the state letter and the start time of a stat line.
+func parseStat(b []byte) (state byte, start uint64, err error) {
 	// comm may hold spaces and parentheses: the state follows the last ')'.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 || i+2 >= len(b) {
@@ -85,8 +89,31 @@ func processAlive(pid int, start uint64) bool {
 	return syscall.Kill(pid, 0) != syscall.ESRCH
 }
 
-// selfStartTime returns this process's start time, or 0 if unknown.
+// selfStartTime returns this process's start time as other processes read
+// it (procStat of our pid), or 0 if unknown. It opens "PID/stat" relative to
+// a descriptor of /proc rather than by its absolute path: an emulator
+// (qemu-user) intercepts the paths /proc/self/stat and /proc/PID/stat of the
+// process it runs and fakes the line (its start time is one tick off the
+// kernel's), and every other process would then judge us dead.
 func selfStartTime() uint64 {
-	_, st, _ := procStat(os.Getpid())
+	dir, err := syscall.Open("/proc", syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return 0
+	}
+	defer syscall.Close(dir)
+	fd, err := syscall.Openat(dir, strconv.Itoa(os.Getpid())+"/stat", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return 0
+	}
+	defer syscall.Close(fd)
+	var buf [512]byte
+	n, err := syscall.Read(fd, buf[:])
+	if err != nil || n <= 0 {
+		return 0
+	}
+	_, st, err := parseStat(buf[:n])
+	if err != nil {
+		return 0
+	}
 	return st
 }
