@@ -21,9 +21,12 @@ import (
 // condition, and only then waits on seq. The waker makes the condition true,
 // then loads sleeping; if it is 1 and its CAS to 0 wins, it bumps seq and
 // wakes. Both the announcement and the condition store precede the other
-// side's load (all sequentially consistent), so at least one side sees the
+// side's load (sequentially consistent), so at least one side sees the
 // other; and a bump of seq after the sleeper loaded it makes the futex wait
-// return at once.
+// return at once. The one condition store that is not always sequentially
+// consistent, the producer's commit on amd64, is covered by the consumer's
+// sleepGen and the producer's ackGen (package doc, "Commits without a
+// fence").
 type waiter struct {
 	seq      atomic.Uint32 // the futex word; a wake adds one
 	sleeping atomic.Uint32 // 1 while the sleeper is announced; cleared by the sleeper or the waker that wakes it

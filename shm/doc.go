@@ -67,7 +67,9 @@
 // mounted, or ESRCH from kill(pid, 0). When /proc cannot tell (a process out
 // of descriptors gets EMFILE; /proc may be missing), kill(pid, 0) decides and
 // anything but ESRCH counts as alive, so until /proc can be read again a
-// zombie or a reused pid looks alive.
+// zombie or a reused pid looks alive. The start time a process records in
+// its slot is read the way others read it (/proc/PID/stat opened relative to
+// /proc: qemu-user fakes the line a process reads for itself by path).
 //
 // # Memory order
 //

@@ -1,0 +1,55 @@
+package ring
+
+import (
+	"context"
+	"testing"
+
+	"github.com/cluster2/cluster2/shm/shmtest"
+)
+
+// BenchmarkCommitMode is BenchmarkWritePoll with the consumer reading
+// (sleepGen even: commits by release store) and announced as a possible
+// sleeper (sleepGen odd: commits by sequentially consistent store).
+func BenchmarkCommitMode(b *testing.B) {
+	for _, mode := range []string{"release", "fenced"} {
+		b.Run(mode, func(b *testing.B) {
+			a := shmtest.NewArena(b, 1<<20)
+			off, err := a.Alloc(context.Background(), Size(64<<10))
+			if err != nil {
+				b.Fatal(err)
+			}
+			r, err := Init(a, off, 64<<10)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, _ := a.Self()
+			pr, err := r.Producer(context.Background(), p, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c, err := r.Consumer(p, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if mode == "fenced" {
+				r.h.sleepGen.Store(1) // as Read does before it sleeps
+			}
+			var msg [64 - 8]byte
+			fn := func(uint32, []byte) {}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.SetBytes(64)
+			n := 0
+			for b.Loop() {
+				if err := pr.Write(ctx, 1, msg[:]); err != nil {
+					b.Fatal(err)
+				}
+				if n++; n%256 == 0 {
+					if _, err := c.Poll(fn, 256); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
