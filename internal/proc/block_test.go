@@ -2,8 +2,8 @@ package proc_test
 
 import (
 	"context"
-	"strings"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
