@@ -237,5 +237,8 @@
 // not against two handles in one process). The payload passed to Poll's and
 // Read's callback is the ring's own memory: it is valid only during the call.
 // The race detector does not see arena memory; the ring is proven by the
-// model, fuzz and cross-process tests of this package.
+// model, fuzz and cross-process tests of this package. Under qemu-user on
+// an amd64 host an atomic Store followed by an atomic Load is not ordered
+// (internal/order, Caveats), so a wake-up can be lost there (the sleep then
+// lasts PeerCheck); on arm64 hardware it cannot.
 package ring

@@ -72,4 +72,14 @@
 // and the race detector does not know them: use them for memory the detector
 // does not see (shared arenas), each use with a comment that names the
 // access it pairs with.
+//
+// qemu-user (7.2, TCG on an amd64 host) does not emulate the RCsc order of
+// an STLR followed by an LDAR: it puts its barrier before the store and after
+// the load, none between them, and the host's store buffer then lets the
+// load pass the store. Under it sync/atomic's Store then Load of another word
+// is not sequentially consistent (TestFenceOrdersStoreBeforeLoad sees such
+// rounds without Fence, which real arm64 hardware never shows), so
+// store-then-load handshakes (ring waiters, shm.Event) can lose a wake-up
+// there: a sleep then lasts its bound. Fence is emulated correctly (DMB ISH
+// becomes MFENCE).
 package order
