@@ -186,12 +186,15 @@
 // Add/CAS LDADDAL/CASAL or an LDAXR/STLXR loop: acquire keeps later accesses
 // after the load, release keeps earlier ones before the store, but neither
 // keeps earlier plain loads before an acquire load nor later plain stores
-// after a release store. These places need a fence there (none is in the
-// code yet):
+// after a release store. These places have a fence from internal/order
+// (LoadFence: DMB ISHLD on arm64; StoreFence: DMB ISHST; both nothing on
+// amd64, where the sync/atomic operation beside each is the compiler
+// barrier), each marked "doc.go, fence N" in the code:
 //
 //  1. Hit path, before each re-read of bucket.seq that decides a result
-//     (the s2 check after the value copy, and the ones after a key mismatch
-//     and before trusting the overflow flag): a load-load fence (DMB ISHLD),
+//     (the s2 check after the value copy, and the one after a key mismatch;
+//     the slot words and the overflow flag are atomic loads, which LDAR
+//     keeps in order with the re-read): a load-load fence (DMB ISHLD),
 //     so that the header copy, key compare and value copy are complete before
 //     s2 is read. Without it a reader can take bytes a later writer wrote and
 //     still read the old, equal s2.
@@ -203,9 +206,10 @@
 //  3. Writers, between unlinking a record (publish(0) or publish of its
 //     replacement, whose final seq increment is a release) and the plain
 //     stores that overwrite its bytes (write and fill after reserve
-//     reclaimed it, the second-chance copy): a store-store fence once per
-//     reserve, before its first plain store into reclaimed space, so that a
-//     reader who sees a new byte sees the changed seq (it pairs with 1).
+//     reclaimed it, the second-chance copy): a store-store fence at the top
+//     of each round of reserve's loop, so before any plain store into space
+//     an earlier round reclaimed, and so that a reader who sees a new byte
+//     sees the changed seq (it pairs with 1).
 //  4. Journal writers, after claim.Store and before the plain stores of the
 //     record (and of a filler header): a store-store fence, so that a
 //     reader who copied an overwritten byte sees the new claim.

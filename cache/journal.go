@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"time"
+
+	"github.com/cluster2/cluster2/internal/order"
 )
 
 // Journal operations, as watchers see them.
@@ -90,6 +92,7 @@ func (sp *Space) journalAppend(op uint8, id uint32, key, val []byte, exp int64) 
 	if c := pos + total; c > j.h.claim.Load() {
 		j.h.claim.Store(c) // before any byte a reader may be copying is overwritten
 	}
+	order.StoreFence() // arm64: the claim before the record's plain stores (doc.go, fence 4)
 	if toEnd < size {
 		if toEnd >= jrecHeader {
 			binary.LittleEndian.PutUint32(j.data[phys:], uint32(toEnd))
@@ -194,6 +197,7 @@ func (sp *Space) tailJournal(cur uint64, stop <-chan struct{}) {
 			continue
 		}
 		buf = append(buf[:0], j.data[phys:phys+size]...)
+		order.LoadFence()                 // arm64: the copy before the claim check (doc.go, fence 5)
 		if j.h.claim.Load() > cur+j.cap { // overwritten while we copied
 			sp.watchLost.Add(1)
 			sp.lapped()

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/cluster2/cluster2/internal/order"
 )
 
 // load runs the loader-once protocol for a Get that missed (see the package
@@ -145,6 +147,7 @@ func (sp *Space) failInPlace(sh *shard, s slotRef) {
 		return
 	}
 	s.b.seq.Add(1)
+	order.StoreFence() // arm64: the odd sequence before the plain stores in place (doc.go, fence 2)
 	r.kind, r.owner, r.exp = kindFailed, failedNoRoom, time.Now().Add(failedLinger).UnixNano()
 	s.b.seq.Add(1)
 	sh.h.ev.Wake()

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cluster2/cluster2/internal/order"
 )
 
 // OpDefine is the Op of a Mutation that defines a persistent cache (its name
@@ -331,6 +333,7 @@ func (p *Persister) Read(max int, fn func(r Record) error) (int, error) {
 			return n, ErrJournalGap
 		}
 		p.buf = append(p.buf[:0], j.data[phys:phys+size]...)
+		order.LoadFence() // arm64: the copy before the claim check (doc.go, fence 5)
 		if j.h.claim.Load() > p.cur+j.cap {
 			p.cur = j.h.tail.Load()
 			return n, ErrJournalGap

@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/cluster2/cluster2/internal/order"
 	"github.com/cluster2/cluster2/shm"
 )
 
@@ -98,6 +99,7 @@ outer:
 				v := k + klen
 				if end := v + vlen; end > sh.heapOff+sp.heap || size < end-off || off+size > sh.heapOff+sp.heap ||
 					p.hash != h || p.cache != id || klen != uint64(len(key)) || string(sp.mem[k:v]) != key {
+					order.LoadFence() // arm64: the header and key loads before the re-read (doc.go, fence 1)
 					if b.seq.Load() != s1 {
 						continue outer
 					}
@@ -107,6 +109,7 @@ outer:
 				if kind == kindItem || kind == kindFailed {
 					dst = append(dst, sp.mem[v:v+vlen]...)
 				}
+				order.LoadFence()       // arm64: the copy's loads before the re-read (doc.go, fence 1)
 				if b.seq.Load() != s1 { // the copy may be torn
 					dst = dst[:n]
 					continue outer
@@ -337,6 +340,11 @@ func (sp *Space) reserve(sh *shard, size uint64) (uint64, error) {
 	moves := 0
 	var loadMoved uint64 // bytes of loading records this call moved to the head
 	for {
+		// arm64: what earlier iterations unlinked (drop's and publish's
+		// sequence increments) is visible before any plain store into the
+		// space they freed: this iteration's filler, copy or the caller's
+		// record (doc.go, fence 3; pairs with the hit path's LoadFence).
+		order.StoreFence()
 		head, tail := sh.h.head.Load(), sh.h.tail.Load()
 		if head < tail || head-tail > sp.heap {
 			sp.reset(sh) // only corruption gets here
@@ -448,6 +456,7 @@ func (sp *Space) moveLoading(sh *shard, s slotRef, toff, n, free, phys, toEnd ui
 	copy(tmp[:n], sp.mem[toff:toff+n])
 	s.b.seq.Add(1) // odd: readers of the bucket retry while its record moves
 	sh.h.tail.Add(n)
+	order.StoreFence() // arm64: the odd sequence before the copy's plain stores (doc.go, fence 2)
 	head := sh.h.head.Load()
 	phys = head % sp.heap
 	if toEnd = sp.heap - phys; toEnd < n {

@@ -48,14 +48,22 @@
 //
 //	             amd64 (x86-TSO)             arm64 (weakly ordered)   other (fallback)
 //	StoreRelease MOV                         STLR (= atomic Store)    atomic Store
-//	LoadFence    none (compiler barrier)     DMB ISHLD                atomic RMW
-//	StoreFence   none (compiler barrier)     DMB ISHST                atomic RMW
+//	LoadFence    none (inlined away)         DMB ISHLD                atomic RMW
+//	StoreFence   none (inlined away)         DMB ISHST                atomic RMW
 //	Fence        LOCK OR (full fence)        DMB ISH                  atomic RMW
 //
-// Each is an assembly function on amd64 and arm64 (StoreRelease on arm64 is
-// the atomic Store, which the compiler emits as STLR): a call the compiler
-// neither inlines nor moves memory accesses across, which is the compiler
-// barrier the amd64 versions need. The fallback relies on an atomic
+// Each is an assembly function on arm64 (StoreRelease there is the atomic
+// Store, which the compiler emits as STLR) and StoreRelease and Fence are on
+// amd64: calls the compiler neither inlines nor moves memory accesses across.
+// LoadFence and StoreFence are empty Go functions on amd64, inlined away: the
+// rule of their use is that a LoadFence is followed at once by a sync/atomic
+// load (the re-read it protects) and a StoreFence preceded at once by a
+// sync/atomic store or read-modify-write (the publication it protects). The
+// compiler treats each sync/atomic operation as a memory operation in its
+// own right: it schedules plain loads of the memory state before it ahead of
+// it, and keeps every store in program order, so that atomic operation is the
+// compiler barrier, and the hit path pays no call for a fence amd64 does not
+// need. The fallback relies on an atomic
 // read-modify-write of a local word being a full fence in practice on every
 // port (it is on ppc64, s390x, riscv64, loong64 and mips); it is
 // conservative, never cheaper than sync/atomic.

@@ -9,16 +9,6 @@ TEXT ·StoreRelease(SB), NOSPLIT, $0-16
 	MOVQ BX, (AX)
 	RET
 
-// func LoadFence()
-// Nothing: x86-TSO keeps loads in order; the call is the compiler barrier.
-TEXT ·LoadFence(SB), NOSPLIT, $0-0
-	RET
-
-// func StoreFence()
-// Nothing: x86-TSO keeps stores in order; the call is the compiler barrier.
-TEXT ·StoreFence(SB), NOSPLIT, $0-0
-	RET
-
 // func Fence()
 // A locked read-modify-write that changes nothing (the word at SP is our
 // return address): a full fence.
