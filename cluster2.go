@@ -44,7 +44,7 @@ func (r Role) String() string {
 // monitor's /status) listing the slots whose lost worker the master failed
 // to respawn so far and keeps retrying: []Respawn, empty when every worker
 // is there.
-const StatusRespawns = "respawns"
+const StatusRespawns = status.NameRespawns
 
 // Respawn describes a slot whose worker could not be respawned yet; see
 // master.Respawn.

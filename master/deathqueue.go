@@ -219,12 +219,7 @@ func (m *Master) replace(r request) error {
 // would hang with it for 2 × ReplaceTimeout: it gets SIGKILL at once (its
 // successor already serves), emitted as "unresponsive" then "sigkill".
 func (m *Master) dismiss(old *handle) {
-	if m.unresponsive(old) {
-		m.log.Warn("old worker does not drain and sends no heartbeat: killing it", "worker", old.pid,
-			"grace", m.unresponsiveGrace())
-		m.emit("unresponsive", old, nil)
-		m.emit("sigkill", old, nil)
-		old.cmd.Process.Signal(syscall.SIGKILL)
+	if m.killIfUnresponsive(old) {
 		select {
 		case <-old.exited:
 		case <-m.killCh:
@@ -250,6 +245,22 @@ func (m *Master) dismiss(old *handle) {
 	<-old.exited
 }
 
+// killIfUnresponsive waits, after h was told to drain (dismissed, or a
+// stop), until h acknowledges the drain, heartbeats or exits; if the grace
+// passes with none of these it sends h SIGKILL, emitted as "unresponsive"
+// then "sigkill", and reports true.
+func (m *Master) killIfUnresponsive(h *handle) bool {
+	if !m.unresponsive(h) {
+		return false
+	}
+	m.log.Warn("worker told to drain does not drain and sends no heartbeat: killing it", "worker", h.pid,
+		"grace", m.unresponsiveGrace())
+	m.emit("unresponsive", h, nil)
+	m.emit("sigkill", h, nil)
+	h.cmd.Process.Signal(syscall.SIGKILL)
+	return true
+}
+
 // unresponsiveGrace is how long a dismissed worker may take to acknowledge
 // the drain while sending no heartbeat.
 func (m *Master) unresponsiveGrace() time.Duration {
@@ -267,7 +278,7 @@ func (m *Master) unresponsive(old *handle) bool {
 	for {
 		m.mu.Lock()
 		ack := old.drainAck || old.state == Died
-		lastHB, ch := old.lastHB, old.changed
+		ch := old.changed
 		m.mu.Unlock()
 		if ack {
 			return false
@@ -281,6 +292,11 @@ func (m *Master) unresponsive(old *handle) bool {
 			return false
 		case <-t.C:
 		}
+		// The latest heartbeat, read now: a heartbeat does not close
+		// changed, so one taken during the grace is only seen here.
+		m.mu.Lock()
+		lastHB := old.lastHB
+		m.mu.Unlock()
 		if lastHB.After(since) || time.Since(lastHB) < grace {
 			// Alive (it heartbeats): only slow to acknowledge. The
 			// ordinary escalation applies.

@@ -45,7 +45,9 @@
 //     nor sends a heartbeat within 2 × HeartbeatInterval (at least 1 s, at
 //     most ReplaceTimeout) cannot drain (SIGSTOPped, hung): it is killed at
 //     once ("unresponsive", then "sigkill" events), so that its open
-//     connections do not hang for 2 × ReplaceTimeout.
+//     connections do not hang for 2 × ReplaceTimeout. Stop applies the
+//     same grace to every worker it tells to drain: a stop does not wait
+//     StopTimeout for a worker that cannot drain.
 //   - ReplaceTimeout bounds every worker's readiness, the initial workers'
 //     included: Start waits up to ReplaceTimeout for each (and the worker
 //     bounds its WarmUp by the same value when cluster2.Listen starts it).

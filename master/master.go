@@ -881,8 +881,11 @@ func (m *Master) beginStop() (first bool) {
 
 // Stop stops the cluster gracefully: out of rotation first, then every worker
 // drains (two-phase) and exits; workers still alive when ctx ends (or after
-// StopTimeout, whichever comes first) are killed. It returns once every
-// worker is gone.
+// StopTimeout, whichever comes first) are killed. A worker that cannot drain
+// (SIGSTOPped, hung: it neither acknowledges the drain nor sends a heartbeat
+// within the unresponsive grace, as for a dismissed worker) is killed once
+// the grace has passed, not at StopTimeout. It returns once every worker is
+// gone.
 func (m *Master) Stop(ctx context.Context) error {
 	m.beginStop()
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.StopTimeout)
@@ -900,6 +903,9 @@ func (m *Master) Stop(ctx context.Context) error {
 	for _, h := range hs {
 		h.block.SetDrainDeadline(deadline)
 		h.block.SetWant(proc.WantDrain)
+	}
+	for _, h := range hs {
+		go m.killIfUnresponsive(h) // returns by the grace, or once h exits or the stop must finish
 	}
 	select {
 	case <-m.done:

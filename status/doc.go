@@ -29,9 +29,23 @@
 // attached reach the master when [Registry.Announce] is called (the runtime
 // does it after attaching).
 //
-// Built-in statuses (registered by the runtime): [NameOS] in every worker
-// (its last heartbeat) and [NameDeathQueue] in the master (the pids waiting
-// for replacement).
+// Built-in statuses, registered by the runtime (cluster2.Listen), every one
+// of them read-only (no update function):
+//
+//   - [NameOS] ("status.os"), in every worker: its latest heartbeat, a
+//     worker.Heartbeat in its JSON form (camelCase names, durations in
+//     seconds; see worker.Heartbeat.MarshalJSON), or null before the first.
+//   - [NameDeathQueue] ("deathQueue"), in the master: the pids waiting for
+//     replacement, the one being replaced first ([]int).
+//   - [NameRespawns] ("respawns", cluster2.StatusRespawns), in the master: the slots whose
+//     lost worker the master could not respawn yet (fork/exec failed) and
+//     keeps retrying, as []master.Respawn (slot, attempts, error, since,
+//     next); empty when every worker is there.
+//
+// The monitor's /status shows these and every status the application
+// registered, plus "ecv" (the ECV's state, the monitor's own, not a
+// registered status); its "status.os" is the master's view of the workers'
+// heartbeats, in the same shape, read without asking the workers.
 //
 // # Caveats
 //

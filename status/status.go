@@ -20,6 +20,9 @@ const (
 	// NameDeathQueue is the master's death queue: the pids waiting for
 	// replacement.
 	NameDeathQueue = "deathQueue"
+	// NameRespawns is the master's slots whose lost worker could not be
+	// respawned yet (cluster2.StatusRespawns).
+	NameRespawns = "respawns"
 )
 
 // DefaultTimeout bounds Get and Set when their context has no deadline.
