@@ -154,6 +154,11 @@ type Config struct {
 	Cache CacheConfig
 
 	// PidDir, when set, receives master.<pid>.pid and worker.<pid>.pid.
+	// It is created 0700; Listen refuses, with an error wrapping
+	// master.ErrPidDir, one that is a symlink, another user's, or writable
+	// by group or others. Pid files are never written through a symlink,
+	// and the files of dead pids (left by a master killed with SIGKILL) are
+	// removed at the next start, never a live pid's. See master.Config.
 	PidDir string
 
 	// NoSignals stops the master from handling SIGINT, SIGTERM (graceful

@@ -76,6 +76,22 @@
 // ConfigureApp) writes the error Run returns, and the successor's failure
 // (and Start's ErrStartFailed) wraps ErrExited with it.
 //
+// # Pid files
+//
+// With Config.PidDir set, the master writes master.<pid>.pid and
+// worker.<pid>.pid (the pid and a newline) there. PidDir is created 0700;
+// Start refuses, before it starts anything (an error wrapping ErrPidDir), a
+// PidDir that is a symlink, not a directory, not owned by the master's
+// effective user, or writable by group or others: another user could plant
+// a symlink named as a pid file there. A pid file is written to a new file
+// (O_EXCL, O_NOFOLLOW) renamed over its name, so a planted symlink is
+// replaced, never followed. Before writing its own, Start removes the pid
+// files of pids that are not live processes (gone or zombies: what a master
+// killed with SIGKILL left); a live pid's file always stays, so clusters
+// may share a PidDir, and a dead pid reused since leaves a stale file
+// rather than a live one's removed. The layout and crash argument are in
+// piddir.go.
+//
 // # Caveats
 //
 // Workers get slots 1 … n-2 of the arena's process table: slot 0 is the

@@ -14,6 +14,12 @@ var (
 
 	// ErrNoSlot is returned when every slot of the process table is taken.
 	ErrNoSlot = errors.New("master: no free worker slot")
+
+	// ErrPidDir is wrapped by Start's error for a Config.PidDir that is
+	// unsafe (a symlink, not a directory, another user's, or writable by
+	// group or others) or unusable (cannot be created or read, the
+	// master's pid file cannot be written); the message says which.
+	ErrPidDir = errors.New("master: unsafe or unusable pid directory")
 )
 
 // These errors say why a worker did not become ready; Start's

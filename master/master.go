@@ -159,6 +159,20 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.PidDir != "" {
+		// Before anything else: an unsafe directory starts nothing. Then
+		// what a killed master left (the pid files of dead pids).
+		if err := preparePidDir(c.PidDir); err != nil {
+			return nil, err
+		}
+		removed, err := removeStalePidFiles(c.PidDir)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrPidDir, c.PidDir, err)
+		}
+		if len(removed) > 0 {
+			c.Logger.Info("removed the pid files of dead processes", "dir", c.PidDir, "files", removed)
+		}
+	}
 	blocks, err := proc.Region(ctx, c.Arena)
 	if err != nil {
 		return nil, fmt.Errorf("master: supervision region: %w", err)
@@ -182,8 +196,11 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 		// all of them (Workers defaults to the number of CPUs: one P each).
 		m.gomaxprocs = "GOMAXPROCS=" + strconv.Itoa(max(1, runtime.NumCPU()/c.Workers))
 	}
-	m.writePid("master", os.Getpid())
+	if err := m.writePid("master", os.Getpid()); err != nil {
+		return nil, fmt.Errorf("%w: master pid file: %w", ErrPidDir, err)
+	}
 	if err := proc.SetNonblock(m.lnFd); err != nil {
+		m.removePid("master", os.Getpid())
 		return nil, fmt.Errorf("master: listener: %w", err)
 	}
 
@@ -720,23 +737,22 @@ func (m *Master) emit(what string, h *handle, err error) {
 	m.cfg.OnEvent(e)
 }
 
-func (m *Master) writePid(kind string, pid int) {
+// writePid writes the pid file of kind and pid (see piddir.go: never
+// through a symlink); a failure is logged and returned.
+func (m *Master) writePid(kind string, pid int) error {
 	if m.cfg.PidDir == "" {
-		return
+		return nil
 	}
-	if err := os.MkdirAll(m.cfg.PidDir, 0o755); err != nil {
-		m.log.Warn("pid dir", "err", err)
-		return
+	if err := writePidFile(m.cfg.PidDir, pidFileName(kind, pid), pid); err != nil {
+		m.log.Warn("pid file", "kind", kind, "pid", pid, "err", err)
+		return err
 	}
-	p := filepath.Join(m.cfg.PidDir, kind+"."+strconv.Itoa(pid)+".pid")
-	if err := os.WriteFile(p, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
-		m.log.Warn("pid file", "err", err)
-	}
+	return nil
 }
 
 func (m *Master) removePid(kind string, pid int) {
 	if m.cfg.PidDir != "" {
-		os.Remove(filepath.Join(m.cfg.PidDir, kind+"."+strconv.Itoa(pid)+".pid"))
+		os.Remove(filepath.Join(m.cfg.PidDir, pidFileName(kind, pid)))
 	}
 }
 
