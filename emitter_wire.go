@@ -12,7 +12,6 @@ import (
 	"github.com/cluster2/cluster2/emitter"
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/master"
-	"github.com/cluster2/cluster2/monitor"
 	"github.com/cluster2/cluster2/shm"
 	"github.com/cluster2/cluster2/status"
 	"github.com/cluster2/cluster2/worker"
@@ -68,7 +67,8 @@ func startEmitterMaster(ctx context.Context, c Config, a *shm.Arena, self *shm.P
 // attachEmitterWorker attaches the default emitter in a worker (it waits
 // until the master armed the slot, at its forked event), announces the
 // statuses registered so far, and registers status.os: the worker's last
-// heartbeat, read from its control block, as a monitor.HeartbeatStatus.
+// heartbeat, read from its control block, as a worker.Heartbeat (its JSON
+// form is the one shape of a heartbeat).
 func attachEmitterWorker(ctx context.Context, a *shm.Arena, p *shm.Proc) error {
 	if err := emitter.Default().Attach(ctx, a, p, emitter.RoleWorker); err != nil {
 		return fmt.Errorf("cluster2: emitter: %w", err)
@@ -84,7 +84,7 @@ func attachEmitterWorker(ctx context.Context, a *shm.Arena, p *shm.Proc) error {
 		if _, ok := b.LoadHeartbeat(&w); !ok {
 			return nil
 		}
-		return monitor.HeartbeatStatusOf(worker.HeartbeatFromWords(&w))
+		return worker.HeartbeatFromWords(&w)
 	}, nil)
 	reg.Announce()
 	return err
@@ -137,7 +137,9 @@ func (r *emitterRuntime) attach(m *master.Master) {
 }
 
 // onHeartbeat publishes a heartbeat as the master takes it in: as in the
-// seed, to the master and the worker it describes.
+// seed, to the master and the worker it describes. The argument is the
+// worker.Heartbeat in its JSON form (camelCase, seconds), the shape
+// status.os and the monitor's /status show.
 func (r *emitterRuntime) onHeartbeat(pid int, hb worker.Heartbeat) {
 	if r == nil {
 		return

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	cluster2 "github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/emitter"
 	"github.com/cluster2/cluster2/internal/clustertest"
 	"github.com/cluster2/cluster2/internal/xtesting"
 	"golang.org/x/sys/unix"
@@ -228,6 +229,23 @@ func childCluster() {
 	})
 	ctl.HandleFunc("/agent", func(w http.ResponseWriter, r *http.Request) {
 		if a := c.AgentAddr(); a != nil {
+			fmt.Fprint(w, a.String())
+		}
+	})
+	var hbMu sync.Mutex
+	var hbArgs string // the latest "heartbeat" emitter event's arguments, as published
+	emitter.On("heartbeat", func(e emitter.Event) {
+		hbMu.Lock()
+		hbArgs = string(e.Args)
+		hbMu.Unlock()
+	})
+	ctl.HandleFunc("/heartbeat-event", func(w http.ResponseWriter, r *http.Request) {
+		hbMu.Lock()
+		defer hbMu.Unlock()
+		fmt.Fprint(w, hbArgs)
+	})
+	ctl.HandleFunc("/monitor", func(w http.ResponseWriter, r *http.Request) {
+		if a := c.MonitorAddr(); a != nil {
 			fmt.Fprint(w, a.String())
 		}
 	})

@@ -315,7 +315,7 @@ func TestClusterRoutes(t *testing.T) {
 	if code != 200 || json.Unmarshal([]byte(body), &st) != nil {
 		t.Fatalf("/status = %d %q", code, body)
 	}
-	// Each heartbeat once, as monitor.HeartbeatStatus.
+	// Each heartbeat once, in worker.Heartbeat's JSON form.
 	hb, _ := st["status.os"][pid].(map[string]any)
 	if _, two := st["os"]; two || len(st["status.os"]) != 2 || hb["pid"] != float64(ws[0].Pid) ||
 		hb["rssBytes"] == nil || hb["cycleSeconds"] == nil || hb["RSS"] != nil {

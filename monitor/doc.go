@@ -22,7 +22,7 @@
 //	POST /debug/api/rolling-restart, /debug/api/ecv/{markUp|markDown}    [guarded]
 //	GET  /debug/workers/{pid}/pprof/{profile|heap|goroutine|trace|…}     [guarded]
 //	GET  /deps, /metrics                 dependencies, Prometheus exposition
-//	GET  /status                         statuses: status.os (HeartbeatStatus), ecv, the application's [guarded]
+//	GET  /status                         statuses: status.os (worker.Heartbeat), ecv, the application's [guarded]
 //
 // # Who may do what
 //

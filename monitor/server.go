@@ -615,8 +615,8 @@ func (s *Server) caches() []cacheView {
 // serveStatus answers the aggregated statuses: name → pid → value, from the
 // source's StatusSource, plus "ecv" (the ECV's state). "status.os" (each
 // worker's latest heartbeat) is always the master's own view of the
-// workers' heartbeats, as HeartbeatStatus: the same shape each worker
-// registers, read without asking the workers.
+// workers' heartbeats, as worker.Heartbeat (its JSON form: the same shape
+// each worker registers), read without asking the workers.
 func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{}
 	if ss, ok := s.src.(StatusSource); ok {
@@ -631,10 +631,10 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 			out[name] = v
 		}
 	}
-	osStatus := map[string]HeartbeatStatus{}
+	osStatus := map[string]worker.Heartbeat{}
 	for _, wi := range s.src.Workers() {
 		if wi.Heartbeat.At != 0 {
-			osStatus[strconv.Itoa(wi.Pid)] = HeartbeatStatusOf(wi.Heartbeat)
+			osStatus[strconv.Itoa(wi.Pid)] = wi.Heartbeat
 		}
 	}
 	out[status.NameOS] = osStatus

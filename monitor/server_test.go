@@ -473,14 +473,14 @@ func TestStatus(t *testing.T) {
 	if st["queue"]["101"] != 3.0 || st["ecv"]["up"] != false {
 		t.Fatalf("status = %v", st)
 	}
-	// Each heartbeat once, in the one JSON shape (HeartbeatStatus).
+	// Each heartbeat once, in the one JSON shape (worker.Heartbeat's).
 	if _, ok := st["os"]; ok {
 		t.Fatalf("status has both os and status.os: %v", st)
 	}
 	hb, _ := st["status.os"]["101"].(map[string]any)
 	if hb["rssBytes"] != float64(50<<20) || hb["uptimeSeconds"] != 60.0 || hb["cycleSeconds"] != 5.0 ||
 		hb["gcPauseMs"] != 1.0 || hb["pid"] != 101.0 || hb["RSS"] != nil || hb["Uptime"] != nil {
-		t.Fatalf("status.os[101] = %v; want HeartbeatStatus's camelCase names, seconds", hb)
+		t.Fatalf("status.os[101] = %v; want worker.Heartbeat's camelCase names, seconds", hb)
 	}
 	_, url2 := serve(t, onlyWorkers{f}, monitor.Options{})
 	want(t, "GET", url2+"/status", 200, `"status.os"`)

@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"runtime/metrics"
@@ -14,7 +16,10 @@ import (
 // Heartbeat is what a worker reports about itself every heartbeat interval.
 // Counters named "in the cycle" cover the time since the previous heartbeat.
 // The zero value is an empty heartbeat; a Heartbeat is a plain value, safe to
-// copy and to share between goroutines.
+// copy and to share between goroutines. Its JSON form (MarshalJSON:
+// camelCase names, durations in seconds) is the one shape a heartbeat has
+// everywhere: the "heartbeat" emitter event, the status.os status and the
+// monitor's /status.
 type Heartbeat struct {
 	Pid              int           // the worker's pid
 	Slot             int           // the worker's slot in the arena's process table
@@ -36,6 +41,81 @@ type Heartbeat struct {
 
 // Time returns when the heartbeat was taken.
 func (h Heartbeat) Time() time.Time { return time.Unix(0, h.At) }
+
+// heartbeatJSON is Heartbeat's JSON form: the one shape a heartbeat has
+// wherever it is shown (the "heartbeat" emitter event, the status.os status,
+// the monitor's /status, Workers encoded as JSON).
+type heartbeatJSON struct {
+	Pid             int        `json:"pid"`
+	Slot            int        `json:"slot"`
+	UptimeSeconds   float64    `json:"uptimeSeconds"`
+	CPUPercent      float64    `json:"cpuPercent"`
+	RSSBytes        uint64     `json:"rssBytes"`
+	OpenConns       int64      `json:"openConns"`
+	TotalConns      uint64     `json:"totalConns"`
+	Requests        uint64     `json:"requests"`
+	RequestsSeconds float64    `json:"requestsSeconds"`
+	RPS             float64    `json:"rps"`
+	GCCycles        uint64     `json:"gcCycles"`
+	GCPauseMs       float64    `json:"gcPauseMs"`
+	Goroutines      int64      `json:"goroutines"`
+	Errors          uint64     `json:"errors"`
+	CycleSeconds    float64    `json:"cycleSeconds"`
+	At              *time.Time `json:"at"`
+}
+
+// MarshalJSON encodes h in the one JSON shape of a heartbeat, everywhere:
+//
+//	{"pid": 12, "slot": 1, "uptimeSeconds": 60, "cpuPercent": 12.5,
+//	 "rssBytes": 52428800, "openConns": 3, "totalConns": 40, "requests": 100,
+//	 "requestsSeconds": 0.8, "rps": 20, "gcCycles": 2, "gcPauseMs": 1,
+//	 "goroutines": 9, "errors": 0, "cycleSeconds": 5,
+//	 "at": "2026-12-01T20:00:00.123456789Z"}
+//
+// camelCase names with their unit; durations in seconds (the GC pause in
+// milliseconds, as on the dashboard); at is RFC 3339 in UTC with
+// nanoseconds, null for the zero Heartbeat (no heartbeat yet). A CPU or
+// rate that is not a finite number is written as 0 (JSON has no NaN).
+// UnmarshalJSON decodes it back to the same value (durations to the
+// nanosecond up to days; within a nanosecond beyond).
+func (h Heartbeat) MarshalJSON() ([]byte, error) {
+	j := heartbeatJSON{Pid: h.Pid, Slot: h.Slot, UptimeSeconds: h.Uptime.Seconds(), CPUPercent: finite(h.CPU),
+		RSSBytes: h.RSS, OpenConns: h.OpenConns, TotalConns: h.TotalConns, Requests: h.Requests,
+		RequestsSeconds: h.RequestsDuration.Seconds(), RPS: finite(h.RPS), GCCycles: h.GCCycles,
+		GCPauseMs: float64(h.GCPause) / float64(time.Millisecond), Goroutines: h.Goroutines, Errors: h.Errors,
+		CycleSeconds: h.Cycle.Seconds()}
+	if h.At != 0 {
+		at := h.Time().UTC()
+		j.At = &at
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes.
+func (h *Heartbeat) UnmarshalJSON(b []byte) error {
+	var j heartbeatJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return fmt.Errorf("worker: heartbeat: %w", err)
+	}
+	*h = Heartbeat{Pid: j.Pid, Slot: j.Slot, Uptime: seconds(j.UptimeSeconds), CPU: j.CPUPercent, RSS: j.RSSBytes,
+		OpenConns: j.OpenConns, TotalConns: j.TotalConns, Requests: j.Requests,
+		RequestsDuration: seconds(j.RequestsSeconds), RPS: j.RPS, GCCycles: j.GCCycles,
+		GCPause: time.Duration(math.Round(j.GCPauseMs * float64(time.Millisecond))), Goroutines: j.Goroutines,
+		Errors: j.Errors, Cycle: seconds(j.CycleSeconds)}
+	if j.At != nil {
+		h.At = j.At.UnixNano()
+	}
+	return nil
+}
+
+func seconds(s float64) time.Duration { return time.Duration(math.Round(s * float64(time.Second))) }
+
+func finite(f float64) float64 {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0
+	}
+	return f
+}
 
 // Words encodes h as the arena's heartbeat words (the order of the fields
 // above; floats as IEEE-754 bits). The format belongs to the supervision
