@@ -1,6 +1,10 @@
 package cluster2_test
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"syscall"
 	"testing"
 	"time"
@@ -14,38 +18,49 @@ import (
 func TestStopKillsStoppedWorkerAfterGrace(t *testing.T) {
 	tc := startCluster(t, envWorkers+"=2", envStopTO+"=60s", envReplaceTO+"=60s")
 	pids := tc.activePids()
-	var stopped int
-	for pid := range pids {
-		stopped = pid
-		break
+	// A keep-alive connection: whoever serves it is the running worker, the
+	// other one is stopped.
+	c, r := tc.rawConn()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// A request in flight on the other worker when the stop begins (fresh
-	// connections: the stopped worker may take some; retry until one is
-	// served by the other).
-	inflight := make(chan error, 1)
-	go func() {
-		for range 50 {
-			r, err := tc.get("/slow?ms=1500")
-			if err != nil || r.Pid != stopped {
-				inflight <- err
-				return
-			}
+	var first reply
+	json.NewDecoder(resp.Body).Decode(&first)
+	resp.Body.Close()
+	stopped := 0
+	for pid := range pids {
+		if pid != first.Pid {
+			stopped = pid
 		}
-		inflight <- nil
-	}()
+	}
+	if stopped == 0 || !pids[first.Pid] {
+		t.Fatalf("served by %d; want one of the workers %v", first.Pid, pids)
+	}
+	// A request in flight on the running worker when the stop begins.
+	fmt.Fprintf(c, "GET /slow?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
 	time.Sleep(200 * time.Millisecond)
 	syscall.Kill(stopped, syscall.SIGSTOP)
 	defer syscall.Kill(stopped, syscall.SIGCONT)
 	start := time.Now()
 	tc.cmd.Process.Signal(syscall.SIGTERM)
+	c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if resp, err := http.ReadResponse(r, nil); err != nil {
+		t.Errorf("request in flight on the running worker %d: %v; want served", first.Pid, err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		c.Close() // as the drain's "Connection: close" asks
+		if resp.StatusCode != 200 {
+			t.Errorf("request in flight on the running worker: status %d; want 200", resp.StatusCode)
+		}
+	}
 	if !tc.waitExit(15 * time.Second) {
 		t.Fatalf("master still running %v after SIGTERM with a SIGSTOPped worker (StopTimeout 60 s)",
 			time.Since(start).Round(time.Millisecond))
 	}
 	t.Logf("stop took %v with worker %d SIGSTOPped", time.Since(start).Round(time.Millisecond), stopped)
-	if err := <-inflight; err != nil {
-		t.Errorf("request in flight on the running worker: %v; want served", err)
-	}
 	if tc.cmd.ProcessState.ExitCode() != 0 {
 		t.Errorf("master exit: %v; want 0", tc.cmd.ProcessState)
 	}
