@@ -253,6 +253,13 @@ func (m *Master) killIfUnresponsive(h *handle) bool {
 	if !m.unresponsive(h) {
 		return false
 	}
+	m.mu.Lock()
+	again := h.killedUnresponsive // a dismissal and a stop may both judge it
+	h.killedUnresponsive = true
+	m.mu.Unlock()
+	if again {
+		return true
+	}
 	m.log.Warn("worker told to drain does not drain and sends no heartbeat: killing it", "worker", h.pid,
 		"grace", m.unresponsiveGrace())
 	m.emit("unresponsive", h, nil)

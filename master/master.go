@@ -134,17 +134,18 @@ type handle struct {
 	block     *proc.Block
 
 	// Under Master.mu:
-	state    State
-	keep     bool   // respawn this slot if the process exits (not old, not a guarded successor)
-	ready    bool   // reached listening once
-	failed   bool   // reported warm-up failure
-	reason   string // why it failed to start, in its own words ("" if it gave none)
-	progress int    // start events emitted so far: progressWarming, progressWarmed
-	drainAck bool   // reported draining (or stopped)
-	lastHB   time.Time
-	hb       worker.Heartbeat
-	changed  chan struct{} // closed and replaced on every change
-	exited   chan struct{} // closed when reaped and its death handled
+	state              State
+	keep               bool   // respawn this slot if the process exits (not old, not a guarded successor)
+	ready              bool   // reached listening once
+	failed             bool   // reported warm-up failure
+	reason             string // why it failed to start, in its own words ("" if it gave none)
+	progress           int    // start events emitted so far: progressWarming, progressWarmed
+	drainAck           bool   // reported draining (or stopped)
+	killedUnresponsive bool   // got SIGKILL for not draining (emitted once)
+	lastHB             time.Time
+	hb                 worker.Heartbeat
+	changed            chan struct{} // closed and replaced on every change
+	exited             chan struct{} // closed when reaped and its death handled
 
 	reaped  chan struct{} // closed once the process was waited for: the watcher's last pass
 	watched chan struct{} // closed when the watcher is done
