@@ -43,9 +43,11 @@
 //     next); empty when every worker is there.
 //
 // The monitor's /status shows these and every status the application
-// registered, plus "ecv" (the ECV's state, the monitor's own, not a
-// registered status); its "status.os" is the master's view of the workers'
-// heartbeats, in the same shape, read without asking the workers.
+// registered, plus two of the monitor's own that are not registered
+// statuses: "ecv" (the ECV's state) and, with a cache data directory,
+// "persist" (the write-ahead log's state, monitor.PersistInfo). Its
+// "status.os" is the master's view of the workers' heartbeats, in the same
+// shape, read without asking the workers.
 //
 // # Caveats
 //
