@@ -53,9 +53,13 @@ type CacheConfig struct {
 	// (cache.Options.Durability). Default cache.EverySecond.
 	Durability cache.Durability
 
-	// Salvage starts even when the log is damaged in the middle, keeping what
-	// comes before the damage (reported in the log). Default false: Listen
-	// fails with the file and offset.
+	// Salvage starts even when the log is damaged before its durable end, or
+	// a segment, the snapshot or the checkpoint is missing: it keeps the log
+	// up to the damage (or the gap) and moves the rest (the segments after
+	// it, and the damaged segment's tail) into DataDir/salvaged-<time>/,
+	// never deleting it, and logs what it moved (see persist.Options.Salvage).
+	// Default false: Listen fails with the file and offset. A data directory
+	// written by the release before checkpoints opens without it.
 	Salvage bool
 
 	// DownWhilePersistFailing takes the ECV down while the cache manager

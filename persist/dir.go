@@ -75,32 +75,67 @@ func checkDir(path string, mustNotLink bool) error {
 // holder's descriptor is closed, by Close or by the holder's death (kill -9
 // included), so a stale lock never outlives its process. A second process
 // (or a second Open in this one) fails at once with ErrLocked and the pid.
-func lockDir(dir string) (*os.File, error) {
+// prev is what the file held before (nil if it did not exist or was
+// empty): its first line is the last holder's pid, a second line a note
+// (see lockUpgrading). The previous release made no lock file, so a
+// non-empty one is a trace of this one (see Manager.legacy).
+func lockDir(dir string) (f *os.File, prev []byte, err error) {
 	path := filepath.Join(dir, "lock")
-	f, err := openFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err = openFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("persist: lock %s: %w", path, err)
+		return nil, nil, fmt.Errorf("persist: lock %s: %w", path, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		b, _ := io.ReadAll(io.LimitReader(f, 32))
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			pid := string(bytes.TrimSpace(b))
-			if _, perr := strconv.Atoi(pid); perr != nil {
-				pid = "unknown"
+			pid, _, _ := bytes.Cut(b, []byte("\n"))
+			pids := string(bytes.TrimSpace(pid))
+			if _, perr := strconv.Atoi(pids); perr != nil {
+				pids = "unknown"
 			}
-			return nil, fmt.Errorf("%w: %s is held by pid %s (another master or cache manager uses this data directory)", ErrLocked, path, pid)
+			return nil, nil, fmt.Errorf("%w: %s is held by pid %s (another master or cache manager uses this data directory)", ErrLocked, path, pids)
 		}
-		return nil, fmt.Errorf("persist: lock %s: %w", path, err)
+		return nil, nil, fmt.Errorf("persist: lock %s: %w", path, err)
 	}
-	if err := f.Truncate(0); err == nil {
-		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	prev, err = io.ReadAll(io.LimitReader(f, 256))
+	if len(prev) == 0 {
+		prev = nil
+	}
+	if err == nil {
+		err = writeLock(f, "")
 	}
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("persist: lock %s: %w", path, err)
+		return nil, nil, fmt.Errorf("persist: lock %s: %w", path, err)
 	}
-	return f, nil
+	return f, prev, nil
+}
+
+// lockUpgrading is the note the lock file carries while a directory of the
+// previous release is being upgraded (from the moment Open takes it for one
+// until its checkpoint is durable): an Open that fails or dies meanwhile
+// leaves it, and the next Open takes the directory as the previous
+// release's again instead of as a new one that lost its checkpoint.
+const lockUpgrading = "upgrading a directory written before checkpoints"
+
+// writeLock makes the lock file hold our pid and, if note is not empty, a
+// second line; a note is fdatasynced (it must outlast a crash).
+func writeLock(f *os.File, note string) error {
+	s := strconv.Itoa(os.Getpid()) + "\n"
+	if note != "" {
+		s += note + "\n"
+	}
+	if err := f.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := f.WriteAt([]byte(s), 0); err != nil {
+		return err
+	}
+	if note != "" {
+		return fdatasync(f)
+	}
+	return nil
 }
 
 // salvageDir is where recovery moves what it drops (DIR/salvaged-<time>/),

@@ -25,6 +25,7 @@
 // # Files (format: changing it bumps the magic)
 //
 //	DIR/lock                         flocked by the Manager that has DIR open; holds its pid
+//	                                 (and a second line while an old directory is upgraded)
 //	DIR/wal/00000000000000000001 …   segments, named by their first entry's index:
 //	                                 { uvarint length │ record }… │ zeros (the preallocated tail)
 //	                                 │ 2 checkpoint slots of 512 bytes (the segment being written)
@@ -109,7 +110,8 @@
 //   - Before the durable end, the log must be whole: damage (a bad checksum,
 //     zeros where an entry should start, a length past the end), a log that
 //     ends before the durable end or whose entry there has another index, a
-//     missing checkpoint while the log has data, or a missing segment named
+//     missing checkpoint while the log has data (but for a directory of the
+//     release before checkpoints, below), or a missing segment named
 //     by the checkpoint, is a *CorruptError (file, offset). So is damage
 //     anywhere in a segment but the last, and (found by [Manager.Replay])
 //     any gap in the indexes: between two segments, or between the snapshot
@@ -126,6 +128,26 @@
 // silently dropped, and nothing recovery drops is deleted. [Manager.Replay]
 // then applies the snapshot and the log entries after its index to the
 // arena; entries whose deadline passed are not resurrected.
+//
+// # Upgrading from the release before checkpoints
+//
+// A directory that release wrote has no sidecar and no slots. Open takes a
+// directory whose log has data but no sidecar as one of that release only
+// when that is proven: no segment carries a checkpoint slot of any nonce in
+// its tail (every sync leaves one in the segment being written), and DIR/lock
+// did not hold a pid of this release (the old one made no lock file; this one
+// writes its pid at every Open, so a cleanly closed log, whose segments were
+// cut back to their data, still shows it). Then it recovers the log by the
+// old rule: the log ends at the first zero byte where an entry should start;
+// the first bad entry is cut as torn (kept, reported in TornBytes) when it
+// runs past the end, starts with zeros, or has only zeros after it; one
+// failing its checksum with data after it is a *CorruptError. It logs one
+// WARN, sets Recovery.Legacy, and writes the checkpoint (the sidecar, after
+// fdatasyncing the log): the next Open uses the rule above. While it does,
+// DIR/lock notes the upgrade (fdatasynced), so an Open that fails or dies
+// before the checkpoint is durable leaves the directory an old one for the
+// next. Anything else without a sidecar (a directory of this release that
+// lost it) is a *CorruptError naming the missing checkpoint.
 //
 // # Snapshots
 //

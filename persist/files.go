@@ -138,7 +138,12 @@ func uvarintLen(x uint64) int {
 // to the end. What it cuts is kept in sv. It returns the bytes of data cut
 // (0 if none) and the file. Damage before the durable end, a log that ends
 // before it, or a missing segment the checkpoint names, is a *CorruptError.
-func repairTail(dir string, ck checkpoint, strict bool, nonce uint64, sv *salvageDir) (cut int64, file string, err error) {
+//
+// legacy (a directory of the release before checkpoints: not strict) is
+// that release's rule: the first bad entry is cut as torn when it runs past
+// the end of the file, starts with zeros (a hole), or has only zeros after
+// it; an entry failing its checksum with data after it is a *CorruptError.
+func repairTail(dir string, ck checkpoint, strict, legacy bool, nonce uint64, sv *salvageDir) (cut int64, file string, err error) {
 	segs, err := segments(dir)
 	if err != nil {
 		return 0, "", err
@@ -209,6 +214,10 @@ func repairTail(dir string, ck checkpoint, strict bool, nonce uint64, sv *salvag
 		end, derr := dataEnd(last.path)
 		if derr != nil {
 			return 0, "", derr
+		}
+		if legacy && bad != errTorn && bad != errHole && end > off+int64(uvarintLen(uint64(len(b))))+int64(len(b)) {
+			return corrupt(off, fmt.Sprintf("entry %d: %v, with data after it (a directory of the release before checkpoints: "+
+				"only a torn write at the end is cut)", index, bad))
 		}
 		end = min(end, limit) // not the checkpoint tail
 		if _, kerr := sv.keepTail(last.path, off); kerr != nil {

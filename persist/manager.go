@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -87,6 +89,13 @@ type Recovery struct {
 	TornBytes       int64  // bytes a torn write left past the durable end, cut off the log (kept in DIR/salvaged-<time>/)
 	TornFile        string
 	Salvaged        error // the damage Salvage moved aside, with everything after it (nil if none)
+
+	// Legacy: the directory was written by a release before checkpoints (no
+	// checkpoint sidecar, no checkpoint slot in any segment, no lock file of
+	// this release). Open recovered it by that release's rule (the log ends
+	// at the first zero byte where an entry should start; a torn tail is cut)
+	// and wrote its checkpoint: from the next Open on, the new rule holds.
+	Legacy bool
 }
 
 // Manager owns the write-ahead log and the snapshot of a data directory. Open
@@ -111,8 +120,9 @@ type Manager struct {
 	settleT   *time.Timer // settles the checkpoint settleAfter after the last sync
 	settling  sync.Mutex  // held by settle; Close takes it before mu
 
-	lock *os.File    // DIR/lock, flocked until Close
-	sv   *salvageDir // where recovery moves what it drops
+	lock     *os.File    // DIR/lock, flocked until Close
+	lockPrev []byte      // what DIR/lock held before this Open (nil: nothing)
+	sv       *salvageDir // where recovery moves what it drops
 }
 
 // settleAfter: a checkpoint that lags the durable end (the last sync's
@@ -128,7 +138,9 @@ const settleAfter = 10 * time.Millisecond
 // left past the durable end (reported in Recovery), fdatasyncs what is left
 // and opens the log for appending. Damage before the durable end, or a
 // missing segment or checkpoint, returns a *CorruptError, unless
-// Options.Salvage. The Manager holds the lock until Close.
+// Options.Salvage; a directory written by the release before checkpoints
+// is recovered by that release's rule and given a checkpoint (see the
+// package doc, and Recovery.Legacy). The Manager holds the lock until Close.
 func Open(dir string, opts Options) (*Manager, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -147,11 +159,11 @@ func Open(dir string, opts Options) (*Manager, error) {
 	if err := checkDir(waldir, true); err != nil {
 		return nil, err
 	}
-	lock, err := lockDir(dir)
+	lock, prev, err := lockDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{dir: dir, opts: o, lock: lock, sv: &salvageDir{dir: dir}}
+	m := &Manager{dir: dir, opts: o, lock: lock, lockPrev: prev, sv: &salvageDir{dir: dir}}
 	if err := m.open(waldir, o.Salvage); err != nil {
 		lock.Close()
 		return nil, err
@@ -165,23 +177,37 @@ func Open(dir string, opts Options) (*Manager, error) {
 func (m *Manager) open(waldir string, salvage bool) error {
 	o := m.opts
 	ck, nonce, err := readCheckpoint(waldir)
-	strict := err == nil
+	strict, legacy := err == nil, false
 	if err != nil {
 		fresh, ferr := m.fresh(waldir)
 		if ferr != nil {
 			return ferr
 		}
 		if !fresh {
-			if errors.Is(err, errNoCheckpoint) {
-				err = &CorruptError{File: filepath.Join(waldir, ckptName), Reason: "the checkpoint is missing while the log holds entries " +
-					"(it says how far they are durable; a data directory written before checkpoints existed needs Salvage once)"}
+			var why string
+			legacy, why, ferr = m.legacy(waldir, err)
+			if ferr != nil {
+				return ferr
 			}
-			if !salvage || !errors.Is(err, ErrCorrupt) {
+			if !legacy && errors.Is(err, errNoCheckpoint) {
+				err = &CorruptError{File: filepath.Join(waldir, ckptName), Reason: "the checkpoint is missing while the log holds entries " +
+					"(it says how far they are durable); this is not a directory of a release before checkpoints: " + why}
+			}
+			if !legacy && (!salvage || !errors.Is(err, ErrCorrupt)) {
 				return err
 			}
-			m.salvaged(err)
+			if !legacy {
+				m.salvaged(err)
+			}
 		}
 		ck, nonce = checkpoint{}, 0
+	}
+	if legacy {
+		// Until the checkpoint is durable, the lock file says why there
+		// is none (an Open that fails or dies before leaves the note).
+		if err := writeLock(m.lock, lockUpgrading); err != nil {
+			return fmt.Errorf("persist: lock: %w", err)
+		}
 	}
 	if strict {
 		// The newest slot may be in the tail of the last segment.
@@ -195,7 +221,7 @@ func (m *Manager) open(waldir string, salvage bool) error {
 			}
 		}
 	}
-	cut, file, err := repairTail(waldir, ck, strict, nonce, m.sv)
+	cut, file, err := repairTail(waldir, ck, strict, legacy, nonce, m.sv)
 	if err != nil {
 		var ce *CorruptError
 		if !salvage || !errors.As(err, &ce) {
@@ -210,7 +236,7 @@ func (m *Manager) open(waldir string, salvage bool) error {
 			}
 		}
 		m.salvaged(err)
-		if cut, file, err = repairTail(waldir, ck, false, nonce, m.sv); err != nil {
+		if cut, file, err = repairTail(waldir, ck, false, false, nonce, m.sv); err != nil {
 			return err
 		}
 	}
@@ -222,7 +248,70 @@ func (m *Manager) open(waldir string, salvage bool) error {
 	if err != nil {
 		return fmt.Errorf("persist: open log %s: %w", waldir, err)
 	}
+	if legacy {
+		// openLog fdatasynced the log and wrote the checkpoint naming it
+		// durable: the next Open holds the log to the new rule.
+		m.rec.Legacy = true
+		o.Logger.Warn("persist: the data directory was written by a release before checkpoints: recovered by that release's rule "+
+			"(the log ends at the first zeros where an entry should start; a torn tail is cut and kept), which cannot tell damage "+
+			"from a torn write; a checkpoint is written now, and from the next start damage before the log's durable end stops start-up",
+			"dir", m.dir, "torn_bytes", cut)
+		if err := writeLock(m.lock, ""); err != nil {
+			return fmt.Errorf("persist: lock: %w", err)
+		}
+	}
+	// From now on the lock file is this release's (a reopen that finds no
+	// sidecar does not take the directory for an old one).
+	m.lockPrev = []byte(strconv.Itoa(os.Getpid()) + "\n")
 	return nil
+}
+
+// legacy reports whether the data directory, whose log has data but no
+// usable checkpoint sidecar (ckErr from readCheckpoint), was provably
+// written by the release before checkpoints: no sidecar, no checkpoint slot
+// of any nonce in the tail of any segment (every sync of this release
+// leaves one in the segment being written), and no lock file left by an
+// Open of this release (the previous release made none; this one writes
+// its pid into it at every Open, so a cleanly closed log, whose segments
+// were cut back to their data, still shows it). A lock file noting an
+// upgrade under way (lockUpgrading: an Open of the legacy directory failed
+// or died) does not count against it, nor then a sidecar without a whole
+// slot (a crash while it was being created). why says what showed the
+// directory is not legacy.
+func (m *Manager) legacy(waldir string, ckErr error) (ok bool, why string, err error) {
+	upgrading := false
+	if m.lockPrev != nil {
+		_, note, _ := strings.Cut(string(m.lockPrev), "\n")
+		if upgrading = strings.TrimSpace(note) == lockUpgrading; !upgrading {
+			return false, fmt.Sprintf("its lock file %s shows this release opened it", filepath.Join(m.dir, "lock")), nil
+		}
+	}
+	if !errors.Is(ckErr, errNoCheckpoint) && !(upgrading && errors.Is(ckErr, ErrCorrupt)) {
+		return false, "", nil
+	}
+	segs, err := segments(waldir)
+	if err != nil {
+		return false, "", fmt.Errorf("persist: %w", err)
+	}
+	for _, s := range segs {
+		f, err := openFile(s.path, os.O_RDONLY, 0)
+		if err != nil {
+			return false, "", fmt.Errorf("persist: %w", err)
+		}
+		st, err := f.Stat()
+		b := make([]byte, tailLen)
+		if err == nil && st.Size() >= tailLen {
+			_, err = f.ReadAt(b, st.Size()-tailLen)
+		}
+		f.Close()
+		if err != nil {
+			return false, "", fmt.Errorf("persist: %w", err)
+		}
+		if _, _, found := newestSlot(b, 0, 0); found {
+			return false, fmt.Sprintf("segment %s carries checkpoint slots", s.path), nil
+		}
+	}
+	return true, "", nil
 }
 
 // tailCheckpoint returns the newest slot in the tail of segment s.

@@ -133,3 +133,60 @@ func TestTidwallReadsOurLog(t *testing.T) {
 	}
 	t.Logf("tidwall/wal read entries %d..%d over %d segments, the same bytes", first, last, len(segs))
 }
+
+// A data directory whose log tidwall/wal wrote (records of ours, in its
+// binary format, no checkpoint, no lock file: what a user's tooling, or
+// the release before checkpoints, leaves) opens as a legacy one and
+// replays every entry, over its segment rolls.
+func TestTidwallWrittenDirectoryOpens(t *testing.T) {
+	bg := context.Background()
+	dir := t.TempDir()
+	tl, err := wal.Open(filepath.Join(dir, "wal"), &wal.Options{LogFormat: wal.Binary, SegmentSize: 2048, DirPerms: 0o700, FilePerms: 0o600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	muts := []cache.Mutation{{Op: cache.OpDefine, Cache: "p", Options: cache.Options{Persist: true, Durability: cache.Always}}}
+	for i := range 100 {
+		muts = append(muts, cache.Mutation{Op: cache.OpSet, Cache: "p", Key: fmt.Sprintf("key-%03d", i), Value: []byte(fmt.Sprint("v", i))})
+	}
+	muts = append(muts, cache.Mutation{Op: cache.OpDel, Cache: "p", Key: "key-007"})
+	for i, mu := range muts {
+		if err := tl.Write(uint64(i+1), appendRecord(nil, mu)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if segs, _ := segments(filepath.Join(dir, "wal")); len(segs) < 2 {
+		t.Fatalf("tidwall/wal wrote %d segments; want several", len(segs))
+	}
+	a, err := shm.Create(shm.Options{Size: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	sp, err := cache.Setup(bg, a, cache.SpaceOptions{Bytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	m, err := Open(dir, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), SegmentSize: 4096})
+	if err != nil {
+		t.Fatalf("a directory tidwall/wal wrote: %v", err)
+	}
+	defer m.Close()
+	if err := m.Replay(bg, sp); err != nil {
+		t.Fatal(err)
+	}
+	if r := m.Recovery(); !r.Legacy || r.LogEntries != len(muts) || r.TornBytes != 0 || r.Salvaged != nil {
+		t.Fatalf("Recovery = %+v; want Legacy, %d entries replayed, nothing cut", r, len(muts))
+	}
+	c, _ := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
+	if n := c.Stats().Entries; n != 99 {
+		t.Fatalf("%d entries; want 99", n)
+	}
+	if v, ok, _ := c.GetInto(nil, "key-099"); !ok || string(v) != "v99" {
+		t.Fatalf("key-099 = %q, %v", v, ok)
+	}
+}
