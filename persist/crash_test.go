@@ -19,6 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	boundFuzzMinimize()
 	xtesting.Main(m, map[string]func(){
 		"pmaster": childManager,
 		"pwriter": childWriter,

@@ -60,10 +60,15 @@ type entryReader struct {
 }
 
 // newEntryReader reads f's first limit bytes (a segment's entries end
-// before its checkpoint tail; see readTail).
+// before its checkpoint tail; see readTail), through a buffer of 1 MiB, or
+// of limit bytes if that is less (recovery reads every segment at every
+// Open: a small one needs no 1 MiB allocated and cleared).
 func newEntryReader(f *os.File, limit int64) *entryReader {
-	return &entryReader{r: bufio.NewReaderSize(io.NewSectionReader(f, 0, limit), 1<<20)}
+	return &entryReader{r: bufio.NewReaderSize(io.NewSectionReader(f, 0, limit), readBuf(limit))}
 }
+
+// readBuf is the size of a read buffer for a file of size bytes.
+func readBuf(size int64) int { return int(max(min(size, 1<<20), 64)) }
 
 // errTorn marks an entry that ends past the end of the file.
 var errTorn = errors.New("entry runs past the end of the file")
@@ -268,7 +273,11 @@ func readSnapshot(path string, fn func(cache.Mutation) error) (index uint64, cou
 		return 0, 0, err
 	}
 	defer f.Close()
-	r := bufio.NewReaderSize(f, 1<<20)
+	size := int64(1 << 20)
+	if st, err := f.Stat(); err == nil {
+		size = st.Size()
+	}
+	r := bufio.NewReaderSize(f, readBuf(size))
 	corrupt := func(off int64, reason string) (uint64, int, error) {
 		return 0, 0, &CorruptError{File: path, Offset: off, Reason: reason}
 	}
