@@ -100,7 +100,9 @@ func childWriter() {
 		k := fmt.Sprintf("r%s-w%s-k%d", os.Getenv("P_ROUND"), id, i%keys)
 		v := fmt.Sprintf("v%d-%d", i, time.Now().UnixNano())
 		fmt.Fprintf(w, "set %s %s\n", k, v) // from now on the key may hold v
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// Bounded (a stuck manager ends the writer, and the round sees no
+		// progress), generously: fsyncs take seconds on a loaded disk.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		ok, err := c.Set(ctx, k, []byte(v), cache.SetOptions{})
 		cancel()
 		if err != nil || !ok {
@@ -131,11 +133,20 @@ type outcome struct {
 	killAt  int64
 }
 
-// minAcked is how many acknowledged changes a kill round waits for.
-const minAcked = 100
+// minAcked is how many acknowledged changes a kill round waits for (at
+// most roundMax); noProgress is how long it waits for the next one before
+// it fails: a round fails on no progress at all, never on a slow machine.
+const (
+	minAcked   = 100
+	roundMax   = time.Minute
+	noProgress = 30 * time.Second
+)
 
 // runAndKill starts the miniature cluster on dir, collects acknowledgements
-// for about d, then kills the whole process group with SIGKILL.
+// for about d from the first one on, and at least minAcked of them (unless
+// roundMax passes first: then the round checks what it has), then kills the
+// whole process group with SIGKILL. No acknowledgement for noProgress fails
+// the test.
 func runAndKill(t *testing.T, dir string, round int, dur cache.Durability, d time.Duration) outcome {
 	cmd := xtesting.Command(t, "pmaster", nil, "P_DIR="+dir, "P_DURABILITY="+strconv.Itoa(int(dur)), "P_ROUND="+strconv.Itoa(round))
 	// Our own pipe, not StdoutPipe: Wait would close that before we read what
@@ -177,9 +188,11 @@ func runAndKill(t *testing.T, dir string, round int, dur cache.Durability, d tim
 	// The window opens at the first acknowledgement (a loaded machine, CI
 	// with -race, can take most of a second to start the processes) and
 	// stays open until at least minAcked changes were acknowledged (fsyncs
-	// slow down under load), at most 20 s.
+	// slow down under load), at most roundMax.
 	var deadline <-chan time.Time
-	giveUp := time.After(20 * time.Second)
+	giveUp := time.After(roundMax)
+	stalled := time.NewTimer(noProgress)
+	defer stalled.Stop()
 	passed := false
 loop:
 	for {
@@ -189,8 +202,11 @@ loop:
 				t.Fatal("the cluster ended before it was killed")
 			}
 			collect(l)
-			if deadline == nil && strings.HasPrefix(l, "ack ") {
-				deadline = time.After(d)
+			if strings.HasPrefix(l, "ack ") || strings.HasPrefix(l, "del ") {
+				if deadline == nil {
+					deadline = time.After(d)
+				}
+				stalled.Reset(noProgress)
 			}
 			if passed && len(o.acked) >= minAcked {
 				break loop
@@ -201,7 +217,13 @@ loop:
 				break loop
 			}
 		case <-giveUp:
-			break loop
+			if len(o.acked) > 0 {
+				t.Logf("round %d: %d acknowledged changes in %v (a slow machine), checking those", round, len(o.acked), roundMax)
+				break loop
+			}
+		case <-stalled.C:
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			t.Fatalf("round %d: no acknowledgement for %v (%d before): the cluster made no progress", round, noProgress, len(o.acked))
 		}
 	}
 	o.killAt = time.Now().UnixNano()
@@ -263,9 +285,6 @@ func TestAlwaysSurvivesKill9(t *testing.T) {
 	var past []outcome
 	for round := range rounds {
 		o := runAndKill(t, dir, round, cache.Always, 700*time.Millisecond)
-		if len(o.acked) < minAcked {
-			t.Fatalf("round %d: only %d acknowledged changes", round, len(o.acked))
-		}
 		past = append(past, o)
 		c := recovered(t, dir)
 		for r, o := range past {
@@ -278,22 +297,48 @@ func TestAlwaysSurvivesKill9(t *testing.T) {
 }
 
 // TestEverySecondLosesAtMostASecond: with EverySecond, a kill -9 loses only
-// what was acknowledged in about the last second.
+// the newest acknowledged changes, those the manager had not yet written
+// (the page cache survives a kill, so what it wrote stays even unsynced):
+// never one acknowledged before a change the log kept (the log is the
+// journal in order). How far back the loss goes is the manager's lag: about
+// 10 ms on an idle machine, more on a loaded one; it is logged, and fails
+// the test only past maxLag (a manager that logged nothing for that long
+// made no progress). The fsync cadence (at most a second) matters only for
+// a crash of the machine, which a test cannot make.
 func TestEverySecondLosesAtMostASecond(t *testing.T) {
 	dir := t.TempDir()
 	o := runAndKill(t, dir, 0, cache.EverySecond, 1500*time.Millisecond)
 	c := recovered(t, dir)
 	lost := o.check(c)
+	// The newest change the log kept: a value's second field is the time
+	// it was made, before its Set began.
+	var kept int64
+	for k := range o.acked {
+		if v, ok, _ := c.GetInto(nil, k); ok {
+			if _, at, found := strings.Cut(string(v), "-"); found {
+				n, _ := strconv.ParseInt(at, 10, 64)
+				kept = max(kept, n)
+			}
+		}
+	}
 	oldest := time.Duration(0)
 	for _, k := range lost {
 		oldest = max(oldest, time.Duration(o.killAt-o.ackAt[k]))
 	}
-	t.Logf("%d keys acknowledged, %d lost, the oldest lost acknowledged %v before the kill", len(o.acked), len(lost), oldest)
-	for _, k := range lost[:min(3, len(lost))] {
-		v, ok, _ := c.GetInto(nil, k)
-		t.Logf("lost %s: acked %q gone %v pending %q at %d; recovered %q %v", k, o.acked[k], o.gone[k], o.pending[k], o.ackAt[k], v, ok)
+	t.Logf("%d keys acknowledged, %d lost, the oldest lost acknowledged %v before the kill, the newest kept made %v before it",
+		len(o.acked), len(lost), oldest, time.Duration(o.killAt-kept))
+	for _, k := range lost {
+		if o.ackAt[k] < kept {
+			v, ok, _ := c.GetInto(nil, k)
+			t.Fatalf("lost %s (acked %q gone %v at %d; recovered %q %v), acknowledged before a change the log kept (made at %d)",
+				k, o.acked[k], o.gone[k], o.ackAt[k], v, ok, kept)
+		}
 	}
-	if oldest > 1500*time.Millisecond {
-		t.Fatalf("lost a change acknowledged %v before the kill; want at most about a second", oldest)
+	if oldest > maxLag {
+		t.Fatalf("lost a change acknowledged %v before the kill: the manager logged nothing for that long", oldest)
 	}
 }
+
+// maxLag bounds how far behind the journal the manager may be at the kill
+// (TestEverySecondLosesAtMostASecond).
+const maxLag = 15 * time.Second
