@@ -3,22 +3,57 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 
 	"github.com/cluster2/cluster2/cache"
 )
 
+// persistFlags are the demo's persistence flags: -durability and -salvage.
+type persistFlags struct {
+	durability cache.Durability // never zero once registered: Always unless -durability says otherwise
+	salvage    bool
+}
+
+// register defines -durability and -salvage on fs. A -durability value other
+// than never, everysecond or always makes fs.Parse fail (the flag package
+// then prints the error and the usage, and exits with status 2).
+func (p *persistFlags) register(fs *flag.FlagSet) {
+	p.durability = cache.Always
+	fs.Func("durability", "`durability` of the persistent cache \"demo\" with -data: never, everysecond or always (default always)",
+		func(s string) (err error) {
+			p.durability, err = parseDurability(s)
+			return err
+		})
+	fs.BoolVar(&p.salvage, "salvage", false,
+		"with -data, start even if the log is damaged in the middle: keep what comes before the damage, drop the rest")
+}
+
+// parseDurability reads a -durability value.
+func parseDurability(s string) (cache.Durability, error) {
+	switch s {
+	case "never":
+		return cache.Never, nil
+	case "everysecond":
+		return cache.EverySecond, nil
+	case "always":
+		return cache.Always, nil
+	}
+	return 0, fmt.Errorf("%q is not a durability: want never, everysecond or always", s)
+}
+
 // demoCache is the store of the cache routes: the shared cache "demo",
-// persistent when the demo runs with -data, with Always durability (a PUT
-// answers once its value is on disk, so that it survives even kill -9 of the
-// whole demo). Every process of the cluster opens it with the same options
-// (they run the same flags).
+// persistent when the demo runs with -data, with the durability of
+// -durability (default Always: a PUT answers once its value is on disk, so
+// that it survives even kill -9 of the whole demo). Every process of the
+// cluster opens it with the same options (they run the same flags).
 type demoCache struct{ opts cache.Options }
 
-func newCacheStore(dataDir string) store {
+func newCacheStore(dataDir string, d cache.Durability) store {
 	if dataDir == "" {
 		return demoCache{}
 	}
-	return demoCache{cache.Options{Persist: true, Durability: cache.Always}}
+	return demoCache{cache.Options{Persist: true, Durability: d}}
 }
 
 func (d demoCache) use() (*cache.Cache, error) { return cache.Use("demo", d.opts) }

@@ -2,7 +2,14 @@
 // controls a running one.
 //
 //	cluster2-demo [-addr :8080] [-monitor 127.0.0.1:8081] [-workers N] [-data DIR] [-token T]
+//	              [-durability never|everysecond|always] [-salvage]
 //	cluster2-demo status|reload|stop
+//
+// With -data the cache "demo" is persistent, with the durability -durability
+// names (default always: a PUT answers once its value is fsynced). A data
+// directory whose log is damaged in the middle stops start-up with the file
+// and offset; -salvage starts anyway, keeping what comes before the damage.
+// A bad flag value prints the usage and exits with status 2.
 //
 // Routes (every response is JSON and names the serving pid):
 //
@@ -48,6 +55,7 @@ import (
 
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/persist"
 )
 
 func main() {
@@ -57,6 +65,8 @@ func main() {
 	data := flag.String("data", "", "data `directory` for persistent caches")
 	rundir := flag.String("rundir", defaultRunDir(), "run `directory` (pid files, demo.json)")
 	token := flag.String("token", "", "the monitor's bearer `token` (default $CLUSTER2_MONITOR_TOKEN)")
+	var pf persistFlags
+	pf.register(flag.CommandLine)
 	flag.Parse()
 	if *token == "" {
 		*token = os.Getenv(tokenEnv)
@@ -68,8 +78,12 @@ func main() {
 		}
 		return
 	}
-	if err := run(*addr, *monitor, *workers, *data, *rundir, *token); err != nil {
+	if err := run(*addr, *monitor, *workers, *data, *rundir, *token, pf); err != nil {
 		fmt.Fprintln(os.Stderr, "cluster2-demo:", err)
+		if errors.Is(err, persist.ErrCorrupt) && !pf.salvage {
+			fmt.Fprintln(os.Stderr, "cluster2-demo: the data directory "+*data+" is damaged; to start anyway with what comes"+
+				" before the damage (the rest is dropped), run again with -salvage")
+		}
 		os.Exit(1)
 	}
 }
@@ -84,7 +98,7 @@ func defaultRunDir() string {
 // tokenEnv is the environment variable of the monitor's token.
 const tokenEnv = "CLUSTER2_MONITOR_TOKEN"
 
-func run(addr, monitor string, workers int, data, rundir, token string) error {
+func run(addr, monitor string, workers int, data, rundir, token string, pf persistFlags) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if cluster2.CurrentRole() == cluster2.Master {
 		removed, err := prepareRunDir(rundir)
@@ -96,9 +110,9 @@ func run(addr, monitor string, workers int, data, rundir, token string) error {
 		}
 	}
 	c, err := cluster2.Listen(context.Background(), cluster2.Config{
-		Workers: workers, Addr: addr, MonitorAddr: monitor, Handler: newApp(newCacheStore(data)),
+		Workers: workers, Addr: addr, MonitorAddr: monitor, Handler: newApp(newCacheStore(data, pf.durability)),
 		PidDir: filepath.Join(rundir, "pids"), Logger: log,
-		Cache:   cluster2.CacheConfig{Enabled: true, DataDir: data},
+		Cache:   cluster2.CacheConfig{Enabled: true, DataDir: data, Durability: pf.durability, Salvage: pf.salvage},
 		Monitor: cluster2.MonitorConfig{Token: token},
 	})
 	if err != nil {
