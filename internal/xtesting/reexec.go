@@ -14,6 +14,11 @@ import (
 // EnvChild names the child function a re-executed test binary runs.
 const EnvChild = "CLUSTER2_TEST_CHILD"
 
+// EnvNoChildren, when set, makes Command skip the test: .ci/run sets it to
+// run the single-process tests of the smaller packages for arm64 under
+// qemu-user, where multi-process tests cannot run.
+const EnvNoChildren = "CLUSTER2_TEST_NO_CHILDREN"
+
 // Main is TestMain's body for packages with child processes: in a child it
 // runs the function its name selects and exits (0 on return; 97 for an unknown
 // name); in the parent it runs the tests.
@@ -40,6 +45,10 @@ func IsChild() bool { return os.Getenv(EnvChild) != "" }
 // waited for is reaped when the test binary exits).
 func Command(tb testing.TB, name string, files []*os.File, env ...string) *exec.Cmd {
 	tb.Helper()
+	if os.Getenv(EnvNoChildren) != "" {
+		tb.Skipf("%s is set: no child processes (under qemu-user an emulated binary cannot exec itself, "+
+			"and through qemu the emulated /proc/self/stat makes every peer look dead)", EnvNoChildren)
+	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
 	cmd.Env = append(append(os.Environ(), EnvChild+"="+name), env...)
 	cmd.ExtraFiles = files
