@@ -150,7 +150,7 @@ func (a *Arena) check() error {
 	}
 	for i := range h.regionCount.Load() {
 		r := &h.regions[i]
-		if r.off < h.slotsOff || r.off+r.size > h.size || r.off+r.size < r.off {
+		if r.off < h.slotsOff || r.off+r.size > h.size || r.off+r.size < r.off || r.off%allocAlign != 0 {
 			return fmt.Errorf("%w: region %d at %d+%d", ErrCorrupt, i, r.off, r.size)
 		}
 	}
