@@ -11,6 +11,11 @@
 //     writes, the internal/proc region, ring.Attach with a consumer and a
 //     producer. Every step returns an error or a clean result: never a panic,
 //     never a hang (every step is bounded; a step that overruns fails).
+//     Package cache still trusts positions and offsets it reads from a
+//     damaged space and panics (TestArenaFindings keeps two such inputs):
+//     until strictArena is flipped, a panic inside the cache's reads and
+//     writes skips the input, while shm.Open, cache.Attach, the supervision
+//     region and the ring are held to "error or clean result".
 //   - FuzzDataDir: a data directory written by a real persist.Manager from a
 //     known sequence of Always Sets and Dels (a snapshot, then several
 //     segments), damaged where the input says (bytes changed, zeroed,
