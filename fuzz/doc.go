@@ -23,9 +23,10 @@
 //     a fresh space. Either a CorruptError comes back, or the space holds the
 //     model's state after some prefix of the sequence that includes every
 //     record before the damage: nothing before the damage is lost, nothing is
-//     invented. With strictRecovery (issue 12 items 11 and 12) a damaged or
-//     missing durable record must be a CorruptError: no acknowledged record
-//     may be lost at all.
+//     invented. With strictRecovery (on: issue 12 items 11 and 12, kept by
+//     persist's checkpoint) a damaged or missing durable record must be a
+//     CorruptError: without Salvage no acknowledged record may be lost at all.
+//     The directory includes the checkpoint sidecar, damaged like the rest.
 //   - FuzzTwoProcesses: the input drives two attachments of one arena in two
 //     real processes (the test and a child it re-executes): rounds of Set,
 //     Del, Get with a loader and LeaveIfNotNull Sets run concurrently in both,
