@@ -26,7 +26,7 @@ func (p *persistFlags) register(fs *flag.FlagSet) {
 			return err
 		})
 	fs.BoolVar(&p.salvage, "salvage", false,
-		"with -data, start even if the log is damaged in the middle: keep what comes before the damage, drop the rest")
+		"with -data, start even if the log is damaged in the middle: keep what comes before the damage (the rest is moved into DIR/salvaged-<time>/)")
 }
 
 // parseDurability reads a -durability value.

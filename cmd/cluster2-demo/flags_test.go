@@ -144,6 +144,9 @@ func TestDemoSalvageFlag(t *testing.T) {
 	}
 
 	d = startDemo(t, "-data "+data+" -salvage")
+	if kept, _ := filepath.Glob(filepath.Join(data, "salvaged-*")); len(kept) == 0 {
+		t.Errorf("no %s/salvaged-*: what -salvage dropped must be kept", data)
+	}
 	if v := do(t, "GET", "http://"+d.st.Addr+"/cache/a", ""); v["value"] != "value of a" {
 		t.Fatalf("after salvage GET a = %v; want the value before the damage", v)
 	}

@@ -8,7 +8,8 @@
 // With -data the cache "demo" is persistent, with the durability -durability
 // names (default always: a PUT answers once its value is fsynced). A data
 // directory whose log is damaged in the middle stops start-up with the file
-// and offset; -salvage starts anyway, keeping what comes before the damage.
+// and offset; -salvage starts anyway, keeping what comes before the damage
+// (what it drops is kept in DIR/salvaged-<time>/).
 // A bad flag value prints the usage and exits with status 2.
 //
 // Routes (every response is JSON and names the serving pid):
@@ -82,7 +83,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cluster2-demo:", err)
 		if errors.Is(err, persist.ErrCorrupt) && !pf.salvage {
 			fmt.Fprintln(os.Stderr, "cluster2-demo: the data directory "+*data+" is damaged; to start anyway with what comes"+
-				" before the damage (the rest is dropped), run again with -salvage")
+				" before the damage (the rest is moved into "+*data+"/salvaged-<time>/), run again with -salvage")
 		}
 		os.Exit(1)
 	}
