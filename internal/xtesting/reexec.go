@@ -46,8 +46,7 @@ func IsChild() bool { return os.Getenv(EnvChild) != "" }
 func Command(tb testing.TB, name string, files []*os.File, env ...string) *exec.Cmd {
 	tb.Helper()
 	if os.Getenv(EnvNoChildren) != "" {
-		tb.Skipf("%s is set: no child processes (under qemu-user an emulated binary cannot exec itself, "+
-			"and through qemu the emulated /proc/self/stat makes every peer look dead)", EnvNoChildren)
+		tb.Skipf("%s is set: no child processes (under qemu-user without binfmt_misc an emulated binary cannot exec itself)", EnvNoChildren)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
 	cmd.Env = append(append(os.Environ(), EnvChild+"="+name), env...)
