@@ -98,12 +98,12 @@ func (sp *Space) drainAccess() {
 	if len(offs) == 0 {
 		return
 	}
-	stride := sp.h.shardStride
+	stride := sp.stride
 	slices.Sort(offs)
 	for len(offs) > 0 {
-		si := (offs[0] - sp.h.shardsOff) / stride
+		si := (offs[0] - sp.shardsOff) / stride
 		n := 1
-		for n < len(offs) && (offs[n]-sp.h.shardsOff)/stride == si {
+		for n < len(offs) && (offs[n]-sp.shardsOff)/stride == si {
 			n++
 		}
 		if si < uint64(len(sp.sh)) {
@@ -111,11 +111,10 @@ func (sp *Space) drainAccess() {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			if sp.lock(ctx, sh) == nil {
 				for _, off := range offs[:n] {
-					if off < sh.heapOff || off+recHeader > sh.heapOff+sp.heap {
-						continue
-					}
-					r := sp.rec(off)
-					if r.kind == kindItem && r.ref < refCount && sp.findOff(sh, r.hash, off).valid() {
+					// The record may have been replaced since the hit: the
+					// offset is checked again, and the index says whether it lives.
+					r := sp.recAt(sh, off)
+					if r != nil && r.kind == kindItem && r.ref < refCount && sp.findOff(sh, r.hash, off).valid() {
 						r.ref++
 					}
 				}
@@ -174,11 +173,10 @@ func (sp *Space) sweep(cursors []int, per int) int {
 			b := &sh.b[cursors[si]]
 			cursors[si] = (cursors[si] + 1) % len(sh.b)
 			for i := range slotsPerBucket {
-				w := b.slots[i].Load()
-				if w == 0 {
+				_, r := sp.slotRec(sh, b, i)
+				if r == nil {
 					continue
 				}
-				r := sp.rec(w & offMask)
 				if (r.kind == kindItem || r.kind == kindFailed) && r.exp != 0 && r.exp <= now {
 					sp.drop(sh, slotRef{b, i}, opExpire)
 					freed++

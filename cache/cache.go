@@ -390,7 +390,7 @@ func (c *Cache) Stats() Stats {
 	sp := c.sp
 	var st Stats
 	me := sp.p.Slot()
-	for slot := range int(sp.h.statsSlots) {
+	for slot := range len(sp.stats) / MaxCaches { // the rows Attach checked, not the header's word
 		if slot == me {
 			l := &sp.local[c.id]
 			h, m := l.sums()

@@ -249,6 +249,58 @@
 // it, and only then clears failing. So nothing acknowledged is lost to the
 // fault, and nothing is acknowledged during it.
 //
+// # A damaged space (bytes no writer wrote)
+//
+// A crash leaves only states the repair above knows; a stray write into the
+// arena, a bad image of it or a process scribbling over it can leave any
+// bytes at all. No read of such a space may crash a process, so every
+// position, offset, length and count the package reads from shared memory is
+// checked before anything is indexed with it, and what fails a check is
+// refused, repaired or read as a miss:
+//
+//   - the space header: Attach checks the geometry (counts, a heap of at
+//     least 32 KiB on 64-byte boundaries, every offset inside the region on
+//     a 64-byte boundary, the statistics rows, the journal and the shards in
+//     order, every sum overflow-safe) and returns ErrCorrupt; the process
+//     keeps its own copy of what it checked (offsets, stride, the rows it
+//     sums), so a header damaged after Attach moves nothing it indexes.
+//   - a slot word (hit path): the offset must be a record boundary of the
+//     shard's heap (one subtraction and two tests, as cheap as the bounds
+//     check it replaced) and every length from the header copies must fit:
+//     else the slot is skipped, a miss.
+//   - a slot word (under the lock: find, insert, Keys, Inspect, Scan, the
+//     sweeper, the CLOCK drain): the same check plus the header's lengths
+//     (recAt); a slot that fails it is cleared and counted as a repair.
+//   - head and tail: tail <= head, at most a heap apart, both on a record
+//     boundary; a record at the tail (reserve) or on the walk from it
+//     (repair, Verify) must have a size on a boundary inside the live log
+//     and the heap, a known kind, lengths inside its size, and a loading
+//     record at most 1088 bytes. Anything else resets the shard (every
+//     entry of it is dropped, counted as a repair); Verify reports it as
+//     ErrCorrupt. Every walk advances by at least 64 bytes over at most a
+//     heap, and reserve's loop either resets once or makes progress, so no
+//     damage makes one endless.
+//   - the registry: the count is capped at MaxCaches, ids are taken modulo
+//     it; Use of a name whose stored options no longer validate or match
+//     returns an error (ErrBadOptions, ErrOptionsConflict).
+//   - the statistics rows: Stats sums the rows Attach checked, whatever
+//     the header's row count says later.
+//   - the journal: positions are masked by the capacity and records are
+//     decoded only from bounds-checked copies (see Watch and the journal). A
+//     claim more than a capacity past tail, which no writer leaves (a record
+//     takes less than half the journal), is replaced by the next append's,
+//     so readers stop seeing a lap for ever. A durable position past tail
+//     (the persister stores only positions it read) acknowledges no Always
+//     write, and the persister's next Durable replaces it.
+//
+// So a damaged space gives ErrCorrupt (Attach, Verify), a miss, a refused
+// or retried operation, or a shard reset that drops its entries; never a
+// panic, never a hang. A value returned is the bytes of a record whose key
+// matched in full; the arena has no checksums, so damaged value bytes read
+// as they are. The fuzz package's FuzzArena (strictArena) holds the package
+// to this; TestDamagedSpaceNeverPanics and TestAttachRefusesImpossibleGeometry
+// keep one case of each check.
+//
 // # Caveats
 //
 // Values are copied in and out: a slice passed to Set may be reused after Set

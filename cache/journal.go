@@ -89,7 +89,11 @@ func (sp *Space) journalAppend(op uint8, id uint32, key, val []byte, exp int64) 
 	if toEnd < size {
 		total = toEnd + size
 	}
-	if c := pos + total; c > j.h.claim.Load() {
+	// A claim more than a capacity past tail is damage, not a dead writer's
+	// (a record with its filler takes less than half the journal): such a
+	// claim would make every reader see a lap for ever, so it is replaced by
+	// this record's, which still covers every byte this record overwrites.
+	if c, cl := pos+total, j.h.claim.Load(); c > cl || cl-pos > j.cap {
 		j.h.claim.Store(c) // before any byte a reader may be copying is overwritten
 	}
 	order.StoreFence() // arm64: the claim before the record's plain stores (doc.go, fence 4)

@@ -68,7 +68,7 @@ func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
 	// cost two thirds of the throughput).
 	j.pev.Wake() // the persister gathers a group commit: tell it this record is in
 	var deadSince time.Time
-	for j.durable.Load() < jend {
+	for !j.covers(jend) {
 		if f := j.failing.Load(); f != 0 {
 			return fmt.Errorf("%w: %w", ErrNotDurable, failingError(f))
 		}
@@ -85,7 +85,7 @@ func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("%w: %w", ErrNotDurable, err)
 		}
-		if timedOut && j.durable.Load() < jend && !c.sp.a.Alive(owner) {
+		if timedOut && !j.covers(jend) && !c.sp.a.Alive(owner) {
 			// A standalone manager that died is restarted by the master and
 			// resumes where it had logged to: give it a while.
 			if deadSince.IsZero() {
@@ -96,6 +96,16 @@ func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
 		}
 	}
 	return nil
+}
+
+// covers reports whether the durable position has passed jend. A durable
+// position past the journal's tail is damage, never the persister's (it
+// stores positions it read, and tail only grows), and covers nothing: an
+// Always writer is not acknowledged on it. durable is loaded before tail,
+// so a healthy pair always has durable <= tail.
+func (j *journalHdr) covers(jend uint64) bool {
+	d := j.durable.Load()
+	return d >= jend && d <= j.tail.Load()
 }
 
 // refuseIfFailing returns ErrPersistFailing (wrapped, naming the error)
@@ -161,7 +171,7 @@ func (dw *durableWaiters) wait(ctx context.Context, j *journalHdr, jend uint64, 
 	// the runtime's monitor takes the P back, 20 µs to 10 ms later.
 	runtime.Gosched()
 	tk := j.durEv.Prepare()
-	if j.durable.Load() >= jend {
+	if j.covers(jend) {
 		j.durEv.Cancel()
 	} else {
 		r.timedOut = j.durEv.Sleep(tk, timeout) != nil
@@ -424,7 +434,7 @@ func (c *Cache) throttle(ctx context.Context) {
 // before pos.
 func (p *Persister) Durable(pos uint64) {
 	j := p.sp.jr.h
-	if pos > j.durable.Load() {
+	if d := j.durable.Load(); pos > d || d > j.tail.Load() { // durable past tail is damage: replaced
 		j.durable.Store(pos)
 	}
 	j.durEv.Wake()

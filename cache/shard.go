@@ -39,6 +39,72 @@ func (sp *Space) home(h uint64) uint64    { return (h >> 8) & sp.bmsk }
 
 func (sp *Space) rec(off uint64) *recHdr { return shm.Ptr[recHdr](sp.a, shm.Off(off)) }
 
+// maxLoadingSize is the size of the largest loading record: a header and a
+// key (moveLoading copies one through a buffer of that size).
+const maxLoadingSize = (recHeader + MaxKeyLen + recAlign - 1) &^ (recAlign - 1)
+
+// recAt returns the header of the record at arena offset off, or nil when
+// off is not a record boundary of sh's heap or the header's lengths do not
+// fit there (sane). A slot word, a sampled hit or anything else taken from
+// shared memory goes through it before it is indexed with: a healthy space
+// never fails it, a damaged one (bytes changed by a stray write, a bad
+// disk image of the arena) fails it instead of a panic.
+func (sp *Space) recAt(sh *shard, off uint64) *recHdr {
+	if rel := off - sh.heapOff; off < sh.heapOff || rel > sp.heap-recHeader || rel%recAlign != 0 {
+		return nil
+	}
+	r := sp.rec(off)
+	if !sp.sane(sh, off, r) {
+		return nil
+	}
+	return r
+}
+
+// slotRec returns the offset and header of the record slot i of b points
+// at, r nil for an empty slot. A slot whose word fails recAt (damage: no
+// writer stores one) is cleared on the way and counted as a repair; the
+// caller holds sh's lock, so it is the index's only writer.
+func (sp *Space) slotRec(sh *shard, b *bucket, i int) (uint64, *recHdr) {
+	w := b.slots[i].Load()
+	if w == 0 {
+		return 0, nil
+	}
+	off := w & offMask
+	r := sp.recAt(sh, off)
+	if r == nil {
+		slotRef{b, i}.publish(0)
+		sh.h.repairs.Add(1)
+		return 0, nil
+	}
+	return off, r
+}
+
+// positionsOK reports whether head and tail are log positions a writer can
+// leave: tail <= head, at most a heap apart, both on a record boundary.
+func (sp *Space) positionsOK(head, tail uint64) bool {
+	return head >= tail && head-tail <= sp.heap && (head|tail)%recAlign == 0
+}
+
+// tailOK reports whether the record r at the tail (arena offset off, s
+// bytes of the live log from it to head) is one a writer writes: a size on
+// record boundaries inside the live log and the heap, a known kind, a
+// non-filler's lengths inside its size, a loading record no larger than
+// maxLoadingSize.
+func (sp *Space) tailOK(sh *shard, off, live uint64, r *recHdr) bool {
+	phys := off - sh.heapOff
+	switch {
+	case r.size < recHeader || r.size%recAlign != 0 || uint64(r.size) > live || phys+uint64(r.size) > sp.heap:
+		return false
+	case r.kind == kindFree || r.kind > kindFiller:
+		return false
+	case r.kind == kindFiller:
+		return true
+	case r.kind == kindLoading && r.size > maxLoadingSize:
+		return false
+	}
+	return sp.sane(sh, off, r)
+}
+
 // recKey and recVal return the key and value bytes of a record whose header
 // was validated against its shard's heap.
 func (sp *Space) recKey(off uint64, r *recHdr) []byte {
@@ -87,7 +153,10 @@ outer:
 				off := w & offMask
 				// Each header field is loaded once, into a local: every
 				// check and every slice below uses these copies only.
-				if off < sh.heapOff || off+recHeader > sh.heapOff+sp.heap {
+				// One subtraction covers off below the heap (it wraps), past
+				// it and off a record boundary (a damaged slot word; the
+				// race detector's checkptr refuses a misaligned header).
+				if rel := off - sh.heapOff; rel > sp.heap-recHeader || rel%recAlign != 0 {
 					if b.seq.Load() != s1 {
 						continue outer
 					}
@@ -188,9 +257,8 @@ func (sp *Space) find(sh *shard, h uint64, id uint32, key string) slotRef {
 			if w == 0 || w>>48 != tag {
 				continue
 			}
-			off := w & offMask
-			r := sp.rec(off)
-			if r.hash == h && r.cache == id && int(r.klen) == len(key) && string(sp.recKey(off, r)) == key {
+			off, r := sp.slotRec(sh, b, i)
+			if r != nil && r.hash == h && r.cache == id && int(r.klen) == len(key) && string(sp.recKey(off, r)) == key {
 				return slotRef{b, i}
 			}
 		}
@@ -228,12 +296,7 @@ func (sp *Space) liveItems(sh *shard, now int64, fn func(off uint64, r *recHdr))
 	for bi := range sh.b {
 		b := &sh.b[bi]
 		for i := range slotsPerBucket {
-			w := b.slots[i].Load()
-			if w == 0 {
-				continue
-			}
-			off := w & offMask
-			if r := sp.rec(off); r.kind == kindItem && (r.exp == 0 || r.exp > now) {
+			if off, r := sp.slotRec(sh, b, i); r != nil && r.kind == kindItem && (r.exp == 0 || r.exp > now) {
 				fn(off, r)
 			}
 		}
@@ -252,12 +315,12 @@ func (sp *Space) insert(sh *shard, h, w uint64) error {
 	for range maxProbe {
 		b := &sh.b[bi]
 		for i := range slotsPerBucket {
-			sw := b.slots[i].Load()
-			if sw == 0 {
+			_, r := sp.slotRec(sh, b, i)
+			if r == nil { // empty, or cleared by slotRec: it held damage
 				slotRef{b, i}.publish(w)
 				return nil
 			}
-			if r := sp.rec(sw & offMask); r.kind != kindLoading && r.ref&refCount < victimRef {
+			if r.kind != kindLoading && r.ref&refCount < victimRef {
 				victim, victimRef = slotRef{b, i}, r.ref&refCount
 			}
 		}
@@ -279,8 +342,12 @@ func (sp *Space) insert(sh *shard, h, w uint64) error {
 // returns the journal position past the change (0 if not journaled).
 func (sp *Space) drop(sh *shard, s slotRef, op uint8) uint64 {
 	off := s.off()
-	r := sp.rec(off)
+	r := sp.recAt(sh, off)
 	s.publish(0)
+	if r == nil { // damage (callers pass slots they checked: defence in depth)
+		sh.h.repairs.Add(1)
+		return 0
+	}
 	r.ref |= refDead
 	sp.account(sh, r, -1)
 	if r.kind != kindItem {
@@ -346,7 +413,7 @@ func (sp *Space) reserve(sh *shard, size uint64) (uint64, error) {
 		// record (doc.go, fence 3; pairs with the hit path's LoadFence).
 		order.StoreFence()
 		head, tail := sh.h.head.Load(), sh.h.tail.Load()
-		if head < tail || head-tail > sp.heap {
+		if !sp.positionsOK(head, tail) {
 			sp.reset(sh) // only corruption gets here
 			continue
 		}
@@ -372,7 +439,7 @@ func (sp *Space) reserve(sh *shard, size uint64) (uint64, error) {
 		}
 		toff := sh.heapOff + tphys
 		r := sp.rec(toff)
-		if r.size < recHeader || r.size%recAlign != 0 || uint64(r.size) > head-tail || tphys+uint64(r.size) > sp.heap {
+		if !sp.tailOK(sh, toff, head-tail, r) { // only corruption gets here
 			sp.reset(sh)
 			continue
 		}
@@ -511,7 +578,11 @@ func (sp *Space) reset(sh *shard) {
 		sh.pc[i].entries.Store(0)
 		sh.pc[i].bytes.Store(0)
 	}
-	sh.h.tail.Store(sh.h.head.Load())
+	// Both positions on one record boundary (a damaged head may be off one):
+	// the log is empty and the next record goes where they point.
+	pos := sh.h.head.Load() &^ (recAlign - 1)
+	sh.h.head.Store(pos)
+	sh.h.tail.Store(pos)
 	sh.h.repairs.Add(1)
 }
 
@@ -520,8 +591,7 @@ func (sp *Space) reset(sh *shard) {
 // counters. Every step of a write leaves a state this detects.
 func (sp *Space) repair(sh *shard) {
 	sh.h.repairs.Add(1)
-	head, tail := sh.h.head.Load(), sh.h.tail.Load()
-	if head < tail || head-tail > sp.heap {
+	if !sp.positionsOK(sh.h.head.Load(), sh.h.tail.Load()) {
 		sp.reset(sh)
 		return
 	}
@@ -541,9 +611,12 @@ func (sp *Space) repair(sh *shard) {
 				continue
 			}
 			off := w & offMask
-			r := sp.rec(off)
-			if _, ok := live[off]; !ok || w>>48 != r.hash>>48 || r.kind == kindFiller || r.ref&refDead != 0 ||
-				!sp.homeOK(uint64(bi), r.hash) {
+			if _, ok := live[off]; !ok { // outside the live log (or the heap: damage)
+				slotRef{b, i}.publish(0)
+				continue
+			}
+			r := sp.rec(off) // a record boundary of the live log that logRecords checked
+			if w>>48 != r.hash>>48 || r.kind == kindFiller || r.ref&refDead != 0 || !sp.homeOK(uint64(bi), r.hash) {
 				slotRef{b, i}.publish(0)
 				continue
 			}
@@ -570,8 +643,7 @@ func (sp *Space) logRecords(sh *shard) map[uint64]struct{} {
 			continue
 		}
 		r := sp.rec(sh.heapOff + phys)
-		if r.size < 8 || r.size%recAlign != 0 || phys+uint64(r.size) > sp.heap || pos+uint64(r.size) > head ||
-			(r.kind != kindFiller && (r.size < recHeader || !sp.sane(sh, sh.heapOff+phys, r))) {
+		if !sp.tailOK(sh, sh.heapOff+phys, head-pos, r) {
 			sp.reset(sh)
 			return nil
 		}

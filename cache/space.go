@@ -30,6 +30,10 @@ type Space struct {
 	heap uint64 // bytes of log per shard
 	jr   journal
 
+	// The geometry as Attach checked it, copied: the header's words are
+	// never read again (a damaged header cannot move what is indexed).
+	shardsOff, stride uint64
+
 	maxValue int
 	stats    []statsRow // statsSlots × MaxCaches
 	local    [MaxCaches]localStats
@@ -183,29 +187,23 @@ func Attach(a *shm.Arena) (*Space, error) {
 	if h.magic != spaceMagic || h.version != spaceVersion {
 		return nil, fmt.Errorf("%w: space header magic %#x version %d", ErrCorrupt, h.magic, h.version)
 	}
-	end := uint64(off) + uint64(size)
-	switch {
-	case h.shards == 0 || h.shards&(h.shards-1) != 0 || h.buckets == 0 || h.buckets&(h.buckets-1) != 0,
-		h.journalCap&(h.journalCap-1) != 0 || h.journalCap < journalMinSize,
-		h.shardsOff+uint64(h.shards)*h.shardStride > end,
-		h.shardStride != shardHeaderSize+MaxCaches*perCacheSize+uint64(h.buckets)*bucketSize+h.heapSize,
-		h.journalOff+journalHdrSize+h.journalCap > h.shardsOff,
-		h.statsOff+uint64(h.statsSlots)*MaxCaches*statsRowSize > h.journalOff,
-		int(h.statsSlots) < a.SlotCount():
-		return nil, fmt.Errorf("%w: space geometry does not fit its region", ErrCorrupt)
+	if err := checkGeometry(h, uint64(off), uint64(size), uint64(a.Size()), a.SlotCount()); err != nil {
+		return nil, err
 	}
 	sp := &Space{
-		a:        a,
-		p:        p,
-		mem:      a.Bytes(0, int(a.Size())),
-		h:        h,
-		smsk:     uint64(h.shards) - 1,
-		bmsk:     uint64(h.buckets) - 1,
-		heap:     h.heapSize,
-		maxValue: int(min(h.heapSize/4-recHeader-MaxKeyLen, hardMaxValueLen)),
-		stats:    shm.Slice[statsRow](a, shm.Off(h.statsOff), int(h.statsSlots)*MaxCaches),
-		watchers: map[uint32]map[string][]*Watcher{},
-		stop:     make(chan struct{}),
+		a:         a,
+		p:         p,
+		mem:       a.Bytes(0, int(a.Size())),
+		h:         h,
+		smsk:      uint64(h.shards) - 1,
+		bmsk:      uint64(h.buckets) - 1,
+		heap:      h.heapSize,
+		shardsOff: h.shardsOff,
+		stride:    h.shardStride,
+		maxValue:  int(min(h.heapSize/4-recHeader-MaxKeyLen, hardMaxValueLen)),
+		stats:     shm.Slice[statsRow](a, shm.Off(h.statsOff), int(h.statsSlots)*MaxCaches),
+		watchers:  map[uint32]map[string][]*Watcher{},
+		stop:      make(chan struct{}),
 	}
 	sp.journaling.Store(true)
 	sp.sh = make([]shard, h.shards)
@@ -224,6 +222,56 @@ func Attach(a *shm.Arena) (*Space, error) {
 		cap:  h.journalCap,
 	}
 	return sp, nil
+}
+
+// minHeap is the smallest heap per shard Attach accepts: computeGeometry
+// never makes one below 60 KiB, and reserve needs room for the largest
+// record (a quarter of the heap) plus moveSlack.
+const minHeap = 32 << 10
+
+// checkGeometry checks the space header h of the region [off, off+size) of
+// an arena of arenaSize bytes with slots slots, every sum overflow-safe: the
+// shards, the journal and the statistics rows lie inside the region, in that
+// order after the header, each at a 64-byte boundary, and the counts are
+// those Setup writes. A header that fails returns ErrCorrupt.
+func checkGeometry(h *spaceHeader, off, size, arenaSize uint64, slots int) error {
+	end := off + size
+	bad := func(what string) error {
+		return fmt.Errorf("%w: space geometry does not fit its region (%s)", ErrCorrupt, what)
+	}
+	switch {
+	case end < off || end > arenaSize:
+		return bad("region")
+	case h.shards == 0 || h.shards&(h.shards-1) != 0 || h.shards > 256:
+		return bad("shards")
+	case h.buckets == 0 || h.buckets&(h.buckets-1) != 0 || uint64(h.buckets) > size/bucketSize:
+		return bad("buckets")
+	case h.heapSize < minHeap || h.heapSize%recAlign != 0 || h.heapSize > size:
+		return bad("heap")
+	case h.shardStride != shardHeaderSize+MaxCaches*perCacheSize+uint64(h.buckets)*bucketSize+h.heapSize:
+		return bad("shard stride")
+	case h.journalCap&(h.journalCap-1) != 0 || h.journalCap < journalMinSize || h.journalCap > size:
+		return bad("journal capacity")
+	case int(h.statsSlots) < slots || uint64(h.statsSlots) > size/(MaxCaches*statsRowSize):
+		return bad("statistics rows")
+	}
+	// Every term is now at most size (or a product of two such below 2^40
+	// with size below 2^48), so the sums below do not overflow once each
+	// offset is inside the region.
+	for _, o := range []uint64{h.statsOff, h.journalOff, h.shardsOff} {
+		if o < off+spaceHeaderSize || o > end || (o-off)%recAlign != 0 || off%recAlign != 0 {
+			return bad("offsets")
+		}
+	}
+	switch {
+	case h.statsOff+uint64(h.statsSlots)*MaxCaches*statsRowSize > h.journalOff:
+		return bad("statistics rows overlap the journal")
+	case h.journalOff+journalHdrSize+h.journalCap > h.shardsOff:
+		return bad("journal overlaps the shards")
+	case uint64(h.shards)*h.shardStride > end-h.shardsOff:
+		return bad("shards past the region's end")
+	}
+	return nil
 }
 
 // Arena returns the arena the space lives in.

@@ -29,8 +29,8 @@ func (sp *Space) Verify(ctx context.Context) error {
 		func() {
 			defer sp.unlock(sh)
 			head, tail := sh.h.head.Load(), sh.h.tail.Load()
-			if head < tail || head-tail > sp.heap {
-				bad(si, "log positions tail %d head %d (heap %d)", tail, head, sp.heap)
+			if !sp.positionsOK(head, tail) {
+				bad(si, "log positions tail %d head %d (heap %d, records on %d-byte boundaries)", tail, head, sp.heap, recAlign)
 				return
 			}
 			live := map[uint64]bool{}
@@ -42,8 +42,7 @@ func (sp *Space) Verify(ctx context.Context) error {
 				}
 				off := sh.heapOff + phys
 				r := sp.rec(off)
-				if r.size < recHeader || r.size%recAlign != 0 || phys+uint64(r.size) > sp.heap || pos+uint64(r.size) > head ||
-					(r.kind != kindFiller && !sp.sane(sh, off, r)) || r.kind == kindFree || r.kind > kindFiller {
+				if !sp.tailOK(sh, off, head-pos, r) {
 					bad(si, "log does not parse at position %d (size %d kind %d)", pos, r.size, r.kind)
 					return
 				}

@@ -210,26 +210,29 @@ func fuzzArena(t *testing.T, b *baseArena, in []byte) {
 }
 
 // strictArena makes a panic of the cache's reads and writes on a damaged
-// space fail FuzzArena (and turns TestArenaFindings on). Today package cache
-// trusts offsets and sizes it reads from a damaged space (see arenaFindings),
-// so it is false: such a panic is recovered and the input skipped, with the
-// panic in the log. Flip it when the cache refuses or repairs those damages.
-// shm.Open, cache.Attach, the supervision region and the ring are checked
-// strictly either way.
-const strictArena = false
+// space fail FuzzArena (and turns TestArenaFindings on). It is on since
+// package cache checks what it reads from the arena (issue 12: no read can
+// crash a process); off, such a panic was recovered and the input skipped,
+// with the panic in the log. shm.Open, cache.Attach, the supervision region
+// and the ring are checked strictly either way.
+const strictArena = true
 
-// arenaFindings are inputs FuzzArena found that panic in package cache
-// today (the fuzzer finds more of the same kind within seconds).
+// arenaFindings are inputs FuzzArena found that panicked in package cache
+// before it checked positions and offsets (the fuzzer found more of the
+// same kind within seconds; each kind has a case in cache's
+// TestDamagedSpaceNeverPanics). Each is a seed of FuzzArena too.
 var arenaFindings = []struct {
 	name, defect string
 	in           []byte
 }{
-	{"misaligned-head", "shard 0's head changed to 0xffff: the next write (a Get's loader) takes its record offset from " +
-		"head%heap without checking alignment, and shm.Ptr panics in Space.write (reset on impossible positions keeps the " +
+	{"misaligned-head", "shard 0's head changed to 0xffff: the next write (a Get's loader) took its record offset from " +
+		"head%heap without checking alignment, and shm.Ptr panicked in Space.write (reset on impossible positions kept the " +
 		"misaligned head)", []byte{1, 8 | 3, 1, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0}},
 	{"garbage-index", "shard 0's lock word and index overwritten: the lock is taken over from a dead owner, and " +
-		"Space.repair follows an index slot's offset outside the heap: shm.Ptr panics in repair (from Verify)",
+		"Space.repair followed an index slot's offset outside the heap: shm.Ptr panicked in repair (from Verify)",
 		[]byte{2, 3, 0x41, 0, 0, 0}},
+	{"misaligned-tail", "shard 0's tail changed to 0x41: Verify walked the log from tail%heap and shm.Ptr panicked on " +
+		"the misaligned header", []byte{1, 8 | 3, 2, 0, 0x41, 0, 0, 0, 0, 0, 0, 0}},
 }
 
 // TestArenaFindings runs the known findings of FuzzArena (see strictArena).

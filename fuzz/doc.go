@@ -11,11 +11,11 @@
 //     writes, the internal/proc region, ring.Attach with a consumer and a
 //     producer. Every step returns an error or a clean result: never a panic,
 //     never a hang (every step is bounded; a step that overruns fails).
-//     Package cache still trusts positions and offsets it reads from a
-//     damaged space and panics (TestArenaFindings keeps two such inputs):
-//     until strictArena is flipped, a panic inside the cache's reads and
-//     writes skips the input, while shm.Open, cache.Attach, the supervision
-//     region and the ring are held to "error or clean result".
+//     strictArena is on: the cache's reads and writes of a damaged space
+//     are held to that too, like shm.Open, cache.Attach, the supervision
+//     region and the ring (package cache checks every position, offset and
+//     length it reads from the arena: see its doc, "A damaged space").
+//     TestArenaFindings keeps the inputs that panicked the cache before.
 //   - FuzzDataDir: a data directory written by a real persist.Manager from a
 //     known sequence of Always Sets and Dels (a snapshot, then several
 //     segments), damaged where the input says (bytes changed, zeroed,
