@@ -47,8 +47,8 @@
 // # The hit path (readers, any process, no lock)
 //
 //	s1 := bucket.seq (odd: a writer is inside, retry)
-//	for each slot with our tag: check the offset against the shard's heap,
-//	    load each header field once into a local, check those bounds,
+//	for each slot with our tag: check the offset is a record boundary of
+//	    the shard's heap, load each header field once into a local, check those bounds,
 //	    compare kind, cache id and key, check the deadline, append the value
 //	    to dst, every length and kind taken from the locals
 //	s2 := bucket.seq; if s1 != s2 the copy may be torn: retry
