@@ -18,7 +18,9 @@
 //     (bounded by half the deadline: a busy one closes after its response,
 //     an idle keep-alive one is closed once idle for
 //     ServerConfig.DrainIdleGrace, never under a request its client may be
-//     sending), then http.Server.Shutdown with the rest of the deadline,
+//     sending: a connection is idle only while no byte came since its last
+//     response, neither read by net/http, which says StateActive only once
+//     a whole header is in, nor waiting in the socket's receive queue), then http.Server.Shutdown with the rest of the deadline,
 //     then Close;
 //   - drains for at most 700 ms and exits the process when its master dies
 //     (EOF on the death pipe, fd 5).

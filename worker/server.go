@@ -9,7 +9,11 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Defaults of ServerConfig: what a production HTTP server is expected to do
@@ -184,9 +188,28 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 // idleConns tracks the connections that wait for a request (idle keep-alive
 // connections, and accepted ones with no request yet) and since when, so
 // that a drain closes only those idle for a grace.
+//
+// Idle means the client sent nothing: net/http reports StateActive only once
+// a request's whole header is read, so a connection whose client has begun a
+// request (bytes in the socket's receive queue that the server's goroutine
+// has not read yet, which under load lasts milliseconds, or part of a header
+// already read) is still StateIdle. Closing it resets the request; the client
+// sees ECONNRESET or EPIPE and does not replay a PUT. So closeIdle also skips
+// a connection that read data since it went idle (trackedConn counts its
+// reads) or has bytes waiting in the kernel (SIOCINQ): it is served, with
+// "Connection: close", or cut by ReadHeaderTimeout. What remains is HTTP/1.1's
+// own race: a client that sends in the microseconds between that check and
+// the close, or after the close but before its transport saw the FIN.
 type idleConns struct {
 	mu    sync.Mutex
-	since map[net.Conn]time.Time
+	since map[net.Conn]idleSince
+}
+
+// idleSince is when a connection went idle and how many reads with data its
+// trackedConn had counted by then.
+type idleSince struct {
+	at    time.Time
+	reads uint64
 }
 
 // track follows one ConnState change.
@@ -195,31 +218,110 @@ func (ic *idleConns) track(c net.Conn, s http.ConnState) {
 	switch s {
 	case http.StateNew, http.StateIdle:
 		if ic.since == nil {
-			ic.since = map[net.Conn]time.Time{}
+			ic.since = map[net.Conn]idleSince{}
 		}
-		ic.since[c] = time.Now()
+		var reads uint64
+		if tc := tracked(c); tc != nil {
+			reads = tc.reads.Load()
+		}
+		ic.since[c] = idleSince{at: time.Now(), reads: reads}
 	default:
 		delete(ic.since, c)
 	}
 	ic.mu.Unlock()
 }
 
-// closeIdle closes the connections idle for at least grace and returns how
-// many it closed. The lock is held across the close: a connection that just
-// became active is not in the map any more.
+// closeIdle closes the connections idle for at least grace on which the
+// client has sent nothing since, and returns how many it closed. The lock is
+// held across the close: a connection that just became active is not in the
+// map any more.
 func (ic *idleConns) closeIdle(grace time.Duration) int {
 	cut := time.Now().Add(-grace)
 	n := 0
 	ic.mu.Lock()
-	for c, t := range ic.since {
-		if !t.After(cut) {
-			c.Close()
-			delete(ic.since, c)
-			n++
+	for c, s := range ic.since {
+		if s.at.After(cut) || clientSent(c, s.reads) {
+			continue
 		}
+		c.Close()
+		delete(ic.since, c)
+		n++
 	}
 	ic.mu.Unlock()
 	return n
+}
+
+// clientSent reports whether the client of c has sent data since c went idle
+// with reads counted: read by the server, or waiting in the receive queue.
+func clientSent(c net.Conn, reads uint64) bool {
+	tc := tracked(c)
+	if tc == nil {
+		return false
+	}
+	if tc.reads.Load() != reads {
+		return true
+	}
+	sc, ok := tc.Conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	queued := 0
+	raw.Control(func(fd uintptr) {
+		queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+	})
+	return queued > 0
+}
+
+// trackedListener wraps the worker's listener so that each connection counts
+// its reads (see idleConns).
+type trackedListener struct{ net.Listener }
+
+func (l trackedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &trackedConn{Conn: c}, nil
+}
+
+// trackedConn is an accepted connection that counts the reads that returned
+// data.
+type trackedConn struct {
+	net.Conn
+	reads atomic.Uint64
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.reads.Add(1)
+	}
+	return n, err
+}
+
+// ReadFrom keeps the TCP connection's sendfile/splice path for responses
+// (net/http uses the connection's io.ReaderFrom).
+func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
+// tracked returns the trackedConn under c (c itself, or under TLS), or nil.
+func tracked(c net.Conn) *trackedConn {
+	if tc, ok := c.(*trackedConn); ok {
+		return tc
+	}
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		tc, _ := nc.NetConn().(*trackedConn)
+		return tc
+	}
+	return nil
 }
 
 // String describes c (defaults filled in) on one line, for logs.

@@ -354,10 +354,13 @@ func (w *Worker) listen() error {
 	if w.stopped || w.ln != nil {
 		return nil
 	}
-	ln, err := net.FileListener(w.lnf)
+	fl, err := net.FileListener(w.lnf)
 	if err != nil {
 		return fmt.Errorf("%w: listener: %w", ErrInherit, err)
 	}
+	// Each connection counts its reads, so that a drain never takes one
+	// whose client began a request for idle (see idleConns).
+	var ln net.Listener = trackedListener{fl}
 	w.ln = ln
 	if w.paused {
 		// Pause turned keep-alives off; resume turns them back on (a server
