@@ -309,6 +309,43 @@ func TestRollingRestartsResetNoKeepAlivePUT(t *testing.T) {
 	}
 }
 
+// TestPausesResetNoKeepAlivePUT: keep-alive PUTs from 8 clients while one of
+// two workers is paused and resumed back to back: none fails. A pause stops
+// accepting, answers with "Connection: close" and closes only connections
+// idle for a grace, as the drain does; turning keep-alives off (the old
+// pause) closed idle connections at once, under requests already sent.
+func TestPausesResetNoKeepAlivePUT(t *testing.T) {
+	dur := 4 * time.Second
+	if os.Getenv("CLUSTER2_SOAK") != "" {
+		dur = 60 * time.Second
+	}
+	tc := startCluster(t, envWorkers+"=2")
+	pid := tc.workers()[0].Pid
+	stop := make(chan struct{})
+	done, failed, errs, wg := putLoad(tc, 8, stop)
+	pauses := 0
+	for end := time.Now().Add(dur); time.Now().Before(end); pauses++ {
+		for _, op := range []string{"/pause", "/resume"} {
+			if err := tc.control(op+"?pid="+strconv.Itoa(pid), nil); err != nil {
+				close(stop)
+				wg.Wait()
+				t.Fatalf("%s %d: %v", op, pauses, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d pauses and resumes in %v: %d keep-alive PUTs, %d failed", pauses, dur, done.Load(), failed.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d failed keep-alive PUTs across %d pauses; want 0; first: %s",
+			failed.Load(), pauses, strings.Join(*errs, " | "))
+	}
+	if done.Load() == 0 {
+		t.Errorf("no PUT served")
+	}
+}
+
 // TestCurrentRoleInWorker: CurrentRole says "worker" in a worker before and
 // after Listen, and "master" in this plain process.
 func TestCurrentRoleInWorker(t *testing.T) {

@@ -9,8 +9,9 @@
 //     (pid, uptime, cpu and resident memory from gopsutil, connections,
 //     requests and their duration in the cycle, requests/s, GC cycles and
 //     pause time in the cycle from runtime/metrics, goroutines, errors);
-//   - obeys the master's wants: pause (stop accepting, keep-alives off),
-//     resume, drain;
+//   - obeys the master's wants: pause (stop accepting; responses say
+//     "Connection: close" and a connection idle for
+//     ServerConfig.DrainIdleGrace is closed, as in a drain), resume, drain;
 //   - drains in two phases on a dismissal or SIGTERM: its listener closed
 //     (the socket's queue stays with the other workers) and every response
 //     from then on with "Connection: close", Serve returned (so every
@@ -45,8 +46,5 @@
 // The worker never calls Fd on a file made by net.TCPListener.File: O_NONBLOCK
 // belongs to the socket's open file description, shared by every process,
 // and switching it to blocking mode would hang draining workers in accept.
-// Pause turns the server's keep-alives off and resume turns them on again,
-// even for a server that Config.NewServer made with keep-alives off.
-//
 // A Worker is safe for concurrent use; it must not be copied.
 package worker

@@ -60,11 +60,11 @@ type ServerConfig struct {
 	// suppressed. Default 1 s.
 	ErrorLogInterval time.Duration
 
-	// DrainIdleGrace is how long a draining worker leaves a keep-alive
-	// connection idle before closing it. Until then the client's next
-	// request on it is served and answered with "Connection: close" (so
-	// the client closes it, and no request it already sent is reset by a
-	// close under it). Default 1 s.
+	// DrainIdleGrace is how long a draining or paused worker leaves a
+	// keep-alive connection idle before closing it. Until then the
+	// client's next request on it is served and answered with "Connection:
+	// close" (so the client closes it, and no request it already sent is
+	// reset by a close under it). Default 1 s.
 	DrainIdleGrace time.Duration
 }
 

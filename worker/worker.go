@@ -98,12 +98,11 @@ type Worker struct {
 	col   *collector
 	hbMu  sync.Mutex // serializes heartbeats (one seqlock writer)
 
-	draining atomic.Bool // responses say "Connection: close" from now on
-	idle     idleConns   // connections waiting for a request, for the drain
+	closing atomic.Bool // paused or draining: responses say "Connection: close"
+	idle    idleConns   // connections waiting for a request, for pause and drain
 
 	mu      sync.Mutex
 	ln      net.Listener // nil while paused or drained
-	paused  bool         // keep-alives were turned off by a pause
 	serving sync.WaitGroup
 	stopped bool
 
@@ -313,7 +312,7 @@ func (w *Worker) newServer(h http.Handler) *http.Server {
 	// HTTP/1 clients are asked to close the connection after the response.
 	inner := s.Handler
 	s.Handler = http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if w.draining.Load() && r.ProtoMajor == 1 {
+		if w.closing.Load() && r.ProtoMajor == 1 {
 			rw.Header().Set("Connection", "close")
 		}
 		inner.ServeHTTP(rw, r)
@@ -362,12 +361,7 @@ func (w *Worker) listen() error {
 	// whose client began a request for idle (see idleConns).
 	var ln net.Listener = trackedListener{fl}
 	w.ln = ln
-	if w.paused {
-		// Pause turned keep-alives off; resume turns them back on (a server
-		// NewServer made with keep-alives off gets them here: see Pause).
-		w.srv.SetKeepAlivesEnabled(true)
-		w.paused = false
-	}
+	w.closing.Store(false) // resumed: connections may be kept again
 	w.serving.Add(1)
 	go func() {
 		defer w.serving.Done()
@@ -386,16 +380,15 @@ func (w *Worker) listen() error {
 }
 
 // unlisten stops accepting: this process's listener is closed (the shared
-// socket's queue stays with the other holders). A pause also turns
-// keep-alives off (idle connections close at once, busy ones after their
-// response); a drain does not: it answers with "Connection: close" and
-// closes idle connections only after a grace (see drain).
-func (w *Worker) unlisten(keepAlivesOff bool) {
+// socket's queue stays with the other holders), and every response from now
+// on says "Connection: close". Keep-alives are not turned off (that closes
+// idle connections at once, under a request a client may have just sent):
+// pause and drain close a connection only once it has been idle for
+// DrainIdleGrace (idleConns.closeIdle).
+func (w *Worker) unlisten() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if keepAlivesOff {
-		w.srv.SetKeepAlivesEnabled(false)
-	}
+	w.closing.Store(true)
 	if w.ln != nil {
 		w.ln.Close()
 		w.ln = nil
@@ -412,17 +405,20 @@ func (w *Worker) control() {
 			return
 		default:
 		}
-		next := w.block.WaitWant(want, func() bool { return len(w.stopCh) > 0 }, time.Second)
+		wait := time.Second
+		if want == proc.WantPause {
+			// Paused: the connections idle for the grace are closed.
+			w.idle.closeIdle(w.cfg.Server.DrainIdleGrace)
+			wait = pausedIdlePoll
+		}
+		next := w.block.WaitWant(want, func() bool { return len(w.stopCh) > 0 }, wait)
 		if next == want {
 			continue
 		}
 		want = next
 		switch want {
 		case proc.WantPause:
-			w.unlisten(true)
-			w.mu.Lock()
-			w.paused = true
-			w.mu.Unlock()
+			w.unlisten()
 			w.block.SetState(proc.StatePaused)
 			w.log.Info("paused")
 		case proc.WantRun:
@@ -443,6 +439,10 @@ func (w *Worker) control() {
 	}
 }
 
+// pausedIdlePoll is how often a paused worker looks for connections idle for
+// DrainIdleGrace.
+const pausedIdlePoll = 50 * time.Millisecond
+
 // drain is the two-phase drain: stop accepting and let accepted work finish,
 // then Shutdown with what is left of the deadline, then Close.
 //
@@ -456,8 +456,7 @@ func (w *Worker) control() {
 func (w *Worker) drain(r stopReq) {
 	w.block.SetState(proc.StateDraining)
 	deadline := time.Now().Add(r.deadline)
-	w.draining.Store(true)
-	w.unlisten(false)
+	w.unlisten()
 	w.mu.Lock()
 	w.stopped = true
 	w.mu.Unlock()
@@ -467,8 +466,9 @@ func (w *Worker) drain(r stopReq) {
 	// the close could be missed by both phases and cut by the exit: the soak
 	// test saw it as an EOF on a fresh connection.
 	w.serving.Wait()
-	// Phase 1: accepted connections finish their request and close (keep-alives
-	// are off); bounded by half the deadline.
+	// Phase 1: accepted connections finish their request and close (their
+	// responses say "Connection: close"; idle ones are closed after the
+	// grace); bounded by half the deadline.
 	half := time.Now().Add(r.deadline / 2)
 	for w.c.openConns.Load() > 0 && time.Now().Before(half) {
 		w.idle.closeIdle(w.cfg.Server.DrainIdleGrace)
