@@ -69,15 +69,12 @@ func bigValue(key string, seq uint64, size int) []byte {
 	return binary.LittleEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
 }
 
-// putClient opens a connection per request: a PUT on a kept-alive
-// connection that the worker closes meanwhile fails with a broken pipe, and
-// a request with a body is not retried.
-var putClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-
-// put PUTs v under key and returns the status and the X-Refused header.
+// put PUTs v under key and returns the status and the X-Refused header. It
+// reuses ctlCl's kept-alive connections: Go's transport does not replay a
+// PUT, so a worker that closed one under a request would fail the test.
 func (c *cluster) put(key string, v []byte) (int, string, error) {
 	req, _ := http.NewRequest("PUT", "http://"+c.addr+"/kv/"+key, bytes.NewReader(v))
-	resp, err := putClient.Do(req)
+	resp, err := c.ctlCl.Do(req)
 	if err != nil {
 		return 0, "", err
 	}
