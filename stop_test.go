@@ -13,10 +13,13 @@ import (
 // TestStopKillsStoppedWorkerAfterGrace: a graceful stop with a SIGSTOPped
 // worker (it cannot drain: no heartbeat, no acknowledgement) kills that
 // worker after the short unresponsive grace (2 × HeartbeatInterval, at least
-// 1 s), not at StopTimeout (60 s here); the other worker still drains its
-// in-flight request to the end.
+// 1 s), not at StopTimeout (300 s here); the other worker still drains its
+// in-flight request to the end. The bound the test holds the stop to is half
+// the StopTimeout, not the grace: a loaded machine may take many seconds
+// (16 s seen under a full -race run) and still be right; waiting for the
+// StopTimeout is what is wrong.
 func TestStopKillsStoppedWorkerAfterGrace(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2", envStopTO+"=60s", envReplaceTO+"=60s")
+	tc := startCluster(t, envWorkers+"=2", envStopTO+"=300s", envReplaceTO+"=60s")
 	pids := tc.activePids()
 	// A keep-alive connection: whoever serves it is the running worker, the
 	// other one is stopped.
@@ -45,7 +48,7 @@ func TestStopKillsStoppedWorkerAfterGrace(t *testing.T) {
 	defer syscall.Kill(stopped, syscall.SIGCONT)
 	start := time.Now()
 	tc.cmd.Process.Signal(syscall.SIGTERM)
-	c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	c.SetReadDeadline(time.Now().Add(120 * time.Second))
 	if resp, err := http.ReadResponse(r, nil); err != nil {
 		t.Errorf("request in flight on the running worker %d: %v; want served", first.Pid, err)
 	} else {
@@ -56,8 +59,8 @@ func TestStopKillsStoppedWorkerAfterGrace(t *testing.T) {
 			t.Errorf("request in flight on the running worker: status %d; want 200", resp.StatusCode)
 		}
 	}
-	if !tc.waitExit(15 * time.Second) {
-		t.Fatalf("master still running %v after SIGTERM with a SIGSTOPped worker (StopTimeout 60 s)",
+	if !tc.waitExit(150 * time.Second) {
+		t.Fatalf("master still running %v after SIGTERM with a SIGSTOPped worker (StopTimeout 300 s)",
 			time.Since(start).Round(time.Millisecond))
 	}
 	t.Logf("stop took %v with worker %d SIGSTOPped", time.Since(start).Round(time.Millisecond), stopped)
