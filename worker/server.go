@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
 )
 
 // Defaults of ServerConfig: what a production HTTP server is expected to do
@@ -270,9 +269,7 @@ func clientSent(c net.Conn, reads uint64) bool {
 		return false
 	}
 	queued := 0
-	raw.Control(func(fd uintptr) {
-		queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-	})
+	raw.Control(func(fd uintptr) { queued = inQueue(fd) })
 	return queued > 0
 }
 
