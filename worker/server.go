@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
 )
 
 // Defaults of ServerConfig: what a production HTTP server is expected to do
