@@ -35,7 +35,8 @@
 //	offset slotsOff = 4096
 //	┌──────────────────────────────────────────────────────────────────────┐
 //	│ slots[slotCount] { word u64 (pid<<8 | state) │ token u32 │ role u32 │   │
-//	│                    startTime u64 │ joinedAt i64 │ pad to 128 }          │
+//	│                    startTime u64 │ joinedAt i64 │ joinedBoot i64 │      │
+//	│                    pad to 128 }                                        │
 //	└──────────────────────────────────────────────────────────────────────┘
 //	offset top (64-byte aligned) … size: regions, bump-allocated, never freed
 //
@@ -51,7 +52,8 @@
 //     worst a filled but unpublished entry and a raised top: leaked space, never
 //     a visible half-entry. Whoever recovers the lock has nothing to repair.
 //   - A slot's word moves free → claiming(pid) by CAS (the claimer), then
-//     claiming → live after token, role and startTime are written (release);
+//     claiming → live after token, role, startTime and joinedBoot are written
+//     (release);
 //     live → releasing → free by CAS, by the owner on [Proc.Leave] or by
 //     anyone who proves the owner dead ([Arena.ReleaseSlot], usually the master).
 //     A slot is matched to a lock owner only while it is live.
@@ -70,6 +72,20 @@
 // zombie or a reused pid looks alive. The start time a process records in
 // its slot is read the way others read it (/proc/PID/stat opened relative to
 // /proc: qemu-user fakes the line a process reads for itself by path).
+//
+// Start time unknown: a process out of descriptors cannot open /proc to
+// read its own start time. So the package reads it once when it is loaded
+// (init: a process starts with descriptors to spare) and keeps it; Join
+// records that, and reads again only if that read failed. Should the slot's
+// start time still be 0, the slot's joinedBoot decides: the owner stores
+// CLOCK_BOOTTIME (nanoseconds, the clock /proc's start times count in, in
+// ticks of 1/100 s) at its join, after it started, so its own start time T
+// (ticks) has T×10 ms ≤ joinedBoot. A process now under that pid whose start
+// time has T×10 ms > joinedBoot started after the join: it is not the owner,
+// and the owner is dead (the pid was reused). A process that started before
+// (or within the tick of) the join may be the owner and counts as alive. The
+// argument assumes every process of the arena sees one boot clock: not
+// processes in different time namespaces (CLONE_NEWTIME) sharing an arena.
 //
 // # Memory order
 //

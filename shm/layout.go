@@ -15,8 +15,11 @@ const (
 	// are the same. 3: the ring header's sleepGen and ackGen words (ring/doc.go,
 	// "Commits without a fence"): a version-2 producer never acknowledges, so
 	// a version-3 consumer would only ever sleep bounded; a version-2
-	// consumer, which does not announce, could sleep through a commit.
-	LayoutVersion uint32 = 3
+	// consumer, which does not announce, could sleep through a commit. 4: the
+	// slot's joinedBoot (CLOCK_BOOTTIME of the join), which proves a reused
+	// pid dead when the slot's start time is unknown; a version-3 process
+	// leaves it 0, and its slot's pid could then never be proven reused.
+	LayoutVersion uint32 = 4
 
 	// CacheLine is the unit of cache coherence we pad to. Fields written by
 	// different processes are kept at least CacheLine apart; SPSC positions are
@@ -89,7 +92,7 @@ type lockRange struct {
 const (
 	slotFree      = 0 // nobody; word is 0
 	slotClaiming  = 1 // a process is filling the slot in
-	slotLive      = 2 // token, role and startTime are valid
+	slotLive      = 2 // token, role, startTime and joinedBoot are valid
 	slotReleasing = 3 // a releaser is freeing the locks of the dead owner
 )
 
@@ -97,12 +100,13 @@ const (
 // afterwards only the owner (Leave) or a process that proved the owner dead
 // (ReleaseSlot) writes it, both by CAS on word.
 type slot struct {
-	word      atomic.Uint64 // pid<<8 | state; CAS transitions only (see package doc)
-	token     atomic.Uint32 // owner generation, valid while state is live
-	role      atomic.Uint32 // free for the owner's use (cluster2 stores its role)
-	startTime atomic.Uint64 // the owner's start time (/proc/pid/stat field 22, ticks)
-	joinedAt  atomic.Int64  // unix nanoseconds of the join
-	_         [SlotSize - 32]byte
+	word       atomic.Uint64 // pid<<8 | state; CAS transitions only (see package doc)
+	token      atomic.Uint32 // owner generation, valid while state is live
+	role       atomic.Uint32 // free for the owner's use (cluster2 stores its role)
+	startTime  atomic.Uint64 // the owner's start time (/proc/pid/stat field 22, ticks); 0 if unknown
+	joinedAt   atomic.Int64  // unix nanoseconds of the join
+	joinedBoot atomic.Int64  // CLOCK_BOOTTIME nanoseconds of the join (see "Who is dead" in doc.go)
+	_          [SlotSize - 40]byte
 }
 
 func slotWord(pid int, state uint64) uint64 { return uint64(uint32(pid))<<8 | state }

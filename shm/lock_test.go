@@ -20,8 +20,9 @@ import (
 
 func TestMain(m *testing.M) {
 	xtesting.Main(m, map[string]func(){
-		"lockloop":    childLockLoop,
-		"holdforever": childHoldForever,
+		"lockloop":     childLockLoop,
+		"holdforever":  childHoldForever,
+		"joinoutoffds": childJoinOutOfFDs,
 	})
 }
 

@@ -103,9 +103,10 @@ func (a *Arena) join(want int, role uint32) (*Proc, error) {
 	tok := a.newToken()
 	s.token.Store(tok)
 	s.role.Store(role)
-	s.startTime.Store(selfStartTime())
+	s.startTime.Store(selfStartTime()) // kept since init: no descriptor needed (0 if never read)
 	s.joinedAt.Store(time.Now().UnixNano())
-	s.word.Store(slotWord(pid, slotLive)) // release: token, role and startTime are valid
+	s.joinedBoot.Store(bootNanos())       // after this process started: see "Who is dead" in doc.go
+	s.word.Store(slotWord(pid, slotLive)) // release: token, role, startTime and joinedBoot are valid
 	return &Proc{a: a, slot: claimed, token: tok, pid: pid}, nil
 }
 
@@ -154,11 +155,15 @@ func (a *Arena) ReleaseSlot(i int) error {
 		if state == slotFree {
 			return nil
 		}
-		start := uint64(0)
+		// Only a live slot's start time and joinedBoot are its holder's: a
+		// claimer has not written them yet (they may be a previous owner's).
+		var alive bool
 		if state == slotLive {
-			start = s.startTime.Load()
+			alive = slotAlive(pid, s.startTime.Load(), s.joinedBoot.Load())
+		} else {
+			alive = processAlive(pid, 0)
 		}
-		if processAlive(pid, start) {
+		if alive {
 			return fmt.Errorf("%w: slot %d held by live pid %d", ErrSlotBusy, i, pid)
 		}
 		releasing := slotWord(pid, slotReleasing)
@@ -185,7 +190,7 @@ func (a *Arena) Alive(tok uint32) bool {
 		if wordState(w) != slotLive || s.token.Load() != tok {
 			continue
 		}
-		return processAlive(wordPid(w), s.startTime.Load())
+		return slotAlive(wordPid(w), s.startTime.Load(), s.joinedBoot.Load())
 	}
 	return false
 }
@@ -197,6 +202,9 @@ type SlotInfo struct {
 	Token    uint32
 	Role     uint32
 	JoinedAt time.Time
+	// StartTime is the start time the process recorded at its join
+	// ([ProcessStartTime] of its pid), 0 if it could not read it.
+	StartTime uint64
 }
 
 // Slots returns the live slots of the process table.
@@ -209,7 +217,7 @@ func (a *Arena) Slots() []SlotInfo {
 			continue
 		}
 		out = append(out, SlotInfo{Slot: i, Pid: wordPid(w), Token: s.token.Load(), Role: s.role.Load(),
-			JoinedAt: time.Unix(0, s.joinedAt.Load())})
+			JoinedAt: time.Unix(0, s.joinedAt.Load()), StartTime: s.startTime.Load()})
 	}
 	return out
 }

@@ -3,6 +3,7 @@
 package shm
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"strconv"
@@ -81,5 +82,56 @@ func TestSelfStartTimeIsWhatOthersRead(t *testing.T) {
 	}
 	if got := selfStartTime(); got != want || got == 0 {
 		t.Fatalf("selfStartTime() = %d; another process reads %d", got, want)
+	}
+}
+
+// TestUnknownStartTimeStillProvesReuse: a slot whose owner could not read
+// its start time (0) must not let a later process under the same pid pass
+// as the owner. The slot's joinedBoot decides: a process that started after
+// the join is another one (the slot is reclaimed, its token dead); one that
+// started before it may be the owner (busy, alive).
+func TestUnknownStartTimeStillProvesReuse(t *testing.T) {
+	a, err := Create(Options{Size: 1 << 20, Slots: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	beforeStart := bootNanos()
+	syscall.Nanosleep(&syscall.Timespec{Nsec: 30e6}, nil) // more than a tick
+	sleep := exec.Command("sleep", "60")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleep.Process.Kill(); sleep.Wait() }()
+	pid := sleep.Process.Pid
+	plant := func(joinedBoot int64) uint32 {
+		s := &a.slots[2]
+		tok := a.newToken()
+		s.token.Store(tok)
+		s.startTime.Store(0) // the owner could not read it
+		s.joinedBoot.Store(joinedBoot)
+		s.word.Store(slotWord(pid, slotLive))
+		return tok
+	}
+	// Joined after the sleep started: it may be the owner.
+	tok := plant(bootNanos())
+	if !a.Alive(tok) {
+		t.Errorf("an owner of unknown start time that may be the live process under its pid judged dead")
+	}
+	if err := a.ReleaseSlot(2); !errors.Is(err, ErrSlotBusy) {
+		t.Errorf("ReleaseSlot of that slot = %v; want ErrSlotBusy", err)
+	}
+	// Joined before the sleep started: the sleep reuses the owner's pid.
+	tok = plant(beforeStart)
+	if a.Alive(tok) {
+		t.Errorf("a process that started after the join (a reused pid) passed as the owner of unknown start time")
+	}
+	if err := a.ReleaseSlot(2); err != nil {
+		t.Errorf("ReleaseSlot of a reused pid's slot = %v; want it reclaimed", err)
+	}
+	// A live slot of a version-3 writer (no joinedBoot): alive, as before.
+	tok = plant(0)
+	if !a.Alive(tok) {
+		t.Errorf("an owner of unknown start time and no joinedBoot judged dead")
 	}
 }

@@ -5,9 +5,13 @@ package shm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // errStatFormat is procStat's error for a stat line it cannot parse: it
@@ -89,13 +93,62 @@ func processAlive(pid int, start uint64) bool {
 	return syscall.Kill(pid, 0) != syscall.ESRCH
 }
 
+// selfStart caches this process's start time once read (it never changes):
+// a later Join out of descriptors records it without opening anything.
+var selfStart atomic.Uint64
+
+// init reads this process's start time while it has descriptors to spare
+// (see "Who is dead" in doc.go).
+func init() { selfStartTime() }
+
+// userHZ is the unit of /proc's start times: ticks per second (USER_HZ,
+// 100 on every architecture Go runs Linux on; sysconf(_SC_CLK_TCK)).
+const userHZ = 100
+
+// bootNanos returns CLOCK_BOOTTIME in nanoseconds, the clock /proc's start
+// times count (in ticks), or 0 if it cannot be read.
+func bootNanos() int64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
+		return 0
+	}
+	return ts.Nano()
+}
+
+// slotAlive is processAlive for a live slot's owner, whose start time may be
+// unknown (0: it could not read it when it joined). Then a process now under
+// pid that started after joinedBoot, the owner's CLOCK_BOOTTIME at its join,
+// is not the owner: the pid was reused, and the owner is dead. See "Who is
+// dead" in doc.go for the argument.
+func slotAlive(pid int, start uint64, joinedBoot int64) bool {
+	if start == 0 && joinedBoot > 0 && pid > 0 && pid != os.Getpid() {
+		state, st, err := procStat(pid)
+		if err == nil && state != 'Z' && state != 'X' && state != 'x' && startedAfter(st, joinedBoot) {
+			return false
+		}
+	}
+	return processAlive(pid, start)
+}
+
+// startedAfter reports whether a process of start time st (ticks since
+// boot, rounded down from its start) started after boot nanoseconds t:
+// st×10 ms > t, which is st > ⌊t / 10 ms⌋.
+func startedAfter(st uint64, t int64) bool {
+	const tickNanos = 1e9 / userHZ
+	return st > uint64(t)/tickNanos
+}
+
 // selfStartTime returns this process's start time as other processes read
-// it (procStat of our pid), or 0 if unknown. It opens "PID/stat" relative to
+// it (procStat of our pid), or 0 if unknown. The first read that succeeds is
+// kept (init makes it early). It opens "PID/stat" relative to
 // a descriptor of /proc rather than by its absolute path: an emulator
 // (qemu-user) intercepts the paths /proc/self/stat and /proc/PID/stat of the
 // process it runs and fakes the line (its start time is one tick off the
 // kernel's), and every other process would then judge us dead.
 func selfStartTime() uint64 {
+	if st := selfStart.Load(); st != 0 {
+		return st
+	}
 	dir, err := syscall.Open("/proc", syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return 0
@@ -115,5 +168,41 @@ func selfStartTime() uint64 {
 	if err != nil {
 		return 0
 	}
+	selfStart.Store(st)
 	return st
+}
+
+// ProcessAlive reports whether pid is a live process and, when start is not
+// zero, the same process that had that start time (see [ProcessStartTime]),
+// not a later one given the same pid. A zombie counts as dead.
+//
+// It is the check [Arena.Alive] and [Arena.ReleaseSlot] make, exported so
+// that every owner of a pid (pid files, a control command's state file) asks
+// the same question: it answers false only on proof of death (ENOENT or
+// ESRCH from /proc/PID/stat while /proc is mounted, ESRCH from kill(pid, 0),
+// a zombie, another start time). When /proc cannot tell (EMFILE in a process
+// out of descriptors, EPERM, /proc not mounted), anything but ESRCH from
+// kill(pid, 0) counts as alive. So false is safe to act on (remove the pid's
+// files, take over what it held); true is not proof of identity: before
+// signalling pid, compare [ProcessStartTime] with the one recorded.
+func ProcessAlive(pid int, start uint64) bool { return processAlive(pid, start) }
+
+// ProcessStartTime returns pid's start time as every process reads it:
+// field 22 of /proc/PID/stat, in clock ticks since boot. Together with the
+// pid it names one process: a pid reused later has another start time. For
+// this process it is read relative to a descriptor of /proc, as
+// [Arena.Join] records it (qemu-user fakes /proc/self/stat). The error is
+// the open's or the read's (ENOENT or ESRCH: no such process), or one for a
+// line it cannot parse.
+func ProcessStartTime(pid int) (uint64, error) {
+	if pid == os.Getpid() {
+		if st := selfStartTime(); st != 0 {
+			return st, nil
+		}
+	}
+	_, st, err := procStat(pid)
+	if errors.Is(err, errStatFormat) {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return st, err
 }
