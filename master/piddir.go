@@ -1,8 +1,6 @@
 package master
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -10,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/cluster2/cluster2/shm"
 )
 
 // Pid files (Config.PidDir).
@@ -111,7 +111,8 @@ func writePidFile(dir, name string, pid int) error {
 }
 
 // removeStalePidFiles removes the pid files of dir whose pid is not a live
-// process, and returns their names.
+// process (shm.ProcessAlive: gone or a zombie, on proof only), and returns
+// their names.
 func removeStalePidFiles(dir string) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -120,7 +121,7 @@ func removeStalePidFiles(dir string) ([]string, error) {
 	var removed []string
 	for _, e := range entries {
 		pid, ok := parsePidFile(e.Name())
-		if !ok || pidAlive(pid) {
+		if !ok || shm.ProcessAlive(pid, 0) {
 			continue
 		}
 		if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
@@ -128,18 +129,4 @@ func removeStalePidFiles(dir string) ([]string, error) {
 		}
 	}
 	return removed, nil
-}
-
-// pidAlive reports whether pid is a live process: not gone, not a zombie.
-// A process it cannot see for another reason (EPERM) is live.
-func pidAlive(pid int) bool {
-	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return !errors.Is(err, fs.ErrNotExist)
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }

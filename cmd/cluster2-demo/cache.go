@@ -20,7 +20,8 @@ type persistFlags struct {
 // then prints the error and the usage, and exits with status 2).
 func (p *persistFlags) register(fs *flag.FlagSet) {
 	p.durability = cache.Always
-	fs.Func("durability", "`durability` of the persistent cache \"demo\" with -data: never, everysecond or always (default always)",
+	fs.Func("durability", "`durability` of the persistent cache \"demo\" with -data: never, everysecond or always (default always);"+
+		" a data directory keeps the one it was written with (another stops start-up)",
 		func(s string) (err error) {
 			p.durability, err = parseDurability(s)
 			return err
@@ -49,7 +50,7 @@ func parseDurability(s string) (cache.Durability, error) {
 // cluster opens it with the same options (they run the same flags).
 type demoCache struct{ opts cache.Options }
 
-func newCacheStore(dataDir string, d cache.Durability) store {
+func newCacheStore(dataDir string, d cache.Durability) demoCache {
 	if dataDir == "" {
 		return demoCache{}
 	}
@@ -57,6 +58,41 @@ func newCacheStore(dataDir string, d cache.Durability) store {
 }
 
 func (d demoCache) use() (*cache.Cache, error) { return cache.Use("demo", d.opts) }
+
+// durabilityConflict starts the error check returns when the data directory
+// holds the cache "demo" with another durability than -durability asks. It
+// comes first, naming both values, because the master reports a worker's
+// start failure cut to its first proc.ReasonMax (96) bytes.
+const durabilityConflict = "-durability %v, but the data directory holds \"demo\" with %v"
+
+// errDurability is wrapped by check's conflict error.
+var errDurability = errors.New("a persistent cache keeps the durability it was created with")
+
+// check opens the cache "demo" as the routes will, in each worker before it
+// serves (Config.ConfigureApp). A persistent cache's options are fixed by
+// its log: its definition is replayed before any worker starts, and the
+// cache package offers no way to change them. So a -durability other than
+// the one the data directory was written with, which would make every PUT
+// fail, is an error naming both values and the way out; the worker does not
+// start, Listen fails with it, and the demo exits 1 before serving anything.
+func (d demoCache) check(dataDir string) error {
+	if !d.opts.Persist {
+		return nil
+	}
+	_, err := d.use()
+	if !errors.Is(err, cache.ErrOptionsConflict) {
+		return err
+	}
+	for _, have := range []cache.Durability{cache.Never, cache.EverySecond, cache.Always} {
+		o := d.opts
+		o.Durability = have
+		if _, uerr := cache.Use("demo", o); uerr == nil {
+			return fmt.Errorf(durabilityConflict+" (%s): %w: run with -durability %v, or with another -data directory",
+				d.opts.Durability, have, dataDir, errDurability, have)
+		}
+	}
+	return fmt.Errorf("%w: %s: %w", errDurability, dataDir, err)
+}
 
 func (d demoCache) Get(ctx context.Context, key string, load func(ctx context.Context) ([]byte, error)) ([]byte, error) {
 	c, err := d.use()

@@ -40,7 +40,7 @@ func TestParseDurability(t *testing.T) {
 	if err := fs.Parse([]string{"-durability", "never", "-salvage"}); err != nil || p.durability != cache.Never || !p.salvage {
 		t.Fatalf("-durability never -salvage: %v, %v, %v", p.durability, p.salvage, err)
 	}
-	if got := newCacheStore(t.TempDir(), cache.EverySecond).(demoCache).opts; !got.Persist || got.Durability != cache.EverySecond {
+	if got := newCacheStore(t.TempDir(), cache.EverySecond).opts; !got.Persist || got.Durability != cache.EverySecond {
 		t.Fatalf("the demo cache's options = %+v; want persistent, every-second", got)
 	}
 }
@@ -79,25 +79,28 @@ func TestDemoRefusesBadDurability(t *testing.T) {
 }
 
 // -durability reaches the cache: a data directory written with -durability
-// never defines the cache "demo" with it, so a restart that asks another
-// durability is refused on the first PUT (the options conflict names both),
-// while one with the same flag serves the value.
+// never defines the cache "demo" with it. A restart that asks another
+// durability does not start (exit 1) and says why, naming both values and
+// the way out (no cluster that starts and then refuses every PUT); one with
+// the same flag serves the value.
 func TestDemoDurabilityFlag(t *testing.T) {
 	data := t.TempDir()
 	d := startDemo(t, "-data "+data+" -durability never")
 	do(t, "PUT", "http://"+d.st.Addr+"/cache/k", "v")
 	stopDemo(t, d)
 
-	d = startDemo(t, "-data "+data+" -durability always")
-	if got := doStatus(t, "PUT", "http://"+d.st.Addr+"/cache/k2", "v"); got.code != 500 ||
-		!strings.Contains(got.body, "Durability is never cluster-wide, asked always") {
-		t.Fatalf("PUT with -durability always over a never cache: %d %s; want the options conflict", got.code, got.body)
+	code, stderr := runDemo(t, "-data "+data+" -durability always")
+	if code != 1 || !strings.Contains(stderr, `-durability always, but the data directory holds "demo" with never`) ||
+		!strings.Contains(stderr, "run again with the -durability the data directory "+data+" holds, or with another -data directory") {
+		t.Fatalf("-durability always over a never cache: exit %d, stderr:\n%s\nwant 1 and the conflict named at start", code, stderr)
 	}
-	stopDemo(t, d)
 
 	d = startDemo(t, "-data "+data+" -durability never")
 	if v := do(t, "GET", "http://"+d.st.Addr+"/cache/k", ""); v["value"] != "v" {
 		t.Fatalf("GET after a restart with -durability never = %v; want v", v)
+	}
+	if got := doStatus(t, "PUT", "http://"+d.st.Addr+"/cache/k2", "v"); got.code != 200 {
+		t.Fatalf("PUT after a restart with -durability never: %d %s; want 200", got.code, got.body)
 	}
 }
 

@@ -6,10 +6,13 @@
 //	cluster2-demo status|reload|stop
 //
 // With -data the cache "demo" is persistent, with the durability -durability
-// names (default always: a PUT answers once its value is fsynced). A data
-// directory whose log is damaged in the middle stops start-up with the file
-// and offset; -salvage starts anyway, keeping what comes before the damage
-// (what it drops is kept in DIR/salvaged-<time>/).
+// names (default always: a PUT answers once its value is fsynced). The log
+// fixes it: a data directory written with another durability stops start-up
+// (exit 1) with an error naming both; run with the directory's durability, or
+// with another -data directory. A data directory whose log is damaged in the
+// middle stops start-up with the file and offset; -salvage starts anyway,
+// keeping what comes before the damage (what it drops is kept in
+// DIR/salvaged-<time>/).
 // A bad flag value prints the usage and exits with status 2.
 //
 // Routes (every response is JSON and names the serving pid):
@@ -51,12 +54,14 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/persist"
+	"github.com/cluster2/cluster2/shm"
 )
 
 func main() {
@@ -81,6 +86,11 @@ func main() {
 	}
 	if err := run(*addr, *monitor, *workers, *data, *rundir, *token, pf); err != nil {
 		fmt.Fprintln(os.Stderr, "cluster2-demo:", err)
+		if cluster2.CurrentRole() == cluster2.Master && strings.Contains(err.Error(), fmt.Sprintf(durabilityConflict, pf.durability, "")) {
+			// A worker's check (the master sees its first 96 bytes).
+			fmt.Fprintln(os.Stderr, "cluster2-demo: "+errDurability.Error()+": run again with the -durability the data directory "+
+				*data+" holds, or with another -data directory")
+		}
 		if errors.Is(err, persist.ErrCorrupt) && !pf.salvage {
 			fmt.Fprintln(os.Stderr, "cluster2-demo: the data directory "+*data+" is damaged; to start anyway with what comes"+
 				" before the damage (the rest is moved into "+*data+"/salvaged-<time>/), run again with -salvage")
@@ -110,11 +120,15 @@ func run(addr, monitor string, workers int, data, rundir, token string, pf persi
 			log.Info("removed what a dead master left", "path", p)
 		}
 	}
+	cs := newCacheStore(data, pf.durability)
 	c, err := cluster2.Listen(context.Background(), cluster2.Config{
-		Workers: workers, Addr: addr, MonitorAddr: monitor, Handler: newApp(newCacheStore(data, pf.durability)),
+		Workers: workers, Addr: addr, MonitorAddr: monitor, Handler: newApp(cs),
 		PidDir: filepath.Join(rundir, "pids"), Logger: log,
 		Cache:   cluster2.CacheConfig{Enabled: true, DataDir: data, Durability: pf.durability, Salvage: pf.salvage},
 		Monitor: cluster2.MonitorConfig{Token: token},
+		// Before a worker serves: a -durability the data directory does
+		// not hold stops start-up (see demoCache.check).
+		ConfigureApp: func(_ context.Context, h http.Handler) (http.Handler, error) { return h, cs.check(data) },
 	})
 	if err != nil {
 		return err
@@ -297,7 +311,7 @@ func control(cmd, rundir string) error {
 			return err
 		}
 		for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			if !running(st.Pid) {
+			if !shm.ProcessAlive(st.Pid, st.Start) {
 				fmt.Printf("master %d stopped\n", st.Pid)
 				return nil
 			}

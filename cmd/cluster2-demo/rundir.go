@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/cluster2/cluster2/shm"
 )
 
 // The run directory holds demo.json (how the control commands find the
@@ -33,9 +34,11 @@ import (
 //     signals nothing.
 //
 // A master killed with SIGKILL leaves demo.json and pid files; the next
-// master started on the same run directory removes the pid files of dead
-// pids and a demo.json whose master is not running (and refuses to start
-// while it is).
+// master started on the same run directory removes a demo.json whose master
+// is not running (and refuses to start while it is), and package master's
+// Start removes the pid files of dead pids (Config.PidDir). Whether a pid
+// lives is shm.ProcessAlive's answer (dead only on proof), and its start
+// time shm.ProcessStartTime's, everywhere.
 
 // errRunDir is wrapped by every refusal of a run directory or its files.
 var errRunDir = errors.New("unsafe run directory")
@@ -145,7 +148,7 @@ func selfState() (state, error) {
 	if err != nil {
 		return state{}, err
 	}
-	start, err := procStart(pid)
+	start, err := shm.ProcessStartTime(pid)
 	if err != nil {
 		return state{}, err
 	}
@@ -160,23 +163,6 @@ func procExe(pid int) (string, error) {
 		return "", err
 	}
 	return strings.TrimSuffix(exe, " (deleted)"), nil
-}
-
-// procStart returns pid's start time: field 22 of /proc/PID/stat.
-func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
-	}
-	f := strings.Fields(string(b[i+1:])) // f[0] is field 3 (state)
-	if len(f) < 20 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
 }
 
 // procUID returns pid's real user id (/proc/PID/status).
@@ -202,7 +188,7 @@ func verifyMaster(st state) error {
 	if st.Pid <= 1 {
 		return fmt.Errorf("%w: pid %d", errNotMaster, st.Pid)
 	}
-	if !running(st.Pid) {
+	if !shm.ProcessAlive(st.Pid, st.Start) {
 		return fmt.Errorf("master %d is not running", st.Pid)
 	}
 	self, err := procExe(os.Getpid())
@@ -221,22 +207,19 @@ func verifyMaster(st state) error {
 	if uid, err := procUID(st.Pid); err != nil || uid != os.Getuid() {
 		return fmt.Errorf("%w: pid %d belongs to uid %d (%v)", errNotMaster, st.Pid, uid, err)
 	}
-	if start, err := procStart(st.Pid); err != nil || start != st.Start {
+	if start, err := shm.ProcessStartTime(st.Pid); err != nil || start != st.Start {
 		return fmt.Errorf("%w: pid %d started at %d, demo.json's master at %d (%v)", errNotMaster, st.Pid, start, st.Start, err)
 	}
 	return nil
 }
 
-// prepareRunDir secures dir and removes what dead masters left in it: a
-// demo.json whose master is not running and the pid files of dead pids
-// (pids/master.<pid>.pid, pids/worker.<pid>.pid). A live master on dir is
-// an error: two masters would share demo.json.
+// prepareRunDir secures dir and removes a demo.json whose master is not
+// running (what a master killed with SIGKILL left). A live master on dir is
+// an error: two masters would share demo.json. The pid files in dir/pids
+// are the master package's: Start checks that directory and removes the
+// pid files of dead pids itself.
 func prepareRunDir(dir string) (removed []string, err error) {
 	if err := secureRunDir(dir, true); err != nil {
-		return nil, err
-	}
-	pids := filepath.Join(dir, "pids")
-	if err := secureRunDir(pids, true); err != nil {
 		return nil, err
 	}
 	path := filepath.Join(dir, "demo.json")
@@ -249,39 +232,5 @@ func prepareRunDir(dir string) (removed []string, err error) {
 			removed = append(removed, path)
 		}
 	}
-	entries, err := os.ReadDir(pids)
-	if err != nil {
-		return removed, err
-	}
-	for _, e := range entries {
-		name := e.Name()
-		rest, ok := strings.CutPrefix(name, "master.")
-		if !ok {
-			rest, ok = strings.CutPrefix(name, "worker.")
-		}
-		pidText, ok2 := strings.CutSuffix(rest, ".pid")
-		pid, perr := strconv.Atoi(pidText)
-		if !ok || !ok2 || perr != nil || pid <= 0 || running(pid) {
-			continue
-		}
-		p := filepath.Join(pids, name)
-		if os.Remove(p) == nil {
-			removed = append(removed, p)
-		}
-	}
 	return removed, nil
-}
-
-// running reports whether pid is a live process: not gone, not a zombie.
-// A process it cannot see for another reason (EPERM) is live.
-func running(pid int) bool {
-	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return !errors.Is(err, fs.ErrNotExist)
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/internal/xtesting"
+	"github.com/cluster2/cluster2/shm"
 )
 
 // runDemoFails runs the demo on rundir and returns its stderr, failing
@@ -120,9 +121,9 @@ func TestControlRefusesForeignPid(t *testing.T) {
 	defer sleep.Process.Kill()
 	pid := sleep.Process.Pid
 	sleepExe, _ := procExe(pid)
-	sleepStart, _ := procStart(pid)
+	sleepStart, _ := shm.ProcessStartTime(pid)
 	self, _ := procExe(os.Getpid())
-	selfStart, _ := procStart(os.Getpid())
+	selfStart, _ := shm.ProcessStartTime(os.Getpid())
 	dir := t.TempDir()
 	for _, forged := range []string{
 		fmt.Sprintf(`{"pid":%d}`, pid),
@@ -145,7 +146,7 @@ func TestControlRefusesForeignPid(t *testing.T) {
 		t.Fatalf("the sleep was signalled: %v", err)
 	case <-time.After(200 * time.Millisecond):
 	}
-	if !running(pid) {
+	if !shm.ProcessAlive(pid, 0) {
 		t.Fatal("the sleep is gone")
 	}
 }
@@ -174,7 +175,7 @@ func TestKill9LeftoversRemovedAtNextStart(t *testing.T) {
 	d.kill()
 	if !xtesting.Eventually(10*time.Second, func() bool {
 		for _, p := range old {
-			if running(p) {
+			if shm.ProcessAlive(p, 0) {
 				return false
 			}
 		}
