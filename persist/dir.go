@@ -8,18 +8,20 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cluster2/cluster2/internal/safefs"
 )
 
 // openFile opens a file of the data directory without following a symbolic
-// link in its last element (O_NOFOLLOW): a link planted in the directory
-// (pointing at a file of someone else's) makes the open fail with ELOOP
-// instead of making us read, truncate or overwrite its target.
+// link in its last element (safefs.OpenNoFollow): a link planted in the
+// directory (pointing at a file of someone else's) makes the open fail with
+// ELOOP (and safefs.ErrUnsafeFile) instead of making us read, truncate or
+// overwrite its target.
 func openFile(path string, flag int, perm os.FileMode) (*os.File, error) {
-	return os.OpenFile(path, flag|syscall.O_NOFOLLOW, perm)
+	return safefs.OpenNoFollow(path, flag, perm)
 }
 
 // readFile reads a file of the data directory (O_NOFOLLOW).
@@ -46,26 +48,25 @@ func truncateFile(path string, size int64) error {
 	return err
 }
 
-// checkDir refuses a directory that another user could change: one not owned
-// by us, writable by its group or by others, or (with mustNotLink) a link.
-// Such a user could plant or swap files under the manager (see O_NOFOLLOW).
-func checkDir(path string, mustNotLink bool) error {
-	stat := os.Stat
-	if mustNotLink {
-		stat = os.Lstat
+// prepareDir creates the directory path (0700, with its missing parents if
+// parents) and refuses, with an error wrapping ErrUnsafeDir and
+// safefs.ErrUnsafeDir, one that another user could change: not owned by us,
+// writable by its group or by others, or (with mustNotLink) a link. Such a
+// user could plant or swap files under the manager (see openFile).
+func prepareDir(path string, parents, mustNotLink bool) error {
+	var flags safefs.Flags
+	if parents {
+		flags |= safefs.Parents
 	}
-	fi, err := stat(path)
+	if !mustNotLink {
+		flags |= safefs.FollowLink
+	}
+	err := safefs.PrepareDir(path, flags)
+	if errors.Is(err, safefs.ErrUnsafeDir) {
+		return fmt.Errorf("%w: %w", ErrUnsafeDir, err)
+	}
 	if err != nil {
 		return fmt.Errorf("persist: data directory: %w", err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("%w: %s is not a directory (mode %v)", ErrUnsafeDir, path, fi.Mode())
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("%w: %s has mode %v: other users can write to it (chmod go-w %s)", ErrUnsafeDir, path, fi.Mode(), path)
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("%w: %s (mode %v) is owned by uid %d, not by us (uid %d)", ErrUnsafeDir, path, fi.Mode(), st.Uid, os.Geteuid())
 	}
 	return nil
 }

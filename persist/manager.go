@@ -146,17 +146,11 @@ func Open(dir string, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("persist: %w", err)
-	}
-	if err := checkDir(dir, false); err != nil {
+	if err := prepareDir(dir, true, false); err != nil {
 		return nil, err
 	}
 	waldir := filepath.Join(dir, "wal")
-	if err := os.Mkdir(waldir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, fmt.Errorf("persist: %w", err)
-	}
-	if err := checkDir(waldir, true); err != nil {
+	if err := prepareDir(waldir, false, true); err != nil {
 		return nil, err
 	}
 	lock, prev, err := lockDir(dir)
