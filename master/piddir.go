@@ -2,13 +2,12 @@ package master
 
 import (
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
+	"github.com/cluster2/cluster2/internal/safefs"
 	"github.com/cluster2/cluster2/shm"
 )
 
@@ -23,14 +22,16 @@ import (
 // (as root, typically) overwrites whatever it points at. So:
 //
 //   - Start creates PidDir (and missing parents) with mode 0700, and
-//     refuses, with an error wrapping ErrPidDir and before anything else, a
-//     PidDir that is a symlink, not a directory, not owned by the master's
-//     effective user, or writable by group or others (an existing 0755
-//     directory is accepted). Only PidDir itself is checked, not its
-//     parents.
+//     refuses, with an error wrapping ErrPidDir (and safefs.ErrUnsafeDir)
+//     and before anything else, a PidDir that is a symlink, not a
+//     directory, not owned by the master's effective user, or writable by
+//     group or others (an existing 0755 directory is accepted). Only PidDir
+//     itself is checked, not its parents. (Package internal/safefs owns
+//     these checks for the whole module.)
 //   - A pid file is written to a new file (O_CREAT|O_EXCL|O_NOFOLLOW) and
-//     renamed over its name: a symlink planted as the pid file is replaced,
-//     never followed; a reader sees the whole file or none.
+//     renamed over its name (safefs.WriteFileAtomic): a symlink planted as
+//     the pid file is replaced, never followed; a reader sees the whole
+//     file or none.
 //
 // Crashes: a master killed with SIGKILL (or a machine crash) leaves its pid
 // file and its workers'. Start, before writing its own, removes from PidDir
@@ -40,26 +41,13 @@ import (
 // clusters may share a PidDir: neither removes the other's files while it
 // runs.
 
-// preparePidDir creates dir if needed and checks that it is a directory of
-// this user that no one else may write in.
+// preparePidDir creates dir (0700, and missing parents) if needed and
+// checks that it is a directory of this user that no one else may write in
+// (safefs.PrepareDir); its errors wrap ErrPidDir (and, for an unsafe
+// directory, safefs.ErrUnsafeDir).
 func preparePidDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrPidDir, dir, err)
-	}
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrPidDir, dir, err)
-	}
-	switch st, ok := fi.Sys().(*syscall.Stat_t); {
-	case fi.Mode()&fs.ModeSymlink != 0:
-		return fmt.Errorf("%w: %s is a symlink", ErrPidDir, dir)
-	case !fi.IsDir():
-		return fmt.Errorf("%w: %s is not a directory", ErrPidDir, dir)
-	case !ok || int(st.Uid) != os.Geteuid():
-		return fmt.Errorf("%w: %s is owned by uid %d, not by this user (%d)", ErrPidDir, dir, st.Uid, os.Geteuid())
-	case fi.Mode().Perm()&0o022 != 0:
-		return fmt.Errorf("%w: %s has mode %04o: others may plant files in it (chmod 700 it)",
-			ErrPidDir, dir, fi.Mode().Perm())
+	if err := safefs.PrepareDir(dir, safefs.Parents); err != nil {
+		return fmt.Errorf("%w: %w", ErrPidDir, err) // err names dir
 	}
 	return nil
 }
@@ -89,25 +77,11 @@ func parsePidFile(name string) (int, bool) {
 	return pid, true
 }
 
-// writePidFile writes dir/name through a new file renamed over it.
+// writePidFile writes dir/name through a new file renamed over it
+// (safefs.WriteFileAtomic: its temporary file is .<name>.tmp, which
+// parsePidFile knows).
 func writePidFile(dir, name string, pid int) error {
-	tmp := filepath.Join(dir, "."+name+".tmp")
-	os.Remove(tmp) // a leftover of a killed master: ours (dir is checked)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(strconv.Itoa(pid) + "\n")
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, name))
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
+	return safefs.WriteFileAtomic(dir, name, []byte(strconv.Itoa(pid)+"\n"), 0o644)
 }
 
 // removeStalePidFiles removes the pid files of dir whose pid is not a live

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/cluster2/cluster2/internal/safefs"
 	"github.com/cluster2/cluster2/shm"
 )
 
@@ -24,8 +24,9 @@ import (
 //     owned by this user, or writable by group or others is refused
 //     (nothing in it is trusted or written);
 //   - files are opened with O_NOFOLLOW, and demo.json is written to a new
-//     file (O_EXCL) renamed over the old, so a planted symlink is never
-//     followed;
+//     file (.demo.json.tmp, O_EXCL) renamed over the old, so a planted
+//     symlink is never followed (package internal/safefs owns these
+//     checks for the whole module);
 //   - demo.json records the master's pid, executable and start time
 //     (/proc/PID/stat's starttime), and stop and reload signal a pid only if
 //     it is a live process of this user running that executable (named as
@@ -48,27 +49,26 @@ var errNotMaster = errors.New("not this demo's master")
 
 // secureRunDir creates dir (0700) if it does not exist and create is set,
 // and checks that it is a real directory of this user that no one else may
-// write in.
+// write in (safefs.PrepareDir, safefs.CheckDir): a refusal wraps errRunDir
+// and safefs.ErrUnsafeDir.
 func secureRunDir(dir string, create bool) error {
+	var err error
 	if create {
-		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("run directory %s: %w", dir, err)
-		}
+		err = safefs.PrepareDir(dir, 0)
+	} else {
+		err = safefs.CheckDir(dir, 0)
 	}
-	fi, err := os.Lstat(dir)
+	return runDirError(err)
+}
+
+// runDirError wraps a safefs refusal in errRunDir (other errors name the
+// run directory's path already).
+func runDirError(err error) error {
+	if errors.Is(err, safefs.ErrUnsafeDir) || errors.Is(err, safefs.ErrUnsafeFile) {
+		return fmt.Errorf("%w: %w", errRunDir, err)
+	}
 	if err != nil {
-		return fmt.Errorf("run directory %s: %w", dir, err)
-	}
-	switch st, ok := fi.Sys().(*syscall.Stat_t); {
-	case fi.Mode()&fs.ModeSymlink != 0:
-		return fmt.Errorf("%w: %s is a symlink", errRunDir, dir)
-	case !fi.IsDir():
-		return fmt.Errorf("%w: %s is not a directory", errRunDir, dir)
-	case !ok || int(st.Uid) != os.Geteuid():
-		return fmt.Errorf("%w: %s is owned by uid %d, not by this user (%d)", errRunDir, dir, st.Uid, os.Geteuid())
-	case fi.Mode().Perm()&0o022 != 0:
-		return fmt.Errorf("%w: %s has mode %04o: others may plant files in it (chmod 700 it, or remove it)",
-			errRunDir, dir, fi.Mode().Perm())
+		return fmt.Errorf("run directory: %w", err)
 	}
 	return nil
 }
@@ -83,29 +83,14 @@ type state struct {
 }
 
 // writeState writes st to dir/demo.json through a new file renamed over the
-// old: a symlink planted as demo.json is replaced, never followed.
+// old (safefs.WriteFileAtomic): a symlink planted as demo.json is replaced,
+// never followed.
 func writeState(dir string, st state) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, fmt.Sprintf(".demo.json.%d", os.Getpid()))
-	os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, "demo.json"))
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
+	return safefs.WriteFileAtomic(dir, "demo.json", b, 0o600)
 }
 
 // readState reads dir/demo.json, refusing a symlink and a file that is not
@@ -116,20 +101,16 @@ func readState(dir string) (state, error) {
 		return st, err
 	}
 	path := filepath.Join(dir, "demo.json")
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, syscall.ELOOP) {
-		return st, fmt.Errorf("%w: %s is a symlink", errRunDir, path)
+	f, err := safefs.OpenNoFollow(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, safefs.ErrUnsafeFile) {
+		return st, runDirError(err)
 	}
 	if err != nil {
 		return st, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return st, err
-	}
-	if s, ok := fi.Sys().(*syscall.Stat_t); !fi.Mode().IsRegular() || !ok || int(s.Uid) != os.Geteuid() {
-		return st, fmt.Errorf("%w: %s is not a regular file of this user", errRunDir, path)
+	if err := safefs.CheckOwnedFile(f); err != nil {
+		return st, runDirError(err)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
 	if err != nil {
