@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -48,9 +49,13 @@ func reportRate(b *testing.B, start time.Time, n int) {
 }
 
 func BenchmarkRingThroughput(b *testing.B) {
-	b.Run("ring", func(b *testing.B) { benchRingThroughput(b, 1) })
-	b.Run("ring-batch16", func(b *testing.B) { benchRingThroughput(b, 16) })
-	b.Run("chan", benchChanThroughput)
+	b.Run("ring", func(b *testing.B) { benchRingThroughput(b, 1, false) })
+	b.Run("ring-batch16", func(b *testing.B) { benchRingThroughput(b, 16, false) })
+	b.Run("chan", func(b *testing.B) { benchChanThroughput(b, false) })
+	// Both ends' threads on one processor: what a loaded machine does to
+	// them some of the time (the ring's spins must give the processor away).
+	b.Run("ring-1cpu", func(b *testing.B) { benchRingThroughput(b, 1, true) })
+	b.Run("chan-1cpu", func(b *testing.B) { benchChanThroughput(b, true) })
 	b.Run("socketpair", benchSocketpairThroughput)
 }
 
@@ -78,11 +83,37 @@ func localRing(b *testing.B, capacity int) (*ring.Producer, *ring.Consumer) {
 	return pr, c
 }
 
-func benchRingThroughput(b *testing.B, batch int) {
+// pinToFirstCPU locks the calling goroutine to its thread and that thread
+// to the first processor this process may use. The thread ends with the
+// goroutine (it stays locked), so the affinity does not leak.
+func pinToFirstCPU(b *testing.B) {
+	runtime.LockOSThread()
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		b.Fatal(err)
+	}
+	cpu := 0
+	for !set.IsSet(cpu) {
+		cpu++
+	}
+	set.Zero()
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func benchRingThroughput(b *testing.B, batch int, pin bool) {
 	ctx := context.Background()
 	pr, c := localRing(b, throughputCap)
 	var msg [msgSize]byte
-	wg := drainUntilStop(b, ctx, c) // the consumer, on the other core
+	var wg *sync.WaitGroup
+	if pin {
+		pinToFirstCPU(b)
+		wg = drainPinned(b, ctx, c)
+	} else {
+		wg = drainUntilStop(b, ctx, c) // the consumer, on the other core
+	}
 	b.ReportAllocs()
 	b.SetBytes(msgSize)
 	batchMsgs := make([][]byte, batch)
@@ -119,23 +150,46 @@ func benchRingThroughput(b *testing.B, batch int) {
 // a record of type typeStop; Wait on the result waits for it.
 func drainUntilStop(b *testing.B, ctx context.Context, c *ring.Consumer) *sync.WaitGroup {
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		stop := false
-		fn := func(typ uint32, _ []byte) { stop = stop || typ == typeStop }
-		for !stop {
-			if _, err := c.Read(ctx, fn, 256); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
+	wg.Go(func() { drain(b, ctx, c) })
 	return &wg
 }
 
-func benchChanThroughput(b *testing.B) {
+// drainPinned is drainUntilStop on a thread pinned to the processor
+// pinToFirstCPU chose; it returns once the thread is pinned.
+func drainPinned(b *testing.B, ctx context.Context, c *ring.Consumer) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	pinned := make(chan struct{})
+	wg.Go(func() {
+		pinToFirstCPU(b)
+		close(pinned)
+		drain(b, ctx, c)
+	})
+	<-pinned
+	return &wg
+}
+
+// drain reads c in batches of up to 256 until a record of type typeStop.
+func drain(b *testing.B, ctx context.Context, c *ring.Consumer) {
+	stop := false
+	fn := func(typ uint32, _ []byte) { stop = stop || typ == typeStop }
+	for !stop {
+		if _, err := c.Read(ctx, fn, 256); err != nil {
+			b.Error(err)
+			return
+		}
+	}
+}
+
+func benchChanThroughput(b *testing.B, pin bool) {
 	ch := make(chan [msgSize]byte, 1024)
 	var wg sync.WaitGroup
+	if pin {
+		pinToFirstCPU(b)
+	}
 	wg.Go(func() {
+		if pin {
+			pinToFirstCPU(b)
+		}
 		for m := range ch {
 			_ = m
 		}

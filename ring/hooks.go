@@ -14,6 +14,10 @@ var (
 	// sleep, with the sleep's bound.
 	testHookSleep func(time.Duration)
 
+	// testHookYield, when not nil, is called by a spinning end just before
+	// each yield of its processor (spinWait).
+	testHookYield func()
+
 	// testUnfenced, when true, switches the protection against lost wake-ups
 	// off (every commit by release store, every consumer sleep unbounded),
 	// so that tests can show that they catch what it prevents.
