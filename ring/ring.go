@@ -73,12 +73,15 @@ const spinPause = 2
 // other work) the spinner holds the processor its peer needs until the
 // kernel's tick preempts it, milliseconds. A yield lets a runnable peer run
 // at once, and returns at once when nothing else is runnable. 64-byte
-// records through a 64 KiB ring (BenchmarkRingThroughput/ring on the 2-vCPU
-// AMD EPYC VM, load average about 2, interleaved runs): 245-300 ns per
-// record without the yields, two thirds of the CPU in the spins' PAUSEs,
-// against 37-80 ns with them.
+// records through a 64 KiB ring (BenchmarkRingThroughput on the 2-vCPU AMD
+// EPYC VM, load average 3.3-7 from other work, interleaved runs, ns per
+// record): ring 194-351 without the yields (perf: 63% of the CPU in the
+// spins' PAUSEs), 48-85 with them (16 re-checks before the first yield;
+// 55-140 with 64); ring-1cpu, both ends' threads pinned to one processor,
+// 383-401 against 43-99. Each re-check before the first yield costs about
+// 70 ns here, time in which a peer that shares the processor cannot run.
 const (
-	spinYieldAfter = 64
+	spinYieldAfter = 16
 	spinYieldEvery = 16
 )
 
@@ -100,9 +103,10 @@ func spinWait(i int) {
 // a VM, so that a waiter spins about as long as sleeping would cost it (with
 // 50 µs rather than 5 µs of spinning the producer and consumer of a busy ring
 // slept a tenth as often). On the 2-vCPU AMD EPYC VM, whose PAUSE is slower,
-// a consumer's spin on an empty ring lasted 136 µs with pauses only and
-// 224 µs with the yields (load average about 2: a yield runs whatever else
-// is runnable), of which the processor time given away is not the spinner's.
+// a consumer's spin on an empty ring lasted 138-153 µs with pauses only and
+// 0.3-0.7 ms with the yields under a load average of 7 (224 µs at 2, with
+// 64 re-checks before the first yield): a yield runs whatever else is
+// runnable, and that processor time is not the spinner's.
 const (
 	DefaultSpin      = 2000
 	DefaultPeerCheck = 50 * time.Millisecond
@@ -137,7 +141,7 @@ type header struct {
 // defaults.
 type Options struct {
 	// Spin is how many times a waiting end re-checks the ring (pausing about
-	// 20 ns between re-checks on amd64; after the first 64, every 16th
+	// 20 ns between re-checks on amd64; after the first 16, every 16th
 	// re-check yields the processor to another runnable thread instead,
 	// sched_yield(2)) before it announces itself and sleeps on the futex. 0 means DefaultSpin; a negative value never spins
 	// (every wait sleeps).

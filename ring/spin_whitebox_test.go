@@ -11,8 +11,8 @@ import (
 // TestSpinYieldsProcessor checks that both waiting ends give their processor
 // away while they spin, and how often: a spinner that only pauses holds the
 // processor that its peer needs to make progress whenever both share one
-// (BenchmarkRingThroughput/ring-1cpu: 380-400 ns per record without yields,
-// 55 ns with them). A consumer of an empty ring and a producer of a full one
+// (BenchmarkRingThroughput/ring-1cpu: 383-401 ns per record without yields,
+// 43-99 ns with them). A consumer of an empty ring and a producer of a full one
 // spin, sleep on the futex, and give up at the context's deadline.
 func TestSpinYieldsProcessor(t *testing.T) {
 	const spin = 1000
