@@ -21,6 +21,12 @@ import (
 // commits (60 s); the forced interleaving is TestReorderedCommitIsNeverLost.
 // It runs 1 s, or CLUSTER2_SOAK_RING_WAKE (a duration) when set.
 func TestNoLostWakeUnderLoad(t *testing.T) {
+	if os.Getenv("CLUSTER2_TEST_EMULATED") != "" {
+		// qemu-user on an amd64 host does not keep an STLR before a later
+		// LDAR (internal/order's doc): the handshake's store-then-load is
+		// not sequentially consistent there, as it is on arm64 hardware.
+		t.Skip("emulated: qemu-user does not order a store before a later load (see internal/order)")
+	}
 	dur := time.Second
 	if s := os.Getenv("CLUSTER2_SOAK_RING_WAKE"); s != "" {
 		var err error
@@ -32,8 +38,11 @@ func TestNoLostWakeUnderLoad(t *testing.T) {
 		size       = 4088 // payload: a 4096-byte record
 		capacity   = 8192
 		maxGap     = 4000 // busy-loop iterations before a commit (0 to a few µs)
-		peerCheck  = 2 * time.Second
-		stallAfter = 500 * time.Millisecond
+		// A lost wake leaves the consumer asleep for PeerCheck; a stall
+		// that long is counted, one of a loaded machine's scheduling
+		// hiccups (hundreds of ms under -race with other work) is not.
+		peerCheck  = 10 * time.Second
+		stallAfter = 5 * time.Second
 		stopType   = 1<<32 - 1 // the last record: the producer stopped
 	)
 	a, _, r := arenaRing(t, capacity)
