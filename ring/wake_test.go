@@ -35,9 +35,9 @@ func TestNoLostWakeUnderLoad(t *testing.T) {
 		}
 	}
 	const (
-		size       = 4088 // payload: a 4096-byte record
-		capacity   = 8192
-		maxGap     = 4000 // busy-loop iterations before a commit (0 to a few µs)
+		size     = 4088 // payload: a 4096-byte record
+		capacity = 8192
+		maxGap   = 4000 // busy-loop iterations before a commit (0 to a few µs)
 		// A lost wake leaves the consumer asleep for PeerCheck; a stall
 		// that long is counted, one of a loaded machine's scheduling
 		// hiccups (hundreds of ms under -race with other work) is not.
