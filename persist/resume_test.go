@@ -15,22 +15,12 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/cache"
-	"github.com/cluster2/cluster2/shm"
 )
 
 func TestResumeSyncsBeforeAcknowledging(t *testing.T) {
 	bg := context.Background()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a, err := shm.Create(shm.Options{Size: 16 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	sp, err := cache.Setup(bg, a, cache.SpaceOptions{Bytes: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Close()
+	sp := newSpace(t)
 	dir := t.TempDir()
 
 	// The first manager replays (as the master does) and persists.
@@ -136,16 +126,7 @@ func TestResumeSyncsBeforeAcknowledging(t *testing.T) {
 // everything acknowledged durable, without a Close.
 func TestIdleLogSettlesItsCheckpoint(t *testing.T) {
 	bg := context.Background()
-	a, err := shm.Create(shm.Options{Size: 16 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	sp, err := cache.Setup(bg, a, cache.SpaceOptions{Bytes: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Close()
+	sp := newSpace(t)
 	dir := t.TempDir()
 	m, err := Open(dir, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/cluster2/cluster2/cache"
-	"github.com/cluster2/cluster2/shm"
 	"github.com/tidwall/wal"
 )
 
@@ -23,16 +22,7 @@ import (
 // (its name is not 20 digits).
 func TestTidwallReadsOurLog(t *testing.T) {
 	bg := context.Background()
-	a, err := shm.Create(shm.Options{Size: 16 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	sp, err := cache.Setup(bg, a, cache.SpaceOptions{Bytes: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Close()
+	sp := newSpace(t)
 	dir := t.TempDir()
 	m, err := Open(dir, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), SegmentSize: 4096})
 	if err != nil {
@@ -161,16 +151,7 @@ func TestTidwallWrittenDirectoryOpens(t *testing.T) {
 	if segs, _ := segments(filepath.Join(dir, "wal")); len(segs) < 2 {
 		t.Fatalf("tidwall/wal wrote %d segments; want several", len(segs))
 	}
-	a, err := shm.Create(shm.Options{Size: 16 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	sp, err := cache.Setup(bg, a, cache.SpaceOptions{Bytes: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Close()
+	sp := newSpace(t)
 	m, err := Open(dir, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), SegmentSize: 4096})
 	if err != nil {
 		t.Fatalf("a directory tidwall/wal wrote: %v", err)
