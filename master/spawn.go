@@ -1,0 +1,238 @@
+package master
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/cluster2/cluster2/internal/proc"
+)
+
+// spawnFree spawns a worker in the lowest free slot.
+func (m *Master) spawnFree() (*handle, error) {
+	m.mu.Lock()
+	slot := slices.Index(m.slotUsed, false)
+	if slot < 0 {
+		m.mu.Unlock()
+		return nil, ErrNoSlot
+	}
+	m.slotUsed[slot] = true
+	m.mu.Unlock()
+	h, err := m.spawn(slot)
+	if err != nil {
+		m.mu.Lock()
+		m.slotUsed[slot] = false
+		m.mu.Unlock()
+	}
+	return h, err
+}
+
+// spawn starts a worker in slot (already marked used) and its watchers.
+func (m *Master) spawn(slot int) (*handle, error) {
+	b := &m.blocks[slot]
+	b.Reset(m.cfg.ReplaceTimeout)
+	cmd := exec.Command(m.cfg.Exe, m.cfg.Args[1:]...)
+	cmd.Args[0] = m.cfg.Args[0]
+	cmd.Env = proc.WorkerEnv(m.cfg.Env, slot, os.Getpid())
+	if m.gomaxprocs != "" {
+		cmd.Env = append(cmd.Env, m.gomaxprocs)
+	}
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.ExtraFiles = []*os.File{m.cfg.Listener, m.cfg.Arena.File(), m.deathR}
+	err := cmd.Start()
+	// Whatever Start did to the descriptors, the shared description must stay
+	// non-blocking for every process (see internal/proc).
+	if nbErr := proc.SetNonblock(m.lnFd); nbErr != nil && err == nil {
+		m.log.Error("listener: cannot restore non-blocking mode", "err", nbErr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("master: spawn worker in slot %d: %w", slot, err)
+	}
+	h := &handle{pid: cmd.Process.Pid, slot: slot, cmd: cmd, started: time.Now(), block: b,
+		changed: make(chan struct{}), exited: make(chan struct{}), reaped: make(chan struct{}), watched: make(chan struct{})}
+	m.mu.Lock()
+	m.byPid[h.pid] = h
+	if m.stopping {
+		// A stop began while it started: it must not outlive the stop's drain.
+		h.cmd.Process.Signal(syscall.SIGKILL)
+	}
+	m.mu.Unlock()
+	m.writePid("worker", h.pid)
+	m.emit("forked", h, nil)
+	go m.reap(h)
+	m.watchers.Add(1)
+	go m.watch(h)
+	return h, nil
+}
+
+// reap waits for the process, releases its arena slot at once, and decides
+// what its death means.
+func (m *Master) reap(h *handle) {
+	err := h.cmd.Wait()
+	if rerr := m.cfg.Arena.ReleaseSlot(h.slot); rerr != nil {
+		m.log.Error("release slot", "slot", h.slot, "err", rerr)
+	}
+	m.removePid("worker", h.pid)
+	close(h.reaped)
+	h.block.WakeMaster()
+	<-h.watched                // its last pass has reported what the worker wrote
+	reason := h.block.Reason() // no writer is left; the slot is not reset before this death is handled
+	m.mu.Lock()
+	was := h.state
+	h.state = Died
+	if h.reason == "" {
+		h.reason = reason
+	}
+	respawn := h.keep && !m.stopping && m.current != h.pid
+	delete(m.byPid, h.pid)
+	if !respawn {
+		m.slotUsed[h.slot] = false
+	}
+	h.notifyLocked()
+	var delay time.Duration
+	if respawn {
+		delay = m.crashDelayLocked()
+	}
+	last := len(m.byPid) == 0 && m.stopping
+	m.mu.Unlock()
+	// The event goes out before exited closes: whatever waits for this death
+	// (the death queue's next replacement) comes after it in the event order.
+	m.emit("died", h, err)
+	close(h.exited)
+	switch {
+	case respawn:
+		m.log.Warn("worker died", "worker", h.pid, "slot", h.slot, "state", was, "err", err)
+	case was != Old:
+		m.log.Info("worker exited", "worker", h.pid, "slot", h.slot, "state", was, "err", err)
+	}
+	if respawn {
+		m.log.Warn("replacing crashed worker", "worker", h.pid, "slot", h.slot, "delay", delay)
+		go m.respawn(h.slot, delay)
+	}
+	if last {
+		m.finish()
+	}
+}
+
+// crashDelayLocked returns the back-off before replacing a crashed worker:
+// none for a lone crash, ×1.5 per crash in a row (crashes less than
+// CrashBackoffMax apart), capped at CrashBackoffMax.
+func (m *Master) crashDelayLocked() time.Duration {
+	now := time.Now()
+	if m.crashes.last.IsZero() || now.Sub(m.crashes.last) > m.cfg.CrashBackoffMax+m.crashes.delay {
+		m.crashes.delay = 0
+	} else if m.crashes.delay == 0 {
+		m.crashes.delay = 100 * time.Millisecond
+	} else {
+		m.crashes.delay = min(m.crashes.delay*3/2, m.cfg.CrashBackoffMax)
+	}
+	m.crashes.last = now
+	return m.crashes.delay
+}
+
+// respawnFree spawns a kept worker in any free slot after delay.
+func (m *Master) respawnFree(delay time.Duration) {
+	m.mu.Lock()
+	slot := slices.Index(m.slotUsed, false)
+	if slot < 0 || m.stopping {
+		m.mu.Unlock()
+		m.log.Error("cannot replace a lost worker", "err", ErrNoSlot)
+		return
+	}
+	m.slotUsed[slot] = true
+	m.mu.Unlock()
+	m.respawn(slot, delay)
+}
+
+// respawn fills slot (marked used by the caller) again after delay; the new
+// worker is kept too, so a crash loop goes on being backed off rather than
+// shrinking the cluster.
+//
+// A spawn that fails (fork/exec out of descriptors or memory) is retried
+// until the slot is filled or a stop begins, after a back-off of
+// respawnRetryFirst growing ×2 up to CrashBackoffMax: the slot stays
+// reserved meanwhile, Respawning lists it (the monitor's /status shows it)
+// and every failed attempt is logged and emitted as "respawn-failure".
+func (m *Master) respawn(slot int, delay time.Duration) {
+	retry := respawnRetryFirst
+	for attempt := 1; ; attempt++ {
+		select {
+		case <-time.After(delay):
+		case <-m.stopCh:
+		}
+		m.mu.Lock()
+		stopping := m.stopping
+		if stopping {
+			m.slotUsed[slot] = false
+			delete(m.pending, slot)
+		}
+		m.mu.Unlock()
+		if stopping {
+			return
+		}
+		h, err := m.spawn(slot)
+		if err == nil {
+			m.mu.Lock()
+			h.keep = true
+			delete(m.pending, slot)
+			m.mu.Unlock()
+			if attempt > 1 {
+				m.log.Info("respawned after failed attempts", "slot", slot, "worker", h.pid, "attempts", attempt)
+			}
+			return
+		}
+		delay, retry = retry, min(retry*2, m.cfg.CrashBackoffMax)
+		m.mu.Lock()
+		m.pending[slot] = Respawn{Slot: slot, Attempts: attempt, Err: err.Error(), Since: m.pendingSince(slot), Next: time.Now().Add(delay)}
+		m.mu.Unlock()
+		m.log.Error("respawn failed; the cluster is one worker short until it succeeds",
+			"slot", slot, "attempt", attempt, "retry-in", delay, "err", err)
+		m.emitSlot("respawn-failure", slot, err)
+	}
+}
+
+// respawnRetryFirst is the first delay before retrying a failed respawn.
+const respawnRetryFirst = 250 * time.Millisecond
+
+// pendingSince returns when slot's respawn began failing (now for a first
+// failure). Called with mu held.
+func (m *Master) pendingSince(slot int) time.Time {
+	if p, ok := m.pending[slot]; ok {
+		return p.Since
+	}
+	return time.Now()
+}
+
+// Respawn describes a slot whose worker could not be replaced yet: the
+// master keeps trying (see Respawning).
+type Respawn struct {
+	Slot     int       `json:"slot"`
+	Attempts int       `json:"attempts"` // failed spawns so far
+	Err      string    `json:"error"`    // the last one's error
+	Since    time.Time `json:"since"`    // the first failure
+	Next     time.Time `json:"next"`     // the next attempt
+}
+
+// Respawning returns the slots whose lost worker the master failed to
+// replace so far and is still trying to (with capped back-off, until it
+// succeeds or the cluster stops), by slot. Empty when the cluster has every
+// worker it should.
+func (m *Master) Respawning() []Respawn {
+	m.mu.Lock()
+	out := make([]Respawn, 0, len(m.pending))
+	for _, p := range m.pending {
+		out = append(out, p)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Respawn) int { return a.Slot - b.Slot })
+	return out
+}
+
+// killAndReap kills h and waits until it is reaped.
+func (m *Master) killAndReap(h *handle) {
+	h.cmd.Process.Signal(syscall.SIGKILL)
+	<-h.exited
+}

@@ -1,0 +1,152 @@
+package master
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/cluster2/cluster2/internal/proc"
+)
+
+// Done is closed once the master has stopped and every worker is gone.
+func (m *Master) Done() <-chan struct{} { return m.done }
+
+// Wait blocks until the master has stopped and every worker is gone. After
+// it returns the master no longer touches the arena: it may be closed.
+func (m *Master) Wait() {
+	<-m.done
+	m.watchers.Wait()
+}
+
+// abort kills every worker and waits until the master no longer touches the
+// arena (Start's failure path: the caller closes the arena next).
+func (m *Master) abort() {
+	m.Kill()
+	m.Wait()
+}
+
+// Stopping is closed when a stop begins (signal, Stop or Kill).
+func (m *Master) Stopping() <-chan struct{} { return m.stopCh }
+
+// finish completes a stop once no worker is left.
+func (m *Master) finish() {
+	m.deathW.Close() // EOF for anything still holding the read end
+	m.deathR.Close()
+	m.removePid("master", os.Getpid())
+	select {
+	case <-m.done:
+	default:
+		close(m.done)
+	}
+}
+
+// beginStop marks the master stopping; it reports whether it was the first.
+func (m *Master) beginStop() (first bool) {
+	m.stopOnce.Do(func() {
+		first = true
+		m.up.Store(false)
+		m.emit("down", nil, nil)
+		m.mu.Lock()
+		m.stopping = true
+		empty := len(m.byPid) == 0
+		m.mu.Unlock()
+		close(m.stopCh)
+		if empty {
+			m.finish()
+		}
+	})
+	return first
+}
+
+// Stop stops the cluster gracefully: out of rotation first, then every worker
+// drains (two-phase) and exits; workers still alive when ctx ends (or after
+// StopTimeout, whichever comes first) are killed. A worker that cannot drain
+// (SIGSTOPped, hung: it neither acknowledges the drain nor sends a heartbeat
+// within the unresponsive grace, as for a dismissed worker) is killed once
+// the grace has passed, not at StopTimeout. It returns once every worker is
+// gone.
+func (m *Master) Stop(ctx context.Context) error {
+	m.beginStop()
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.StopTimeout)
+	defer cancel()
+	m.mu.Lock()
+	hs := make([]*handle, 0, len(m.byPid))
+	for _, h := range m.byPid {
+		hs = append(hs, h)
+	}
+	m.mu.Unlock()
+	deadline := m.cfg.StopTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		deadline = time.Until(dl)
+	}
+	for _, h := range hs {
+		h.block.SetDrainDeadline(deadline)
+		h.block.SetWant(proc.WantDrain)
+	}
+	for _, h := range hs {
+		go m.killIfUnresponsive(h) // returns by the grace, or once h exits or the stop must finish
+	}
+	select {
+	case <-m.done:
+		m.watchers.Wait()
+		return nil
+	case <-ctx.Done():
+		m.log.Warn("stop timeout: killing remaining workers")
+	case <-m.killCh:
+	}
+	m.Kill()
+	m.Wait()
+	return ctx.Err()
+}
+
+// Kill stops the cluster at once: every worker gets SIGKILL. It does not
+// wait; Wait does.
+func (m *Master) Kill() {
+	m.beginStop()
+	m.killOnce.Do(func() { close(m.killCh) })
+	m.mu.Lock()
+	for _, h := range m.byPid {
+		h.cmd.Process.Signal(syscall.SIGKILL)
+	}
+	m.mu.Unlock()
+}
+
+// signals handles SIGINT/SIGTERM (graceful stop, then at once) and SIGHUP
+// (rolling restart).
+func (m *Master) signals() {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case s := <-ch:
+			switch s {
+			case syscall.SIGHUP:
+				m.log.Info("SIGHUP: rolling restart")
+				go m.RollingRestart(context.Background())
+			default:
+				if m.beginStopBySignal() {
+					m.log.Info("signal: graceful stop", "signal", s, "timeout", m.cfg.StopTimeout)
+					go m.Stop(context.Background())
+				} else {
+					m.log.Warn("second signal: stopping at once", "signal", s)
+					m.Kill()
+				}
+			}
+		case <-m.done:
+			return
+		}
+	}
+}
+
+// beginStopBySignal reports whether no stop had begun before.
+func (m *Master) beginStopBySignal() bool {
+	select {
+	case <-m.stopCh:
+		return false
+	default:
+		return true
+	}
+}

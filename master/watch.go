@@ -1,0 +1,218 @@
+package master
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cluster2/cluster2/internal/proc"
+	"github.com/cluster2/cluster2/worker"
+)
+
+// watch follows the worker's control block: state changes and heartbeats,
+// and the nanny. It sleeps on the block's event, never polls faster than
+// once a second.
+func (m *Master) watch(h *handle) {
+	defer m.watchers.Done()
+	var seen proc.State
+	var hbSeq uint64
+	var words [proc.HeartbeatWords]uint64
+	defer close(h.watched)
+	reaped := func() bool {
+		select {
+		case <-h.reaped:
+			return true
+		default:
+			return false
+		}
+	}
+	for {
+		h.block.WaitMaster(seen, hbSeq, reaped, time.Second)
+		// Once the process is reaped, one last pass reports what it wrote
+		// before it died (a warm-up failure just before exiting), then reap
+		// goes on with the death.
+		final := reaped()
+		if st := h.block.State(); st != seen {
+			seen = st
+			m.onState(h, st)
+		}
+		if s := h.block.HeartbeatSeq(); s != hbSeq {
+			if got, ok := h.block.LoadHeartbeat(&words); ok {
+				hbSeq = got
+				m.onHeartbeat(h, worker.HeartbeatFromWords(&words))
+			} else {
+				// Being written, or the writer stopped half way (SIGSTOP, or
+				// killed: then exited closes soon). Wait for the next change
+				// rather than spin on this one.
+				hbSeq = s
+			}
+		}
+		if final {
+			return
+		}
+		m.nanny(h)
+	}
+}
+
+// Progress of a worker's start events (handle.progress), and their names.
+const (
+	progressForked  = iota // "forked" (emitted by spawn)
+	progressWarming        // "warming"
+	progressWarmed         // "warmup"
+)
+
+var startEvents = [...]string{progressForked: "forked", progressWarming: "warming", progressWarmed: "warmup"}
+
+func (m *Master) onState(h *handle, st proc.State) {
+	// The events go out before the change is applied: whatever waits for it
+	// (the death queue waits for "listening" before dismissing the old
+	// worker) then comes after it in the event order. onState runs on the
+	// handle's one watcher goroutine, so its calls do not interleave.
+	//
+	// The watcher sees only the latest state, so a fast warm-up can pass
+	// warming and warmed between two looks. A worker's start always goes
+	// forked, warming, warmed (or warm-failed), listening, so the start
+	// events are emitted as that sequence for every worker: a state seen
+	// later than one not emitted yet brings the skipped events first, in
+	// order (their Time is when the master noticed).
+	m.mu.Lock()
+	prev, progress, ready := h.state, h.progress, h.ready
+	m.mu.Unlock()
+	var names []string
+	var err error
+	catchUp := func(upTo int) {
+		for p := progress + 1; p <= upTo; p++ {
+			names = append(names, startEvents[p])
+		}
+		progress = max(progress, upTo)
+	}
+	switch st {
+	case proc.StateWarming:
+		catchUp(progressWarming)
+	case proc.StateWarmed:
+		catchUp(progressWarmed)
+	case proc.StateListening:
+		if !ready {
+			catchUp(progressWarmed)
+		}
+		if prev == Paused {
+			names = append(names, "resumed")
+		} else {
+			names = append(names, "listening")
+		}
+	case proc.StatePaused:
+		names = []string{"paused"}
+	case proc.StateWarmFailed:
+		catchUp(progressWarming)
+		names, err = append(names, "warmup-failure"), warmUpError(h.block.Reason())
+	case proc.StateDraining:
+		names = []string{"draining"}
+	}
+	for _, name := range names {
+		m.emit(name, h, err)
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h.progress = progress
+	switch st {
+	case proc.StateWarming, proc.StateWarmed:
+		if h.state == Forked {
+			h.state = Warming
+		}
+	case proc.StateListening:
+		h.ready = true
+		if h.state != Old && h.state != Died {
+			h.state = Active
+		}
+	case proc.StatePaused:
+		if h.state == Active {
+			h.state = Paused
+		}
+	case proc.StateWarmFailed:
+		h.failed = true
+		h.reason = h.block.Reason()
+	case proc.StateDraining, proc.StateStopped:
+		h.drainAck = true
+	}
+	h.notifyLocked()
+}
+
+func (m *Master) onHeartbeat(h *handle, hb worker.Heartbeat) {
+	m.mu.Lock()
+	h.hb, h.lastHB = hb, time.Now()
+	active := h.state == Active && h.keep
+	m.mu.Unlock()
+	if m.cfg.OnHeartbeat != nil {
+		m.cfg.OnHeartbeat(h.pid, hb)
+	}
+	if !active {
+		return
+	}
+	switch {
+	case m.cfg.MemoryLimit > 0 && hb.RSS > m.cfg.MemoryLimit:
+		m.enqueue(h.pid, fmt.Sprintf("memory %d over limit %d", hb.RSS, m.cfg.MemoryLimit), nil)
+	case m.cfg.ShouldKill(hb):
+		m.enqueue(h.pid, "ShouldKill", nil)
+	}
+}
+
+// nanny replaces an active worker whose heartbeats stopped.
+func (m *Master) nanny(h *handle) {
+	if m.cfg.NannyTolerance < 0 {
+		return
+	}
+	m.mu.Lock()
+	last := h.lastHB
+	if last.IsZero() {
+		last = h.started
+	}
+	late := h.state == Active && h.keep && time.Since(last) > m.cfg.NannyTolerance
+	m.mu.Unlock()
+	if late {
+		m.enqueue(h.pid, "nanny: no heartbeat for "+time.Since(last).Round(time.Millisecond).String(), nil)
+	}
+}
+
+func (h *handle) notifyLocked() {
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
+
+// waitReady waits until h is listening (ready), or fails: warm-up failure,
+// exit, ReplaceTimeout, stop or ctx.
+func (m *Master) waitReady(ctx context.Context, h *handle) error {
+	t := time.NewTimer(m.cfg.ReplaceTimeout)
+	defer t.Stop()
+	for {
+		m.mu.Lock()
+		ready, failed, state, ch := h.ready, h.failed, h.state, h.changed
+		m.mu.Unlock()
+		switch {
+		case failed:
+			m.mu.Lock()
+			reason := h.reason
+			m.mu.Unlock()
+			return fmt.Errorf("worker %d: %w", h.pid, warmUpError(reason))
+		case ready:
+			return nil
+		case state == Died:
+			m.mu.Lock()
+			reason := h.reason
+			m.mu.Unlock()
+			if reason != "" {
+				return fmt.Errorf("worker %d: %w: %s", h.pid, ErrExited, reason)
+			}
+			return fmt.Errorf("worker %d: %w", h.pid, ErrExited)
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return fmt.Errorf("worker %d: %w: not listening after %v (ReplaceTimeout)", h.pid, ErrNotReady, m.cfg.ReplaceTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-m.killCh:
+			return ErrStopped
+		}
+	}
+}
