@@ -230,6 +230,24 @@
 // beyond tail) makes Poll and Read return [ErrCorrupt], sticky, without
 // moving past it or modifying anything.
 //
+// # Files
+//
+//   - ring.go: the format constants, the header, Options, [Init], [Attach]
+//     and the accessors of a [Ring].
+//   - producer.go: the writing end: claims, commits (and the commit without
+//     a fence), batches, the wait for space.
+//   - consumer.go: the reading end: Poll, publication of consumed space,
+//     Read's spin, futex sleep and park.
+//   - recover.go: [Ring.Unblock], which pads a dead producer's claim away.
+//   - spin.go: how a waiting end re-checks, pauses and yields before it
+//     sleeps.
+//   - wait.go: the waiter (futex word and sleeping flag) and the bound of
+//     one sleep under a context.
+//   - unsafe.go: the compile-time proofs of the layout above.
+//   - hooks.go: the test hooks (nil in production).
+//   - pause_*.go, pause_amd64.s, yield_*.go: PAUSE and sched_yield(2), per
+//     platform.
+//
 // # Caveats
 //
 // A Producer and a Consumer are each used by one goroutine at a time; a ring
