@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/internal/xtime"
 	"github.com/cluster2/cluster2/persist"
 	"github.com/cluster2/cluster2/shm"
 )
@@ -322,10 +323,8 @@ func openManager(ctx context.Context, c Config, sp *cache.Space) (*persist.Manag
 				"dir", c.Cache.DataDir, "err", err)
 			last = err.Error()
 		}
-		select {
-		case <-ctx.Done():
+		if xtime.SleepCtx(ctx, back) != nil {
 			return nil, err
-		case <-time.After(back):
 		}
 		if m, err = persist.Open(c.Cache.DataDir, persistOptions(c)); err == nil {
 			return m, nil

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/xtime"
 	"github.com/cluster2/cluster2/ring"
 	"github.com/cluster2/cluster2/shm"
 )
@@ -197,10 +198,8 @@ func (st *state) attachWorker(ctx context.Context) error {
 			off = o
 			break
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("no region %q: %w", RegionName, ctx.Err())
-		case <-time.After(time.Millisecond):
+		if err := xtime.SleepCtx(ctx, time.Millisecond); err != nil {
+			return fmt.Errorf("no region %q: %w", RegionName, err)
 		}
 	}
 	if err := st.bind(off); err != nil {
@@ -222,7 +221,7 @@ func (st *state) attachWorker(ctx context.Context) error {
 			st.hdr.armed.Cancel()
 			return fmt.Errorf("slot %d not armed for pid %d: %w", slot, pid, err)
 		}
-		st.hdr.armed.Sleep(t, sleepFor(ctx, 100*time.Millisecond))
+		st.hdr.armed.Sleep(t, xtime.Bound(ctx, 100*time.Millisecond))
 	}
 	st.masterPid = int(st.hdr.masterPid.Load())
 	toWorker, err := ring.Attach(st.a, shm.Off(e.toWorker.Load()))
@@ -246,13 +245,6 @@ func (st *state) attachWorker(ctx context.Context) error {
 	st.setLinks(map[int]*link{l.pid: l})
 	go st.readLoop(l)
 	return nil
-}
-
-func sleepFor(ctx context.Context, d time.Duration) time.Duration {
-	if dl, ok := ctx.Deadline(); ok {
-		d = min(d, max(time.Until(dl), 0))
-	}
-	return d
 }
 
 func (st *state) newLink(pid, slot int, outRing, inRing *ring.Ring, out *ring.Producer, in *ring.Consumer) *link {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/internal/proc"
+	"github.com/cluster2/cluster2/internal/xtime"
 )
 
 // Replace queues worker pid for replacement through the death queue and
@@ -119,10 +120,7 @@ func (m *Master) deathQueue() {
 		if errors.Is(err, ErrReplaceFailed) {
 			failDelay = min(max(time.Second, failDelay*3/2), m.cfg.CrashBackoffMax)
 			m.log.Warn("death queue backs off after a failed replacement", "delay", failDelay)
-			select {
-			case <-time.After(failDelay):
-			case <-m.stopCh:
-			}
+			xtime.Sleep(m.stopCh, failDelay)
 		} else if err == nil {
 			failDelay = 0
 		}
@@ -149,9 +147,7 @@ func (m *Master) replace(r request) error {
 	var lastErr error
 	for attempt := 0; attempt <= m.cfg.ReplaceRetries; attempt++ {
 		if attempt > 0 {
-			select {
-			case <-time.After(retryDelay(attempt - 1)):
-			case <-m.stopCh:
+			if !xtime.Sleep(m.stopCh, retryDelay(attempt-1)) {
 				return ErrStopped
 			}
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/internal/proc"
+	"github.com/cluster2/cluster2/internal/xtime"
 	"github.com/cluster2/cluster2/worker"
 )
 
@@ -171,7 +172,7 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 				return nil, fmt.Errorf("%w: slot %d: %w", ErrStartFailed, h.slot, err)
 			}
 			m.log.Warn("initial worker failed; retrying", "slot", h.slot, "err", err)
-			sleepCtx(ctx, retryDelay(attempt))
+			_ = xtime.SleepCtx(ctx, retryDelay(attempt)) // ctx's end is checked after the next attempt
 			m.mu.Lock()
 			m.slotUsed[h.slot] = true // reap freed it
 			m.mu.Unlock()
@@ -208,15 +209,6 @@ func retryDelay(attempt int) time.Duration {
 		d = d * 3 / 2
 	}
 	return min(d, 5*time.Second)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
 
 // writePid writes the pid file of kind and pid (see piddir.go: never

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/internal/proc"
+	"github.com/cluster2/cluster2/internal/xtime"
 )
 
 // spawnFree spawns a worker in the lowest free slot.
@@ -159,10 +160,7 @@ func (m *Master) respawnFree(delay time.Duration) {
 func (m *Master) respawn(slot int, delay time.Duration) {
 	retry := respawnRetryFirst
 	for attempt := 1; ; attempt++ {
-		select {
-		case <-time.After(delay):
-		case <-m.stopCh:
-		}
+		xtime.Sleep(m.stopCh, delay) // a stop is seen below
 		m.mu.Lock()
 		stopping := m.stopping
 		if stopping {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/cluster2/cluster2/internal/xtime"
 )
 
 // AgentLine returns the HAProxy agent-check answer for st: "ready up W%"
@@ -47,12 +49,10 @@ func (s *Server) serveAgent(ln net.Listener) {
 				s.log.Error("monitor: agent-check accept (retrying)", "err", err, "retryIn", backoff)
 				lastLog = time.Now()
 			}
-			select {
-			case <-time.After(backoff):
-				continue
-			case <-s.stop:
+			if !xtime.Sleep(s.stop, backoff) {
 				return
 			}
+			continue
 		}
 		backoff = 0
 		expected := s.opts.ExpectedWorkers

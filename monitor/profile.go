@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cluster2/cluster2/internal/xtime"
 )
 
 // Profiling: each worker serves its own profiles on a unix socket
@@ -194,7 +196,7 @@ func timed(name string, def int, start func(io.Writer) error, stop func()) http.
 			http.Error(w, name+": "+err.Error(), http.StatusInternalServerError)
 			return
 		}
-		sleep(r.Context(), d)
+		_ = xtime.SleepCtx(r.Context(), d) // a client gone early ends the profile early
 		stop()
 	}
 }
@@ -214,15 +216,6 @@ func seconds(r *http.Request, def int) (time.Duration, error) {
 func attachment(w http.ResponseWriter, name string) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%d.pprof"`, name, os.Getpid()))
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
 
 // serveProfile proxies /debug/workers/{pid}/pprof/{name...} to the worker's

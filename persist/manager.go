@@ -16,6 +16,7 @@ import (
 
 	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/internal/faults"
+	"github.com/cluster2/cluster2/internal/xtime"
 )
 
 // Options configure a Manager. The zero value is valid.
@@ -615,10 +616,8 @@ func (m *Manager) retry(ctx context.Context, rs *runState, cause error) error {
 	rs.pending, rs.always, rs.lastGroup, rs.needSecond, rs.recovering = rs.synced, 0, 0, false, true
 	back := m.opts.RetryMin
 	for {
-		select {
-		case <-ctx.Done():
+		if xtime.SleepCtx(ctx, back) != nil {
 			return fmt.Errorf("persist: stopped while the log could not be written: %w", cause)
-		case <-time.After(back):
 		}
 		back = min(2*back, m.opts.RetryMax)
 		err := m.reopen()

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/internal/order"
+	"github.com/cluster2/cluster2/internal/xtime"
 	"github.com/cluster2/cluster2/shm"
 )
 
@@ -239,7 +240,7 @@ func (c *Consumer) Read(ctx context.Context, fn func(typ uint32, payload []byte)
 			c.stats.Rescues++
 			continue
 		}
-		d := sleepFor(ctx, c.o.PeerCheck)
+		d := xtime.Bound(ctx, c.o.PeerCheck)
 		if !acked {
 			// A commit made before the producer saw sleepGen odd may be
 			// invisible to the re-check above: bound the sleep.

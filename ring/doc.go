@@ -241,8 +241,8 @@
 //   - recover.go: [Ring.Unblock], which pads a dead producer's claim away.
 //   - spin.go: how a waiting end re-checks, pauses and yields before it
 //     sleeps.
-//   - wait.go: the waiter (futex word and sleeping flag) and the bound of
-//     one sleep under a context.
+//   - wait.go: the waiter (futex word and sleeping flag) that each end
+//     sleeps on; a sleep's bound under a context is internal/xtime's Bound.
 //   - unsafe.go: the compile-time proofs of the layout above.
 //   - hooks.go: the test hooks (nil in production).
 //   - pause_*.go, pause_amd64.s, yield_*.go: PAUSE and sched_yield(2), per

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cluster2/cluster2/internal/order"
+	"github.com/cluster2/cluster2/internal/xtime"
 	"github.com/cluster2/cluster2/shm"
 )
 
@@ -362,7 +363,7 @@ func (pr *Producer) waitSpace(ctx context.Context, size uint64) error {
 			return nil
 		}
 		pr.stats.Sleeps++
-		h.spaceFree.sleep(t, sleepFor(ctx, pr.o.PeerCheck))
+		h.spaceFree.sleep(t, xtime.Bound(ctx, pr.o.PeerCheck))
 		if pr.fits(size) {
 			return nil
 		}

@@ -1,7 +1,6 @@
 package ring
 
 import (
-	"context"
 	"sync/atomic"
 	"time"
 
@@ -71,14 +70,4 @@ func (w *waiter) wakeSlow() {
 	}
 	w.seq.Add(1)
 	shm.FutexWake(&w.seq, 1)
-}
-
-// sleepFor returns how long one futex sleep may last under ctx.
-func sleepFor(ctx context.Context, period time.Duration) time.Duration {
-	if dl, ok := ctx.Deadline(); ok {
-		if d := time.Until(dl); d < period {
-			return max(d, 0)
-		}
-	}
-	return period
 }
