@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/cache"
-	"github.com/cluster2/cluster2/internal/faults"
 	"github.com/cluster2/cluster2/internal/xtime"
 )
 
@@ -799,8 +798,8 @@ func (m *Manager) sync() error {
 }
 
 func (m *Manager) syncLocked() error {
-	if faults.BeforeSync != nil && m.log.dirty {
-		faults.BeforeSync() // written, not yet synced
+	if beforeSync != nil && m.log.dirty {
+		beforeSync() // written, not yet synced (a test hook: see hooks.go)
 	}
 	start := time.Now()
 	if err := m.log.sync(); err != nil {

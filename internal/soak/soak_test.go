@@ -43,11 +43,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	_ "unsafe" // for go:linkname: persist's beforeSync test hook
 
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/internal/clustertest"
-	"github.com/cluster2/cluster2/internal/faults"
 	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
@@ -66,6 +66,14 @@ const (
 	arenaSize  = 16 << 20         // small, so that the filler goes past capacity quickly
 	masterFDs  = 4096             // the master's RLIMIT_NOFILE: small enough to exhaust
 )
+
+// beforeSync is persist's test hook (persist/hooks.go), nil in a real
+// program: the log writer calls it after writing log entries and before
+// their fdatasync. The cache manager of a soak cluster sets it to kill -9
+// itself there (envKillAt).
+//
+//go:linkname beforeSync github.com/cluster2/cluster2/persist.beforeSync
+var beforeSync func()
 
 // ---- values: key, sequence number, padding, crc32 ----
 
@@ -116,7 +124,7 @@ func childCluster() {
 	}
 	mode := cmp.Or(os.Getenv(envMode), cluster2.CacheStandalone)
 	if trigger := os.Getenv(envKillAt); trigger != "" && os.Getenv("CLUSTER2_CACHE_MANAGER") != "" {
-		faults.BeforeSync = func() {
+		beforeSync = func() {
 			if os.Remove(trigger) == nil { // once per trigger file
 				syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			}
