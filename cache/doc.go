@@ -163,18 +163,11 @@
 // restart point of a new persister), durable (everything below is on disk as
 // its durability asks), its owner generation and its counters; it reads the
 // journal like a watcher and treats a lap as a gap it repairs with a
-// snapshot. An Always writer, after releasing its shard lock, wakes the
-// persister and waits until durable passes its record: one waiting writer per
-// process sleeps on the durable Event and wakes the others of its process
-// (durableWaiters); a dead persister is waited for 10 s, the time for the
-// master to restart a standalone one. The append that fills the journal past
-// a quarter of what the persister has logged wakes it too (it sleeps up to
-// 10 ms between batches). Writers of persistent caches also wait, before
-// taking the shard lock, while the persister is more than half a journal
-// behind. A
-// persister killed at any step leaves logged and durable at values that were
-// true: its successor re-logs at most what it wrote after its last Logged
-// (records are idempotent sets and deletes).
+// snapshot. What a writer of a persistent cache waits for (an Always writer
+// until durable passes its record, any writer while the persister is more
+// than half a journal behind) is this package's half of group commit
+// (durable.go); the protocol as a whole, both halves, is drawn once, in
+// package persist's doc (# Group commit).
 //
 // # Memory order per architecture (where the fences go)
 //

@@ -18,9 +18,54 @@
 //     write; a crash of the machine loses at most about a second.
 //   - Always: Set returns after its record is fsynced. Writers wake the
 //     manager, which batches whatever is in the journal into one write and
-//     one fdatasync (group commit: it waits up to 100 µs for as many Always
-//     records as the last fsync carried), then publishes the durable
-//     position.
+//     one fdatasync, then publishes the durable position (group commit,
+//     below).
+//
+// # Group commit (the one protocol between a cache's writers and the log writer)
+//
+// The log writer is the one process that copies the journal into the log: a
+// [Manager] that the master runs, or that the cache manager (a standalone
+// process, Config.Cache.Mode) runs. It and the writers of persistent caches
+// share five words of the journal header in the arena (see package cache's
+// layout): tail (writers), logged and durable (the log writer: everything
+// below logged is in its log, everything below durable is on disk as its
+// durability asks), failing (the log writer), and two futex Events, one the
+// log writer sleeps on and one the Always writers sleep on. The writer's
+// half is in package cache (durable.go); the log writer's in [Manager.Run].
+//
+//	writer (any process)                      log writer ([Manager.Run])
+//	────────────────────                      ──────────────────────────
+//	refuse if failing (ErrPersistFailing)
+//	wait while tail - logged > journal/2      (throttle: ~1 s at most)
+//	append its record, release the shard lock
+//	Always: wake the log writer's Event  ──▶  read what the journal holds;
+//	        sleep on the durable Event         fewer Always records than the
+//	        (one sleeper per process:          last fsync carried? wait up to
+//	        the others wait on a channel       groupWait (100 µs) for more,
+//	        it closes)                         each writer's record wakes it;
+//	                                           one write, one fdatasync,
+//	        durable >= its record end?  ◀──    then store logged and durable,
+//	        return (acknowledged)              wake the durable Event
+//
+// So the writers released by one fdatasync, which come back with their next
+// records a few tens of µs apart, share the next one. A lone writer never
+// waits; after a group shrinks one fdatasync waits groupWait and the next
+// expects the smaller group. Never and EverySecond records do not wake the
+// log writer: it sleeps up to 10 ms between batches, and the append that
+// fills the journal past a quarter of what it has logged wakes it. In the
+// terminology of the Go memory model, the log writer's store of durable
+// synchronizes before the return of every Set whose record ends at or before
+// it.
+//
+// An Always writer checks, every 50 ms of sleep, that the log writer lives;
+// one dead for 10 s (the time for the master to restart a cache manager),
+// none at all, a failing log or the end of the writer's context return
+// ErrNotDurable: the change is in the cache and the journal, not known to be
+// on disk. A log writer killed at any step leaves logged and durable at
+// values that were true; its successor fdatasyncs the log before it stores
+// durable again ([Manager.Resume]) and re-logs at most what was written after
+// the last logged (records are idempotent sets and deletes). docs/cache.md
+// ("Group commit, and who waits how") has the measurements behind each step.
 //
 // # Files (format: changing it bumps the magic)
 //

@@ -508,13 +508,9 @@ func (m *Manager) replaySegment(ctx context.Context, k int, seg segment, after u
 // logged and synced what the journal held, or the error that kept it from
 // that).
 //
-// Group commit: the Always writers released by one fsync come back with
-// their next records soon after, and the one fsync that follows should carry
-// them all: one that went with the first of them would leave the others
-// waiting a whole fsync more. So before an fsync the loop waits, at most
-// groupWait, until it holds as many Always records as the last fsync carried
-// (each writer's record wakes it). A lone writer never waits; after a group
-// shrinks, one fsync waits groupWait and the next expects the smaller group.
+// Run is the log writer's half of group commit (gather, below): the
+// protocol, with the writers' half in package cache, is drawn in the
+// package doc (# Group commit).
 //
 // A log that cannot be written (a full disk, an I/O error) does not stop
 // Run. It marks the space failing at once (cache.Persister.SetFailing: Set
