@@ -242,11 +242,11 @@ func (c Config) Validate() error {
 
 func (c Config) validate() error {
 	bad := func(field string, v any, why string) error {
-		return fmt.Errorf("%w: %s %v %s", ErrInvalidConfig, field, v, why)
+		return fmt.Errorf("cluster2: %w: %s %v %s", ErrInvalidConfig, field, v, why)
 	}
 	switch {
 	case c.Handler == nil:
-		return fmt.Errorf("%w: Handler is nil", ErrInvalidConfig)
+		return fmt.Errorf("cluster2: %w: Handler is nil", ErrInvalidConfig)
 	case c.Workers < 0:
 		return bad("Workers", c.Workers, "is negative")
 	case c.Workers > 1000:

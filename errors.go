@@ -1,12 +1,20 @@
 package cluster2
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/cluster2/cluster2/internal/cfgerr"
+)
 
 // These errors can be returned by Listen.
 var (
-	// ErrInvalidConfig is wrapped by Listen's error for a Config field out
-	// of range; the message names the field.
-	ErrInvalidConfig = errors.New("cluster2: invalid config")
+	// ErrInvalidConfig is wrapped by Listen's (and Validate's) error for a
+	// Config field out of range; the message names the package and the
+	// field. It is the one invalid-config error of every cluster2 package:
+	// master, worker, shm, ring, cache, persist, emitter and monitor export
+	// the same value under the same name, so errors.Is(err,
+	// ErrInvalidConfig) holds whichever layer refused.
+	ErrInvalidConfig = cfgerr.ErrInvalidConfig
 
 	// ErrNotSupported is returned by Listen on platforms without memfd,
 	// futexes and re-exec (anything but Linux).

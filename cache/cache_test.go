@@ -74,7 +74,7 @@ func TestBadInput(t *testing.T) {
 			return err
 		}},
 		{"bad name", cache.ErrBadName, func() error { _, err := sp.Use("", cache.Options{}); return err }},
-		{"negative expire", cache.ErrBadOptions, func() error { _, err := sp.Use("x", cache.Options{Expire: -1}); return err }},
+		{"negative expire", cache.ErrInvalidConfig, func() error { _, err := sp.Use("x", cache.Options{Expire: -1}); return err }},
 	}
 	for _, tc := range cases {
 		if err := tc.do(); !errors.Is(err, tc.err) {

@@ -275,7 +275,7 @@
 //     damage makes one endless.
 //   - the registry: the count is capped at MaxCaches, ids are taken modulo
 //     it; Use of a name whose stored options no longer validate or match
-//     returns an error (ErrBadOptions, ErrOptionsConflict).
+//     returns an error (ErrInvalidConfig, ErrOptionsConflict).
 //   - the statistics rows: Stats sums the rows Attach checked, whatever
 //     the header's row count says later.
 //   - the journal: positions are masked by the capacity and records are

@@ -1,6 +1,10 @@
 package cache
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/cluster2/cluster2/internal/cfgerr"
+)
 
 // These errors can be returned by Get, GetInto, Set, Del, Inspect and Keys.
 var (
@@ -57,8 +61,11 @@ var (
 	// by Verify (wrapped, with every inconsistency found).
 	ErrCorrupt = errors.New("cache: corrupt")
 
-	// ErrBadOptions is returned for invalid Options or SpaceOptions.
-	ErrBadOptions = errors.New("cache: invalid options")
+	// ErrInvalidConfig is wrapped by the errors for invalid Options or
+	// SpaceOptions; the message names the field. It is the one
+	// invalid-config error of every cluster2 package
+	// (cluster2.ErrInvalidConfig is the same value).
+	ErrInvalidConfig = cfgerr.ErrInvalidConfig
 )
 
 // These errors concern persistent caches.

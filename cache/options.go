@@ -53,10 +53,10 @@ func (d Durability) String() string {
 
 func (o Options) validate() error {
 	if o.Expire < 0 {
-		return fmt.Errorf("%w: Expire %v is negative", ErrBadOptions, o.Expire)
+		return fmt.Errorf("cache: %w: Expire %v is negative", ErrInvalidConfig, o.Expire)
 	}
 	if o.Durability > Always {
-		return fmt.Errorf("%w: Durability %d is unknown", ErrBadOptions, o.Durability)
+		return fmt.Errorf("cache: %w: Durability %d is unknown", ErrInvalidConfig, o.Durability)
 	}
 	return nil
 }

@@ -86,21 +86,21 @@ func computeGeometry(opts SpaceOptions, slots int) (geometry, error) {
 	var g geometry
 	total := uint64(opts.Bytes)
 	if total < 1<<20 {
-		return g, fmt.Errorf("%w: space of %d bytes is below 1 MiB", ErrBadOptions, opts.Bytes)
+		return g, fmt.Errorf("cache: %w: space of %d bytes is below 1 MiB", ErrInvalidConfig, opts.Bytes)
 	}
 	g.shards = uint64(opts.Shards)
 	if g.shards == 0 {
 		g.shards = pow2floor(min(max(total/(2<<20), 4), 64))
 	}
 	if g.shards&(g.shards-1) != 0 || g.shards > 256 {
-		return g, fmt.Errorf("%w: Shards %d is not a power of two from 1 to 256", ErrBadOptions, opts.Shards)
+		return g, fmt.Errorf("cache: %w: Shards %d is not a power of two from 1 to 256", ErrInvalidConfig, opts.Shards)
 	}
 	g.journalCap = uint64(opts.JournalBytes)
 	if g.journalCap == 0 {
 		g.journalCap = pow2floor(min(max(total/32, journalMinSize), 4<<20))
 	}
 	if g.journalCap&(g.journalCap-1) != 0 || g.journalCap < journalMinSize {
-		return g, fmt.Errorf("%w: JournalBytes %d is not a power of two of at least %d", ErrBadOptions, opts.JournalBytes, journalMinSize)
+		return g, fmt.Errorf("cache: %w: JournalBytes %d is not a power of two of at least %d", ErrInvalidConfig, opts.JournalBytes, journalMinSize)
 	}
 	g.statsSlots = uint64(slots)
 	g.statsOff = spaceHeaderSize
@@ -108,7 +108,7 @@ func computeGeometry(opts SpaceOptions, slots int) (geometry, error) {
 	g.journalOff = g.statsOff + g.statsBytes
 	g.shardsOff = g.journalOff + journalHdrSize + g.journalCap
 	if g.shardsOff+g.shards*(shardHeaderSize+MaxCaches*perCacheSize+64*bucketSize+64<<10) > total {
-		return g, fmt.Errorf("%w: %d bytes is too small for %d shards", ErrBadOptions, total, g.shards)
+		return g, fmt.Errorf("cache: %w: %d bytes is too small for %d shards", ErrInvalidConfig, total, g.shards)
 	}
 	per := (total - g.shardsOff) / g.shards
 	fixed := uint64(shardHeaderSize + MaxCaches*perCacheSize)

@@ -121,7 +121,7 @@ func (em *Emitter) Attach(ctx context.Context, a *shm.Arena, p *shm.Proc, role R
 		return ErrAttached
 	}
 	if p.Pid() != em.pid {
-		return fmt.Errorf("%w: proc of pid %d in process %d", ErrBadConfig, p.Pid(), em.pid)
+		return fmt.Errorf("emitter: %w: proc of pid %d in process %d", ErrInvalidConfig, p.Pid(), em.pid)
 	}
 	st := &state{em: em, role: role, a: a, p: p, log: em.opts.Logger.With("emitter", role.String(), "pid", em.pid),
 		ropts: ring.Options{Spin: ringSpin, PeerCheck: em.opts.PeerCheck, Park: true}, byPid: map[int]*link{}}
@@ -132,7 +132,7 @@ func (em *Emitter) Attach(ctx context.Context, a *shm.Arena, p *shm.Proc, role R
 	case RoleWorker:
 		err = st.attachWorker(ctx)
 	default:
-		err = fmt.Errorf("%w: role %v", ErrBadConfig, role)
+		err = fmt.Errorf("emitter: %w: role %v", ErrInvalidConfig, role)
 	}
 	if err != nil {
 		st.close()
@@ -207,7 +207,7 @@ func (st *state) attachWorker(ctx context.Context) error {
 	}
 	slot := st.p.Slot()
 	if slot <= 0 || slot >= len(st.entries) {
-		return fmt.Errorf("%w: slot %d outside the region's %d", ErrBadConfig, slot, len(st.entries))
+		return fmt.Errorf("emitter: %w: slot %d outside the region's %d", ErrInvalidConfig, slot, len(st.entries))
 	}
 	e := &st.entries[slot]
 	for {
@@ -287,7 +287,7 @@ func (st *state) linkOf(pid int) *link {
 func (em *Emitter) AddWorker(ctx context.Context, pid, slot int) error {
 	st := em.st.Load()
 	if st == nil || st.role != RoleMaster {
-		return fmt.Errorf("emitter: add worker %d: %w: not an attached master", pid, ErrBadConfig)
+		return fmt.Errorf("emitter: add worker %d: %w: not an attached master", pid, ErrInvalidConfig)
 	}
 	if err := st.addWorker(ctx, pid, slot); err != nil {
 		return fmt.Errorf("emitter: add worker %d in slot %d: %w", pid, slot, err)
@@ -297,10 +297,10 @@ func (em *Emitter) AddWorker(ctx context.Context, pid, slot int) error {
 
 func (st *state) addWorker(ctx context.Context, pid, slot int) error {
 	if slot <= 0 || slot >= len(st.entries) {
-		return fmt.Errorf("%w: slot %d outside the region's %d", ErrBadConfig, slot, len(st.entries))
+		return fmt.Errorf("emitter: %w: slot %d outside the region's %d", ErrInvalidConfig, slot, len(st.entries))
 	}
 	if pid <= 0 || pid == st.em.pid {
-		return fmt.Errorf("%w: pid %d", ErrBadConfig, pid)
+		return fmt.Errorf("emitter: %w: pid %d", ErrInvalidConfig, pid)
 	}
 	st.armMu.Lock()
 	defer st.armMu.Unlock()

@@ -77,16 +77,16 @@ func (o *Options) withDefaults() (Options, error) {
 		v.RingSize = DefaultRingSize
 	}
 	if v.RingSize < 4<<10 || v.RingSize > 64<<20 || v.RingSize&(v.RingSize-1) != 0 {
-		return v, fmt.Errorf("%w: RingSize %d is not a power of two in [4 KiB, 64 MiB]", ErrBadConfig, v.RingSize)
+		return v, fmt.Errorf("emitter: %w: RingSize %d is not a power of two in [4 KiB, 64 MiB]", ErrInvalidConfig, v.RingSize)
 	}
 	if v.Slots < 0 {
-		return v, fmt.Errorf("%w: Slots %d", ErrBadConfig, v.Slots)
+		return v, fmt.Errorf("emitter: %w: Slots %d", ErrInvalidConfig, v.Slots)
 	}
 	if v.QueueLen == 0 {
 		v.QueueLen = DefaultQueueLen
 	}
 	if v.QueueLen < 0 {
-		return v, fmt.Errorf("%w: QueueLen %d", ErrBadConfig, v.QueueLen)
+		return v, fmt.Errorf("emitter: %w: QueueLen %d", ErrInvalidConfig, v.QueueLen)
 	}
 	if v.SendTimeout == 0 {
 		v.SendTimeout = DefaultSendTimeout

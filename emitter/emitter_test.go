@@ -221,8 +221,8 @@ func TestBadNamesAndSizes(t *testing.T) {
 	if err := em.Emit("e", strings.Repeat("x", em.MaxFrame()-20)); err != nil {
 		t.Fatalf("payload just below the limit: %v", err)
 	}
-	if _, err := emitter.New(&emitter.Options{RingSize: 1000}); !errors.Is(err, emitter.ErrBadConfig) {
-		t.Fatalf("bad ring size: got %v; want ErrBadConfig", err)
+	if _, err := emitter.New(&emitter.Options{RingSize: 1000}); !errors.Is(err, emitter.ErrInvalidConfig) {
+		t.Fatalf("bad ring size: got %v; want ErrInvalidConfig", err)
 	}
 	em.Close()
 	if err := em.Emit("e"); !errors.Is(err, emitter.ErrClosed) {

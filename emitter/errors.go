@@ -1,6 +1,10 @@
 package emitter
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/cluster2/cluster2/internal/cfgerr"
+)
 
 // These errors can be returned by Emit, EmitContext and Sender.Emit.
 var (
@@ -36,9 +40,11 @@ var (
 	// ErrAttached is returned by Attach on an emitter already attached.
 	ErrAttached = errors.New("emitter: already attached")
 
-	// ErrBadConfig is returned for invalid Options, a slot outside the
-	// emitter region, or a role that does not fit the call.
-	ErrBadConfig = errors.New("emitter: invalid configuration")
+	// ErrInvalidConfig is wrapped by the errors for invalid Options, a slot
+	// outside the emitter region, or a role that does not fit the call. It
+	// is the one invalid-config error of every cluster2 package
+	// (cluster2.ErrInvalidConfig is the same value).
+	ErrInvalidConfig = cfgerr.ErrInvalidConfig
 
 	// ErrCorrupt is returned when the emitter region in the arena is not one
 	// (bad magic or version, impossible sizes or offsets), and by

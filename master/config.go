@@ -120,21 +120,21 @@ type Config struct {
 func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.Workers < 0:
-		return c, fmt.Errorf("%w: Workers %d is negative", ErrBadConfig, c.Workers)
+		return c, fmt.Errorf("master: %w: Workers %d is negative", ErrInvalidConfig, c.Workers)
 	case c.Listener == nil:
-		return c, fmt.Errorf("%w: Listener is nil", ErrBadConfig)
+		return c, fmt.Errorf("master: %w: Listener is nil", ErrInvalidConfig)
 	case c.Arena == nil:
-		return c, fmt.Errorf("%w: Arena is nil", ErrBadConfig)
+		return c, fmt.Errorf("master: %w: Arena is nil", ErrInvalidConfig)
 	case c.StopTimeout < 0:
-		return c, fmt.Errorf("%w: StopTimeout %v is negative", ErrBadConfig, c.StopTimeout)
+		return c, fmt.Errorf("master: %w: StopTimeout %v is negative", ErrInvalidConfig, c.StopTimeout)
 	case c.ReplaceTimeout < 0:
-		return c, fmt.Errorf("%w: ReplaceTimeout %v is negative", ErrBadConfig, c.ReplaceTimeout)
+		return c, fmt.Errorf("master: %w: ReplaceTimeout %v is negative", ErrInvalidConfig, c.ReplaceTimeout)
 	}
 	if c.Workers == 0 {
 		c.Workers = runtime.NumCPU()
 	}
 	if c.Workers+2 > c.Arena.SlotCount() { // the master's slot and the reserved last one
-		return c, fmt.Errorf("%w: Workers %d needs more than the arena's %d slots", ErrBadConfig, c.Workers, c.Arena.SlotCount())
+		return c, fmt.Errorf("master: %w: Workers %d needs more than the arena's %d slots", ErrInvalidConfig, c.Workers, c.Arena.SlotCount())
 	}
 	if c.Exe == "" {
 		c.Exe = "/proc/self/exe"

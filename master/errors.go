@@ -1,12 +1,18 @@
 package master
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/cluster2/cluster2/internal/cfgerr"
+)
 
 // These errors can be returned by Start.
 var (
-	// ErrBadConfig is wrapped by Start's errors for a Config field out of
-	// range; the message names the field.
-	ErrBadConfig = errors.New("master: invalid config")
+	// ErrInvalidConfig is wrapped by Start's errors for a Config field out
+	// of range; the message names the field. It is the one invalid-config
+	// error of every cluster2 package (cluster2.ErrInvalidConfig is the
+	// same value).
+	ErrInvalidConfig = cfgerr.ErrInvalidConfig
 
 	// ErrStartFailed is returned by Start when an initial worker did not
 	// become ready (warm-up failure, crash or timeout) within its retries.

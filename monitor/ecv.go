@@ -99,15 +99,15 @@ func (o ECVOptions) withDefaults() (ECVOptions, error) {
 	}
 	switch {
 	case o.Mode != ModeControl && o.Mode != ModeMonitor:
-		return o, fmt.Errorf("%w: ECV.Mode %q is not %q or %q", ErrInvalidOptions, o.Mode, ModeControl, ModeMonitor)
+		return o, fmt.Errorf("monitor: %w: ECV.Mode %q is not %q or %q", ErrInvalidConfig, o.Mode, ModeControl, ModeMonitor)
 	case o.Mode == ModeMonitor && o.CheckURL == "":
-		return o, fmt.Errorf("%w: ECV.CheckURL is empty in monitor mode", ErrInvalidOptions)
+		return o, fmt.Errorf("monitor: %w: ECV.CheckURL is empty in monitor mode", ErrInvalidConfig)
 	case o.Root[0] != '/' || o.MarkUp[0] != '/' || o.MarkDown[0] != '/':
-		return o, fmt.Errorf("%w: ECV paths must start with /", ErrInvalidOptions)
+		return o, fmt.Errorf("monitor: %w: ECV paths must start with /", ErrInvalidConfig)
 	case o.Root == "/":
-		return o, fmt.Errorf("%w: ECV.Root \"/\" would answer every route", ErrInvalidOptions)
+		return o, fmt.Errorf("monitor: %w: ECV.Root \"/\" would answer every route", ErrInvalidConfig)
 	case o.Root == o.MarkUp || o.Root == o.MarkDown || o.MarkUp == o.MarkDown:
-		return o, fmt.Errorf("%w: ECV paths must differ", ErrInvalidOptions)
+		return o, fmt.Errorf("monitor: %w: ECV paths must differ", ErrInvalidConfig)
 	}
 	return o, nil
 }

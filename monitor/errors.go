@@ -1,12 +1,17 @@
 package monitor
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/cluster2/cluster2/internal/cfgerr"
+)
 
 // These errors can be returned by New and Start.
 var (
-	// ErrInvalidOptions is returned (wrapped, naming the field) when an
-	// Options field is out of range.
-	ErrInvalidOptions = errors.New("monitor: invalid options")
+	// ErrInvalidConfig is wrapped (naming the field) by New's error when an
+	// Options field is out of range. It is the one invalid-config error of
+	// every cluster2 package (cluster2.ErrInvalidConfig is the same value).
+	ErrInvalidConfig = cfgerr.ErrInvalidConfig
 
 	// ErrStarted is returned by Start when the server was already started.
 	ErrStarted = errors.New("monitor: already started")

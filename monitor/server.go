@@ -191,7 +191,7 @@ type Server struct {
 
 // New returns a Server showing and controlling src. It samples src from now
 // until Close, but binds nothing until Start. An Options field out of range
-// is an error wrapping ErrInvalidOptions.
+// is an error wrapping ErrInvalidConfig.
 func New(src Source, opts Options) (*Server, error) {
 	o, err := opts.withDefaults()
 	if err != nil {

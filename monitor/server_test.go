@@ -123,8 +123,8 @@ func TestECVOptions(t *testing.T) {
 	f.setState(102, master.Paused)
 	want(t, "GET", url+"/health", 503, "1 active workers, fewer than 2") // not 404: not an operator's mark
 	for _, bad := range []monitor.ECVOptions{{Mode: "bogus"}, {Mode: monitor.ModeMonitor}, {Root: "ecv"}, {MarkUp: "/ecv"}, {Root: "/"}} {
-		if _, err := monitor.New(f, monitor.Options{ECV: bad}); !errors.Is(err, monitor.ErrInvalidOptions) {
-			t.Errorf("New with ECV %+v: err = %v; want ErrInvalidOptions", bad, err)
+		if _, err := monitor.New(f, monitor.Options{ECV: bad}); !errors.Is(err, monitor.ErrInvalidConfig) {
+			t.Errorf("New with ECV %+v: err = %v; want ErrInvalidConfig", bad, err)
 		}
 	}
 }

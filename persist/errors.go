@@ -3,6 +3,8 @@ package persist
 import (
 	"errors"
 	"fmt"
+
+	"github.com/cluster2/cluster2/internal/cfgerr"
 )
 
 // These errors can be returned by Open, Manager.Replay and Manager.Run.
@@ -12,8 +14,11 @@ var (
 	// missing, other than by a torn write past the log's durable end.
 	ErrCorrupt = errors.New("persist: corrupt")
 
-	// ErrBadOptions is returned for invalid Options.
-	ErrBadOptions = errors.New("persist: invalid options")
+	// ErrInvalidConfig is wrapped by the errors for invalid Options (the
+	// message names the field) and by Run called before Replay or Resume.
+	// It is the one invalid-config error of every cluster2 package
+	// (cluster2.ErrInvalidConfig is the same value).
+	ErrInvalidConfig = cfgerr.ErrInvalidConfig
 
 	// ErrClosed is returned by a closed Manager.
 	ErrClosed = errors.New("persist: closed")

@@ -54,7 +54,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.Durability = cache.EverySecond
 	}
 	if o.Durability > cache.Always {
-		return o, fmt.Errorf("%w: Durability %d", ErrBadOptions, o.Durability)
+		return o, fmt.Errorf("persist: %w: Durability %d", ErrInvalidConfig, o.Durability)
 	}
 	if o.SegmentSize == 0 {
 		o.SegmentSize = 16 << 20
@@ -66,7 +66,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.CompactMin = 16 << 20
 	}
 	if o.SegmentSize < 0 || o.CompactRatio < 1 || o.CompactMin < 0 {
-		return o, fmt.Errorf("%w: SegmentSize %d, CompactRatio %v, CompactMin %d", ErrBadOptions, o.SegmentSize, o.CompactRatio, o.CompactMin)
+		return o, fmt.Errorf("persist: %w: SegmentSize %d, CompactRatio %v, CompactMin %d", ErrInvalidConfig, o.SegmentSize, o.CompactRatio, o.CompactMin)
 	}
 	if o.RetryMin <= 0 {
 		o.RetryMin = defaultRetryMin
@@ -528,7 +528,7 @@ func (m *Manager) replaySegment(ctx context.Context, k int, seg segment, after u
 func (m *Manager) Run(ctx context.Context) error {
 	p := m.p
 	if p == nil {
-		return fmt.Errorf("%w: Run before Replay or Resume", ErrBadOptions)
+		return fmt.Errorf("persist: %w: Run before Replay or Resume", ErrInvalidConfig)
 	}
 	defer p.Detach()
 	rs := &runState{synced: p.Position(), lastSync: time.Now(), nextCheck: time.Now().Add(time.Second)}

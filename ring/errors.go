@@ -1,14 +1,20 @@
 package ring
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/cluster2/cluster2/internal/cfgerr"
+)
 
 // These errors can be returned by Init, Attach and the methods that open an
 // end of a ring.
 var (
-	// ErrBadConfig is returned by Init and Size for a capacity that is not a
-	// power of two in [MinCapacity, MaxCapacity], or a region that does not
-	// fit in the arena.
-	ErrBadConfig = errors.New("ring: invalid ring configuration")
+	// ErrInvalidConfig is wrapped by the errors of Init and Size for a
+	// capacity that is not a power of two in [MinCapacity, MaxCapacity], or
+	// a region that does not fit in the arena. It is the one invalid-config
+	// error of every cluster2 package (cluster2.ErrInvalidConfig is the same
+	// value).
+	ErrInvalidConfig = cfgerr.ErrInvalidConfig
 
 	// ErrCorrupt is returned by Attach when the ring header is not a ring's
 	// (bad magic, impossible capacity or positions), and by Poll and Read when

@@ -164,10 +164,10 @@ func checkCapacity(capacity uint64) bool {
 func Init(a *shm.Arena, off shm.Off, capacity int) (*Ring, error) {
 	c := uint64(capacity)
 	if capacity < 0 || !checkCapacity(c) {
-		return nil, fmt.Errorf("%w: capacity %d is not a power of two in [%d, %d]", ErrBadConfig, capacity, MinCapacity, MaxCapacity)
+		return nil, fmt.Errorf("ring: %w: capacity %d is not a power of two in [%d, %d]", ErrInvalidConfig, capacity, MinCapacity, MaxCapacity)
 	}
 	if off%shm.CacheLine != 0 || !a.Contains(off, uint64(Size(capacity))) {
-		return nil, fmt.Errorf("%w: %d bytes at %d do not fit the arena", ErrBadConfig, Size(capacity), off)
+		return nil, fmt.Errorf("ring: %w: %d bytes at %d do not fit the arena", ErrInvalidConfig, Size(capacity), off)
 	}
 	clear(a.Bytes(off, int(Size(capacity))))
 	h := shm.Ptr[header](a, off)

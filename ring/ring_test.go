@@ -286,12 +286,12 @@ func TestInitAttachErrors(t *testing.T) {
 	a := shmtest.NewArena(t, 1<<20)
 	off, _ := a.Alloc(context.Background(), ring.Size(4096))
 	for _, capacity := range []int{0, 32, 100, 3000, -64} {
-		if _, err := ring.Init(a, off, capacity); !errors.Is(err, ring.ErrBadConfig) {
-			t.Errorf("Init(capacity %d) = %v; want ErrBadConfig", capacity, err)
+		if _, err := ring.Init(a, off, capacity); !errors.Is(err, ring.ErrInvalidConfig) {
+			t.Errorf("Init(capacity %d) = %v; want ErrInvalidConfig", capacity, err)
 		}
 	}
-	if _, err := ring.Init(a, shm.Off(a.Size()-256), 1024); !errors.Is(err, ring.ErrBadConfig) {
-		t.Errorf("Init past the arena's end = %v; want ErrBadConfig", err)
+	if _, err := ring.Init(a, shm.Off(a.Size()-256), 1024); !errors.Is(err, ring.ErrInvalidConfig) {
+		t.Errorf("Init past the arena's end = %v; want ErrInvalidConfig", err)
 	}
 	if _, err := ring.Attach(a, off); !errors.Is(err, ring.ErrCorrupt) {
 		t.Errorf("Attach(zeroed memory) = %v; want ErrCorrupt", err)

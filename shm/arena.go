@@ -48,14 +48,14 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	o.Size = (o.Size + 4095) &^ 4095
 	if o.Size < minSize {
-		return o, fmt.Errorf("%w: Size %d is below %d bytes", ErrBadConfig, o.Size, minSize)
+		return o, fmt.Errorf("shm: %w: Size %d is below %d bytes", ErrInvalidConfig, o.Size, minSize)
 	}
 	if o.Slots < 2 || o.Slots > maxSlots {
-		return o, fmt.Errorf("%w: Slots %d is outside [2, %d]", ErrBadConfig, o.Slots, maxSlots)
+		return o, fmt.Errorf("shm: %w: Slots %d is outside [2, %d]", ErrInvalidConfig, o.Slots, maxSlots)
 	}
 	need := int64(HeaderSize) + int64(o.Slots)*SlotSize
 	if need > o.Size/2 {
-		return o, fmt.Errorf("%w: %d slots leave too little of a %d-byte arena", ErrBadConfig, o.Slots, o.Size)
+		return o, fmt.Errorf("shm: %w: %d slots leave too little of a %d-byte arena", ErrInvalidConfig, o.Slots, o.Size)
 	}
 	return o, nil
 }
@@ -237,7 +237,7 @@ func (a *Arena) Self() (*Proc, error) {
 // returns ErrRegionMismatch; no room returns ErrArenaFull.
 func (a *Arena) Region(ctx context.Context, name string, size int64, init func(Off) error) (off Off, created bool, err error) {
 	if len(name) == 0 || len(name) > RegionNameLen || size <= 0 {
-		return 0, false, fmt.Errorf("%w: region %q of %d bytes", ErrBadConfig, name, size)
+		return 0, false, fmt.Errorf("shm: %w: region %q of %d bytes", ErrInvalidConfig, name, size)
 	}
 	if off, ok, err := a.lookup(name, size); ok || err != nil {
 		return off, false, err
@@ -300,7 +300,7 @@ func (a *Arena) lookup(name string, size int64) (Off, bool, error) {
 // allocate long-lived structures once and manage their inside yourself.
 func (a *Arena) Alloc(ctx context.Context, size int64) (Off, error) {
 	if size <= 0 {
-		return 0, fmt.Errorf("%w: alloc of %d bytes", ErrBadConfig, size)
+		return 0, fmt.Errorf("shm: %w: alloc of %d bytes", ErrInvalidConfig, size)
 	}
 	p, err := a.Self()
 	if err != nil {
@@ -329,7 +329,7 @@ func (a *Arena) allocLocked(size uint64) (Off, error) {
 func (a *Arena) RegisterLocks(ctx context.Context, off Off, count int, stride int) error {
 	if count <= 0 || stride < LockSize || !a.Contains(off, uint64(count)*uint64(stride)) ||
 		uint64(off)%4 != 0 || stride%4 != 0 {
-		return fmt.Errorf("%w: lock range %d×%d at %d", ErrBadConfig, count, stride, off)
+		return fmt.Errorf("shm: %w: lock range %d×%d at %d", ErrInvalidConfig, count, stride, off)
 	}
 	p, err := a.Self()
 	if err != nil {

@@ -140,8 +140,8 @@ func TestRegionRules(t *testing.T) {
 	if _, _, err := a.Region(ctx, "r", 256, nil); !errors.Is(err, shm.ErrRegionMismatch) {
 		t.Fatalf("Region with another size = %v; want ErrRegionMismatch", err)
 	}
-	if _, _, err := a.Region(ctx, "a-name-longer-than-24-bytes", 64, nil); !errors.Is(err, shm.ErrBadConfig) {
-		t.Fatalf("Region with a long name = %v; want ErrBadConfig", err)
+	if _, _, err := a.Region(ctx, "a-name-longer-than-24-bytes", 64, nil); !errors.Is(err, shm.ErrInvalidConfig) {
+		t.Fatalf("Region with a long name = %v; want ErrInvalidConfig", err)
 	}
 	failing := errors.New("boom")
 	if _, _, err := a.Region(ctx, "failed", 64, func(shm.Off) error { return failing }); !errors.Is(err, failing) {
@@ -154,11 +154,11 @@ func TestRegionRules(t *testing.T) {
 
 func TestCreateOptions(t *testing.T) {
 	for _, o := range []shm.Options{{Size: 1024}, {Slots: 1}, {Slots: 100000}, {Size: 64 << 10, Slots: 4000}} {
-		if a, err := shm.Create(o); !errors.Is(err, shm.ErrBadConfig) {
+		if a, err := shm.Create(o); !errors.Is(err, shm.ErrInvalidConfig) {
 			if a != nil {
 				a.Close()
 			}
-			t.Errorf("Create(%+v) = %v; want ErrBadConfig", o, err)
+			t.Errorf("Create(%+v) = %v; want ErrInvalidConfig", o, err)
 		}
 	}
 }

@@ -1,6 +1,10 @@
 package shm
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/cluster2/cluster2/internal/cfgerr"
+)
 
 // These errors can be returned by Create, Open and the arena's allocators.
 var (
@@ -28,8 +32,12 @@ var (
 	// with another size.
 	ErrRegionMismatch = errors.New("shm: region exists with another size")
 
-	// ErrBadConfig is returned by Create for sizes or counts out of range.
-	ErrBadConfig = errors.New("shm: invalid arena options")
+	// ErrInvalidConfig is wrapped by the errors of Create for sizes or
+	// counts out of range, and of Region, Alloc, Lock ranges and slot
+	// accessors for a name, size or index out of range. It is the one
+	// invalid-config error of every cluster2 package
+	// (cluster2.ErrInvalidConfig is the same value).
+	ErrInvalidConfig = cfgerr.ErrInvalidConfig
 
 	// ErrClosed is returned by operations on a closed arena.
 	ErrClosed = errors.New("shm: arena closed")

@@ -49,7 +49,7 @@ func (a *Arena) Join(role uint32) (*Proc, error) { return a.adopt(a.join(-1, rol
 // live process returns ErrSlotBusy; the slot of a dead one is reclaimed.
 func (a *Arena) JoinSlot(i int, role uint32) (*Proc, error) {
 	if i < 0 || i >= len(a.slots) {
-		return nil, fmt.Errorf("%w: slot %d of %d", ErrBadConfig, i, len(a.slots))
+		return nil, fmt.Errorf("shm: %w: slot %d of %d", ErrInvalidConfig, i, len(a.slots))
 	}
 	return a.adopt(a.join(i, role))
 }
@@ -146,7 +146,7 @@ func (p *Proc) Leave() {
 // ReleaseSlot finishes the work (abandoning locks is idempotent).
 func (a *Arena) ReleaseSlot(i int) error {
 	if i < 0 || i >= len(a.slots) {
-		return fmt.Errorf("%w: slot %d of %d", ErrBadConfig, i, len(a.slots))
+		return fmt.Errorf("shm: %w: slot %d of %d", ErrInvalidConfig, i, len(a.slots))
 	}
 	s := &a.slots[i]
 	for {

@@ -1,9 +1,19 @@
 package worker
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/cluster2/cluster2/internal/cfgerr"
+)
 
 // These errors can be returned by Run.
 var (
+	// ErrInvalidConfig is wrapped by Run's error for a Config field out of
+	// range (a nil Handler); the message names the field. It is the one
+	// invalid-config error of every cluster2 package
+	// (cluster2.ErrInvalidConfig is the same value).
+	ErrInvalidConfig = cfgerr.ErrInvalidConfig
+
 	// ErrNotWorker is returned by Run in a process that a cluster2 master did
 	// not start.
 	ErrNotWorker = errors.New("worker: not a cluster2 worker process")

@@ -153,7 +153,7 @@ func Run(ctx context.Context, cfg Config) (*Worker, error) {
 		return nil, ErrNotWorker
 	}
 	if cfg.Handler == nil {
-		return nil, errors.New("worker: Config.Handler is nil")
+		return nil, fmt.Errorf("worker: %w: Handler is nil", ErrInvalidConfig)
 	}
 	if cfg.WarmUpTimeout <= 0 {
 		cfg.WarmUpTimeout = DefaultWarmUpTimeout

@@ -1,0 +1,65 @@
+package cluster2_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	cluster2 "github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/emitter"
+	"github.com/cluster2/cluster2/master"
+	"github.com/cluster2/cluster2/monitor"
+	"github.com/cluster2/cluster2/persist"
+	"github.com/cluster2/cluster2/ring"
+	"github.com/cluster2/cluster2/shm"
+	"github.com/cluster2/cluster2/worker"
+)
+
+// TestOneInvalidConfigError checks that a bad option of every layer is the
+// one invalid-config error: each package's ErrInvalidConfig is the same value
+// as cluster2.ErrInvalidConfig, and each constructor's error wraps it and
+// names its package and field.
+func TestOneInvalidConfigError(t *testing.T) {
+	for name, e := range map[string]error{
+		"master": master.ErrInvalidConfig, "worker": worker.ErrInvalidConfig, "shm": shm.ErrInvalidConfig,
+		"ring": ring.ErrInvalidConfig, "cache": cache.ErrInvalidConfig, "persist": persist.ErrInvalidConfig,
+		"emitter": emitter.ErrInvalidConfig, "monitor": monitor.ErrInvalidConfig,
+	} {
+		if e != cluster2.ErrInvalidConfig {
+			t.Errorf("%s.ErrInvalidConfig is not cluster2.ErrInvalidConfig", name)
+		}
+	}
+	ctx := context.Background()
+	a, err := shm.Create(shm.Options{})
+	if err != nil {
+		t.Skipf("no arena here: %v", err)
+	}
+	t.Cleanup(func() { a.Close() })
+	for _, tc := range []struct {
+		layer, field string
+		do           func() error
+	}{
+		{"cluster2", "Workers", cluster2.Config{Handler: testHandler(), Workers: -1}.Validate},
+		{"master", "Listener", func() error { _, err := master.Start(ctx, master.Config{}); return err }},
+		{"shm", "Size", func() error { _, err := shm.Create(shm.Options{Size: 10}); return err }},
+		{"ring", "capacity", func() error { _, err := ring.Init(a, 0, 3); return err }},
+		{"cache", "Shards", func() error { _, err := cache.Setup(ctx, a, cache.SpaceOptions{Bytes: 8 << 20, Shards: 3}); return err }},
+		{"persist", "Durability", func() error { _, err := persist.Open(t.TempDir(), persist.Options{Durability: 99}); return err }},
+		{"emitter", "RingSize", func() error { _, err := emitter.New(&emitter.Options{RingSize: 1000}); return err }},
+		{"monitor", "ECV.Mode", func() error {
+			_, err := monitor.New(nil, monitor.Options{ECV: monitor.ECVOptions{Mode: "bogus"}})
+			return err
+		}},
+	} {
+		err := tc.do()
+		if !errors.Is(err, cluster2.ErrInvalidConfig) {
+			t.Errorf("%s: bad %s: err = %v; want cluster2.ErrInvalidConfig", tc.layer, tc.field, err)
+			continue
+		}
+		if msg := err.Error(); !strings.HasPrefix(msg, tc.layer+": ") || !strings.Contains(msg, tc.field) {
+			t.Errorf("%s: bad %s: err = %q; want it to name the package and the field", tc.layer, tc.field, msg)
+		}
+	}
+}
