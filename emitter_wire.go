@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -97,22 +96,20 @@ func (r *emitterRuntime) onEvent(next func(Event)) func(Event) {
 		return next
 	}
 	return func(e Event) {
-		if e.Pid != 0 {
-			switch {
-			case strings.HasSuffix(e.Name, "-forked"):
-				if err := r.em.AddWorker(context.Background(), e.Pid, e.Slot); err != nil {
-					r.log.Error("cluster2: emitter: arm worker", "worker", e.Pid, "slot", e.Slot, "err", err)
-				}
-			case strings.HasSuffix(e.Name, "-died"):
-				r.em.RemoveWorker(e.Pid)
+		switch e.Kind {
+		case master.EventForked:
+			if err := r.em.AddWorker(context.Background(), e.Pid, e.Slot); err != nil {
+				r.log.Error("cluster2: emitter: arm worker", "worker", e.Pid, "slot", e.Slot, "err", err)
 			}
+		case master.EventDied:
+			r.em.RemoveWorker(e.Pid)
 		}
 		arg := LifecycleEvent{Pid: e.Pid, Slot: e.Slot, Time: e.Time}
 		if e.Err != nil {
 			arg.Error = e.Err.Error()
 		}
-		r.enqueue(publication{name: e.Name, arg: arg})
-		if e.Pid != 0 && strings.HasSuffix(e.Name, "-old") {
+		r.enqueue(publication{name: e.Name(), arg: arg})
+		if e.Kind == master.EventOld {
 			// The seed's dismiss(pid), to the master and the worker told
 			// to drain.
 			r.enqueue(publication{name: "dismiss", targets: []emitter.Target{emitter.Self, emitter.Pid(e.Pid)}, arg: e.Pid})

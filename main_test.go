@@ -165,7 +165,7 @@ func childCluster() {
 		},
 		OnEvent: func(e cluster2.Event) {
 			evMu.Lock()
-			events = append(events, e.Name)
+			events = append(events, e.Name())
 			evMu.Unlock()
 		},
 	}

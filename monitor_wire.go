@@ -103,16 +103,16 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena) (*monitorRuntime, er
 	srv, err := monitor.New(r.src, monitor.Options{
 		Addr: c.MonitorAddr, Token: mc.Token, AllowedHosts: mc.AllowedHosts, ECV: ecv, AgentAddr: mc.AgentAddr, ExpectedWorkers: c.Workers,
 		ProfileDir: r.dir, Logger: c.Logger,
-		OnEvent: func(name string) {
+		OnEvent: func(e Event) {
 			// markUp / markDown: to every process (the emitter), and to
 			// the lifecycle hook.
 			go func() {
-				if err := emitter.Emit(name); err != nil {
-					c.Logger.Warn("cluster2: monitor: emit", "event", name, "err", err)
+				if err := emitter.Emit(e.Name()); err != nil {
+					c.Logger.Warn("cluster2: monitor: emit", "event", e.Name(), "err", err)
 				}
 			}()
 			if c.OnEvent != nil {
-				c.OnEvent(Event{Name: name, Time: time.Now()})
+				c.OnEvent(e)
 			}
 		},
 	})
@@ -146,7 +146,7 @@ func (r *monitorRuntime) onEvent(user func(Event)) func(Event) {
 	return func(e Event) {
 		r.src.event(e)
 		r.srv.HandleEvent(e)
-		if r.dir != "" && e.Pid != 0 && strings.HasSuffix(e.Name, "-died") {
+		if r.dir != "" && e.Kind == master.EventDied {
 			os.Remove(monitor.ProfileSocket(r.dir, e.Pid))
 		}
 		if user != nil {
@@ -232,10 +232,9 @@ type monitorSource struct {
 
 // event follows a worker's lifecycle events while the master starts.
 func (s *monitorSource) event(e Event) {
-	if e.Pid == 0 || s.m.Load() != nil {
+	if !e.Kind.Worker() || s.m.Load() != nil {
 		return
 	}
-	what := e.Name[strings.LastIndexByte(e.Name, '-')+1:]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.starting == nil {
@@ -246,15 +245,11 @@ func (s *monitorSource) event(e Event) {
 		wi = &master.WorkerInfo{Pid: e.Pid, Slot: e.Slot, Started: e.Time}
 		s.starting[e.Pid] = wi
 	}
-	switch what {
-	case "forked":
-		wi.State = master.Forked
-	case "warming", "warmup":
-		wi.State = master.Warming
-	case "listening":
-		wi.State = master.Active
-	case "died", "failure":
+	switch st, ok := e.Kind.State(); {
+	case e.Kind == master.EventWarmUpFailure, e.Kind == master.EventReplaceFailure, st == master.Died:
 		delete(s.starting, e.Pid)
+	case ok:
+		wi.State = st
 	}
 }
 

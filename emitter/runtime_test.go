@@ -16,6 +16,7 @@ import (
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/emitter"
 	"github.com/cluster2/cluster2/internal/xtesting"
+	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/status"
 )
 
@@ -37,7 +38,7 @@ func childRuntime() {
 		// A listener for each worker's listening event, registered when
 		// the worker is forked: before the event can be published.
 		OnEvent: func(e cluster2.Event) {
-			if strings.HasSuffix(e.Name, "-forked") {
+			if e.Kind == master.EventForked {
 				emitter.Once(fmt.Sprintf("worker-%d-listening", e.Pid), func(ev emitter.Event) {
 					le, err := emitter.Arg[cluster2.LifecycleEvent](ev, 0)
 					if err == nil && le.Pid == e.Pid {

@@ -36,7 +36,7 @@ func (m *Master) RollingRestart(ctx context.Context) error {
 		}
 	}
 	m.mu.Unlock()
-	m.emit("rolling-restart", nil, nil)
+	m.emit(EventRollingRestart, nil, nil)
 	var waits []chan error
 	for _, pid := range pids {
 		ch := make(chan error, 1)
@@ -174,7 +174,7 @@ func (m *Master) replace(r request) error {
 	}
 	if succ == nil {
 		err := fmt.Errorf("%w: worker %d: %w", ErrReplaceFailed, r.pid, lastErr)
-		m.emit("replace-failure", old, err)
+		m.emit(EventReplaceFailure, old, err)
 		m.log.Error("replacement failed", "worker", r.pid, "err", err)
 		m.mu.Lock()
 		dead := old.state == Died
@@ -198,7 +198,7 @@ func (m *Master) replace(r request) error {
 	if dead {
 		return nil // it died while its successor came up: nothing to dismiss
 	}
-	m.emit("old", old, nil)
+	m.emit(EventOld, old, nil)
 	old.block.SetDrainDeadline(m.cfg.ReplaceTimeout)
 	old.block.SetWant(proc.WantDrain)
 	m.dismiss(old)
@@ -224,8 +224,8 @@ func (m *Master) dismiss(old *handle) {
 	}
 	steps := []struct {
 		sig  syscall.Signal
-		name string
-	}{{syscall.SIGTERM, "sigterm"}, {syscall.SIGKILL, "sigkill"}}
+		kind Kind
+	}{{syscall.SIGTERM, EventSigTerm}, {syscall.SIGKILL, EventSigKill}}
 	for _, s := range steps {
 		select {
 		case <-old.exited:
@@ -235,7 +235,7 @@ func (m *Master) dismiss(old *handle) {
 			return
 		}
 		m.log.Warn("old worker did not exit in time", "worker", old.pid, "signal", s.sig)
-		m.emit(s.name, old, nil)
+		m.emit(s.kind, old, nil)
 		old.cmd.Process.Signal(s.sig)
 	}
 	<-old.exited
@@ -258,8 +258,8 @@ func (m *Master) killIfUnresponsive(h *handle) bool {
 	}
 	m.log.Warn("worker told to drain does not drain and sends no heartbeat: killing it", "worker", h.pid,
 		"grace", m.unresponsiveGrace())
-	m.emit("unresponsive", h, nil)
-	m.emit("sigkill", h, nil)
+	m.emit(EventUnresponsive, h, nil)
+	m.emit(EventSigKill, h, nil)
 	h.cmd.Process.Signal(syscall.SIGKILL)
 	return true
 }

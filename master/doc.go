@@ -54,12 +54,20 @@
 //
 // # Events
 //
-// Config.OnEvent receives "worker-<pid>-<what>" events (forked, warming,
-// warmup, warmup-failure, listening, paused, resumed, draining, old,
-// unresponsive, sigterm, sigkill, died, replace-failure) and cluster events
-// ("up", "down", "rolling-restart", and "respawn-failure", whose Slot names
-// the slot and Pid is 0): the hook through which the emitter publishes them
-// to other processes.
+// Config.OnEvent receives typed events (Event, its Kind): a worker's events
+// (EventForked, EventWarming, EventWarmUp, EventWarmUpFailure,
+// EventListening, EventPaused, EventResumed, EventDraining, EventOld,
+// EventUnresponsive, EventSigTerm, EventSigKill, EventDied,
+// EventReplaceFailure) and cluster events (EventUp, EventDown,
+// EventRollingRestart, and EventRespawnFailure, whose Slot names the slot and
+// Pid is 0): the hook through which the emitter publishes them to other
+// processes. The master makes every one of them here, in one place (emit);
+// the ECV's marks (EventMarkUp, EventMarkDown) are the same type, made by the
+// monitor. One table (event.go) gives each Kind its name and the worker
+// State it implies (Kind.State); Event.Name is the name the emitter
+// publishes: "worker-<pid>-<kind>" for a worker's event
+// ("worker-4242-listening"), the kind's name for the others ("up",
+// "respawn-failure", "markUp"). Consumers switch on Kind, never on the name.
 //
 // A worker's start events arrive in this order for every worker:
 // forked, warming, then warmup and listening, or warmup-failure. The master

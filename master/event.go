@@ -5,37 +5,136 @@ import (
 	"time"
 )
 
-// Event is a lifecycle event: Name is "worker-<pid>-<what>" for a worker
-// (what: forked, warming, warmup, warmup-failure, listening, paused, resumed,
-// draining, old, unresponsive, sigterm, sigkill, died, replace-failure) or a
-// cluster event ("up", "down", "rolling-restart", "respawn-failure"). A
-// worker's start events come as the sequence forked, warming, warmup,
-// listening (or warmup-failure after warming) for every worker; see the
-// package doc. OnEvent receives them in the master; the emitter publishes
-// them to other processes.
+// Event is a lifecycle event. The master makes every one of them, except
+// the ECV's marks (EventMarkUp, EventMarkDown), which the monitor makes: a
+// worker's event has its Pid and Slot, a cluster event has Pid 0 (and
+// EventRespawnFailure the Slot being refilled). A worker's start events come
+// as the sequence forked, warming, warmup, listening (or warmup-failure after
+// warming) for every worker; see the package doc. Config.OnEvent receives
+// them in the master; the emitter publishes them to other processes under
+// Name.
 type Event struct {
-	Name string
+	Kind Kind
 	Pid  int   // the worker's pid, 0 for cluster events
 	Slot int   // the worker's slot (respawn-failure: the slot being refilled), 0 for other cluster events
 	Err  error // what went wrong, for failures
 	Time time.Time
 }
 
+// Kind is what an Event tells.
+type Kind uint8
+
+// The kinds of events. A worker's events first, then the cluster's, then
+// the monitor's.
+const (
+	EventForked         Kind = iota + 1 // spawned (the emitter arms its rings now)
+	EventWarming                        // running WarmUp
+	EventWarmUp                         // warmed up, joining the shared socket
+	EventWarmUpFailure                  // WarmUp failed (Err wraps ErrWarmUp)
+	EventListening                      // accepting on the shared socket
+	EventPaused                         // stopped accepting, by request
+	EventResumed                        // accepting again after a pause
+	EventDraining                       // acknowledged a drain
+	EventOld                            // replaced: told to drain
+	EventUnresponsive                   // told to drain, neither drains nor heartbeats
+	EventSigTerm                        // sent SIGTERM
+	EventSigKill                        // sent SIGKILL
+	EventDied                           // exited (Err: how)
+	EventReplaceFailure                 // no successor could replace it (Err wraps ErrReplaceFailed)
+	EventUp                             // every initial worker listened and warmed up
+	EventDown                           // a graceful stop began
+	EventRollingRestart                 // a rolling restart began
+	EventRespawnFailure                 // a lost worker's slot could not be refilled yet (Slot)
+	EventMarkUp                         // the ECV was marked up (made by the monitor)
+	EventMarkDown                       // the ECV was marked down (made by the monitor)
+)
+
+// noState is kinds' state for a kind that implies none.
+const noState State = -1
+
+// kinds is the one table of the events: for each kind its name (the last
+// part of a worker's event name, the whole name of a cluster event), whether
+// it is a worker's event, and the worker State it implies, if any.
+var kinds = [...]struct {
+	what   string
+	worker bool
+	state  State
+}{
+	EventForked:         {"forked", true, Forked},
+	EventWarming:        {"warming", true, Warming},
+	EventWarmUp:         {"warmup", true, Warming},
+	EventWarmUpFailure:  {"warmup-failure", true, noState},
+	EventListening:      {"listening", true, Active},
+	EventPaused:         {"paused", true, Paused},
+	EventResumed:        {"resumed", true, Active},
+	EventDraining:       {"draining", true, noState},
+	EventOld:            {"old", true, Old},
+	EventUnresponsive:   {"unresponsive", true, noState},
+	EventSigTerm:        {"sigterm", true, noState},
+	EventSigKill:        {"sigkill", true, noState},
+	EventDied:           {"died", true, Died},
+	EventReplaceFailure: {"replace-failure", true, noState},
+	EventUp:             {"up", false, noState},
+	EventDown:           {"down", false, noState},
+	EventRollingRestart: {"rolling-restart", false, noState},
+	EventRespawnFailure: {"respawn-failure", false, noState},
+	EventMarkUp:         {"markUp", false, noState},
+	EventMarkDown:       {"markDown", false, noState},
+}
+
+func (k Kind) valid() bool { return k > 0 && int(k) < len(kinds) }
+
+// String returns the kind's name: "forked", "listening", "up", "markUp", …
+// (a worker's event is published as "worker-<pid>-" followed by it; see
+// Event.Name).
+func (k Kind) String() string {
+	if !k.valid() {
+		return "unknown"
+	}
+	return kinds[k].what
+}
+
+// Worker reports whether events of this kind are about one worker (Pid
+// set, named "worker-<pid>-<kind>").
+func (k Kind) Worker() bool { return k.valid() && kinds[k].worker }
+
+// State returns the worker State an event of this kind implies, and false
+// when it implies none (the cluster's events, and a worker's events that
+// change nothing in Workers, such as sigterm).
+func (k Kind) State() (State, bool) {
+	if !k.valid() || kinds[k].state == noState {
+		return 0, false
+	}
+	return kinds[k].state, true
+}
+
+// Name returns the event's public name, the one the emitter publishes it
+// under: "worker-<pid>-<kind>" for a worker's event ("worker-4242-listening"),
+// the kind's name for the others ("up", "respawn-failure", "markUp").
+func (e Event) Name() string {
+	if e.Kind.Worker() {
+		return "worker-" + strconv.Itoa(e.Pid) + "-" + e.Kind.String()
+	}
+	return e.Kind.String()
+}
+
+// String returns the event's Name.
+func (e Event) String() string { return e.Name() }
+
 // emitSlot sends a cluster event about slot (no process in it) to OnEvent.
-func (m *Master) emitSlot(what string, slot int, err error) {
+func (m *Master) emitSlot(k Kind, slot int, err error) {
 	if m.cfg.OnEvent != nil {
-		m.cfg.OnEvent(Event{Name: what, Slot: slot, Err: err, Time: time.Now()})
+		m.cfg.OnEvent(Event{Kind: k, Slot: slot, Err: err, Time: time.Now()})
 	}
 }
 
-// emit sends an event to OnEvent.
-func (m *Master) emit(what string, h *handle, err error) {
+// emit sends an event to OnEvent: about h, or a cluster event when h is nil.
+func (m *Master) emit(k Kind, h *handle, err error) {
 	if m.cfg.OnEvent == nil {
 		return
 	}
-	e := Event{Name: what, Err: err, Time: time.Now()}
+	e := Event{Kind: k, Err: err, Time: time.Now()}
 	if h != nil {
-		e.Name = "worker-" + strconv.Itoa(h.pid) + "-" + what
 		e.Pid, e.Slot = h.pid, h.slot
 	}
 	m.cfg.OnEvent(e)

@@ -189,7 +189,7 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 		go m.signals()
 	}
 	m.up.Store(true)
-	m.emit("up", nil, nil)
+	m.emit(EventUp, nil, nil)
 	m.log.Info("cluster up", "workers", c.Workers, "heartbeat", c.HeartbeatInterval, "nanny", c.NannyTolerance)
 	return m, nil
 }

@@ -62,7 +62,7 @@ func (m *Master) spawn(slot int) (*handle, error) {
 	}
 	m.mu.Unlock()
 	m.writePid("worker", h.pid)
-	m.emit("forked", h, nil)
+	m.emit(EventForked, h, nil)
 	go m.reap(h)
 	m.watchers.Add(1)
 	go m.watch(h)
@@ -101,7 +101,7 @@ func (m *Master) reap(h *handle) {
 	m.mu.Unlock()
 	// The event goes out before exited closes: whatever waits for this death
 	// (the death queue's next replacement) comes after it in the event order.
-	m.emit("died", h, err)
+	m.emit(EventDied, h, err)
 	close(h.exited)
 	switch {
 	case respawn:
@@ -188,7 +188,7 @@ func (m *Master) respawn(slot int, delay time.Duration) {
 		m.mu.Unlock()
 		m.log.Error("respawn failed; the cluster is one worker short until it succeeds",
 			"slot", slot, "attempt", attempt, "retry-in", delay, "err", err)
-		m.emitSlot("respawn-failure", slot, err)
+		m.emitSlot(EventRespawnFailure, slot, err)
 	}
 }
 

@@ -47,7 +47,7 @@ func (m *Master) beginStop() (first bool) {
 	m.stopOnce.Do(func() {
 		first = true
 		m.up.Store(false)
-		m.emit("down", nil, nil)
+		m.emit(EventDown, nil, nil)
 		m.mu.Lock()
 		m.stopping = true
 		empty := len(m.byPid) == 0

@@ -54,14 +54,14 @@ func (m *Master) watch(h *handle) {
 	}
 }
 
-// Progress of a worker's start events (handle.progress), and their names.
+// Progress of a worker's start events (handle.progress), and their kinds.
 const (
-	progressForked  = iota // "forked" (emitted by spawn)
-	progressWarming        // "warming"
-	progressWarmed         // "warmup"
+	progressForked  = iota // EventForked (emitted by spawn)
+	progressWarming        // EventWarming
+	progressWarmed         // EventWarmUp
 )
 
-var startEvents = [...]string{progressForked: "forked", progressWarming: "warming", progressWarmed: "warmup"}
+var startEvents = [...]Kind{progressForked: EventForked, progressWarming: EventWarming, progressWarmed: EventWarmUp}
 
 func (m *Master) onState(h *handle, st proc.State) {
 	// The events go out before the change is applied: whatever waits for it
@@ -78,11 +78,11 @@ func (m *Master) onState(h *handle, st proc.State) {
 	m.mu.Lock()
 	prev, progress, ready := h.state, h.progress, h.ready
 	m.mu.Unlock()
-	var names []string
+	var evs []Kind
 	var err error
 	catchUp := func(upTo int) {
 		for p := progress + 1; p <= upTo; p++ {
-			names = append(names, startEvents[p])
+			evs = append(evs, startEvents[p])
 		}
 		progress = max(progress, upTo)
 	}
@@ -96,20 +96,20 @@ func (m *Master) onState(h *handle, st proc.State) {
 			catchUp(progressWarmed)
 		}
 		if prev == Paused {
-			names = append(names, "resumed")
+			evs = append(evs, EventResumed)
 		} else {
-			names = append(names, "listening")
+			evs = append(evs, EventListening)
 		}
 	case proc.StatePaused:
-		names = []string{"paused"}
+		evs = []Kind{EventPaused}
 	case proc.StateWarmFailed:
 		catchUp(progressWarming)
-		names, err = append(names, "warmup-failure"), warmUpError(h.block.Reason())
+		evs, err = append(evs, EventWarmUpFailure), warmUpError(h.block.Reason())
 	case proc.StateDraining:
-		names = []string{"draining"}
+		evs = []Kind{EventDraining}
 	}
-	for _, name := range names {
-		m.emit(name, h, err)
+	for _, k := range evs {
+		m.emit(k, h, err)
 	}
 
 	m.mu.Lock()

@@ -25,11 +25,11 @@ func ExampleServer_HandleEvent() {
 		fmt.Printf("%d %s", rec.Code, body)
 	}
 	ecv()
-	s.HandleEvent(master.Event{Name: "up"}) // every initial worker warmed up
+	s.HandleEvent(master.Event{Kind: master.EventUp}) // every initial worker warmed up
 	ecv()
 	s.ECV().MarkDown()
 	ecv()
-	s.HandleEvent(master.Event{Name: "down"}) // a graceful stop began
+	s.HandleEvent(master.Event{Kind: master.EventDown}) // a graceful stop began
 	ecv()
 	// Output:
 	// 503 ECV DOWN warming up

@@ -37,7 +37,7 @@ func hdr(parts ...[]string) []string {
 func TestCrossSiteRequestsRefused(t *testing.T) {
 	f := newFake(101)
 	s, u := serve(t, f, monitor.Options{Addr: "127.0.0.1:0", ProfileDir: t.TempDir()})
-	s.HandleEvent(master.Event{Name: "up"})
+	s.HandleEvent(master.Event{Kind: master.EventUp})
 	want(t, "GET", u+"/ecv/markDown", 403, "cross-site", imgFromEvil...)
 	want(t, "GET", u+"/ecv/markDown", 405, "POST") // curl too: GET never changes state
 	want(t, "GET", u+"/ecv", 200, monitor.BodyUp)
@@ -68,7 +68,7 @@ func TestCrossSiteRequestsRefused(t *testing.T) {
 	// MarkWithGET: the original's GET works for a same-origin or non-browser
 	// client, never for a cross-site page.
 	s2, u2 := serve(t, newFake(101), monitor.Options{Addr: "127.0.0.1:0", ECV: monitor.ECVOptions{MarkWithGET: true}})
-	s2.HandleEvent(master.Event{Name: "up"})
+	s2.HandleEvent(master.Event{Kind: master.EventUp})
 	want(t, "GET", u2+"/ecv/markDown", 403, "cross-site", imgFromEvil...)
 	want(t, "GET", u2+"/ecv/markDown", 403, "cross-site", originOnly...)
 	want(t, "GET", u2+"/ecv", 200, monitor.BodyUp)
@@ -85,7 +85,7 @@ func TestCrossSiteRequestsRefused(t *testing.T) {
 func TestHostHeaderChecked(t *testing.T) {
 	f := newFake(101)
 	s, u := serve(t, f, monitor.Options{Addr: "127.0.0.1:0", AllowedHosts: []string{"mon.internal"}})
-	s.HandleEvent(master.Event{Name: "up"})
+	s.HandleEvent(master.Event{Kind: master.EventUp})
 	port := u[strings.LastIndexByte(u, ':')+1:]
 	evil := "evil.example:" + port
 	rebound := []string{"Host", evil, "Sec-Fetch-Site", "same-origin", "Origin", "http://" + evil}
@@ -129,7 +129,7 @@ func TestTokenRequiredOnLoopback(t *testing.T) {
 	f := newFake(101)
 	f.caches = []monitor.CacheInfo{{Name: "c"}}
 	s, u := serve(t, f, monitor.Options{Addr: "127.0.0.1:0", Token: token, ProfileDir: t.TempDir()})
-	s.HandleEvent(master.Event{Name: "up"})
+	s.HandleEvent(master.Event{Kind: master.EventUp})
 	guarded := []struct{ method, path string }{
 		{"POST", "/ecv/markDown"}, {"POST", "/ecv/markUp"}, {"POST", "/debug/api/ecv/markDown"},
 		{"POST", "/debug/api/ecv/markUp"}, {"POST", "/debug/api/workers/101/pause"},

@@ -34,7 +34,7 @@ func (p *persistFake) set(pi monitor.PersistInfo) {
 func TestECVDownWhilePersistFailing(t *testing.T) {
 	f := &persistFake{fakeSource: newFake(101)}
 	s, url := serve(t, f, monitor.Options{})
-	s.HandleEvent(master.Event{Name: "up"})
+	s.HandleEvent(master.Event{Kind: master.EventUp})
 	want(t, "GET", url+"/ecv", 200, monitor.BodyUp)
 	failing := monitor.PersistInfo{Attached: true, Failing: true, Error: "no space left on device", Since: time.Now(), Failures: 1}
 	f.set(failing)

@@ -181,7 +181,7 @@ type eventRec struct {
 }
 
 func eventView(e master.Event) eventRec {
-	r := eventRec{Name: e.Name, Pid: e.Pid, Slot: e.Slot, Time: e.Time}
+	r := eventRec{Name: e.Name(), Pid: e.Pid, Slot: e.Slot, Time: e.Time}
 	if e.Err != nil {
 		r.Error = e.Err.Error()
 	}

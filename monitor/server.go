@@ -102,9 +102,9 @@ type Options struct {
 	// History is the number of samples a worker's chart keeps. Default 60.
 	History int
 
-	// OnEvent, when set, receives the monitor's own events: "markUp" and
-	// "markDown". It must not block.
-	OnEvent func(name string)
+	// OnEvent, when set, receives the monitor's own events: the ECV's
+	// marks (master.EventMarkUp, master.EventMarkDown). It must not block.
+	OnEvent func(master.Event)
 
 	// Logger receives the monitor's log lines. Default slog.Default().
 	Logger *slog.Logger
@@ -325,14 +325,15 @@ func (s *Server) Close() error {
 	return err
 }
 
-// HandleEvent feeds the server a lifecycle event of the master: "up" makes
-// the ECV warm, "down" makes it stopping; every event is shown on the
-// dashboard's feed. It does not block.
+// HandleEvent feeds the server a lifecycle event of the master:
+// master.EventUp makes the ECV warm, master.EventDown makes it stopping;
+// every event is shown on the dashboard's feed, under its Name. It does not
+// block.
 func (s *Server) HandleEvent(e master.Event) {
-	switch e.Name {
-	case "up":
+	switch e.Kind {
+	case master.EventUp:
 		s.ecv.SetWarm()
-	case "down":
+	case master.EventDown:
 		s.ecv.SetStopping()
 	}
 	s.samp.event(e)
@@ -342,14 +343,14 @@ func (s *Server) HandleEvent(e master.Event) {
 }
 
 func (s *Server) onMark(up bool) {
-	name := "markDown"
+	e := master.Event{Kind: master.EventMarkDown, Time: time.Now()}
 	if up {
-		name = "markUp"
+		e.Kind = master.EventMarkUp
 	}
-	s.log.Info("monitor: ecv " + name)
-	s.HandleEvent(master.Event{Name: name, Time: time.Now()})
+	s.log.Info("monitor: ecv " + e.Name())
+	s.HandleEvent(e)
 	if s.opts.OnEvent != nil {
-		s.opts.OnEvent(name)
+		s.opts.OnEvent(e)
 	}
 }
 

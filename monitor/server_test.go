@@ -74,7 +74,7 @@ func want(t *testing.T, method, url string, code int, sub string, header ...stri
 func TestLivez(t *testing.T) {
 	s, url := serve(t, newFake(), monitor.Options{})
 	want(t, "GET", url+"/livez", 200, "ok")
-	s.HandleEvent(master.Event{Name: "down"}) // stopping: the ECV goes down, liveness does not
+	s.HandleEvent(master.Event{Kind: master.EventDown}) // stopping: the ECV goes down, liveness does not
 	want(t, "GET", url+"/livez", 200, "ok")
 	want(t, "GET", url+"/ecv", 503, monitor.BodyDown)
 }
@@ -82,10 +82,10 @@ func TestLivez(t *testing.T) {
 func TestECVControl(t *testing.T) {
 	f := newFake(101, 102)
 	var events []string
-	s, url := serve(t, f, monitor.Options{OnEvent: func(n string) { events = append(events, n) }})
+	s, url := serve(t, f, monitor.Options{OnEvent: func(e master.Event) { events = append(events, e.Name()) }})
 	want(t, "GET", url+"/ecv", 503, monitor.BodyDown+" warming up")
 	want(t, "HEAD", url+"/ecv", 503, "")
-	s.HandleEvent(master.Event{Name: "up"})
+	s.HandleEvent(master.Event{Kind: master.EventUp})
 	want(t, "GET", url+"/ecv", 200, monitor.BodyUp)
 	want(t, "GET", url+"/ecv?probe=1", 200, monitor.BodyUp) // a query string still matches (the original 404'd)
 	want(t, "POST", url+"/ecv/markDown", 200, monitor.BodyDisabled)
@@ -105,7 +105,7 @@ func TestECVControl(t *testing.T) {
 	f.setState(102, master.Active)
 	want(t, "GET", url+"/ecv", 200, monitor.BodyUp)
 	// A stop: down before any worker drains, and it stays down.
-	s.HandleEvent(master.Event{Name: "down"})
+	s.HandleEvent(master.Event{Kind: master.EventDown})
 	want(t, "GET", url+"/ecv", 503, monitor.BodyDown+" stopping")
 	want(t, "POST", url+"/ecv/markUp", 200, "")
 	want(t, "GET", url+"/ecv", 503, monitor.BodyDown+" stopping")
@@ -115,7 +115,7 @@ func TestECVOptions(t *testing.T) {
 	f := newFake(101, 102)
 	s, url := serve(t, f, monitor.Options{ECV: monitor.ECVOptions{Root: "/health", MarkUp: "/up", MarkDown: "/down",
 		MinActive: 2, NotFoundWhenMarkedDown: true, StartMarkedDown: true}})
-	s.HandleEvent(master.Event{Name: "up"})
+	s.HandleEvent(master.Event{Kind: master.EventUp})
 	want(t, "GET", url+"/health", 404, monitor.BodyDisabled) // HAProxy disable-on-404
 	want(t, "GET", url+"/ecv", 404, "")
 	want(t, "POST", url+"/up", 200, monitor.BodyUp)
@@ -141,7 +141,7 @@ func TestECVMonitorMode(t *testing.T) {
 	defer app.Close()
 	s, url := serve(t, newFake(101), monitor.Options{ECV: monitor.ECVOptions{Mode: monitor.ModeMonitor, CheckURL: app.URL + "/health"}})
 	want(t, "GET", url+"/ecv", 503, "warming up")
-	s.HandleEvent(master.Event{Name: "up"})
+	s.HandleEvent(master.Event{Kind: master.EventUp})
 	want(t, "GET", url+"/ecv", 200, monitor.BodyUp)
 	healthy = false
 	want(t, "GET", url+"/ecv", 503, "check failed: status 500")
@@ -149,7 +149,7 @@ func TestECVMonitorMode(t *testing.T) {
 	healthy = true
 	s2, url2 := serve(t, newFake(101), monitor.Options{ECV: monitor.ECVOptions{Mode: monitor.ModeMonitor,
 		CheckURL: app.URL + "/health", Validator: func(code int, body []byte, err error) bool { return string(body) == "nope" }}})
-	s2.HandleEvent(master.Event{Name: "up"})
+	s2.HandleEvent(master.Event{Kind: master.EventUp})
 	want(t, "GET", url2+"/ecv", 503, "check failed")
 }
 
@@ -157,7 +157,7 @@ func TestTokenRule(t *testing.T) {
 	const token = "s3cret"
 	f := newFake(101)
 	s, url := serve(t, f, monitor.Options{Addr: "0.0.0.0:0", Token: token, ProfileDir: t.TempDir()})
-	s.HandleEvent(master.Event{Name: "up"})
+	s.HandleEvent(master.Event{Kind: master.EventUp})
 	guarded := []struct{ method, path string }{
 		{"POST", "/debug/api/workers/101/pause"}, {"POST", "/debug/api/workers/101/resume"},
 		{"POST", "/debug/api/workers/101/replace"}, {"POST", "/debug/api/rolling-restart"},
@@ -238,8 +238,8 @@ func TestAPI(t *testing.T) {
 	f := newFake(101, 102)
 	f.caches = []monitor.CacheInfo{{Name: "users", Persist: true, Expire: time.Minute, Hits: 3, Misses: 1, Entries: 2, Bytes: 64, Evictions: 5}}
 	s, url := serve(t, f, monitor.Options{ProfileDir: "/nonexistent"})
-	s.HandleEvent(master.Event{Name: "worker-101-listening", Pid: 101, Slot: 1})
-	s.HandleEvent(master.Event{Name: "up"})
+	s.HandleEvent(master.Event{Kind: master.EventListening, Pid: 101, Slot: 1})
+	s.HandleEvent(master.Event{Kind: master.EventUp})
 
 	var ov struct {
 		MasterPid int
@@ -407,7 +407,7 @@ func TestEventStream(t *testing.T) {
 			break
 		}
 	}
-	s.HandleEvent(master.Event{Name: "worker-101-paused", Pid: 101})
+	s.HandleEvent(master.Event{Kind: master.EventPaused, Pid: 101})
 	ev, data = r.next("snapshot")
 	if ev != "lifecycle" || !strings.Contains(data, `"name":"worker-101-paused"`) {
 		t.Fatalf("event = %s %s; want the lifecycle event", ev, data)
@@ -492,7 +492,7 @@ func TestMetrics(t *testing.T) {
 	f.metrics = []monitor.Metric{{Name: "cluster2_wal_bytes", Help: "WAL size.", Value: 4096},
 		{Name: "cluster2_ring_records_total", Help: "Records.", Counter: true, Labels: map[string]string{"ring": "w1"}, Value: 7}}
 	s, url := serve(t, f, monitor.Options{})
-	s.HandleEvent(master.Event{Name: "up"})
+	s.HandleEvent(master.Event{Kind: master.EventUp})
 	body := want(t, "GET", url+"/metrics", 200, "")
 	for _, line := range []string{
 		`cluster2_workers{state="active"} 2`,
@@ -555,7 +555,7 @@ func TestAgentCheck(t *testing.T) {
 	if got := agent(); got != "down\n" {
 		t.Fatalf("agent before warm-up = %q", got)
 	}
-	s.HandleEvent(master.Event{Name: "up"})
+	s.HandleEvent(master.Event{Kind: master.EventUp})
 	if got := agent(); got != "ready up 50%\n" {
 		t.Fatalf("agent = %q; want ready up 50%%", got)
 	}
