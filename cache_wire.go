@@ -48,7 +48,6 @@ func startCacheMaster(ctx context.Context, c Config, a *shm.Arena) (*cacheRuntim
 	if err != nil {
 		return nil, fmt.Errorf("cluster2: cache: %w", err)
 	}
-	cache.SetDefault(sp)
 	r := &cacheRuntime{sp: sp, log: c.Logger}
 	if c.Cache.DataDir == "" {
 		return r, nil
@@ -97,7 +96,6 @@ func attachCacheWorker(a *shm.Arena) (*cacheRuntime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster2: cache: %w", err)
 	}
-	cache.SetDefault(sp)
 	return &cacheRuntime{sp: sp}, nil
 }
 
@@ -116,9 +114,6 @@ func (r *cacheRuntime) stop() {
 			r.log.Error("cluster2: cache: persistence manager", "err", err)
 		}
 		r.mgr.Close()
-	}
-	if cache.Default() == r.sp {
-		cache.SetDefault(nil)
 	}
 	r.sp.Close()
 }

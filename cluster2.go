@@ -72,6 +72,7 @@ type Cluster struct {
 	self   *shm.Proc
 	addr   net.Addr
 	lnFile *os.File
+	in     *instances // its emitter, status registry and cache space
 
 	cache     *cacheRuntime   // nil unless Config.Cache.Enabled
 	mon       *monitorRuntime // master: nil when the monitor is off or did not start
@@ -103,6 +104,7 @@ func Listen(ctx context.Context, cfg Config) (*Cluster, error) {
 }
 
 func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
+	in := newInstances()
 	var cr *cacheRuntime
 	w, err := worker.Run(ctx, worker.Config{
 		Handler: c.Handler, NewServer: c.NewServer, Server: c.Server, ConfigureApp: c.ConfigureApp, WarmUp: c.WarmUp,
@@ -111,21 +113,27 @@ func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
 		// The cache is attached before warm-up and serving: no request may
 		// find it missing.
 		Attach: func(ctx context.Context, a *shm.Arena, p *shm.Proc) (err error) {
-			if err := attachEmitterWorker(ctx, a, p); err != nil {
+			if err := attachEmitterWorker(ctx, a, p, in.em); err != nil {
+				return err
+			}
+			if err := in.registerWorkerStatuses(ctx, a, p); err != nil {
 				return err
 			}
 			if c.Cache.Enabled {
-				cr, err = attachCacheWorker(a)
+				if cr, err = attachCacheWorker(a); err == nil {
+					in.useSpace(cr.sp)
+				}
 			}
 			return err
 		},
 	})
 	if err != nil {
+		in.release()
 		cr.stop()
 		return nil, err
 	}
 	serveWorkerProfiles(c)
-	return &Cluster{role: Worker, cfg: c, w: w, arena: w.Arena(), self: w.Proc(), addr: w.Addr(), cache: cr}, nil
+	return &Cluster{role: Worker, cfg: c, w: w, arena: w.Arena(), self: w.Proc(), addr: w.Addr(), in: in, cache: cr}, nil
 }
 
 func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
@@ -158,18 +166,21 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster2: arena: %w", err)
 	}
+	in := newInstances()
 	var cr *cacheRuntime
 	if c.Cache.Enabled { // before any worker: persistent caches are replayed first
 		if cr, err = startCacheMaster(ctx, c, a); err != nil {
 			return nil, err
 		}
+		in.useSpace(cr.sp)
 		defer func() {
 			if err != nil {
+				in.release()
 				cr.stop()
 			}
 		}()
 	}
-	ew, err := startEmitterMaster(ctx, c, a, self) // before any worker: each is armed when forked
+	ew, err := startEmitterMaster(ctx, c, a, self, in) // before any worker: each is armed when forked
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +189,7 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 			ew.close()
 		}
 	}()
-	mon, err := startMonitor(c, addr, a) // before any worker: the ECV answers down until they are warm
+	mon, err := startMonitor(c, addr, a, in) // before any worker: the ECV answers down until they are warm
 	if err != nil {
 		return nil, err
 	}
@@ -199,10 +210,8 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 	}
 	mon.attach(m)
 	ew.attach(m)
-	// The monitor's /status shows it: slots whose lost worker could not be
-	// replaced yet (the master keeps trying).
-	status.Default().Register(StatusRespawns, func() any { return m.Respawning() }, nil)
-	return &Cluster{role: Master, cfg: c, m: m, arena: a, self: self, addr: addr, lnFile: f, cache: cr, mon: mon}, nil
+	in.registerMasterStatuses(m)
+	return &Cluster{role: Master, cfg: c, m: m, arena: a, self: self, addr: addr, lnFile: f, in: in, cache: cr, mon: mon}, nil
 }
 
 // slotsFor sizes the process table: the master, the workers, as many
@@ -301,10 +310,12 @@ func (c *Cluster) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// close releases what Listen took in this process, once: the cache's work
-// (the persistence manager logs what is left) and the master's socket.
+// close releases what Listen took in this process, once: the cache default
+// if it is still the Cluster's space, the cache's work (the persistence
+// manager logs what is left) and the master's socket.
 func (c *Cluster) close() {
 	c.closeOnce.Do(func() {
+		c.in.release()
 		c.cache.stop()
 		if c.lnFile != nil {
 			c.lnFile.Close()

@@ -52,6 +52,19 @@
 //     drains it. A worker whose master dies drains and exits within a
 //     second: it reads EOF on a pipe whose write end only the master holds.
 //
+// # What a Cluster owns
+//
+// In each process the [Cluster] owns its event bus ([Cluster.Emitter]), the
+// status registry on it ([Cluster.Status]) and, with Config.Cache.Enabled,
+// its shared cache space ([Cluster.Caches]). Listen makes or adopts them in
+// one place before anything uses them (it adopts emitter.Default, so
+// listeners registered before Listen stay) and hands them to the emitter's,
+// the cache's and the monitor's runtimes; it registers the built-in statuses
+// (status.os in each worker, deathQueue and respawns in the master) in the
+// Cluster's registry. It also makes them the package-level defaults
+// (emitter.Default, status.Default, cache.Default) for the user's code, but
+// nothing of the runtime, the monitor included, reads those defaults.
+//
 // # Caveats
 //
 //   - Go cannot fork: workers are new processes running main from the start.

@@ -9,10 +9,8 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/emitter"
-	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/shm"
-	"github.com/cluster2/cluster2/status"
 	"github.com/cluster2/cluster2/worker"
 )
 
@@ -48,12 +46,12 @@ type publication struct {
 	arg     any
 }
 
-// startEmitterMaster attaches the process's default emitter to the arena as
-// the master (before any worker starts) and registers the master's
-// built-in status.
-func startEmitterMaster(ctx context.Context, c Config, a *shm.Arena, self *shm.Proc) (*emitterRuntime, error) {
-	em := emitter.Default()
-	status.Default() // its listeners must be in place before a worker registers a status
+// startEmitterMaster attaches the Cluster's emitter to the arena as the
+// master, before any worker starts. It takes the instances, not an emitter:
+// the Cluster's registry is on it already, so its listeners are in place
+// before a worker can register a status.
+func startEmitterMaster(ctx context.Context, c Config, a *shm.Arena, self *shm.Proc, in *instances) (*emitterRuntime, error) {
+	em := in.em
 	if err := em.Attach(ctx, a, self, emitter.RoleMaster); err != nil {
 		return nil, fmt.Errorf("cluster2: emitter: %w", err)
 	}
@@ -63,30 +61,13 @@ func startEmitterMaster(ctx context.Context, c Config, a *shm.Arena, self *shm.P
 	return r, nil
 }
 
-// attachEmitterWorker attaches the default emitter in a worker (it waits
-// until the master armed the slot, at its forked event), announces the
-// statuses registered so far, and registers status.os: the worker's last
-// heartbeat, read from its control block, as a worker.Heartbeat (its JSON
-// form is the one shape of a heartbeat).
-func attachEmitterWorker(ctx context.Context, a *shm.Arena, p *shm.Proc) error {
-	if err := emitter.Default().Attach(ctx, a, p, emitter.RoleWorker); err != nil {
+// attachEmitterWorker attaches the Cluster's emitter in a worker: it waits
+// until the master armed the slot, at its forked event.
+func attachEmitterWorker(ctx context.Context, a *shm.Arena, p *shm.Proc, em *emitter.Emitter) error {
+	if err := em.Attach(ctx, a, p, emitter.RoleWorker); err != nil {
 		return fmt.Errorf("cluster2: emitter: %w", err)
 	}
-	blocks, err := proc.Region(ctx, a)
-	if err != nil {
-		return fmt.Errorf("cluster2: emitter: %w", err)
-	}
-	b := &blocks[p.Slot()]
-	reg := status.Default()
-	err = reg.Register(status.NameOS, func() any {
-		var w [proc.HeartbeatWords]uint64
-		if _, ok := b.LoadHeartbeat(&w); !ok {
-			return nil
-		}
-		return worker.HeartbeatFromWords(&w)
-	}, nil)
-	reg.Announce()
-	return err
+	return nil
 }
 
 // onEvent returns the master's OnEvent: the emitter's bookkeeping and
@@ -120,13 +101,12 @@ func (r *emitterRuntime) onEvent(next func(Event)) func(Event) {
 	}
 }
 
-// attach hands the started master over: the death queue status, until the
+// attach hands the started master over: the runtime publishes until the
 // master is done.
 func (r *emitterRuntime) attach(m *master.Master) {
 	if r == nil {
 		return
 	}
-	status.Default().Register(status.NameDeathQueue, func() any { return m.DeathQueue() }, nil)
 	go func() {
 		<-m.Done()
 		r.close()
@@ -182,7 +162,7 @@ func (r *emitterRuntime) publish() {
 }
 
 // close stops publishing (what is queued is dropped) and detaches the
-// default emitter.
+// Cluster's emitter.
 func (r *emitterRuntime) close() {
 	if r == nil {
 		return

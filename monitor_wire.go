@@ -78,13 +78,13 @@ type monitorRuntime struct {
 // check, and a cluster running without it would be out of rotation with
 // nothing saying why. The caller decides (another address, or
 // Monitor.Disabled), as the original's users asked (ql-io/cluster2 #52).
-func startMonitor(c Config, appAddr net.Addr, a *shm.Arena) (*monitorRuntime, error) {
+func startMonitor(c Config, appAddr net.Addr, a *shm.Arena, in *instances) (*monitorRuntime, error) {
 	mc := c.Monitor
 	if mc.Disabled {
 		return nil, nil
 	}
-	r := &monitorRuntime{src: &monitorSource{arena: a, persist: c.Cache.Enabled && c.Cache.DataDir != "",
-		downWhileFailing: c.Cache.DownWhilePersistFailing}, log: c.Logger}
+	r := &monitorRuntime{src: &monitorSource{arena: a, em: in.em, reg: in.reg, sp: in.sp,
+		persist: c.Cache.Enabled && c.Cache.DataDir != "", downWhileFailing: c.Cache.DownWhilePersistFailing}, log: c.Logger}
 	ecv := mc.ECV
 	if ecv.Mode == monitor.ModeMonitor && strings.HasPrefix(ecv.CheckURL, "/") {
 		ecv.CheckURL = "http://" + loopbackOf(appAddr) + ecv.CheckURL
@@ -107,7 +107,7 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena) (*monitorRuntime, er
 			// markUp / markDown: to every process (the emitter), and to
 			// the lifecycle hook.
 			go func() {
-				if err := emitter.Emit(e.Name()); err != nil {
+				if err := in.em.Emit(e.Name()); err != nil {
 					c.Logger.Warn("cluster2: monitor: emit", "event", e.Name(), "err", err)
 				}
 			}()
@@ -217,11 +217,15 @@ func serveWorkerProfiles(c Config) {
 }
 
 // monitorSource is the monitor's view of the master (set once Start
-// returned) and of the shared caches.
+// returned) and of the Cluster's instances: the shared caches, the status
+// registry and the emitter it was handed (never the package defaults).
 type monitorSource struct {
 	arena            *shm.Arena
-	persist          bool // the cluster has a data directory
-	downWhileFailing bool // Cache.DownWhilePersistFailing
+	em               *emitter.Emitter
+	reg              *status.Registry
+	sp               *cache.Space // nil without the cache
+	persist          bool         // the cluster has a data directory
+	downWhileFailing bool         // Cache.DownWhilePersistFailing
 	m                atomic.Pointer[master.Master]
 
 	// Until master.Start returns, the workers as the lifecycle events tell
@@ -309,7 +313,7 @@ func (s *monitorSource) RollingRestart(ctx context.Context) error {
 
 // Caches reads the figures of every cache of the master's space.
 func (s *monitorSource) Caches() []monitor.CacheInfo {
-	sp := cache.Default()
+	sp := s.sp
 	if sp == nil {
 		return nil
 	}
@@ -339,7 +343,7 @@ func (s *monitorSource) open(sp *cache.Space, name string) (*cache.Cache, error)
 
 // WatchCache follows every key of the named cache.
 func (s *monitorSource) WatchCache(name string, fn func(monitor.KeyChange)) (func(), error) {
-	sp := cache.Default()
+	sp := s.sp
 	if sp == nil {
 		return nil, fmt.Errorf("cache %q: %w (the shared cache is off)", name, monitor.ErrNoCache)
 	}
@@ -356,7 +360,7 @@ func (s *monitorSource) WatchCache(name string, fn func(monitor.KeyChange)) (fun
 // Persist reads the persistence state from the arena (the persister may be
 // a cache-manager process).
 func (s *monitorSource) Persist() (monitor.PersistInfo, bool) {
-	sp := cache.Default()
+	sp := s.sp
 	if !s.persist || sp == nil {
 		return monitor.PersistInfo{}, false
 	}
@@ -374,7 +378,7 @@ func (s *monitorSource) Persist() (monitor.PersistInfo, bool) {
 // With a data directory, "persist" (under the master's pid) is the state of
 // the log (monitor.PersistInfo).
 func (s *monitorSource) Statuses(ctx context.Context) (map[string]map[int]any, error) {
-	reg := status.Default()
+	reg := s.reg
 	out := map[string]map[int]any{}
 	if pi, ok := s.Persist(); ok {
 		out["persist"] = map[int]any{os.Getpid(): pi}
@@ -404,7 +408,7 @@ func (s *monitorSource) Metrics() []monitor.Metric {
 	a := s.arena
 	var ps cache.PersistStats
 	var repairs uint64
-	if sp := cache.Default(); sp != nil {
+	if sp := s.sp; sp != nil {
 		ps, repairs = sp.PersistStats(), sp.Repairs()
 	}
 	attached, failing := 0.0, 0.0
@@ -416,10 +420,7 @@ func (s *monitorSource) Metrics() []monitor.Metric {
 		failing = 1
 		errors.As(ps.Failing, &errno)
 	}
-	var es emitter.Stats
-	if em := emitter.Default(); em != nil {
-		es = em.Stats()
-	}
+	es := s.em.Stats()
 	return []monitor.Metric{
 		{Name: "cluster2_ring_frames_sent_total", Help: "Event frames the master wrote to the workers' rings.", Value: float64(es.Sent), Counter: true},
 		{Name: "cluster2_ring_frames_received_total", Help: "Event frames the master read from the workers' rings.", Value: float64(es.Received), Counter: true},

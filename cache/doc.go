@@ -10,7 +10,10 @@
 // and a change journal. [Setup] creates the space (the master does it before
 // its workers start), [Attach] finds it in any other process, and [Use] (on the
 // process's default space) or [Space.Use] opens a named cache. The first Use
-// of a name fixes its options cluster-wide.
+// of a name fixes its options cluster-wide. In a cluster the space is the
+// Cluster's (cluster2.Cluster.Caches): cluster2.Listen makes it the default
+// ([SetDefault]) in every process, a worker's before its warm-up, and the
+// monitor reads the Cluster's space, never [Default].
 //
 // # Layout (format: changing it bumps spaceVersion)
 //

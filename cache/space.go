@@ -424,8 +424,12 @@ func (sp *Space) Names() []string {
 
 var defaultSpace atomic.Pointer[Space]
 
-// SetDefault makes sp the space that the package-level Use opens caches in.
-// cluster2.Listen calls it in every process of a cluster with the cache on.
+// SetDefault makes sp the space that the package-level Use opens caches in
+// (nil: none). cluster2.Listen sets the Cluster's space (Cluster.Caches) in
+// every process of a cluster with the cache on, before the worker's warm-up,
+// and clears it when the cluster stops if it is still the default. Setting
+// another space later changes what Use opens, not the Cluster's space (the
+// one the monitor reads).
 func SetDefault(sp *Space) { defaultSpace.Store(sp) }
 
 // Default returns the space set by SetDefault, or nil.

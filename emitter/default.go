@@ -5,21 +5,32 @@ import (
 	"sync/atomic"
 )
 
-// def is the process's default emitter: the seed's module-level emitter.
+// def is the process's default emitter, made at its first use (Default),
+// not at init: a program that never uses it never makes one.
 var def atomic.Pointer[Emitter]
 
-func init() { def.Store(mustNew()) }
-
 // Default returns the process's default emitter, which the package-level
-// functions use. Until the runtime attaches it (cluster2.Listen does, in
-// every process) it delivers within the process only; listeners registered
-// on it before then stay registered.
-func Default() *Emitter { return def.Load() }
+// functions use; the first call makes it (New with no options). Until a
+// cluster attaches it it delivers within the process only. cluster2.Listen
+// adopts it as the Cluster's emitter (Cluster.Emitter) and attaches it, in
+// every process: listeners registered on it before Listen, or before any
+// emitter existed, stay registered and receive the cluster's events.
+func Default() *Emitter {
+	if em := def.Load(); em != nil {
+		return em
+	}
+	em := mustNew() // an unattached emitter holds no goroutine: the loser of a race is garbage
+	if def.CompareAndSwap(nil, em) {
+		return em
+	}
+	return def.Load()
+}
 
 // SetDefault makes em the process's default emitter. Listeners of the
-// previous default are not moved: the runtime attaches the existing default
-// rather than replacing it; SetDefault is for tests and for programs that
-// build their own cluster.
+// previous default are not moved. Called before cluster2.Listen, it chooses
+// the emitter Listen adopts; after, it changes what the package-level
+// functions use, not the Cluster's emitter. It is for tests and for
+// programs that build their own cluster.
 func SetDefault(em *Emitter) {
 	if em == nil {
 		panic("emitter: SetDefault(nil)")

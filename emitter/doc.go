@@ -40,6 +40,16 @@
 // frames in the order it reads them). Events of different senders are not
 // ordered with each other.
 //
+// # The default emitter
+//
+// The package-level functions ([On], [Emit], [To], …) use [Default], made
+// at its first use (not at init). cluster2.Listen adopts the default emitter
+// as the Cluster's (cluster2.Cluster.Emitter) and attaches it, in every
+// process: listeners registered with On before Listen stay registered and
+// receive the cluster's events. The runtime itself uses the Cluster's
+// emitter, never Default: [SetDefault] after Listen changes what the
+// package-level functions reach, not what the cluster or its monitor use.
+//
 // # Region layout (format: changing it bumps the region version)
 //
 // The region [RegionName] is created by the master:

@@ -9,8 +9,12 @@ import (
 
 var def atomic.Pointer[Registry]
 
-// Default returns the process's default registry, on the default emitter
-// (made at first use). The package-level functions use it.
+// Default returns the process's default registry, which the package-level
+// functions use; the first call makes it, on emitter.Default().
+// cluster2.Listen makes the Cluster's registry (Cluster.Status) on the
+// Cluster's emitter, adopting this one when it talks over that emitter (so
+// statuses registered before Listen stay registered and are announced), and
+// makes it the default.
 func Default() *Registry {
 	if r := def.Load(); r != nil {
 		return r
@@ -23,7 +27,9 @@ func Default() *Registry {
 	return def.Load()
 }
 
-// SetDefault makes r the process's default registry.
+// SetDefault makes r the process's default registry. After cluster2.Listen
+// it changes what the package-level functions use, not the Cluster's
+// registry (the one the monitor's /status reads).
 func SetDefault(r *Registry) {
 	if r == nil {
 		panic("status: SetDefault(nil)")

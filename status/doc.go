@@ -29,8 +29,21 @@
 // attached reach the master when [Registry.Announce] is called (the runtime
 // does it after attaching).
 //
-// Built-in statuses, registered by the runtime (cluster2.Listen), every one
-// of them read-only (no update function):
+// # The default registry
+//
+// The package-level functions ([Register], [Get], …) use [Default], made at
+// its first use on emitter.Default(). cluster2.Listen gives the Cluster a
+// registry on the Cluster's emitter (cluster2.Cluster.Status) before that
+// emitter is attached, so that its listeners are in place before any worker
+// registers a status: the default registry when it talks over that emitter
+// (statuses registered before Listen stay, and are announced), otherwise a
+// new one. It makes it the default. The monitor's /status reads the
+// Cluster's registry, never Default: [SetDefault] after Listen changes what
+// the package-level functions reach, not what the monitor shows.
+//
+// Built-in statuses, registered by the runtime (cluster2.Listen, in one
+// place) in the Cluster's registry, every one of them read-only (no update
+// function):
 //
 //   - [NameOS] ("status.os"), in every worker: its latest heartbeat, a
 //     worker.Heartbeat in its JSON form (camelCase names, durations in

@@ -1,0 +1,136 @@
+package cluster2
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/emitter"
+	"github.com/cluster2/cluster2/shm"
+	"github.com/cluster2/cluster2/status"
+)
+
+// The monitor shows the Cluster's own instances (the ones Listen made or
+// adopted and handed to it), not whatever the package-level defaults are:
+// another cache space, status registry and emitter made the defaults after
+// Listen change nothing in /status and /metrics. In process, on a real arena,
+// a real cache space and a real monitor server over loopback.
+func TestMonitorReadsTheClusterInstances(t *testing.T) {
+	prevEm, prevReg := emitter.Default(), status.Default()
+	t.Cleanup(func() {
+		emitter.SetDefault(prevEm)
+		status.SetDefault(prevReg)
+		cache.SetDefault(nil)
+	})
+	ctx := context.Background()
+	newSpace := func(name string) *cache.Space {
+		a, err := shm.Create(shm.Options{Size: 8 << 20, Slots: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Close() })
+		sp, err := cache.Setup(ctx, a, cache.SpaceOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sp.Close() })
+		c, err := sp.Use(name, cache.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Set(ctx, "k", []byte("v"), cache.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return sp
+	}
+
+	// What Listen does: adopt the defaults, then the Cluster's space.
+	in := newInstances()
+	if in.em != prevEm || in.reg != prevReg || in.reg.Emitter() != in.em {
+		t.Fatal("newInstances did not adopt the default emitter and its registry")
+	}
+	sp := newSpace("owned")
+	in.useSpace(sp)
+	if cache.Default() != sp {
+		t.Fatal("useSpace did not make the Cluster's space the default")
+	}
+	in.reg.Register("ownedStatus", func() any { return "mine" }, nil)
+	t.Cleanup(func() { in.reg.Unregister("ownedStatus") })
+	cfg, err := Config{Handler: http.NotFoundHandler(), MonitorAddr: "127.0.0.1:0", Workers: 1,
+		Monitor: MonitorConfig{NoProfiles: true}}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mon, err := startMonitor(cfg, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, sp.Arena(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mon.close)
+	for range 3 {
+		in.em.Emit("counted") // no listener: counted as emitted all the same
+	}
+
+	// Decoys, made the defaults after "Listen".
+	decoyEm, err := emitter.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { decoyEm.Close() })
+	decoyReg := status.New(decoyEm)
+	t.Cleanup(decoyReg.Close)
+	decoyReg.Register("decoyStatus", func() any { return "not mine" }, nil)
+	emitter.SetDefault(decoyEm)
+	status.SetDefault(decoyReg)
+	cache.SetDefault(newSpace("decoy"))
+
+	get := func(path string) string {
+		t.Helper()
+		resp, err := http.Get("http://" + mon.srv.Addr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %v\n%s", path, resp.StatusCode, err, b)
+		}
+		return string(b)
+	}
+	st := get("/status")
+	if !strings.Contains(st, `"ownedStatus"`) || strings.Contains(st, "decoy") {
+		t.Errorf("/status does not show the Cluster's registry alone:\n%s", st)
+	}
+	m := get("/metrics")
+	if !strings.Contains(m, `cluster2_cache_entries{cache="owned"} 1`) || strings.Contains(m, "decoy") {
+		t.Errorf("/metrics does not show the Cluster's cache space alone:\n%s", m)
+	}
+	if !regexp.MustCompile(`(?m)^cluster2_emitter_emitted_total 3$`).MatchString(m) {
+		t.Errorf("/metrics does not count the Cluster's emitter (3 emitted):\n%s", grepLines(m, "emitter"))
+	}
+
+	// release clears the cache default only while it is the Cluster's.
+	in.release()
+	if cache.Default() == nil {
+		t.Error("release cleared a default that was not the Cluster's space")
+	}
+	cache.SetDefault(sp)
+	in.release()
+	if cache.Default() != nil {
+		t.Error("release left the Cluster's closed space as the default")
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for l := range strings.Lines(s) {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "")
+}
