@@ -172,7 +172,7 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 		if cr, err = startCacheMaster(ctx, c, a); err != nil {
 			return nil, err
 		}
-		in.useSpace(cr.sp)
+		in.useSpace(cr.sp) // before the monitor: it is handed the Cluster's space
 		defer func() {
 			if err != nil {
 				in.release()

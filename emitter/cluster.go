@@ -408,7 +408,7 @@ func (st *state) teardown(l *link) {
 // Detach disconnects the emitter from its cluster: its ring readers stop
 // (delivering what was already committed), and from then on it delivers
 // within its process only, as New made it; its listeners stay. Attach may
-// be called again (the runtime detaches the default emitter when a master
+// be called again (the runtime detaches the Cluster's emitter when a master
 // stops, so that a process can run another cluster later). Detach of an
 // unattached emitter does nothing.
 func (em *Emitter) Detach() {

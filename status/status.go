@@ -93,7 +93,7 @@ type Registry struct {
 }
 
 // New returns a registry that talks over em. The emitter may be attached
-// later (as the runtime does with the default ones); call Announce then.
+// later (as the runtime does with the Cluster's); call Announce then.
 func New(em *emitter.Emitter) *Registry {
 	r := &Registry{em: em, local: map[string]registration{}, remote: map[string]map[int]bool{},
 		pending: map[uint64]chan reply{}}
