@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/cluster2/cluster2/internal/nocopy"
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/shm"
@@ -64,6 +65,7 @@ func CurrentRole() Role {
 // the master or one worker. Its methods are safe for concurrent use. It must
 // not be copied.
 type Cluster struct {
+	_      nocopy.NoCopy
 	role   Role
 	cfg    Config
 	m      *master.Master

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/cluster2/cluster2/internal/nocopy"
 )
 
 // Loader computes the value of a key that missed. Get runs it in exactly one
@@ -16,6 +18,7 @@ type Loader func(ctx context.Context, key string) ([]byte, error)
 // the same name sees the same entries. The zero value is not usable: get one
 // from Use. A Cache must not be copied.
 type Cache struct {
+	_      nocopy.NoCopy
 	sp     *Space
 	id     uint32
 	name   string

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/nocopy"
 	"github.com/cluster2/cluster2/shm"
 )
 
@@ -20,6 +21,7 @@ const regionName = "cache"
 // is safe for concurrent use; it must not be copied. Close stops its
 // background work (it does not unmap the arena).
 type Space struct {
+	_    nocopy.NoCopy
 	a    *shm.Arena
 	p    *shm.Proc
 	mem  []byte // the whole arena

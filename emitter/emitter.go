@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cluster2/cluster2/internal/nocopy"
 )
 
 // Defaults of Options.
@@ -174,11 +176,6 @@ type counters struct {
 	emitted, sent, received, routed, local, dropped atomic.Uint64
 }
 
-type noCopy struct{}
-
-func (*noCopy) Lock()   {}
-func (*noCopy) Unlock() {}
-
 // Emitter is one process's end of the cluster's event bus. New makes one
 // that delivers only within its process; Attach (or Open) connects it to a
 // cluster's arena as the master or a worker. Its zero value is not usable;
@@ -187,7 +184,7 @@ func (*noCopy) Unlock() {}
 // this process, so a slow handler delays only its own listener (until its
 // queue of Options.QueueLen events fills).
 type Emitter struct {
-	_    noCopy
+	_    nocopy.NoCopy
 	pid  int
 	opts Options
 

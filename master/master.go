@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/nocopy"
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/internal/xtime"
 	"github.com/cluster2/cluster2/worker"
@@ -23,6 +24,7 @@ import (
 // Master supervises the workers of a cluster. It is safe for concurrent use;
 // it must not be copied.
 type Master struct {
+	_      nocopy.NoCopy
 	cfg    Config
 	log    *slog.Logger
 	blocks []proc.Block

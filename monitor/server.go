@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/nocopy"
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/status"
 	"github.com/cluster2/cluster2/worker"
@@ -168,6 +169,7 @@ func IsLoopback(addr string) bool {
 // are safe for concurrent use; it must not be copied. It runs in the master
 // only.
 type Server struct {
+	_        nocopy.NoCopy
 	opts     Options
 	src      Source
 	log      *slog.Logger

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/nocopy"
 	"github.com/cluster2/cluster2/internal/order"
 	"github.com/cluster2/cluster2/internal/xtime"
 	"github.com/cluster2/cluster2/shm"
@@ -35,6 +36,7 @@ const unackedSleep = time.Millisecond
 // one from [Ring.Consumer]. It must not be copied, and must be used by one
 // goroutine at a time.
 type Consumer struct {
+	_         nocopy.NoCopy
 	r         *Ring
 	o         Options
 	pos       uint64        // next record to deliver

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/cluster2/cluster2/internal/nocopy"
 	"github.com/cluster2/cluster2/internal/order"
 	"github.com/cluster2/cluster2/internal/xtime"
 	"github.com/cluster2/cluster2/shm"
@@ -17,6 +18,7 @@ import (
 // goroutine at a time (callers that write from several goroutines serialize
 // with a mutex).
 type Producer struct {
+	_         nocopy.NoCopy
 	r         *Ring
 	words     []atomic.Uint64 // r.words
 	data      []byte          // r.data

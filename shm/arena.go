@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+
+	"github.com/cluster2/cluster2/internal/nocopy"
 )
 
 // Off is a byte offset from the start of an arena. Offset 0 is the header, so
@@ -65,6 +67,7 @@ func (o Options) withDefaults() (Options, error) {
 // concurrent use by goroutines, and the memory it maps is shared with every
 // other process that mapped the same arena.
 type Arena struct {
+	_      nocopy.NoCopy
 	mem    []byte // the exact slice returned by mmap, kept for munmap
 	file   *os.File
 	h      *header

@@ -3,6 +3,8 @@ package shm
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/cluster2/cluster2/internal/nocopy"
 )
 
 // EventSize is the size of an Event in the arena.
@@ -35,6 +37,7 @@ const EventSize = 8
 // high; the cost is a wasted wake system call per Wake until the structure is
 // reset, never a lost wake-up.
 type Event struct {
+	_       nocopy.NoCopy
 	seq     atomic.Uint32 // the futex word; Wake adds one
 	waiters atomic.Uint32 // announced sleepers
 }

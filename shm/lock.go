@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"sync/atomic"
 	"time"
+
+	"github.com/cluster2/cluster2/internal/nocopy"
 )
 
 // LockSize is the size of a Lock in the arena.
@@ -51,6 +53,7 @@ const (
 // A Lock is not reentrant: a goroutine that locks a Lock its own process holds
 // waits for it like any other process.
 type Lock struct {
+	_    nocopy.NoCopy
 	word atomic.Uint32 // lockFree, lockAbandoned, or owner token; | lockWaiters
 	_    uint32
 }

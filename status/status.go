@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/emitter"
+	"github.com/cluster2/cluster2/internal/nocopy"
 )
 
 // Names of the built-in statuses the runtime registers.
@@ -83,6 +84,7 @@ type reply struct {
 // the package-level functions, on the default registry). It must not be
 // copied; it is safe for concurrent use.
 type Registry struct {
+	_       nocopy.NoCopy
 	em      *emitter.Emitter
 	mu      sync.Mutex
 	local   map[string]registration

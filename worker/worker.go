@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/nocopy"
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/shm"
 	"golang.org/x/sys/unix"
@@ -84,6 +85,7 @@ type Config struct {
 // shared socket. Its methods are safe for concurrent use. It must not be
 // copied.
 type Worker struct {
+	_     nocopy.NoCopy
 	cfg   Config
 	log   *slog.Logger
 	slot  int

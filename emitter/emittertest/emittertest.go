@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/emitter"
+	"github.com/cluster2/cluster2/internal/nocopy"
 	"github.com/cluster2/cluster2/internal/xtesting"
 	"github.com/cluster2/cluster2/shm"
 )
@@ -38,6 +39,7 @@ const ReadyEvent = "emittertest.ready"
 // Master is the test process's side: an arena, a master emitter, and the
 // children it started. It must not be copied.
 type Master struct {
+	_       nocopy.NoCopy
 	Arena   *shm.Arena
 	Emitter *emitter.Emitter
 	Cmds    []*exec.Cmd
