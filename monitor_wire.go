@@ -331,8 +331,8 @@ func (s *monitorSource) Caches() []monitor.CacheInfo {
 	return out
 }
 
-// open returns this process's handle of an existing cache (shared with any
-// other user in the master: never closed here).
+// open returns a handle of its own on an existing cache (cache.Space.Use);
+// it holds nothing that needs closing.
 func (s *monitorSource) open(sp *cache.Space, name string) (*cache.Cache, error) {
 	o, ok := sp.Lookup(name)
 	if !ok {

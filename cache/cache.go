@@ -16,14 +16,31 @@ type Loader func(ctx context.Context, key string) ([]byte, error)
 // Cache is a process's handle on one named cache of a Space. It is safe for
 // concurrent use by goroutines, and every process of the cluster that opens
 // the same name sees the same entries. The zero value is not usable: get one
-// from Use. A Cache must not be copied.
+// from Use. Every Use returns a handle of its own, so that closing one
+// (Close) leaves the others working. A Cache must not be copied.
 type Cache struct {
 	_      nocopy.NoCopy
 	sp     *Space
+	base   *Cache // the space's own handle of this cache (Space.caches): closed by Space.Close only
 	id     uint32
 	name   string
 	opts   Options
 	closed atomic.Bool
+}
+
+// handle returns a new handle on cache id, which the caller (Use) found or
+// created in the registry, and makes the space's own handle of it on the
+// first Use in this process: the one that tells watchers of changes
+// (dispatch) and that Space.Close closes, and with it every handle made
+// from it. The caller holds sp.mu.
+func (sp *Space) handle(id uint32, name string, opts Options) *Cache {
+	base := sp.caches[id]
+	if base == nil {
+		base = &Cache{sp: sp, id: id, name: name, opts: opts}
+		base.base = base
+		sp.caches[id] = base
+	}
+	return &Cache{sp: sp, base: base, id: id, name: name, opts: opts}
 }
 
 // Name returns the cache's name.
@@ -32,24 +49,26 @@ func (c *Cache) Name() string { return c.name }
 // Options returns the cache's cluster-wide options.
 func (c *Cache) Options() Options { return c.opts }
 
-// Close marks the handle closed: every later call returns ErrClosed. The
-// entries stay for the other processes. Every Use of the name in this process
-// shares one handle, so Close closes it for all of them.
+// Close closes this handle: every later call on it returns ErrClosed, and
+// the watchers made with it (Watch) are stopped as by Unwatch. It closes
+// nothing else: every other handle of the cache, from another Use in this
+// process or in any other, keeps working, and the entries stay. Closing a
+// closed handle does nothing. It returns nil.
 func (c *Cache) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	c.sp.mu.Lock()
-	if c.sp.caches[c.id] == c {
-		c.sp.caches[c.id] = nil
-	}
-	c.sp.mu.Unlock()
+	c.unwatchAll()
 	return nil
 }
 
+// isClosed reports whether this handle, or the space (Space.Close), was
+// closed.
+func (c *Cache) isClosed() bool { return c.closed.Load() || c.base.closed.Load() }
+
 func (c *Cache) check(key string) error {
 	switch {
-	case c.closed.Load():
+	case c.isClosed():
 		return fmt.Errorf("cache %q: %w", c.name, ErrClosed)
 	case len(key) == 0:
 		return fmt.Errorf("cache %q: %w", c.name, ErrEmptyKey)
@@ -313,7 +332,7 @@ func (c *Cache) Del(ctx context.Context, key string) ([]byte, bool, error) {
 // takes each shard's lock in turn, so it sees each shard at one instant but
 // not the whole cache at one instant.
 func (c *Cache) Keys(ctx context.Context) ([]string, error) {
-	if c.closed.Load() {
+	if c.isClosed() {
 		return nil, fmt.Errorf("cache %q: %w", c.name, ErrClosed)
 	}
 	sp := c.sp

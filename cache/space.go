@@ -47,7 +47,7 @@ type Space struct {
 	journaling atomic.Bool    // false while Restore replays a log: its records are logged already
 
 	mu       sync.Mutex
-	caches   [MaxCaches]*Cache // open handles of this process, by id
+	caches   [MaxCaches]*Cache // the space's own handle of each cache this process opened, by id (see handle)
 	watchers map[uint32]map[string][]*Watcher
 	nwatch   [MaxCaches]int // local watchers per cache
 	tailing  bool
@@ -319,7 +319,8 @@ func (sp *Space) Close() error {
 // Use opens the named cache in this space, creating it with opts if no
 // process created it before. The first Use of a name fixes its options
 // cluster-wide: a later Use with different options returns an error wrapping
-// ErrOptionsConflict that names the option.
+// ErrOptionsConflict that names the option. Every Use returns a new handle:
+// closing it (Cache.Close) closes no other.
 func (sp *Space) Use(name string, opts Options) (*Cache, error) {
 	if sp.closed.Load() {
 		return nil, ErrClosed
@@ -347,11 +348,7 @@ func (sp *Space) Use(name string, opts Options) (*Cache, error) {
 	}
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
-	c := sp.caches[id]
-	if c == nil {
-		c = &Cache{sp: sp, id: id, name: name, opts: opts}
-		sp.caches[id] = c
-	}
+	c := sp.handle(id, name, opts)
 	sp.startBG.Do(sp.startBackground)
 	return c, nil
 }

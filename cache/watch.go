@@ -99,12 +99,17 @@ func (w *Watcher) Lost() uint64 { return w.lost.Load() }
 // room fn is told with one OpLost change, in order: everything before it was
 // delivered, everything after it will be. Space.Close waits at most 250 ms
 // for running callbacks; a callback still running then is left to finish,
-// and its watcher is told nothing more.
+// and its watcher is told nothing more. Closing c (Cache.Close) unwatches
+// the watchers made with it; a closed c watches nothing.
 func (c *Cache) Watch(key string, fn func(Change)) *Watcher {
 	sp := c.sp
 	w := &Watcher{c: c, key: key, fn: fn, wake: make(chan struct{}, 1), gone: make(chan struct{})}
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
+	if c.isClosed() { // under mu: a Close that unwatches has not run yet, or this is seen
+		w.once.Do(func() { close(w.gone) })
+		return w
+	}
 	byKey := sp.watchers[c.id]
 	if byKey == nil {
 		byKey = map[string][]*Watcher{}
@@ -151,6 +156,24 @@ func (c *Cache) Unwatch(w *Watcher) {
 			}
 			return
 		}
+	}
+}
+
+// unwatchAll stops every watcher made with handle c (Close).
+func (c *Cache) unwatchAll() {
+	sp := c.sp
+	var mine []*Watcher
+	sp.mu.Lock()
+	for _, list := range sp.watchers[c.id] {
+		for _, w := range list {
+			if w.c == c {
+				mine = append(mine, w)
+			}
+		}
+	}
+	sp.mu.Unlock()
+	for _, w := range mine {
+		c.Unwatch(w)
 	}
 }
 
