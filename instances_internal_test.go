@@ -134,3 +134,32 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "")
 }
+
+// newInstances adopts the default emitter, and gives it a registry: the
+// default one when it talks over that emitter, otherwise a new one made the
+// default (the registry's listeners are on the Cluster's emitter before it
+// is attached).
+func TestNewInstancesBindsTheRegistryToTheEmitter(t *testing.T) {
+	prevEm, prevReg := emitter.Default(), status.Default()
+	t.Cleanup(func() {
+		emitter.SetDefault(prevEm)
+		status.SetDefault(prevReg)
+	})
+	em, err := emitter.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { em.Close() })
+	emitter.SetDefault(em) // the default registry now talks over another emitter
+	in := newInstances()
+	t.Cleanup(in.reg.Close)
+	if in.em != em {
+		t.Fatal("newInstances did not adopt the default emitter")
+	}
+	if in.reg == prevReg || in.reg.Emitter() != em || status.Default() != in.reg {
+		t.Fatal("newInstances did not make a registry on the Cluster's emitter the default")
+	}
+	if again := newInstances(); again.reg != in.reg {
+		t.Fatal("a second Listen did not adopt the registry it made")
+	}
+}
