@@ -110,7 +110,7 @@ func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
 	var cr *cacheRuntime
 	w, err := worker.Run(ctx, worker.Config{
 		Handler: c.Handler, NewServer: c.NewServer, Server: c.Server, ConfigureApp: c.ConfigureApp, WarmUp: c.WarmUp,
-		WarmUpTimeout: c.ReplaceTimeout, HeartbeatInterval: c.HeartbeatInterval, DrainTimeout: c.StopTimeout,
+		ReplaceTimeout: c.ReplaceTimeout, HeartbeatInterval: c.HeartbeatInterval, StopTimeout: c.StopTimeout,
 		Logger: c.Logger,
 		// The cache is attached before warm-up and serving: no request may
 		// find it missing.
@@ -155,7 +155,7 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 			f.Close()
 		}
 	}()
-	a, err := shm.Create(shm.Options{Size: c.Cache.ArenaSize, Slots: slotsFor(c.Workers)})
+	a, err := shm.Create(shm.Options{Size: c.ArenaSize, Slots: slotsFor(c.Workers)})
 	if err != nil {
 		return nil, fmt.Errorf("cluster2: arena: %w", err)
 	}
@@ -200,13 +200,10 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 			mon.close()
 		}
 	}()
-	m, err := master.Start(ctx, master.Config{
-		Workers: c.Workers, Listener: f, Arena: a,
-		HeartbeatInterval: c.HeartbeatInterval, NannyTolerance: c.NannyTolerance, MaxAge: c.MaxAge,
-		ShouldKill: c.ShouldKill, MemoryLimit: c.MemoryLimit, StopTimeout: c.StopTimeout,
-		ReplaceTimeout: c.ReplaceTimeout, ReplaceRetries: c.ReplaceRetries, HandleSignals: !c.NoSignals,
-		PidDir: c.PidDir, OnEvent: ew.onEvent(mon.onEvent(c.OnEvent)), OnHeartbeat: ew.onHeartbeat, Env: mon.workerEnv(), Logger: c.Logger,
-	})
+	mc := c.master()
+	mc.Listener, mc.Arena, mc.Env = f, a, mon.workerEnv()
+	mc.OnEvent, mc.OnHeartbeat = ew.onEvent(mon.onEvent(c.OnEvent)), ew.onHeartbeat
+	m, err := master.Start(ctx, mc)
 	if err != nil {
 		return nil, err
 	}

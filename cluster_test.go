@@ -79,7 +79,7 @@ func TestConfigValidation(t *testing.T) {
 		{"no handler", cluster2.Config{}, "Handler"},
 		{"negative workers", cluster2.Config{Handler: testHandler(), Workers: -1}, "Workers"},
 		{"bad cache mode", cluster2.Config{Handler: testHandler(), Cache: cluster2.CacheConfig{Mode: "x"}}, "Cache.Mode"},
-		{"small arena", cluster2.Config{Handler: testHandler(), Cache: cluster2.CacheConfig{ArenaSize: 10}}, "Cache.ArenaSize"},
+		{"small arena", cluster2.Config{Handler: testHandler(), ArenaSize: 10}, "ArenaSize"},
 		{"nanny below heartbeat", cluster2.Config{Handler: testHandler(), NannyTolerance: time.Second}, "NannyTolerance"},
 	} {
 		err := tt.cfg.Validate()

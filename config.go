@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"runtime"
 	"strings"
 	"time"
 
 	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/master"
+	"github.com/cluster2/cluster2/monitor"
+	"github.com/cluster2/cluster2/shm"
 	"github.com/cluster2/cluster2/worker"
 )
 
@@ -22,14 +24,18 @@ type Heartbeat = worker.Heartbeat
 // worker.ServerConfig.
 type ServerConfig = worker.ServerConfig
 
+// CacheMode says which process owns the shared cache's persistence; see
+// CacheConfig.Mode.
+type CacheMode string
+
 // Cache modes of CacheConfig.Mode.
 const (
-	CacheStandalone = "standalone" // a cache-manager process owns persistence
-	CacheMaster     = "master"     // the master owns persistence
+	CacheStandalone CacheMode = "standalone" // a cache-manager process owns persistence
+	CacheMaster     CacheMode = "master"     // the master owns persistence
 )
 
 // CacheConfig configures the shared cache. The cache package plugs into the
-// arena Listen creates; Listen itself only sizes the arena.
+// arena Listen creates, which Config.ArenaSize sizes.
 type CacheConfig struct {
 	// Enabled turns the shared cache on.
 	Enabled bool
@@ -39,11 +45,7 @@ type CacheConfig struct {
 	// arena, read and written by every process): the master, or a
 	// cache-manager process the master starts, and restarts if it dies. It
 	// matters only with a DataDir.
-	Mode string
-
-	// ArenaSize is the size of the shared arena in bytes (caches, rings and
-	// supervision all live in it). Default 64 MiB; at least 1 MiB.
-	ArenaSize int64
+	Mode CacheMode
 
 	// DataDir is where persistent caches keep their data (a write-ahead log
 	// and a snapshot, see package persist). Default "": no persistence.
@@ -75,7 +77,8 @@ type CacheConfig struct {
 // configuration: every zero field takes the default its doc names. Config is
 // copied by Listen; it is not modified.
 type Config struct {
-	// Workers is the number of worker processes. Default runtime.NumCPU().
+	// Workers is the number of worker processes. Default runtime.NumCPU()
+	// (master.DefaultWorkers); at most 1000 (master.MaxWorkers).
 	Workers int
 
 	// Addr is the application's listening address. Default ":8080".
@@ -119,7 +122,8 @@ type Config struct {
 	// private address serves plain HTTP, even when NewServer sets up TLS.
 	WarmUp func(ctx context.Context, addr string) error
 
-	// HeartbeatInterval is the period of worker heartbeats. Default 5 s.
+	// HeartbeatInterval is the period of worker heartbeats. Default 5 s
+	// (worker.DefaultHeartbeatInterval).
 	HeartbeatInterval time.Duration
 
 	// ShouldKill judges each heartbeat; true replaces the worker. Default:
@@ -127,11 +131,12 @@ type Config struct {
 	ShouldKill func(Heartbeat) bool
 
 	// MaxAge is the uptime past which the default ShouldKill replaces a
-	// worker. Default 72 h; negative: never.
+	// worker. Default 72 h (master.DefaultMaxAge); negative: never.
 	MaxAge time.Duration
 
 	// NannyTolerance replaces a worker that sent no heartbeat for that long.
-	// Default 3 min; negative disables the nanny. Must exceed
+	// Default 3 min (master.DefaultNannyTolerance); negative disables the
+	// nanny. Must exceed
 	// HeartbeatInterval.
 	NannyTolerance time.Duration
 
@@ -139,22 +144,30 @@ type Config struct {
 	// bytes. Default 0: no limit.
 	MemoryLimit uint64
 
-	// StopTimeout bounds a graceful stop. Default 60 s.
+	// StopTimeout bounds a graceful stop: the master's, and a drain a worker
+	// starts itself on SIGTERM (worker.Config.StopTimeout). Default 60 s
+	// (worker.DefaultStopTimeout).
 	StopTimeout time.Duration
 
 	// ReplaceTimeout bounds each guarded step of a replacement (successor
 	// ready; old worker drained before SIGTERM, and again before SIGKILL),
 	// and every worker's warm-up, the initial workers' included: Listen
 	// waits up to ReplaceTimeout for each initial worker to be warm and
-	// listening, and tries ReplaceRetries more before it fails. Default
-	// 60 s.
+	// listening, and tries ReplaceRetries more before it fails. The same
+	// name, with the same meaning, in master.Config and worker.Config.
+	// Default 60 s (worker.DefaultReplaceTimeout).
 	ReplaceTimeout time.Duration
 
 	// ReplaceRetries is how many more successors are tried after one fails.
-	// Default 3; negative: none.
+	// Default 3 (master.DefaultReplaceRetries); negative: none.
 	ReplaceRetries int
 
-	// Cache configures the shared cache and the arena's size.
+	// ArenaSize is the size of the shared arena in bytes: the process
+	// table, supervision, the emitter's rings and the shared cache all live
+	// in it. Default 64 MiB (shm.DefaultSize); at least 1 MiB.
+	ArenaSize int64
+
+	// Cache configures the shared cache.
 	Cache CacheConfig
 
 	// PidDir, when set, receives master.<pid>.pid and worker.<pid>.pid.
@@ -184,53 +197,49 @@ func DefaultConfig() Config {
 	return c
 }
 
-// Defaults of Config.
+// Defaults of Config that are the cluster's own; the others are the
+// constants of the package that applies the setting: master (Workers,
+// NannyTolerance, MaxAge, ReplaceRetries), worker (HeartbeatInterval,
+// ReplaceTimeout, StopTimeout, Server), monitor (MonitorAddr) and shm
+// (ArenaSize).
 const (
 	DefaultAddr        = ":8080"
-	DefaultMonitorAddr = "127.0.0.1:8081"
-	DefaultArenaSize   = 64 << 20
+	DefaultMonitorAddr = monitor.DefaultAddr
+	DefaultArenaSize   = shm.DefaultSize
 	minArenaSize       = 1 << 20
 )
 
 func (c Config) withDefaults() (Config, error) {
-	if c.Workers == 0 {
-		c.Workers = runtime.NumCPU()
-	}
 	if c.Addr == "" {
 		c.Addr = DefaultAddr
 	}
 	if c.MonitorAddr == "" {
 		c.MonitorAddr = DefaultMonitorAddr
 	}
-	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = worker.DefaultHeartbeatInterval
-	}
-	if c.MaxAge == 0 {
-		c.MaxAge = 72 * time.Hour
-	}
-	if c.NannyTolerance == 0 {
-		c.NannyTolerance = 3 * time.Minute
-	}
-	if c.StopTimeout == 0 {
-		c.StopTimeout = 60 * time.Second
-	}
-	if c.ReplaceTimeout == 0 {
-		c.ReplaceTimeout = 60 * time.Second
-	}
-	if c.ReplaceRetries == 0 {
-		c.ReplaceRetries = 3
+	if c.ArenaSize == 0 {
+		c.ArenaSize = DefaultArenaSize
 	}
 	if c.Cache.Mode == "" {
 		c.Cache.Mode = CacheMaster
 	}
-	if c.Cache.ArenaSize == 0 {
-		c.Cache.ArenaSize = DefaultArenaSize
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	// The master's settings take the master's defaults; ShouldKill stays
+	// nil (its default depends on MaxAge, which the caller may still set).
+	m := c.master().WithDefaults()
+	c.Workers, c.HeartbeatInterval, c.NannyTolerance, c.MaxAge = m.Workers, m.HeartbeatInterval, m.NannyTolerance, m.MaxAge
+	c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.Logger = m.StopTimeout, m.ReplaceTimeout, m.ReplaceRetries, m.Logger
 	c.Server = c.Server.WithDefaults()
 	return c, c.validate()
+}
+
+// master returns the master's share of c: the settings, without the
+// listener, the arena and the hooks, which listenMaster adds.
+func (c Config) master() master.Config {
+	return master.Config{
+		Workers: c.Workers, HeartbeatInterval: c.HeartbeatInterval, NannyTolerance: c.NannyTolerance, MaxAge: c.MaxAge,
+		ShouldKill: c.ShouldKill, MemoryLimit: c.MemoryLimit, StopTimeout: c.StopTimeout,
+		ReplaceTimeout: c.ReplaceTimeout, ReplaceRetries: c.ReplaceRetries, HandleSignals: !c.NoSignals,
+		PidDir: c.PidDir, Logger: c.Logger,
+	}
 }
 
 // Validate reports the first field of c (with defaults applied) that is out
@@ -240,6 +249,8 @@ func (c Config) Validate() error {
 	return err
 }
 
+// validate checks the cluster's own fields here and the master's with
+// master.Config.Validate: each range is checked in one place.
 func (c Config) validate() error {
 	bad := func(field string, v any, why string) error {
 		return fmt.Errorf("cluster2: %w: %s %v %s", ErrInvalidConfig, field, v, why)
@@ -247,34 +258,22 @@ func (c Config) validate() error {
 	switch {
 	case c.Handler == nil:
 		return fmt.Errorf("cluster2: %w: Handler is nil", ErrInvalidConfig)
-	case c.Workers < 0:
-		return bad("Workers", c.Workers, "is negative")
-	case c.Workers > 1000:
-		return bad("Workers", c.Workers, "is above 1000")
-	case c.HeartbeatInterval < 0:
-		return bad("HeartbeatInterval", c.HeartbeatInterval, "is negative")
-	case c.NannyTolerance > 0 && c.NannyTolerance <= c.HeartbeatInterval:
-		return bad("NannyTolerance", c.NannyTolerance, "is not above HeartbeatInterval")
-	case c.StopTimeout < 0:
-		return bad("StopTimeout", c.StopTimeout, "is negative")
-	case c.ReplaceTimeout < 0:
-		return bad("ReplaceTimeout", c.ReplaceTimeout, "is negative")
 	case c.Cache.Mode != CacheStandalone && c.Cache.Mode != CacheMaster:
 		return bad("Cache.Mode", fmt.Sprintf("%q", c.Cache.Mode), `is not "standalone" or "master"`)
 	case c.Cache.Durability > cache.Always:
 		return bad("Cache.Durability", c.Cache.Durability, "is not a cache.Durability")
-	case c.Cache.ArenaSize < minArenaSize:
-		return bad("Cache.ArenaSize", c.Cache.ArenaSize, "is below 1 MiB")
+	case c.ArenaSize < minArenaSize:
+		return bad("ArenaSize", c.ArenaSize, "is below 1 MiB")
 	case c.Addr == c.MonitorAddr && !strings.HasSuffix(c.Addr, ":0"):
 		return bad("MonitorAddr", c.MonitorAddr, "is the same as Addr")
 	}
-	return nil
+	return c.master().Validate()
 }
 
 // String returns the configuration on one line, for the log at start.
 func (c Config) String() string {
-	return fmt.Sprintf("workers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d cache={enabled=%v mode=%s arena=%d data=%q durability=%v downWhilePersistFailing=%v} server=%v pidDir=%q",
+	return fmt.Sprintf("workers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d arena=%d cache={enabled=%v mode=%s data=%q durability=%v downWhilePersistFailing=%v} server=%v pidDir=%q",
 		c.Workers, c.Addr, c.MonitorAddr, c.HeartbeatInterval, c.MaxAge, c.NannyTolerance, c.MemoryLimit,
-		c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.Cache.Enabled, c.Cache.Mode, c.Cache.ArenaSize,
+		c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.ArenaSize, c.Cache.Enabled, c.Cache.Mode,
 		c.Cache.DataDir, c.Cache.Durability, c.Cache.DownWhilePersistFailing, c.Server, c.PidDir)
 }

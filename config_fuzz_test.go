@@ -33,10 +33,10 @@ func FuzzConfig(f *testing.F) {
 			StopTimeout:       time.Duration(stop),
 			ReplaceTimeout:    time.Duration(replace),
 			ReplaceRetries:    retries,
+			ArenaSize:         arena,
 			Cache: cluster2.CacheConfig{
 				Enabled:    true,
-				Mode:       mode,
-				ArenaSize:  arena,
+				Mode:       cluster2.CacheMode(mode),
 				DataDir:    dataDir,
 				Durability: cache.Durability(dur),
 				Salvage:    salvage,
@@ -61,8 +61,8 @@ func FuzzConfig(f *testing.F) {
 		case hb < 0 || stop < 0 || replace < 0:
 			t.Fatalf("Validate() = nil with a negative duration (heartbeat %d, stop %d, replace %d)", hb, stop, replace)
 		case arena != 0 && arena < 1<<20:
-			t.Fatalf("Validate() = nil with Cache.ArenaSize %d", arena)
-		case mode != "" && mode != cluster2.CacheStandalone && mode != cluster2.CacheMaster:
+			t.Fatalf("Validate() = nil with ArenaSize %d", arena)
+		case mode != "" && cluster2.CacheMode(mode) != cluster2.CacheStandalone && cluster2.CacheMode(mode) != cluster2.CacheMaster:
 			t.Fatalf("Validate() = nil with Cache.Mode %q", mode)
 		case cache.Durability(dur) > cache.Always:
 			t.Fatalf("Validate() = nil with Cache.Durability %d", dur)

@@ -61,5 +61,5 @@ func ExampleCluster_Workers() {
 func ExampleConfig_Validate() {
 	err := cluster2.Config{Handler: http.NotFoundHandler(), Workers: -1}.Validate()
 	fmt.Println(err)
-	// Output: cluster2: invalid configuration: Workers -1 is negative
+	// Output: master: invalid configuration: Workers -1 is negative
 }

@@ -11,22 +11,29 @@ import (
 	"github.com/cluster2/cluster2/worker"
 )
 
-// Defaults of Config.
+// Defaults of Config, for the settings the master owns. The bounds the
+// workers apply too (HeartbeatInterval, ReplaceTimeout, StopTimeout) default
+// to worker.DefaultHeartbeatInterval, worker.DefaultReplaceTimeout and
+// worker.DefaultStopTimeout: one constant each, on the side that imports
+// none of the other.
 const (
-	DefaultHeartbeatInterval = 5 * time.Second
-	DefaultNannyTolerance    = 3 * time.Minute
-	DefaultMaxAge            = 72 * time.Hour
-	DefaultStopTimeout       = 60 * time.Second
-	DefaultReplaceTimeout    = 60 * time.Second
-	DefaultReplaceRetries    = 3
-	DefaultCrashBackoffMax   = 30 * time.Second
+	DefaultNannyTolerance  = 3 * time.Minute
+	DefaultMaxAge          = 72 * time.Hour
+	DefaultReplaceRetries  = 3
+	DefaultCrashBackoffMax = 30 * time.Second
+
+	// MaxWorkers is the largest Config.Workers.
+	MaxWorkers = 1000
 )
+
+// DefaultWorkers returns the default of Config.Workers: runtime.NumCPU().
+func DefaultWorkers() int { return runtime.NumCPU() }
 
 // Config configures a Master. Zero fields take their defaults; Listener and
 // Arena are required.
 type Config struct {
-	// Workers is the number of workers. Default runtime.NumCPU(); negative is
-	// an error.
+	// Workers is the number of workers. Default DefaultWorkers()
+	// (runtime.NumCPU()); at most MaxWorkers; negative is an error.
 	Workers int
 
 	// Listener is the shared listening socket, handed to every worker as fd
@@ -52,11 +59,13 @@ type Config struct {
 	// logs it at start and judges by it whether a dismissed worker is
 	// unresponsive: one that neither acknowledges the drain nor heartbeats
 	// within 2 × HeartbeatInterval (at least 1 s, at most ReplaceTimeout)
-	// is killed. Default 5 s.
+	// is killed. Default 5 s (worker.DefaultHeartbeatInterval); negative is
+	// an error.
 	HeartbeatInterval time.Duration
 
 	// NannyTolerance is how long an active worker may go without a heartbeat
 	// before it is replaced. Default 3 min; negative disables the nanny.
+	// Must exceed HeartbeatInterval.
 	NannyTolerance time.Duration
 
 	// MaxAge is the uptime past which the default ShouldKill replaces a
@@ -72,13 +81,16 @@ type Config struct {
 	MemoryLimit uint64
 
 	// StopTimeout bounds a graceful stop: past it, remaining workers are
-	// killed. Default 60 s.
+	// killed. Workers take the same bound for a drain they start themselves
+	// (worker.Config.StopTimeout). Default 60 s (worker.DefaultStopTimeout).
 	StopTimeout time.Duration
 
 	// ReplaceTimeout bounds each guarded step of a replacement: a successor
 	// becoming ready (listening and warmed), and an old worker draining
 	// before SIGTERM (and as long again before SIGKILL). It bounds the
-	// initial workers' readiness in Start too. Default 60 s.
+	// initial workers' readiness in Start too, and every worker's WarmUp
+	// (worker.Config.ReplaceTimeout). Default 60 s
+	// (worker.DefaultReplaceTimeout).
 	ReplaceTimeout time.Duration
 
 	// ReplaceRetries is how many more successors are tried after one fails.
@@ -117,24 +129,13 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-func (c Config) withDefaults() (Config, error) {
-	switch {
-	case c.Workers < 0:
-		return c, fmt.Errorf("master: %w: Workers %d is negative", ErrInvalidConfig, c.Workers)
-	case c.Listener == nil:
-		return c, fmt.Errorf("master: %w: Listener is nil", ErrInvalidConfig)
-	case c.Arena == nil:
-		return c, fmt.Errorf("master: %w: Arena is nil", ErrInvalidConfig)
-	case c.StopTimeout < 0:
-		return c, fmt.Errorf("master: %w: StopTimeout %v is negative", ErrInvalidConfig, c.StopTimeout)
-	case c.ReplaceTimeout < 0:
-		return c, fmt.Errorf("master: %w: ReplaceTimeout %v is negative", ErrInvalidConfig, c.ReplaceTimeout)
-	}
+// WithDefaults returns c with every zero field set to its default, as Start
+// does (Listener and Arena have none). It is idempotent, and keeps a
+// negative value that means "off" (NannyTolerance, MaxAge, ReplaceRetries)
+// as it is.
+func (c Config) WithDefaults() Config {
 	if c.Workers == 0 {
-		c.Workers = runtime.NumCPU()
-	}
-	if c.Workers+2 > c.Arena.SlotCount() { // the master's slot and the reserved last one
-		return c, fmt.Errorf("master: %w: Workers %d needs more than the arena's %d slots", ErrInvalidConfig, c.Workers, c.Arena.SlotCount())
+		c.Workers = DefaultWorkers()
 	}
 	if c.Exe == "" {
 		c.Exe = "/proc/self/exe"
@@ -145,8 +146,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Env == nil {
 		c.Env = os.Environ()
 	}
-	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = DefaultHeartbeatInterval
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = worker.DefaultHeartbeatInterval
 	}
 	if c.NannyTolerance == 0 {
 		c.NannyTolerance = DefaultNannyTolerance
@@ -158,15 +159,13 @@ func (c Config) withDefaults() (Config, error) {
 		c.ShouldKill = DefaultShouldKill(c.MaxAge)
 	}
 	if c.StopTimeout == 0 {
-		c.StopTimeout = DefaultStopTimeout
+		c.StopTimeout = worker.DefaultStopTimeout
 	}
 	if c.ReplaceTimeout == 0 {
-		c.ReplaceTimeout = DefaultReplaceTimeout
+		c.ReplaceTimeout = worker.DefaultReplaceTimeout
 	}
 	if c.ReplaceRetries == 0 {
 		c.ReplaceRetries = DefaultReplaceRetries
-	} else if c.ReplaceRetries < 0 {
-		c.ReplaceRetries = 0
 	}
 	if c.CrashBackoffMax <= 0 {
 		c.CrashBackoffMax = DefaultCrashBackoffMax
@@ -174,5 +173,53 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	return c
+}
+
+// Validate reports the first setting of c (with defaults applied) that is
+// out of range, as an error wrapping ErrInvalidConfig that names the field.
+// It checks the settings only: Start also requires a Listener and an Arena
+// with room for Workers. cluster2.Config.Validate calls it: each range is
+// checked here only.
+func (c Config) Validate() error { return c.WithDefaults().validate() }
+
+func (c Config) validate() error {
+	bad := func(field string, v any, why string) error {
+		return fmt.Errorf("master: %w: %s %v %s", ErrInvalidConfig, field, v, why)
+	}
+	switch {
+	case c.Workers < 0:
+		return bad("Workers", c.Workers, "is negative")
+	case c.Workers > MaxWorkers:
+		return bad("Workers", c.Workers, fmt.Sprintf("is above %d", MaxWorkers))
+	case c.HeartbeatInterval < 0:
+		return bad("HeartbeatInterval", c.HeartbeatInterval, "is negative")
+	case c.NannyTolerance > 0 && c.NannyTolerance <= c.HeartbeatInterval:
+		return bad("NannyTolerance", c.NannyTolerance, "is not above HeartbeatInterval")
+	case c.StopTimeout < 0:
+		return bad("StopTimeout", c.StopTimeout, "is negative")
+	case c.ReplaceTimeout < 0:
+		return bad("ReplaceTimeout", c.ReplaceTimeout, "is negative")
+	}
+	return nil
+}
+
+// withDefaults is Start's: the required fields, the defaults, the ranges,
+// and the arena's room for the workers.
+func (c Config) withDefaults() (Config, error) {
+	switch {
+	case c.Listener == nil:
+		return c, fmt.Errorf("master: %w: Listener is nil", ErrInvalidConfig)
+	case c.Arena == nil:
+		return c, fmt.Errorf("master: %w: Arena is nil", ErrInvalidConfig)
+	}
+	c = c.WithDefaults()
+	if err := c.validate(); err != nil {
+		return c, err
+	}
+	if c.Workers+2 > c.Arena.SlotCount() { // the master's slot and the reserved last one
+		return c, fmt.Errorf("master: %w: Workers %d needs more than the arena's %d slots", ErrInvalidConfig, c.Workers, c.Arena.SlotCount())
+	}
+	c.ReplaceRetries = max(c.ReplaceRetries, 0) // negative: none
 	return c, nil
 }

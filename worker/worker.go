@@ -23,11 +23,13 @@ import (
 // RoleWorker is the role a worker stores in its slot of the process table.
 const RoleWorker = 2
 
-// Defaults of Config.
+// Defaults of Config. They are the cluster's only copy: master.Config and
+// cluster2.Config, whose fields of the same names the master applies too,
+// default to them.
 const (
 	DefaultHeartbeatInterval = 5 * time.Second
-	DefaultWarmUpTimeout     = 60 * time.Second
-	DefaultDrainTimeout      = 60 * time.Second
+	DefaultReplaceTimeout    = 60 * time.Second
+	DefaultStopTimeout       = 60 * time.Second
 	// masterDeathDrain bounds the drain of a worker whose master died: it
 	// must be gone within a second.
 	masterDeathDrain = 700 * time.Millisecond
@@ -67,15 +69,21 @@ type Config struct {
 	// listener serves plain HTTP even when the server serves TLS.
 	WarmUp func(ctx context.Context, addr string) error
 
-	// WarmUpTimeout bounds WarmUp. Default 60 s.
-	WarmUpTimeout time.Duration
+	// ReplaceTimeout bounds WarmUp. It is the cluster's ReplaceTimeout
+	// (master.Config.ReplaceTimeout, cluster2.Config.ReplaceTimeout): the
+	// master gives up on a worker not listening within it, warm-up
+	// included. Default 60 s.
+	ReplaceTimeout time.Duration
 
 	// HeartbeatInterval is the time between heartbeats. Default 5 s.
 	HeartbeatInterval time.Duration
 
-	// DrainTimeout bounds a drain the worker starts itself (SIGTERM); a drain
-	// the master asks for uses the master's deadline. Default 60 s.
-	DrainTimeout time.Duration
+	// StopTimeout bounds a drain the worker starts itself (SIGTERM,
+	// Shutdown without a deadline); a drain the master asks for uses the
+	// master's deadline. It is the cluster's StopTimeout
+	// (master.Config.StopTimeout, cluster2.Config.StopTimeout). Default
+	// 60 s.
+	StopTimeout time.Duration
 
 	// Logger receives the worker's log lines. Default slog.Default().
 	Logger *slog.Logger
@@ -157,14 +165,14 @@ func Run(ctx context.Context, cfg Config) (*Worker, error) {
 	if cfg.Handler == nil {
 		return nil, fmt.Errorf("worker: %w: Handler is nil", ErrInvalidConfig)
 	}
-	if cfg.WarmUpTimeout <= 0 {
-		cfg.WarmUpTimeout = DefaultWarmUpTimeout
+	if cfg.ReplaceTimeout <= 0 {
+		cfg.ReplaceTimeout = DefaultReplaceTimeout
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
 	}
-	if cfg.DrainTimeout <= 0 {
-		cfg.DrainTimeout = DefaultDrainTimeout
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = DefaultStopTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -232,7 +240,7 @@ func (w *Worker) begin(ctx context.Context) error {
 		select {
 		case <-sig:
 			w.log.Info("SIGTERM: draining")
-			w.Stop(w.cfg.DrainTimeout)
+			w.Stop(w.cfg.StopTimeout)
 		case <-w.done:
 		}
 		signal.Stop(sig)
@@ -335,7 +343,7 @@ func (w *Worker) warmUp(ctx context.Context, h http.Handler) error {
 	srv := w.newServer(h)
 	go srv.Serve(ln)
 	defer srv.Close()
-	wctx, cancel := context.WithTimeout(ctx, w.cfg.WarmUpTimeout)
+	wctx, cancel := context.WithTimeout(ctx, w.cfg.ReplaceTimeout)
 	defer cancel()
 	defer context.AfterFunc(w.stopping, cancel)() // a stop ends the warm-up
 	errc := make(chan error, 1)
@@ -432,7 +440,7 @@ func (w *Worker) control() {
 		case proc.WantDrain:
 			d := w.block.DrainDeadline()
 			if d <= 0 {
-				d = w.cfg.DrainTimeout
+				d = w.cfg.StopTimeout
 			}
 			w.log.Info("dismissed: draining", "deadline", d)
 			w.drain(stopReq{deadline: d})
@@ -506,9 +514,9 @@ func (w *Worker) stop(r stopReq) {
 }
 
 // Shutdown drains the worker and waits until it is done or ctx ends. The
-// drain deadline is ctx's (DrainTimeout without one).
+// drain deadline is ctx's (StopTimeout without one).
 func (w *Worker) Shutdown(ctx context.Context) error {
-	d := w.cfg.DrainTimeout
+	d := w.cfg.StopTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		d = time.Until(dl)
 	}

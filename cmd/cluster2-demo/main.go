@@ -65,8 +65,8 @@ import (
 )
 
 func main() {
-	addr := flag.String("addr", ":8080", "application `address`")
-	monitor := flag.String("monitor", "127.0.0.1:8081", "monitor `address` (master only)")
+	addr := flag.String("addr", cluster2.DefaultAddr, "application `address`")
+	monitor := flag.String("monitor", cluster2.DefaultMonitorAddr, "monitor `address` (master only)")
 	workers := flag.Int("workers", 0, "number of workers (default: number of CPUs)")
 	data := flag.String("data", "", "data `directory` for persistent caches")
 	rundir := flag.String("rundir", defaultRunDir(), "run `directory` (pid files, demo.json)")

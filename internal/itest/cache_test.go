@@ -98,7 +98,8 @@ func childCacheCluster() {
 	cfg := cluster2.Config{
 		Workers: 2, Addr: "127.0.0.1:0", MonitorAddr: "127.0.0.1:0", Handler: mux,
 		HeartbeatInterval: 500 * time.Millisecond, StopTimeout: 5 * time.Second, ReplaceTimeout: 10 * time.Second,
-		Cache: cluster2.CacheConfig{Enabled: true, Mode: os.Getenv(envMode), DataDir: os.Getenv(envData), ArenaSize: 32 << 20},
+		ArenaSize: 32 << 20,
+		Cache:     cluster2.CacheConfig{Enabled: true, Mode: cluster2.CacheMode(os.Getenv(envMode)), DataDir: os.Getenv(envData)},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	cl, err := cluster2.Listen(ctx, cfg)
@@ -235,10 +236,10 @@ func TestCacheAcrossWorkers(t *testing.T) {
 // stay deleted. In standalone mode the cache-manager process is also killed
 // in the middle and must be restarted by the master without losing anything.
 func TestPersistentCacheSurvivesKill9(t *testing.T) {
-	for _, mode := range []string{cluster2.CacheMaster, cluster2.CacheStandalone} {
-		t.Run(mode, func(t *testing.T) {
+	for _, mode := range []cluster2.CacheMode{cluster2.CacheMaster, cluster2.CacheStandalone} {
+		t.Run(string(mode), func(t *testing.T) {
 			dir := t.TempDir()
-			env := []string{envData + "=" + dir, envMode + "=" + mode, envDur + "=" + strconv.Itoa(int(cache.Always))}
+			env := []string{envData + "=" + dir, envMode + "=" + string(mode), envDur + "=" + strconv.Itoa(int(cache.Always))}
 			tc := startCluster(t, env...)
 			const n = 200
 			for i := range n {
@@ -305,7 +306,7 @@ func managerPid(t *testing.T, dir string) int {
 // entries) and the write-ahead log's figures of a running cluster.
 func TestMonitorShowsCacheAndLog(t *testing.T) {
 	dir := t.TempDir()
-	tc := startCluster(t, envData+"="+dir, envMode+"="+cluster2.CacheMaster, envDur+"="+strconv.Itoa(int(cache.Always)))
+	tc := startCluster(t, envData+"="+dir, envMode+"="+string(cluster2.CacheMaster), envDur+"="+strconv.Itoa(int(cache.Always)))
 	for i := range 20 {
 		if _, err := tc.call(fmt.Sprintf("/set?k=m%d&v=x", i)); err != nil {
 			t.Fatal(err)

@@ -122,7 +122,7 @@ func childCluster() {
 	if d, err := strconv.Atoi(os.Getenv(envDur)); err == nil {
 		dur = cache.Durability(d)
 	}
-	mode := cmp.Or(os.Getenv(envMode), cluster2.CacheStandalone)
+	mode := cmp.Or(cluster2.CacheMode(os.Getenv(envMode)), cluster2.CacheStandalone)
 	if trigger := os.Getenv(envKillAt); trigger != "" && os.Getenv("CLUSTER2_CACHE_MANAGER") != "" {
 		beforeSync = func() {
 			if os.Remove(trigger) == nil { // once per trigger file
@@ -230,7 +230,8 @@ func childCluster() {
 		HeartbeatInterval: 500 * time.Millisecond,
 		ReplaceTimeout:    20 * time.Second,
 		StopTimeout:       20 * time.Second,
-		Cache: cluster2.CacheConfig{Enabled: true, Mode: mode, ArenaSize: arenaSize,
+		ArenaSize:         arenaSize,
+		Cache: cluster2.CacheConfig{Enabled: true, Mode: mode,
 			DataDir: os.Getenv(envDataDir), Durability: cache.Always, DownWhilePersistFailing: monitorOn},
 	})
 	if err != nil {

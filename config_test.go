@@ -41,7 +41,8 @@ func TestOneInvalidConfigError(t *testing.T) {
 		layer, field string
 		do           func() error
 	}{
-		{"cluster2", "Workers", cluster2.Config{Handler: testHandler(), Workers: -1}.Validate},
+		{"cluster2", "Cache.Mode", cluster2.Config{Handler: testHandler(), Cache: cluster2.CacheConfig{Mode: "x"}}.Validate},
+		{"master", "Workers", cluster2.Config{Handler: testHandler(), Workers: 1001}.Validate},
 		{"master", "Listener", func() error { _, err := master.Start(ctx, master.Config{}); return err }},
 		{"shm", "Size", func() error { _, err := shm.Create(shm.Options{Size: 10}); return err }},
 		{"ring", "capacity", func() error { _, err := ring.Init(a, 0, 3); return err }},
@@ -61,5 +62,49 @@ func TestOneInvalidConfigError(t *testing.T) {
 		if msg := err.Error(); !strings.HasPrefix(msg, tc.layer+": ") || !strings.Contains(msg, tc.field) {
 			t.Errorf("%s: bad %s: err = %q; want it to name the package and the field", tc.layer, tc.field, msg)
 		}
+	}
+}
+
+// TestDefaultConfigIsTheOwnersDefaults checks that DefaultConfig shows every
+// default, each taken from the one constant of the package that applies the
+// setting, and that String logs them.
+func TestDefaultConfigIsTheOwnersDefaults(t *testing.T) {
+	c := cluster2.DefaultConfig()
+	m := master.Config{}.WithDefaults()
+	for _, tc := range []struct {
+		field     string
+		got, want any
+	}{
+		{"Workers", c.Workers, master.DefaultWorkers()},
+		{"Workers (master)", m.Workers, master.DefaultWorkers()},
+		{"Addr", c.Addr, cluster2.DefaultAddr},
+		{"MonitorAddr", c.MonitorAddr, monitor.DefaultAddr},
+		{"HeartbeatInterval", c.HeartbeatInterval, worker.DefaultHeartbeatInterval},
+		{"HeartbeatInterval (master)", m.HeartbeatInterval, worker.DefaultHeartbeatInterval},
+		{"NannyTolerance", c.NannyTolerance, master.DefaultNannyTolerance},
+		{"MaxAge", c.MaxAge, master.DefaultMaxAge},
+		{"StopTimeout", c.StopTimeout, worker.DefaultStopTimeout},
+		{"StopTimeout (master)", m.StopTimeout, worker.DefaultStopTimeout},
+		{"ReplaceTimeout", c.ReplaceTimeout, worker.DefaultReplaceTimeout},
+		{"ReplaceTimeout (master)", m.ReplaceTimeout, worker.DefaultReplaceTimeout},
+		{"ReplaceRetries", c.ReplaceRetries, master.DefaultReplaceRetries},
+		{"ArenaSize", c.ArenaSize, int64(shm.DefaultSize)},
+		{"Cache.Mode", c.Cache.Mode, cluster2.CacheMaster},
+		{"Server.IdleTimeout", c.Server.IdleTimeout, worker.DefaultIdleTimeout},
+		{"Logger set", c.Logger != nil, true},
+		{"ShouldKill left to Listen (it depends on MaxAge)", c.ShouldKill == nil, true},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("DefaultConfig().%s = %v; want %v", tc.field, tc.got, tc.want)
+		}
+	}
+	s := c.String()
+	for _, want := range []string{"heartbeat=5s", "maxAge=72h0m0s", "nanny=3m0s", "stop=1m0s", "replace=1m0s×3", "arena=67108864", "mode=master"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("DefaultConfig().String() = %q; want it to contain %q", s, want)
+		}
+	}
+	if err := (cluster2.Config{Handler: testHandler()}).Validate(); err != nil {
+		t.Errorf("zero Config with a Handler: Validate() = %v; want nil", err)
 	}
 }
