@@ -28,11 +28,11 @@ const (
 )
 
 // cacheRuntime is the cache's part of one process of the cluster: the space,
-// and in the master the persistence manager (mode master) or the supervisor
+// and in the master the log writer (mode master) or the supervisor
 // of the cache-manager process (mode standalone).
 type cacheRuntime struct {
 	sp     *cache.Space
-	mgr    *persist.Manager // mode master: runs in the master
+	mgr    *persist.LogWriter // mode master: runs in the master
 	cancel context.CancelFunc
 	done   chan error
 	log    *slog.Logger
@@ -41,7 +41,7 @@ type cacheRuntime struct {
 
 // startCacheMaster sets the cache space up in the master's arena before any
 // worker starts; with a data directory it replays the log into it, then runs
-// the persistence manager here (mode master) or hands it to a cache-manager
+// the log writer here (mode master) or hands it to a cache-manager
 // process (mode standalone) and waits until that one took over.
 func startCacheMaster(ctx context.Context, c Config, a *shm.Arena) (*cacheRuntime, error) {
 	sp, err := cache.Setup(ctx, a, cache.SpaceOptions{})
@@ -58,7 +58,7 @@ func startCacheMaster(ctx context.Context, c Config, a *shm.Arena) (*cacheRuntim
 		return nil, fmt.Errorf("cluster2: cache: %w", err)
 	}
 	start := time.Now()
-	if err := m.Replay(ctx, sp); err != nil {
+	if err := m.Replay(ctx, sp.Journal()); err != nil {
 		m.Close()
 		sp.Close()
 		return nil, fmt.Errorf("cluster2: cache: replay: %w", err)
@@ -99,7 +99,7 @@ func attachCacheWorker(a *shm.Arena) (*cacheRuntime, error) {
 	return &cacheRuntime{sp: sp}, nil
 }
 
-// stop ends the cache's work in this process: the manager logs what is left
+// stop ends the cache's work in this process: the log writer logs what is left
 // and closes the log; a cache-manager process is told to stop and waited for.
 func (r *cacheRuntime) stop() {
 	if r == nil {
@@ -111,7 +111,7 @@ func (r *cacheRuntime) stop() {
 	if r.mgr != nil {
 		r.cancel()
 		if err := <-r.done; err != nil {
-			r.log.Error("cluster2: cache: persistence manager", "err", err)
+			r.log.Error("cluster2: cache: log writer", "err", err)
 		}
 		r.mgr.Close()
 	}
@@ -134,12 +134,12 @@ type managerProc struct {
 }
 
 // start starts the manager process and waits until it is the space's
-// persister, so that no worker writes before somebody logs.
+// log writer, so that no worker writes before somebody logs.
 func (mp *managerProc) start(ctx context.Context) error {
 	if err := mp.spawn(); err != nil {
 		return err
 	}
-	for !mp.sp.PersisterAttached() {
+	for !mp.sp.Journal().Attached() {
 		select {
 		case <-mp.exited:
 			return fmt.Errorf("cluster2: cache: the cache manager exited during start")
@@ -284,7 +284,7 @@ func cacheManager(c Config) error {
 		return err
 	}
 	defer m.Close()
-	if err := m.Resume(sp); err != nil {
+	if err := m.Resume(sp.Journal()); err != nil {
 		return err
 	}
 	if err := m.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -295,19 +295,19 @@ func cacheManager(c Config) error {
 
 // openManager opens the data directory for a cache manager that takes over
 // a running cluster. While it cannot (a full disk: the log's last segment
-// cannot be preallocated again; damage), it holds the persister role and
+// cannot be preallocated again; damage), it holds the log writer role and
 // marks the space failing, so that Sets of persistent caches are refused
 // rather than acknowledged with nobody logging them, and retries with a
-// back-off of up to 5 s until ctx ends. The Manager's Run clears the failure
+// back-off of up to 5 s until ctx ends. The LogWriter's Run clears the failure
 // once it has logged what the journal holds.
-func openManager(ctx context.Context, c Config, sp *cache.Space) (*persist.Manager, error) {
+func openManager(ctx context.Context, c Config, sp *cache.Space) (*persist.LogWriter, error) {
 	m, err := persist.Open(c.Cache.DataDir, persistOptions(c))
 	if err == nil {
 		return m, nil
 	}
-	p, aerr := sp.AttachPersister(c.Cache.Durability)
+	p, aerr := sp.Journal().Attach(c.Cache.Durability)
 	if aerr != nil {
-		return nil, fmt.Errorf("%w (and cannot hold the persister role: %w)", err, aerr)
+		return nil, fmt.Errorf("%w (and cannot hold the log writer role: %w)", err, aerr)
 	}
 	defer p.Detach()
 	p.SetFailing(err)

@@ -310,8 +310,8 @@ func (c *Cluster) Shutdown(ctx context.Context) error {
 }
 
 // close releases what Listen took in this process, once: the cache default
-// if it is still the Cluster's space, the cache's work (the persistence
-// manager logs what is left) and the master's socket.
+// if it is still the Cluster's space, the cache's work (the log writer logs
+// what is left) and the master's socket.
 func (c *Cluster) close() {
 	c.closeOnce.Do(func() {
 		c.in.release()

@@ -64,7 +64,7 @@ type CacheConfig struct {
 	// written by the release before checkpoints opens without it.
 	Salvage bool
 
-	// DownWhilePersistFailing takes the ECV down while the cache manager
+	// DownWhilePersistFailing takes the ECV down while the log writer
 	// cannot write its log (a full disk, an I/O error): Sets of persistent
 	// caches are refused then (cache.ErrPersistFailing), and a load balancer
 	// may prefer another cluster. Default false: the ECV does not change;

@@ -19,6 +19,7 @@ import (
 	"github.com/cluster2/cluster2/emitter"
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/monitor"
+	"github.com/cluster2/cluster2/persist"
 	"github.com/cluster2/cluster2/shm"
 	"github.com/cluster2/cluster2/status"
 )
@@ -357,14 +358,14 @@ func (s *monitorSource) WatchCache(name string, fn func(monitor.KeyChange)) (fun
 	return func() { c.Unwatch(w) }, nil
 }
 
-// Persist reads the persistence state from the arena (the persister may be
+// Persist reads the persistence state from the arena (the log writer may be
 // a cache-manager process).
 func (s *monitorSource) Persist() (monitor.PersistInfo, bool) {
 	sp := s.sp
 	if !s.persist || sp == nil {
 		return monitor.PersistInfo{}, false
 	}
-	ps := sp.PersistStats()
+	ps := sp.Journal().Stats()
 	pi := monitor.PersistInfo{Attached: ps.Attached, Failing: ps.Failing != nil, Since: ps.FailingSince,
 		Failures: ps.Failures, LagBytes: ps.Lag, DownWhileFailing: s.downWhileFailing}
 	if ps.Failing != nil {
@@ -403,13 +404,13 @@ func (s *monitorSource) Statuses(ctx context.Context) (map[string]map[int]any, e
 }
 
 // Metrics adds the arena's figures and the cache space's persistence
-// (write-ahead log) figures; the latter are zero without a persister.
+// (write-ahead log) figures; the latter are zero without a log writer.
 func (s *monitorSource) Metrics() []monitor.Metric {
 	a := s.arena
-	var ps cache.PersistStats
+	var ps persist.Stats
 	var repairs uint64
 	if sp := s.sp; sp != nil {
-		ps, repairs = sp.PersistStats(), sp.Repairs()
+		ps, repairs = sp.Journal().Stats(), sp.Repairs()
 	}
 	attached, failing := 0.0, 0.0
 	if ps.Attached {

@@ -15,12 +15,12 @@ import (
 	"github.com/cluster2/cluster2/shm"
 )
 
-// persistSpace is a cache space with a running persistence manager on a
+// persistSpace is a cache space with a running log writer on a
 // fresh data directory.
 type persistSpace struct {
 	a    *shm.Arena
 	sp   *cache.Space
-	m    *persist.Manager
+	m    *persist.LogWriter
 	stop func()
 }
 
@@ -39,7 +39,7 @@ func openPersistSpace(b *testing.B, dir string, bytes int64, replay bool) *persi
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := m.Replay(context.Background(), sp); err != nil {
+	if err := m.Replay(context.Background(), sp.Journal()); err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -86,7 +86,7 @@ func BenchmarkPersistSet(b *testing.B) {
 				_, err := c.Set(context.Background(), keys[i%len(keys)], benchValue, cache.SetOptions{})
 				return err
 			})
-			if st := ps.sp.PersistStats(); tc.opts.Durability == cache.Always && st.Syncs > 0 {
+			if st := ps.sp.Journal().Stats(); tc.opts.Durability == cache.Always && st.Syncs > 0 {
 				b.ReportMetric(float64(st.Records)/float64(st.Syncs), "sets/fsync")
 				b.ReportMetric(float64(st.SyncTime.Microseconds())/float64(st.Syncs), "µs/fsync")
 			}
@@ -160,7 +160,7 @@ func BenchmarkPersistReplay(b *testing.B) {
 			b.Fatal(err)
 		}
 		if i%50_000 == 0 {
-			time.Sleep(5 * time.Millisecond) // let the manager keep up: a lapped journal would snapshot
+			time.Sleep(5 * time.Millisecond) // let the log writer keep up: a lapped journal would snapshot
 		}
 	}
 	ps.stop()
@@ -180,7 +180,7 @@ func BenchmarkPersistReplay(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := m.Replay(context.Background(), sp); err != nil {
+		if err := m.Replay(context.Background(), sp.Journal()); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

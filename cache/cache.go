@@ -174,7 +174,7 @@ func (c *Cache) Get(ctx context.Context, key string, loader Loader) ([]byte, err
 // nothing. ErrTooManyLoads, when the key's shard is full of loads in
 // progress (see Get), stores nothing (entries evicted on the way to make room
 // stay evicted). value may be reused after Set returns. In a persistent cache, Set
-// returns ErrPersistFailing and stores nothing while the cache manager cannot
+// returns ErrPersistFailing and stores nothing while the log writer cannot
 // write its log, and returns true with ErrNotDurable when the value is stored
 // but not known to be in the log (see both).
 func (c *Cache) Set(ctx context.Context, key string, value []byte, opts SetOptions) (bool, error) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cluster2/cluster2/persist"
 	"github.com/cluster2/cluster2/shm"
 )
 
@@ -266,7 +267,7 @@ func TestAttachRefusesImpossibleGeometry(t *testing.T) {
 
 // A damaged journal claim (more than a capacity past tail: no writer claims
 // that far) made every reader see a lap for ever: each watcher was told
-// only OpLost, and the persister would snapshot on every read. The next
+// only OpLost, and the log writer would snapshot on every read. The next
 // append replaces it with its own claim; the change after it reaches the
 // watcher.
 func TestJournalDamagedClaimHeals(t *testing.T) {
@@ -289,10 +290,10 @@ func TestJournalDamagedClaimHeals(t *testing.T) {
 	}
 }
 
-// A damaged durable position (past the journal's tail: the persister stores
+// A damaged durable position (past the journal's tail: the log writer stores
 // only positions it read) acknowledged every Always Set at once with nothing
 // on disk. It covers nothing: the Set waits (here until its context ends:
-// ErrNotDurable), and the persister's next Durable replaces it.
+// ErrNotDurable), and the log writer's next Durable replaces it.
 func TestDamagedDurableAcknowledgesNothing(t *testing.T) {
 	_, sp, c, p := newPersistSpace(t, Always)
 	j := sp.jr.h
@@ -303,7 +304,7 @@ func TestDamagedDurableAcknowledgesNothing(t *testing.T) {
 	if !ok || !errors.Is(err, ErrNotDurable) {
 		t.Fatalf("Always Set on a damaged durable position: %v %v, want true and ErrNotDurable", ok, err)
 	}
-	// The persister logs and syncs it: the next Set is acknowledged.
+	// The log writer logs and syncs it: the next Set is acknowledged.
 	done := make(chan error, 1)
 	go func() {
 		_, err := c.Set(context.Background(), "k2", []byte("v"), SetOptions{})
@@ -311,7 +312,7 @@ func TestDamagedDurableAcknowledgesNothing(t *testing.T) {
 	}()
 	deadline := time.After(5 * time.Second)
 	for {
-		if _, err := p.Read(100, func(Record) error { return nil }); err != nil && !errors.Is(err, ErrJournalGap) {
+		if _, err := p.Read(100, func(persist.Record) error { return nil }); err != nil && !errors.Is(err, persist.ErrJournalGap) {
 			t.Fatal(err)
 		}
 		p.Logged(p.Position())
@@ -319,7 +320,7 @@ func TestDamagedDurableAcknowledgesNothing(t *testing.T) {
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Fatalf("Always Set after the persister's Durable: %v", err)
+				t.Fatalf("Always Set after the log writer's Durable: %v", err)
 			}
 			return
 		case <-deadline:

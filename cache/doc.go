@@ -20,9 +20,9 @@
 //	space header (8192 B): magic │ version │ shard count │ buckets/shard │ heap/shard │ offsets │
 //	                       registry lock │ cache count │ registry[64] {name[48] │ id │ persist │ expire}
 //	journal: header (4096 B, one 128-byte line pair per writer: {lock │ tail │ claim} (writers) │
-//	         {watchers' Event} │ {durable │ logged │ persister owner │ default durability │
-//	         failing │ gap requests │ gaps covered} (the persister) │ {durable Event} (Always writers sleep) │ {persister Event} (it sleeps) │
-//	         watchers[64] │ persister counters) │ data (power of two bytes)
+//	         {watchers' Event} │ {durable │ logged │ log writer's owner │ default durability │
+//	         failing │ gap requests │ gaps covered} (the log writer) │ {durable Event} (Always writers sleep) │ {log writer's Event} (it sleeps) │
+//	         watchers[64] │ log writer's counters) │ data (power of two bytes)
 //	journal record: size u32 │ op u8 │ flags u8 │ klen u16 │ cache u32 │ vlen u32 │ deadline i64 │
 //	         key │ value │ pad to 8
 //	shard i: header (128 B: lock │ head │ tail │ Event │ repairs)
@@ -159,16 +159,22 @@
 // during the overwrite accept a half-overwritten record). Readers near the
 // dead claim see a lap until writes pass it: conservative, never wrong.
 //
-// # Persistence (the persister's side of the journal)
+// # Persistence (the log writer's side of the journal)
 //
-// Records of persistent caches are always journaled. The persister (see
-// package persist) alone writes logged (everything below is in its log: the
-// restart point of a new persister), durable (everything below is on disk as
-// its durability asks), its owner generation and its counters; it reads the
-// journal like a watcher and treats a lap as a gap it repairs with a
-// snapshot. What a writer of a persistent cache waits for (an Always writer
-// until durable passes its record, any writer while the persister is more
-// than half a journal behind) is this package's half of group commit
+// Records of persistent caches are always journaled. The log writer (package
+// persist's LogWriter, run by the master or by the cache manager process;
+// docs/cache.md says which name is which) reaches the space through one
+// door, [Space.Journal], which returns persist's Journal interface: attach
+// as the log writer, read the journal's records of persistent caches,
+// restore a log, scan for a snapshot, the marks and the figures. A program
+// that only uses caches never calls it. The log writer alone writes logged
+// (everything below is in its log: the restart point of a new log writer),
+// durable (everything below is on disk as its durability asks), its owner
+// generation and its counters; it reads the journal like a watcher and
+// treats a lap as a gap it repairs with a snapshot. What a writer of a
+// persistent cache waits for (an Always writer until durable passes its
+// record, any writer while the log writer is more than half a journal
+// behind) is this package's half of group commit
 // (durable.go); the protocol as a whole, both halves, is drawn once, in
 // package persist's doc (# Group commit).
 //
@@ -209,7 +215,7 @@
 //  4. Journal writers, after claim.Store and before the plain stores of the
 //     record (and of a filler header): a store-store fence, so that a
 //     reader who copied an overwritten byte sees the new claim.
-//  5. Journal readers (tailJournal, Persister.Read), after copying a record
+//  5. Journal readers (tailJournal, the log writer's cursor.Read), after copying a record
 //     and before loading claim: a load-load fence (pairs with 4).
 //
 // Already ordered on both: a record's bytes before head.Add and before the
@@ -225,21 +231,21 @@
 // then adds one to the header's gap requests (while still holding the shard
 // lock, after the value went into the arena) and its Set or Del returns
 // [ErrNotDurable], whatever the durability: the change is in the cache, and
-// other processes see it, but the log does not have it until the persister's
-// next snapshot. The persister treats gap requests != gaps covered as a
+// other processes see it, but the log does not have it until the log
+// writer's next snapshot. The log writer treats gap requests != gaps covered as a
 // journal gap: it reads the requests' count, takes a snapshot (whose scan
 // takes every shard lock, so it sees every value whose request it counted),
 // and then stores that count as covered. A request that comes during the
 // scan is covered by the next snapshot.
 //
-// While the persister cannot write its log (a full disk, an I/O error) it
+// While the log writer cannot write its log (a full disk, an I/O error) it
 // stores the error number in failing (release), then wakes the Always
 // writers. Set and Del of a persistent cache load failing (one atomic load,
 // on the same line as the logged position they read anyway) before they take
 // the shard lock, and refuse with [ErrPersistFailing] (nothing changed); an
 // Always writer already waiting returns [ErrNotDurable] wrapping it (its
 // change is in the cache and the journal). A change that passed the check
-// just before failing was set is in the journal: the persister, when it can
+// just before failing was set is in the journal: the log writer, when it can
 // write again, re-reads the journal from the last position it knows to be on
 // disk (and lowers logged to it first), or snapshots if the journal lapped
 // it, and only then clears failing. So nothing acknowledged is lost to the
@@ -286,8 +292,8 @@
 //     claim more than a capacity past tail, which no writer leaves (a record
 //     takes less than half the journal), is replaced by the next append's,
 //     so readers stop seeing a lap for ever. A durable position past tail
-//     (the persister stores only positions it read) acknowledges no Always
-//     write, and the persister's next Durable replaces it.
+//     (the log writer stores only positions it read) acknowledges no Always
+//     write, and the log writer's next Durable replaces it.
 //
 // So a damaged space gives ErrCorrupt (Attach, Verify), a miss, a refused
 // or retried operation, or a shard reset that drops its entries; never a

@@ -5,7 +5,7 @@ package cache
 // record is durable, any writer while the log writer lags half a journal),
 // and what it refuses while the log cannot be written. The protocol as a
 // whole, both halves of group commit (these waits and the log writer's
-// batching in persist's Manager.Run), is described once, in package
+// batching in persist's LogWriter.Run), is described once, in package
 // persist's doc (# Group commit).
 
 import (
@@ -17,13 +17,13 @@ import (
 	"time"
 )
 
-// persisterSleep bounds one futex sleep of an Always writer: it then checks
-// that the persister lives.
-const persisterSleep = 50 * time.Millisecond
+// writerSleep bounds one futex sleep of an Always writer: it then checks
+// that the log writer lives.
+const writerSleep = 50 * time.Millisecond
 
-// persisterGrace is how long an Always writer waits for a new persister after
+// writerGrace is how long an Always writer waits for a new log writer after
 // the one it waited for died.
-const persisterGrace = 10 * time.Second
+const writerGrace = 10 * time.Second
 
 // durability resolves the cache's Durability against the cluster default.
 func (c *Cache) durability() Durability {
@@ -37,7 +37,7 @@ func (c *Cache) durability() Durability {
 }
 
 // awaitDurable waits, for a persistent cache whose durability is Always, until
-// the persister has the change that ended at journal position jend on disk.
+// the log writer has the change that ended at journal position jend on disk.
 // A change that could not be journaled (jendLost) is not durable, whatever
 // the durability.
 func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
@@ -45,28 +45,28 @@ func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
 		return nil
 	}
 	if jend == jendLost {
-		return fmt.Errorf("%w: the journal lock was held 5 s by a process that does not run; the change is in the cache and the cache manager's next snapshot logs it", ErrNotDurable)
+		return fmt.Errorf("%w: the journal lock was held 5 s by a process that does not run; the change is in the cache and the log writer's next snapshot logs it", ErrNotDurable)
 	}
 	if c.durability() != Always {
 		return nil
 	}
 	j := c.sp.jr.h
 	// Sleep at once: polling for the fsync's 100+ µs would take the
-	// processor from the persister and the other writers (measured: with 4
+	// processor from the log writer and the other writers (measured: with 4
 	// writers on 2 cores, polling for 20 µs gained nothing, and for 200 µs
 	// cost two thirds of the throughput).
-	j.pev.Wake() // the persister gathers a group commit: tell it this record is in
+	j.pev.Wake() // the log writer gathers a group commit: tell it this record is in
 	var deadSince time.Time
 	for !j.covers(jend) {
 		if f := j.failing.Load(); f != 0 {
 			return fmt.Errorf("%w: %w", ErrNotDurable, failingError(f))
 		}
-		owner := j.owner.Load()
+		owner := j.writer.Load()
 		if owner == 0 {
-			return fmt.Errorf("%w: no cache manager", ErrNotDurable)
+			return fmt.Errorf("%w: no log writer", ErrNotDurable)
 		}
-		j.pev.Wake() // the persister batches others' writes: ask it to go now
-		sleep := persisterSleep
+		j.pev.Wake() // the log writer batches others' writes: ask it to go now
+		sleep := writerSleep
 		if dl, ok := ctx.Deadline(); ok {
 			sleep = max(min(sleep, time.Until(dl)), 0)
 		}
@@ -75,12 +75,12 @@ func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
 			return fmt.Errorf("%w: %w", ErrNotDurable, err)
 		}
 		if timedOut && !j.covers(jend) && !c.sp.a.Alive(owner) {
-			// A standalone manager that died is restarted by the master and
+			// A cache manager process that died is restarted by the master and
 			// resumes where it had logged to: give it a while.
 			if deadSince.IsZero() {
 				deadSince = time.Now()
-			} else if time.Since(deadSince) > persisterGrace {
-				return fmt.Errorf("%w: the cache manager died and none took over in %v", ErrNotDurable, persisterGrace)
+			} else if time.Since(deadSince) > writerGrace {
+				return fmt.Errorf("%w: the log writer died and none took over in %v", ErrNotDurable, writerGrace)
 			}
 		}
 	}
@@ -88,7 +88,7 @@ func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
 }
 
 // covers reports whether the durable position has passed jend. A durable
-// position past the journal's tail is damage, never the persister's (it
+// position past the journal's tail is damage, never the log writer's (it
 // stores positions it read, and tail only grows), and covers nothing: an
 // Always writer is not acknowledged on it. durable is loaded before tail,
 // so a healthy pair always has durable <= tail.
@@ -98,7 +98,7 @@ func (j *journalHdr) covers(jend uint64) bool {
 }
 
 // refuseIfFailing returns ErrPersistFailing (wrapped, naming the error)
-// while the persister cannot write its log: Set and Del of a persistent cache
+// while the log writer cannot write its log: Set and Del of a persistent cache
 // call it before they change anything. One atomic load.
 func (c *Cache) refuseIfFailing() error {
 	if f := c.sp.jr.h.failing.Load(); f != 0 {
@@ -107,7 +107,7 @@ func (c *Cache) refuseIfFailing() error {
 	return nil
 }
 
-// failingError is ErrPersistFailing with the persister's error number.
+// failingError is ErrPersistFailing with the log writer's error number.
 func failingError(f uint32) error {
 	if f == failingOther {
 		return ErrPersistFailing
@@ -138,14 +138,14 @@ type durableRound struct {
 }
 
 // wait sleeps until the journal's durable position may have moved (an fsync
-// of the persister, or a spurious wake-up), ctx ends or timeout passes, and
+// of the log writer, or a spurious wake-up), ctx ends or timeout passes, and
 // reports whether it timed out. The caller re-checks the position.
 func (dw *durableWaiters) wait(ctx context.Context, j *journalHdr, jend uint64, timeout time.Duration) (timedOut bool) {
 	dw.mu.Lock()
 	if r := dw.round; r != nil {
 		dw.mu.Unlock()
 		select {
-		case <-r.woke: // within the sleeper's timeout (at most persisterSleep)
+		case <-r.woke: // within the sleeper's timeout (at most writerSleep)
 			return r.timedOut
 		case <-ctx.Done():
 			return true
@@ -172,21 +172,21 @@ func (dw *durableWaiters) wait(ctx context.Context, j *journalHdr, jend uint64, 
 	return r.timedOut
 }
 
-// throttle makes a writer of a persistent cache wait while the persister is
+// throttle makes a writer of a persistent cache wait while the log writer is
 // more than half a journal behind, so that the journal does not lap it (which
 // would cost a snapshot, and under EverySecond lose more than a second). It
-// gives up after about a second, when the persister is gone, or when ctx ends:
-// the journal then laps and the persister snapshots.
+// gives up after about a second, when the log writer is gone, or when ctx ends:
+// the journal then laps and the log writer snapshots.
 func (c *Cache) throttle(ctx context.Context) {
 	j := c.sp.jr.h
 	half := c.sp.jr.cap / 2
-	for i := 0; j.tail.Load()-j.persistd.Load() > half; i++ {
-		if j.owner.Load() == 0 || i >= 1000 || ctx.Err() != nil {
+	for i := 0; j.tail.Load()-j.logged.Load() > half; i++ {
+		if j.writer.Load() == 0 || i >= 1000 || ctx.Err() != nil {
 			return
 		}
 		j.pev.Wake()
 		tk := j.durEv.Prepare()
-		if j.tail.Load()-j.persistd.Load() <= half {
+		if j.tail.Load()-j.logged.Load() <= half {
 			j.durEv.Cancel()
 			return
 		}

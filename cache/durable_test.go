@@ -11,9 +11,10 @@ import (
 
 	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/cache/cachetest"
+	"github.com/cluster2/cluster2/persist"
 )
 
-// Always writers wait for the persister's durable position, however many
+// Always writers wait for the log writer's durable position, however many
 // wait in one process (one of them sleeps on the futex for all), and a
 // writer whose context ends gives up alone with ErrNotDurable.
 func TestAlwaysWaitsForDurable(t *testing.T) {
@@ -23,9 +24,9 @@ func TestAlwaysWaitsForDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := c.Set(bg, "early", []byte("x"), cache.SetOptions{}); !errors.Is(err, cache.ErrNotDurable) {
-		t.Fatalf("Always Set without a persister = %v; want ErrNotDurable", err)
+		t.Fatalf("Always Set without a log writer = %v; want ErrNotDurable", err)
 	}
-	p, err := sp.AttachPersister(cache.Always)
+	p, err := sp.Journal().Attach(cache.Always)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,11 +56,11 @@ func TestAlwaysWaitsForDurable(t *testing.T) {
 	if n := returned.Load(); n != 0 {
 		t.Fatalf("%d writers returned before anything was durable", n)
 	}
-	// The persister reads every writer's record and says it is durable.
+	// The log writer reads every writer's record and says it is durable.
 	seen := 0
 	for seen < writers {
-		_, err := p.Read(1000, func(r cache.Record) error {
-			if r.Op == cache.OpSet && r.Key[0] == 'k' {
+		_, err := p.Read(1000, func(r persist.Record) error {
+			if r.Op == persist.OpSet && r.Key[0] == 'k' {
 				seen++
 			}
 			return nil

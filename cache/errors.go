@@ -74,32 +74,21 @@ var (
 	// cache when the change is in the cache (other processes may see it)
 	// but is not known to be in the log: for any durability when the
 	// change could not be journaled (the journal lock was held 5 s by a
-	// process that does not run; the persister's next snapshot logs it);
-	// for Always when no live cache manager logs the cache, when the
-	// manager began failing to write its log (then it also wraps
+	// process that does not run; the log writer's next snapshot logs it);
+	// for Always when no live log writer logs the cache, when the
+	// log writer began failing to write its log (then it also wraps
 	// ErrPersistFailing), or when ctx ended before the change was on disk.
 	// A caller may not assume the change survives a restart; it may set it
 	// again (changes are idempotent) or undo it.
 	ErrNotDurable = errors.New("cache: change not known to be durable")
 
 	// ErrPersistFailing is returned (wrapped) by Set and Del of a
-	// persistent cache, whatever its durability, while the cache manager
+	// persistent cache, whatever its durability, while the log writer
 	// cannot write its log (a full disk, an I/O error; the message names
 	// the error). Nothing was changed, unless the error also wraps
 	// ErrNotDurable (an Always writer already waiting when the failure
-	// began: see there). The manager retries by itself and
+	// began: see there). The log writer retries by itself and
 	// Sets succeed again once it has written its log; /status and /metrics
 	// show the condition.
-	ErrPersistFailing = errors.New("cache: the cache manager cannot write its log; persistent changes are refused")
-
-	// ErrPersisterBusy is returned by AttachPersister when another live
-	// process is the space's persister.
-	ErrPersisterBusy = errors.New("cache: another process persists this space")
-
-	// ErrJournalGap is returned by Persister.Read when the journal overwrote
-	// records the persister had not read (it was stopped or too slow), or
-	// when a writer could not journal a change of a persistent cache (see
-	// ErrNotDurable): the persister must take a snapshot with Scan, and
-	// then call Persister.CoverGaps, to be whole again.
-	ErrJournalGap = errors.New("cache: journal records were lost before the persister read them")
+	ErrPersistFailing = errors.New("cache: the log writer cannot write its log; persistent changes are refused")
 )

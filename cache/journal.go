@@ -64,7 +64,7 @@ func (sp *Space) journalAppend(op uint8, id uint32, key, val []byte, exp int64) 
 		cancel()
 		if err != nil {
 			// A live writer held the journal for 5 s: give up on this
-			// change. The persister snapshots to cover it (doc.go).
+			// change. The log writer snapshots to cover it (doc.go).
 			sp.watchLost.Add(1)
 			if sp.h.registry[id%MaxCaches].persist != 0 {
 				j.h.gapReq.Add(1)
@@ -117,11 +117,11 @@ func (sp *Space) journalAppend(op uint8, id uint32, key, val []byte, exp int64) 
 	j.h.tail.Store(end) // release: the record is complete
 	j.h.lock.Unlock(sp.p)
 	j.h.ev.Wake()
-	// The persister sleeps up to 10 ms between batches of Never and
+	// The log writer sleeps up to 10 ms between batches of Never and
 	// EverySecond records: the append that fills the journal past a quarter
 	// of what it has logged wakes it.
-	if quarter := j.cap / 4; j.h.owner.Load() != 0 {
-		if logged := j.h.persistd.Load(); pos-logged <= quarter && end-logged > quarter {
+	if quarter := j.cap / 4; j.h.writer.Load() != 0 {
+		if logged := j.h.logged.Load(); pos-logged <= quarter && end-logged > quarter {
 			j.h.pev.Wake()
 		}
 	}

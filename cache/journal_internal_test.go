@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cluster2/cluster2/persist"
 	"github.com/cluster2/cluster2/shm"
 )
 
@@ -16,7 +17,7 @@ import (
 // part of it, leaves claim where it was: the next writer's lock recovery must
 // not lower it (it used to set claim back to tail), or the lagging reader,
 // which checks claim after copying, accepts the half-overwritten record as
-// valid. Here the reader is the persister, reading after the recovery: with
+// valid. Here the reader is the log writer, reading after the recovery: with
 // claim lowered it returned the damaged record; now it reports the gap.
 func TestJournalClaimNeverGoesDown(t *testing.T) {
 	bg := context.Background()
@@ -34,7 +35,7 @@ func TestJournalClaimNeverGoesDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := sp.AttachPersister(Never)
+	p, err := sp.Journal().Attach(Never)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +43,7 @@ func TestJournalClaimNeverGoesDown(t *testing.T) {
 	j := &sp.jr
 	p.Skip()
 
-	// The record the persister lags on.
+	// The record the log writer lags on.
 	cur0 := j.h.tail.Load()
 	good := bytes.Repeat([]byte("A"), 200)
 	sp.journalAppend(opSet, c.id, []byte("victim"), good, 0)
@@ -77,21 +78,21 @@ func TestJournalClaimNeverGoesDown(t *testing.T) {
 	}
 
 	// The lagging reader reads the victim now.
-	p.cur = cur0
+	p.(*cursor).cur = cur0
 	var got []byte
-	_, err = p.Read(1, func(r Record) error {
+	_, err = p.Read(1, func(r persist.Record) error {
 		got = append([]byte(nil), r.Value...)
 		return nil
 	})
-	if !errors.Is(err, ErrJournalGap) {
+	if !errors.Is(err, persist.ErrJournalGap) {
 		t.Fatalf("Read of a record a dead writer overwrote = %v (value intact: %v); want ErrJournalGap", err, bytes.Equal(got, good))
 	}
 }
 
 // newPersistSpace returns a space of a fresh arena with a persistent cache
-// of durability d, and this process as its persister (everything before
+// of durability d, and this process as its log writer (everything before
 // durable).
-func newPersistSpace(t *testing.T, d Durability) (*shm.Arena, *Space, *Cache, *Persister) {
+func newPersistSpace(t *testing.T, d Durability) (*shm.Arena, *Space, *Cache, persist.Cursor) {
 	t.Helper()
 	a, err := shm.Create(shm.Options{Size: 16 << 20, Name: "journal-test"})
 	if err != nil {
@@ -107,7 +108,7 @@ func newPersistSpace(t *testing.T, d Durability) (*shm.Arena, *Space, *Cache, *P
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := sp.AttachPersister(d)
+	p, err := sp.Journal().Attach(d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func newPersistSpace(t *testing.T, d Durability) (*shm.Arena, *Space, *Cache, *P
 // A journal append that gives up (the lock held by a live process that does
 // not run: here a second slot of this process, so it counts as alive) must
 // not be acknowledged, for any durability: the Set returns ErrNotDurable (the
-// value is in the cache), and the persister's next Read reports a gap so
+// value is in the cache), and the log writer's next Read reports a gap so
 // that it snapshots; the snapshot's scan sees the value, and once the gap is
 // covered Read goes on normally. (Before: an Always Set returned (true, nil)
 // with nothing journaled.)
@@ -156,13 +157,13 @@ func TestJournalGiveUpIsNotDurable(t *testing.T) {
 			if v, ok, _ := c.GetInto(nil, "held"); !ok || string(v) != "w" {
 				t.Fatalf("the value not journaled is not in the cache: %q, %v", v, ok)
 			}
-			if _, err := p.Read(100, func(Record) error { return nil }); !errors.Is(err, ErrJournalGap) {
-				t.Fatalf("persister Read after a lost append = %v; want ErrJournalGap", err)
+			if _, err := p.Read(100, func(persist.Record) error { return nil }); !errors.Is(err, persist.ErrJournalGap) {
+				t.Fatalf("log writer's Read after a lost append = %v; want ErrJournalGap", err)
 			}
 			covered := p.CoverGaps()
 			found := false
-			if err := sp.Scan(bg, func(m Mutation) error {
-				found = found || m.Op == OpSet && m.Key == "held" && string(m.Value) == "w"
+			if err := sp.Journal().Scan(bg, func(m persist.Mutation) error {
+				found = found || m.Op == persist.OpSet && m.Key == "held" && string(m.Value) == "w"
 				return nil
 			}); err != nil {
 				t.Fatal(err)
@@ -177,24 +178,24 @@ func TestJournalGiveUpIsNotDurable(t *testing.T) {
 				t.Fatal(err)
 			}
 			seen := false
-			if _, err := p.Read(100, func(r Record) error {
+			if _, err := p.Read(100, func(r persist.Record) error {
 				seen = seen || string(r.Key) == "after"
 				return nil
 			}); err != nil || !seen {
 				t.Fatalf("Read after the gap was covered = %v (saw the next Set: %v)", err, seen)
 			}
-			if st := sp.PersistStats(); st.GapRequests != 3 {
-				t.Fatalf("PersistStats.GapRequests = %d; want 3", st.GapRequests)
+			if st := sp.Journal().Stats(); st.GapRequests != 3 {
+				t.Fatalf("Journal().Stats().GapRequests = %d; want 3", st.GapRequests)
 			}
 		})
 	}
 }
 
-// While the persister says it cannot write its log, Set and Del of a
+// While the log writer says it cannot write its log, Set and Del of a
 // persistent cache are refused with ErrPersistFailing and change nothing;
 // an Always writer already waiting returns ErrNotDurable wrapping it; the
 // stats name the errno; a cache that does not persist is not concerned; and
-// once the persister can write again, Sets succeed by themselves.
+// once the log writer can write again, Sets succeed by themselves.
 func TestPersistFailingRefusesChanges(t *testing.T) {
 	bg := context.Background()
 	_, sp, c, p := newPersistSpace(t, Always)
@@ -228,10 +229,10 @@ func TestPersistFailingRefusesChanges(t *testing.T) {
 	select {
 	case err := <-waiting:
 		if !errors.Is(err, ErrNotDurable) || !errors.Is(err, ErrPersistFailing) || !errors.Is(err, syscall.ENOSPC) {
-			t.Fatalf("waiting Always Set when the persister began failing = %v; want ErrNotDurable, ErrPersistFailing, ENOSPC", err)
+			t.Fatalf("waiting Always Set when the log writer began failing = %v; want ErrNotDurable, ErrPersistFailing, ENOSPC", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("the waiting Always writer did not return when the persister began failing")
+		t.Fatal("the waiting Always writer did not return when the log writer began failing")
 	}
 	tail := sp.jr.h.tail.Load()
 	for _, cc := range []*Cache{c, ev} {
@@ -254,15 +255,15 @@ func TestPersistFailingRefusesChanges(t *testing.T) {
 	if _, err := plain.Set(bg, "k", []byte("v"), SetOptions{}); err != nil {
 		t.Fatalf("Set of a cache that does not persist while failing = %v", err)
 	}
-	st := sp.PersistStats()
+	st := sp.Journal().Stats()
 	if !errors.Is(st.Failing, ErrPersistFailing) || !errors.Is(st.Failing, syscall.ENOSPC) || st.FailingSince.IsZero() || st.Failures != 1 {
-		t.Fatalf("PersistStats while failing = %+v", st)
+		t.Fatalf("Journal().Stats() while failing = %+v", st)
 	}
 	if !p.SetFailing(nil) {
 		t.Fatal("SetFailing(nil) does not report the change of state")
 	}
-	if st := sp.PersistStats(); st.Failing != nil || !st.FailingSince.IsZero() || st.Failures != 1 {
-		t.Fatalf("PersistStats after the failure = %+v", st)
+	if st := sp.Journal().Stats(); st.Failing != nil || !st.FailingSince.IsZero() || st.Failures != 1 {
+		t.Fatalf("Journal().Stats() after the failure = %+v", st)
 	}
 	if ok, err := ev.Set(bg, "again", []byte("v"), SetOptions{}); !ok || err != nil {
 		t.Fatalf("Set after the failure = %v, %v", ok, err)
@@ -271,7 +272,7 @@ func TestPersistFailingRefusesChanges(t *testing.T) {
 
 // Rewind reads records again from an earlier position and lowers the logged
 // position; rewound past what the journal still holds, Read reports a gap.
-func TestPersisterRewind(t *testing.T) {
+func TestLogWriterRewind(t *testing.T) {
 	bg := context.Background()
 	_, sp, _, p := newPersistSpace(t, Never)
 	c, err := sp.Use("n", Options{Persist: true, Durability: Never})
@@ -285,8 +286,8 @@ func TestPersisterRewind(t *testing.T) {
 		}
 	}
 	keys := func() (out string) {
-		if _, err := p.Read(100, func(r Record) error {
-			if r.Op != OpDefine {
+		if _, err := p.Read(100, func(r persist.Record) error {
+			if r.Op != persist.OpDefine {
 				out += string(r.Key)
 			}
 			return nil
@@ -300,7 +301,7 @@ func TestPersisterRewind(t *testing.T) {
 	}
 	p.Logged(p.Position())
 	p.Rewind(start)
-	if sp.jr.h.persistd.Load() != start {
+	if sp.jr.h.logged.Load() != start {
 		t.Fatal("Rewind did not lower the logged position")
 	}
 	if k := keys(); k != "ab" {
@@ -315,7 +316,7 @@ func TestPersisterRewind(t *testing.T) {
 		p.Logged(sp.jr.h.tail.Load()) // keep the throttle quiet
 	}
 	p.Rewind(start)
-	if _, err := p.Read(100, func(Record) error { return nil }); !errors.Is(err, ErrJournalGap) {
+	if _, err := p.Read(100, func(persist.Record) error { return nil }); !errors.Is(err, persist.ErrJournalGap) {
 		t.Fatalf("Read rewound past the journal = %v; want ErrJournalGap", err)
 	}
 }

@@ -148,10 +148,10 @@ const statsRowSize = 64
 
 // journalHdr heads the change journal. Its words are grouped by who writes
 // them, each group on its own 128-byte line pair, so that a writer appending
-// a record does not pull a line the persister or a sleeper just wrote (on a VM
-// a cache line crossing cores costs 100+ ns).
+// a record does not pull a line the log writer or a sleeper just wrote (on a
+// VM a cache line crossing cores costs 100+ ns).
 type journalHdr struct {
-	// Writers (every process, under lock); read by the persister and watchers.
+	// Writers (every process, under lock); read by the log writer and watchers.
 	lock  shm.Lock
 	tail  atomic.Uint64 // virtual position one past the newest published record
 	claim atomic.Uint64 // virtual position the writer may be writing up to
@@ -161,28 +161,28 @@ type journalHdr struct {
 	ev shm.Event
 	_  [shm.PadLine - 8]byte
 
-	// The persister; every persistent Set reads persistd (throttle) and owner.
-	durable  atomic.Uint64 // every record below is on disk (per its durability)
-	persistd atomic.Uint64 // every record below is in its log (restart point)
-	owner    atomic.Uint32 // the persister's owner generation; 0 = none
-	defDur   atomic.Uint32 // the cluster's default Durability, set by the persister
-	failing  atomic.Uint32 // the errno (or 1) while the persister cannot write its log; 0 = it can
-	_        uint32
-	gapReq   atomic.Uint64 // appends of persistent caches that gave up (writers add)
-	gapDone  atomic.Uint64 // gapReq as read before the persister's last completed snapshot
-	_        [shm.PadLine - 48]byte
+	// The log writer's; every persistent Set reads logged (throttle) and writer.
+	durable atomic.Uint64 // every record below is on disk (per its durability)
+	logged  atomic.Uint64 // every record below is in its log (restart point)
+	writer  atomic.Uint32 // the log writer's owner generation; 0 = none
+	defDur  atomic.Uint32 // the cluster's default Durability, set by the log writer
+	failing atomic.Uint32 // the errno (or 1) while the log writer cannot write its log; 0 = it can
+	_       uint32
+	gapReq  atomic.Uint64 // appends of persistent caches that gave up (writers add)
+	gapDone atomic.Uint64 // gapReq as read before the log writer's last completed snapshot
+	_       [shm.PadLine - 48]byte
 
 	// Always writers sleep here until durable passes their record.
 	durEv shm.Event
 	_     [shm.PadLine - 8]byte
 
-	// The persister sleeps here; Always writers (and throttled ones) wake it.
+	// The log writer sleeps here; Always writers (and throttled ones) wake it.
 	pev shm.Event
 	_   [shm.PadLine - 8]byte
 
 	watchers [MaxCaches]atomic.Int32 // processes watching each cache
-	pstats   persistCounters         // written by the persister, read by anyone
-	_        [journalHdrSize - 5*shm.PadLine - MaxCaches*4 - persistCountersSize]byte
+	wstats   writerCounters          // written by the log writer, read by anyone
+	_        [journalHdrSize - 5*shm.PadLine - MaxCaches*4 - writerCountersSize]byte
 }
 
 // journal record: size u32 │ op u8 │ flags u8 │ klen u16 │ cache u32 │ vlen u32 │ exp i64 │ key │ value │ pad
@@ -193,18 +193,18 @@ const (
 	journalMinSize = 256 << 10
 )
 
-// persistCounters are the persister's figures, kept in the arena so that any
-// process (the monitor in the master) can read those of a standalone cache
-// manager. Only the persister writes them.
-type persistCounters struct {
+// writerCounters are the log writer's figures, kept in the arena so that
+// any process (the monitor in the master) can read those of a cache manager
+// process. Only the log writer writes them.
+type writerCounters struct {
 	records   atomic.Uint64 // records appended to the log
 	bytes     atomic.Uint64 // bytes appended to the log
 	syncs     atomic.Uint64 // fsyncs of the log
 	syncNanos atomic.Uint64 // total time spent in them
 	snapshots atomic.Uint64 // snapshots written
-	gaps      atomic.Uint64 // times the journal lapped the persister
-	failures  atomic.Uint64 // times the persister began failing to write its log
+	gaps      atomic.Uint64 // times the journal lapped the log writer
+	failures  atomic.Uint64 // times the log writer began failing to write its log
 	failSince atomic.Int64  // unix nanoseconds when the current failure began; 0 = none
 }
 
-const persistCountersSize = 64
+const writerCountersSize = 64

@@ -3,6 +3,8 @@ package cache
 import (
 	"fmt"
 	"time"
+
+	"github.com/cluster2/cluster2/persist"
 )
 
 // Options are a named cache's cluster-wide options, fixed by the first Use of
@@ -23,33 +25,20 @@ type Options struct {
 	Durability Durability
 }
 
-// Durability is how far a persistent cache's Set goes before it returns.
-type Durability uint32
+// Durability is how far a persistent cache's Set goes before it returns. It
+// is package persist's type: the log writer, which fsyncs the log, defines
+// what each one means.
+type Durability = persist.Durability
 
-// Durabilities. The cache manager appends every mutation of a persistent
-// cache to its write-ahead log; they differ in when the log is fsynced and
-// whether Set waits for it.
+// Durabilities. The log writer appends every mutation of a persistent cache
+// to its write-ahead log; they differ in when the log is fsynced and whether
+// Set waits for it.
 const (
-	DurabilityDefault Durability = iota // the cluster's choice (EverySecond unless configured)
-	Never                               // never fsynced by us: the OS writes it back
-	EverySecond                         // fsynced every second: a crash loses at most about a second
-	Always                              // Set returns after its record is fsynced (group commit)
+	DurabilityDefault = persist.DurabilityDefault // the cluster's choice (EverySecond unless configured)
+	Never             = persist.Never             // never fsynced by us: the OS writes it back
+	EverySecond       = persist.EverySecond       // fsynced every second: a crash loses at most about a second
+	Always            = persist.Always            // Set returns after its record is fsynced (group commit)
 )
-
-// String returns the durability's name.
-func (d Durability) String() string {
-	switch d {
-	case DurabilityDefault:
-		return "default"
-	case Never:
-		return "never"
-	case EverySecond:
-		return "every-second"
-	case Always:
-		return "always"
-	}
-	return fmt.Sprintf("Durability(%d)", uint32(d))
-}
 
 func (o Options) validate() error {
 	if o.Expire < 0 {

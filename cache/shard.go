@@ -338,7 +338,7 @@ func (sp *Space) insert(sh *shard, h, w uint64) error {
 }
 
 // drop removes the record of slot s from the index, counting it as op
-// (delete, expiry or eviction) and telling watchers and the persister. It
+// (delete, expiry or eviction) and telling watchers and the log writer. It
 // returns the journal position past the change (0 if not journaled).
 func (sp *Space) drop(sh *shard, s slotRef, op uint8) uint64 {
 	off := s.off()

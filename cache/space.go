@@ -381,7 +381,7 @@ func (sp *Space) register(name string, opts Options) (uint32, Options, error) {
 	copy(e.name[:], name)
 	sp.h.count.Store(n + 1) // release: publishes the entry
 	if opts.Persist {
-		// The persister logs the cache's definition before any of its entries.
+		// The log writer logs the cache's definition before any of its entries.
 		sp.journalAppend(opDefine, n, []byte(name), nil, int64(opts.Expire))
 	}
 	return n, opts, nil

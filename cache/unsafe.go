@@ -25,8 +25,8 @@ var (
 	_ [statsRowSize - unsafe.Sizeof(statsRow{})]byte
 	_ [unsafe.Sizeof(statsRow{}) - statsRowSize]byte
 	_ [journalHdrSize - unsafe.Sizeof(journalHdr{})]byte
-	_ [persistCountersSize - unsafe.Sizeof(persistCounters{})]byte
-	_ [unsafe.Sizeof(persistCounters{}) - persistCountersSize]byte
+	_ [writerCountersSize - unsafe.Sizeof(writerCounters{})]byte
+	_ [unsafe.Sizeof(writerCounters{}) - writerCountersSize]byte
 	_ [unsafe.Sizeof(journalHdr{}) - journalHdrSize]byte
 )
 

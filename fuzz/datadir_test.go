@@ -108,7 +108,7 @@ func newBaseDir(tb testing.TB) *baseDir {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := m.Replay(ctx, sp); err != nil {
+	if err := m.Replay(ctx, sp.Journal()); err != nil {
 		tb.Fatal(err)
 	}
 	rctx, cancel := context.WithCancel(ctx)
@@ -120,7 +120,7 @@ func newBaseDir(tb testing.TB) *baseDir {
 	}
 	for i, op := range b.ops {
 		if i == b.snapAt {
-			if err := m.Snapshot(ctx, sp); err != nil {
+			if err := m.Snapshot(ctx, sp.Journal()); err != nil {
 				tb.Fatal(err)
 			}
 		}
@@ -331,7 +331,7 @@ func fuzzDataDir(t *testing.T, b *baseDir, d dirDamage) {
 	defer sp.Close()
 	m, err := persist.Open(dir, persist.Options{Logger: quiet(), SegmentSize: b.segSize, Salvage: d.salvage})
 	if err == nil {
-		err = m.Replay(ctx, sp)
+		err = m.Replay(ctx, sp.Journal())
 		m.Close()
 	}
 	var ce *persist.CorruptError

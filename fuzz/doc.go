@@ -16,7 +16,7 @@
 //     region and the ring (package cache checks every position, offset and
 //     length it reads from the arena: see its doc, "A damaged space").
 //     TestArenaFindings keeps the inputs that panicked the cache before.
-//   - FuzzDataDir: a data directory written by a real persist.Manager from a
+//   - FuzzDataDir: a data directory written by a real persist.LogWriter from a
 //     known sequence of Always Sets and Dels (a snapshot, then several
 //     segments), damaged where the input says (bytes changed, zeroed,
 //     truncated, a file removed or added), then persist.Open and Replay into

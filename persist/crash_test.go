@@ -38,7 +38,7 @@ func durabilityFromEnv() cache.Durability {
 }
 
 // childManager is a cluster's master in miniature: it replays the data
-// directory into a fresh arena, runs the manager, and starts two writers on
+// directory into a fresh arena, runs the log writer, and starts two writers on
 // the arena. It runs until killed.
 func childManager() {
 	a, err := shm.Create(shm.Options{Size: 24 << 20})
@@ -54,7 +54,7 @@ func childManager() {
 	if err != nil {
 		die("open: %v", err)
 	}
-	if err := m.Replay(context.Background(), sp); err != nil {
+	if err := m.Replay(context.Background(), sp.Journal()); err != nil {
 		die("replay: %v", err)
 	}
 	if _, err := sp.Use("p", cache.Options{Persist: true, Durability: durabilityFromEnv()}); err != nil {
@@ -100,7 +100,7 @@ func childWriter() {
 		k := fmt.Sprintf("r%s-w%s-k%d", os.Getenv("P_ROUND"), id, i%keys)
 		v := fmt.Sprintf("v%d-%d", i, time.Now().UnixNano())
 		fmt.Fprintf(w, "set %s %s\n", k, v) // from now on the key may hold v
-		// Bounded (a stuck manager ends the writer, and the round sees no
+		// Bounded (a stuck log writer ends the writer, and the round sees no
 		// progress), generously: fsyncs take seconds on a loaded disk.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		ok, err := c.Set(ctx, k, []byte(v), cache.SetOptions{})
@@ -258,7 +258,7 @@ func recovered(t *testing.T, dir string) *cache.Cache {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if err := m.Replay(context.Background(), sp); err != nil {
+	if err := m.Replay(context.Background(), sp.Journal()); err != nil {
 		t.Fatal(err)
 	}
 	o, ok := sp.Lookup("p")
@@ -297,12 +297,12 @@ func TestAlwaysSurvivesKill9(t *testing.T) {
 }
 
 // TestEverySecondLosesAtMostASecond: with EverySecond, a kill -9 loses only
-// the newest acknowledged changes, those the manager had not yet written
+// the newest acknowledged changes, those the log writer had not yet written
 // (the page cache survives a kill, so what it wrote stays even unsynced):
 // never one acknowledged before a change the log kept (the log is the
-// journal in order). How far back the loss goes is the manager's lag: about
+// journal in order). How far back the loss goes is the log writer's lag: about
 // 10 ms on an idle machine, more on a loaded one; it is logged, and fails
-// the test only past maxLag (a manager that logged nothing for that long
+// the test only past maxLag (a log writer that logged nothing for that long
 // made no progress). The fsync cadence (at most a second) matters only for
 // a crash of the machine, which a test cannot make.
 func TestEverySecondLosesAtMostASecond(t *testing.T) {
@@ -335,10 +335,10 @@ func TestEverySecondLosesAtMostASecond(t *testing.T) {
 		}
 	}
 	if oldest > maxLag {
-		t.Fatalf("lost a change acknowledged %v before the kill: the manager logged nothing for that long", oldest)
+		t.Fatalf("lost a change acknowledged %v before the kill: the log writer logged nothing for that long", oldest)
 	}
 }
 
-// maxLag bounds how far behind the journal the manager may be at the kill
+// maxLag bounds how far behind the journal the log writer may be at the kill
 // (TestEverySecondLosesAtMostASecond).
 const maxLag = 15 * time.Second

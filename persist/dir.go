@@ -52,7 +52,7 @@ func truncateFile(path string, size int64) error {
 // parents) and refuses, with an error wrapping ErrUnsafeDir and
 // safefs.ErrUnsafeDir, one that another user could change: not owned by us,
 // writable by its group or by others, or (with mustNotLink) a link. Such a
-// user could plant or swap files under the manager (see openFile).
+// user could plant or swap files under the log writer (see openFile).
 func prepareDir(path string, parents, mustNotLink bool) error {
 	var flags safefs.Flags
 	if parents {
@@ -79,7 +79,7 @@ func prepareDir(path string, parents, mustNotLink bool) error {
 // prev is what the file held before (nil if it did not exist or was
 // empty): its first line is the last holder's pid, a second line a note
 // (see lockUpgrading). The previous release made no lock file, so a
-// non-empty one is a trace of this one (see Manager.legacy).
+// non-empty one is a trace of this one (see LogWriter.legacy).
 func lockDir(dir string) (f *os.File, prev []byte, err error) {
 	path := filepath.Join(dir, "lock")
 	f, err = openFile(path, os.O_RDWR|os.O_CREATE, 0o600)

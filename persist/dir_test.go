@@ -110,11 +110,11 @@ func TestPlantedLinksAreRefused(t *testing.T) {
 			m, err := persist.Open(dir, persist.Options{Logger: quiet(), Salvage: true})
 			if err == nil {
 				sp := space(t, 4<<20)
-				err = m.Replay(bg, sp)
+				err = m.Replay(bg, sp.Journal())
 				if err == nil {
 					c, _ := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
 					c.Set(bg, "more", []byte("x"), cache.SetOptions{})
-					m.Snapshot(bg, sp)
+					m.Snapshot(bg, sp.Journal())
 				}
 				m.Close()
 			}

@@ -6,36 +6,39 @@
 //
 // # Model
 //
-// The cache manager (the master, or a standalone process, per
-// Config.Cache.Mode) owns the log. Workers never touch it: every Set, Del,
-// expiry and eviction of a persistent cache appends a record to the cache
-// space's journal in the arena (see package cache), and the manager's loop
-// ([Manager.Run]) copies those records into the log in batches. Durability is
-// per cache or per cluster:
+// The log writer owns the log: one process of the cluster, the master or the
+// cache manager (a standalone process that runs nothing else), per
+// Config.Cache.Mode, runs a [LogWriter]. "Log writer" names that role
+// everywhere in cluster2, "cache manager" only the standalone process.
+// Workers never touch the log: every Set, Del, expiry and eviction of a
+// persistent cache appends a record to the cache space's journal in the
+// arena (see package cache), and the log writer's loop ([LogWriter.Run])
+// copies those records into the log in batches. It reaches the space through
+// one door, the [Journal] interface that package cache's Space.Journal
+// returns: persist imports no cache type. Durability is per cache or per
+// cluster:
 //
 //   - Never: records are written to the log file, never fsynced by us.
 //   - EverySecond (the default): the log is fsynced at most a second after a
 //     write; a crash of the machine loses at most about a second.
 //   - Always: Set returns after its record is fsynced. Writers wake the
-//     manager, which batches whatever is in the journal into one write and
+//     log writer, which batches whatever is in the journal into one write and
 //     one fdatasync, then publishes the durable position (group commit,
 //     below).
 //
 // # Group commit (the one protocol between a cache's writers and the log writer)
 //
-// The log writer is the one process that copies the journal into the log: a
-// [Manager] that the master runs, or that the cache manager (a standalone
-// process, Config.Cache.Mode) runs. It and the writers of persistent caches
+// The log writer and the writers of persistent caches
 // share five words of the journal header in the arena (see package cache's
 // layout): tail (writers), logged and durable (the log writer: everything
 // below logged is in its log, everything below durable is on disk as its
 // durability asks), failing (the log writer), and two futex Events, one the
 // log writer sleeps on and one the Always writers sleep on. The writer's
-// half is in package cache (durable.go); the log writer's in [Manager.Run].
+// half is in package cache (durable.go); the log writer's in [LogWriter.Run].
 //
-//	writer (any process)                      log writer ([Manager.Run])
-//	────────────────────                      ──────────────────────────
-//	refuse if failing (ErrPersistFailing)
+//	writer (any process, package cache)       log writer (LogWriter.Run)
+//	───────────────────────────────────       ──────────────────────────
+//	refuse if failing (cache.ErrPersistFailing)
 //	wait while tail - logged > journal/2      (throttle: ~1 s at most)
 //	append its record, release the shard lock
 //	Always: wake the log writer's Event  ──▶  read what the journal holds;
@@ -63,13 +66,13 @@
 // ErrNotDurable: the change is in the cache and the journal, not known to be
 // on disk. A log writer killed at any step leaves logged and durable at
 // values that were true; its successor fdatasyncs the log before it stores
-// durable again ([Manager.Resume]) and re-logs at most what was written after
+// durable again ([LogWriter.Resume]) and re-logs at most what was written after
 // the last logged (records are idempotent sets and deletes). docs/cache.md
 // ("Group commit, and who waits how") has the measurements behind each step.
 //
 // # Files (format: changing it bumps the magic)
 //
-//	DIR/lock                         flocked by the Manager that has DIR open; holds its pid
+//	DIR/lock                         flocked by the LogWriter that has DIR open; holds its pid
 //	                                 (and a second line while an old directory is upgraded)
 //	DIR/wal/00000000000000000001 …   segments, named by their first entry's index:
 //	                                 { uvarint length │ record }… │ zeros (the preallocated tail)
@@ -114,7 +117,7 @@
 // segment's one fdatasync makes the data and the slot durable together; once
 // it returns, the durable end moves to the end of the data (in memory), and
 // the next sync's slot says so. When no sync follows within 10 ms the
-// Manager writes a sidecar slot saying it (settle), so an idle log's
+// LogWriter writes a sidecar slot saying it (settle), so an idle log's
 // checkpoint names everything acknowledged; creating a segment, Open and
 // Close write the sidecar too. Where a crash (power loss; kill -9 keeps the
 // page cache, so it tears nothing but a write in progress) can come:
@@ -135,11 +138,11 @@
 //     fsynced into the directory and a sidecar slot names it, durable from
 //     its start. So every segment but the last is whole on disk, and a
 //     missing last segment is noticed.
-//   - at Open: what a previous process wrote (a manager killed between its
+//   - at Open: what a previous process wrote (a log writer killed between its
 //     write and its fdatasync leaves that batch in the page cache) is
 //     fdatasynced and a settled sidecar slot written before anything is
 //     published as durable; Resume syncs again before releasing the Always
-//     writers that waited for the dead manager.
+//     writers that waited for the dead log writer.
 //
 // The cost: one more 4 KiB page in each fdatasync. Measured interleaved,
 // fdatasync p50 346 µs without a slot, 378 µs with it in the tail, 585 µs
@@ -158,7 +161,7 @@
 //     missing checkpoint while the log has data (but for a directory of the
 //     release before checkpoints, below), or a missing segment named
 //     by the checkpoint, is a *CorruptError (file, offset). So is damage
-//     anywhere in a segment but the last, and (found by [Manager.Replay])
+//     anywhere in a segment but the last, and (found by [LogWriter.Replay])
 //     any gap in the indexes: between two segments, or between the snapshot
 //     and the first segment (a missing snapshot, or a missing first segment).
 //   - Past the durable end (in the last segment only), everything from the
@@ -170,7 +173,7 @@
 // Options.Salvage starts anyway: it keeps the log up to the damage (or the
 // gap) and moves the rest (the segments after it, and the damaged segment's
 // tail) into DIR/salvaged-<time>/, reported in Recovery.Salvaged. Nothing is
-// silently dropped, and nothing recovery drops is deleted. [Manager.Replay]
+// silently dropped, and nothing recovery drops is deleted. [LogWriter.Replay]
 // then applies the snapshot and the log entries after its index to the
 // arena; entries whose deadline passed are not resurrected.
 //
@@ -197,11 +200,11 @@
 // # Snapshots
 //
 // When the log has grown past CompactRatio times the live data (and at least
-// CompactMin bytes), or when the journal overwrote records the manager had not
-// read (it was stopped too long), the manager notes the log's last index I,
-// writes a snapshot of the arena's persistent caches to a temp file, fsyncs
-// it, renames it over the old one, fsyncs the directory, and only then drops
-// the log's entries up to I. The snapshot is taken shard by shard while
+// CompactMin bytes), or when the journal overwrote records the log writer had
+// not read (it was stopped too long), the log writer notes the log's last
+// index I, writes a snapshot of the arena's persistent caches to a temp
+// file, fsyncs it, renames it over the old one, fsyncs the directory, and
+// only then drops the log's entries up to I. The snapshot is taken shard by shard while
 // writers go on: every mutation it may have missed or half-seen is in the log
 // after I, and replaying those in order over it yields the latest value of
 // every key. A crash at any step leaves either the old snapshot with the whole
@@ -210,14 +213,14 @@
 // # Faults of the disk
 //
 // A write or fdatasync of the log that fails (a full disk: the next segment
-// cannot be preallocated; an I/O error) does not stop the manager:
-// [Manager.Run] marks the cache space failing (Sets and Dels of persistent
+// cannot be preallocated; an I/O error) does not stop the log writer:
+// [LogWriter.Run] marks the cache space failing (Sets and Dels of persistent
 // caches are refused with cache.ErrPersistFailing until it clears), logs the
 // error at ERROR, rewinds its journal reader to its last fdatasync, and
 // retries with back-off (Options.RetryMin, RetryMax) to reopen the log (cut
 // back to its last whole entry, as [Open] does) and log the journal again
 // from there, or snapshot if the journal lapped. Only when that is fsynced
-// does it clear the failure. A resumed manager fdatasyncs the log before it
+// does it clear the failure. A resumed log writer fdatasyncs the log before it
 // says anything durable: its predecessor may have died between a write and
 // its fdatasync.
 //

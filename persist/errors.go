@@ -7,7 +7,7 @@ import (
 	"github.com/cluster2/cluster2/internal/cfgerr"
 )
 
-// These errors can be returned by Open, Manager.Replay and Manager.Run.
+// These errors can be returned by Open, LogWriter.Replay and LogWriter.Run.
 var (
 	// ErrCorrupt is returned (wrapped in a *CorruptError naming the file and
 	// offset) when the log, its checkpoint or the snapshot is damaged or
@@ -20,11 +20,11 @@ var (
 	// (cluster2.ErrInvalidConfig is the same value).
 	ErrInvalidConfig = cfgerr.ErrInvalidConfig
 
-	// ErrClosed is returned by a closed Manager.
+	// ErrClosed is returned by a closed LogWriter.
 	ErrClosed = errors.New("persist: closed")
 
 	// ErrLocked is returned by Open when another process (or another
-	// Manager of this one) holds the data directory; the message names the
+	// LogWriter of this one) holds the data directory; the message names the
 	// holder's pid.
 	ErrLocked = errors.New("persist: data directory in use")
 
@@ -32,6 +32,21 @@ var (
 	// subdirectory) that other users could write to: group- or
 	// other-writable, or not owned by this process's user.
 	ErrUnsafeDir = errors.New("persist: unsafe data directory")
+)
+
+// These errors are returned by a Journal (package cache's Space.Journal) and
+// its Cursor.
+var (
+	// ErrWriterBusy is returned by Journal.Attach when another live process
+	// is the space's log writer.
+	ErrWriterBusy = errors.New("persist: another live process is the space's log writer")
+
+	// ErrJournalGap is returned by Cursor.Read when the journal overwrote
+	// records the log writer had not read (it was stopped or too slow), or
+	// when a writer could not journal a change of a persistent cache (see
+	// package cache's ErrNotDurable): the log writer must take a snapshot
+	// (Journal.Scan), calling Cursor.CoverGaps before it, to be whole again.
+	ErrJournalGap = errors.New("persist: journal records were lost before the log writer read them")
 )
 
 // CorruptError tells where the damage is and how to start anyway.

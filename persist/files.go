@@ -12,8 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-
-	"github.com/cluster2/cluster2/cache"
 )
 
 const (
@@ -264,7 +262,7 @@ func dataEnd(path string) (int64, error) {
 
 // readSnapshot streams the snapshot at path to fn and returns the log index
 // it covers. A missing file is an empty snapshot (index 0).
-func readSnapshot(path string, fn func(cache.Mutation) error) (index uint64, count int, err error) {
+func readSnapshot(path string, fn func(Mutation) error) (index uint64, count int, err error) {
 	f, err := openFile(path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, 0, nil
@@ -375,7 +373,7 @@ func createSnapshot(path string, index uint64) (*snapshotWriter, error) {
 	return sw, nil
 }
 
-func (sw *snapshotWriter) add(m cache.Mutation) error {
+func (sw *snapshotWriter) add(m Mutation) error {
 	sw.rec = appendRecord(sw.rec[:0], m)
 	var lb [binary.MaxVarintLen64]byte
 	n := binary.PutUvarint(lb[:], uint64(len(sw.rec)))

@@ -83,8 +83,8 @@ func (s *syncBuffer) String() string {
 
 // A full disk: while the log cannot be written, Sets of persistent caches
 // fail with ErrPersistFailing (EverySecond and Always alike, never a
-// success), the space says so (PersistStats.Failing: ENOSPC) and the manager
-// logs it at ERROR; once space comes back the manager resumes by itself and
+// success), the space says so (Journal().Stats().Failing: ENOSPC) and the log writer
+// logs it at ERROR; once space comes back the log writer resumes by itself and
 // Sets succeed again; after a restart every acknowledged write is there.
 // (Before: Run returned on ENOSPC, EverySecond Sets went on succeeding into
 // a journal nobody read, and Always Sets failed until a restart.)
@@ -162,14 +162,14 @@ func TestFullDiskRefusesThenResumes(t *testing.T) {
 		}
 		break
 	}
-	st := sp.PersistStats()
+	st := sp.Journal().Stats()
 	if !errors.Is(st.Failing, syscall.ENOSPC) || st.FailingSince.IsZero() || st.Failures != 1 {
-		t.Fatalf("PersistStats on a full disk = %+v; want Failing ENOSPC", st)
+		t.Fatalf("Journal().Stats() on a full disk = %+v; want Failing ENOSPC", st)
 	}
 	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "no space left on device") {
 		t.Fatalf("no ERROR logged about the full disk:\n%s", logs.String())
 	}
-	// It stays refused while the disk is full (the manager retries).
+	// It stays refused while the disk is full (the log writer retries).
 	for j := range 20 {
 		if ok, err := ev.Set(bg, "refused", val(j), cache.SetOptions{}); ok || !errors.Is(err, cache.ErrPersistFailing) {
 			t.Fatalf("Set while the disk is full = %v, %v", ok, err)
@@ -208,8 +208,8 @@ func TestFullDiskRefusesThenResumes(t *testing.T) {
 		}
 		ack(ev, k, string(val(i)))
 	}
-	if st := sp.PersistStats(); st.Failing != nil || st.Failures != 1 {
-		t.Fatalf("PersistStats after the recovery = %+v", st)
+	if st := sp.Journal().Stats(); st.Failing != nil || st.Failures != 1 {
+		t.Fatalf("Journal().Stats() after the recovery = %+v", st)
 	}
 	if !strings.Contains(logs.String(), "the log is written again") {
 		t.Errorf("the recovery is not logged:\n%s", logs.String())
@@ -245,7 +245,7 @@ func TestFullDiskRefusesThenResumes(t *testing.T) {
 }
 
 // The first batch after a start can be larger than a whole segment (writers
-// went on while the manager started): it must go into the empty segment,
+// went on while the log writer started): it must go into the empty segment,
 // grown, not into a new segment of the same index (which failed with "file
 // exists", and the log never took a record again).
 func TestFirstBatchLargerThanASegment(t *testing.T) {
@@ -256,7 +256,7 @@ func TestFirstBatchLargerThanASegment(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if err := m.Replay(bg, sp); err != nil {
+	if err := m.Replay(bg, sp.Journal()); err != nil {
 		t.Fatal(err)
 	}
 	c, err := sp.Use("p", cache.Options{Persist: true, Durability: cache.EverySecond})
@@ -271,12 +271,12 @@ func TestFirstBatchLargerThanASegment(t *testing.T) {
 	ctx, cancel := context.WithCancel(bg)
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
-	ok := xtestingEventually(5*time.Second, func() bool { return sp.PersistStats().Records >= 101 })
+	ok := xtestingEventually(5*time.Second, func() bool { return sp.Journal().Stats().Records >= 101 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if st := sp.PersistStats(); !ok || st.Failures != 0 {
+	if st := sp.Journal().Stats(); !ok || st.Failures != 0 {
 		t.Fatalf("the first batch of %d records: %+v", 101, st)
 	}
 	m.Close()

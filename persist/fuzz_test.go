@@ -22,7 +22,7 @@ func validFiles(tb testing.TB) (segment, snapshot, checkpoint []byte) {
 	for i := range 5 {
 		c.Set(bg, fmt.Sprint("k", i), []byte(fmt.Sprint("value ", i)), cache.SetOptions{})
 	}
-	m.Snapshot(bg, sp)
+	m.Snapshot(bg, sp.Journal())
 	c.Set(bg, "after", []byte("snapshot"), cache.SetOptions{})
 	c.Del(bg, "k1")
 	stop()
@@ -78,7 +78,7 @@ func FuzzRecover(f *testing.F) {
 			return
 		}
 		defer m.Close()
-		err = m.Replay(context.Background(), space(t, 1<<20))
+		err = m.Replay(context.Background(), space(t, 1<<20).Journal())
 		var ce *persist.CorruptError
 		if err != nil && errors.As(err, &ce) && (ce.File == "" || ce.Offset < 0) {
 			t.Fatalf("CorruptError without a place: %v", err)

@@ -43,11 +43,11 @@ import (
 // both durable. Recovery refuses damage before the durable end and cuts
 // only what lies after it. A slot written before the data's fdatasync
 // cannot yet name that data as durable, so the next sync's slot does; when
-// no sync follows within settleAfter, the Manager writes one that does into
+// no sync follows within settleAfter, the LogWriter writes one that does into
 // the sidecar (settle). Creating a segment, Open and Close write the
 // sidecar too.
 //
-// segLog is not safe for concurrent use: the Manager serializes it.
+// segLog is not safe for concurrent use: the LogWriter serializes it.
 type segLog struct {
 	dir     string
 	segSize int64
@@ -258,7 +258,7 @@ func (l *segLog) add(op uint8, dur uint8, name string, key, value []byte, exp in
 // flush writes the entries added since the last flush, in one write, into the
 // current segment, or a new one when they do not fit. It returns how many
 // entries and bytes it wrote. On error the entries are dropped and the log
-// must not be written again (the Manager reopens it: see Manager.Run).
+// must not be written again (the LogWriter reopens it: see LogWriter.Run).
 func (l *segLog) flush() (n, bytes int, err error) {
 	if l.pending == 0 {
 		return 0, 0, nil

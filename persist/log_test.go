@@ -38,7 +38,7 @@ func dataEnd(b []byte) int {
 	return n
 }
 
-// A segment being written is preallocated: a manager that stops without
+// A segment being written is preallocated: a log writer that stops without
 // Close (kill -9) leaves zeros behind the last entry, which end the log.
 func TestPreallocatedTailEndsTheLog(t *testing.T) {
 	dir, opts := t.TempDir(), persist.Options{Logger: quiet(), SegmentSize: 1 << 20}
@@ -49,7 +49,7 @@ func TestPreallocatedTailEndsTheLog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// What a kill leaves: copy the files while the manager still runs.
+	// What a kill leaves: copy the files while the log writer still runs.
 	copyDir := t.TempDir()
 	os.MkdirAll(filepath.Join(copyDir, "wal"), 0o700)
 	for _, f := range append(segmentFiles(t, dir), filepath.Join(dir, "wal", "checkpoint")) {
@@ -125,7 +125,7 @@ func TestHoleInAnEarlierSegmentIsCorruption(t *testing.T) {
 	os.WriteFile(segs[1], b, 0o600)
 	m3, err := persist.Open(dir, opts)
 	if err == nil {
-		err = m3.Replay(bg, space(t, 4<<20))
+		err = m3.Replay(bg, space(t, 4<<20).Journal())
 		m3.Close()
 	}
 	var ce *persist.CorruptError

@@ -14,15 +14,14 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/internal/xtime"
 )
 
-// Options configure a Manager. The zero value is valid.
+// Options configure a LogWriter. The zero value is valid.
 type Options struct {
 	// Durability is the cluster's default for persistent caches that do not
-	// choose their own. Default (zero): cache.EverySecond.
-	Durability cache.Durability
+	// choose their own. Default (zero): EverySecond.
+	Durability Durability
 
 	// Salvage, on damage before the log's durable end, a missing segment,
 	// snapshot or checkpoint, keeps what comes before it and moves the rest
@@ -50,10 +49,10 @@ type Options struct {
 }
 
 func (o Options) withDefaults() (Options, error) {
-	if o.Durability == cache.DurabilityDefault {
-		o.Durability = cache.EverySecond
+	if o.Durability == DurabilityDefault {
+		o.Durability = EverySecond
 	}
-	if o.Durability > cache.Always {
+	if o.Durability > Always {
 		return o, fmt.Errorf("persist: %w: Durability %d", ErrInvalidConfig, o.Durability)
 	}
 	if o.SegmentSize == 0 {
@@ -98,24 +97,25 @@ type Recovery struct {
 	Legacy bool
 }
 
-// Manager owns the write-ahead log and the snapshot of a data directory. Open
-// it, Replay it into a cache space before the workers start, then Run it. A
-// Manager is safe for concurrent use; one process at a time may open a
-// directory (Open takes a lock on it until Close).
-type Manager struct {
+// LogWriter is the log writer of a cache space: it owns the write-ahead log
+// and the snapshot of a data directory, and copies the space's journal into
+// the log. Open it, Replay the log into a cache space before the workers
+// start (or Resume the role on a running space), then Run it. A LogWriter is
+// safe for concurrent use; one process at a time may open a directory (Open
+// takes a lock on it until Close). The master runs one (Cache.Mode master),
+// or the cache manager process does (standalone).
+type LogWriter struct {
 	dir  string
 	opts Options
 	log  *segLog
 	rec  Recovery
 
-	sp *cache.Space     // attached by Replay or Resume
-	p  *cache.Persister // the journal reader, from the same
+	j Journal // the space's log side, given to Replay or Resume
+	p Cursor  // the journal reader, from j.Attach
 
-	mu        sync.Mutex // serialises log writes and snapshots
-	names     [cache.MaxCaches]string
-	durs      [cache.MaxCaches]cache.Durability
-	known     [cache.MaxCaches]bool
-	sinceSnap int64 // log bytes written since the last snapshot
+	mu        sync.Mutex  // serialises log writes and snapshots
+	caches    []cacheInfo // by cache id (Record.Cache): what info found
+	sinceSnap int64       // log bytes written since the last snapshot
 	closed    bool
 	settleT   *time.Timer // settles the checkpoint settleAfter after the last sync
 	settling  sync.Mutex  // held by settle; Close takes it before mu
@@ -140,8 +140,8 @@ const settleAfter = 10 * time.Millisecond
 // missing segment or checkpoint, returns a *CorruptError, unless
 // Options.Salvage; a directory written by the release before checkpoints
 // is recovered by that release's rule and given a checkpoint (see the
-// package doc, and Recovery.Legacy). The Manager holds the lock until Close.
-func Open(dir string, opts Options) (*Manager, error) {
+// package doc, and Recovery.Legacy). The LogWriter holds the lock until Close.
+func Open(dir string, opts Options) (*LogWriter, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -157,7 +157,7 @@ func Open(dir string, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{dir: dir, opts: o, lock: lock, lockPrev: prev, sv: &salvageDir{dir: dir}}
+	m := &LogWriter{dir: dir, opts: o, lock: lock, lockPrev: prev, sv: &salvageDir{dir: dir}}
 	if err := m.open(waldir, o.Salvage); err != nil {
 		lock.Close()
 		return nil, err
@@ -168,7 +168,7 @@ func Open(dir string, opts Options) (*Manager, error) {
 // open recovers the log in waldir (checkpoint, torn tail, gaps) and opens it
 // for appending; salvage says whether damage may be salvaged (Open: the
 // option; reopen: never).
-func (m *Manager) open(waldir string, salvage bool) error {
+func (m *LogWriter) open(waldir string, salvage bool) error {
 	o := m.opts
 	ck, nonce, err := readCheckpoint(waldir)
 	strict, legacy := err == nil, false
@@ -272,7 +272,7 @@ func (m *Manager) open(waldir string, salvage bool) error {
 // or died) does not count against it, nor then a sidecar without a whole
 // slot (a crash while it was being created). why says what showed the
 // directory is not legacy.
-func (m *Manager) legacy(waldir string, ckErr error) (ok bool, why string, err error) {
+func (m *LogWriter) legacy(waldir string, ckErr error) (ok bool, why string, err error) {
 	upgrading := false
 	if m.lockPrev != nil {
 		_, note, _ := strings.Cut(string(m.lockPrev), "\n")
@@ -326,7 +326,7 @@ func tailCheckpoint(s segment, nonce uint64) (checkpoint, bool) {
 // fresh reports whether the data directory holds nothing yet: no snapshot,
 // no segment with data (a crash while creating the first segment leaves it
 // empty, maybe without a checkpoint).
-func (m *Manager) fresh(waldir string) (bool, error) {
+func (m *LogWriter) fresh(waldir string) (bool, error) {
 	if _, err := os.Lstat(m.snapshotPath()); !errors.Is(err, os.ErrNotExist) {
 		return false, err
 	}
@@ -343,44 +343,45 @@ func (m *Manager) fresh(waldir string) (bool, error) {
 }
 
 // salvaged records and logs damage that Salvage dropped.
-func (m *Manager) salvaged(err error) {
+func (m *LogWriter) salvaged(err error) {
 	m.rec.Salvaged = errors.Join(m.rec.Salvaged, err)
 	m.opts.Logger.Warn("persist: salvaged the log: moved everything from the damage on aside", "err", err, "to", m.sv.path)
 }
 
 // Recovery returns what Open and Replay found.
-func (m *Manager) Recovery() Recovery { return m.rec }
+func (m *LogWriter) Recovery() Recovery { return m.rec }
 
-func (m *Manager) snapshotPath() string { return filepath.Join(m.dir, "snapshot") }
+func (m *LogWriter) snapshotPath() string { return filepath.Join(m.dir, "snapshot") }
 
-// Replay applies the snapshot and the log entries after it to sp, then makes
-// this process sp's persister from the journal's end on (Run logs what comes
-// next). The master calls it once, on a fresh arena, before its workers
+// Replay applies the snapshot and the log entries after it to the space of
+// j, then makes this process its log writer from the journal's end on (Run
+// logs what comes next). The master calls it once, on a fresh arena, before its workers
 // start. Expired entries are not resurrected. Damage returns a *CorruptError
 // naming the file and offset, unless Options.Salvage (then the log is cut
 // there, reported).
-func (m *Manager) Replay(ctx context.Context, sp *cache.Space) error {
-	if err := m.replay(ctx, sp); err != nil {
+func (m *LogWriter) Replay(ctx context.Context, j Journal) error {
+	if err := m.replay(ctx, j); err != nil {
 		return err
 	}
-	p, err := sp.AttachPersister(m.opts.Durability)
+	p, err := j.Attach(m.opts.Durability)
 	if err != nil {
 		return err
 	}
 	p.Logged(p.Skip())
 	p.Durable(p.Position())
-	m.sp, m.p = sp, p
+	m.j, m.p = j, p
 	return nil
 }
 
-// Resume makes this process the persister of sp, whose journal survived a
-// previous manager (a standalone manager restarted by the master): Run goes on
+// Resume makes this process the log writer of j's space, whose journal
+// survived a previous log writer (a cache manager process restarted by the
+// master): Run goes on
 // where that one had logged to. That one may have died between writing a
 // batch and its fdatasync (the data is in the page cache, in the file):
 // Resume fdatasyncs the log before it publishes anything as durable, so no
 // Always writer waiting for that batch is released before a sync covers it.
-func (m *Manager) Resume(sp *cache.Space) error {
-	p, err := sp.AttachPersister(m.opts.Durability)
+func (m *LogWriter) Resume(j Journal) error {
+	p, err := j.Attach(m.opts.Durability)
 	if err != nil {
 		return err
 	}
@@ -394,17 +395,17 @@ func (m *Manager) Resume(sp *cache.Space) error {
 	}
 	p.CountSync(time.Since(start))
 	p.Durable(p.Position()) // everything the predecessor logged is in the file: now durable
-	m.sp, m.p = sp, p
+	m.j, m.p = j, p
 	return nil
 }
 
 // replay applies the snapshot, then the log from the entry after the
 // snapshot's index on, checking that the segments follow each other without
 // a gap (a missing segment, or a missing snapshot, is a *CorruptError).
-func (m *Manager) replay(ctx context.Context, sp *cache.Space) error {
-	r := sp.Restorer()
-	defer r.Close()
-	idx, n, err := readSnapshot(m.snapshotPath(), func(mu cache.Mutation) error { return r.Apply(ctx, mu) })
+func (m *LogWriter) replay(ctx context.Context, j Journal) error {
+	r := &replayer{r: j.Restore(), defined: map[string]bool{}}
+	defer r.r.Close()
+	idx, n, err := readSnapshot(m.snapshotPath(), func(mu Mutation) error { return r.apply(ctx, mu) })
 	if err != nil {
 		return err
 	}
@@ -437,7 +438,7 @@ func (m *Manager) replay(ctx context.Context, sp *cache.Space) error {
 }
 
 // gap describes the entries missing before seg.
-func (m *Manager) gap(seg segment, want, snapIndex uint64) error {
+func (m *LogWriter) gap(seg segment, want, snapIndex uint64) error {
 	reason := fmt.Sprintf("entries %d to %d are missing before this segment (a segment was removed)", want, seg.index-1)
 	if seg.index < want {
 		reason = fmt.Sprintf("the segment starts at entry %d, but the one before it ends at entry %d (overlapping segments)", seg.index, want-1)
@@ -454,7 +455,7 @@ func (m *Manager) gap(seg segment, want, snapIndex uint64) error {
 
 // replaySegment applies the entries of segment k (seg) with indexes above
 // after, and returns the index after its last entry.
-func (m *Manager) replaySegment(ctx context.Context, k int, seg segment, after uint64, r *cache.Restorer) (end uint64, salvaged bool, err error) {
+func (m *LogWriter) replaySegment(ctx context.Context, k int, seg segment, after uint64, r *replayer) (end uint64, salvaged bool, err error) {
 	f, err := openFile(seg.path, os.O_RDONLY, 0)
 	if err != nil {
 		return 0, false, fmt.Errorf("persist: %w", err)
@@ -471,7 +472,7 @@ func (m *Manager) replaySegment(ctx context.Context, k int, seg segment, after u
 		if err == io.EOF {
 			return index, false, nil
 		}
-		var mu cache.Mutation
+		var mu Mutation
 		if err == nil {
 			mu, err = decodeRecord(b)
 		}
@@ -479,10 +480,10 @@ func (m *Manager) replaySegment(ctx context.Context, k int, seg segment, after u
 		if err != nil {
 			cerr = &CorruptError{File: seg.path, Offset: off, Reason: "bad entry: " + err.Error()}
 		} else if index > after {
-			if aerr := r.Apply(ctx, mu); errors.Is(aerr, cache.ErrCorrupt) {
-				cerr = &CorruptError{File: seg.path, Offset: off, Err: aerr,
+			if mu.Op != OpDefine && !r.defined[mu.Cache] {
+				cerr = &CorruptError{File: seg.path, Offset: off,
 					Reason: fmt.Sprintf("entry %d changes cache %q, which neither the snapshot nor the log before it defines (a snapshot or segment is missing?)", index, mu.Cache)}
-			} else if aerr != nil {
+			} else if aerr := r.apply(ctx, mu); aerr != nil {
 				return 0, false, fmt.Errorf("persist: replay %s entry %d: %w", seg.path, index, aerr)
 			} else {
 				m.rec.LogEntries++
@@ -502,6 +503,24 @@ func (m *Manager) replaySegment(ctx context.Context, k int, seg segment, after u
 	}
 }
 
+// replayer applies a replay's mutations and remembers which caches it
+// defined: a log entry of a cache defined by neither the snapshot nor the
+// log before it is damage (a missing snapshot or segment).
+type replayer struct {
+	r       Restorer
+	defined map[string]bool
+}
+
+func (r *replayer) apply(ctx context.Context, mu Mutation) error {
+	if err := r.r.Apply(ctx, mu); err != nil {
+		return err
+	}
+	if mu.Op == OpDefine {
+		r.defined[mu.Cache] = true
+	}
+	return nil
+}
+
 // Run copies the journal's records of persistent caches into the log until
 // ctx ends, fsyncing per durability and taking snapshots when the log grows.
 // Call Replay or Resume first. Run returns only when ctx ends (nil once it
@@ -513,7 +532,7 @@ func (m *Manager) replaySegment(ctx context.Context, k int, seg segment, after u
 // package doc (# Group commit).
 //
 // A log that cannot be written (a full disk, an I/O error) does not stop
-// Run. It marks the space failing at once (cache.Persister.SetFailing: Set
+// Run. It marks the space failing at once (Cursor.SetFailing: Set
 // and Del of persistent caches are refused with cache.ErrPersistFailing, and
 // waiting Always writers return cache.ErrNotDurable), logs the error at
 // ERROR, and lowers its read and logged positions to the last one it knows
@@ -525,7 +544,7 @@ func (m *Manager) replaySegment(ctx context.Context, k int, seg segment, after u
 // write a snapshot. Only once that is written and fsynced does it clear the
 // failure: Sets are accepted again, and every change acknowledged before the
 // failure (a Set that passed the check just before it) is in the log.
-func (m *Manager) Run(ctx context.Context) error {
+func (m *LogWriter) Run(ctx context.Context) error {
 	p := m.p
 	if p == nil {
 		return fmt.Errorf("persist: %w: Run before Replay or Resume", ErrInvalidConfig)
@@ -535,8 +554,8 @@ func (m *Manager) Run(ctx context.Context) error {
 	rs.pending = rs.synced
 	// A predecessor that was failing left the space failing: this run
 	// clears it once it has written and synced what the journal holds.
-	rs.recovering = m.sp.PersistStats().Failing != nil
-	// What a predecessor (a standalone manager that died, maybe between a
+	rs.recovering = m.j.Stats().Failing != nil
+	// What a predecessor (a cache manager process that died, maybe between a
 	// write and its fdatasync) logged up to the resume position is in the
 	// files but not known to be on disk: fsync it before anything is said
 	// durable (the Always writers it left waiting are released here).
@@ -597,7 +616,7 @@ const (
 // back-off until it can (or ctx ends), and rewinds the journal reader to the
 // last fsynced position: the next run logs from there and clears the failure
 // once it has caught up.
-func (m *Manager) retry(ctx context.Context, rs *runState, cause error) error {
+func (m *LogWriter) retry(ctx context.Context, rs *runState, cause error) error {
 	p := m.p
 	// At ERROR before the space says failing; again only when the cause
 	// changes (a retry that fails the same way every second is not news).
@@ -633,7 +652,7 @@ func (m *Manager) retry(ctx context.Context, rs *runState, cause error) error {
 // durable end), but never salvaging: damage before the durable end stays an
 // error. The records logged since the last fsync are logged again by the
 // caller. The directory lock stays held throughout.
-func (m *Manager) reopen() error {
+func (m *LogWriter) reopen() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.log.close() // the error is the one that got us here, or a later one of the same file
@@ -642,28 +661,9 @@ func (m *Manager) reopen() error {
 }
 
 // run is Run until ctx ends (nil) or the log fails (the error).
-func (m *Manager) run(ctx context.Context, rs *runState) error {
-	sp, p := m.sp, m.p
-	read := func() (int, error) {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		return p.Read(4096, func(r cache.Record) error {
-			name, dur := m.info(sp, r.Cache)
-			key, exp, rdur := r.Key, r.ExpireAt, uint8(0)
-			if r.Op == cache.OpDefine {
-				_, o, _ := sp.CacheInfo(r.Cache)
-				key, exp, rdur = nil, int64(o.Expire), uint8(o.Durability)
-			}
-			m.log.add(opCode(r.Op), rdur, name, key, r.Value, exp)
-			switch dur {
-			case cache.Always:
-				rs.always++
-			case cache.EverySecond:
-				rs.needSecond = true
-			}
-			return nil
-		})
-	}
+func (m *LogWriter) run(ctx context.Context, rs *runState) error {
+	j, p := m.j, m.p
+	read := func() (int, error) { return m.read(rs) }
 	for {
 		stopping := ctx.Err() != nil // then drain the journal once more and stop
 		n, rerr := read()
@@ -678,9 +678,9 @@ func (m *Manager) run(ctx context.Context, rs *runState) error {
 		}
 		rs.pending = p.Position() // records of other caches advance it too
 		p.Logged(rs.pending)
-		if errors.Is(rerr, cache.ErrJournalGap) {
+		if errors.Is(rerr, ErrJournalGap) {
 			m.opts.Logger.Warn("persist: the journal lost records before they were logged; taking a snapshot")
-			if err := m.snapshot(ctx, sp, true); err != nil {
+			if err := m.snapshot(ctx, j, true); err != nil {
 				return err
 			}
 			rs.pending = p.Position()
@@ -720,8 +720,8 @@ func (m *Manager) run(ctx context.Context, rs *runState) error {
 		}
 		if now.After(rs.nextCheck) {
 			rs.nextCheck = now.Add(time.Second)
-			if m.shouldCompact(sp) {
-				if err := m.snapshot(ctx, sp, false); err != nil {
+			if m.shouldCompact(j) {
+				if err := m.snapshot(ctx, j, false); err != nil {
 					m.opts.Logger.Error("persist: snapshot failed", "err", err)
 				}
 			}
@@ -739,13 +739,37 @@ func (m *Manager) run(ctx context.Context, rs *runState) error {
 	}
 }
 
+// read copies up to 4096 journal records into the log's buffer (written by
+// the next writeBatchLocked) and counts, in rs, the Always records read and
+// whether an EverySecond one waits for its second.
+func (m *LogWriter) read(rs *runState) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.p.Read(4096, func(r Record) error {
+		name, dur := m.info(r.Cache)
+		key, exp, rdur := r.Key, r.ExpireAt, uint8(0)
+		if r.Op == OpDefine {
+			d, _ := m.j.Define(r.Cache)
+			key, exp, rdur = nil, int64(d.Expire), uint8(d.Durability)
+		}
+		m.log.add(uint8(r.Op), rdur, name, key, r.Value, exp)
+		switch dur {
+		case Always:
+			rs.always++
+		case EverySecond:
+			rs.needSecond = true
+		}
+		return nil
+	})
+}
+
 // groupWait bounds how long a group commit waits for the Always writers of
 // the previous one: well under an fsync (130-250 µs on the disks measured),
 // well over a futex wake-up on a VM (20-50 µs).
 const groupWait = 100 * time.Microsecond
 
 // gather reads more records until *always reaches want or groupWait passes.
-func (m *Manager) gather(p *cache.Persister, read func() (int, error), always *int, want int) error {
+func (m *LogWriter) gather(p Cursor, read func() (int, error), always *int, want int) error {
 	deadline := time.Now().Add(groupWait)
 	for *always < want {
 		left := time.Until(deadline)
@@ -763,19 +787,31 @@ func (m *Manager) gather(p *cache.Persister, read func() (int, error), always *i
 	return nil
 }
 
-// info returns the name and resolved durability of cache id.
-func (m *Manager) info(sp *cache.Space, id uint32) (string, cache.Durability) {
-	if !m.known[id] {
-		name, o, _ := sp.CacheInfo(id)
-		m.names[id], m.durs[id], m.known[id] = name, o.Durability, true
-		if o.Durability == cache.DurabilityDefault {
-			m.durs[id] = m.opts.Durability
-		}
-	}
-	return m.names[id], m.durs[id]
+// cacheInfo is what the log writer keeps of a cache: its name and resolved
+// durability.
+type cacheInfo struct {
+	name  string
+	dur   Durability
+	known bool
 }
 
-func (m *Manager) writeBatchLocked() error {
+// info returns the name and resolved durability of cache id.
+func (m *LogWriter) info(id uint32) (string, Durability) {
+	if int(id) >= len(m.caches) {
+		m.caches = append(m.caches, make([]cacheInfo, int(id)+1-len(m.caches))...)
+	}
+	ci := &m.caches[id]
+	if !ci.known {
+		d, _ := m.j.Define(id)
+		*ci = cacheInfo{name: d.Cache, dur: d.Durability, known: true}
+		if ci.dur == DurabilityDefault {
+			ci.dur = m.opts.Durability
+		}
+	}
+	return ci.name, ci.dur
+}
+
+func (m *LogWriter) writeBatchLocked() error {
 	n, bytes, err := m.log.flush()
 	if err != nil {
 		return err
@@ -787,13 +823,13 @@ func (m *Manager) writeBatchLocked() error {
 	return nil
 }
 
-func (m *Manager) sync() error {
+func (m *LogWriter) sync() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.syncLocked()
 }
 
-func (m *Manager) syncLocked() error {
+func (m *LogWriter) syncLocked() error {
 	if beforeSync != nil && m.log.dirty {
 		beforeSync() // written, not yet synced (a test hook: see hooks.go)
 	}
@@ -818,7 +854,7 @@ func (m *Manager) syncLocked() error {
 // that names everything synced durable (see segLog.settle). Its fdatasync
 // runs outside m.mu: under a flood of EverySecond writes a flush can take
 // tens of ms, and Run would wait for it.
-func (m *Manager) settle() {
+func (m *LogWriter) settle() {
 	m.settling.Lock()
 	defer m.settling.Unlock()
 	m.mu.Lock()
@@ -838,31 +874,23 @@ func (m *Manager) settle() {
 }
 
 // shouldCompact reports whether the log outgrew the live data.
-func (m *Manager) shouldCompact(sp *cache.Space) bool {
+func (m *LogWriter) shouldCompact(j Journal) bool {
 	m.mu.Lock()
 	since := m.sinceSnap
 	m.mu.Unlock()
 	if since < m.opts.CompactMin {
 		return false
 	}
-	var live int64
-	for _, name := range sp.Names() {
-		if o, ok := sp.Lookup(name); ok && o.Persist {
-			if c, err := sp.Use(name, o); err == nil {
-				live += c.Stats().Bytes
-			}
-		}
-	}
-	return float64(since) > m.opts.CompactRatio*float64(live)
+	return float64(since) > m.opts.CompactRatio*float64(j.LiveBytes())
 }
 
 // Snapshot writes a snapshot of sp's persistent caches now and drops the log
 // entries it covers.
-func (m *Manager) Snapshot(ctx context.Context, sp *cache.Space) error {
-	return m.snapshot(ctx, sp, false)
+func (m *LogWriter) Snapshot(ctx context.Context, j Journal) error {
+	return m.snapshot(ctx, j, false)
 }
 
-func (m *Manager) snapshot(ctx context.Context, sp *cache.Space, gap bool) error {
+func (m *LogWriter) snapshot(ctx context.Context, j Journal, gap bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.writeBatchLocked(); err != nil {
@@ -884,7 +912,7 @@ func (m *Manager) snapshot(ctx context.Context, sp *cache.Space, gap bool) error
 	if err != nil {
 		return fmt.Errorf("persist: snapshot: %w", err)
 	}
-	if err := sp.Scan(ctx, sw.add); err != nil {
+	if err := j.Scan(ctx, sw.add); err != nil {
 		return sw.abort(err)
 	}
 	if err := sw.commit(); err != nil {
@@ -901,17 +929,17 @@ func (m *Manager) snapshot(ctx context.Context, sp *cache.Space, gap bool) error
 	return nil
 }
 
-// Release gives the persister role up without running (the master replays,
-// then hands the role to a standalone manager process, which Resumes).
-func (m *Manager) Release() {
+// Release gives the log writer role up without running (the master replays,
+// then hands the role to a cache manager process, which Resumes).
+func (m *LogWriter) Release() {
 	if m.p != nil {
 		m.p.Detach()
-		m.sp, m.p = nil, nil
+		m.j, m.p = nil, nil
 	}
 }
 
 // Close syncs and closes the log and releases the data directory's lock.
-func (m *Manager) Close() error {
+func (m *LogWriter) Close() error {
 	m.settling.Lock() // a settle under way ends before the log closes
 	defer m.settling.Unlock()
 	m.mu.Lock()

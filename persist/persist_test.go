@@ -33,16 +33,16 @@ func space(tb testing.TB, bytes int64) *cache.Space {
 	return sp
 }
 
-// running opens dir, replays it into a fresh space and runs the manager
-// until stop is called; stop waits for Run to return and closes the manager.
-func running(tb testing.TB, dir string, opts persist.Options) (*cache.Space, *persist.Manager, func()) {
+// running opens dir, replays it into a fresh space and runs the log writer
+// until stop is called; stop waits for Run to return and closes the log writer.
+func running(tb testing.TB, dir string, opts persist.Options) (*cache.Space, *persist.LogWriter, func()) {
 	tb.Helper()
 	sp := space(tb, 8<<20)
 	m, err := persist.Open(dir, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := m.Replay(bg, sp); err != nil {
+	if err := m.Replay(bg, sp.Journal()); err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(bg)
@@ -83,8 +83,8 @@ func TestRestartKeepsPersistentCaches(t *testing.T) {
 		}
 	}
 	c.Set(bg, "empty", []byte{}, cache.SetOptions{})
-	if ps := sp.PersistStats(); !ps.Attached || ps.Records < 100 || ps.Syncs == 0 {
-		t.Fatalf("PersistStats = %+v; want a persister that logged and fsynced", ps)
+	if ps := sp.Journal().Stats(); !ps.Attached || ps.Records < 100 || ps.Syncs == 0 {
+		t.Fatalf("Journal().Stats() = %+v; want a log writer that logged and fsynced", ps)
 	}
 	tmp.Set(bg, "gone", []byte("x"), cache.SetOptions{})
 	ttl.Set(bg, "short", []byte("x"), cache.SetOptions{})
@@ -144,7 +144,7 @@ func TestSnapshotCompactsTheLog(t *testing.T) {
 	// Snapshot while the writers write, too.
 	for range 3 {
 		time.Sleep(20 * time.Millisecond)
-		if err := m.Snapshot(bg, sp); err != nil {
+		if err := m.Snapshot(bg, sp.Journal()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -199,7 +199,7 @@ func TestCorruptionInTheMiddleStopsStartUp(t *testing.T) {
 	m, err := persist.Open(dir, opts)
 	var ce *persist.CorruptError
 	if err == nil {
-		err = m.Replay(bg, space(t, 4<<20))
+		err = m.Replay(bg, space(t, 4<<20).Journal())
 		m.Close()
 	}
 	if !errors.Is(err, persist.ErrCorrupt) || !errors.As(err, &ce) || ce.File != seg || ce.Offset <= 0 {
@@ -231,14 +231,14 @@ func TestCorruptSnapshotNamesTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m2.Close()
-	err = m2.Replay(bg, space(t, 4<<20))
+	err = m2.Replay(bg, space(t, 4<<20).Journal())
 	var ce *persist.CorruptError
 	if !errors.As(err, &ce) || ce.File != snap {
 		t.Fatalf("Replay of a damaged snapshot = %v; want a CorruptError naming it", err)
 	}
 }
 
-// writeKeys runs a manager on dir and sets key-000… to "some value" in the
+// writeKeys runs a log writer on dir and sets key-000… to "some value" in the
 // Always cache "p", then (snapshot) writes a snapshot, and stops.
 func writeKeys(t *testing.T, dir string, opts persist.Options, n int, snapshot bool) {
 	t.Helper()
@@ -250,7 +250,7 @@ func writeKeys(t *testing.T, dir string, opts persist.Options, n int, snapshot b
 		}
 	}
 	if snapshot {
-		if err := m.Snapshot(bg, sp); err != nil {
+		if err := m.Snapshot(bg, sp.Journal()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -5,54 +5,22 @@ import (
 	"errors"
 	"hash/crc32"
 	"time"
-
-	"github.com/cluster2/cluster2/cache"
 )
 
 const recHeader = 24
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Record ops (format).
-const (
-	opDefine = 1
-	opSet    = 2
-	opDel    = 3
-	opExpire = 4
-	opEvict  = 5
-)
-
 var errRecord = errors.New("bad record")
 
 // appendRecord appends the encoding of m to dst.
-func appendRecord(dst []byte, m cache.Mutation) []byte {
+func appendRecord(dst []byte, m Mutation) []byte {
 	exp := m.ExpireAt
 	var dur uint8
-	if m.Op == cache.OpDefine {
-		dur, exp = uint8(m.Options.Durability), int64(m.Options.Expire)
+	if m.Op == OpDefine {
+		dur, exp = uint8(m.Durability), int64(m.Expire)
 	}
-	return encode(dst, m.Op, dur, m.Cache, []byte(m.Key), m.Value, exp)
-}
-
-// encode appends a record to dst.
-func encode(dst []byte, o cache.Op, dur uint8, name string, key, value []byte, exp int64) []byte {
-	return encodeOp(dst, opCode(o), dur, name, key, value, exp)
-}
-
-// opCode returns the log's code for o.
-func opCode(o cache.Op) uint8 {
-	switch o {
-	case cache.OpDefine:
-		return opDefine
-	case cache.OpSet:
-		return opSet
-	case cache.OpDel:
-		return opDel
-	case cache.OpExpire:
-		return opExpire
-	default:
-		return opEvict
-	}
+	return encodeOp(dst, uint8(m.Op), dur, m.Cache, []byte(m.Key), m.Value, exp)
 }
 
 // encodeOp appends a record with the log's op code op to dst.
@@ -74,8 +42,8 @@ func encodeOp(dst []byte, op uint8, dur uint8, name string, key, value []byte, e
 
 // decodeRecord decodes one record (the whole of b) and checks its checksum.
 // The mutation's strings and value are copies.
-func decodeRecord(b []byte) (cache.Mutation, error) {
-	var m cache.Mutation
+func decodeRecord(b []byte) (Mutation, error) {
+	var m Mutation
 	if len(b) < recHeader {
 		return m, errRecord
 	}
@@ -90,23 +58,18 @@ func decodeRecord(b []byte) (cache.Mutation, error) {
 		return m, errRecord
 	}
 	m.Cache = string(b[recHeader : recHeader+nlen])
-	switch b[4] {
-	case opDefine:
-		m.Op = cache.OpDefine
-		m.Options = cache.Options{Persist: true, Expire: time.Duration(exp), Durability: cache.Durability(b[5])}
-		if exp < 0 || m.Options.Durability > cache.Always || klen != 0 || vlen != 0 {
+	m.Op = Op(b[4])
+	switch m.Op {
+	case OpDefine:
+		m.Expire, m.Durability = time.Duration(exp), Durability(b[5])
+		if exp < 0 || m.Durability > Always || klen != 0 || vlen != 0 {
 			return m, errRecord
 		}
 		return m, nil
-	case opSet:
-		m.Op, m.ExpireAt = cache.OpSet, exp
+	case OpSet:
+		m.ExpireAt = exp
 		m.Value = append([]byte{}, b[recHeader+nlen+klen:]...)
-	case opDel:
-		m.Op = cache.OpDel
-	case opExpire:
-		m.Op = cache.OpExpire
-	case opEvict:
-		m.Op = cache.OpEvict
+	case OpDel, OpExpire, OpEvict:
 	default:
 		return m, errRecord
 	}

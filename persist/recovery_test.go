@@ -15,7 +15,7 @@ import (
 )
 
 // copyWal copies the files of dir's log (segments and checkpoint) into a new
-// data directory: what a kill -9 of the manager leaves on disk (the page
+// data directory: what a kill -9 of the log writer leaves on disk (the page
 // cache survives it).
 func copyWal(t *testing.T, dir string) string {
 	t.Helper()
@@ -35,16 +35,16 @@ func copyWal(t *testing.T, dir string) string {
 	return to
 }
 
-// openReplay opens dir and replays it into a fresh space; the manager is
+// openReplay opens dir and replays it into a fresh space; the log writer is
 // closed at the end of the test.
-func openReplay(t *testing.T, dir string, opts persist.Options) (*persist.Manager, *cache.Space, error) {
+func openReplay(t *testing.T, dir string, opts persist.Options) (*persist.LogWriter, *cache.Space, error) {
 	t.Helper()
 	m, err := persist.Open(dir, opts)
 	if err != nil {
 		return nil, nil, err
 	}
 	sp := space(t, 8<<20)
-	if err := m.Replay(bg, sp); err != nil {
+	if err := m.Replay(bg, sp.Journal()); err != nil {
 		m.Close()
 		return nil, nil, err
 	}
@@ -82,8 +82,8 @@ func salvagedFiles(t *testing.T, dir string) map[string][]byte {
 // Damage at the start of the last segment, before its durable end (4 bytes
 // at offset 0: the attack; zeros there read as the hole a crash can
 // leave past the durable end), is not a torn write: start-up stops, on
-// a cleanly closed log and on one whose manager was killed (its checkpoint
-// settled by the idle manager), and Salvage keeps the damaged bytes aside.
+// a cleanly closed log and on one whose log writer was killed (its checkpoint
+// settled by the idle log writer), and Salvage keeps the damaged bytes aside.
 func TestDamageBeforeTheDurableEndIsCorruption(t *testing.T) {
 	opts := persist.Options{Logger: quiet()}
 	for _, tc := range []struct {
@@ -173,7 +173,7 @@ func TestMissingFilesAreCorruption(t *testing.T) {
 		c, _ := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
 		for i := range 200 {
 			if i == 100 && snapshot {
-				if err := m.Snapshot(bg, sp); err != nil {
+				if err := m.Snapshot(bg, sp.Journal()); err != nil {
 					t.Fatal(err)
 				}
 			}

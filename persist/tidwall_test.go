@@ -1,16 +1,15 @@
-package persist
+package persist_test
 
 import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/persist"
 	"github.com/tidwall/wal"
 )
 
@@ -21,14 +20,13 @@ import (
 // bytes. The checkpoint file sits beside the segments and tidwall ignores it
 // (its name is not 20 digits).
 func TestTidwallReadsOurLog(t *testing.T) {
-	bg := context.Background()
-	sp := newSpace(t)
+	sp := space(t, 8<<20)
 	dir := t.TempDir()
-	m, err := Open(dir, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), SegmentSize: 4096})
+	m, err := persist.Open(dir, persist.Options{Logger: quiet(), SegmentSize: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Replay(bg, sp); err != nil {
+	if err := m.Replay(bg, sp.Journal()); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(bg)
@@ -37,7 +35,7 @@ func TestTidwallReadsOurLog(t *testing.T) {
 	c, _ := sp.Use("p", cache.Options{Persist: true, Durability: cache.Always})
 	for i := range 400 {
 		if i == 100 {
-			if err := m.Snapshot(bg, sp); err != nil {
+			if err := m.Snapshot(bg, sp.Journal()); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -58,33 +56,26 @@ func TestTidwallReadsOurLog(t *testing.T) {
 
 	// Our reading of the log: index → entry.
 	waldir := filepath.Join(dir, "wal")
-	segs, _ := segments(waldir)
-	if len(segs) < 3 || segs[0].index == 1 {
-		t.Fatalf("%d segments, the first at %d; want several, the first ones dropped by the snapshot", len(segs), segs[0].index)
+	segs, _ := persist.Segments(waldir)
+	if len(segs) < 3 || segs[0].Index == 1 {
+		t.Fatalf("%d segments, the first at %d; want several, the first ones dropped by the snapshot", len(segs), segs[0].Index)
 	}
 	ours := map[uint64][]byte{}
-	index := segs[0].index
+	index := segs[0].Index
 	for _, s := range segs {
-		if s.index != index {
-			t.Fatalf("segment %d follows entry %d", s.index, index-1)
+		if s.Index != index {
+			t.Fatalf("segment %d follows entry %d", s.Index, index-1)
 		}
-		f, _ := os.Open(s.path)
-		st, _ := f.Stat()
-		er := newEntryReader(f, st.Size())
-		for {
-			b, _, err := er.next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			ours[index] = append([]byte(nil), b...)
+		ents, err := persist.Entries(s.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range ents {
+			ours[index] = b
 			index++
 		}
-		f.Close()
 	}
-	if _, err := os.Stat(filepath.Join(waldir, ckptName)); err != nil {
+	if _, err := os.Stat(filepath.Join(waldir, persist.CkptName)); err != nil {
 		t.Fatalf("no checkpoint beside the segments: %v", err)
 	}
 
@@ -102,8 +93,8 @@ func TestTidwallReadsOurLog(t *testing.T) {
 	defer tl.Close()
 	first, _ := tl.FirstIndex()
 	last, _ := tl.LastIndex()
-	if first != segs[0].index || last != index-1 {
-		t.Fatalf("tidwall/wal sees entries %d..%d; we wrote %d..%d", first, last, segs[0].index, index-1)
+	if first != segs[0].Index || last != index-1 {
+		t.Fatalf("tidwall/wal sees entries %d..%d; we wrote %d..%d", first, last, segs[0].Index, index-1)
 	}
 	for i := first; i <= last; i++ {
 		b, err := tl.Read(i)
@@ -113,12 +104,12 @@ func TestTidwallReadsOurLog(t *testing.T) {
 		if !bytes.Equal(b, ours[i]) {
 			t.Fatalf("tidwall/wal entry %d = %q; we wrote %q", i, b, ours[i])
 		}
-		if _, err := decodeRecord(b); err != nil {
+		if _, err := persist.DecodeRecord(b); err != nil {
 			t.Fatalf("entry %d as tidwall/wal reads it is not a record: %v", i, err)
 		}
 	}
-	lastRec, _ := decodeRecord(ours[last])
-	if lastRec.Op != cache.OpDel || lastRec.Key != "key-199" {
+	lastRec, _ := persist.DecodeRecord(ours[last])
+	if lastRec.Op != persist.OpDel || lastRec.Key != "key-199" {
 		t.Fatalf("the last entry is %+v; want the Del of key-199 (after the Set of key-399)", lastRec)
 	}
 	t.Logf("tidwall/wal read entries %d..%d over %d segments, the same bytes", first, last, len(segs))
@@ -129,35 +120,34 @@ func TestTidwallReadsOurLog(t *testing.T) {
 // the release before checkpoints, leaves) opens as a legacy one and
 // replays every entry, over its segment rolls.
 func TestTidwallWrittenDirectoryOpens(t *testing.T) {
-	bg := context.Background()
 	dir := t.TempDir()
 	tl, err := wal.Open(filepath.Join(dir, "wal"), &wal.Options{LogFormat: wal.Binary, SegmentSize: 2048, DirPerms: 0o700, FilePerms: 0o600})
 	if err != nil {
 		t.Fatal(err)
 	}
-	muts := []cache.Mutation{{Op: cache.OpDefine, Cache: "p", Options: cache.Options{Persist: true, Durability: cache.Always}}}
+	muts := []persist.Mutation{{Op: persist.OpDefine, Cache: "p", Durability: persist.Always}}
 	for i := range 100 {
-		muts = append(muts, cache.Mutation{Op: cache.OpSet, Cache: "p", Key: fmt.Sprintf("key-%03d", i), Value: []byte(fmt.Sprint("v", i))})
+		muts = append(muts, persist.Mutation{Op: persist.OpSet, Cache: "p", Key: fmt.Sprintf("key-%03d", i), Value: []byte(fmt.Sprint("v", i))})
 	}
-	muts = append(muts, cache.Mutation{Op: cache.OpDel, Cache: "p", Key: "key-007"})
+	muts = append(muts, persist.Mutation{Op: persist.OpDel, Cache: "p", Key: "key-007"})
 	for i, mu := range muts {
-		if err := tl.Write(uint64(i+1), appendRecord(nil, mu)); err != nil {
+		if err := tl.Write(uint64(i+1), persist.AppendRecord(nil, mu)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := tl.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if segs, _ := segments(filepath.Join(dir, "wal")); len(segs) < 2 {
+	if segs, _ := persist.Segments(filepath.Join(dir, "wal")); len(segs) < 2 {
 		t.Fatalf("tidwall/wal wrote %d segments; want several", len(segs))
 	}
-	sp := newSpace(t)
-	m, err := Open(dir, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), SegmentSize: 4096})
+	sp := space(t, 8<<20)
+	m, err := persist.Open(dir, persist.Options{Logger: quiet(), SegmentSize: 4096})
 	if err != nil {
 		t.Fatalf("a directory tidwall/wal wrote: %v", err)
 	}
 	defer m.Close()
-	if err := m.Replay(bg, sp); err != nil {
+	if err := m.Replay(bg, sp.Journal()); err != nil {
 		t.Fatal(err)
 	}
 	if r := m.Recovery(); !r.Legacy || r.LogEntries != len(muts) || r.TornBytes != 0 || r.Salvaged != nil {

@@ -61,7 +61,7 @@
 // # Who is dead
 //
 // Locks, slots and everything built on them (ring ends, the cache's
-// persister, loaders and sweep lease) are taken over only from a process
+// log writer, loaders and sweep lease) are taken over only from a process
 // proven dead, by [Arena.Alive] and [Arena.ReleaseSlot]: a false "dead"
 // would give a live process's lock to another, a false "alive" only delays a
 // takeover. Proof is a /proc/PID/stat that shows a zombie or another start

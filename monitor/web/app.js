@@ -181,7 +181,7 @@ function renderPersist(p) {
   b.hidden = !(p && p.failing);
   if (b.hidden) return;
   b.textContent = 'LOG FAILING: ' + p.error + (p.since ? ' since ' + clock(p.since) : '');
-  b.title = 'the cache manager cannot write its log: Sets of persistent caches are refused; it retries by itself';
+  b.title = 'the log writer cannot write its log: Sets of persistent caches are refused; it retries by itself';
 }
 
 function eventItem(ev) {
