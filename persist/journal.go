@@ -119,7 +119,8 @@ type Cursor interface {
 	Detach()
 }
 
-// Restorer applies logged mutations to a cache space (Journal.Restore).
+// Restorer applies logged mutations to a cache space (Journal.Restore). It
+// is one replay's, used from one goroutine, and must be closed.
 type Restorer interface {
 	// Apply applies one mutation: a definition opens (or creates) the
 	// cache, a set stores the value unless its deadline passed, anything
@@ -191,7 +192,8 @@ func (o Op) String() string {
 }
 
 // Mutation is one change of a persistent cache as the log holds it and a
-// replay applies it. A Mutation owns its bytes.
+// replay applies it: a plain value (the zero value is no valid mutation),
+// which owns its bytes.
 type Mutation struct {
 	Op         Op
 	Cache      string        // the cache's name
