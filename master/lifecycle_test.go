@@ -88,7 +88,9 @@ type recorder struct {
 	change chan struct{}
 }
 
-func newRecorder() *recorder { return &recorder{alias: map[int]string{}, change: make(chan struct{}, 1)} }
+func newRecorder() *recorder {
+	return &recorder{alias: map[int]string{}, change: make(chan struct{}, 1)}
+}
 
 func (r *recorder) onEvent(e master.Event) {
 	r.mu.Lock()
