@@ -161,7 +161,7 @@
 // The cost: a commit pays one load of sleepGen (on the line of the sleeping
 // flag it loads anyway, which the consumer writes only when it changes its
 // mind) while the consumer is busy or parks: BenchmarkWritePoll, one
-// goroutine, 31-38 ns of CPU per 64-byte record against 33-40 ns before
+// goroutine, 31-38 ns of CPU per 64-byte record against 33-40 ns without it
 // (interleaved runs on the 2-core AMD EPYC VM under a load average of 20,
 // where wall-clock figures meant nothing); and an XCHG while the consumer
 // may sleep (it then pays a futex wake-up, microseconds, anyway). A consumer
