@@ -296,11 +296,14 @@ func (m *Master) unresponsive(old *handle) bool {
 		case <-t.C:
 		}
 		// The latest heartbeat, read now: a heartbeat does not close
-		// changed, so one taken during the grace is only seen here.
+		// changed, so one taken during the grace is only seen here. What
+		// counts is when the worker took it (its At), not when this
+		// master read it: a loaded master may read, after the grace began,
+		// a heartbeat written just before the worker was stopped.
 		m.mu.Lock()
-		lastHB := old.lastHB
+		taken := heartbeatTaken(old)
 		m.mu.Unlock()
-		if lastHB.After(since) || time.Since(lastHB) < grace {
+		if taken.After(since) {
 			// Alive (it heartbeats): only slow to acknowledge. The
 			// ordinary escalation applies.
 			return false
@@ -326,4 +329,14 @@ func (m *Master) stopContext() (context.Context, context.CancelFunc) {
 		cancel()
 	}()
 	return ctx, cancel
+}
+
+// heartbeatTaken returns when h's latest heartbeat was taken, by the
+// worker's clock (the same machine's), or when the master read it for a
+// heartbeat without a time; zero before the first. Called with mu held.
+func heartbeatTaken(h *handle) time.Time {
+	if h.hb.At != 0 {
+		return time.Unix(0, h.hb.At)
+	}
+	return h.lastHB
 }

@@ -39,3 +39,25 @@ func TestHeartbeatingWorkerIsNotUnresponsive(t *testing.T) {
 		t.Fatalf("a worker silent for an hour was not judged unresponsive")
 	}
 }
+
+// TestStaleHeartbeatReadLateIsUnresponsive: a worker stopped (SIGSTOP) just
+// after writing a heartbeat that a loaded master reads only after the grace
+// began is unresponsive: what counts is when the heartbeat was taken, not
+// when it was read. (Judged by the read time, such a worker looked alive
+// and a stop waited StopTimeout for it.)
+func TestStaleHeartbeatReadLateIsUnresponsive(t *testing.T) {
+	m := &Master{cfg: Config{HeartbeatInterval: 100 * time.Millisecond, ReplaceTimeout: time.Minute},
+		killCh: make(chan struct{})}
+	taken := time.Now().Add(-time.Hour)
+	h := &handle{changed: make(chan struct{}), exited: make(chan struct{}), lastHB: taken}
+	h.hb.At = taken.UnixNano()
+	go func() { // the late read of the old heartbeat, during the grace
+		time.Sleep(200 * time.Millisecond)
+		m.mu.Lock()
+		h.lastHB = time.Now()
+		m.mu.Unlock()
+	}()
+	if !m.unresponsive(h) {
+		t.Fatal("a worker whose last heartbeat was taken an hour ago (read during the grace) was judged alive")
+	}
+}
