@@ -191,7 +191,8 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 			ew.close()
 		}
 	}()
-	mon, err := startMonitor(c, addr, a, in) // before any worker: the ECV answers down until they are warm
+	events := &lifecycle{emitter: ew, user: c.OnEvent} // the one path of every lifecycle event
+	mon, err := startMonitor(c, addr, a, in, events)   // before any worker: the ECV answers down until they are warm
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +203,7 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 	}()
 	mc := c.master()
 	mc.Listener, mc.Arena, mc.Env = f, a, mon.workerEnv()
-	mc.OnEvent, mc.OnHeartbeat = ew.onEvent(mon.onEvent(c.OnEvent)), ew.onHeartbeat
+	mc.OnEvent, mc.OnHeartbeat = events.deliver, ew.onHeartbeat
 	m, err := master.Start(ctx, mc)
 	if err != nil {
 		return nil, err

@@ -182,8 +182,13 @@ type Config struct {
 	// stop; a second signal stops at once) and SIGHUP (rolling restart).
 	NoSignals bool
 
-	// OnEvent receives the master's lifecycle events (the hook the emitter
-	// will publish from). Called in the master only; must not block.
+	// OnEvent receives the master's lifecycle events (Event: switch on its
+	// Kind, a master.Kind such as master.EventUp; Event.Name is the name the
+	// emitter publishes it under), the ECV's marks (master.EventMarkUp,
+	// master.EventMarkDown) included. Called in the master only, last of the
+	// event's subscribers (after the emitter and the monitor have seen it;
+	// see docs/runtime.md), from the master's and the monitor's goroutines;
+	// must not block.
 	OnEvent func(Event)
 
 	// Logger receives log lines of every process. Default slog.Default().

@@ -26,6 +26,17 @@
 // HeartbeatInterval; each side wakes the other through a futex event, so
 // nobody polls.
 //
+// # Events
+//
+// Lifecycle events are typed (Event, a master.Event: Kind, Pid, Slot, Err,
+// Time). The master makes them, the monitor makes the ECV's marks, and each
+// takes one path in the master, to an ordered list of subscribers: the
+// emitter (which publishes it to every process under Event.Name, such as
+// "worker-<pid>-listening" or "up"), the monitor, then Config.OnEvent.
+//
+//	master (forked … died, up, down, …) ─┐
+//	monitor (markUp, markDown) ──────────┴─▶ emitter ─▶ monitor ─▶ Config.OnEvent
+//
 // # Supervision
 //
 //   - A worker that dies is noticed at once (process wait), its arena slot is

@@ -70,34 +70,30 @@ func attachEmitterWorker(ctx context.Context, a *shm.Arena, p *shm.Proc, em *emi
 	return nil
 }
 
-// onEvent returns the master's OnEvent: the emitter's bookkeeping and
-// publication first, then next.
-func (r *emitterRuntime) onEvent(next func(Event)) func(Event) {
+// event is the emitter's subscription to the lifecycle (the first; see
+// lifecycle): it arms a forked worker's rings and drops a dead one's, then
+// queues the event's publication under its Name, with a LifecycleEvent.
+func (r *emitterRuntime) event(e Event) {
 	if r == nil {
-		return next
+		return
 	}
-	return func(e Event) {
-		switch e.Kind {
-		case master.EventForked:
-			if err := r.em.AddWorker(context.Background(), e.Pid, e.Slot); err != nil {
-				r.log.Error("cluster2: emitter: arm worker", "worker", e.Pid, "slot", e.Slot, "err", err)
-			}
-		case master.EventDied:
-			r.em.RemoveWorker(e.Pid)
+	switch e.Kind {
+	case master.EventForked:
+		if err := r.em.AddWorker(context.Background(), e.Pid, e.Slot); err != nil {
+			r.log.Error("cluster2: emitter: arm worker", "worker", e.Pid, "slot", e.Slot, "err", err)
 		}
-		arg := LifecycleEvent{Pid: e.Pid, Slot: e.Slot, Time: e.Time}
-		if e.Err != nil {
-			arg.Error = e.Err.Error()
-		}
-		r.enqueue(publication{name: e.Name(), arg: arg})
-		if e.Kind == master.EventOld {
-			// The seed's dismiss(pid), to the master and the worker told
-			// to drain.
-			r.enqueue(publication{name: "dismiss", targets: []emitter.Target{emitter.Self, emitter.Pid(e.Pid)}, arg: e.Pid})
-		}
-		if next != nil {
-			next(e)
-		}
+	case master.EventDied:
+		r.em.RemoveWorker(e.Pid)
+	}
+	arg := LifecycleEvent{Pid: e.Pid, Slot: e.Slot, Time: e.Time}
+	if e.Err != nil {
+		arg.Error = e.Err.Error()
+	}
+	r.enqueue(publication{name: e.Name(), arg: arg})
+	if e.Kind == master.EventOld {
+		// The seed's dismiss(pid), to the master and the worker told to
+		// drain.
+		r.enqueue(publication{name: "dismiss", targets: []emitter.Target{emitter.Self, emitter.Pid(e.Pid)}, arg: e.Pid})
 	}
 }
 

@@ -79,7 +79,10 @@ type monitorRuntime struct {
 // check, and a cluster running without it would be out of rotation with
 // nothing saying why. The caller decides (another address, or
 // Monitor.Disabled), as the original's users asked (ql-io/cluster2 #52).
-func startMonitor(c Config, appAddr net.Addr, a *shm.Arena, in *instances) (*monitorRuntime, error) {
+//
+// The monitor joins events (before it serves: an operator's mark may come at
+// once), and its marks go to events' subscribers like every other event.
+func startMonitor(c Config, appAddr net.Addr, a *shm.Arena, in *instances, events *lifecycle) (*monitorRuntime, error) {
 	mc := c.Monitor
 	if mc.Disabled {
 		return nil, nil
@@ -103,22 +106,13 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena, in *instances) (*mon
 	}
 	srv, err := monitor.New(r.src, monitor.Options{
 		Addr: c.MonitorAddr, Token: mc.Token, AllowedHosts: mc.AllowedHosts, ECV: ecv, AgentAddr: mc.AgentAddr, ExpectedWorkers: c.Workers,
-		ProfileDir: r.dir, Logger: c.Logger,
-		OnEvent: func(e Event) {
-			// markUp / markDown: to every process (the emitter), and to
-			// the lifecycle hook.
-			go func() {
-				if err := in.em.Emit(e.Name()); err != nil {
-					c.Logger.Warn("cluster2: monitor: emit", "event", e.Name(), "err", err)
-				}
-			}()
-			if c.OnEvent != nil {
-				c.OnEvent(e)
-			}
-		},
+		ProfileDir: r.dir, Logger: c.Logger, OnEvent: events.deliver,
 	})
 	if err == nil {
+		r.srv = srv
+		events.monitor = r
 		if err = srv.Start(); err != nil {
+			events.monitor = nil
 			srv.Close()
 		}
 	}
@@ -126,7 +120,6 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena, in *instances) (*mon
 		r.removeDir()
 		return nil, fmt.Errorf("cluster2: monitor on %s (Config.MonitorAddr; Monitor.Disabled turns it off): %w", c.MonitorAddr, err)
 	}
-	r.srv = srv
 	return r, nil
 }
 
@@ -138,21 +131,21 @@ func loopbackOf(addr net.Addr) string {
 	return addr.String()
 }
 
-// onEvent returns the master's OnEvent: the monitor sees every lifecycle
-// event (the ECV is driven by "up" and "down"), then the user's hook.
-func (r *monitorRuntime) onEvent(user func(Event)) func(Event) {
+// event is the monitor's subscription to the lifecycle (see lifecycle): the
+// workers of the start, then the server (the ECV is driven by EventUp and
+// EventDown; the dashboard shows every event).
+func (r *monitorRuntime) event(e Event) {
 	if r == nil {
-		return user
+		return
 	}
-	return func(e Event) {
-		r.src.event(e)
-		r.srv.HandleEvent(e)
-		if r.dir != "" && e.Kind == master.EventDied {
-			os.Remove(monitor.ProfileSocket(r.dir, e.Pid))
-		}
-		if user != nil {
-			user(e)
-		}
+	r.src.event(e)
+	r.srv.HandleEvent(e)
+}
+
+// dropProfileSocket removes a dead worker's profiling socket.
+func (r *monitorRuntime) dropProfileSocket(e Event) {
+	if r != nil && r.dir != "" && e.Kind == master.EventDied {
+		os.Remove(monitor.ProfileSocket(r.dir, e.Pid))
 	}
 }
 

@@ -116,8 +116,9 @@ type Config struct {
 	// SIGKILL leaves them), never a live pid's. See the package doc.
 	PidDir string
 
-	// OnEvent, when set, receives lifecycle events (see Event). It is called
-	// from the master's goroutines and must not block.
+	// OnEvent, when set, receives every lifecycle event the master makes
+	// (see Event and Kind). It is called from the master's goroutines and
+	// must not block.
 	OnEvent func(Event)
 
 	// OnHeartbeat, when set, receives every heartbeat as the master takes it

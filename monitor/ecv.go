@@ -183,11 +183,11 @@ func (e *ECV) SetStopping() {
 }
 
 // MarkUp puts the cluster back in rotation (control mode only) and reports
-// it through the Server's OnEvent as "markUp".
+// it as a master.EventMarkUp event (named "markUp"; see Options.OnEvent).
 func (e *ECV) MarkUp() error { return e.mark(false) }
 
 // MarkDown takes the cluster out of rotation (control mode only) and reports
-// it as "markDown". Workers keep serving whatever traffic still arrives.
+// it as a master.EventMarkDown event ("markDown"). Workers keep serving whatever traffic still arrives.
 func (e *ECV) MarkDown() error { return e.mark(true) }
 
 func (e *ECV) mark(down bool) error {

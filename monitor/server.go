@@ -103,8 +103,12 @@ type Options struct {
 	// History is the number of samples a worker's chart keeps. Default 60.
 	History int
 
-	// OnEvent, when set, receives the monitor's own events: the ECV's
-	// marks (master.EventMarkUp, master.EventMarkDown). It must not block.
+	// OnEvent, when set, receives the monitor's own events, the ECV's
+	// marks (master.EventMarkUp, master.EventMarkDown), in place of
+	// HandleEvent: the owner delivers them with the master's events to its
+	// subscribers, this server's HandleEvent among them (cluster2 does), so
+	// that one list orders every event. Without it the server hands its
+	// marks to HandleEvent itself. It must not block.
 	OnEvent func(master.Event)
 
 	// Logger receives the monitor's log lines. Default slog.Default().
@@ -350,10 +354,11 @@ func (s *Server) onMark(up bool) {
 		e.Kind = master.EventMarkUp
 	}
 	s.log.Info("monitor: ecv " + e.Name())
-	s.HandleEvent(e)
 	if s.opts.OnEvent != nil {
-		s.opts.OnEvent(e)
+		s.opts.OnEvent(e) // back to HandleEvent through the owner's subscribers
+		return
 	}
+	s.HandleEvent(e)
 }
 
 func (s *Server) activeWorkers() int {

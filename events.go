@@ -1,0 +1,58 @@
+package cluster2
+
+// lifecycle is the master's one path for lifecycle events (Event): the
+// master's Config.OnEvent and the monitor's marks (monitor.Options.OnEvent,
+// EventMarkUp and EventMarkDown) both deliver here, and deliver hands each
+// event to these subscribers, in this order, on the caller's goroutine (none
+// of them blocks):
+//
+//  1. the emitter (emitterRuntime.event): arms a forked worker's rings,
+//     drops a dead one's, then queues the event's publication to every
+//     process (and after EventOld the seed's dismiss). First, so that what
+//     the later subscribers do about a worker (the user's hook emitting to
+//     its pid) finds its rings armed, and so that publications leave in the
+//     order of the events.
+//  2. the monitor (monitorRuntime.event): the workers of the start, the ECV
+//     (warm at EventUp, stopping at EventDown) and the dashboard's feed.
+//     Before the user's hook, so that a hook that sees EventUp finds the ECV
+//     answering up, and one that sees a mark finds it on the dashboard.
+//  3. the profile sockets (monitorRuntime.dropProfileSocket): a dead
+//     worker's is removed.
+//  4. the user's Config.OnEvent, last: it sees an event once the cluster's
+//     own bookkeeping of it is done. This is the only place it is called.
+//
+// Every field is set before the first event can come: the monitor is added
+// before it serves (a mark may come at once), the whole before the master
+// starts.
+type lifecycle struct {
+	emitter *emitterRuntime
+	monitor *monitorRuntime // nil: off, or not started yet
+	user    func(Event)     // Config.OnEvent
+}
+
+// deliver hands e to every subscriber, in the order above.
+func (l *lifecycle) deliver(e Event) {
+	for _, s := range l.subscribers() {
+		s.on(e)
+	}
+}
+
+// subscriber is one entry of the list: name says who, for tests.
+type subscriber struct {
+	name string
+	on   func(Event)
+}
+
+// subscribers returns the list, in its order; see lifecycle. The emitter's
+// and the monitor's methods accept a nil receiver.
+func (l *lifecycle) subscribers() []subscriber {
+	subs := []subscriber{
+		{"emitter", l.emitter.event},
+		{"monitor", l.monitor.event},
+		{"profile sockets", l.monitor.dropProfileSocket},
+	}
+	if l.user != nil {
+		subs = append(subs, subscriber{"Config.OnEvent", l.user})
+	}
+	return subs
+}
