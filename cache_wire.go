@@ -12,19 +12,10 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/internal/xtime"
 	"github.com/cluster2/cluster2/persist"
 	"github.com/cluster2/cluster2/shm"
-)
-
-// The cache manager process (Cache.Mode standalone) is this binary re-executed
-// with envCacheManager set; it inherits the arena as fd 3 and the read end of
-// a pipe as fd 4 whose write end only the master holds (EOF: the master is
-// gone).
-const (
-	envCacheManager = "CLUSTER2_CACHE_MANAGER"
-	managerArenaFD  = 3
-	managerDeathFD  = 4
 )
 
 // cacheRuntime is the cache's part of one process of the cluster: the space,
@@ -162,8 +153,9 @@ func (mp *managerProc) spawn() error {
 		return fmt.Errorf("cluster2: cache manager: %w", err)
 	}
 	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Env = append(os.Environ(), envCacheManager+"=1")
-	cmd.ExtraFiles = []*os.File{mp.a.File(), r}
+	cmd.Env = proc.ChildEnv(os.Environ(), proc.RoleCacheManager, proc.RoleCacheManager.Slot(mp.a.SlotCount()), os.Getpid())
+	// At internal/proc's numbers; fd 3, the listener's, is closed.
+	cmd.ExtraFiles = []*os.File{nil, mp.a.File(), r}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		r.Close()
@@ -240,7 +232,10 @@ func (mp *managerProc) stop() {
 }
 
 // isCacheManager reports whether this process is the cache-manager process.
-func isCacheManager() bool { return os.Getenv(envCacheManager) != "" }
+func isCacheManager() bool {
+	id, _ := proc.Self()
+	return id.Role == proc.RoleCacheManager
+}
 
 // runCacheManager is Listen in the cache-manager process: it attaches the
 // arena, resumes the log where the last manager left it and runs until the
@@ -257,14 +252,15 @@ func runCacheManager(c Config) {
 }
 
 func cacheManager(c Config) error {
-	a, err := shm.Open(os.NewFile(managerArenaFD, "arena"))
+	a, err := shm.Open(os.NewFile(proc.ArenaFD, "arena"))
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	// The last slot of the process table is the cache manager's: the master
-	// hands the others to workers. A dead predecessor's is reclaimed.
-	if _, err := a.JoinSlot(a.SlotCount()-1, 0); err != nil {
+	// The auxiliary slot of the process table is the cache manager's: the
+	// master hands the others but its own to workers. A dead predecessor's
+	// is reclaimed.
+	if _, err := a.JoinSlot(proc.RoleCacheManager.Slot(a.SlotCount()), uint32(proc.RoleCacheManager)); err != nil {
 		return err
 	}
 	sp, err := cache.Attach(a)
@@ -276,7 +272,7 @@ func cacheManager(c Config) error {
 	defer cancel()
 	go func() { // the master holds the write end: EOF means it is gone or wants us to stop
 		var b [1]byte
-		os.NewFile(managerDeathFD, "death-pipe").Read(b[:])
+		os.NewFile(proc.DeathFD, "death-pipe").Read(b[:])
 		cancel()
 	}()
 	m, err := openManager(ctx, c, sp)

@@ -24,19 +24,24 @@ type Event = master.Event
 // WorkerInfo describes one worker; see master.WorkerInfo.
 type WorkerInfo = master.WorkerInfo
 
-// Role tells whether a process is the master or a worker.
+// Role tells what a process of the cluster is: the master, a worker or the
+// cache manager (Cache.Mode standalone).
 type Role int
 
 // The roles of a process.
 const (
 	Master Role = iota
 	Worker
+	CacheManager
 )
 
-// String returns "master" or "worker".
+// String returns "master", "worker" or "cache-manager".
 func (r Role) String() string {
-	if r == Worker {
+	switch r {
+	case Worker:
 		return "worker"
+	case CacheManager:
+		return "cache-manager"
 	}
 	return "master"
 }
@@ -52,13 +57,18 @@ const StatusRespawns = status.NameRespawns
 type Respawn = master.Respawn
 
 // CurrentRole returns the role of this process, at any time: before Listen,
-// after it, or without it (the environment that tells a worker is read when
-// the program starts, before Listen removes it).
+// after it, or without it (the environment that tells a child of the master
+// is read when the program starts, before Listen removes it). Listen never
+// returns in the cache manager: everything before it runs there too.
 func CurrentRole() Role {
-	if worker.IsWorker() {
-		return Worker
+	id, _ := proc.Self() // a malformed variable makes a worker: Listen's error says why
+	switch id.Role {
+	case proc.RoleMaster:
+		return Master
+	case proc.RoleCacheManager:
+		return CacheManager
 	}
-	return Master
+	return Worker
 }
 
 // Cluster is a running cluster, seen from the process that called Listen:

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/shm"
 	"github.com/cluster2/cluster2/worker"
 )
@@ -218,7 +219,7 @@ func (c Config) withDefaults() (Config, error) {
 	if err := c.validate(); err != nil {
 		return c, err
 	}
-	if c.Workers+2 > c.Arena.SlotCount() { // the master's slot and the reserved last one
+	if c.Workers > proc.WorkerSlots(c.Arena.SlotCount()) { // not the master's slot, nor the auxiliary one
 		return c, fmt.Errorf("master: %w: Workers %d needs more than the arena's %d slots", ErrInvalidConfig, c.Workers, c.Arena.SlotCount())
 	}
 	c.ReplaceRetries = max(c.ReplaceRetries, 0) // negative: none

@@ -126,10 +126,11 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 		byPid: map[int]*handle{}, slotUsed: make([]bool, c.Arena.SlotCount()), queued: map[int]bool{}, pending: map[int]Respawn{},
 		qWake: make(chan struct{}, 1), stopCh: make(chan struct{}), killCh: make(chan struct{}), done: make(chan struct{}),
 	}
-	m.slotUsed[0] = true // the master's
-	// The last slot is never a worker's: it is kept for an auxiliary process
-	// of the cluster (the cache manager of Cache.Mode standalone joins it).
-	m.slotUsed[len(m.slotUsed)-1] = true
+	for slot := range m.slotUsed {
+		// The master's slot and the auxiliary one (the cache manager of
+		// Cache.Mode standalone joins it) are never a worker's.
+		m.slotUsed[slot] = proc.SlotRole(slot, len(m.slotUsed)) != proc.RoleWorker
+	}
 	if !slices.ContainsFunc(c.Env, func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") }) {
 		// Prefork: the workers share the cores instead of each scheduling on
 		// all of them (Workers defaults to the number of CPUs: one P each).

@@ -37,7 +37,7 @@ func (m *Master) spawn(slot int) (*handle, error) {
 	b.Reset(m.cfg.ReplaceTimeout)
 	cmd := exec.Command(m.cfg.Exe, m.cfg.Args[1:]...)
 	cmd.Args[0] = m.cfg.Args[0]
-	cmd.Env = proc.WorkerEnv(m.cfg.Env, slot, os.Getpid())
+	cmd.Env = proc.ChildEnv(m.cfg.Env, proc.RoleWorker, slot, os.Getpid())
 	if m.gomaxprocs != "" {
 		cmd.Env = append(cmd.Env, m.gomaxprocs)
 	}

@@ -20,8 +20,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// RoleWorker is the role a worker stores in its slot of the process table.
-const RoleWorker = 2
+// RoleWorker is the role a worker stores in its slot of the process table
+// (internal/proc defines every role's value).
+const RoleWorker = uint32(proc.RoleWorker)
 
 // Defaults of Config. They are the cluster's only copy: master.Config and
 // cluster2.Config, whose fields of the same names the master applies too,
@@ -130,22 +131,16 @@ type stopReq struct {
 }
 
 // self is what the environment said about this process when the program
-// started, before Run removed the protocol's variables (so that programs a
-// worker runs are not mistaken for workers): the answer of IsWorker and
-// Run, however often and whenever they are called.
-var self = func() (s struct {
-	isWorker bool
-	slot     int
-	err      error
-}) {
-	s.isWorker, s.slot, _, s.err = proc.Self()
-	return s
-}()
+// started (internal/proc reads it then, before Run removes the protocol's
+// variables so that programs a worker runs are not mistaken for workers):
+// the answer of IsWorker and Run, however often and whenever they are
+// called.
+var self, selfErr = proc.Self()
 
 // IsWorker reports whether this process was started by a cluster2 master. It
 // tells the truth at any time, before Run and after it (Run removes the
 // environment variables it is read from: it was read at start).
-func IsWorker() bool { return self.isWorker }
+func IsWorker() bool { return self.Role == proc.RoleWorker }
 
 // Run starts the worker side in a process a cluster2 master re-executed: it
 // maps the arena, joins its slot, warms up on a private loopback address,
@@ -155,11 +150,11 @@ func IsWorker() bool { return self.isWorker }
 // dies. SIGINT is ignored: the master, which gets it too from a terminal,
 // orchestrates the stop.
 func Run(ctx context.Context, cfg Config) (*Worker, error) {
-	slot, err := self.slot, self.err
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNotWorker, err)
+	slot := self.Slot
+	if selfErr != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotWorker, selfErr)
 	}
-	if !self.isWorker {
+	if self.Role != proc.RoleWorker {
 		return nil, ErrNotWorker
 	}
 	if cfg.Handler == nil {

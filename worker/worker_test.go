@@ -28,18 +28,18 @@ func TestRunOutsideACluster(t *testing.T) {
 // starts (Run removes the variables later), so a variable set by the test
 // itself would not be seen.
 func TestRunWithMalformedSlot(t *testing.T) {
-	if os.Getenv(proc.EnvSlot) == "x" {
+	if os.Getenv(proc.EnvSlot) == "x" && os.Getenv(proc.EnvRole) == "worker" {
 		_, err := worker.Run(context.Background(), worker.Config{Handler: http.NotFoundHandler()})
 		if !errors.Is(err, worker.ErrNotWorker) {
 			t.Fatalf("Run with %s=x: %v; want ErrNotWorker", proc.EnvSlot, err)
 		}
-		if !strings.Contains(err.Error(), "is not a worker slot") {
+		if !strings.Contains(err.Error(), proc.EnvSlot+`="x" is not a slot`) {
 			t.Fatalf("Run with %s=x: %v; want the malformed slot named", proc.EnvSlot, err)
 		}
 		return
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestRunWithMalformedSlot$", "-test.v")
-	cmd.Env = append(os.Environ(), proc.EnvSlot+"=x")
+	cmd.Env = append(os.Environ(), proc.EnvRole+"=worker", proc.EnvSlot+"=x")
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "--- PASS") {
 		t.Fatalf("child with %s=x: %v\n%s", proc.EnvSlot, err, out)

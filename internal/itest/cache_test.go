@@ -20,6 +20,7 @@ import (
 
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
@@ -292,7 +293,7 @@ func managerPid(t *testing.T, dir string) int {
 			if err != nil {
 				continue
 			}
-			if bytes.Contains(env, []byte("CLUSTER2_CACHE_MANAGER=1")) && bytes.Contains(env, []byte(envData+"="+dir+"\x00")) {
+			if bytes.Contains(env, []byte(proc.EnvRole+"="+proc.RoleCacheManager.String()+"\x00")) && bytes.Contains(env, []byte(envData+"="+dir+"\x00")) {
 				return pid
 			}
 		}

@@ -3,6 +3,7 @@ package proc_test
 import (
 	"context"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,16 +108,12 @@ func TestWantAndStateWake(t *testing.T) {
 	}
 }
 
-func TestWorkerEnv(t *testing.T) {
-	env := proc.WorkerEnv([]string{"A=1", proc.EnvSlot + "=9", proc.EnvMaster + "=1", "B=2"}, 3, 42)
-	want := []string{"A=1", "B=2", proc.EnvSlot + "=3", proc.EnvMaster + "=42"}
-	if len(env) != len(want) {
-		t.Fatalf("WorkerEnv = %v; want %v", env, want)
-	}
-	for i := range want {
-		if env[i] != want[i] {
-			t.Fatalf("WorkerEnv = %v; want %v", env, want)
-		}
+func TestChildEnv(t *testing.T) {
+	env := proc.ChildEnv([]string{"A=1", proc.EnvSlot + "=9", proc.EnvMaster + "=1", proc.EnvRole + "=worker", "B=2"},
+		proc.RoleCacheManager, 3, 42)
+	want := []string{"A=1", "B=2", proc.EnvRole + "=cache-manager", proc.EnvSlot + "=3", proc.EnvMaster + "=42"}
+	if !slices.Equal(env, want) {
+		t.Fatalf("ChildEnv = %v; want %v", env, want)
 	}
 }
 

@@ -1,16 +1,35 @@
 // Package proc is the re-exec protocol between a cluster2 master and its
-// workers: how a worker learns its role and slot, which inherited descriptors
-// hold what, and the supervision region of the arena through which the master
-// and its workers steer each other without polling.
+// children (the workers and the auxiliary process, the cache manager): the
+// roles, how a child learns its role and slot, which inherited descriptors
+// hold what, which slot of the arena's process table belongs to whom, and
+// the supervision region of the arena through which the master and its
+// workers steer each other without polling.
+//
+// # Roles and slots
+//
+// A process of a cluster is the master ([RoleMaster]), a worker
+// ([RoleWorker]) or the cache manager ([RoleCacheManager], Cache.Mode
+// standalone). The role decides the slot of the process table:
+//
+//	slot 0          the master's            RoleMaster.Slot(n)
+//	slots 1 … n-2   workers (and successors) SlotRole(slot, n) == RoleWorker
+//	slot n-1        the auxiliary process's  RoleCacheManager.Slot(n)
+//
+// A role's value is also what the process stores in its slot
+// (shm.SlotInfo.Role).
 //
 // # Re-exec
 //
 // The master re-executes its own binary (/proc/self/exe, same arguments) with
-// [EnvSlot] set to the worker's slot in the arena's process table and
-// [EnvMaster] to the master's pid. The child inherits, at fixed numbers:
+// [EnvRole] set to the child's role ("worker", "cache-manager"), [EnvSlot] to
+// its slot and [EnvMaster] to the master's pid ([ChildEnv]); the presence of
+// these variables is what makes a process a child, and [Self] returns what
+// they said when the program started. Every child inherits, at fixed
+// numbers:
 //
 //	fd 3  ListenerFD  the shared listening socket (one open file description
-//	                  for the whole cluster, non-blocking; see Caveats)
+//	                  for the whole cluster, non-blocking; see Caveats);
+//	                  workers only: closed in the auxiliary process
 //	fd 4  ArenaFD     the arena's memfd
 //	fd 5  DeathFD     the read end of a pipe whose write end only the master
 //	                  holds: EOF on it means the master is gone

@@ -48,6 +48,7 @@ import (
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/internal/clustertest"
+	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
@@ -109,7 +110,7 @@ func decodeValue(b []byte) (string, uint64, error) {
 // ---- the cluster (master, workers; the cache manager is cluster2's) ----
 
 func childCluster() {
-	if cluster2.CurrentRole() == cluster2.Master && os.Getenv("CLUSTER2_CACHE_MANAGER") == "" {
+	if cluster2.CurrentRole() == cluster2.Master {
 		lim := syscall.Rlimit{Cur: masterFDs, Max: masterFDs}
 		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 			fmt.Printf("LISTEN-ERROR setrlimit: %v\n", err)
@@ -123,7 +124,7 @@ func childCluster() {
 		dur = cache.Durability(d)
 	}
 	mode := cmp.Or(cluster2.CacheMode(os.Getenv(envMode)), cluster2.CacheStandalone)
-	if trigger := os.Getenv(envKillAt); trigger != "" && os.Getenv("CLUSTER2_CACHE_MANAGER") != "" {
+	if trigger := os.Getenv(envKillAt); trigger != "" && cluster2.CurrentRole() == cluster2.CacheManager {
 		beforeSync = func() {
 			if os.Remove(trigger) == nil { // once per trigger file
 				syscall.Kill(os.Getpid(), syscall.SIGKILL)
@@ -406,7 +407,7 @@ func (c *cluster) healthy(d time.Duration) bool {
 }
 
 // managerPid finds the cache-manager process: a child of the master with
-// CLUSTER2_CACHE_MANAGER in its environment.
+// the cache manager's role in its environment.
 func (c *cluster) managerPid() int {
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
@@ -425,7 +426,7 @@ func (c *cluster) managerPid() int {
 			continue
 		}
 		env, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if bytes.Contains(env, []byte("CLUSTER2_CACHE_MANAGER=")) {
+		if bytes.Contains(env, []byte(proc.EnvRole+"="+proc.RoleCacheManager.String()+"\x00")) {
 			return pid
 		}
 	}
