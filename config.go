@@ -52,7 +52,8 @@ type CacheConfig struct {
 	DataDir string
 
 	// Durability is the default of persistent caches that choose none
-	// (cache.Options.Durability). Default cache.EverySecond.
+	// (cache.Options.Durability). Default cache.DefaultDurability
+	// (EverySecond).
 	Durability cache.Durability
 
 	// Salvage starts even when the log is damaged before its durable end, or
@@ -226,6 +227,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Cache.Mode == "" {
 		c.Cache.Mode = CacheMaster
+	}
+	if c.Cache.Durability == cache.DurabilityDefault {
+		c.Cache.Durability = cache.DefaultDurability
 	}
 	// The master's settings take the master's defaults; ShouldKill stays
 	// nil (its default depends on MaxAge, which the caller may still set).

@@ -90,6 +90,7 @@ func TestDefaultConfigIsTheOwnersDefaults(t *testing.T) {
 		{"ReplaceRetries", c.ReplaceRetries, master.DefaultReplaceRetries},
 		{"ArenaSize", c.ArenaSize, int64(shm.DefaultSize)},
 		{"Cache.Mode", c.Cache.Mode, cluster2.CacheMaster},
+		{"Cache.Durability", c.Cache.Durability, cache.DefaultDurability},
 		{"Server.IdleTimeout", c.Server.IdleTimeout, worker.DefaultIdleTimeout},
 		{"Logger set", c.Logger != nil, true},
 		{"ShouldKill left to Listen (it depends on MaxAge)", c.ShouldKill == nil, true},

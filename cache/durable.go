@@ -33,7 +33,7 @@ func (c *Cache) durability() Durability {
 	if d := Durability(c.sp.jr.h.defDur.Load()); d != DurabilityDefault {
 		return d
 	}
-	return EverySecond
+	return DefaultDurability
 }
 
 // awaitDurable waits, for a persistent cache whose durability is Always, until

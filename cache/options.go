@@ -38,6 +38,10 @@ const (
 	Never             = persist.Never             // never fsynced by us: the OS writes it back
 	EverySecond       = persist.EverySecond       // fsynced every second: a crash loses at most about a second
 	Always            = persist.Always            // Set returns after its record is fsynced (group commit)
+
+	// DefaultDurability is what DurabilityDefault means when the cluster
+	// sets none: persist.DefaultDurability (EverySecond).
+	DefaultDurability = persist.DefaultDurability
 )
 
 func (o Options) validate() error {

@@ -146,6 +146,11 @@ const (
 	Always                              // Set returns after its record is fsynced (group commit)
 )
 
+// DefaultDurability is what DurabilityDefault means when the cluster sets no
+// default of its own (Options.Durability, cluster2.CacheConfig.Durability):
+// the one copy of that default, which cache re-exports.
+const DefaultDurability = EverySecond
+
 // String returns the durability's name.
 func (d Durability) String() string {
 	switch d {

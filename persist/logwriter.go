@@ -20,7 +20,7 @@ import (
 // Options configure a LogWriter. The zero value is valid.
 type Options struct {
 	// Durability is the cluster's default for persistent caches that do not
-	// choose their own. Default (zero): EverySecond.
+	// choose their own. Default (zero): DefaultDurability (EverySecond).
 	Durability Durability
 
 	// Salvage, on damage before the log's durable end, a missing segment,
@@ -50,7 +50,7 @@ type Options struct {
 
 func (o Options) withDefaults() (Options, error) {
 	if o.Durability == DurabilityDefault {
-		o.Durability = EverySecond
+		o.Durability = DefaultDurability
 	}
 	if o.Durability > Always {
 		return o, fmt.Errorf("persist: %w: Durability %d", ErrInvalidConfig, o.Durability)
