@@ -113,9 +113,11 @@ type LogWriter struct {
 	j Journal // the space's log side, given to Replay or Resume
 	p Cursor  // the journal reader, from j.Attach
 
-	mu        sync.Mutex  // serialises log writes and snapshots
-	caches    []cacheInfo // by cache id (Record.Cache): what info found
-	sinceSnap int64       // log bytes written since the last snapshot
+	mu        sync.Mutex         // serialises log writes and snapshots
+	caches    []cacheInfo        // by cache id (Record.Cache): what info found
+	rs        *runState          // the run read is counting for (under mu)
+	logRec    func(Record) error // logRecord, made once (see read)
+	sinceSnap int64              // log bytes written since the last snapshot
 	closed    bool
 	settleT   *time.Timer // settles the checkpoint settleAfter after the last sync
 	settling  sync.Mutex  // held by settle; Close takes it before mu
@@ -745,22 +747,32 @@ func (m *LogWriter) run(ctx context.Context, rs *runState) error {
 func (m *LogWriter) read(rs *runState) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.p.Read(4096, func(r Record) error {
-		name, dur := m.info(r.Cache)
-		key, exp, rdur := r.Key, r.ExpireAt, uint8(0)
-		if r.Op == OpDefine {
-			d, _ := m.j.Define(r.Cache)
-			key, exp, rdur = nil, int64(d.Expire), uint8(d.Durability)
-		}
-		m.log.add(uint8(r.Op), rdur, name, key, r.Value, exp)
-		switch dur {
-		case Always:
-			rs.always++
-		case EverySecond:
-			rs.needSecond = true
-		}
-		return nil
-	})
+	if m.logRec == nil {
+		// Made once: a func passed through the Cursor interface escapes,
+		// and a literal here would cost an allocation per batch.
+		m.logRec = m.logRecord
+	}
+	m.rs = rs
+	return m.p.Read(4096, m.logRec)
+}
+
+// logRecord appends one journal record to the log's buffer and counts it in
+// m.rs (read's). Called with m.mu held.
+func (m *LogWriter) logRecord(r Record) error {
+	name, dur := m.info(r.Cache)
+	key, exp, rdur := r.Key, r.ExpireAt, uint8(0)
+	if r.Op == OpDefine {
+		d, _ := m.j.Define(r.Cache)
+		key, exp, rdur = nil, int64(d.Expire), uint8(d.Durability)
+	}
+	m.log.add(uint8(r.Op), rdur, name, key, r.Value, exp)
+	switch dur {
+	case Always:
+		m.rs.always++
+	case EverySecond:
+		m.rs.needSecond = true
+	}
+	return nil
 }
 
 // groupWait bounds how long a group commit waits for the Always writers of
