@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cluster2/cluster2/internal/xtime"
 )
 
 // writerSleep bounds one futex sleep of an Always writer: it then checks
@@ -66,11 +68,7 @@ func (c *Cache) awaitDurable(ctx context.Context, jend uint64) error {
 			return fmt.Errorf("%w: no log writer", ErrNotDurable)
 		}
 		j.pev.Wake() // the log writer batches others' writes: ask it to go now
-		sleep := writerSleep
-		if dl, ok := ctx.Deadline(); ok {
-			sleep = max(min(sleep, time.Until(dl)), 0)
-		}
-		timedOut := c.sp.durWait.wait(ctx, j, jend, sleep)
+		timedOut := c.sp.durWait.wait(ctx, j, jend, xtime.Bound(ctx, writerSleep))
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("%w: %w", ErrNotDurable, err)
 		}

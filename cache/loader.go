@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/internal/order"
+	"github.com/cluster2/cluster2/internal/xtime"
 )
 
 // load runs the loader-once protocol for a Get that missed (see the package
@@ -65,11 +66,7 @@ func (c *Cache) load(ctx context.Context, key string, loader Loader) ([]byte, er
 		// Announce before unlocking: the loader's store and Wake come after.
 		tk := sh.h.ev.Prepare()
 		sp.unlock(sh)
-		sleep := bound
-		if dl, ok := ctx.Deadline(); ok {
-			sleep = max(min(sleep, time.Until(dl)), 0)
-		}
-		timedOut = sh.h.ev.Sleep(tk, sleep) != nil
+		timedOut = sh.h.ev.Sleep(tk, xtime.Bound(ctx, bound)) != nil
 		waited = true
 		bound = min(bound*2, loaderPollMax)
 	}

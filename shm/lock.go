@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/internal/nocopy"
+	"github.com/cluster2/cluster2/internal/xtime"
 )
 
 // LockSize is the size of a Lock in the arena.
@@ -142,10 +143,7 @@ func (l *Lock) lockSlow(ctx context.Context, p *Proc) (bool, error) {
 			}
 			w |= lockWaiters
 		}
-		sleep := nextCheck.Sub(now)
-		if dl, ok := ctx.Deadline(); ok && dl.Sub(now) < sleep {
-			sleep = max(dl.Sub(now), 0)
-		}
+		sleep := xtime.Bound(ctx, nextCheck.Sub(now))
 		if err := FutexWait(&l.word, w, sleep); err != nil && !errors.Is(err, ErrTimeout) {
 			return false, err
 		}

@@ -15,5 +15,5 @@
 // stay selects of their own.
 //
 // The package imports only the standard library, so the lowest packages
-// (ring) may use it; it is internal: users do not call it.
+// (shm, ring) may use it; it is internal: users do not call it.
 package xtime
