@@ -1,10 +1,10 @@
 package cluster2
 
 // lifecycle is the master's one path for lifecycle events (Event): the
-// master's Config.OnEvent and the monitor's marks (monitor.Options.OnEvent,
-// EventMarkUp and EventMarkDown) both deliver here, and deliver hands each
-// event to these subscribers, in this order, on the caller's goroutine (none
-// of them blocks):
+// master's events (master.Config.OnEvent) and the ECV's marks
+// (monitor.Options.OnEvent: EventMarkUp, EventMarkDown) both come to
+// deliver, which hands each event to these subscribers, in this order, on
+// the caller's goroutine (none of them blocks):
 //
 //  1. the emitter (emitterRuntime.event): arms a forked worker's rings,
 //     drops a dead one's, then queues the event's publication to every
