@@ -15,11 +15,12 @@ import (
 	"time"
 
 	cluster2 "github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/internal/clustertest"
 )
 
 func TestTwoWorkersServe(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2")
-	ws := tc.workers()
+	tc := startCluster(t, clustertest.EnvWorkers+"=2")
+	ws := tc.Workers()
 	if len(ws) != 2 {
 		t.Fatalf("got %d workers; want 2: %+v", len(ws), ws)
 	}
@@ -30,10 +31,10 @@ func TestTwoWorkersServe(t *testing.T) {
 		}
 		want[w.Pid] = true
 	}
-	if !tc.servedByAll(want) {
+	if !tc.ServedByAll(want) {
 		t.Fatalf("requests were not served by both workers")
 	}
-	r, err := tc.get("/")
+	r, err := tc.Get("/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func TestListenBusyPort(t *testing.T) {
 	}
 	defer ln.Close()
 	_, err = cluster2.Listen(context.Background(), cluster2.Config{
-		Workers: 1, Addr: ln.Addr().String(), Handler: testHandler(), NoSignals: true})
+		Workers: 1, Addr: ln.Addr().String(), Handler: clustertest.Handler(), NoSignals: true})
 	if !errors.Is(err, syscall.EADDRINUSE) {
 		t.Fatalf("Listen on a busy port: got %v; want an error wrapping EADDRINUSE", err)
 	}
@@ -64,7 +65,7 @@ func TestListenBusyMonitorPort(t *testing.T) {
 	}
 	defer ln.Close()
 	c, err := cluster2.Listen(context.Background(), cluster2.Config{
-		Workers: 1, Addr: "127.0.0.1:0", MonitorAddr: ln.Addr().String(), Handler: testHandler(), NoSignals: true})
+		Workers: 1, Addr: "127.0.0.1:0", MonitorAddr: ln.Addr().String(), Handler: clustertest.Handler(), NoSignals: true})
 	if !errors.Is(err, syscall.EADDRINUSE) || c != nil {
 		t.Fatalf("Listen with a busy monitor port: got %v, %v; want an error wrapping EADDRINUSE", c, err)
 	}
@@ -77,25 +78,25 @@ func TestConfigValidation(t *testing.T) {
 		field string
 	}{
 		{"no handler", cluster2.Config{}, "Handler"},
-		{"negative workers", cluster2.Config{Handler: testHandler(), Workers: -1}, "Workers"},
-		{"bad cache mode", cluster2.Config{Handler: testHandler(), Cache: cluster2.CacheConfig{Mode: "x"}}, "Cache.Mode"},
-		{"small arena", cluster2.Config{Handler: testHandler(), ArenaSize: 10}, "ArenaSize"},
-		{"nanny below heartbeat", cluster2.Config{Handler: testHandler(), NannyTolerance: time.Second}, "NannyTolerance"},
+		{"negative workers", cluster2.Config{Handler: clustertest.Handler(), Workers: -1}, "Workers"},
+		{"bad cache mode", cluster2.Config{Handler: clustertest.Handler(), Cache: cluster2.CacheConfig{Mode: "x"}}, "Cache.Mode"},
+		{"small arena", cluster2.Config{Handler: clustertest.Handler(), ArenaSize: 10}, "ArenaSize"},
+		{"nanny below heartbeat", cluster2.Config{Handler: clustertest.Handler(), NannyTolerance: time.Second}, "NannyTolerance"},
 	} {
 		err := tt.cfg.Validate()
 		if !errors.Is(err, cluster2.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.field) {
 			t.Errorf("%s: Validate() = %v; want ErrInvalidConfig naming %s", tt.name, err, tt.field)
 		}
 	}
-	if err := (cluster2.Config{Handler: testHandler()}).Validate(); err != nil {
+	if err := (cluster2.Config{Handler: clustertest.Handler()}).Validate(); err != nil {
 		t.Errorf("zero Config with a Handler: %v; want valid", err)
 	}
 }
 
 func TestShutdownAndPidFiles(t *testing.T) {
 	dir := t.TempDir()
-	tc := startCluster(t, envWorkers+"=2", envPidDir+"="+dir)
-	pids := tc.activePids()
+	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvPidDir+"="+dir)
+	pids := tc.ActivePids()
 	files := func() []string {
 		es, _ := os.ReadDir(dir)
 		var names []string
@@ -104,7 +105,7 @@ func TestShutdownAndPidFiles(t *testing.T) {
 		}
 		return names
 	}
-	want := []string{"master." + strconv.Itoa(tc.cmd.Process.Pid) + ".pid"}
+	want := []string{"master." + strconv.Itoa(tc.Cmd.Process.Pid) + ".pid"}
 	for pid := range pids {
 		want = append(want, "worker."+strconv.Itoa(pid)+".pid")
 	}
@@ -112,14 +113,14 @@ func TestShutdownAndPidFiles(t *testing.T) {
 	if got := files(); !slices.Equal(got, want) {
 		t.Fatalf("pid files %v; want %v", got, want)
 	}
-	if err := tc.control("/shutdown", nil); err != nil {
+	if err := tc.Control("/shutdown", nil); err != nil {
 		t.Fatal(err)
 	}
-	if !tc.waitExit(30 * time.Second) {
+	if !tc.WaitExit(30 * time.Second) {
 		t.Fatalf("master still running after Shutdown")
 	}
 	for pid := range pids {
-		if alive(pid) {
+		if clustertest.Alive(pid) {
 			t.Errorf("worker %d alive after Shutdown", pid)
 		}
 	}
@@ -129,14 +130,14 @@ func TestShutdownAndPidFiles(t *testing.T) {
 }
 
 func TestNewServerServesTLS(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2", envTLS+"=1")
+	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvTLS+"=1")
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
-	r, err := getWith(&http.Client{Transport: tr, Timeout: 10 * time.Second}, "https://"+tc.addr+"/")
+	r, err := clustertest.Get(&http.Client{Transport: tr, Timeout: 10 * time.Second}, "https://"+tc.Addr+"/")
 	if err != nil {
 		t.Fatalf("GET over TLS: %v", err)
 	}
-	if !tc.activePids()[r.Pid] {
+	if !tc.ActivePids()[r.Pid] {
 		t.Fatalf("served by pid %d; want a worker", r.Pid)
 	}
 }

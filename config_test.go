@@ -9,6 +9,7 @@ import (
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/emitter"
+	"github.com/cluster2/cluster2/internal/clustertest"
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/monitor"
 	"github.com/cluster2/cluster2/persist"
@@ -41,8 +42,8 @@ func TestOneInvalidConfigError(t *testing.T) {
 		layer, field string
 		do           func() error
 	}{
-		{"cluster2", "Cache.Mode", cluster2.Config{Handler: testHandler(), Cache: cluster2.CacheConfig{Mode: "x"}}.Validate},
-		{"master", "Workers", cluster2.Config{Handler: testHandler(), Workers: 1001}.Validate},
+		{"cluster2", "Cache.Mode", cluster2.Config{Handler: clustertest.Handler(), Cache: cluster2.CacheConfig{Mode: "x"}}.Validate},
+		{"master", "Workers", cluster2.Config{Handler: clustertest.Handler(), Workers: 1001}.Validate},
 		{"master", "Listener", func() error { _, err := master.Start(ctx, master.Config{}); return err }},
 		{"shm", "Size", func() error { _, err := shm.Create(shm.Options{Size: 10}); return err }},
 		{"ring", "capacity", func() error { _, err := ring.Init(a, 0, 3); return err }},
@@ -105,7 +106,7 @@ func TestDefaultConfigIsTheOwnersDefaults(t *testing.T) {
 			t.Errorf("DefaultConfig().String() = %q; want it to contain %q", s, want)
 		}
 	}
-	if err := (cluster2.Config{Handler: testHandler()}).Validate(); err != nil {
+	if err := (cluster2.Config{Handler: clustertest.Handler()}).Validate(); err != nil {
 		t.Errorf("zero Config with a Handler: Validate() = %v; want nil", err)
 	}
 }

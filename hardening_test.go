@@ -2,7 +2,6 @@ package cluster2_test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,13 +12,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	cluster2 "github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/internal/clustertest"
 	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
@@ -28,26 +26,26 @@ import (
 // keeps the slot, says so (Respawning, "respawn-failure" events) and fills
 // it once descriptors are free again.
 func TestFailedRespawnIsRetried(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2", envNoFile+"=256")
-	victim := tc.anyActive()
+	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvNoFile+"=256")
+	victim := tc.AnyActive()
 	// One descriptor left: enough for the control server's connection
 	// (kept alive by the test's client), not for a spawn (/dev/null for
 	// stdin, the exec status pipe, the child's pidfd), even with the dead
 	// worker's pidfd back.
-	if err := tc.control("/exhaust?leave=1", nil); err != nil {
+	if err := tc.Control("/exhaust?leave=1", nil); err != nil {
 		t.Fatal(err)
 	}
 	freed := false
 	defer func() {
 		if !freed {
-			tc.control("/free", nil)
+			tc.Control("/free", nil)
 		}
 	}()
 	syscall.Kill(victim, syscall.SIGKILL)
 	var pending []cluster2.Respawn
 	if !xtesting.Eventually(wait, func() bool {
 		pending = nil
-		return tc.control("/respawning", &pending) == nil && len(pending) == 1 && pending[0].Attempts >= 2
+		return tc.Control("/respawning", &pending) == nil && len(pending) == 1 && pending[0].Attempts >= 2
 	}) {
 		t.Fatalf("no respawn retried while out of descriptors: respawning %+v, events %v", pending, tc.events())
 	}
@@ -57,30 +55,19 @@ func TestFailedRespawnIsRetried(t *testing.T) {
 	if !hasSuffix(tc.events(), "respawn-failure") {
 		t.Errorf("events %v; want respawn-failure", tc.events())
 	}
-	if err := tc.control("/free", nil); err != nil {
+	if err := tc.Control("/free", nil); err != nil {
 		t.Fatal(err)
 	}
 	freed = true
 	if !xtesting.Eventually(wait, func() bool {
-		now := tc.activePids()
+		now := tc.ActivePids()
 		return len(now) == 2 && !now[victim]
 	}) {
-		t.Fatalf("slot not refilled after descriptors were freed: workers %+v, respawning %+v", tc.workers(), pending)
+		t.Fatalf("slot not refilled after descriptors were freed: workers %+v, respawning %+v", tc.Workers(), pending)
 	}
-	if err := tc.control("/respawning", &pending); err != nil || len(pending) != 0 {
+	if err := tc.Control("/respawning", &pending); err != nil || len(pending) != 0 {
 		t.Errorf("respawning %+v (%v) once the slot is filled; want none", pending, err)
 	}
-}
-
-// rawConn dials the cluster and returns the connection with a reader.
-func (tc *testCluster) rawConn() (net.Conn, *bufio.Reader) {
-	tc.t.Helper()
-	c, err := net.Dial("tcp", tc.addr)
-	if err != nil {
-		tc.t.Fatal(err)
-	}
-	tc.t.Cleanup(func() { c.Close() })
-	return c, bufio.NewReader(c)
 }
 
 // closedWithin reports whether the server closed c (EOF or reset on read)
@@ -99,8 +86,8 @@ func closedWithin(c net.Conn, r *bufio.Reader, d time.Duration) bool {
 // slow bodies and oversized headers are cut by the workers' limits (short
 // ones here; production defaults in ServerConfig).
 func TestIdleAndSlowClientsAreCut(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=1", envIdle+"=500ms", envHeaderTO+"=500ms", envBodyTO+"=500ms",
-		envMaxHeader+"=4096")
+	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvIdle+"=500ms", clustertest.EnvHeaderTO+"=500ms", clustertest.EnvBodyTO+"=500ms",
+		clustertest.EnvMaxHeader+"=4096")
 	t.Run("idle-keep-alive", func(t *testing.T) {
 		c, r := tc.rawConn()
 		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -170,11 +157,11 @@ func TestIdleAndSlowClientsAreCut(t *testing.T) {
 	// A body read in time is still served, and a handler that runs longer
 	// than the body deadline after reading its body is not cut.
 	t.Run("body-in-time", func(t *testing.T) {
-		resp, err := http.DefaultClient.Do(mustRequest(t, "PUT", "http://"+tc.addr+"/put", strings.NewReader("hello")))
+		resp, err := http.DefaultClient.Do(mustRequest(t, "PUT", "http://"+tc.Addr+"/put", strings.NewReader("hello")))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var rep reply
+		var rep clustertest.Reply
 		json.NewDecoder(resp.Body).Decode(&rep)
 		resp.Body.Close()
 		if resp.StatusCode != 200 || rep.Bytes != 5 {
@@ -196,8 +183,8 @@ func mustRequest(t *testing.T, method, url string, body io.Reader) *http.Request
 // nanny, and then killed after a short grace (it cannot drain: no
 // heartbeat, no acknowledgement), not after 2 × ReplaceTimeout (2 min here).
 func TestStoppedWorkerIsKilledAfterGrace(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=1", envNanny+"=1s", envReplaceTO+"=60s")
-	p := tc.anyActive()
+	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvNanny+"=1s", clustertest.EnvReplaceTO+"=60s")
+	p := tc.AnyActive()
 	// A keep-alive connection to it, open while it is stopped.
 	c, r := tc.rawConn()
 	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -223,55 +210,9 @@ func TestStoppedWorkerIsKilledAfterGrace(t *testing.T) {
 	if !closedWithin(c, r, 5*time.Second) {
 		t.Errorf("the stopped worker's keep-alive connection still open after it was killed")
 	}
-	if seen := tc.seenPids(5); seen[p] != 0 || len(seen) != 1 {
+	if seen := tc.SeenPids(5); seen[p] != 0 || len(seen) != 1 {
 		t.Errorf("served by %v; want the successor only", seen)
 	}
-}
-
-// putLoad runs clients keep-alive PUT loops (each on one connection at a
-// time) until stop is closed.
-func putLoad(tc *testCluster, clients int, stop <-chan struct{}) (done, failed *atomic.Int64, errs *[]string, wg *sync.WaitGroup) {
-	done, failed, errs, wg = new(atomic.Int64), new(atomic.Int64), new([]string), new(sync.WaitGroup)
-	var mu sync.Mutex
-	body := bytes.Repeat([]byte("v"), 256)
-	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tr := &http.Transport{MaxIdleConnsPerHost: 1}
-			defer tr.CloseIdleConnections()
-			c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				// bytes.Reader: GetBody is set, but PUT is not replayed by
-				// net/http's transport (not an idempotent method to it).
-				req, _ := http.NewRequest("PUT", "http://"+tc.addr+"/put", bytes.NewReader(body))
-				resp, err := c.Do(req)
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				if err != nil {
-					failed.Add(1)
-					mu.Lock()
-					if len(*errs) < 5 {
-						*errs = append(*errs, err.Error())
-					}
-					mu.Unlock()
-				} else {
-					done.Add(1)
-				}
-			}
-		}()
-	}
-	return
 }
 
 // TestRollingRestartsResetNoKeepAlivePUT: keep-alive PUTs (which no client
@@ -286,11 +227,11 @@ func TestRollingRestartsResetNoKeepAlivePUT(t *testing.T) {
 	} else if testing.Short() {
 		dur = 4 * time.Second
 	}
-	tc := startCluster(t, envWorkers+"=2")
+	tc := startCluster(t, clustertest.EnvWorkers+"=2")
 	stop := make(chan struct{})
-	done, failed, errs, wg := putLoad(tc, 8, stop)
+	n, wg := tc.PutLoad(8, stop)
 	for end := time.Now().Add(dur); time.Now().Before(end); restarts++ {
-		if err := tc.control("/rolling", nil); err != nil {
+		if err := tc.Control("/rolling", nil); err != nil {
 			close(stop)
 			wg.Wait()
 			t.Fatalf("rolling restart %d: %v", restarts, err)
@@ -299,12 +240,12 @@ func TestRollingRestartsResetNoKeepAlivePUT(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	t.Logf("%d rolling restarts (%d replacements) in %v: %d keep-alive PUTs, %d failed",
-		restarts, 2*restarts, dur, done.Load(), failed.Load())
-	if failed.Load() != 0 {
+		restarts, 2*restarts, dur, n.Done.Load(), n.Failed.Load())
+	if n.Failed.Load() != 0 {
 		t.Errorf("%d failed keep-alive PUTs across %d rolling restarts; want 0; first: %s",
-			failed.Load(), restarts, strings.Join(*errs, " | "))
+			n.Failed.Load(), restarts, strings.Join(n.Errs(), " | "))
 	}
-	if done.Load() == 0 {
+	if n.Done.Load() == 0 {
 		t.Errorf("no PUT served")
 	}
 }
@@ -319,14 +260,14 @@ func TestPausesResetNoKeepAlivePUT(t *testing.T) {
 	if os.Getenv("CLUSTER2_SOAK") != "" {
 		dur = 60 * time.Second
 	}
-	tc := startCluster(t, envWorkers+"=2")
-	pid := tc.workers()[0].Pid
+	tc := startCluster(t, clustertest.EnvWorkers+"=2")
+	pid := tc.Workers()[0].Pid
 	stop := make(chan struct{})
-	done, failed, errs, wg := putLoad(tc, 8, stop)
+	n, wg := tc.PutLoad(8, stop)
 	pauses := 0
 	for end := time.Now().Add(dur); time.Now().Before(end); pauses++ {
 		for _, op := range []string{"/pause", "/resume"} {
-			if err := tc.control(op+"?pid="+strconv.Itoa(pid), nil); err != nil {
+			if err := tc.Control(op+"?pid="+strconv.Itoa(pid), nil); err != nil {
 				close(stop)
 				wg.Wait()
 				t.Fatalf("%s %d: %v", op, pauses, err)
@@ -336,12 +277,12 @@ func TestPausesResetNoKeepAlivePUT(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	t.Logf("%d pauses and resumes in %v: %d keep-alive PUTs, %d failed", pauses, dur, done.Load(), failed.Load())
-	if failed.Load() != 0 {
+	t.Logf("%d pauses and resumes in %v: %d keep-alive PUTs, %d failed", pauses, dur, n.Done.Load(), n.Failed.Load())
+	if n.Failed.Load() != 0 {
 		t.Errorf("%d failed keep-alive PUTs across %d pauses; want 0; first: %s",
-			failed.Load(), pauses, strings.Join(*errs, " | "))
+			n.Failed.Load(), pauses, strings.Join(n.Errs(), " | "))
 	}
-	if done.Load() == 0 {
+	if n.Done.Load() == 0 {
 		t.Errorf("no PUT served")
 	}
 }
@@ -352,8 +293,8 @@ func TestCurrentRoleInWorker(t *testing.T) {
 	if r := cluster2.CurrentRole(); r != cluster2.Master {
 		t.Fatalf("CurrentRole in the test process = %v; want master", r)
 	}
-	tc := startCluster(t, envWorkers+"=1")
-	r, err := tc.get("/")
+	tc := startCluster(t, clustertest.EnvWorkers+"=1")
+	r, err := tc.Get("/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,9 +308,9 @@ func TestCurrentRoleInWorker(t *testing.T) {
 // warm-up (the master's watcher sees only a worker's latest state).
 func TestStartEventsInOrder(t *testing.T) {
 	// Without a WarmUp a worker passes warming and warmed in microseconds.
-	tc := startCluster(t, envWorkers+"=2", envNoWarmUp+"=1")
+	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvNoWarmUp+"=1")
 	for range 3 {
-		if err := tc.control("/rolling", nil); err != nil {
+		if err := tc.Control("/rolling", nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -399,16 +340,15 @@ func TestStartEventsInOrder(t *testing.T) {
 // failed, in the worker's own words: WarmUp's error, or ConfigureApp's.
 func TestStartFailureCarriesReason(t *testing.T) {
 	for _, tt := range []struct{ env, want string }{
-		{envWarmFail, "warm-up told to fail"},
-		{envConfFail, "configure told to fail"},
+		{clustertest.EnvWarmFail, "warm-up told to fail"},
+		{clustertest.EnvConfFail, "configure told to fail"},
 	} {
 		t.Run(tt.env, func(t *testing.T) {
 			flag := filepath.Join(t.TempDir(), "fail")
 			os.WriteFile(flag, nil, 0o644)
-			cmd := xtesting.Command(t, "cluster", nil, envWorkers+"=1", tt.env+"="+flag, envRetries+"=-1")
-			out, _ := cmd.Output()
+			out := clustertest.Run(t, wait, "cluster", clustertest.EnvWorkers+"=1", tt.env+"="+flag, clustertest.EnvRetries+"=-1").Stdout
 			var line string
-			for _, l := range strings.Split(string(out), "\n") {
+			for _, l := range strings.Split(out, "\n") {
 				if strings.Contains(l, "initial worker failed") { // the master's; a worker prints its own
 					line = l
 				}
@@ -423,8 +363,8 @@ func TestStartFailureCarriesReason(t *testing.T) {
 // TestAgentAddrReadBack: the agent-check responder's address (port 0 asked)
 // can be read back, and answers there.
 func TestAgentAddrReadBack(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=1", envAgent+"=127.0.0.1:0")
-	resp, err := http.Get("http://" + tc.ctl + "/agent")
+	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvAgent+"=127.0.0.1:0")
+	resp, err := http.Get("http://" + tc.Ctl + "/agent")
 	if err != nil {
 		t.Fatal(err)
 	}

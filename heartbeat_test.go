@@ -6,19 +6,20 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/cluster2/cluster2/internal/clustertest"
 	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
 func TestHeartbeatsReachTheMaster(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2", envHeartbeat+"=100ms")
+	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvHeartbeat+"=100ms")
 	for range 50 {
-		if _, err := tc.get("/"); err != nil {
+		if _, err := tc.Get("/"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	ok := xtesting.Eventually(wait, func() bool {
 		var total uint64
-		for _, w := range tc.workers() {
+		for _, w := range tc.Workers() {
 			h := w.Heartbeat
 			if h.Pid != w.Pid || h.Slot != w.Slot || h.RSS == 0 || h.Goroutines == 0 || h.Uptime <= 0 || h.Cycle <= 0 {
 				return false
@@ -28,18 +29,18 @@ func TestHeartbeatsReachTheMaster(t *testing.T) {
 		return total >= 50
 	})
 	if !ok {
-		t.Fatalf("heartbeats incomplete: %+v", tc.workers())
+		t.Fatalf("heartbeats incomplete: %+v", tc.Workers())
 	}
 }
 
 func TestMemoryLimitReplacesWorker(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=1", envMemLimit+"=1", envHeartbeat+"=100ms")
-	p := tc.anyActive()
-	ok := xtesting.Eventually(wait, func() bool { return !alive(p) })
+	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvMemLimit+"=1", clustertest.EnvHeartbeat+"=100ms")
+	p := tc.AnyActive()
+	ok := xtesting.Eventually(wait, func() bool { return !clustertest.Alive(p) })
 	if !ok {
 		t.Fatalf("worker %d over a 1-byte memory limit was not replaced", p)
 	}
-	if _, err := tc.get("/"); err != nil {
+	if _, err := tc.Get("/"); err != nil {
 		t.Fatalf("cluster not serving after a memory-limit replacement: %v", err)
 	}
 }
@@ -48,12 +49,12 @@ func TestMemoryLimitReplacesWorker(t *testing.T) {
 // heartbeats, so the nanny replaces it; the stopped process cannot drain, so
 // the death queue escalates to SIGKILL.
 func TestNannyReplacesSilentWorker(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2", envHeartbeat+"=100ms", envNanny+"=500ms", envReplaceTO+"=500ms")
-	p := tc.anyActive()
+	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvHeartbeat+"=100ms", clustertest.EnvNanny+"=500ms", clustertest.EnvReplaceTO+"=500ms")
+	p := tc.AnyActive()
 	syscall.Kill(p, syscall.SIGSTOP)
-	ok := xtesting.Eventually(wait, func() bool { return !alive(p) && len(tc.activePids()) == 2 })
+	ok := xtesting.Eventually(wait, func() bool { return !clustertest.Alive(p) && len(tc.ActivePids()) == 2 })
 	if !ok {
-		t.Fatalf("silent worker %d not replaced: %+v", p, tc.workers())
+		t.Fatalf("silent worker %d not replaced: %+v", p, tc.Workers())
 	}
 	ev := strings.Join(tc.events(), " ")
 	if !strings.Contains(ev, "worker-"+strconv.Itoa(p)+"-old") {

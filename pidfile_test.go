@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/clustertest"
 	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
@@ -33,18 +34,18 @@ func pidFiles(t *testing.T, dir string) []string {
 // PidDir removes those (their pids are dead) and keeps a live pid's.
 func TestKill9PidFilesRemovedAtNextStart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "pids")
-	tc := startCluster(t, envWorkers+"=2", envPidDir+"="+dir)
-	old := []int{tc.cmd.Process.Pid}
-	for pid := range tc.activePids() {
+	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvPidDir+"="+dir)
+	old := []int{tc.Cmd.Process.Pid}
+	for pid := range tc.ActivePids() {
 		old = append(old, pid)
 	}
 	before := pidFiles(t, dir)
 	if len(before) != 3 {
 		t.Fatalf("pid files %v; want the master's and 2 workers'", before)
 	}
-	tc.cmd.Process.Signal(syscall.SIGKILL)
+	tc.Cmd.Process.Signal(syscall.SIGKILL)
 	if !xtesting.Eventually(15*time.Second, func() bool {
-		return !slices.ContainsFunc(old, alive)
+		return !slices.ContainsFunc(old, clustertest.Alive)
 	}) {
 		t.Fatalf("the killed cluster's processes %v still run", old)
 	}
@@ -62,9 +63,9 @@ func TestKill9PidFilesRemovedAtNextStart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	tc2 := startCluster(t, envWorkers+"=2", envPidDir+"="+dir)
-	want := []string{live, "master." + strconv.Itoa(tc2.cmd.Process.Pid) + ".pid"}
-	for pid := range tc2.activePids() {
+	tc2 := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvPidDir+"="+dir)
+	want := []string{live, "master." + strconv.Itoa(tc2.Cmd.Process.Pid) + ".pid"}
+	for pid := range tc2.ActivePids() {
 		want = append(want, "worker."+strconv.Itoa(pid)+".pid")
 	}
 	slices.Sort(want)
@@ -87,20 +88,11 @@ func TestListenRefusesUnsafePidDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(dir, 0o777) // whatever the umask
-	cmd := xtesting.Command(t, "cluster", nil, envWorkers+"=1", envPidDir+"="+dir)
-	done := make(chan struct{})
-	var out []byte
-	var err error
-	go func() { out, err = cmd.Output(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("the master neither failed nor exited within 20 s")
-	}
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 ||
-		!strings.Contains(string(out), "LISTEN-ERROR master: unsafe or unusable pid directory") ||
-		!strings.Contains(string(out), "mode 0777") {
-		t.Fatalf("master with a 0777 PidDir: %v, output %q; want LISTEN-ERROR with master.ErrPidDir naming the mode", err, out)
+	r := clustertest.Run(t, 20*time.Second, "cluster", clustertest.EnvWorkers+"=1", clustertest.EnvPidDir+"="+dir)
+	if r.Code != 3 ||
+		!strings.Contains(r.Stdout, "LISTEN-ERROR master: unsafe or unusable pid directory") ||
+		!strings.Contains(r.Stdout, "mode 0777") {
+		t.Fatalf("master with a 0777 PidDir: exit %d, output %q; want LISTEN-ERROR with master.ErrPidDir naming the mode", r.Code, r.Stdout)
 	}
 	if got := pidFiles(t, dir); len(got) != 0 {
 		t.Errorf("files written in the refused PidDir: %v", got)

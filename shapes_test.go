@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/clustertest"
 	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
@@ -37,10 +38,10 @@ func getText(t *testing.T, url string) string {
 // names and nanoseconds; and every status the runtime registers in the
 // master and the workers is documented in package status's doc.
 func TestOneHeartbeatShapeAndDocumentedStatuses(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2", envHeartbeat+"=100ms")
+	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvHeartbeat+"=100ms")
 	var event string
 	if !xtesting.Eventually(wait, func() bool {
-		event = getText(t, "http://"+tc.ctl+"/heartbeat-event")
+		event = getText(t, "http://"+tc.Ctl+"/heartbeat-event")
 		return event != ""
 	}) {
 		t.Fatalf("no heartbeat event reached the master's listener")
@@ -55,11 +56,11 @@ func TestOneHeartbeatShapeAndDocumentedStatuses(t *testing.T) {
 		t.Fatalf("heartbeat event %s: no \"pid\"; want worker.Heartbeat's JSON form (camelCase, seconds)", event)
 	}
 	pid := int(pidF)
-	if !tc.activePids()[pid] {
+	if !tc.ActivePids()[pid] {
 		t.Fatalf("heartbeat event %s: pid %d is not a worker", event, pid)
 	}
 
-	mon := getText(t, "http://"+tc.ctl+"/monitor")
+	mon := getText(t, "http://"+tc.Ctl+"/monitor")
 	var st map[string]map[string]any
 	if err := json.Unmarshal([]byte(getText(t, "http://"+mon+"/status")), &st); err != nil {
 		t.Fatal(err)

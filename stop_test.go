@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cluster2/cluster2/internal/clustertest"
 )
 
 // TestStopKillsStoppedWorkerAfterGrace: a graceful stop with a SIGSTOPped
@@ -19,8 +21,8 @@ import (
 // (16 s seen under a full -race run) and still be right; waiting for the
 // StopTimeout is what is wrong.
 func TestStopKillsStoppedWorkerAfterGrace(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2", envStopTO+"=300s", envReplaceTO+"=60s")
-	pids := tc.activePids()
+	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvStopTO+"=300s", clustertest.EnvReplaceTO+"=60s")
+	pids := tc.ActivePids()
 	// A keep-alive connection: whoever serves it is the running worker, the
 	// other one is stopped.
 	c, r := tc.rawConn()
@@ -29,7 +31,7 @@ func TestStopKillsStoppedWorkerAfterGrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var first reply
+	var first clustertest.Reply
 	json.NewDecoder(resp.Body).Decode(&first)
 	resp.Body.Close()
 	stopped := 0
@@ -47,7 +49,7 @@ func TestStopKillsStoppedWorkerAfterGrace(t *testing.T) {
 	syscall.Kill(stopped, syscall.SIGSTOP)
 	defer syscall.Kill(stopped, syscall.SIGCONT)
 	start := time.Now()
-	tc.cmd.Process.Signal(syscall.SIGTERM)
+	tc.Cmd.Process.Signal(syscall.SIGTERM)
 	c.SetReadDeadline(time.Now().Add(120 * time.Second))
 	if resp, err := http.ReadResponse(r, nil); err != nil {
 		t.Errorf("request in flight on the running worker %d: %v; want served", first.Pid, err)
@@ -59,16 +61,16 @@ func TestStopKillsStoppedWorkerAfterGrace(t *testing.T) {
 			t.Errorf("request in flight on the running worker: status %d; want 200", resp.StatusCode)
 		}
 	}
-	if !tc.waitExit(150 * time.Second) {
+	if !tc.WaitExit(150 * time.Second) {
 		t.Fatalf("master still running %v after SIGTERM with a SIGSTOPped worker (StopTimeout 300 s)",
 			time.Since(start).Round(time.Millisecond))
 	}
 	t.Logf("stop took %v with worker %d SIGSTOPped", time.Since(start).Round(time.Millisecond), stopped)
-	if tc.cmd.ProcessState.ExitCode() != 0 {
-		t.Errorf("master exit: %v; want 0", tc.cmd.ProcessState)
+	if tc.Cmd.ProcessState.ExitCode() != 0 {
+		t.Errorf("master exit: %v; want 0", tc.Cmd.ProcessState)
 	}
 	for pid := range pids {
-		if alive(pid) {
+		if clustertest.Alive(pid) {
 			t.Errorf("worker %d still alive after the master stopped", pid)
 		}
 	}

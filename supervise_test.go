@@ -2,44 +2,41 @@ package cluster2_test
 
 import (
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/clustertest"
 	"github.com/cluster2/cluster2/internal/xtesting"
 	"github.com/cluster2/cluster2/shm"
 )
 
 // wait is the bound of every wait in these tests: long enough never to fail
 // on a slow machine, short enough to fail a hang.
-const wait = 30 * time.Second
 
 func TestKill9WorkerIsReplaced(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2")
-	victim := tc.anyActive()
+	tc := startCluster(t, clustertest.EnvWorkers+"=2")
+	victim := tc.AnyActive()
 	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	ok := xtesting.Eventually(wait, func() bool {
-		now := tc.activePids()
+		now := tc.ActivePids()
 		return len(now) == 2 && !now[victim]
 	})
 	if !ok {
-		t.Fatalf("killed worker %d not replaced: workers %+v", victim, tc.workers())
+		t.Fatalf("killed worker %d not replaced: workers %+v", victim, tc.Workers())
 	}
 	// The cluster keeps serving, from the new worker too.
-	if !tc.servedByAll(tc.activePids()) {
+	if !tc.ServedByAll(tc.ActivePids()) {
 		t.Fatalf("the cluster does not serve from both workers after the replacement")
 	}
-	if r, _ := tc.get("/"); !r.Nonblock {
+	if r, _ := tc.Get("/"); !r.Nonblock {
 		t.Errorf("shared socket in blocking mode after a respawn")
 	}
 	if ev := tc.events(); !slices.Contains(ev, "worker-"+strconv.Itoa(victim)+"-died") {
@@ -48,10 +45,10 @@ func TestKill9WorkerIsReplaced(t *testing.T) {
 	// The dead worker's arena slot was released (its locks with it): the
 	// process table holds the master and the live workers only.
 	var slots []shm.SlotInfo
-	if err := tc.control("/slots", &slots); err != nil {
+	if err := tc.Control("/slots", &slots); err != nil {
 		t.Fatal(err)
 	}
-	live := tc.activePids()
+	live := tc.ActivePids()
 	for _, s := range slots {
 		if s.Pid == victim || (s.Slot != 0 && !live[s.Pid]) {
 			t.Errorf("arena slot %d held by pid %d; want the master or a live worker (%v)", s.Slot, s.Pid, live)
@@ -60,57 +57,57 @@ func TestKill9WorkerIsReplaced(t *testing.T) {
 }
 
 func TestSIGTERMStopsEveryProcess(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2", envStopTO+"=10s")
-	pids := tc.activePids()
+	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvStopTO+"=10s")
+	pids := tc.ActivePids()
 	// A request in flight when the stop begins is served to the end.
 	inflight := make(chan error, 1)
-	go func() { _, err := tc.get("/slow?ms=500"); inflight <- err }()
+	go func() { _, err := tc.Get("/slow?ms=500"); inflight <- err }()
 	time.Sleep(100 * time.Millisecond)
-	tc.cmd.Process.Signal(syscall.SIGTERM)
+	tc.Cmd.Process.Signal(syscall.SIGTERM)
 	if err := <-inflight; err != nil {
 		t.Errorf("request in flight during the stop: %v; want served", err)
 	}
-	if !tc.waitExit(15 * time.Second) {
+	if !tc.WaitExit(15 * time.Second) {
 		t.Fatalf("master still running 15 s after SIGTERM (StopTimeout 10 s)")
 	}
-	if tc.cmd.ProcessState.ExitCode() != 0 {
-		t.Errorf("master exit: %v; want 0", tc.cmd.ProcessState)
+	if tc.Cmd.ProcessState.ExitCode() != 0 {
+		t.Errorf("master exit: %v; want 0", tc.Cmd.ProcessState)
 	}
 	for pid := range pids {
-		if alive(pid) {
+		if clustertest.Alive(pid) {
 			t.Errorf("worker %d still alive after the master stopped", pid)
 		}
 	}
 }
 
 func TestSecondSignalStopsAtOnce(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=1", envStopTO+"=5m")
-	pids := tc.activePids()
+	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvStopTO+"=5m")
+	pids := tc.ActivePids()
 	// A request that would hold the graceful stop for a minute.
-	go tc.get("/slow?ms=60000")
+	go tc.Get("/slow?ms=60000")
 	time.Sleep(100 * time.Millisecond)
-	tc.cmd.Process.Signal(syscall.SIGTERM)
+	tc.Cmd.Process.Signal(syscall.SIGTERM)
 	time.Sleep(100 * time.Millisecond)
-	tc.cmd.Process.Signal(syscall.SIGINT)
-	if !tc.waitExit(wait) {
+	tc.Cmd.Process.Signal(syscall.SIGINT)
+	if !tc.WaitExit(wait) {
 		t.Fatalf("master still running after a second signal")
 	}
 	for pid := range pids {
-		if !xtesting.Eventually(wait, func() bool { return !alive(pid) }) {
+		if !xtesting.Eventually(wait, func() bool { return !clustertest.Alive(pid) }) {
 			t.Errorf("worker %d still alive", pid)
 		}
 	}
 }
 
 func TestMasterKilledWorkersExit(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2")
-	pids := tc.activePids()
+	tc := startCluster(t, clustertest.EnvWorkers+"=2")
+	pids := tc.ActivePids()
 	start := time.Now()
-	tc.cmd.Process.Signal(syscall.SIGKILL)
+	tc.Cmd.Process.Signal(syscall.SIGKILL)
 	// The design bound is one second; the wait allows for a loaded machine.
 	ok := xtesting.Eventually(10*time.Second, func() bool {
 		for pid := range pids {
-			if alive(pid) {
+			if clustertest.Alive(pid) {
 				return false
 			}
 		}
@@ -123,68 +120,34 @@ func TestMasterKilledWorkersExit(t *testing.T) {
 }
 
 func TestWorkerSIGTERMDrainsAndIsReplaced(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2")
-	victim := tc.anyActive()
+	tc := startCluster(t, clustertest.EnvWorkers+"=2")
+	victim := tc.AnyActive()
 	syscall.Kill(victim, syscall.SIGTERM)
 	ok := xtesting.Eventually(wait, func() bool {
-		now := tc.activePids()
-		return !alive(victim) && len(now) == 2 && !now[victim]
+		now := tc.ActivePids()
+		return !clustertest.Alive(victim) && len(now) == 2 && !now[victim]
 	})
 	if !ok {
-		t.Fatalf("worker %d did not exit and get replaced after SIGTERM: %+v", victim, tc.workers())
+		t.Fatalf("worker %d did not exit and get replaced after SIGTERM: %+v", victim, tc.Workers())
 	}
 }
 
 func TestPauseResume(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2")
-	p := tc.anyActive()
-	if err := tc.control("/pause?pid="+strconv.Itoa(p), nil); err != nil {
+	tc := startCluster(t, clustertest.EnvWorkers+"=2")
+	p := tc.AnyActive()
+	if err := tc.Control("/pause?pid="+strconv.Itoa(p), nil); err != nil {
 		t.Fatal(err)
 	}
-	if seen := tc.seenPids(30); seen[p] != 0 || len(seen) != 1 {
+	if seen := tc.SeenPids(30); seen[p] != 0 || len(seen) != 1 {
 		t.Fatalf("paused worker %d served: %v", p, seen)
 	}
-	if err := tc.control("/resume?pid="+strconv.Itoa(p), nil); err != nil {
+	if err := tc.Control("/resume?pid="+strconv.Itoa(p), nil); err != nil {
 		t.Fatal(err)
 	}
-	ok := xtesting.Eventually(wait, func() bool { return tc.seenPids(20)[p] > 0 })
+	ok := xtesting.Eventually(wait, func() bool { return tc.SeenPids(20)[p] > 0 })
 	if !ok {
 		t.Fatalf("resumed worker %d does not serve", p)
 	}
-}
-
-// load runs clients concurrent GET loops against the cluster until stop is
-// closed, and returns the requests done and failed (with the first errors).
-func load(tc *testCluster, clients int, keepAlive bool, stop <-chan struct{}) (done, failed *atomic.Int64, errs *[]string, wg *sync.WaitGroup) {
-	done, failed, errs, wg = new(atomic.Int64), new(atomic.Int64), new([]string), new(sync.WaitGroup)
-	var mu sync.Mutex
-	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tr := &http.Transport{DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: 1}
-			defer tr.CloseIdleConnections()
-			c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := getWith(c, "http://"+tc.addr+"/"); err != nil {
-					failed.Add(1)
-					mu.Lock()
-					if len(*errs) < 5 {
-						*errs = append(*errs, err.Error())
-					}
-					mu.Unlock()
-				} else {
-					done.Add(1)
-				}
-			}
-		}()
-	}
-	return
 }
 
 func TestRollingRestartUnderLoadLosesNothing(t *testing.T) {
@@ -194,18 +157,18 @@ func TestRollingRestartUnderLoadLosesNothing(t *testing.T) {
 			name = "keep-alive"
 		}
 		t.Run(name, func(t *testing.T) {
-			tc := startCluster(t, envWorkers+"=2")
-			masterPid := tc.cmd.Process.Pid
-			before := tc.activePids()
+			tc := startCluster(t, clustertest.EnvWorkers+"=2")
+			masterPid := tc.Cmd.Process.Pid
+			before := tc.ActivePids()
 			stop := make(chan struct{})
 			start := time.Now()
-			done, failed, errs, wg := load(tc, 16, keepAlive, stop)
+			n, wg := tc.Load(16, keepAlive, stop)
 			time.Sleep(time.Second)
-			tc.cmd.Process.Signal(syscall.SIGHUP)
+			tc.Cmd.Process.Signal(syscall.SIGHUP)
 			// Wait until every worker was replaced, then keep the load on
 			// (about 5 s of load in all).
 			ok := xtesting.Eventually(wait, func() bool {
-				now := tc.activePids()
+				now := tc.ActivePids()
 				if len(now) != 2 {
 					return false
 				}
@@ -220,16 +183,16 @@ func TestRollingRestartUnderLoadLosesNothing(t *testing.T) {
 			close(stop)
 			wg.Wait()
 			if !ok {
-				t.Fatalf("rolling restart did not replace %v: %+v", before, tc.workers())
+				t.Fatalf("rolling restart did not replace %v: %+v", before, tc.Workers())
 			}
-			t.Logf("%s: %d requests, %d failed during a rolling restart", name, done.Load(), failed.Load())
-			if failed.Load() != 0 {
-				t.Errorf("%d failed requests during the rolling restart; want 0; first: %s", failed.Load(), strings.Join(*errs, " | "))
+			t.Logf("%s: %d requests, %d failed during a rolling restart", name, n.Done.Load(), n.Failed.Load())
+			if n.Failed.Load() != 0 {
+				t.Errorf("%d failed requests during the rolling restart; want 0; first: %s", n.Failed.Load(), strings.Join(n.Errs(), " | "))
 			}
-			if tc.cmd.Process.Pid != masterPid || !alive(masterPid) {
+			if tc.Cmd.Process.Pid != masterPid || !clustertest.Alive(masterPid) {
 				t.Errorf("the master changed or died")
 			}
-			if r, err := tc.get("/"); err != nil || !r.Nonblock {
+			if r, err := tc.Get("/"); err != nil || !r.Nonblock {
 				t.Errorf("after the rolling restart: %v, shared socket non-blocking %v; want true", err, r.Nonblock)
 			}
 		})
@@ -237,51 +200,51 @@ func TestRollingRestartUnderLoadLosesNothing(t *testing.T) {
 }
 
 func TestSuccessorFailingWarmUpLeavesOldServing(t *testing.T) {
-	for _, how := range []string{envWarmFail, envWarmCrash} {
+	for _, how := range []string{clustertest.EnvWarmFail, clustertest.EnvWarmCrash} {
 		t.Run(how, func(t *testing.T) { testSuccessorFailing(t, how) })
 	}
 }
 
 func testSuccessorFailing(t *testing.T, how string) {
 	flag := filepath.Join(t.TempDir(), "fail")
-	tc := startCluster(t, envWorkers+"=1", how+"="+flag, envRetries+"=1")
+	tc := startCluster(t, clustertest.EnvWorkers+"=1", how+"="+flag, clustertest.EnvRetries+"=1")
 	p := tc.failReplacement(flag)
-	if n := tc.seenPids(10); n[p] != 10 {
+	if n := tc.SeenPids(10); n[p] != 10 {
 		t.Fatalf("requests served by %v; want all by the old worker %d", n, p)
 	}
-	if ws := tc.workers(); len(ws) != 1 || ws[0].Pid != p || ws[0].State.String() != "active" {
+	if ws := tc.Workers(); len(ws) != 1 || ws[0].Pid != p || ws[0].State.String() != "active" {
 		t.Fatalf("workers %+v; want only the old worker %d, active", ws, p)
 	}
 	if n := strings.Count(strings.Join(tc.events(), " "), "-forked"); n != 3 {
 		t.Errorf("%d workers forked; want 3 (the old one, one try and one retry): %v", n, tc.events())
 	}
-	if n := strings.Count(strings.Join(tc.events(), " "), "-warmup-failure"); how == envWarmFail && n != 2 {
+	if n := strings.Count(strings.Join(tc.events(), " "), "-warmup-failure"); how == clustertest.EnvWarmFail && n != 2 {
 		t.Errorf("%d warm-up failures reported; want 2 (one try and one retry)", n)
 	}
 }
 
 func TestSuccessorNeverListeningIsKilled(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "hang")
-	tc := startCluster(t, envWorkers+"=1", envWarmHang+"="+flag, envRetries+"=-1", envReplaceTO+"=1s")
+	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvWarmHang+"="+flag, clustertest.EnvRetries+"=-1", clustertest.EnvReplaceTO+"=1s")
 	p := tc.failReplacement(flag)
-	ok := xtesting.Eventually(wait, func() bool { ws := tc.workers(); return len(ws) == 1 && ws[0].Pid == p })
+	ok := xtesting.Eventually(wait, func() bool { ws := tc.Workers(); return len(ws) == 1 && ws[0].Pid == p })
 	if !ok {
-		t.Fatalf("workers %+v; want only the old worker %d", tc.workers(), p)
+		t.Fatalf("workers %+v; want only the old worker %d", tc.Workers(), p)
 	}
-	if n := tc.seenPids(5); n[p] != 5 {
+	if n := tc.SeenPids(5); n[p] != 5 {
 		t.Fatalf("requests served by %v; want the old worker %d", n, p)
 	}
 }
 
 func TestOldWorkerNeverExitingIsKilled(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=1", envStuckOnStop+"=1", envReplaceTO+"=500ms")
-	p := tc.anyActive()
-	if err := tc.control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
+	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvStuckOnStop+"=1", clustertest.EnvReplaceTO+"=500ms")
+	p := tc.AnyActive()
+	if err := tc.Control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
 		t.Fatal(err)
 	}
 	died := "worker-" + strconv.Itoa(p) + "-died"
 	ok := xtesting.Eventually(wait, func() bool { return slices.Contains(tc.events(), died) })
-	if !ok || alive(p) {
+	if !ok || clustertest.Alive(p) {
 		t.Fatalf("old worker %d not reaped: events %v", p, tc.events())
 	}
 	ev := strings.Join(tc.events(), " ")
@@ -290,20 +253,20 @@ func TestOldWorkerNeverExitingIsKilled(t *testing.T) {
 			t.Errorf("events %s; want %s", ev, want)
 		}
 	}
-	if seen := tc.seenPids(5); seen[p] != 0 || len(seen) != 1 {
+	if seen := tc.SeenPids(5); seen[p] != 0 || len(seen) != 1 {
 		t.Errorf("served by %v; want the successor only", seen)
 	}
 }
 
 func TestDeathQueueIgnoresDuplicates(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2")
-	p := tc.anyActive()
+	tc := startCluster(t, clustertest.EnvWorkers+"=2")
+	p := tc.AnyActive()
 	for range 3 {
-		tc.control("/replace?pid="+strconv.Itoa(p), nil)
+		tc.Control("/replace?pid="+strconv.Itoa(p), nil)
 	}
-	ok := xtesting.Eventually(wait, func() bool { return !alive(p) && len(tc.activePids()) == 2 })
+	ok := xtesting.Eventually(wait, func() bool { return !clustertest.Alive(p) && len(tc.ActivePids()) == 2 })
 	if !ok {
-		t.Fatalf("worker %d not replaced: %+v", p, tc.workers())
+		t.Fatalf("worker %d not replaced: %+v", p, tc.Workers())
 	}
 	time.Sleep(500 * time.Millisecond) // a duplicate would now be running
 	forked := strings.Count(strings.Join(tc.events(), " "), "-forked")
@@ -318,8 +281,8 @@ func hasSuffix(events []string, suffix string) bool {
 
 func TestCrashLoopBacksOffAndRecovers(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "crash")
-	tc := startCluster(t, envWorkers+"=1", envWarmCrash+"="+flag)
-	p := tc.anyActive()
+	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvWarmCrash+"="+flag)
+	p := tc.AnyActive()
 	os.WriteFile(flag, nil, 0o644) // every new worker now crashes in warm-up
 	syscall.Kill(p, syscall.SIGKILL)
 	forked := func() int { return strings.Count(strings.Join(tc.events(), " "), "-forked") }
@@ -327,10 +290,10 @@ func TestCrashLoopBacksOffAndRecovers(t *testing.T) {
 		t.Fatalf("the master stopped replacing a crashing worker: %v", tc.events())
 	}
 	os.Remove(flag)
-	if !xtesting.Eventually(wait, func() bool { return len(tc.activePids()) == 1 }) {
-		t.Fatalf("no active worker after the crash loop ended: %+v", tc.workers())
+	if !xtesting.Eventually(wait, func() bool { return len(tc.ActivePids()) == 1 }) {
+		t.Fatalf("no active worker after the crash loop ended: %+v", tc.Workers())
 	}
-	if _, err := tc.get("/"); err != nil {
+	if _, err := tc.Get("/"); err != nil {
 		t.Fatalf("cluster not serving after the crash loop: %v", err)
 	}
 }
@@ -338,13 +301,12 @@ func TestCrashLoopBacksOffAndRecovers(t *testing.T) {
 func TestInitialWarmUpFailureIsAnError(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "fail")
 	os.WriteFile(flag, nil, 0o644)
-	cmd := xtesting.Command(t, "cluster", nil, envWorkers+"=2", envWarmFail+"="+flag, envRetries+"=1")
-	out, err := cmd.Output()
-	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 3 {
-		t.Fatalf("master: %v; want exit 3 after Listen failed", err)
+	r := clustertest.Run(t, wait, "cluster", clustertest.EnvWorkers+"=2", clustertest.EnvWarmFail+"="+flag, clustertest.EnvRetries+"=1")
+	if r.Code != 3 {
+		t.Fatalf("master: exit %d; want exit 3 after Listen failed", r.Code)
 	}
-	if !strings.Contains(string(out), "LISTEN-ERROR") || !strings.Contains(string(out), "initial worker failed") {
-		t.Fatalf("master printed %q; want Listen's start failure", out)
+	if !strings.Contains(r.Stdout, "LISTEN-ERROR") || !strings.Contains(r.Stdout, "initial worker failed") {
+		t.Fatalf("master printed %q; want Listen's start failure", r.Stdout)
 	}
 }
 
@@ -352,15 +314,15 @@ func TestInitialWarmUpFailureIsAnError(t *testing.T) {
 // starts only once the first old worker is gone, and each old worker is
 // dismissed only once its successor listens.
 func TestDeathQueueIsFIFOOneAtATime(t *testing.T) {
-	tc := startCluster(t, envWorkers+"=2")
-	ws := tc.workers()
+	tc := startCluster(t, clustertest.EnvWorkers+"=2")
+	ws := tc.Workers()
 	a, b := ws[0].Pid, ws[1].Pid
-	tc.control("/replace?pid="+strconv.Itoa(a), nil)
-	tc.control("/replace?pid="+strconv.Itoa(b), nil)
+	tc.Control("/replace?pid="+strconv.Itoa(a), nil)
+	tc.Control("/replace?pid="+strconv.Itoa(b), nil)
 	dead := func(pid int) string { return "worker-" + strconv.Itoa(pid) + "-died" }
 	if !xtesting.Eventually(wait, func() bool {
 		ev := tc.events()
-		return slices.Contains(ev, dead(a)) && slices.Contains(ev, dead(b)) && len(tc.activePids()) == 2
+		return slices.Contains(ev, dead(a)) && slices.Contains(ev, dead(b)) && len(tc.ActivePids()) == 2
 	}) {
 		t.Fatalf("both workers not replaced: %v", tc.events())
 	}
@@ -410,20 +372,20 @@ func TestSoakRollingRestarts(t *testing.T) {
 	}
 	for _, keepAlive := range []bool{true, false} {
 		t.Run(fmt.Sprintf("keepalive=%v", keepAlive), func(t *testing.T) {
-			tc := startCluster(t, envWorkers+"=2")
+			tc := startCluster(t, clustertest.EnvWorkers+"=2")
 			stop := make(chan struct{})
-			done, failed, errs, wg := load(tc, 16, keepAlive, stop)
+			n, wg := tc.Load(16, keepAlive, stop)
 			restarts := 0
 			for end := time.Now().Add(30 * time.Second); time.Now().Before(end); restarts++ {
-				if err := tc.control("/rolling", nil); err != nil {
+				if err := tc.Control("/rolling", nil); err != nil {
 					t.Fatalf("rolling restart %d: %v", restarts, err)
 				}
 			}
 			close(stop)
 			wg.Wait()
-			t.Logf("%d rolling restarts (%d replacements): %d requests, %d failed", restarts, 2*restarts, done.Load(), failed.Load())
-			if failed.Load() != 0 {
-				t.Errorf("%d failed requests; want 0; first: %s", failed.Load(), strings.Join(*errs, " | "))
+			t.Logf("%d rolling restarts (%d replacements): %d requests, %d failed", restarts, 2*restarts, n.Done.Load(), n.Failed.Load())
+			if n.Failed.Load() != 0 {
+				t.Errorf("%d failed requests; want 0; first: %s", n.Failed.Load(), strings.Join(n.Errs(), " | "))
 			}
 		})
 	}
@@ -434,9 +396,9 @@ func TestSoakRollingRestarts(t *testing.T) {
 // and returns the old worker's pid.
 func (tc *testCluster) failReplacement(flag string) int {
 	tc.t.Helper()
-	p := tc.anyActive()
+	p := tc.AnyActive()
 	os.WriteFile(flag, nil, 0o644)
-	if err := tc.control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
+	if err := tc.Control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
 		tc.t.Fatal(err)
 	}
 	if !xtesting.Eventually(wait, func() bool { return hasSuffix(tc.events(), "-replace-failure") }) {
@@ -449,13 +411,13 @@ func (tc *testCluster) failReplacement(flag string) int {
 // would hang for a minute), and the worker never joins the socket.
 func TestWorkerSIGTERMDuringWarmUp(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "hang")
-	tc := startCluster(t, envWorkers+"=1", envWarmHang+"="+flag, envReplaceTO+"=60s")
-	p := tc.anyActive()
+	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvWarmHang+"="+flag, clustertest.EnvReplaceTO+"=60s")
+	p := tc.AnyActive()
 	os.WriteFile(flag, nil, 0o644)
 	syscall.Kill(p, syscall.SIGKILL) // its replacement hangs in warm-up
 	var warming int
 	if !xtesting.Eventually(wait, func() bool {
-		for _, w := range tc.workers() {
+		for _, w := range tc.Workers() {
 			if w.State.String() == "warming" {
 				warming = w.Pid
 				return true
@@ -463,7 +425,7 @@ func TestWorkerSIGTERMDuringWarmUp(t *testing.T) {
 		}
 		return false
 	}) {
-		t.Fatalf("no warming worker: %+v", tc.workers())
+		t.Fatalf("no warming worker: %+v", tc.Workers())
 	}
 	syscall.Kill(warming, syscall.SIGTERM)
 	died := "worker-" + strconv.Itoa(warming) + "-died"
@@ -474,7 +436,7 @@ func TestWorkerSIGTERMDuringWarmUp(t *testing.T) {
 		t.Errorf("worker %d joined the socket after SIGTERM", warming)
 	}
 	os.Remove(flag)
-	if !xtesting.Eventually(wait, func() bool { return len(tc.activePids()) == 1 }) {
-		t.Fatalf("no active worker after the warm-up ended: %+v", tc.workers())
+	if !xtesting.Eventually(wait, func() bool { return len(tc.ActivePids()) == 1 }) {
+		t.Fatalf("no active worker after the warm-up ended: %+v", tc.Workers())
 	}
 }

@@ -1,16 +1,12 @@
 package itest
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,7 +16,7 @@ import (
 
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/cache"
-	"github.com/cluster2/cluster2/internal/proc"
+	"github.com/cluster2/cluster2/internal/clustertest"
 	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
@@ -44,7 +40,8 @@ type answer struct {
 
 // childCacheCluster is a cluster whose two workers serve the cache "it":
 // GET /get?k= (with a loader naming the loading pid), GET /set?k=&v=,
-// GET /del?k=. The master prints "READY addr" once Listen returned.
+// GET /del?k=. The master serves clustertest's control routes once Listen
+// returned.
 func childCacheCluster() {
 	dur, _ := strconv.Atoi(os.Getenv(envDur))
 	opts := cache.Options{Persist: os.Getenv(envData) != "", Durability: cache.Durability(dur)}
@@ -110,67 +107,23 @@ func childCacheCluster() {
 		os.Exit(1)
 	}
 	if cl.IsMaster() {
-		mon := "-"
-		if a := cl.MonitorAddr(); a != nil {
-			mon = a.String()
-		}
-		fmt.Println("READY", cl.Addr().String(), mon)
+		clustertest.Serve(cl, clustertest.ControlMux(cl))
+		return
 	}
 	cl.Wait()
 }
 
-type testCluster struct {
-	cmd  *exec.Cmd
-	addr string
-	mon  string // the monitor's address
-	done chan struct{}
-}
+type testCluster struct{ *clustertest.Process }
 
 func startCluster(t *testing.T, env ...string) *testCluster {
 	t.Helper()
-	cmd := xtesting.Command(t, "cachecluster", nil, env...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	xtesting.Start(t, cmd)
-	tc := &testCluster{cmd: cmd, done: make(chan struct{})}
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) >= 3 && f[0] == "READY" {
-				ready <- f[1] + " " + f[2]
-			} else if strings.HasPrefix(sc.Text(), "LISTEN-ERROR") {
-				ready <- sc.Text()
-			}
-		}
-		cmd.Wait()
-		close(tc.done)
-	}()
-	t.Cleanup(func() { tc.kill() })
-	select {
-	case a := <-ready:
-		if strings.HasPrefix(a, "LISTEN-ERROR") {
-			t.Fatal(a)
-		}
-		tc.addr, tc.mon, _ = strings.Cut(a, " ")
-	case <-time.After(60 * time.Second):
-		t.Fatal("no READY from the master in 60 s")
-	}
-	return tc
-}
-
-// kill kills the whole cluster with SIGKILL (its process group) and waits.
-func (tc *testCluster) kill() {
-	syscall.Kill(-tc.cmd.Process.Pid, syscall.SIGKILL)
-	<-tc.done
+	return &testCluster{clustertest.Start(t, "cachecluster", env...)}
 }
 
 func (tc *testCluster) call(path string) (answer, error) {
 	tr := &http.Transport{DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("http://" + tc.addr + path)
+	resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("http://" + tc.Addr + path)
 	if err != nil {
 		return answer{}, err
 	}
@@ -245,7 +198,7 @@ func TestPersistentCacheSurvivesKill9(t *testing.T) {
 			const n = 200
 			for i := range n {
 				if i == n/2 && mode == cluster2.CacheStandalone {
-					pid := managerPid(t, dir)
+					pid := managerPid(t, tc)
 					syscall.Kill(pid, syscall.SIGKILL)
 					t.Logf("killed the cache manager %d after %d acknowledged sets", pid, i)
 				}
@@ -259,7 +212,7 @@ func TestPersistentCacheSurvivesKill9(t *testing.T) {
 					}
 				}
 			}
-			tc.kill()
+			tc.Kill()
 			tc2 := startCluster(t, env...)
 			for i := range n {
 				a, err := tc2.call(fmt.Sprintf("/peek?k=k%d", i))
@@ -278,29 +231,19 @@ func TestPersistentCacheSurvivesKill9(t *testing.T) {
 	}
 }
 
-// managerPid finds the cache-manager process of the cluster on dir.
-func managerPid(t *testing.T, dir string) int {
+// managerPid waits, up to 10 s, for the cache-manager process of tc.
+func managerPid(t *testing.T, tc *testCluster) int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		ents, _ := os.ReadDir("/proc")
-		for _, e := range ents {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-			if err != nil {
-				continue
-			}
-			if bytes.Contains(env, []byte(proc.EnvRole+"="+proc.RoleCacheManager.String()+"\x00")) && bytes.Contains(env, []byte(envData+"="+dir+"\x00")) {
-				return pid
-			}
+	var pid int
+	if !xtesting.Eventually(10*time.Second, func() bool {
+		if pid = tc.ManagerPid(); pid == 0 {
+			time.Sleep(10 * time.Millisecond)
 		}
-		time.Sleep(10 * time.Millisecond)
+		return pid > 0
+	}) {
+		t.Fatal("no cache-manager process found")
 	}
-	t.Fatal("no cache-manager process found")
-	return 0
+	return pid
 }
 
 // TestMonitorShowsCacheAndLog: the master's monitor shows the real cache (its
@@ -314,7 +257,7 @@ func TestMonitorShowsCacheAndLog(t *testing.T) {
 		}
 	}
 	get := func(path string) string {
-		resp, err := http.Get("http://" + tc.mon + path)
+		resp, err := http.Get("http://" + tc.Mon + path)
 		if err != nil {
 			t.Fatal(err)
 		}

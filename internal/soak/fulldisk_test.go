@@ -70,11 +70,11 @@ func bigValue(key string, seq uint64, size int) []byte {
 }
 
 // put PUTs v under key and returns the status and the X-Refused header. It
-// reuses ctlCl's kept-alive connections: Go's transport does not replay a
+// reuses the control client's kept-alive connections: Go's transport does not replay a
 // PUT, so a worker that closed one under a request would fail the test.
 func (c *cluster) put(key string, v []byte) (int, string, error) {
-	req, _ := http.NewRequest("PUT", "http://"+c.addr+"/kv/"+key, bytes.NewReader(v))
-	resp, err := c.ctlCl.Do(req)
+	req, _ := http.NewRequest("PUT", "http://"+c.Addr+"/kv/"+key, bytes.NewReader(v))
+	resp, err := c.Client.Do(req)
 	if err != nil {
 		return 0, "", err
 	}
@@ -88,16 +88,14 @@ func (c *cluster) put(key string, v []byte) (int, string, error) {
 
 // monitorGet fetches path from the cluster's monitor.
 func (c *cluster) monitorGet(path string) (string, error) {
-	resp, err := c.ctlCl.Get("http://" + c.ctl + "/monitor")
+	addr, err := c.MonitorAddr()
 	if err != nil {
 		return "", err
 	}
-	addr, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if len(addr) == 0 {
+	if addr == "" {
 		return "", errors.New("the monitor is off")
 	}
-	resp, err = c.ctlCl.Get("http://" + string(addr) + path)
+	resp, err := c.Client.Get("http://" + addr + path)
 	if err != nil {
 		return "", err
 	}
@@ -108,14 +106,14 @@ func (c *cluster) monitorGet(path string) (string, error) {
 
 // shutdown stops the cluster gracefully and waits for the master.
 func (c *cluster) shutdown() {
-	if err := c.control("/shutdown", nil); err != nil {
+	if err := c.Control("/shutdown", nil); err != nil {
 		c.t.Errorf("shutdown: %v", err)
 	}
 	select {
-	case <-c.dead:
+	case <-c.Dead():
 	case <-time.After(60 * time.Second):
 		c.t.Error("the cluster did not stop within 60 s of a shutdown")
-		c.killAll()
+		c.Kill()
 	}
 }
 
@@ -124,7 +122,7 @@ func (c *cluster) shutdown() {
 func (c *cluster) verify(acked map[string]uint64) (lost int) {
 	cl := &http.Client{Timeout: 10 * time.Second}
 	for key, want := range acked {
-		resp, err := cl.Get("http://" + c.addr + "/kv/" + key)
+		resp, err := cl.Get("http://" + c.Addr + "/kv/" + key)
 		if err != nil {
 			c.t.Errorf("GET %s: %v", key, err)
 			lost++
@@ -156,7 +154,7 @@ func TestFullDiskComesBack(t *testing.T) {
 			}
 			env := []string{envMode + "=" + mode, envDur + "=" + strconv.Itoa(int(cache.EverySecond)), envMonitor + "=1"}
 			c := start(t, dir, env...)
-			if !c.healthy(60 * time.Second) {
+			if !c.Healthy(2, 60*time.Second) {
 				t.Fatal("not healthy")
 			}
 			acked := map[string]uint64{}
@@ -218,11 +216,11 @@ func TestFullDiskComesBack(t *testing.T) {
 				// A manager restarted while the disk is full (whether it
 				// can open the log or not) keeps the space failing while
 				// it retries.
-				pid := c.managerPid()
+				pid := c.ManagerPid()
 				syscall.Kill(pid, syscall.SIGKILL)
 				if !xtesting.Eventually(30*time.Second, func() bool {
 					time.Sleep(20 * time.Millisecond)
-					p := c.managerPid()
+					p := c.ManagerPid()
 					return p > 0 && p != pid
 				}) {
 					t.Fatal("no new cache manager within 30 s")
@@ -266,7 +264,7 @@ func TestFullDiskComesBack(t *testing.T) {
 			}
 			c.shutdown()
 			c2 := start(t, dir, env...)
-			if !c2.healthy(60 * time.Second) {
+			if !c2.Healthy(2, 60*time.Second) {
 				t.Fatal("the restarted cluster is not healthy")
 			}
 			lost := c2.verify(acked)
@@ -274,7 +272,7 @@ func TestFullDiskComesBack(t *testing.T) {
 			if lost > 0 {
 				t.Fatalf("%d acknowledged keys lost", lost)
 			}
-			c2.killAll()
+			c2.Kill()
 		})
 	}
 }
@@ -288,7 +286,7 @@ func TestKillManagerBetweenWriteAndSync(t *testing.T) {
 	dataDir := t.TempDir()
 	trigger := filepath.Join(t.TempDir(), "kill")
 	c := start(t, dataDir, envKillAt+"="+trigger)
-	if !c.healthy(60 * time.Second) {
+	if !c.Healthy(2, 60*time.Second) {
 		t.Fatal("not healthy")
 	}
 	acked := map[string]uint64{}
@@ -310,7 +308,7 @@ func TestKillManagerBetweenWriteAndSync(t *testing.T) {
 		put("k" + strconv.Itoa(i))
 	}
 	for round := range 3 {
-		pid := c.managerPid()
+		pid := c.ManagerPid()
 		if err := os.WriteFile(trigger, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -320,7 +318,7 @@ func TestKillManagerBetweenWriteAndSync(t *testing.T) {
 		}
 		if !xtesting.Eventually(30*time.Second, func() bool {
 			time.Sleep(20 * time.Millisecond)
-			p := c.managerPid()
+			p := c.ManagerPid()
 			return p > 0 && p != pid
 		}) {
 			t.Fatal("no new cache manager within 30 s")
@@ -329,9 +327,9 @@ func TestKillManagerBetweenWriteAndSync(t *testing.T) {
 			put("k" + strconv.Itoa(i))
 		}
 	}
-	c.killAll()
+	c.Kill()
 	c2 := start(t, dataDir)
-	if !c2.healthy(60 * time.Second) {
+	if !c2.Healthy(2, 60*time.Second) {
 		t.Fatal("the restarted cluster is not healthy")
 	}
 	lost := c2.verify(acked)
@@ -339,5 +337,5 @@ func TestKillManagerBetweenWriteAndSync(t *testing.T) {
 	if lost > 0 {
 		t.Fatalf("%d acknowledged keys lost", lost)
 	}
-	c2.killAll()
+	c2.Kill()
 }

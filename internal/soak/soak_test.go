@@ -20,7 +20,6 @@
 package soak
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -48,7 +47,6 @@ import (
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/internal/clustertest"
-	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
@@ -264,42 +262,6 @@ func childCluster() {
 		os.Exit(3)
 	}
 	ctl := clustertest.ControlMux(c)
-	// /exhaust opens /dev/null until EMFILE and gives back 2 descriptors
-	// (room for this control server, not for a spawn); /free closes them.
-	var heldMu sync.Mutex
-	var held []*os.File
-	ctl.HandleFunc("/exhaust", func(w http.ResponseWriter, r *http.Request) {
-		heldMu.Lock()
-		defer heldMu.Unlock()
-		for {
-			f, err := os.Open(os.DevNull)
-			if err != nil {
-				break
-			}
-			held = append(held, f)
-		}
-		for range min(2, len(held)) {
-			held[len(held)-1].Close()
-			held = held[:len(held)-1]
-		}
-		fmt.Fprintf(w, "%d\n", len(held))
-	})
-	ctl.HandleFunc("/free", func(w http.ResponseWriter, r *http.Request) {
-		heldMu.Lock()
-		defer heldMu.Unlock()
-		for _, f := range held {
-			f.Close()
-		}
-		held = nil
-	})
-	ctl.HandleFunc("/respawning", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(c.Respawning())
-	})
-	ctl.HandleFunc("/monitor", func(w http.ResponseWriter, r *http.Request) {
-		if a := c.MonitorAddr(); a != nil {
-			fmt.Fprint(w, a.String())
-		}
-	})
 	ctl.HandleFunc("/last", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -310,127 +272,19 @@ func childCluster() {
 
 // ---- the driver ----
 
+// cluster is the soak's cluster, started by start.
 type cluster struct {
-	t     *testing.T
-	pid   int
-	addr  string
-	ctl   string
-	dead  chan struct{}
-	ctlCl *http.Client
+	*clustertest.Process
+	t *testing.T
 }
 
+// start starts the soak's cluster on dataDir and waits (up to 90 s: longer
+// is a hang) for its READY line. Its control client gives up after 30 s.
 func start(t *testing.T, dataDir string, env ...string) *cluster {
 	t.Helper()
-	cmd := xtesting.Command(t, "cluster", nil, append([]string{envDataDir + "=" + dataDir}, env...)...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	xtesting.Start(t, cmd)
-	c := &cluster{t: t, pid: cmd.Process.Pid, dead: make(chan struct{}), ctlCl: &http.Client{Timeout: 30 * time.Second}}
-	ready := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) == 3 && f[0] == "READY" {
-				ready <- f
-			} else if len(f) > 0 && f[0] == "LISTEN-ERROR" {
-				t.Errorf("master: %s", sc.Text())
-			}
-		}
-		cmd.Wait()
-		close(c.dead)
-	}()
-	select {
-	case f := <-ready:
-		c.addr, c.ctl = f[1], f[2]
-	case <-c.dead:
-		t.Fatal("the master exited before READY")
-	case <-time.After(90 * time.Second):
-		t.Fatal("no READY from the master in 90 s (hang)")
-	}
-	return c
-}
-
-// killAll kill -9s the master's process group (master, workers, cache
-// manager) and waits for the master.
-func (c *cluster) killAll() {
-	syscall.Kill(-c.pid, syscall.SIGKILL)
-	select {
-	case <-c.dead:
-	case <-time.After(30 * time.Second):
-		c.t.Error("the master did not die within 30 s of SIGKILL")
-	}
-}
-
-func (c *cluster) control(path string, into any) error {
-	resp, err := c.ctlCl.Get("http://" + c.ctl + path)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("%s: %d %s", path, resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	if into != nil {
-		return json.NewDecoder(resp.Body).Decode(into)
-	}
-	return nil
-}
-
-func (c *cluster) active() ([]int, error) {
-	var ws []cluster2.WorkerInfo
-	if err := c.control("/workers", &ws); err != nil {
-		return nil, err
-	}
-	var pids []int
-	for _, w := range ws {
-		if w.State.String() == "active" {
-			pids = append(pids, w.Pid)
-		}
-	}
-	return pids, nil
-}
-
-// healthy waits, up to d, until two workers are active.
-func (c *cluster) healthy(d time.Duration) bool {
-	return xtesting.Eventually(d, func() bool {
-		p, err := c.active()
-		if err == nil && len(p) == 2 {
-			return true
-		}
-		time.Sleep(50 * time.Millisecond)
-		return false
-	})
-}
-
-// managerPid finds the cache-manager process: a child of the master with
-// the cache manager's role in its environment.
-func (c *cluster) managerPid() int {
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(st)
-		i := strings.LastIndexByte(s, ')')
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 || f[1] != strconv.Itoa(c.pid) || f[0] == "Z" {
-			continue
-		}
-		env, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if bytes.Contains(env, []byte(proc.EnvRole+"="+proc.RoleCacheManager.String()+"\x00")) {
-			return pid
-		}
-	}
-	return 0
+	p := clustertest.Spec{Child: "cluster", Env: append([]string{envDataDir + "=" + dataDir}, env...), ReadyTimeout: 90 * time.Second}.Start(t)
+	p.Client.Timeout = 30 * time.Second
+	return &cluster{p, t}
 }
 
 // stats are the soak's counters.
@@ -491,7 +345,7 @@ func TestSoak(t *testing.T) {
 	diskFaults := err == nil
 	trigger := filepath.Join(t.TempDir(), "kill-before-sync")
 	c := start(t, dataDir, envKillAt+"="+trigger)
-	if !c.healthy(60 * time.Second) {
+	if !c.Healthy(2, 60*time.Second) {
 		t.Fatal("the cluster is not healthy 60 s after start")
 	}
 	var st stats
@@ -580,7 +434,7 @@ func TestSoak(t *testing.T) {
 				k.sent++
 				seq := k.sent
 				k.mu.Unlock()
-				req, _ := http.NewRequest("PUT", "http://"+c.addr+"/kv/"+key, bytes.NewReader(encodeValue(key, seq, r)))
+				req, _ := http.NewRequest("PUT", "http://"+c.Addr+"/kv/"+key, bytes.NewReader(encodeValue(key, seq, r)))
 				cl, kind := client, "put"
 				if w >= writers-keepAliveWriters {
 					cl, kind = keepAlive, "keep-alive put"
@@ -600,7 +454,7 @@ func TestSoak(t *testing.T) {
 			for ctx.Err() == nil {
 				i := r.IntN(numKeys)
 				key := "k" + strconv.Itoa(i)
-				req, _ := http.NewRequest("GET", "http://"+c.addr+"/kv/"+key, nil)
+				req, _ := http.NewRequest("GET", "http://"+c.Addr+"/kv/"+key, nil)
 				resp, body, ok := do("get", req)
 				if !ok || resp.StatusCode != 200 {
 					continue
@@ -638,7 +492,7 @@ func TestSoak(t *testing.T) {
 		if ctx.Err() != nil {
 			break
 		}
-		pids, err := c.active()
+		pids, err := c.Active()
 		if err != nil {
 			st.hangs.Add(1)
 			t.Errorf("control: %v", err)
@@ -650,7 +504,7 @@ func TestSoak(t *testing.T) {
 		}
 		switch {
 		case x < 8 && len(pids) > 0: // the master out of descriptors while a killed worker is respawned
-			if err := c.control("/exhaust", nil); err != nil {
+			if err := c.Control("/exhaust?leave=2", nil); err != nil {
 				t.Errorf("exhaust: %v", err)
 				break
 			}
@@ -666,14 +520,14 @@ func TestSoak(t *testing.T) {
 			if xtesting.Eventually(10*time.Second, func() bool {
 				time.Sleep(50 * time.Millisecond)
 				pending = nil
-				return c.control("/respawning", &pending) == nil && len(pending) > 0
+				return c.Control("/respawning", &pending) == nil && len(pending) > 0
 			}) {
 				st.respawnRetries.Add(int64(pending[0].Attempts))
 			} else {
 				t.Logf("exhaustion: no failed respawn seen (the respawn may have come first)")
 			}
 			time.Sleep(time.Duration(500+r.IntN(2500)) * time.Millisecond)
-			if err := c.control("/free", nil); err != nil {
+			if err := c.Control("/free", nil); err != nil {
 				st.hangs.Add(1)
 				t.Errorf("free: %v", err)
 			}
@@ -684,7 +538,7 @@ func TestSoak(t *testing.T) {
 			st.kills.Add(1)
 			st.workerKills.Add(1)
 		case x < 45: // kill -9 the cache manager, half of the time between a log write and its fdatasync
-			if pid := c.managerPid(); pid > 0 {
+			if pid := c.ManagerPid(); pid > 0 {
 				if r.IntN(2) == 0 {
 					os.WriteFile(trigger, nil, 0o600)
 					if xtesting.Eventually(10*time.Second, func() bool {
@@ -705,7 +559,7 @@ func TestSoak(t *testing.T) {
 				// bounded: the master restarts it
 				if !xtesting.Eventually(30*time.Second, func() bool {
 					time.Sleep(20 * time.Millisecond)
-					p := c.managerPid()
+					p := c.ManagerPid()
 					return p > 0 && p != pid
 				}) {
 					st.hangs.Add(1)
@@ -713,7 +567,7 @@ func TestSoak(t *testing.T) {
 				}
 			}
 		case x < 60: // SIGHUP: rolling restart
-			syscall.Kill(c.pid, syscall.SIGHUP)
+			syscall.Kill(c.Pid(), syscall.SIGHUP)
 			st.restarts.Add(1)
 			old := map[int]bool{}
 			for _, p := range pids {
@@ -721,7 +575,7 @@ func TestSoak(t *testing.T) {
 			}
 			if !xtesting.Eventually(90*time.Second, func() bool {
 				time.Sleep(50 * time.Millisecond)
-				now, err := c.active()
+				now, err := c.Active()
 				if err != nil || len(now) != 2 {
 					return false
 				}
@@ -744,7 +598,7 @@ func TestSoak(t *testing.T) {
 			st.fullDisks.Add(1)
 			// Fill the log's preallocated segment: Sets are refused.
 			refusedPads := xtesting.Eventually(30*time.Second, func() bool {
-				req, _ := http.NewRequest("POST", "http://"+c.addr+"/pad?n=64", nil)
+				req, _ := http.NewRequest("POST", "http://"+c.Addr+"/pad?n=64", nil)
 				_, body, ok := do("pad", req)
 				return ok && strings.TrimSpace(string(body)) != "0"
 			})
@@ -755,7 +609,7 @@ func TestSoak(t *testing.T) {
 			os.Remove(filler)
 			if !xtesting.Eventually(30*time.Second, func() bool {
 				time.Sleep(20 * time.Millisecond)
-				req, _ := http.NewRequest("POST", "http://"+c.addr+"/pad?n=1", nil)
+				req, _ := http.NewRequest("POST", "http://"+c.Addr+"/pad?n=1", nil)
 				_, body, ok := do("pad", req)
 				return ok && strings.TrimSpace(string(body)) == "0"
 			}) {
@@ -764,7 +618,7 @@ func TestSoak(t *testing.T) {
 			}
 		case x < 80: // fill the arena past its capacity (two fills of 16 MiB)
 			for range 2 {
-				req, _ := http.NewRequest("POST", "http://"+c.addr+"/fill?n=256", nil)
+				req, _ := http.NewRequest("POST", "http://"+c.Addr+"/fill?n=256", nil)
 				if _, body, ok := do("fill", req); ok {
 					if st.fills.Add(1) == 1 {
 						t.Logf("first fill (values set, refused): %s", strings.TrimSpace(string(body)))
@@ -776,17 +630,17 @@ func TestSoak(t *testing.T) {
 				break
 			}
 			pid := pids[r.IntN(len(pids))]
-			if err := c.control("/pause?pid="+strconv.Itoa(pid), nil); err != nil {
+			if err := c.Control("/pause?pid="+strconv.Itoa(pid), nil); err != nil {
 				t.Logf("pause %d: %v", pid, err) // it may have died meanwhile
 				break
 			}
 			st.pauses.Add(1)
 			time.Sleep(time.Duration(500+r.IntN(2500)) * time.Millisecond)
-			if err := c.control("/resume?pid="+strconv.Itoa(pid), nil); err != nil {
+			if err := c.Control("/resume?pid="+strconv.Itoa(pid), nil); err != nil {
 				t.Errorf("resume %d: %v", pid, err)
 			}
 		}
-		if !c.healthy(90 * time.Second) {
+		if !c.Healthy(2, 90*time.Second) {
 			st.hangs.Add(1)
 			t.Errorf("the cluster did not get two active workers back within 90 s")
 		}
@@ -802,15 +656,15 @@ func TestSoak(t *testing.T) {
 	}
 	time.Sleep(time.Second) // the master's watcher catches up
 	var last map[string]string
-	if err := c.control("/last", &last); err != nil {
+	if err := c.Control("/last", &last); err != nil {
 		t.Fatalf("last changes: %v", err)
 	}
 	// A full kill -9 of the cluster, then a restart on the same data.
-	c.killAll()
+	c.Kill()
 	st.kills.Add(1)
 	c2 := start(t, dataDir)
 	st.restarts.Add(1)
-	if !c2.healthy(60 * time.Second) {
+	if !c2.Healthy(2, 60*time.Second) {
 		t.Fatal("the restarted cluster is not healthy within 60 s")
 	}
 	getCl := &http.Client{Timeout: 10 * time.Second}
@@ -820,7 +674,7 @@ func TestSoak(t *testing.T) {
 			continue
 		}
 		key := "k" + strconv.Itoa(i)
-		resp, err := getCl.Get("http://" + c2.addr + "/kv/" + key)
+		resp, err := getCl.Get("http://" + c2.Addr + "/kv/" + key)
 		if err != nil {
 			t.Errorf("after restart, GET %s: %v", key, err)
 			st.lost.Add(1)
@@ -852,7 +706,7 @@ func TestSoak(t *testing.T) {
 			}
 		}
 	}
-	c2.killAll()
+	c2.Kill()
 	failMu.Lock()
 	for m, n := range failSamples {
 		t.Logf("failures: %d× %s", n, m)

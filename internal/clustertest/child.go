@@ -1,0 +1,240 @@
+package clustertest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/emitter"
+	"golang.org/x/sys/unix"
+)
+
+// Scenario variables of [Child] (the test binary re-executed as a master,
+// whose Listen re-executes it as workers: they inherit these).
+const (
+	EnvWorkers     = "T_WORKERS"       // number of workers
+	EnvReplaceTO   = "T_REPLACE_TO"    // Config.ReplaceTimeout (default 10 s)
+	EnvStopTO      = "T_STOP_TO"       // Config.StopTimeout (default 10 s)
+	EnvRetries     = "T_RETRIES"       // Config.ReplaceRetries
+	EnvWarmFail    = "T_WARMFAIL"      // WarmUp fails while this file exists
+	EnvWarmCrash   = "T_WARMCRASH"     // the worker exits during WarmUp while this file exists
+	EnvWarmHang    = "T_WARMHANG"      // WarmUp blocks while this file exists
+	EnvStuckOnStop = "T_STUCK_ON_STOP" // a worker whose main never returns and ignores SIGTERM
+	EnvHeartbeat   = "T_HEARTBEAT"     // Config.HeartbeatInterval (default 200 ms)
+	EnvNanny       = "T_NANNY"         // Config.NannyTolerance (default off)
+	EnvMemLimit    = "T_MEMLIMIT"      // Config.MemoryLimit
+	EnvPidDir      = "T_PIDDIR"        // Config.PidDir
+	EnvTLS         = "T_TLS"           // serve TLS through Config.NewServer
+	EnvNoFile      = "T_NOFILE"        // the master's RLIMIT_NOFILE (soft and hard)
+	EnvIdle        = "T_IDLE"          // Config.Server.IdleTimeout
+	EnvHeaderTO    = "T_HEADER_TO"     // Config.Server.ReadHeaderTimeout
+	EnvBodyTO      = "T_BODY_TO"       // Config.Server.BodyReadTimeout
+	EnvMaxHeader   = "T_MAXHDR"        // Config.Server.MaxHeaderBytes
+	EnvConfFail    = "T_CONFFAIL"      // ConfigureApp fails while this file exists
+	EnvAgent       = "T_AGENT"         // Monitor.AgentAddr
+	EnvNoWarmUp    = "T_NOWARMUP"      // no Config.WarmUp (the fastest start)
+	EnvMonitor     = "T_MONITOR"       // Config.MonitorAddr (default 127.0.0.1:0)
+	EnvToken       = "T_TOKEN"         // Config.Monitor.Token
+	EnvInFlight    = "T_INFLIGHT"      // /slow creates this file when it starts
+)
+
+// roleAtStart is CurrentRole before Listen, for the handler to report.
+var roleAtStart string
+
+func envDur(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
+}
+
+// Exists reports whether the file path exists ("" does not).
+func Exists(path string) bool {
+	if path == "" {
+		return false
+	}
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// Reply is what every route of [Child]'s handler answers, in JSON.
+type Reply struct {
+	Pid         int    `json:"pid"`
+	Nonblock    bool   `json:"nonblock"`
+	Role        string `json:"role"`        // CurrentRole while serving (after Listen)
+	RoleAtStart string `json:"roleAtStart"` // CurrentRole before Listen
+	Bytes       int    `json:"bytes"`       // body bytes read (/put)
+}
+
+// Handler is [Child]'s handler: GET / (the serving pid, whether the shared
+// socket is non-blocking, the role), PUT /put (the body's length) and
+// /slow?ms= (answers after ms milliseconds; creates the file EnvInFlight
+// names first).
+func Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fl, _ := unix.FcntlInt(3, unix.F_GETFL, 0) // fd 3: the shared socket
+		json.NewEncoder(w).Encode(Reply{Pid: os.Getpid(), Nonblock: fl&unix.O_NONBLOCK != 0,
+			Role: cluster2.CurrentRole().String(), RoleAtStart: roleAtStart})
+	})
+	mux.HandleFunc("PUT /put", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusRequestTimeout)
+			return
+		}
+		json.NewEncoder(w).Encode(Reply{Pid: os.Getpid(), Bytes: len(b)})
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		if f := os.Getenv(EnvInFlight); f != "" {
+			os.WriteFile(f, nil, 0o600)
+		}
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		json.NewEncoder(w).Encode(Reply{Pid: os.Getpid()})
+	})
+	return mux
+}
+
+// Child is main of the plain test cluster, in the master and the workers:
+// [Handler] served by workers configured from the Env* variables, the
+// master's lifecycle events kept for the control route /events, and the
+// control server of [ControlMux] with /slots (the arena's process table),
+// /events (every event's name so far) and /heartbeat-event (the arguments
+// of the latest "heartbeat" emitter event, as published). Start it with
+// [Start] (child name as registered in the package's TestMain).
+func Child() {
+	roleAtStart = cluster2.CurrentRole().String()
+	if n, err := strconv.ParseUint(os.Getenv(EnvNoFile), 10, 64); err == nil && cluster2.CurrentRole() == cluster2.Master {
+		lim := syscall.Rlimit{Cur: n, Max: n}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			fmt.Printf("LISTEN-ERROR setrlimit: %v\n", err)
+			os.Exit(3)
+		}
+	}
+	maxHeader, _ := strconv.Atoi(os.Getenv(EnvMaxHeader))
+	workers, _ := strconv.Atoi(os.Getenv(EnvWorkers))
+	retries, _ := strconv.Atoi(os.Getenv(EnvRetries))
+	memLimit, _ := strconv.Atoi(os.Getenv(EnvMemLimit))
+	monAddr := os.Getenv(EnvMonitor)
+	if monAddr == "" {
+		monAddr = "127.0.0.1:0"
+	}
+	var evMu sync.Mutex
+	var events []string
+	cfg := cluster2.Config{
+		Workers: workers, Addr: "127.0.0.1:0", MonitorAddr: monAddr,
+		Handler:           Handler(),
+		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		HeartbeatInterval: envDur(EnvHeartbeat, 200*time.Millisecond),
+		NannyTolerance:    envDur(EnvNanny, -1),
+		MemoryLimit:       uint64(memLimit),
+		PidDir:            os.Getenv(EnvPidDir),
+		ReplaceTimeout:    envDur(EnvReplaceTO, 10*time.Second),
+		StopTimeout:       envDur(EnvStopTO, 10*time.Second),
+		ReplaceRetries:    retries,
+		Server: cluster2.ServerConfig{IdleTimeout: envDur(EnvIdle, 0), ReadHeaderTimeout: envDur(EnvHeaderTO, 0),
+			BodyReadTimeout: envDur(EnvBodyTO, 0), MaxHeaderBytes: maxHeader},
+		Monitor: cluster2.MonitorConfig{AgentAddr: os.Getenv(EnvAgent), Token: os.Getenv(EnvToken)},
+		ConfigureApp: func(ctx context.Context, h http.Handler) (http.Handler, error) {
+			if Exists(os.Getenv(EnvConfFail)) {
+				return nil, errors.New("configure told to fail")
+			}
+			return h, nil
+		},
+		WarmUp: func(ctx context.Context, addr string) error {
+			if Exists(os.Getenv(EnvWarmFail)) {
+				return errors.New("warm-up told to fail")
+			}
+			if Exists(os.Getenv(EnvWarmCrash)) {
+				os.Exit(2) // a crash during warm-up
+			}
+			for Exists(os.Getenv(EnvWarmHang)) && ctx.Err() == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			resp, err := http.Get("http://" + addr + "/")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			return nil
+		},
+		OnEvent: func(e cluster2.Event) {
+			evMu.Lock()
+			events = append(events, e.Name())
+			evMu.Unlock()
+		},
+	}
+	if os.Getenv(EnvNoWarmUp) != "" {
+		cfg.WarmUp = nil
+	}
+	if os.Getenv(EnvTLS) != "" {
+		cfg.NewServer = func(h http.Handler) *http.Server {
+			return &http.Server{Handler: h, TLSConfig: &tls.Config{Certificates: []tls.Certificate{selfSigned()}}}
+		}
+	}
+	c, err := cluster2.Listen(context.Background(), cfg)
+	if err != nil {
+		fmt.Printf("LISTEN-ERROR %v\n", err)
+		os.Exit(3)
+	}
+	if !c.IsMaster() {
+		if os.Getenv(EnvStuckOnStop) != "" {
+			signal.Ignore(syscall.SIGTERM)
+			c.Wait()
+			select {} // a main that never returns
+		}
+		c.Wait()
+		return
+	}
+	ctl := ControlMux(c)
+	ctl.HandleFunc("/slots", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(c.Arena().Slots())
+	})
+	var hbMu sync.Mutex
+	var hbArgs string // the latest "heartbeat" emitter event's arguments, as published
+	emitter.On("heartbeat", func(e emitter.Event) {
+		hbMu.Lock()
+		hbArgs = string(e.Args)
+		hbMu.Unlock()
+	})
+	ctl.HandleFunc("/heartbeat-event", func(w http.ResponseWriter, r *http.Request) {
+		hbMu.Lock()
+		defer hbMu.Unlock()
+		fmt.Fprint(w, hbArgs)
+	})
+	ctl.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
+		evMu.Lock()
+		defer evMu.Unlock()
+		json.NewEncoder(w).Encode(events)
+	})
+	Serve(c, ctl)
+	fmt.Printf("STOPPED\n")
+}
+
+// selfSigned makes a throw-away certificate for 127.0.0.1.
+func selfSigned() tls.Certificate {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}

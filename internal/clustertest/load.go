@@ -1,0 +1,150 @@
+package clustertest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cluster2/cluster2/internal/xtesting"
+)
+
+// Get fetches url with c and decodes [Child]'s [Reply]; a status other than
+// 200 is an error carrying the body.
+func Get(c *http.Client, url string) (Reply, error) {
+	var r Reply
+	resp, err := c.Get(url)
+	if err != nil {
+		return r, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return r, fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	return r, json.NewDecoder(resp.Body).Decode(&r)
+}
+
+// Get fetches path from the cluster ([Child]'s handler) with a fresh
+// connection.
+func (p *Process) Get(path string) (Reply, error) {
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	return Get(&http.Client{Transport: tr, Timeout: 10 * time.Second}, "http://"+p.Addr+path)
+}
+
+// SeenPids sends n requests on fresh connections and returns how many each
+// pid served; a failed request fails the test.
+func (p *Process) SeenPids(n int) map[int]int {
+	p.tb.Helper()
+	seen := map[int]int{}
+	for range n {
+		r, err := p.Get("/")
+		if err != nil {
+			p.tb.Fatalf("GET /: %v", err)
+		}
+		seen[r.Pid]++
+	}
+	return seen
+}
+
+// ServedByAll reports, within 30 s, whether requests on fresh connections
+// reach every pid of want; a request served by another pid fails the test.
+func (p *Process) ServedByAll(want map[int]bool) bool {
+	p.tb.Helper()
+	return xtesting.Eventually(30*time.Second, func() bool {
+		seen := p.SeenPids(20)
+		for pid := range seen {
+			if !want[pid] {
+				p.tb.Fatalf("pid %d served a request; want one of %v", pid, want)
+			}
+		}
+		return len(seen) == len(want)
+	})
+}
+
+// Counts are what a load ([Process.Load], [Process.PutLoad]) did, once its
+// WaitGroup is done.
+type Counts struct {
+	Done, Failed atomic.Int64
+	mu           sync.Mutex
+	errs         []string // the first five errors
+}
+
+// Errs returns the first errors (up to five).
+func (c *Counts) Errs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.errs...)
+}
+
+func (c *Counts) note(err error) {
+	if err == nil {
+		c.Done.Add(1)
+		return
+	}
+	c.Failed.Add(1)
+	c.mu.Lock()
+	if len(c.errs) < 5 {
+		c.errs = append(c.errs, err.Error())
+	}
+	c.mu.Unlock()
+}
+
+// run runs clients loops of do, each with its own client on tr's settings,
+// until stop is closed.
+func (p *Process) run(clients int, keepAlive bool, stop <-chan struct{}, do func(c *http.Client) error) (*Counts, *sync.WaitGroup) {
+	n, wg := new(Counts), new(sync.WaitGroup)
+	for range clients {
+		wg.Go(func() {
+			tr := &http.Transport{DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: 1}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n.note(do(c))
+			}
+		})
+	}
+	return n, wg
+}
+
+// Load runs clients concurrent GET / loops against the cluster (on
+// keep-alive connections or a new connection per request) until stop is
+// closed; wait on the WaitGroup before reading the counts.
+func (p *Process) Load(clients int, keepAlive bool, stop <-chan struct{}) (*Counts, *sync.WaitGroup) {
+	return p.run(clients, keepAlive, stop, func(c *http.Client) error {
+		_, err := Get(c, "http://"+p.Addr+"/")
+		return err
+	})
+}
+
+// PutLoad runs clients keep-alive loops of PUT /put (256 bytes; each client
+// on one connection at a time) until stop is closed. No client replays a
+// PUT: a drain that closes a connection under one fails it.
+func (p *Process) PutLoad(clients int, stop <-chan struct{}) (*Counts, *sync.WaitGroup) {
+	body := bytes.Repeat([]byte("v"), 256)
+	return p.run(clients, true, stop, func(c *http.Client) error {
+		// bytes.Reader: GetBody is set, but PUT is not replayed by
+		// net/http's transport (not an idempotent method to it).
+		req, _ := http.NewRequest("PUT", "http://"+p.Addr+"/put", bytes.NewReader(body))
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+}
