@@ -11,7 +11,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	xtesting.Main(m, map[string]func(){"cluster": clustertest.Child})
+	xtesting.Main(m, map[string]func(){"cluster": clustertest.Child, "runtime": childRuntime})
 }
 
 // wait bounds what the cluster tests wait for.

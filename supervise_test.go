@@ -1,7 +1,6 @@
 package cluster2_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -361,34 +360,6 @@ func loadFor() time.Duration {
 		return 2 * time.Second
 	}
 	return 5 * time.Second
-}
-
-// TestSoakRollingRestarts restarts every worker again and again for 30 s
-// under load (the design experiment replaced a worker every 250 ms) and
-// wants zero failed requests. Run with CLUSTER2_SOAK=1.
-func TestSoakRollingRestarts(t *testing.T) {
-	if os.Getenv("CLUSTER2_SOAK") == "" || testing.Short() {
-		t.Skip("soak test: set CLUSTER2_SOAK=1")
-	}
-	for _, keepAlive := range []bool{true, false} {
-		t.Run(fmt.Sprintf("keepalive=%v", keepAlive), func(t *testing.T) {
-			tc := startCluster(t, clustertest.EnvWorkers+"=2")
-			stop := make(chan struct{})
-			n, wg := tc.Load(16, keepAlive, stop)
-			restarts := 0
-			for end := time.Now().Add(30 * time.Second); time.Now().Before(end); restarts++ {
-				if err := tc.Control("/rolling", nil); err != nil {
-					t.Fatalf("rolling restart %d: %v", restarts, err)
-				}
-			}
-			close(stop)
-			wg.Wait()
-			t.Logf("%d rolling restarts (%d replacements): %d requests, %d failed", restarts, 2*restarts, n.Done.Load(), n.Failed.Load())
-			if n.Failed.Load() != 0 {
-				t.Errorf("%d failed requests; want 0; first: %s", n.Failed.Load(), strings.Join(n.Errs(), " | "))
-			}
-		})
-	}
 }
 
 // failReplacement creates flag (which makes every new worker fail), asks for

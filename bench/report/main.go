@@ -285,7 +285,7 @@ func main() {
 	fmt.Fprintln(&w, "## Chaos soak (issue 8)")
 	fmt.Fprintln(&w)
 	keep(&w, old, soakBegin, soakEnd,
-		"No soak run recorded yet: `CLUSTER2_SOAK=1 go test -run TestSoak -v -timeout 0 ./internal/soak`.\n")
+		"No soak run recorded yet: `CLUSTER2_SOAK=1 go test -run 'TestSoak$' -v -timeout 0 ./internal/soak`.\n")
 	if err := os.WriteFile(*out, []byte(w.String()), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)

@@ -43,8 +43,8 @@ const keptLines = 400
 
 // Process is a cluster a test started as a child process: its master, with
 // the master's process group (its workers and auxiliary processes). The
-// master's stdout and stderr are read line by line: the ready line, the
-// lines a test asks for (Lines), and the output logged when the test fails.
+// group's stdout is read line by line (the ready line, then Lines), and the
+// last lines of its stdout and stderr are logged when the test fails.
 // Whatever the test did, the whole group is killed with SIGKILL and reaped
 // when the test ends.
 type Process struct {
@@ -90,13 +90,16 @@ func (s Spec) Start(tb testing.TB) *Process {
 func (s Spec) Launch(tb testing.TB) *Process {
 	tb.Helper()
 	cmd := xtesting.Command(tb, s.Child, nil, s.Env...)
-	r, w, err := os.Pipe()
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cmd.Stdout, cmd.Stderr = w, w
+	cmd.Stderr = nil // xtesting's os.Stderr: read here instead
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
 	xtesting.Start(tb, cmd)
-	w.Close()
 	p := &Process{
 		tb: tb, Cmd: cmd, Client: &http.Client{Timeout: 2 * time.Minute},
 		ready: make(chan struct{}), dead: make(chan struct{}), lines: make(chan string, 1000),
@@ -119,10 +122,16 @@ func (s Spec) Launch(tb testing.TB) *Process {
 			return true
 		}
 	}
-	go func() {
-		// Every process of the group holds the pipe: EOF once they all
-		// exited, then the master is reaped.
-		sc := bufio.NewScanner(r)
+	var reading sync.WaitGroup
+	reading.Go(func() { // stderr: kept for the log of a failed test
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			p.keep(sc.Text())
+		}
+	})
+	reading.Go(func() { // stdout: the ready line, then Lines
+		sc := bufio.NewScanner(stdout)
 		sc.Buffer(nil, 1<<20)
 		up := false
 		for sc.Scan() {
@@ -142,7 +151,11 @@ func (s Spec) Launch(tb testing.TB) *Process {
 			default:
 			}
 		}
-		r.Close()
+	})
+	go func() {
+		// Every process of the group holds the pipes: EOF once they all
+		// exited (or closed them), then the master is reaped.
+		reading.Wait()
 		cmd.Wait()
 		close(p.dead)
 		close(p.lines)
@@ -190,7 +203,7 @@ func (p *Process) WaitReady() {
 // Pid is the master's pid.
 func (p *Process) Pid() int { return p.Cmd.Process.Pid }
 
-// Lines are the lines of the master's (and its group's) output other than
+// Lines are the lines of the master's (and its group's) stdout other than
 // the ready line, as they come (dropped when nobody reads and 1000 are
 // waiting); closed once the master was reaped.
 func (p *Process) Lines() <-chan string { return p.lines }

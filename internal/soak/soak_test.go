@@ -1,22 +1,3 @@
-// Package soak is cluster2's chaos soak (issue 8): a cluster under loopback
-// load while a driver, at random moments, kill -9s workers and the cache
-// manager (half of those kills between a log write and its fdatasync),
-// sends SIGHUP rolling restarts, fills the arena past capacity, fills the
-// data directory (a small tmpfs, when the soak may mount one) and frees it
-// again, pauses/resumes workers, and exhausts the master's file descriptors
-// while a killed worker must be respawned (issue 13: the respawn is retried
-// until the descriptors are back). Two of the writers PUT on keep-alive
-// connections (no client replays a PUT: a drain that closes a connection
-// under one fails it). PUTs refused while the log cannot be written are
-// counted apart (never acknowledged); the summary's "lost" counts
-// acknowledged writes missing after a final kill -9 and restart. Run it with
-//
-//	CLUSTER2_SOAK=1 CLUSTER2_SOAK_MINUTES=10 go test -run TestSoak -v -timeout 0 ./internal/soak
-//
-// It is skipped without CLUSTER2_SOAK (never in CI by default). Its faults,
-// each once and in seconds, are CI tests: TestFullDiskComesBack (both cache
-// modes; skipped without the right to mount a tmpfs) and
-// TestKillManagerBetweenWriteAndSync.
 package soak
 
 import (
@@ -51,7 +32,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	xtesting.Main(m, map[string]func(){"cluster": childCluster})
+	xtesting.Main(m, map[string]func(){"cluster": childCluster, "plain": clustertest.Child})
 }
 
 const (

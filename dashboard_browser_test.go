@@ -1,4 +1,4 @@
-package monitor_test
+package cluster2_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/cluster2/cluster2/internal/clustertest"
 )
 
 // chromium finds Debian's chromium (or another Chrome) on PATH.
@@ -39,7 +40,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Skip(msg)
 	}
 	const token = "browser-token"
-	c := startCluster(t, 2, envHeartbeat+"=300ms", envToken+"="+token)
+	c := startMonitored(t, 2, clustertest.EnvHeartbeat+"=300ms", clustertest.EnvToken+"="+token)
 	c.waitReady()
 
 	opts := []chromedp.ExecAllocatorOption{

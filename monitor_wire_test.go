@@ -1,11 +1,14 @@
-package monitor_test
+package cluster2_test
+
+// The monitor as cluster2.Listen wires it, with real processes: the plain
+// test cluster (clustertest.Child) with its monitor on a known address,
+// watched through that monitor while it starts, serves and stops. The
+// monitor's own tests (package monitor) use a fake source.
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -17,83 +20,16 @@ import (
 	"testing"
 	"time"
 
-	cluster2 "github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/internal/clustertest"
 	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
-// The tests in this file run a real cluster: the test binary re-executed as
-// a master (child "cluster"), which re-executes it as workers, with the
-// monitor wired by cluster2.Listen.
-
-func TestMain(m *testing.M) {
-	xtesting.Main(m, map[string]func(){"cluster": childCluster, "agent-emfile": childAgentEMFILE})
-}
-
-// Scenario variables of the "cluster" child (the workers inherit them).
-const (
-	envWorkers   = "T_WORKERS"   // number of workers
-	envMonitor   = "T_MONITOR"   // Config.MonitorAddr
-	envWarmHang  = "T_WARMHANG"  // WarmUp blocks while this file exists
-	envInFlight  = "T_INFLIGHT"  // /slow creates this file when it starts
-	envHeartbeat = "T_HEARTBEAT" // Config.HeartbeatInterval
-	envToken     = "T_TOKEN"     // Config.Monitor.Token
-)
-
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return path != "" && err == nil
-}
-
-// childCluster is main of the test cluster, in the master and the workers.
-func childCluster() {
-	workers, _ := strconv.Atoi(os.Getenv(envWorkers))
-	hb, err := time.ParseDuration(os.Getenv(envHeartbeat))
-	if err != nil {
-		hb = 200 * time.Millisecond
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "pid %d\n", os.Getpid()) })
-	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
-		if f := os.Getenv(envInFlight); f != "" {
-			os.WriteFile(f, nil, 0o600)
-		}
-		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
-		time.Sleep(time.Duration(ms) * time.Millisecond)
-		fmt.Fprintf(w, "pid %d\n", os.Getpid())
-	})
-	c, err := cluster2.Listen(context.Background(), cluster2.Config{
-		Workers: workers, Addr: "127.0.0.1:0", MonitorAddr: os.Getenv(envMonitor), Handler: mux,
-		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Monitor:           cluster2.MonitorConfig{Token: os.Getenv(envToken)},
-		HeartbeatInterval: hb, NannyTolerance: -1, StopTimeout: 20 * time.Second, ReplaceTimeout: 20 * time.Second,
-		WarmUp: func(ctx context.Context, addr string) error {
-			for exists(os.Getenv(envWarmHang)) && ctx.Err() == nil {
-				time.Sleep(10 * time.Millisecond)
-			}
-			return nil
-		},
-	})
-	if err != nil {
-		fmt.Printf("LISTEN-ERROR %v\n", err)
-		os.Exit(3)
-	}
-	if c.IsMaster() {
-		fmt.Printf("READY %s %s\n", c.Addr(), c.MonitorAddr())
-	}
-	c.Wait()
-	if c.IsMaster() {
-		fmt.Printf("STOPPED\n")
-	}
-}
-
-// cluster is a running test cluster.
-type cluster struct {
-	t     *testing.T
-	cmd   *exec.Cmd
-	app   string // http://addr of the shared socket, once READY
-	mon   string // http://addr of the monitor
-	ready chan struct{}
-	dead  chan struct{}
+// monCluster is a test cluster watched through its monitor.
+type monCluster struct {
+	*clustertest.Process
+	t   *testing.T
+	app string // http://addr of the shared socket, once waitReady returned
+	mon string // http://addr of the monitor
 }
 
 // freeAddr returns a loopback address that was free a moment ago.
@@ -106,48 +42,25 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startCluster starts the master; it does not wait for READY (see
-// waitReady): the monitor answers before the workers are warm.
-func startCluster(t *testing.T, workers int, env ...string) *cluster {
+// startMonitored starts the master with workers workers and its monitor on
+// a free address; it does not wait for READY (see waitReady): the monitor
+// answers before the workers are warm.
+func startMonitored(t *testing.T, workers int, env ...string) *monCluster {
 	t.Helper()
 	mon := freeAddr(t)
-	env = append(env, envWorkers+"="+strconv.Itoa(workers), envMonitor+"="+mon)
-	cmd := xtesting.Command(t, "cluster", nil, env...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	xtesting.Start(t, cmd)
-	c := &cluster{t: t, cmd: cmd, mon: "http://" + mon, ready: make(chan struct{}), dead: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "READY" {
-				c.app = "http://" + f[1]
-				if "http://"+f[2] != c.mon {
-					t.Errorf("MonitorAddr() = %s; want %s", f[2], mon)
-				}
-				close(c.ready)
-			}
-		}
-		cmd.Wait()
-		close(c.dead)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGKILL)
-		<-c.dead
-	})
-	return c
+	env = append(env, clustertest.EnvWorkers+"="+strconv.Itoa(workers), clustertest.EnvMonitor+"="+mon,
+		clustertest.EnvStopTO+"=20s", clustertest.EnvReplaceTO+"=20s")
+	return &monCluster{Process: clustertest.Spec{Child: "cluster", Env: env}.Launch(t), t: t, mon: "http://" + mon}
 }
 
-func (c *cluster) waitReady() {
+// waitReady waits until Listen returned in the master, which must say its
+// monitor is where it was asked to be.
+func (c *monCluster) waitReady() {
 	c.t.Helper()
-	select {
-	case <-c.ready:
-	case <-c.dead:
-		c.t.Fatal("the master exited before READY")
-	case <-time.After(60 * time.Second):
-		c.t.Fatal("no READY after 60 s")
+	c.WaitReady()
+	c.app = "http://" + c.Addr
+	if "http://"+c.Mon != c.mon {
+		c.t.Errorf("MonitorAddr() = %s; want %s", c.Mon, c.mon)
 	}
 }
 
@@ -174,7 +87,7 @@ type apiWorker struct {
 	State string `json:"state"`
 }
 
-func (c *cluster) workers() []apiWorker {
+func (c *monCluster) workers() []apiWorker {
 	c.t.Helper()
 	code, body := get(c.mon + "/debug/api/workers")
 	var ws []apiWorker
@@ -192,7 +105,7 @@ func TestClusterECV(t *testing.T) {
 	hang := t.TempDir() + "/hang"
 	inflight := t.TempDir() + "/inflight"
 	os.WriteFile(hang, nil, 0o600)
-	c := startCluster(t, 2, envWarmHang+"="+hang, envInFlight+"="+inflight)
+	c := startMonitored(t, 2, clustertest.EnvWarmHang+"="+hang, clustertest.EnvInFlight+"="+inflight)
 
 	if !xtesting.Eventually(30*time.Second, func() bool { code, _ := get(c.mon + "/livez"); return code == 200 }) {
 		t.Fatal("/livez never answered 200 while the workers warm up")
@@ -231,10 +144,10 @@ func TestClusterECV(t *testing.T) {
 	// A request in flight keeps a worker draining after SIGTERM.
 	slow := make(chan int, 1)
 	go func() { code, _ := get(c.app + "/slow?ms=3000"); slow <- code }()
-	if !xtesting.Eventually(10*time.Second, func() bool { return exists(inflight) }) {
+	if !xtesting.Eventually(10*time.Second, func() bool { return clustertest.Exists(inflight) }) {
 		t.Fatal("the slow request never started")
 	}
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := c.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	var code int
@@ -257,7 +170,7 @@ func TestClusterECV(t *testing.T) {
 		t.Fatalf("the slow request = %d; want 200 (drained, not cut)", code)
 	}
 	select {
-	case <-c.dead:
+	case <-c.Dead():
 	case <-time.After(30 * time.Second):
 		t.Fatal("the master did not exit after SIGTERM")
 	}
@@ -267,7 +180,7 @@ func TestClusterECV(t *testing.T) {
 // per-worker profiles (a unix socket in a private directory), /metrics
 // with their pids, /status, /deps.
 func TestClusterRoutes(t *testing.T) {
-	c := startCluster(t, 2)
+	c := startMonitored(t, 2)
 	c.waitReady()
 	ws := c.workers()
 	if len(ws) != 2 || ws[0].State != "active" {
@@ -345,15 +258,15 @@ func TestClusterRoutes(t *testing.T) {
 func TestClusterKill9ProfileDirRemovedAtNextStart(t *testing.T) {
 	tmp := t.TempDir()
 	env := "TMPDIR=" + tmp
-	c1 := startCluster(t, 1, env)
+	c1 := startMonitored(t, 1, env)
 	c1.waitReady()
-	mine, _ := filepath.Glob(filepath.Join(tmp, "cluster2-pprof-"+strconv.Itoa(c1.cmd.Process.Pid)+"-*"))
+	mine, _ := filepath.Glob(filepath.Join(tmp, "cluster2-pprof-"+strconv.Itoa(c1.Pid())+"-*"))
 	if len(mine) != 1 {
-		t.Fatalf("profile dirs of master %d: %v; want 1", c1.cmd.Process.Pid, mine)
+		t.Fatalf("profile dirs of master %d: %v; want 1", c1.Pid(), mine)
 	}
-	c1.cmd.Process.Signal(syscall.SIGKILL)
-	<-c1.dead
-	if !exists(mine[0]) {
+	c1.Cmd.Process.Signal(syscall.SIGKILL)
+	<-c1.Dead()
+	if !clustertest.Exists(mine[0]) {
 		t.Fatalf("%s is gone after kill -9: nothing to test", mine[0])
 	}
 	// A live process's dir (a sleep), a dead pid's dir, and a symlink named
@@ -380,10 +293,10 @@ func TestClusterKill9ProfileDirRemovedAtNextStart(t *testing.T) {
 	if err := os.Symlink(keep, link); err != nil {
 		t.Fatal(err)
 	}
-	c2 := startCluster(t, 1, env)
+	c2 := startMonitored(t, 1, env)
 	c2.waitReady()
 	for _, gone := range []string{mine[0], deadDir} {
-		if exists(gone) {
+		if clustertest.Exists(gone) {
 			t.Errorf("%s still there after the next start", gone)
 		}
 	}
@@ -392,7 +305,7 @@ func TestClusterKill9ProfileDirRemovedAtNextStart(t *testing.T) {
 			t.Errorf("%s was removed: %v", kept, err)
 		}
 	}
-	if d, _ := filepath.Glob(filepath.Join(tmp, "cluster2-pprof-"+strconv.Itoa(c2.cmd.Process.Pid)+"-*")); len(d) != 1 {
+	if d, _ := filepath.Glob(filepath.Join(tmp, "cluster2-pprof-"+strconv.Itoa(c2.Pid())+"-*")); len(d) != 1 {
 		t.Errorf("the new master's profile dirs: %v; want 1", d)
 	}
 }

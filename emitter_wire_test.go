@@ -1,7 +1,6 @@
-package emitter_test
+package cluster2_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,18 +8,15 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/emitter"
-	"github.com/cluster2/cluster2/internal/xtesting"
+	"github.com/cluster2/cluster2/internal/clustertest"
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/status"
 )
-
-func init() { children["runtime"] = childRuntime }
 
 // childRuntime runs a real cluster (cluster2.Listen, two workers). The
 // master prints what its emitter handlers receive, one line each:
@@ -104,31 +100,14 @@ func childRuntime() {
 	select {}
 }
 
-// A cluster started with cluster2.Listen publishes its lifecycle and
-// heartbeats to On handlers in the master, and a worker's event reaches
-// another worker.
+// The emitter as cluster2.Listen wires it: a cluster started with
+// cluster2.Listen publishes its lifecycle and heartbeats to On handlers in
+// the master, and a worker's event reaches another worker.
 func TestRuntimeWiring(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
-	cmd := xtesting.Command(t, "runtime", nil)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	xtesting.Start(t, cmd)
-	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
-	lines := make(chan string, 1000)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			select {
-			case lines <- sc.Text():
-			default:
-			}
-		}
-		close(lines)
-	}()
+	lines := clustertest.Spec{Child: "runtime"}.Launch(t).Lines()
 	listening, heartbeats := map[int]bool{}, map[int]bool{}
 	greeted, statusOK := false, false
 	deadline := time.After(60 * time.Second)
