@@ -122,7 +122,16 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("reload the dashboard: %v", err)
 	}
 	poll("rows after reload", `document.querySelectorAll('#workers tbody tr[data-pid]').length === 2`)
-	if err := chromedp.Do(step(), chromedp.Click(chromedp.CSS(`button[data-action="pause"][data-pid="`+pid+`"]`))); err != nil {
+	// The rows are rendered anew with every snapshot: a button found may be
+	// replaced before the click reaches it ("Could not find node with given
+	// id"), so the click is tried again, a few times.
+	for range 10 {
+		if err = chromedp.Do(step(), chromedp.Click(chromedp.CSS(`button[data-action="pause"][data-pid="`+pid+`"]`))); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
 		t.Fatalf("click pause: %v", err)
 	}
 	poll("the row shows paused", `document.querySelector('tr[data-pid="`+pid+`"]').dataset.state === 'paused'`)
