@@ -204,31 +204,31 @@ type cursor struct {
 var _ persist.Cursor = (*cursor)(nil)
 
 // Detach gives the log writer role up: Always writers stop waiting for it.
-func (p *cursor) Detach() {
-	j := p.sp.jr.h
-	j.writer.CompareAndSwap(p.sp.p.Token(), 0)
+func (c *cursor) Detach() {
+	j := c.sp.jr.h
+	j.writer.CompareAndSwap(c.sp.p.Token(), 0)
 	j.durEv.Wake()
 }
 
 // Position returns the journal position up to which the cursor has read.
-func (p *cursor) Position() uint64 { return p.cur }
+func (c *cursor) Position() uint64 { return c.cur }
 
 // Tail returns the journal's current end.
-func (p *cursor) Tail() uint64 { return p.sp.jr.h.tail.Load() }
+func (c *cursor) Tail() uint64 { return c.sp.jr.h.tail.Load() }
 
 // Skip moves the read position to the journal's end.
-func (p *cursor) Skip() uint64 {
-	p.cur = p.sp.jr.h.tail.Load()
-	return p.cur
+func (c *cursor) Skip() uint64 {
+	c.cur = c.sp.jr.h.tail.Load()
+	return c.cur
 }
 
 // Rewind moves the read position (and the logged mark) back to pos.
-func (p *cursor) Rewind(pos uint64) {
-	if pos >= p.cur {
+func (c *cursor) Rewind(pos uint64) {
+	if pos >= c.cur {
 		return
 	}
-	p.cur = pos
-	j := p.sp.jr.h
+	c.cur = pos
+	j := c.sp.jr.h
 	if j.logged.Load() > pos {
 		j.logged.Store(pos)
 	}
@@ -237,14 +237,14 @@ func (p *cursor) Rewind(pos uint64) {
 // SetFailing records that the log cannot be written (err) or that it can
 // again (nil). While it is failing, Set and Del of persistent caches return
 // ErrPersistFailing and Always writers that wait return ErrNotDurable.
-func (p *cursor) SetFailing(err error) bool {
-	j := p.sp.jr.h
-	c := &j.wstats
+func (c *cursor) SetFailing(err error) bool {
+	j := c.sp.jr.h
+	w := &j.wstats
 	if err == nil {
 		if j.failing.Swap(0) == 0 {
 			return false
 		}
-		c.failSince.Store(0)
+		w.failSince.Store(0)
 		return true
 	}
 	f := failingOther
@@ -254,8 +254,8 @@ func (p *cursor) SetFailing(err error) bool {
 	}
 	was := j.failing.Swap(f)
 	if was == 0 {
-		c.failures.Add(1)
-		c.failSince.Store(time.Now().UnixNano())
+		w.failures.Add(1)
+		w.failSince.Store(time.Now().UnixNano())
 	}
 	j.durEv.Wake() // the Always writers waiting return now
 	return was == 0
@@ -263,8 +263,8 @@ func (p *cursor) SetFailing(err error) bool {
 
 // CoverGaps returns the function that marks the gap requests counted up to
 // the call as covered by the snapshot about to be taken.
-func (p *cursor) CoverGaps() func() {
-	j := p.sp.jr.h
+func (c *cursor) CoverGaps() func() {
+	j := c.sp.jr.h
 	g := j.gapReq.Load()
 	return func() {
 		if g > j.gapDone.Load() {
@@ -288,58 +288,58 @@ func logOp(o uint8) persist.Op {
 
 // Read calls fn for up to max journal records of persistent caches from the
 // read position on, and advances (see persist.Cursor).
-func (p *cursor) Read(max int, fn func(r persist.Record) error) (int, error) {
-	j := &p.sp.jr
+func (c *cursor) Read(max int, fn func(r persist.Record) error) (int, error) {
+	j := &c.sp.jr
 	if j.h.gapReq.Load() != j.h.gapDone.Load() {
 		// A writer could not journal a change: skip to the end, which the
 		// snapshot the caller takes now covers.
-		p.cur = j.h.tail.Load()
+		c.cur = j.h.tail.Load()
 		return 0, persist.ErrJournalGap
 	}
 	n := 0
 	for n < max {
 		t := j.h.tail.Load()
-		if p.cur == t {
+		if c.cur == t {
 			return n, nil
 		}
-		if t-p.cur > j.cap || t < p.cur {
-			p.cur = t
+		if t-c.cur > j.cap || t < c.cur {
+			c.cur = t
 			return n, persist.ErrJournalGap
 		}
-		phys := p.cur & (j.cap - 1)
+		phys := c.cur & (j.cap - 1)
 		if j.cap-phys < jrecHeader {
-			p.cur += j.cap - phys
+			c.cur += j.cap - phys
 			continue
 		}
 		size := uint64(leUint32(j.data[phys:]))
-		if size < jrecHeader || size%8 != 0 || phys+size > j.cap || p.cur+size > t {
-			p.cur = j.h.tail.Load()
+		if size < jrecHeader || size%8 != 0 || phys+size > j.cap || c.cur+size > t {
+			c.cur = j.h.tail.Load()
 			return n, persist.ErrJournalGap
 		}
-		p.buf = append(p.buf[:0], j.data[phys:phys+size]...)
+		c.buf = append(c.buf[:0], j.data[phys:phys+size]...)
 		order.LoadFence() // arm64: the copy before the claim check (doc.go, fence 5)
-		if j.h.claim.Load() > p.cur+j.cap {
-			p.cur = j.h.tail.Load()
+		if j.h.claim.Load() > c.cur+j.cap {
+			c.cur = j.h.tail.Load()
 			return n, persist.ErrJournalGap
 		}
-		p.cur += size
+		c.cur += size
 		n++
-		b := p.buf
+		b := c.buf
 		if b[4] == opFiller {
 			continue
 		}
 		klen := int(binary.LittleEndian.Uint16(b[6:]))
 		vlen := int(binary.LittleEndian.Uint32(b[12:]))
 		id := binary.LittleEndian.Uint32(b[8:])
-		if jrecHeader+klen+vlen > len(b) || id >= min(p.sp.h.count.Load(), MaxCaches) {
-			p.cur = j.h.tail.Load()
+		if jrecHeader+klen+vlen > len(b) || id >= min(c.sp.h.count.Load(), MaxCaches) {
+			c.cur = j.h.tail.Load()
 			return n, persist.ErrJournalGap
 		}
-		if p.sp.h.registry[id].persist == 0 {
+		if c.sp.h.registry[id].persist == 0 {
 			continue
 		}
 		r := persist.Record{Op: logOp(b[4]), Cache: id, Key: b[jrecHeader : jrecHeader+klen],
-			ExpireAt: int64(binary.LittleEndian.Uint64(b[16:])), End: p.cur}
+			ExpireAt: int64(binary.LittleEndian.Uint64(b[16:])), End: c.cur}
 		if b[4] == opSet {
 			r.Value = b[jrecHeader+klen : jrecHeader+klen+vlen]
 		} else {
@@ -354,10 +354,10 @@ func (p *cursor) Read(max int, fn func(r persist.Record) error) (int, error) {
 
 // Wait sleeps until the journal has records past the read position, an Always
 // writer asks, the journal fills past a quarter, or timeout passes.
-func (p *cursor) Wait(timeout time.Duration) {
-	j := p.sp.jr.h
+func (c *cursor) Wait(timeout time.Duration) {
+	j := c.sp.jr.h
 	tk := j.pev.Prepare()
-	if j.tail.Load() != p.cur {
+	if j.tail.Load() != c.cur {
 		j.pev.Cancel()
 		return
 	}
@@ -366,17 +366,17 @@ func (p *cursor) Wait(timeout time.Duration) {
 
 // Logged records that every record before pos is in the log, so that a
 // restarted log writer resumes there, and releases throttled writers.
-func (p *cursor) Logged(pos uint64) {
-	p.sp.jr.h.logged.Store(pos)
-	p.sp.jr.h.durEv.Wake()
+func (c *cursor) Logged(pos uint64) {
+	c.sp.jr.h.logged.Store(pos)
+	c.sp.jr.h.durEv.Wake()
 }
 
 // Durable records that every record before pos is on disk and wakes the
 // Always writers waiting for it. In the terminology of the Go memory model,
 // Durable synchronizes before the return of every Set whose record ends at or
 // before pos.
-func (p *cursor) Durable(pos uint64) {
-	j := p.sp.jr.h
+func (c *cursor) Durable(pos uint64) {
+	j := c.sp.jr.h
 	if d := j.durable.Load(); pos > d || d > j.tail.Load() { // durable past tail is damage: replaced
 		j.durable.Store(pos)
 	}
@@ -384,25 +384,25 @@ func (p *cursor) Durable(pos uint64) {
 }
 
 // CountLogged adds records and bytes appended to the log to the figures.
-func (p *cursor) CountLogged(records, bytes int) {
-	c := &p.sp.jr.h.wstats
-	c.records.Add(uint64(records))
-	c.bytes.Add(uint64(bytes))
+func (c *cursor) CountLogged(records, bytes int) {
+	w := &c.sp.jr.h.wstats
+	w.records.Add(uint64(records))
+	w.bytes.Add(uint64(bytes))
 }
 
 // CountSync adds one fsync that took d to the figures.
-func (p *cursor) CountSync(d time.Duration) {
-	c := &p.sp.jr.h.wstats
-	c.syncs.Add(1)
-	c.syncNanos.Add(uint64(d))
+func (c *cursor) CountSync(d time.Duration) {
+	w := &c.sp.jr.h.wstats
+	w.syncs.Add(1)
+	w.syncNanos.Add(uint64(d))
 }
 
 // CountSnapshot adds a snapshot (gap: taken because the journal lapped).
-func (p *cursor) CountSnapshot(gap bool) {
-	c := &p.sp.jr.h.wstats
-	c.snapshots.Add(1)
+func (c *cursor) CountSnapshot(gap bool) {
+	w := &c.sp.jr.h.wstats
+	w.snapshots.Add(1)
 	if gap {
-		c.gaps.Add(1)
+		w.gaps.Add(1)
 	}
 }
 
