@@ -76,6 +76,18 @@
 // (emitter.Default, status.Default, cache.Default) for the user's code, but
 // nothing of the runtime, the monitor included, reads those defaults.
 //
+// # Configuration
+//
+// [Config] is the one configuration of every process; Listen hands each
+// layer its share under the same field names (master.Config for the
+// supervisor, worker.Config in each worker). Each setting has one default,
+// a constant of the package that applies it (worker.DefaultStopTimeout,
+// master.DefaultMaxAge, shm.DefaultSize ...), and each range is checked in
+// one place: [DefaultConfig] and [Config.String] show them all. Every layer
+// refuses a bad field with an error wrapping the one [ErrInvalidConfig]
+// (master.ErrInvalidConfig, cache.ErrInvalidConfig ... are the same value),
+// whose message names the package and the field. See docs/runtime.md.
+//
 // # Caveats
 //
 //   - Go cannot fork: workers are new processes running main from the start.
