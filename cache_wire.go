@@ -6,34 +6,49 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/internal/backoff"
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/internal/xtime"
+	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/persist"
 	"github.com/cluster2/cluster2/shm"
 )
 
 // cacheRuntime is the cache's part of one process of the cluster: the space,
-// and in the master the log writer (mode master) or the supervisor
-// of the cache-manager process (mode standalone).
+// and in the master the log writer (mode master) or the cache manager's
+// registration with the master (mode standalone: master.Config.Aux).
 type cacheRuntime struct {
-	sp     *cache.Space
-	mgr    *persist.LogWriter // mode master: runs in the master
-	cancel context.CancelFunc
-	done   chan error
-	log    *slog.Logger
-	proc   *managerProc // mode standalone
+	sp         *cache.Space
+	mgr        *persist.LogWriter // mode master: runs in the master
+	cancel     context.CancelFunc
+	done       chan error
+	log        *slog.Logger
+	standalone bool // mode standalone with a data directory: the master runs a cache manager
+}
+
+// managerBackoffMax caps the cache manager's crash back-off (the master's
+// rule, its own cap): while it is down nobody logs, so Sets of persistent
+// caches wait for it; its restart must not wait as long as a worker's may.
+const managerBackoffMax = 5 * time.Second
+
+// aux returns the auxiliary processes the cache needs the master to run: in
+// mode standalone with a data directory, the cache manager, ready once it is
+// the space's log writer (so that no worker writes before somebody logs).
+func (r *cacheRuntime) aux() []master.Aux {
+	if r == nil || !r.standalone {
+		return nil
+	}
+	j := r.sp.Journal()
+	return []master.Aux{{Role: proc.RoleCacheManager, Ready: j.Attached, CrashBackoffMax: managerBackoffMax}}
 }
 
 // startCacheMaster sets the cache space up in the master's arena before any
 // worker starts; with a data directory it replays the log into it, then runs
-// the log writer here (mode master) or hands it to a cache-manager
-// process (mode standalone) and waits until that one took over.
+// the log writer here (mode master) or leaves it to a cache-manager process
+// (mode standalone), which the master spawns before the workers (see aux).
 func startCacheMaster(ctx context.Context, c Config, a *shm.Arena) (*cacheRuntime, error) {
 	sp, err := cache.Setup(ctx, a, cache.SpaceOptions{})
 	if err != nil {
@@ -63,11 +78,7 @@ func startCacheMaster(ctx context.Context, c Config, a *shm.Arena) (*cacheRuntim
 			sp.Close()
 			return nil, fmt.Errorf("cluster2: cache: %w", err)
 		}
-		r.proc = &managerProc{a: a, sp: sp, log: c.Logger}
-		if err := r.proc.start(ctx); err != nil {
-			sp.Close()
-			return nil, err
-		}
+		r.standalone = true
 		return r, nil
 	}
 	r.mgr = m
@@ -90,14 +101,12 @@ func attachCacheWorker(a *shm.Arena) (*cacheRuntime, error) {
 	return &cacheRuntime{sp: sp}, nil
 }
 
-// stop ends the cache's work in this process: the log writer logs what is left
-// and closes the log; a cache-manager process is told to stop and waited for.
+// stop ends the cache's work in this process: the log writer logs what is
+// left and closes the log (a cache-manager process has been stopped by the
+// master already, after the last worker).
 func (r *cacheRuntime) stop() {
 	if r == nil {
 		return
-	}
-	if r.proc != nil {
-		r.proc.stop()
 	}
 	if r.mgr != nil {
 		r.cancel()
@@ -107,128 +116,6 @@ func (r *cacheRuntime) stop() {
 		r.mgr.Close()
 	}
 	r.sp.Close()
-}
-
-// managerProc supervises the cache-manager process: it restarts it when it
-// dies (with a back-off), after releasing its arena slot.
-type managerProc struct {
-	a   *shm.Arena
-	sp  *cache.Space
-	log *slog.Logger
-
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	deathW   *os.File
-	stopping bool
-	exited   chan struct{}
-	restarts int
-}
-
-// start starts the manager process and waits until it is the space's
-// log writer, so that no worker writes before somebody logs.
-func (mp *managerProc) start(ctx context.Context) error {
-	if err := mp.spawn(); err != nil {
-		return err
-	}
-	for !mp.sp.Journal().Attached() {
-		select {
-		case <-mp.exited:
-			return fmt.Errorf("cluster2: cache: the cache manager exited during start")
-		case <-ctx.Done():
-			mp.stop()
-			return fmt.Errorf("cluster2: cache: waiting for the cache manager: %w", ctx.Err())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
-func (mp *managerProc) spawn() error {
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("cluster2: cache manager: %w", err)
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return fmt.Errorf("cluster2: cache manager: %w", err)
-	}
-	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Env = proc.ChildEnv(os.Environ(), proc.RoleCacheManager, proc.RoleCacheManager.Slot(mp.a.SlotCount()), os.Getpid())
-	// At internal/proc's numbers; fd 3, the listener's, is closed.
-	cmd.ExtraFiles = []*os.File{nil, mp.a.File(), r}
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Start(); err != nil {
-		r.Close()
-		w.Close()
-		return fmt.Errorf("cluster2: cache manager: %w", err)
-	}
-	r.Close()
-	exited := make(chan struct{})
-	mp.mu.Lock()
-	mp.cmd, mp.deathW, mp.exited = cmd, w, exited
-	mp.mu.Unlock()
-	mp.log.Info("cluster2: cache manager started", "pid", cmd.Process.Pid)
-	go mp.watch(cmd, w, exited)
-	return nil
-}
-
-// watch waits for the manager to exit, releases its slot and restarts it.
-func (mp *managerProc) watch(cmd *exec.Cmd, w *os.File, exited chan struct{}) {
-	err := cmd.Wait()
-	w.Close()
-	for _, s := range mp.a.Slots() {
-		if s.Pid == cmd.Process.Pid {
-			mp.a.ReleaseSlot(s.Slot)
-		}
-	}
-	close(exited)
-	mp.mu.Lock()
-	stopping := mp.stopping
-	mp.restarts++
-	n := mp.restarts
-	mp.mu.Unlock()
-	if stopping {
-		return
-	}
-	back := min(time.Duration(float64(100*time.Millisecond)*pow15(n-1)), 5*time.Second)
-	mp.log.Error("cluster2: cache manager died; restarting", "pid", cmd.Process.Pid, "err", err, "in", back)
-	time.Sleep(back)
-	mp.mu.Lock()
-	stopping = mp.stopping
-	mp.mu.Unlock()
-	if stopping {
-		return
-	}
-	if err := mp.spawn(); err != nil {
-		mp.log.Error("cluster2: cache manager: restart failed", "err", err)
-	}
-}
-
-func pow15(n int) float64 {
-	f := 1.0
-	for range min(n, 20) {
-		f *= 1.5
-	}
-	return f
-}
-
-// stop tells the manager to finish (closing its death pipe is its signal),
-// and waits up to 10 s before killing it.
-func (mp *managerProc) stop() {
-	mp.mu.Lock()
-	mp.stopping = true
-	cmd, w, exited := mp.cmd, mp.deathW, mp.exited
-	mp.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	w.Close()
-	select {
-	case <-exited:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Signal(syscall.SIGKILL)
-		<-exited
-	}
 }
 
 // isCacheManager reports whether this process is the cache-manager process.
@@ -308,13 +195,13 @@ func openManager(ctx context.Context, c Config, sp *cache.Space) (*persist.LogWr
 	defer p.Detach()
 	p.SetFailing(err)
 	last := ""
-	for back := 100 * time.Millisecond; ; back = min(2*back, 5*time.Second) {
+	for back := (backoff.Backoff{First: 100 * time.Millisecond, Factor: 2, Max: 5 * time.Second}); ; {
 		if err.Error() != last {
 			c.Logger.Error("cluster2: cache manager: cannot open the data directory: Sets of persistent caches are refused until it can; retrying",
 				"dir", c.Cache.DataDir, "err", err)
 			last = err.Error()
 		}
-		if xtime.SleepCtx(ctx, back) != nil {
+		if xtime.SleepCtx(ctx, back.Next()) != nil {
 			return nil, err
 		}
 		if m, err = persist.Open(c.Cache.DataDir, persistOptions(c)); err == nil {

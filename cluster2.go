@@ -214,6 +214,7 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 	mc := c.master()
 	mc.Listener, mc.Arena, mc.Env = f, a, mon.workerEnv()
 	mc.OnEvent, mc.OnHeartbeat = events.deliver, ew.onHeartbeat
+	mc.Aux = cr.aux() // the cache manager (mode standalone): spawned before the workers, stopped after them
 	m, err := master.Start(ctx, mc)
 	if err != nil {
 		return nil, err

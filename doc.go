@@ -14,7 +14,8 @@
 // socket, and returns once it accepts there.
 //
 //	master ── creates ──▶ socket :8080 (one open file description) + arena (memfd)
-//	   │ re-exec, fds 3 (socket), 4 (arena), 5 (death pipe)
+//	   │ re-exec, fds 3 (socket, workers only), 4 (arena), 5 (death pipe)
+//	   ├──▶ cache manager slot n-1 (Cache.Mode standalone): first, stopped last
 //	   ├──▶ worker slot 1: warm up on 127.0.0.1:x → accept on :8080
 //	   └──▶ worker slot 2: warm up on 127.0.0.1:y → accept on :8080
 //
@@ -39,11 +40,21 @@
 //
 // # Supervision
 //
+// Package master supervises every child process, through one spawn, reap
+// and respawn path: the workers, and the cache manager of Cache.Mode
+// standalone, which Listen registers as an auxiliary process
+// (master.Config.Aux). internal/proc defines the roles, the environment and
+// the descriptor numbers every child reads, and which slot of the arena's
+// process table is whose (0 the master's, the last the cache manager's).
+//
 //   - A worker that dies is noticed at once (process wait), its arena slot is
 //     released (its robust locks with it), and it is replaced, with a back-off
 //     (×1.5 per crash in a row, capped) when it keeps crashing. A spawn that
 //     fails (the master out of descriptors) is retried until the slot is
 //     filled; Cluster.Respawning and the "respawns" status say so meanwhile.
+//   - The cache manager goes the same way: spawned before any worker (Listen
+//     waits until it is the log writer), restarted after the same back-off
+//     (capped at 5 s) when it dies, stopped after the last worker.
 //   - Replacements (ShouldKill, MaxAge, the nanny, MemoryLimit, Replace,
 //     RollingRestart, SIGHUP) go through the death queue: FIFO, one at a
 //     time; a successor starts first and must listen and warm up within

@@ -8,10 +8,10 @@ import (
 )
 
 func TestCrashBackoffGrowsByRateAndIsCapped(t *testing.T) {
-	m := &Master{cfg: Config{CrashBackoffMax: time.Second}}
+	var c crashBackoff
 	var got []time.Duration
 	for range 9 {
-		got = append(got, m.crashDelayLocked())
+		got = append(got, c.next(time.Now(), time.Second))
 	}
 	want := []time.Duration{0, 100 * time.Millisecond, 150 * time.Millisecond, 225 * time.Millisecond,
 		337500 * time.Microsecond, 506250 * time.Microsecond, 759375 * time.Microsecond, time.Second, time.Second}
@@ -21,8 +21,8 @@ func TestCrashBackoffGrowsByRateAndIsCapped(t *testing.T) {
 		}
 	}
 	// A crash long after the last one is a lone crash: replaced at once.
-	m.crashes.last = time.Now().Add(-time.Hour)
-	if d := m.crashDelayLocked(); d != 0 {
+	c.last = time.Now().Add(-time.Hour)
+	if d := c.next(time.Now(), time.Second); d != 0 {
 		t.Fatalf("delay after a quiet hour = %v; want 0", d)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/cluster2/cluster2/internal/proc"
@@ -22,6 +23,9 @@ const (
 	DefaultMaxAge          = 72 * time.Hour
 	DefaultReplaceRetries  = 3
 	DefaultCrashBackoffMax = 30 * time.Second
+
+	// DefaultAuxStopTimeout is Aux.StopTimeout's default.
+	DefaultAuxStopTimeout = 10 * time.Second
 
 	// MaxWorkers is the largest Config.Workers.
 	MaxWorkers = 1000
@@ -103,6 +107,12 @@ type Config struct {
 	// between retries of a respawn whose spawn failed (from 250 ms, ×2).
 	// Default 30 s.
 	CrashBackoffMax time.Duration
+
+	// Aux are the cluster's auxiliary processes (cluster2 registers its
+	// cache manager here, in Cache.Mode standalone): spawned before the
+	// workers, restarted when they die, stopped after the last worker; see
+	// Aux. Default none.
+	Aux []Aux
 
 	// HandleSignals makes the master handle SIGINT/SIGTERM (graceful stop; a
 	// second signal stops at once) and SIGHUP (rolling restart).
@@ -222,6 +232,21 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Workers > proc.WorkerSlots(c.Arena.SlotCount()) { // not the master's slot, nor the auxiliary one
 		return c, fmt.Errorf("master: %w: Workers %d needs more than the arena's %d slots", ErrInvalidConfig, c.Workers, c.Arena.SlotCount())
 	}
+	aux := make([]Aux, len(c.Aux))
+	for i, a := range c.Aux {
+		slot := a.Role.Slot(c.Arena.SlotCount())
+		if slot <= 0 || slices.ContainsFunc(aux[:i], func(b Aux) bool { return b.Role == a.Role }) {
+			return c, fmt.Errorf("master: %w: Aux[%d]: %v is not an auxiliary role, or twice", ErrInvalidConfig, i, a.Role)
+		}
+		if a.CrashBackoffMax <= 0 {
+			a.CrashBackoffMax = c.CrashBackoffMax
+		}
+		if a.StopTimeout <= 0 {
+			a.StopTimeout = DefaultAuxStopTimeout
+		}
+		aux[i] = a
+	}
+	c.Aux = aux
 	c.ReplaceRetries = max(c.ReplaceRetries, 0) // negative: none
 	return c, nil
 }

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/backoff"
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/internal/xtime"
 )
@@ -78,7 +79,7 @@ func (m *Master) enqueue(pid int, reason string, done chan error) bool {
 // deathQueue runs replacements FIFO, one at a time.
 func (m *Master) deathQueue() {
 	defer m.wg.Done()
-	var failDelay time.Duration
+	fails := backoff.Backoff{First: time.Second, Factor: 1.5, Max: m.cfg.CrashBackoffMax}
 	for {
 		m.mu.Lock()
 		if m.stopping {
@@ -118,11 +119,11 @@ func (m *Master) deathQueue() {
 		// memory limit that keeps asking must not turn into a loop of
 		// failing successors.
 		if errors.Is(err, ErrReplaceFailed) {
-			failDelay = min(max(time.Second, failDelay*3/2), m.cfg.CrashBackoffMax)
-			m.log.Warn("death queue backs off after a failed replacement", "delay", failDelay)
-			xtime.Sleep(m.stopCh, failDelay)
+			d := fails.Next()
+			m.log.Warn("death queue backs off after a failed replacement", "delay", d)
+			xtime.Sleep(m.stopCh, d)
 		} else if err == nil {
-			failDelay = 0
+			fails.Reset()
 		}
 	}
 }

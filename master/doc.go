@@ -1,7 +1,17 @@
-// Package master is the supervisor of a cluster2 cluster: it spawns the
-// workers (re-executing the binary with the shared socket, the arena and a
-// death pipe as inherited descriptors), follows their states and heartbeats
-// through the arena's supervision region, and replaces them.
+// Package master is the supervisor of a cluster2 cluster, the one owner of
+// every child process: it spawns the workers (re-executing the binary with
+// the shared socket, the arena and a death pipe as inherited descriptors),
+// follows their states and heartbeats through the arena's supervision
+// region, and replaces them; and it runs the cluster's auxiliary processes
+// (Config.Aux: cluster2's cache manager) through the same spawn, reap and
+// respawn path.
+//
+//	master ──spawn──▶ auxiliary process (slot n-1: the cache manager), then
+//	   │                workers (slots 1 … n-2); every child: internal/proc's
+//	   │                role variables, fds 4 (arena) and 5 (death pipe),
+//	   │                fd 3 (listener) for workers only
+//	   ├──reap──▶ slot released, EventDied / EventAuxDied
+//	   └──respawn──▶ the same slot, after the child's crash back-off
 //
 // Most programs use it through cluster2.Listen; it is a package of its own so
 // that its state machine and policies can be read and tested alone.
@@ -51,6 +61,29 @@
 //   - ReplaceTimeout bounds every worker's readiness, the initial workers'
 //     included: Start waits up to ReplaceTimeout for each (and the worker
 //     bounds its WarmUp by the same value when cluster2.Listen starts it).
+//   - Every back-off is internal/backoff's rule (a first delay, ×factor per
+//     failure in a row, a cap), with its own figures: crashes 0 for a lone
+//     one, then 100 ms ×1.5; failed spawns 250 ms ×2; the death queue after
+//     a failed replacement 1 s ×1.5 (all capped at CrashBackoffMax); a
+//     guarded start's retries 200 ms ×1.5 up to 5 s.
+//
+// # Auxiliary processes
+//
+// Each Config.Aux is a role of internal/proc with a fixed slot (the last
+// one). Start spawns them before any worker and waits until each is Ready
+// (the cache manager: the space has a log writer, so that no worker writes
+// before somebody logs); one that exits first fails Start (ErrStartFailed).
+// From then on an auxiliary process is kept like a listening worker: when
+// it dies it is reaped at once, its slot released, EventAuxDied emitted, and
+// it is respawned in its slot after its own crash back-off (the workers'
+// rule, capped at Aux.CrashBackoffMax), EventAuxForked again; a spawn that
+// fails is retried as a worker's and listed by Respawning. It is stopped
+// last: once the last worker is gone the master closes the death pipe's
+// write end, which the process reads as EOF, its signal to finish, and
+// waits for it (SIGKILL past Aux.StopTimeout) before Done closes. Kill
+// kills the workers, never an auxiliary process: it still stops after them.
+// Auxiliary lists the live ones; they are never in Workers, the death queue
+// or the pid files.
 //
 // # Events
 //
@@ -60,7 +93,8 @@
 // EventUnresponsive, EventSigTerm, EventSigKill, EventDied,
 // EventReplaceFailure) and cluster events (EventUp, EventDown,
 // EventRollingRestart, and EventRespawnFailure, whose Slot names the slot and
-// Pid is 0): the hook through which the emitter publishes them to other
+// Pid is 0), and an auxiliary process's (EventAuxForked, EventAuxDied, with
+// its Pid and Slot): the hook through which the emitter publishes them to other
 // processes. The master makes every one of them here, in one place (emit);
 // the ECV's marks (EventMarkUp, EventMarkDown) are the same type, made by the
 // monitor. One table (event.go) gives each Kind its name and the worker
@@ -103,11 +137,12 @@
 // # Caveats
 //
 // Workers get slots 1 … n-2 of the arena's process table: slot 0 is the
-// master's and the last slot is reserved for an auxiliary process (the cache
-// manager).
+// master's and the last slot is the auxiliary process's (the cache manager);
+// internal/proc's SlotRole says which is whose.
 //
 // The master holds the listening socket's descriptor for the life of the
 // cluster (so that no queued connection is lost when a worker exits) and the
 // only write end of the death pipe (so that its death, however it happens,
-// is an EOF in every worker). Do not hand either to other children.
+// is an EOF in every child). It hands the socket to workers only, and the
+// write end to no one.
 package master

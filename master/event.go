@@ -7,7 +7,8 @@ import (
 
 // Event is a lifecycle event. The master makes every one of them, except
 // the ECV's marks (EventMarkUp, EventMarkDown), which the monitor makes: a
-// worker's event has its Pid and Slot, a cluster event has Pid 0 (and
+// worker's event has its Pid and Slot, an auxiliary process's too
+// (EventAuxForked, EventAuxDied), a cluster event has Pid 0 (and
 // EventRespawnFailure the Slot being refilled). A worker's start events come
 // as the sequence forked, warming, warmup, listening (or warmup-failure after
 // warming) for every worker; see the package doc. Config.OnEvent receives
@@ -15,8 +16,8 @@ import (
 // Name.
 type Event struct {
 	Kind Kind
-	Pid  int   // the worker's pid, 0 for cluster events
-	Slot int   // the worker's slot (respawn-failure: the slot being refilled), 0 for other cluster events
+	Pid  int   // the worker's (or auxiliary process's) pid, 0 for cluster events
+	Slot int   // its slot (respawn-failure: the slot being refilled), 0 for other cluster events
 	Err  error // what went wrong, for failures
 	Time time.Time
 }
@@ -47,6 +48,8 @@ const (
 	EventRespawnFailure                 // a lost worker's slot could not be refilled yet (Slot)
 	EventMarkUp                         // the ECV was marked up (made by the monitor)
 	EventMarkDown                       // the ECV was marked down (made by the monitor)
+	EventAuxForked                      // an auxiliary process (Config.Aux) was spawned, or respawned (Pid, Slot)
+	EventAuxDied                        // an auxiliary process exited (Pid, Slot; Err: how); it is respawned unless a stop began
 )
 
 // noState is kinds' state for a kind that implies none.
@@ -80,6 +83,8 @@ var kinds = [...]struct {
 	EventRespawnFailure: {"respawn-failure", false, noState},
 	EventMarkUp:         {"markUp", false, noState},
 	EventMarkDown:       {"markDown", false, noState},
+	EventAuxForked:      {"aux-forked", false, noState},
+	EventAuxDied:        {"aux-died", false, noState},
 }
 
 func (k Kind) valid() bool { return k > 0 && int(k) < len(kinds) }

@@ -37,6 +37,8 @@ func TestEventNames(t *testing.T) {
 		{master.EventRespawnFailure, "respawn-failure", none},
 		{master.EventMarkUp, "markUp", none},
 		{master.EventMarkDown, "markDown", none},
+		{master.EventAuxForked, "aux-forked", none},
+		{master.EventAuxDied, "aux-died", none},
 	}
 	seen := map[master.Kind]bool{}
 	for _, c := range cases {

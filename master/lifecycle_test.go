@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/shm"
 	"github.com/cluster2/cluster2/worker"
@@ -40,6 +41,9 @@ const (
 func TestMain(m *testing.M) {
 	if worker.IsWorker() {
 		os.Exit(scriptedWorker())
+	}
+	if id, _ := proc.Self(); id.Role == proc.RoleCacheManager {
+		os.Exit(auxProcess(id)) // aux_test.go
 	}
 	os.Exit(m.Run())
 }

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/backoff"
 	"github.com/cluster2/cluster2/internal/nocopy"
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/internal/xtime"
@@ -29,27 +30,26 @@ type Master struct {
 	log    *slog.Logger
 	blocks []proc.Block
 	lnFd   int
-	deathR *os.File // read end, handed to every worker
-	deathW *os.File // write end: only this process holds it
+	deathR *os.File // read end, handed to every child
+	deathW *os.File // write end: only this process holds it; closed once every worker is gone
 
 	mu       sync.Mutex
-	byPid    map[int]*handle
+	byPid    map[int]*handle   // the live workers
+	aux      map[int]*auxChild // the auxiliary processes (Config.Aux), by slot
 	slotUsed []bool
 	queue    []request
 	queued   map[int]bool    // pids waiting in or going through the death queue
 	current  int             // pid being replaced now, 0 if none
 	pending  map[int]Respawn // slots whose respawn failed and is being retried
 	stopping bool
-	crashes  struct {
-		last  time.Time
-		delay time.Duration
-	}
+	crashes  crashBackoff // the workers' (each auxiliary process has its own)
 
 	qWake    chan struct{}
 	stopCh   chan struct{} // closed when a stop begins
 	killCh   chan struct{} // closed when a stop must finish at once
-	done     chan struct{} // closed when every worker is gone
+	done     chan struct{} // closed when every worker is gone, then every auxiliary process
 	stopOnce sync.Once
+	doneOnce sync.Once
 	killOnce sync.Once
 	up       atomic.Bool
 	wg       sync.WaitGroup
@@ -64,8 +64,12 @@ type request struct {
 	done   chan error // nil, or receives the outcome
 }
 
-// handle is the master's side of one worker process.
+// handle is the master's side of one child process: a worker, or an
+// auxiliary process (role other than proc.RoleWorker: no control block
+// watcher, never in byPid; only pid, slot, cmd, state, keep and the
+// channels are used).
 type handle struct {
+	role      proc.Role
 	pid, slot int
 	cmd       *exec.Cmd
 	started   time.Time
@@ -89,10 +93,12 @@ type handle struct {
 	watched chan struct{} // closed when the watcher is done
 }
 
-// Start spawns the initial workers and returns once every one of them is
-// listening and warmed up. A worker that fails is retried (ReplaceRetries,
-// with back-off); if one never becomes ready Start stops the others and
-// returns an error wrapping ErrStartFailed.
+// Start spawns the auxiliary processes (Config.Aux), each in its slot, and
+// waits until each is ready; then it spawns the initial workers and returns
+// once every one of them is listening and warmed up. A worker that fails is
+// retried (ReplaceRetries, with back-off); if one never becomes ready, or an
+// auxiliary process exits before it is, Start stops the others and returns
+// an error wrapping ErrStartFailed.
 func Start(ctx context.Context, cfg Config) (*Master, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
@@ -123,7 +129,7 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 	m := &Master{
 		cfg: c, blocks: blocks, lnFd: int(c.Listener.Fd()), deathR: r, deathW: w,
 		log:   c.Logger.With("role", "master", "pid", os.Getpid()),
-		byPid: map[int]*handle{}, slotUsed: make([]bool, c.Arena.SlotCount()), queued: map[int]bool{}, pending: map[int]Respawn{},
+		byPid: map[int]*handle{}, aux: map[int]*auxChild{}, slotUsed: make([]bool, c.Arena.SlotCount()), queued: map[int]bool{}, pending: map[int]Respawn{},
 		qWake: make(chan struct{}, 1), stopCh: make(chan struct{}), killCh: make(chan struct{}), done: make(chan struct{}),
 	}
 	for slot := range m.slotUsed {
@@ -144,6 +150,12 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 		return nil, fmt.Errorf("master: listener: %w", err)
 	}
 
+	for _, a := range c.Aux {
+		if err := m.startAux(ctx, a); err != nil {
+			m.abort()
+			return nil, err
+		}
+	}
 	var hs []*handle
 	for range c.Workers {
 		h, err := m.spawnFree()
@@ -205,14 +217,12 @@ func warmUpError(reason string) error {
 	return fmt.Errorf("%w: %s", ErrWarmUp, reason)
 }
 
-// retryDelay is the back-off between attempts of a guarded start.
-func retryDelay(attempt int) time.Duration {
-	d := 200 * time.Millisecond
-	for range attempt {
-		d = d * 3 / 2
-	}
-	return min(d, 5*time.Second)
-}
+// retryBackoff is the back-off between attempts of a guarded start.
+var retryBackoff = backoff.Backoff{First: 200 * time.Millisecond, Factor: 1.5, Max: 5 * time.Second}
+
+// retryDelay is the delay before the attempt after attempt (0: the first)
+// of a guarded start failed.
+func retryDelay(attempt int) time.Duration { return retryBackoff.Delay(attempt + 1) }
 
 // writePid writes the pid file of kind and pid (see piddir.go: never
 // through a symlink); a failure is logged and returned.

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/backoff"
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/internal/xtime"
 )
@@ -31,18 +32,28 @@ func (m *Master) spawnFree() (*handle, error) {
 	return h, err
 }
 
-// spawn starts a worker in slot (already marked used) and its watchers.
+// spawn starts the child of slot (already marked used): a worker and its
+// watchers, or the auxiliary process whose slot it is (proc.SlotRole). Every
+// child is this binary re-executed with its role's environment and the
+// descriptors of internal/proc; only a worker gets the listener.
 func (m *Master) spawn(slot int) (*handle, error) {
+	role := proc.SlotRole(slot, len(m.blocks))
+	if role != proc.RoleWorker && m.isStopping() {
+		return nil, ErrStopped // it would not be stopped after the workers
+	}
 	b := &m.blocks[slot]
 	b.Reset(m.cfg.ReplaceTimeout)
 	cmd := exec.Command(m.cfg.Exe, m.cfg.Args[1:]...)
 	cmd.Args[0] = m.cfg.Args[0]
-	cmd.Env = proc.ChildEnv(m.cfg.Env, proc.RoleWorker, slot, os.Getpid())
-	if m.gomaxprocs != "" {
+	cmd.Env = proc.ChildEnv(m.cfg.Env, role, slot, os.Getpid())
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	ln := m.cfg.Listener
+	if role != proc.RoleWorker {
+		ln = nil // fd 3 closed: see the package doc's Caveats
+	} else if m.gomaxprocs != "" {
 		cmd.Env = append(cmd.Env, m.gomaxprocs)
 	}
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.ExtraFiles = []*os.File{m.cfg.Listener, m.cfg.Arena.File(), m.deathR}
+	cmd.ExtraFiles = []*os.File{proc.ListenerFD - 3: ln, proc.ArenaFD - 3: m.cfg.Arena.File(), proc.DeathFD - 3: m.deathR}
 	err := cmd.Start()
 	// Whatever Start did to the descriptors, the shared description must stay
 	// non-blocking for every process (see internal/proc).
@@ -50,10 +61,20 @@ func (m *Master) spawn(slot int) (*handle, error) {
 		m.log.Error("listener: cannot restore non-blocking mode", "err", nbErr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("master: spawn worker in slot %d: %w", slot, err)
+		return nil, fmt.Errorf("master: spawn %v in slot %d: %w", role, slot, err)
 	}
-	h := &handle{pid: cmd.Process.Pid, slot: slot, cmd: cmd, started: time.Now(), block: b,
+	h := &handle{role: role, pid: cmd.Process.Pid, slot: slot, cmd: cmd, started: time.Now(), block: b,
 		changed: make(chan struct{}), exited: make(chan struct{}), reaped: make(chan struct{}), watched: make(chan struct{})}
+	if role != proc.RoleWorker {
+		m.mu.Lock()
+		m.aux[slot].h = h
+		m.mu.Unlock()
+		close(h.watched) // no control block to follow
+		m.log.Info("auxiliary process started", "process", role, "pid", h.pid, "slot", slot)
+		m.emit(EventAuxForked, h, nil)
+		go m.reap(h)
+		return h, nil
+	}
 	m.mu.Lock()
 	m.byPid[h.pid] = h
 	if m.stopping {
@@ -70,13 +91,18 @@ func (m *Master) spawn(slot int) (*handle, error) {
 }
 
 // reap waits for the process, releases its arena slot at once, and decides
-// what its death means.
+// what its death means: a kept child (a worker that listened, an auxiliary
+// process that was ready) is respawned in its slot after its crash
+// back-off, unless a stop began.
 func (m *Master) reap(h *handle) {
 	err := h.cmd.Wait()
 	if rerr := m.cfg.Arena.ReleaseSlot(h.slot); rerr != nil {
 		m.log.Error("release slot", "slot", h.slot, "err", rerr)
 	}
-	m.removePid("worker", h.pid)
+	worker := h.role == proc.RoleWorker
+	if worker {
+		m.removePid("worker", h.pid)
+	}
 	close(h.reaped)
 	h.block.WakeMaster()
 	<-h.watched                // its last pass has reported what the worker wrote
@@ -88,22 +114,36 @@ func (m *Master) reap(h *handle) {
 		h.reason = reason
 	}
 	respawn := h.keep && !m.stopping && m.current != h.pid
-	delete(m.byPid, h.pid)
+	died, crashes, backoffMax := EventDied, &m.crashes, m.cfg.CrashBackoffMax
+	if worker {
+		delete(m.byPid, h.pid)
+	} else {
+		a := m.aux[h.slot]
+		a.h = nil
+		died, crashes, backoffMax = EventAuxDied, &a.crashes, a.spec.CrashBackoffMax
+	}
 	if !respawn {
-		m.slotUsed[h.slot] = false
+		m.freeSlotLocked(h.slot)
 	}
 	h.notifyLocked()
 	var delay time.Duration
 	if respawn {
-		delay = m.crashDelayLocked()
+		delay = crashes.next(time.Now(), backoffMax)
 	}
-	last := len(m.byPid) == 0 && m.stopping
+	last := worker && len(m.byPid) == 0 && m.stopping // the auxiliary processes stop after the last worker
 	m.mu.Unlock()
 	// The event goes out before exited closes: whatever waits for this death
 	// (the death queue's next replacement) comes after it in the event order.
-	m.emit(EventDied, h, err)
+	m.emit(died, h, err)
 	close(h.exited)
 	switch {
+	case !worker && respawn:
+		m.log.Error("auxiliary process died; restarting it", "process", h.role, "pid", h.pid, "slot", h.slot, "err", err, "delay", delay)
+		go m.respawn(h.slot, delay)
+		return
+	case !worker:
+		m.log.Info("auxiliary process exited", "process", h.role, "pid", h.pid, "slot", h.slot, "err", err)
+		return
 	case respawn:
 		m.log.Warn("worker died", "worker", h.pid, "slot", h.slot, "state", was, "err", err)
 	case was != Old:
@@ -118,20 +158,38 @@ func (m *Master) reap(h *handle) {
 	}
 }
 
-// crashDelayLocked returns the back-off before replacing a crashed worker:
-// none for a lone crash, ×1.5 per crash in a row (crashes less than
-// CrashBackoffMax apart), capped at CrashBackoffMax.
-func (m *Master) crashDelayLocked() time.Duration {
-	now := time.Now()
-	if m.crashes.last.IsZero() || now.Sub(m.crashes.last) > m.cfg.CrashBackoffMax+m.crashes.delay {
-		m.crashes.delay = 0
-	} else if m.crashes.delay == 0 {
-		m.crashes.delay = 100 * time.Millisecond
+// crashBackoff is the back-off before respawning a child that crashed:
+// none for a lone crash, then 100 ms growing ×1.5 per crash in a row
+// (crashes less than max plus the last delay apart), capped at max. The
+// workers share one; each auxiliary process has its own.
+type crashBackoff struct {
+	last time.Time       // the last crash
+	b    backoff.Backoff // the crashes in a row after the first
+}
+
+// crashBackoffFirst is the delay after the second crash in a row.
+const crashBackoffFirst = 100 * time.Millisecond
+
+// next returns the delay before respawning the child that crashed at now.
+// Called with Master.mu held.
+func (c *crashBackoff) next(now time.Time, max time.Duration) time.Duration {
+	c.b.First, c.b.Factor, c.b.Max = crashBackoffFirst, 1.5, max
+	var d time.Duration
+	if c.last.IsZero() || now.Sub(c.last) > max+c.b.Last() {
+		c.b.Reset() // a lone crash: at once
 	} else {
-		m.crashes.delay = min(m.crashes.delay*3/2, m.cfg.CrashBackoffMax)
+		d = c.b.Next()
 	}
-	m.crashes.last = now
-	return m.crashes.delay
+	c.last = now
+	return d
+}
+
+// freeSlotLocked makes slot free for a worker again; the master's and the
+// auxiliary slots stay reserved. Called with mu held.
+func (m *Master) freeSlotLocked(slot int) {
+	if proc.SlotRole(slot, len(m.slotUsed)) == proc.RoleWorker {
+		m.slotUsed[slot] = false
+	}
 }
 
 // respawnFree spawns a kept worker in any free slot after delay.
@@ -148,23 +206,27 @@ func (m *Master) respawnFree(delay time.Duration) {
 	m.respawn(slot, delay)
 }
 
-// respawn fills slot (marked used by the caller) again after delay; the new
-// worker is kept too, so a crash loop goes on being backed off rather than
-// shrinking the cluster.
+// respawn fills slot (marked used by the caller) again after delay, with
+// its worker or its auxiliary process; the new child is kept too, so a
+// crash loop goes on being backed off rather than shrinking the cluster.
 //
 // A spawn that fails (fork/exec out of descriptors or memory) is retried
 // until the slot is filled or a stop begins, after a back-off of
-// respawnRetryFirst growing ×2 up to CrashBackoffMax: the slot stays
-// reserved meanwhile, Respawning lists it (the monitor's /status shows it)
-// and every failed attempt is logged and emitted as "respawn-failure".
+// respawnRetryFirst growing ×2 up to CrashBackoffMax (an auxiliary
+// process's own): the slot stays reserved meanwhile, Respawning lists it
+// (the monitor's /status shows it) and every failed attempt is logged and
+// emitted as "respawn-failure".
 func (m *Master) respawn(slot int, delay time.Duration) {
-	retry := respawnRetryFirst
+	retry := backoff.Backoff{First: respawnRetryFirst, Factor: 2, Max: m.cfg.CrashBackoffMax}
+	if a := m.auxOf(slot); a != nil {
+		retry.Max = a.spec.CrashBackoffMax
+	}
 	for attempt := 1; ; attempt++ {
 		xtime.Sleep(m.stopCh, delay) // a stop is seen below
 		m.mu.Lock()
 		stopping := m.stopping
 		if stopping {
-			m.slotUsed[slot] = false
+			m.freeSlotLocked(slot)
 			delete(m.pending, slot)
 		}
 		m.mu.Unlock()
@@ -182,11 +244,11 @@ func (m *Master) respawn(slot int, delay time.Duration) {
 			}
 			return
 		}
-		delay, retry = retry, min(retry*2, m.cfg.CrashBackoffMax)
+		delay = retry.Next()
 		m.mu.Lock()
 		m.pending[slot] = Respawn{Slot: slot, Attempts: attempt, Err: err.Error(), Since: m.pendingSince(slot), Next: time.Now().Add(delay)}
 		m.mu.Unlock()
-		m.log.Error("respawn failed; the cluster is one worker short until it succeeds",
+		m.log.Error("respawn failed; the cluster is one "+proc.SlotRole(slot, len(m.blocks)).String()+" short until it succeeds",
 			"slot", slot, "attempt", attempt, "retry-in", delay, "err", err)
 		m.emitSlot(EventRespawnFailure, slot, err)
 	}

@@ -10,11 +10,12 @@ import (
 	"github.com/cluster2/cluster2/internal/proc"
 )
 
-// Done is closed once the master has stopped and every worker is gone.
+// Done is closed once the master has stopped and every child is gone: every
+// worker, then every auxiliary process.
 func (m *Master) Done() <-chan struct{} { return m.done }
 
-// Wait blocks until the master has stopped and every worker is gone. After
-// it returns the master no longer touches the arena: it may be closed.
+// Wait blocks until the master has stopped and every child is gone. After it
+// returns the master no longer touches the arena: it may be closed.
 func (m *Master) Wait() {
 	<-m.done
 	m.watchers.Wait()
@@ -30,16 +31,16 @@ func (m *Master) abort() {
 // Stopping is closed when a stop begins (signal, Stop or Kill).
 func (m *Master) Stopping() <-chan struct{} { return m.stopCh }
 
-// finish completes a stop once no worker is left.
+// finish completes a stop once no worker is left: the auxiliary processes
+// stop last.
 func (m *Master) finish() {
-	m.deathW.Close() // EOF for anything still holding the read end
-	m.deathR.Close()
-	m.removePid("master", os.Getpid())
-	select {
-	case <-m.done:
-	default:
+	m.doneOnce.Do(func() {
+		m.deathW.Close() // EOF for every child left: the auxiliary processes' signal to finish
+		m.stopAux()
+		m.deathR.Close()
+		m.removePid("master", os.Getpid())
 		close(m.done)
-	}
+	})
 }
 
 // beginStop marks the master stopping; it reports whether it was the first.
