@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -16,7 +15,7 @@ import (
 	"time"
 
 	cluster2 "github.com/cluster2/cluster2"
-	"github.com/cluster2/cluster2/internal/xtesting"
+	"github.com/cluster2/cluster2/internal/clustertest"
 )
 
 func init() {
@@ -63,21 +62,11 @@ func startServer(b *testing.B, child string) string {
 	if e := os.Getenv("BENCH_HTTP_CHILD_ENV"); e != "" {
 		env = strings.Fields(e) // e.g. GOMAXPROCS=2, to compare settings
 	}
-	cmd := xtesting.Command(b, child, nil, env...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	xtesting.Start(b, cmd)
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "ADDR" {
-			go io.Copy(io.Discard, out)
-			return f[1]
-		}
-	}
-	b.Fatalf("%s: no address", child)
-	return ""
+	p := clustertest.Spec{Child: child, Env: env, Ready: func(l string) bool {
+		f := strings.Fields(l)
+		return len(f) == 2 && f[0] == "ADDR"
+	}}.Start(b)
+	return strings.Fields(p.ReadyLine)[1]
 }
 
 // BenchmarkHTTPPrefork measures hello-world throughput over loopback

@@ -34,22 +34,29 @@ func BenchmarkCommitMode(b *testing.B) {
 			if mode == "fenced" {
 				r.h.sleepGen.Store(1) // as Read does before it sleeps
 			}
-			var msg [64 - 8]byte
-			fn := func(uint32, []byte) {}
-			ctx := context.Background()
-			b.ReportAllocs()
-			b.SetBytes(64)
-			n := 0
-			for b.Loop() {
-				if err := pr.Write(ctx, 1, msg[:]); err != nil {
-					b.Fatal(err)
-				}
-				if n++; n%256 == 0 {
-					if _, err := c.Poll(fn, 256); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
+			writePoll(b, pr, c)
 		})
+	}
+}
+
+// writePoll is the loop of BenchmarkWritePoll and BenchmarkCommitMode: b.Loop
+// writes 64-byte records through pr and polls them back through c in
+// batches of 256, on one goroutine.
+func writePoll(b *testing.B, pr *Producer, c *Consumer) {
+	var msg [64 - 8]byte
+	fn := func(uint32, []byte) {}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetBytes(64)
+	n := 0
+	for b.Loop() {
+		if err := pr.Write(ctx, 1, msg[:]); err != nil {
+			b.Fatal(err)
+		}
+		if n++; n%256 == 0 {
+			if _, err := c.Poll(fn, 256); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 }

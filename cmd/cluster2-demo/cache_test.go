@@ -1,23 +1,20 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
-	"github.com/cluster2/cluster2/internal/xtesting"
+	"github.com/cluster2/cluster2/internal/clustertest"
 )
 
 // demo is a demo cluster started by a test.
 type demo struct {
-	cmd    *exec.Cmd
+	*clustertest.Process
 	rundir string
 	st     state // what the master wrote for the control commands
 }
@@ -30,22 +27,16 @@ func startDemo(t *testing.T, args string) *demo {
 }
 
 // startDemoIn is startDemo on run directory rundir, with extra environment
-// variables.
+// variables. The demo's first line says it serves.
 func startDemoIn(t *testing.T, rundir, args string, env ...string) *demo {
 	t.Helper()
 	d := &demo{rundir: rundir}
-	d.cmd = xtesting.Command(t, "demo", nil, append(env,
-		"DEMO_ARGS=-addr 127.0.0.1:0 -monitor 127.0.0.1:0 -workers 2 -rundir "+d.rundir+" "+args)...)
-	out, _ := d.cmd.StdoutPipe()
-	xtesting.Start(t, d.cmd)
-	sc := bufio.NewScanner(out)
-	if !sc.Scan() || !strings.Contains(sc.Text(), "serving") {
-		t.Fatalf("demo did not start: %q", sc.Text())
+	d.Process = clustertest.Spec{Child: "demo", Env: append(env,
+		"DEMO_ARGS=-addr 127.0.0.1:0 -monitor 127.0.0.1:0 -workers 2 -rundir "+d.rundir+" "+args),
+		Ready: func(string) bool { return true }}.Start(t)
+	if !strings.Contains(d.ReadyLine, "serving") {
+		t.Fatalf("demo did not start: %q", d.ReadyLine)
 	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
 	b, err := os.ReadFile(filepath.Join(d.rundir, "demo.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -54,12 +45,6 @@ func startDemoIn(t *testing.T, rundir, args string, env ...string) *demo {
 		t.Fatal(err)
 	}
 	return d
-}
-
-// kill kills the whole demo (its process group) with SIGKILL and reaps it.
-func (d *demo) kill() {
-	syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
-	d.cmd.Wait()
 }
 
 func do(t *testing.T, method, url, body string) map[string]any {
@@ -98,7 +83,7 @@ func TestDemoCacheRoutesPersist(t *testing.T) {
 	}
 	do(t, "PUT", "http://"+addr+"/cache/gone", "x")
 	do(t, "DELETE", "http://"+addr+"/cache/gone", "")
-	d.kill() // every PUT was acknowledged after its fsync
+	d.Kill() // every PUT was acknowledged after its fsync
 
 	addr = startDemo(t, "-data "+data).st.Addr
 	if v := do(t, "GET", "http://"+addr+"/cache/greeting", ""); v["value"] != "hello" {

@@ -3,19 +3,17 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"flag"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cluster2/cluster2/cache"
-	"github.com/cluster2/cluster2/internal/xtesting"
+	"github.com/cluster2/cluster2/internal/clustertest"
 )
 
 func TestParseDurability(t *testing.T) {
@@ -49,23 +47,8 @@ func TestParseDurability(t *testing.T) {
 // exit code and its stderr.
 func runDemo(t *testing.T, args string) (int, string) {
 	t.Helper()
-	cmd := xtesting.Command(t, "demo", nil, "DEMO_ARGS=-addr 127.0.0.1:0 -monitor 127.0.0.1:0 -workers 1 -rundir "+t.TempDir()+" "+args)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	xtesting.Start(t, cmd)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if err != nil && !errors.As(err, &ee) {
-			t.Fatal(err)
-		}
-		return cmd.ProcessState.ExitCode(), stderr.String()
-	case <-time.After(30 * time.Second):
-		t.Fatalf("demo %s still running after 30 s", args)
-		return 0, ""
-	}
+	r := clustertest.Run(t, 30*time.Second, "demo", "DEMO_ARGS=-addr 127.0.0.1:0 -monitor 127.0.0.1:0 -workers 1 -rundir "+t.TempDir()+" "+args)
+	return r.Code, r.Stderr
 }
 
 // A -durability the demo does not know is a usage error: exit status 2, the
@@ -113,7 +96,7 @@ func TestDemoSalvageFlag(t *testing.T) {
 	for _, k := range []string{"a", "b", "c"} {
 		do(t, "PUT", "http://"+d.st.Addr+"/cache/"+k, "value of "+k)
 	}
-	d.kill() // Always: every PUT was fsynced
+	d.Kill() // Always: every PUT was fsynced
 
 	// Damage the record of b (one byte of its value); c stays valid after it.
 	segs, _ := filepath.Glob(filepath.Join(data, "wal", "0*"))
@@ -163,18 +146,14 @@ func TestDemoSalvageFlag(t *testing.T) {
 // stopDemo stops the demo with its stop command and waits for its exit.
 func stopDemo(t *testing.T, d *demo) {
 	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- d.cmd.Wait() }()
 	if err := control("stop", d.rundir); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("demo exit: %v", err)
-		}
-	case <-time.After(30 * time.Second):
+	if !d.WaitExit(30 * time.Second) {
 		t.Fatal("demo still running 30 s after stop")
+	}
+	if d.ExitCode() != 0 {
+		t.Fatalf("demo exit: %v", d.Cmd.ProcessState)
 	}
 }
 

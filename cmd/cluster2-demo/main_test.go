@@ -35,7 +35,7 @@ func getJSON(t *testing.T, url string) map[string]any {
 
 func TestDemoServesAndIsControlled(t *testing.T) {
 	d := startDemo(t, "")
-	cmd, rundir, st := d.cmd, d.rundir, d.st
+	rundir, st := d.rundir, d.st
 
 	hello := getJSON(t, "http://"+st.Addr+"/")
 	if hello["pid"] == nil || !strings.Contains(hello["hello"].(string), "hello") {
@@ -60,18 +60,15 @@ func TestDemoServesAndIsControlled(t *testing.T) {
 	if err := control("reload", rundir); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }() // reaps the master: stop waits until it is gone
+	// The harness reaps the master: stop waits until it is gone.
 	if err := control("stop", rundir); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("demo exit: %v; want 0", err)
-		}
-	case <-time.After(30 * time.Second):
+	if !d.WaitExit(30 * time.Second) {
 		t.Fatalf("demo still running after stop")
+	}
+	if d.ExitCode() != 0 {
+		t.Errorf("demo exit: %v; want 0", d.Cmd.ProcessState)
 	}
 	if err := control("status", rundir); err == nil {
 		t.Errorf("status after stop: nil error; want no running master")

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/clustertest"
 	"github.com/cluster2/cluster2/internal/xtesting"
 	"github.com/cluster2/cluster2/shm"
 )
@@ -20,21 +21,11 @@ import (
 // unless it exits non-zero within 30 s.
 func runDemoFails(t *testing.T, rundir string) string {
 	t.Helper()
-	cmd := xtesting.Command(t, "demo", nil, "DEMO_ARGS=-addr 127.0.0.1:0 -monitor 127.0.0.1:0 -workers 1 -rundir "+rundir)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	xtesting.Start(t, cmd)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatalf("the demo on %s exited 0; want a refusal", rundir)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the demo on %s still runs after 30 s; want a refusal", rundir)
+	r := clustertest.Run(t, 30*time.Second, "demo", "DEMO_ARGS=-addr 127.0.0.1:0 -monitor 127.0.0.1:0 -workers 1 -rundir "+rundir)
+	if r.Code == 0 {
+		t.Fatalf("the demo on %s exited 0; want a refusal", rundir)
 	}
-	return stderr.String()
+	return r.Stderr
 }
 
 // Item 11 of issue 13: a run directory another user planted is refused,
@@ -98,14 +89,14 @@ func TestRunDirPlanted(t *testing.T) {
 	if err := control("status", mine); err != nil {
 		t.Fatalf("status: %v", err)
 	}
-	d.kill()
+	d.Kill()
 	// A default run directory the demo creates is 0700.
 	fresh := filepath.Join(t.TempDir(), "fresh")
 	d = startDemoIn(t, fresh, "")
 	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("created run directory: %v, %v; want mode 0700", fi, err)
 	}
-	d.kill()
+	d.Kill()
 }
 
 // Item 11: stop and reload signal only this demo's master. A forged
@@ -172,7 +163,7 @@ func TestKill9LeftoversRemovedAtNextStart(t *testing.T) {
 		n, _ := strconv.Atoi(f[1])
 		old = append(old, n)
 	}
-	d.kill()
+	d.Kill()
 	if !xtesting.Eventually(10*time.Second, func() bool {
 		for _, p := range old {
 			if shm.ProcessAlive(p, 0) {
@@ -198,7 +189,7 @@ func TestKill9LeftoversRemovedAtNextStart(t *testing.T) {
 	os.WriteFile(live, []byte(strconv.Itoa(sleep.Process.Pid)), 0o600)
 
 	d2 := startDemoIn(t, rundir, "")
-	defer d2.kill()
+	defer d2.Kill()
 	if d2.st.Pid == d.st.Pid {
 		t.Fatalf("demo.json still names the killed master %d", d.st.Pid)
 	}

@@ -1,0 +1,5 @@
+package ring
+
+// WritePoll is writePoll, for the external test package's
+// BenchmarkWritePoll.
+var WritePoll = writePoll
