@@ -99,9 +99,9 @@ type Config struct {
 	// Handler serves requests in every worker. Required.
 	Handler http.Handler
 
-	// NewServer makes each worker's http.Server (the seed's createServer:
-	// TLS, timeouts). Server's limits fill the fields it leaves zero.
-	// Default: a plain server.
+	// NewServer makes each worker's http.Server (the Node original's
+	// createServer: TLS, timeouts). Server's limits fill the fields it leaves
+	// zero. Default: a plain server.
 	NewServer func(http.Handler) *http.Server
 
 	// Server holds the workers' limits against idle, slow and oversized

@@ -99,6 +99,14 @@
 // (master.ErrInvalidConfig, cache.ErrInvalidConfig ... are the same value),
 // whose message names the package and the field. See docs/runtime.md.
 //
+// # Origin
+//
+// cluster2 reimplements in Go the Node.js module of the same name,
+// ql-io/cluster2 (github.com/ql-io/cluster2). Comments call it "the Node
+// original" where a behaviour or a name comes from it (its createServer,
+// deathQueue status, dismiss event, ...); docs/*.md, which record where
+// cluster2 departs from it and why, call it "the seed".
+//
 // # Caveats
 //
 //   - Go cannot fork: workers are new processes running main from the start.

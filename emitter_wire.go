@@ -91,8 +91,8 @@ func (r *emitterRuntime) event(e Event) {
 	}
 	r.enqueue(publication{name: e.Name(), arg: arg})
 	if e.Kind == master.EventOld {
-		// The seed's dismiss(pid), to the master and the worker told to
-		// drain.
+		// The Node original's dismiss(pid), to the master and the worker told
+		// to drain.
 		r.enqueue(publication{name: "dismiss", targets: []emitter.Target{emitter.Self, emitter.Pid(e.Pid)}, arg: e.Pid})
 	}
 }

@@ -8,10 +8,10 @@ package cluster2
 //
 //  1. the emitter (emitterRuntime.event): arms a forked worker's rings,
 //     drops a dead one's, then queues the event's publication to every
-//     process (and after EventOld the seed's dismiss). First, so that what
-//     the later subscribers do about a worker (the user's hook emitting to
-//     its pid) finds its rings armed, and so that publications leave in the
-//     order of the events.
+//     process (and after EventOld the Node original's dismiss). First, so
+//     that what the later subscribers do about a worker (the user's hook
+//     emitting to its pid) finds its rings armed, and so that publications
+//     leave in the order of the events.
 //  2. the monitor (monitorRuntime.event): the workers of the start, the ECV
 //     (warm at EventUp, stopping at EventDown) and the dashboard's feed.
 //     Before the user's hook, so that a hook that sees EventUp finds the ECV

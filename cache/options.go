@@ -70,8 +70,8 @@ func (o Options) String() string {
 // SetOptions tune one Set. The zero value overwrites and uses the cache's
 // Expire.
 type SetOptions struct {
-	// LeaveIfNotNull stores the value only if the key has none (the seed's
-	// leaveIfNotNull: an existing value is left as it is).
+	// LeaveIfNotNull stores the value only if the key has none (the Node
+	// original's leaveIfNotNull: an existing value is left as it is).
 	LeaveIfNotNull bool
 
 	// Expire overrides the cache's time to live for this entry: 0 takes the

@@ -20,7 +20,7 @@
 //	└──────────────────────────┘                      └──────────────────┘
 //
 // Targets ([Target]): [Self], [Master], [Workers] and [Pid]. The defaults
-// (Emit without To) are the seed's: from the master, itself and every
+// (Emit without To) are the Node original's: from the master, itself and every
 // worker; from a worker, itself and the master. A worker's event for other
 // workers travels to the master in one frame carrying its targets, and the
 // master writes it to each target's ring. Every process receives an event

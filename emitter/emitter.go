@@ -422,8 +422,8 @@ type Sender struct {
 }
 
 // To returns a Sender whose Emit goes to targets instead of the defaults.
-// No targets means nobody (as in the seed: an empty target list is not the
-// default).
+// No targets means nobody (as in the Node original: an empty target list is
+// not the default).
 func (em *Emitter) To(targets ...Target) Sender {
 	if targets == nil {
 		targets = []Target{}

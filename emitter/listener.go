@@ -7,7 +7,7 @@ import (
 )
 
 // Listener is the handle of a handler registered with On or Once; pass it to
-// Off. Go funcs are not comparable, so the handle replaces the seed's
+// Off. Go funcs are not comparable, so the handle replaces the Node original's
 // removeListener(fn). Its zero value is not usable; it may be copied as a
 // pointer and is safe for concurrent use.
 type Listener struct {

@@ -119,9 +119,9 @@ type Config struct {
 	HandleSignals bool
 
 	// PidDir, when set, receives master.<pid>.pid and worker.<pid>.pid files
-	// (the seed's pids directory); a worker's file is removed when it exits,
-	// the master's when it stops. Start creates it 0700 and refuses (an
-	// error wrapping ErrPidDir) one that is a symlink, another user's, or
+	// (the Node original's pids directory); a worker's file is removed when
+	// it exits, the master's when it stops. Start creates it 0700 and refuses
+	// (an error wrapping ErrPidDir) one that is a symlink, another user's, or
 	// writable by group or others; pid files are never written through a
 	// symlink; Start removes the files of dead pids (a master killed with
 	// SIGKILL leaves them), never a live pid's. See the package doc.

@@ -318,7 +318,7 @@ func (m *Master) setWant(ctx context.Context, pid int, want proc.Want, from, to 
 }
 
 // DeathQueue returns the pids waiting for replacement, the one being
-// replaced first (the seed's deathQueue status).
+// replaced first (the Node original's deathQueue status).
 func (m *Master) DeathQueue() []int {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -8,7 +8,7 @@ import (
 )
 
 // minJudgedRPS is the traffic below which a heartbeat says nothing about GC
-// health (the seed's "≤ 2 tps").
+// health (the Node original's "≤ 2 tps").
 const minJudgedRPS = 2
 
 // maxPeaks bounds the peaks DefaultShouldKill keeps: past it (replaced

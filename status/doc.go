@@ -1,5 +1,5 @@
 // Package status lets every process of a cluster publish named statuses,
-// and the master read and update them cluster-wide: the seed's
+// and the master read and update them cluster-wide: the Node original's
 // cluster2/status, over the emitter.
 //
 // # Model
