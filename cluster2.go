@@ -214,14 +214,17 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 	mc := c.master()
 	mc.Listener, mc.Arena, mc.Env = f, a, mon.workerEnv()
 	mc.OnEvent, mc.OnHeartbeat = events.deliver, ew.onHeartbeat
-	mc.Aux = cr.aux() // the cache manager (mode standalone): spawned before the workers, stopped after them
-	m, err := master.Start(ctx, mc)
+	mc.Aux = cr.aux()               // the cache manager (mode standalone): spawned before the workers, stopped after them
+	m, err := master.Start(ctx, mc) // returns once the workers are spawned
 	if err != nil {
 		return nil, err
 	}
-	mon.attach(m)
+	mon.attach(m) // the dashboard shows the workers while they start
 	ew.attach(m)
 	in.registerMasterStatuses(m)
+	if err := m.WaitUp(ctx); err != nil {
+		return nil, err // the master stopped every process it started
+	}
 	return &Cluster{role: Master, cfg: c, m: m, arena: a, self: self, addr: addr, lnFile: f, in: in, cache: cr, mon: mon}, nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -132,13 +131,14 @@ func loopbackOf(addr net.Addr) string {
 }
 
 // event is the monitor's subscription to the lifecycle (see lifecycle): the
-// workers of the start, then the server (the ECV is driven by EventUp and
-// EventDown; the dashboard shows every event).
+// server (the ECV is driven by EventUp and EventDown; the dashboard shows
+// every event). The workers of the start it asks the master for, which has
+// them from their forked event on (master.Start returns once they are
+// spawned; WaitUp waits until they are up).
 func (r *monitorRuntime) event(e Event) {
 	if r == nil {
 		return
 	}
-	r.src.event(e)
 	r.srv.HandleEvent(e)
 }
 
@@ -158,7 +158,8 @@ func (r *monitorRuntime) workerEnv() []string {
 	return append(os.Environ(), monitor.ProfileDirEnv+"="+r.dir)
 }
 
-// attach hands the started master to the monitor, and closes the monitor
+// attach hands the master to the monitor as soon as Start returned (its
+// workers forked, not up yet), and closes the monitor
 // once the master has stopped and every worker is gone.
 func (r *monitorRuntime) attach(m *master.Master) {
 	if r == nil {
@@ -211,7 +212,8 @@ func serveWorkerProfiles(c Config) {
 }
 
 // monitorSource is the monitor's view of the master (set once Start
-// returned) and of the Cluster's instances: the shared caches, the status
+// returned, before the workers are up: nil only while the auxiliary
+// processes start, when there is no worker yet) and of the Cluster's instances: the shared caches, the status
 // registry and the emitter it was handed (never the package defaults).
 type monitorSource struct {
 	arena            *shm.Arena
@@ -221,40 +223,12 @@ type monitorSource struct {
 	persist          bool         // the cluster has a data directory
 	downWhileFailing bool         // Cache.DownWhilePersistFailing
 	m                atomic.Pointer[master.Master]
-
-	// Until master.Start returns, the workers as the lifecycle events tell
-	// them (the dashboard shows the start too).
-	mu       sync.Mutex
-	starting map[int]*master.WorkerInfo
-}
-
-// event follows a worker's lifecycle events while the master starts.
-func (s *monitorSource) event(e Event) {
-	if !e.Kind.Worker() || s.m.Load() != nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.starting == nil {
-		s.starting = map[int]*master.WorkerInfo{}
-	}
-	wi := s.starting[e.Pid]
-	if wi == nil {
-		wi = &master.WorkerInfo{Pid: e.Pid, Slot: e.Slot, Started: e.Time}
-		s.starting[e.Pid] = wi
-	}
-	switch st, ok := e.Kind.State(); {
-	case e.Kind == master.EventWarmUpFailure, e.Kind == master.EventReplaceFailure, st == master.Died:
-		delete(s.starting, e.Pid)
-	case ok:
-		wi.State = st
-	}
 }
 
 func (s *monitorSource) master() (*master.Master, error) {
 	m := s.m.Load()
 	if m == nil {
-		return nil, fmt.Errorf("%w: the workers are still starting", master.ErrWrongState)
+		return nil, fmt.Errorf("%w: the cluster is still starting", master.ErrWrongState)
 	}
 	return m, nil
 }
@@ -263,14 +237,7 @@ func (s *monitorSource) Workers() []master.WorkerInfo {
 	if m := s.m.Load(); m != nil {
 		return m.Workers()
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]master.WorkerInfo, 0, len(s.starting))
-	for _, wi := range s.starting {
-		out = append(out, *wi)
-	}
-	slices.SortFunc(out, func(a, b master.WorkerInfo) int { return a.Slot - b.Slot })
-	return out
+	return nil // no worker is spawned before Start returns
 }
 
 func (s *monitorSource) Pause(ctx context.Context, pid int) error {

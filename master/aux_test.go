@@ -46,6 +46,18 @@ func auxProcess(id proc.Identity) int {
 	return 0
 }
 
+// newArena returns an arena of 16 slots (the last one the auxiliary
+// process's), closed when the test ends.
+func newArena(t *testing.T) *shm.Arena {
+	t.Helper()
+	a, err := shm.Create(shm.Options{Size: 4 << 20, Slots: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
 // auxTrace returns the auxiliary process's events, as "kind:pid".
 func auxTrace(r *recorder) []string {
 	r.mu.Lock()
@@ -66,12 +78,7 @@ func auxTrace(r *recorder) []string {
 // (its slot released), its death and restart typed events, and stopped
 // after the last worker.
 func TestAuxIsSupervised(t *testing.T) {
-	a, err := shm.Create(shm.Options{Size: 4 << 20, Slots: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	dir := t.TempDir()
+	a, dir := newArena(t), t.TempDir()
 	ready := func() bool {
 		m, _ := filepath.Glob(filepath.Join(dir, "aux-ready-*"))
 		return len(m) > 0
@@ -86,6 +93,9 @@ func TestAuxIsSupervised(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("Start: %v (events %v)", err, r.trace())
+	}
+	if err := m.WaitUp(context.Background()); err != nil {
+		t.Fatalf("WaitUp: %v (events %v)", err, r.trace())
 	}
 	stopped := false
 	defer func() {

@@ -29,6 +29,9 @@ func (m *Master) Replace(pid int) error {
 // joined errors of the replacements that failed (their old workers keep
 // serving). The master's pid never changes.
 func (m *Master) RollingRestart(ctx context.Context) error {
+	if !m.started.Load() {
+		return errStarting
+	}
 	m.mu.Lock()
 	var pids []int
 	for pid, h := range m.byPid {

@@ -16,6 +16,18 @@
 // Most programs use it through cluster2.Listen; it is a package of its own so
 // that its state machine and policies can be read and tested alone.
 //
+// # Start
+//
+// Start validates the Config, spawns the auxiliary processes (waiting until
+// each is ready) and the initial workers, and returns at once: the workers
+// are forked, listed by Workers, not up yet. WaitUp blocks until every one
+// of them is listening and warmed up (retrying a failed one, ReplaceRetries
+// times, with back-off), then puts the cluster up (Up, EventUp) and starts
+// the death queue and the signal handling; before that the control methods
+// return ErrWrongState. So the master's state (Workers, Respawning,
+// Auxiliary) can be asked from the start on: nobody has to rebuild it from
+// the events.
+//
 // # States
 //
 //	forked ──▶ warming ──▶ active ⇄ paused
@@ -59,7 +71,7 @@
 //     same grace to every worker it tells to drain: a stop does not wait
 //     StopTimeout for a worker that cannot drain.
 //   - ReplaceTimeout bounds every worker's readiness, the initial workers'
-//     included: Start waits up to ReplaceTimeout for each (and the worker
+//     included: WaitUp waits up to ReplaceTimeout for each (and the worker
 //     bounds its WarmUp by the same value when cluster2.Listen starts it).
 //   - Every back-off is internal/backoff's rule (a first delay, ×factor per
 //     failure in a row, a cap), with its own figures: crashes 0 for a lone
@@ -116,7 +128,7 @@
 // worker writes into its control block before it reports the failure; a
 // worker that exits before listening for another reason (Attach,
 // ConfigureApp) writes the error Run returns, and the successor's failure
-// (and Start's ErrStartFailed) wraps ErrExited with it.
+// (and WaitUp's ErrStartFailed) wraps ErrExited with it.
 //
 // # Pid files
 //

@@ -6,7 +6,7 @@ import (
 	"github.com/cluster2/cluster2/internal/cfgerr"
 )
 
-// These errors can be returned by Start.
+// These errors can be returned by Start and WaitUp.
 var (
 	// ErrInvalidConfig is wrapped by Start's errors for a Config field out
 	// of range; the message names the field. It is the one invalid-config
@@ -14,8 +14,9 @@ var (
 	// same value).
 	ErrInvalidConfig = cfgerr.ErrInvalidConfig
 
-	// ErrStartFailed is returned by Start when an initial worker did not
-	// become ready (warm-up failure, crash or timeout) within its retries.
+	// ErrStartFailed is returned by WaitUp when an initial worker did not
+	// become ready (warm-up failure, crash or timeout) within its retries,
+	// and by Start when an auxiliary process exited before it was ready.
 	ErrStartFailed = errors.New("master: initial worker failed to start")
 
 	// ErrNoSlot is returned when every slot of the process table is taken.
@@ -55,7 +56,8 @@ var (
 	ErrUnknownWorker = errors.New("master: no such worker")
 
 	// ErrWrongState is returned when a worker is not in a state the
-	// operation applies to (pausing a paused worker, replacing an old one).
+	// operation applies to (pausing a paused worker, replacing an old one),
+	// and by every control method before WaitUp put the cluster up.
 	ErrWrongState = errors.New("master: worker in wrong state")
 
 	// ErrReplaceFailed is returned (and reported as a "replace-failure"
@@ -64,6 +66,7 @@ var (
 	ErrReplaceFailed = errors.New("master: replacement failed; old worker kept")
 
 	// ErrStopped is returned by operations on a master that is stopping or
-	// stopped.
+	// stopped, WaitUp's included when a stop began before the workers were
+	// up.
 	ErrStopped = errors.New("master: stopped")
 )

@@ -31,6 +31,7 @@ import (
 //	ok        warm up and serve until told to drain
 //	warmfail  fail the warm-up (the worker reports it and exits)
 //	crash     exit with status 2 before reporting anything
+//	hold      warm up once envDir/hold is gone, then as ok
 //
 // Spawns are counted across processes in envDir (os.Mkdir is atomic).
 const (
@@ -70,6 +71,16 @@ func scriptedWorker() int {
 		cfg.WarmUp = func(context.Context, string) error { return errors.New("scripted warm-up failure") }
 	case "crash":
 		return 2
+	case "hold":
+		cfg.WarmUp = func(ctx context.Context, _ string) error {
+			for ctx.Err() == nil {
+				if _, err := os.Stat(filepath.Join(os.Getenv(envDir), "hold")); err != nil {
+					return nil
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			return ctx.Err()
+		}
 	default:
 		fmt.Fprintf(os.Stderr, "unknown script word %q\n", what)
 		return 5
@@ -343,6 +354,9 @@ func runLifecycle(t *testing.T, row lifecycle) {
 		StopTimeout: 20 * time.Second, OnEvent: r.onEvent,
 	}
 	m, err := master.Start(context.Background(), cfg)
+	if err == nil {
+		err = m.WaitUp(context.Background())
+	}
 	if row.startErr != nil {
 		for _, want := range row.startErr {
 			if !errors.Is(err, want) {
@@ -403,6 +417,9 @@ func TestStopDrainsEveryWorker(t *testing.T) {
 		OnEvent: r.onEvent,
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WaitUp(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Stop(context.Background()); err != nil {

@@ -56,6 +56,13 @@ type Master struct {
 	watchers sync.WaitGroup // watch goroutines: they touch the arena
 
 	gomaxprocs string // "GOMAXPROCS=n" added to the workers' environment, or ""
+
+	initial  []*handle     // the initial workers Start spawned, for WaitUp
+	waitOnce sync.Once     // WaitUp's work runs once
+	upDone   chan struct{} // closed when WaitUp's work is over
+	upErr    error         // its outcome, set before upDone closes
+	started  atomic.Bool   // WaitUp succeeded: the control methods apply
+	upMu     sync.Mutex    // orders going up (WaitUp) and a stop's beginning
 }
 
 type request struct {
@@ -94,11 +101,11 @@ type handle struct {
 }
 
 // Start spawns the auxiliary processes (Config.Aux), each in its slot, and
-// waits until each is ready; then it spawns the initial workers and returns
-// once every one of them is listening and warmed up. A worker that fails is
-// retried (ReplaceRetries, with back-off); if one never becomes ready, or an
-// auxiliary process exits before it is, Start stops the others and returns
-// an error wrapping ErrStartFailed.
+// waits until each is ready (they come before any worker); then it spawns
+// the initial workers and returns at once, with the workers forked
+// (Workers lists them from then on). WaitUp waits until they are up. An
+// auxiliary process that exits before it is ready fails Start with an error
+// wrapping ErrStartFailed, after the others are stopped.
 func Start(ctx context.Context, cfg Config) (*Master, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
@@ -165,6 +172,36 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 		}
 		hs = append(hs, h)
 	}
+	m.initial, m.upDone = hs, make(chan struct{})
+	return m, nil
+}
+
+// WaitUp waits until every initial worker is listening and warmed up, then
+// puts the cluster in rotation (Up, EventUp) and starts the death queue and
+// the signal handling. A worker that fails is retried in its slot
+// (ReplaceRetries, with back-off); if one never becomes ready, or ctx ends,
+// WaitUp stops the others (SIGKILL) and returns an error wrapping
+// ErrStartFailed; a stop begun meanwhile (Stop, Kill) makes it return
+// ErrStopped and leaves the stop alone. Its work runs once: later calls
+// wait for the same outcome (or their own ctx).
+func (m *Master) WaitUp(ctx context.Context) error {
+	m.waitOnce.Do(func() {
+		go func() {
+			m.upErr = m.waitUp(ctx)
+			close(m.upDone)
+		}()
+	})
+	select {
+	case <-m.upDone:
+		return m.upErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m *Master) waitUp(ctx context.Context) error {
+	c := m.cfg
+	hs := m.initial
 	for i, h := range hs {
 		for attempt := 0; ; attempt++ {
 			err := m.waitReady(ctx, h)
@@ -181,10 +218,13 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 					break
 				}
 			}
+			if m.isStopping() {
+				return fmt.Errorf("%w: slot %d: %w", ErrStopped, h.slot, err)
+			}
 			m.killAndReap(h)
 			if attempt >= c.ReplaceRetries || ctx.Err() != nil {
 				m.abort()
-				return nil, fmt.Errorf("%w: slot %d: %w", ErrStartFailed, h.slot, err)
+				return fmt.Errorf("%w: slot %d: %w", ErrStartFailed, h.slot, err)
 			}
 			m.log.Warn("initial worker failed; retrying", "slot", h.slot, "err", err)
 			_ = xtime.SleepCtx(ctx, retryDelay(attempt)) // ctx's end is checked after the next attempt
@@ -193,20 +233,29 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 			m.mu.Unlock()
 			if h, err = m.spawn(h.slot); err != nil {
 				m.abort()
-				return nil, err
+				return err
 			}
 			hs[i] = h
 		}
+	}
+	// Into rotation, unless a stop began: beginStop and this are ordered by
+	// upMu, so up is never stored (nor EventUp emitted) after EventDown.
+	m.upMu.Lock()
+	if m.isStopping() {
+		m.upMu.Unlock()
+		return ErrStopped
 	}
 	m.wg.Add(1)
 	go m.deathQueue()
 	if c.HandleSignals {
 		go m.signals()
 	}
+	m.started.Store(true)
 	m.up.Store(true)
 	m.emit(EventUp, nil, nil)
+	m.upMu.Unlock()
 	m.log.Info("cluster up", "workers", c.Workers, "heartbeat", c.HeartbeatInterval, "nanny", c.NannyTolerance)
-	return m, nil
+	return nil
 }
 
 // warmUpError is ErrWarmUp with the worker's reason, when it gave one.
@@ -260,11 +309,17 @@ func (m *Master) Workers() []WorkerInfo {
 	return out
 }
 
+// errStarting is the control methods' error before WaitUp succeeded.
+var errStarting = fmt.Errorf("%w: the workers are still starting", ErrWrongState)
+
 func (m *Master) lookup(pid int) (*handle, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.stopping {
 		return nil, ErrStopped
+	}
+	if !m.started.Load() {
+		return nil, errStarting
 	}
 	h, ok := m.byPid[pid]
 	if !ok {

@@ -47,12 +47,14 @@ func (m *Master) finish() {
 func (m *Master) beginStop() (first bool) {
 	m.stopOnce.Do(func() {
 		first = true
+		m.upMu.Lock() // not while WaitUp puts the cluster up
 		m.up.Store(false)
 		m.emit(EventDown, nil, nil)
 		m.mu.Lock()
 		m.stopping = true
 		empty := len(m.byPid) == 0
 		m.mu.Unlock()
+		m.upMu.Unlock()
 		close(m.stopCh)
 		if empty {
 			m.finish()
