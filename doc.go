@@ -3,6 +3,10 @@
 // socket, and everything that crosses processes goes through one shared
 // memory arena (package shm) that the master creates and every process maps.
 //
+// The house on one page (which package owns which process, which region of
+// the arena, which file; which way events flow; the one direction of
+// imports, checked by TestImportGraph) is docs/house.md.
+//
 // # Process model
 //
 // The user's main calls [Listen] in every process. In the master, Listen
