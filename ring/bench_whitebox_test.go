@@ -3,8 +3,6 @@ package ring
 import (
 	"context"
 	"testing"
-
-	"github.com/cluster2/cluster2/shm/shmtest"
 )
 
 // BenchmarkCommitMode is BenchmarkWritePoll with the consumer reading
@@ -13,24 +11,7 @@ import (
 func BenchmarkCommitMode(b *testing.B) {
 	for _, mode := range []string{"release", "fenced"} {
 		b.Run(mode, func(b *testing.B) {
-			a := shmtest.NewArena(b, 1<<20)
-			off, err := a.Alloc(context.Background(), Size(64<<10))
-			if err != nil {
-				b.Fatal(err)
-			}
-			r, err := Init(a, off, 64<<10)
-			if err != nil {
-				b.Fatal(err)
-			}
-			p, _ := a.Self()
-			pr, err := r.Producer(context.Background(), p, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			c, err := r.Consumer(p, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
+			r, pr, c := openRing(b, 64<<10, nil)
 			if mode == "fenced" {
 				r.h.sleepGen.Store(1) // as Read does before it sleeps
 			}

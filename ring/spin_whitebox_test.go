@@ -4,8 +4,6 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"github.com/cluster2/cluster2/shm/shmtest"
 )
 
 // TestSpinYieldsProcessor checks that both waiting ends give their processor
@@ -31,25 +29,7 @@ func TestSpinYieldsProcessor(t *testing.T) {
 		want int
 	}{{"spinning", spin, want}, {"no spin", -1, 0}} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := shmtest.NewArena(t, 1<<20)
-			off, err := a.Alloc(context.Background(), Size(4096))
-			if err != nil {
-				t.Fatal(err)
-			}
-			r, err := Init(a, off, 4096)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p, _ := a.Self()
-			opts := &Options{Spin: tc.spin, PeerCheck: time.Millisecond}
-			pr, err := r.Producer(context.Background(), p, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c, err := r.Consumer(p, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, pr, c := openRing(t, 4096, &Options{Spin: tc.spin, PeerCheck: time.Millisecond})
 			yields := 0
 			testHookYield = func() { yields++ }
 			defer func() { testHookYield = nil }()

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/internal/order"
-	"github.com/cluster2/cluster2/shm/shmtest"
 )
 
 // peerCheckLong is the sleep bound of the consumers below: a wake-up that is
@@ -15,25 +14,7 @@ const peerCheckLong = 3 * time.Second
 
 func wakeRing(t *testing.T) (*Producer, *Consumer) {
 	t.Helper()
-	a := shmtest.NewArena(t, 1<<20)
-	off, err := a.Alloc(context.Background(), Size(4096))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Init(a, off, 4096)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, _ := a.Self()
-	opts := &Options{Spin: -1, PeerCheck: peerCheckLong}
-	pr, err := r.Producer(context.Background(), p, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := r.Consumer(p, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, pr, c := openRing(t, 4096, &Options{Spin: -1, PeerCheck: peerCheckLong})
 	return pr, c
 }
 

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,17 +47,10 @@ func startDemoIn(t *testing.T, rundir, args string, env ...string) *demo {
 
 func do(t *testing.T, method, url, body string) map[string]any {
 	t.Helper()
-	req, _ := http.NewRequest(method, url, bytes.NewBufferString(body))
-	tr := &http.Transport{DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	r := doStatus(t, method, url, body)
 	var v map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("%s %s: status %d, %v, %v", method, url, resp.StatusCode, v, err)
+	if err := json.Unmarshal([]byte(r.body), &v); err != nil || r.code != 200 {
+		t.Fatalf("%s %s: status %d, %v, %v", method, url, r.code, v, err)
 	}
 	return v
 }
