@@ -22,8 +22,9 @@ import (
 	"github.com/cluster2/cluster2/worker"
 )
 
-// Master supervises the workers of a cluster. It is safe for concurrent use;
-// it must not be copied.
+// Master supervises every child process of a cluster: the workers and the
+// auxiliary processes (Config.Aux). It is safe for concurrent use; it must
+// not be copied.
 type Master struct {
 	_      nocopy.NoCopy
 	cfg    Config

@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/backoff"
 	"github.com/cluster2/cluster2/internal/xtime"
 )
 
@@ -36,7 +37,7 @@ func AgentLine(st ECVState, expected int) string {
 // descriptors are free.
 func (s *Server) serveAgent(ln net.Listener) {
 	defer s.bg.Done()
-	var backoff time.Duration
+	retry := backoff.Backoff{First: 5 * time.Millisecond, Factor: 2, Max: time.Second}
 	var lastLog time.Time
 	for {
 		c, err := ln.Accept()
@@ -44,17 +45,17 @@ func (s *Server) serveAgent(ln net.Listener) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			d := retry.Next()
 			if time.Since(lastLog) >= 10*time.Second {
-				s.log.Error("monitor: agent-check accept (retrying)", "err", err, "retryIn", backoff)
+				s.log.Error("monitor: agent-check accept (retrying)", "err", err, "retryIn", d)
 				lastLog = time.Now()
 			}
-			if !xtime.Sleep(s.stop, backoff) {
+			if !xtime.Sleep(s.stop, d) {
 				return
 			}
 			continue
 		}
-		backoff = 0
+		retry.Reset()
 		expected := s.opts.ExpectedWorkers
 		if expected <= 0 {
 			expected = len(s.src.Workers())

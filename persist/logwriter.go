@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/backoff"
 	"github.com/cluster2/cluster2/internal/xtime"
 )
 
@@ -630,12 +631,11 @@ func (m *LogWriter) retry(ctx context.Context, rs *runState, cause error) error 
 	p.SetFailing(cause)
 	p.Rewind(rs.synced)
 	rs.pending, rs.always, rs.lastGroup, rs.needSecond, rs.recovering = rs.synced, 0, 0, false, true
-	back := m.opts.RetryMin
+	back := backoff.Backoff{First: m.opts.RetryMin, Factor: 2, Max: m.opts.RetryMax}
 	for {
-		if xtime.SleepCtx(ctx, back) != nil {
+		if xtime.SleepCtx(ctx, back.Next()) != nil {
 			return fmt.Errorf("persist: stopped while the log could not be written: %w", cause)
 		}
-		back = min(2*back, m.opts.RetryMax)
 		err := m.reopen()
 		if err == nil {
 			return nil
