@@ -95,8 +95,8 @@ func (c *Counts) note(err error) {
 	c.mu.Unlock()
 }
 
-// run runs clients loops of do, each with its own client on tr's settings,
-// until stop is closed.
+// run runs clients loops of do, each with a client of its own (one idle
+// connection at most, kept alive or not), until stop is closed.
 func (p *Process) run(clients int, keepAlive bool, stop <-chan struct{}, do func(c *http.Client) error) (*Counts, *sync.WaitGroup) {
 	n, wg := new(Counts), new(sync.WaitGroup)
 	for range clients {
