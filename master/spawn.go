@@ -1,6 +1,7 @@
 package master
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -234,6 +235,9 @@ func (m *Master) respawn(slot int, delay time.Duration) {
 			return
 		}
 		h, err := m.spawn(slot)
+		if errors.Is(err, ErrStopped) {
+			continue // an auxiliary process's spawn saw the stop: the next pass returns
+		}
 		if err == nil {
 			m.mu.Lock()
 			h.keep = true
