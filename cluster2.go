@@ -123,8 +123,10 @@ func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
 		ReplaceTimeout: c.ReplaceTimeout, HeartbeatInterval: c.HeartbeatInterval, StopTimeout: c.StopTimeout,
 		Logger: c.Logger,
 		// The cache is attached before warm-up and serving: no request may
-		// find it missing.
+		// find it missing. The profiles' socket is up before then too: the
+		// monitor may ask for it as soon as the worker listens.
 		Attach: func(ctx context.Context, a *shm.Arena, p *shm.Proc) (err error) {
+			serveWorkerProfiles(c)
 			if err := attachEmitterWorker(ctx, a, p, in.em); err != nil {
 				return err
 			}
@@ -144,7 +146,6 @@ func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
 		cr.stop()
 		return nil, err
 	}
-	serveWorkerProfiles(c)
 	return &Cluster{role: Worker, cfg: c, w: w, arena: w.Arena(), self: w.Proc(), addr: w.Addr(), in: in, cache: cr}, nil
 }
 

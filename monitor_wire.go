@@ -199,8 +199,10 @@ func (c *Cluster) MonitorAddr() net.Addr {
 }
 
 // serveWorkerProfiles serves this worker's profiles on its socket in the
-// directory its master made, if the master made one. The socket lives as
-// long as the process; the master removes it when the worker dies.
+// directory its master made, if the master made one. Listen calls it before
+// the worker's warm-up, so that the socket is there once the worker listens
+// (the monitor may ask for it at once). The socket lives as long as the
+// process; the master removes it when the worker dies.
 func serveWorkerProfiles(c Config) {
 	dir := os.Getenv(monitor.ProfileDirEnv)
 	if dir == "" {

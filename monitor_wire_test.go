@@ -177,10 +177,13 @@ func TestClusterECV(t *testing.T) {
 }
 
 // TestClusterRoutes reaches the real workers through the monitor: actions,
-// per-worker profiles (a unix socket in a private directory), /metrics
+// per-worker profiles (a unix socket in a private directory, up before the
+// worker listens), /metrics
 // with their pids, /status, /deps.
 func TestClusterRoutes(t *testing.T) {
-	c := startMonitored(t, 2)
+	// Each worker's profile socket must be up before it listens (its warm-up
+	// checks): the monitor may ask for it as soon as the cluster is up.
+	c := startMonitored(t, 2, clustertest.EnvProfileUp+"=1")
 	c.waitReady()
 	ws := c.workers()
 	if len(ws) != 2 || ws[0].State != "active" {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/emitter"
+	"github.com/cluster2/cluster2/monitor"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,6 +55,7 @@ const (
 	EnvMonitor     = "T_MONITOR"       // Config.MonitorAddr (default 127.0.0.1:0)
 	EnvToken       = "T_TOKEN"         // Config.Monitor.Token
 	EnvInFlight    = "T_INFLIGHT"      // /slow creates this file when it starts
+	EnvProfileUp   = "T_PROFILE_UP"    // WarmUp fails unless the worker's profile socket is up already
 )
 
 // roleAtStart is CurrentRole before Listen, for the handler to report.
@@ -166,6 +168,10 @@ func Child() {
 			}
 			if Exists(os.Getenv(EnvWarmCrash)) {
 				os.Exit(2) // a crash during warm-up
+			}
+			if dir := os.Getenv(monitor.ProfileDirEnv); os.Getenv(EnvProfileUp) != "" && dir != "" &&
+				!Exists(monitor.ProfileSocket(dir, os.Getpid())) {
+				return errors.New("the profile socket is not up at warm-up: the monitor could ask for it once the worker listens")
 			}
 			for Exists(os.Getenv(EnvWarmHang)) && ctx.Err() == nil {
 				time.Sleep(10 * time.Millisecond)
