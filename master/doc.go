@@ -121,8 +121,10 @@
 // between two looks), so when it sees a later state it emits the skipped
 // events first, in order; their Time is when the master noticed. A worker
 // stopped during warm-up (SIGTERM) or one that crashes has no further start
-// event, only died. The State in Workers is a sample of the latest state and
-// may skip Warming.
+// event, only died. Likewise a worker that listened and drains (dismissed,
+// or a stop) always has its draining event before died, even when its drain
+// was so short that the master saw it only stopped. The State in Workers is
+// a sample of the latest state and may skip Warming.
 //
 // A warmup-failure's Err wraps ErrWarmUp with WarmUp's own error, which the
 // worker writes into its control block before it reports the failure; a

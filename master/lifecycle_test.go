@@ -272,7 +272,7 @@ func TestLifecycle(t *testing.T) {
 			}
 			r.waitFor(t, "a:died")
 		},
-		want:   []string{"up", "b:forked", "b:listening", "a:old", "a:died"},
+		want:   []string{"up", "b:forked", "b:listening", "a:old", "a:draining", "a:died"},
 		states: []string{"b:active"},
 		once:   []string{"b:forked"},
 	}, {
@@ -407,10 +407,9 @@ func runLifecycle(t *testing.T, row lifecycle) {
 }
 
 // TestStopDrainsEveryWorker: a stop goes down first, then every worker
-// drains and dies, then Done closes and Workers is empty. (A worker's
-// draining event is not asserted: the master's watcher sees only the latest
-// state, and a drain as short as these goes from listening to stopped
-// between two looks.)
+// drains (its draining event comes even when the drain is so short that the
+// master's watcher saw it only stopped) and dies, then Done closes and
+// Workers is empty.
 func TestStopDrainsEveryWorker(t *testing.T) {
 	a, err := shm.Create(shm.Options{Size: 4 << 20, Slots: 16})
 	if err != nil {
@@ -438,7 +437,7 @@ func TestStopDrainsEveryWorker(t *testing.T) {
 	default:
 		t.Fatal("Stop returned before Done closed")
 	}
-	for _, want := range [][]string{{"up", "down", "a:died"}, {"up", "down", "b:died"}} {
+	for _, want := range [][]string{{"up", "down", "a:draining", "a:died"}, {"up", "down", "b:draining", "b:died"}} {
 		if ok, _ := subsequence(r.trace(), want); !ok {
 			t.Errorf("want %v in order, got %v", want, r.trace())
 		}

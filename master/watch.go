@@ -75,8 +75,13 @@ func (m *Master) onState(h *handle, st proc.State) {
 	// events are emitted as that sequence for every worker: a state seen
 	// later than one not emitted yet brings the skipped events first, in
 	// order (their Time is when the master noticed).
+	//
+	// The same holds for a drain: a worker that listened drains before it
+	// stops, and a short drain can pass draining between two looks; a stop
+	// seen without it brings the draining event first. (A worker stopped
+	// during its warm-up never listened and does not drain.)
 	m.mu.Lock()
-	prev, progress, ready := h.state, h.progress, h.ready
+	prev, progress, ready, drainAck := h.state, h.progress, h.ready, h.drainAck
 	m.mu.Unlock()
 	var evs []Kind
 	var err error
@@ -107,6 +112,10 @@ func (m *Master) onState(h *handle, st proc.State) {
 		evs, err = append(evs, EventWarmUpFailure), warmUpError(h.block.Reason())
 	case proc.StateDraining:
 		evs = []Kind{EventDraining}
+	case proc.StateStopped:
+		if ready && !drainAck {
+			evs = []Kind{EventDraining}
+		}
 	}
 	for _, k := range evs {
 		m.emit(k, h, err)
