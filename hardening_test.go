@@ -349,7 +349,7 @@ func TestStartFailureCarriesReason(t *testing.T) {
 			out := clustertest.Run(t, wait, "cluster", clustertest.EnvWorkers+"=1", tt.env+"="+flag, clustertest.EnvRetries+"=-1").Stdout
 			var line string
 			for _, l := range strings.Split(out, "\n") {
-				if strings.Contains(l, "initial worker failed") { // the master's; a worker prints its own
+				if strings.Contains(l, "the cluster failed to start") { // the master's; a worker prints its own
 					line = l
 				}
 			}

@@ -304,7 +304,7 @@ func TestInitialWarmUpFailureIsAnError(t *testing.T) {
 	if r.Code != 3 {
 		t.Fatalf("master: exit %d; want exit 3 after Listen failed", r.Code)
 	}
-	if !strings.Contains(r.Stdout, "LISTEN-ERROR") || !strings.Contains(r.Stdout, "initial worker failed") {
+	if !strings.Contains(r.Stdout, "LISTEN-ERROR") || !strings.Contains(r.Stdout, "the cluster failed to start") {
 		t.Fatalf("master printed %q; want Listen's start failure", r.Stdout)
 	}
 }

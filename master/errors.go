@@ -17,7 +17,7 @@ var (
 	// ErrStartFailed is returned by WaitUp when an initial worker did not
 	// become ready (warm-up failure, crash or timeout) within its retries,
 	// and by Start when an auxiliary process exited before it was ready.
-	ErrStartFailed = errors.New("master: initial worker failed to start")
+	ErrStartFailed = errors.New("master: the cluster failed to start")
 
 	// ErrNoSlot is returned when every slot of the process table is taken.
 	ErrNoSlot = errors.New("master: no free worker slot")

@@ -225,7 +225,7 @@ func (m *Master) waitUp(ctx context.Context) error {
 			m.killAndReap(h)
 			if attempt >= c.ReplaceRetries || ctx.Err() != nil {
 				m.abort()
-				return fmt.Errorf("%w: slot %d: %w", ErrStartFailed, h.slot, err)
+				return fmt.Errorf("%w: the initial worker of slot %d: %w", ErrStartFailed, h.slot, err)
 			}
 			m.log.Warn("initial worker failed; retrying", "slot", h.slot, "err", err)
 			_ = xtime.SleepCtx(ctx, retryDelay(attempt)) // ctx's end is checked after the next attempt
