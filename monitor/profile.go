@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/internal/xtime"
+	"github.com/cluster2/cluster2/shm"
 )
 
 // Profiling: each worker serves its own profiles on a unix socket
@@ -59,7 +60,8 @@ func MakeProfileDir() (string, error) {
 // removes nothing. It removes only directories (not symlinks) owned by this
 // process's user whose master pid is dead (gone, or a zombie); a live pid's
 // directory, even one reused by another process, is kept. It returns the
-// directories removed.
+// directories removed. Death is judged as every owner of a pid in the
+// cluster judges it: shm.ProcessAlive.
 func RemoveStaleProfileDirs() []string {
 	tmp := os.TempDir()
 	entries, err := os.ReadDir(tmp)
@@ -74,7 +76,7 @@ func RemoveStaleProfileDirs() []string {
 		}
 		pidText, _, ok := strings.Cut(rest, "-")
 		pid, err := strconv.Atoi(pidText)
-		if !ok || err != nil || pid <= 0 || pid == os.Getpid() || !pidDead(pid) {
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() || shm.ProcessAlive(pid, 0) {
 			continue
 		}
 		dir := filepath.Join(tmp, e.Name())
@@ -90,21 +92,6 @@ func RemoveStaleProfileDirs() []string {
 		}
 	}
 	return removed
-}
-
-// pidDead reports whether no live process has pid: kill(pid, 0) says ESRCH,
-// or the process is a zombie. Any other answer (EPERM: another user's) is
-// alive.
-func pidDead(pid int) bool {
-	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-		return true
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return errors.Is(err, fs.ErrNotExist)
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
 
 // ProfileSocket returns the path of worker pid's profiling socket in dir.
