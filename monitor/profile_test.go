@@ -1,7 +1,10 @@
 package monitor_test
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -60,3 +63,41 @@ func TestProfiles(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestRemoveStaleProfileDirs: the directory of a dead master's pid is
+// removed; a live pid's (even another process's) and a file of the same
+// name are kept.
+func TestRemoveStaleProfileDirs(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	live := exec.Command("sleep", "30")
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { live.Process.Kill(); live.Wait() }()
+	mk := func(pid int) string {
+		d := filepath.Join(tmp, fmt.Sprintf("cluster2-pprof-%d-1", pid))
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	deadDir, liveDir := mk(dead.Process.Pid), mk(live.Process.Pid)
+	file := filepath.Join(tmp, fmt.Sprintf("cluster2-pprof-%d-2", dead.Process.Pid))
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	removed := monitor.RemoveStaleProfileDirs()
+	if len(removed) != 1 || removed[0] != deadDir {
+		t.Errorf("removed %v; want only %s", removed, deadDir)
+	}
+	for _, keep := range []string{liveDir, file} {
+		if _, err := os.Lstat(keep); err != nil {
+			t.Errorf("%s: %v; want kept", keep, err)
+		}
+	}
+}
