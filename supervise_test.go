@@ -222,9 +222,13 @@ func testSuccessorFailing(t *testing.T, how string) {
 	}
 }
 
+// TestSuccessorNeverListeningIsKilled: a successor that never listens (its
+// warm-up hangs) is killed at ReplaceTimeout and the old worker keeps
+// serving. ReplaceTimeout bounds the initial worker's start too, with no
+// retry here: 3 s, not less (1 s failed once at a load of 25).
 func TestSuccessorNeverListeningIsKilled(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "hang")
-	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvWarmHang+"="+flag, clustertest.EnvRetries+"=-1", clustertest.EnvReplaceTO+"=1s")
+	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvWarmHang+"="+flag, clustertest.EnvRetries+"=-1", clustertest.EnvReplaceTO+"=3s")
 	p := tc.failReplacement(flag)
 	ok := xtesting.Eventually(wait, func() bool { ws := tc.Workers(); return len(ws) == 1 && ws[0].Pid == p })
 	if !ok {
