@@ -179,6 +179,16 @@ type Config struct {
 	// removed at the next start, never a live pid's. See master.Config.
 	PidDir string
 
+	// Executable is the path of the binary every child (workers, the cache
+	// manager) is executed from. Default: the running executable's path,
+	// resolved when the defaults are applied at start (master.DefaultExe:
+	// os.Executable), so that after a deploy renames a new binary over it a
+	// rolling restart (SIGHUP, Cluster.RollingRestart, the monitor's action)
+	// runs the new file, not the one the master started from. Name a
+	// symlink here when a deploy switches a symlink (os.Executable resolves
+	// it). See docs/runtime.md, "Deploying a new binary".
+	Executable string
+
 	// NoSignals stops the master from handling SIGINT, SIGTERM (graceful
 	// stop; a second signal stops at once) and SIGHUP (rolling restart).
 	NoSignals bool
@@ -236,6 +246,7 @@ func (c Config) withDefaults() (Config, error) {
 	m := c.master().WithDefaults()
 	c.Workers, c.HeartbeatInterval, c.NannyTolerance, c.MaxAge = m.Workers, m.HeartbeatInterval, m.NannyTolerance, m.MaxAge
 	c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.Logger = m.StopTimeout, m.ReplaceTimeout, m.ReplaceRetries, m.Logger
+	c.Executable = m.Exe
 	c.Server = c.Server.WithDefaults()
 	return c, c.validate()
 }
@@ -247,7 +258,7 @@ func (c Config) master() master.Config {
 		Workers: c.Workers, HeartbeatInterval: c.HeartbeatInterval, NannyTolerance: c.NannyTolerance, MaxAge: c.MaxAge,
 		ShouldKill: c.ShouldKill, MemoryLimit: c.MemoryLimit, StopTimeout: c.StopTimeout,
 		ReplaceTimeout: c.ReplaceTimeout, ReplaceRetries: c.ReplaceRetries, HandleSignals: !c.NoSignals,
-		PidDir: c.PidDir, Logger: c.Logger,
+		PidDir: c.PidDir, Logger: c.Logger, Exe: c.Executable,
 	}
 }
 
@@ -281,8 +292,8 @@ func (c Config) validate() error {
 
 // String returns the configuration on one line, for the log at start.
 func (c Config) String() string {
-	return fmt.Sprintf("workers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d arena=%d cache={enabled=%v mode=%s data=%q durability=%v downWhilePersistFailing=%v} server=%v pidDir=%q",
+	return fmt.Sprintf("workers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d arena=%d cache={enabled=%v mode=%s data=%q durability=%v downWhilePersistFailing=%v} server=%v pidDir=%q exe=%q",
 		c.Workers, c.Addr, c.MonitorAddr, c.HeartbeatInterval, c.MaxAge, c.NannyTolerance, c.MemoryLimit,
 		c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.ArenaSize, c.Cache.Enabled, c.Cache.Mode,
-		c.Cache.DataDir, c.Cache.Durability, c.Cache.DownWhilePersistFailing, c.Server, c.PidDir)
+		c.Cache.DataDir, c.Cache.Durability, c.Cache.DownWhilePersistFailing, c.Server, c.PidDir, c.Executable)
 }

@@ -110,3 +110,11 @@ func TestDefaultConfigIsTheOwnersDefaults(t *testing.T) {
 		t.Errorf("zero Config with a Handler: Validate() = %v; want nil", err)
 	}
 }
+
+// Config.Executable defaults to master.DefaultExe (the path resolved at
+// start), the path every child is executed from.
+func TestExecutableDefault(t *testing.T) {
+	if got, want := cluster2.DefaultConfig().Executable, master.DefaultExe(); got != want {
+		t.Errorf("DefaultConfig().Executable = %q; want %q", got, want)
+	}
+}

@@ -10,8 +10,10 @@
 // # Process model
 //
 // The user's main calls [Listen] in every process. In the master, Listen
-// creates the listening socket and the arena, re-executes /proc/self/exe
-// (same arguments, environment plus the worker protocol's variables) once per
+// creates the listening socket and the arena, executes the binary's path
+// (Config.Executable: by default the path resolved at start, so that a
+// rolling restart after a new build was renamed over it runs the new file;
+// same arguments, environment plus the worker protocol's variables) once per
 // worker, handing both over as inherited descriptors, and returns once every
 // initial worker is listening and warmed up. In a worker, Listen warms up the
 // handler on a private loopback address (Config.WarmUp), joins the shared

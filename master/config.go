@@ -31,6 +31,18 @@ const (
 	MaxWorkers = 1000
 )
 
+// DefaultExe returns the default of Config.Exe: the running executable's
+// path (os.Executable: on Linux the target of /proc/self/exe, without the
+// " (deleted)" a rename over it adds), or "/proc/self/exe" if it cannot be
+// resolved. Resolve it once, at start: the path names the file a deploy
+// replaces, /proc/self/exe the file this process was started from.
+func DefaultExe() string {
+	if p, err := os.Executable(); err == nil && p != "" {
+		return p
+	}
+	return "/proc/self/exe"
+}
+
 // DefaultWorkers returns the default of Config.Workers: runtime.NumCPU().
 func DefaultWorkers() int { return runtime.NumCPU() }
 
@@ -50,8 +62,14 @@ type Config struct {
 	// supervision region must not exist yet or be this master's. Required.
 	Arena *shm.Arena
 
-	// Exe, Args and Env define the worker command. Default /proc/self/exe,
-	// os.Args and os.Environ() (the worker protocol's variables are added).
+	// Exe, Args and Env define the command of every child (workers and
+	// auxiliary processes). Exe defaults to the master's executable path as
+	// os.Executable reports it when the defaults are applied (Start,
+	// WithDefaults), or /proc/self/exe if it cannot: every spawn execs that
+	// path, so after a new binary is renamed over it a rolling restart runs
+	// the new file (see the package doc's "Deploying a new binary"). Args and
+	// Env default to os.Args and os.Environ() (the worker protocol's
+	// variables are added).
 	// Unless Env sets GOMAXPROCS, workers get GOMAXPROCS = NumCPU/Workers
 	// (at least 1): the workers share the cores rather than each scheduling
 	// goroutines on all of them.
@@ -150,7 +168,7 @@ func (c Config) WithDefaults() Config {
 		c.Workers = DefaultWorkers()
 	}
 	if c.Exe == "" {
-		c.Exe = "/proc/self/exe"
+		c.Exe = DefaultExe()
 	}
 	if c.Args == nil {
 		c.Args = os.Args

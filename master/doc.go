@@ -1,5 +1,5 @@
 // Package master is the supervisor of a cluster2 cluster, the one owner of
-// every child process: it spawns the workers (re-executing the binary with
+// every child process: it spawns the workers (executing the binary's path with
 // the shared socket, the arena and a death pipe as inherited descriptors),
 // follows their states and heartbeats through the arena's supervision
 // region, and replaces them; and it runs the cluster's auxiliary processes
@@ -78,6 +78,20 @@
 //     one, then 100 ms ×1.5; failed spawns 250 ms ×2; the death queue after
 //     a failed replacement 1 s ×1.5 (all capped at CrashBackoffMax); a
 //     guarded start's retries 200 ms ×1.5 up to 5 s.
+//
+// # Deploying a new binary
+//
+// Every child is spawned from Config.Exe, by default the executable's path
+// resolved once when Start applies the defaults (DefaultExe: os.Executable),
+// not /proc/self/exe, which always names the file the master was started
+// from. So the usual deploy is: rename the new binary over the path (write
+// it next to it, then mv, so that no process ever runs a half-written
+// file), then SIGHUP (or RollingRestart): every successor, the cache
+// manager restarted later included, runs the file on disk now, while the
+// master itself keeps running the old one. A path reached through a
+// symlink is resolved to the symlink's target at start: a deploy that
+// switches a symlink names the symlink in Config.Exe (cluster2's
+// Config.Executable).
 //
 // # Auxiliary processes
 //

@@ -35,7 +35,7 @@ func (m *Master) spawnFree() (*handle, error) {
 
 // spawn starts the child of slot (already marked used): a worker and its
 // watchers, or the auxiliary process whose slot it is (proc.SlotRole). Every
-// child is this binary re-executed with its role's environment and the
+// child is Config.Exe (the binary on disk now) with its role's environment and the
 // descriptors of internal/proc; only a worker gets the listener.
 func (m *Master) spawn(slot int) (*handle, error) {
 	role := proc.SlotRole(slot, len(m.blocks))

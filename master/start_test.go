@@ -65,3 +65,20 @@ func TestStartReturnsBeforeUp(t *testing.T) {
 		}
 	}
 }
+
+// Exe defaults to the executable's path resolved when the defaults are
+// applied (os.Executable), not /proc/self/exe: a rolling restart after a
+// new binary was renamed over that path runs the new file. A given Exe is
+// kept.
+func TestExeDefaultsToTheExecutablePath(t *testing.T) {
+	want, err := os.Executable()
+	if err != nil {
+		t.Skipf("os.Executable: %v", err)
+	}
+	if got := (master.Config{}).WithDefaults().Exe; got != want || got != master.DefaultExe() {
+		t.Errorf("default Exe = %q; want os.Executable() %q", got, want)
+	}
+	if got := (master.Config{Exe: "/x/y"}).WithDefaults().Exe; got != "/x/y" {
+		t.Errorf("Exe /x/y became %q", got)
+	}
+}

@@ -17,7 +17,7 @@
 //
 // Routes (every response is JSON and names the serving pid):
 //
-//	GET    /             hello from the serving worker
+//	GET    /             hello from the serving worker, with the build's version
 //	GET    /cache/{key}  read the cache "demo" through a loader
 //	HEAD   /cache/{key}  200 if the key has a value, 404 if not (no loader, nothing stored)
 //	PUT    /cache/{key}  store the request body (at most 1 MiB)
@@ -63,6 +63,11 @@ import (
 	"github.com/cluster2/cluster2/persist"
 	"github.com/cluster2/cluster2/shm"
 )
+
+// version is the build's version, served by GET /: set it at build time
+// with go build -ldflags "-X main.version=v2". A rolling restart after a
+// new build was renamed over the binary's path serves the new version.
+var version = "dev"
 
 func main() {
 	addr := flag.String("addr", cluster2.DefaultAddr, "application `address`")
@@ -153,7 +158,7 @@ func run(addr, monitor string, workers int, data, rundir, token string, pf persi
 		log.Warn("cannot write demo.json: the control commands will not find this master", "err", err)
 	}
 	defer os.Remove(filepath.Join(rundir, "demo.json"))
-	fmt.Printf("cluster2-demo: master %d serving http://%s with %d workers; monitor http://%s/debug\n",
+	fmt.Printf("cluster2-demo %s: master %d serving http://%s with %d workers; monitor http://%s/debug\n", version,
 		os.Getpid(), st.Addr, len(c.Workers()), st.Monitor)
 	return c.Wait()
 }
@@ -193,7 +198,7 @@ func newApp(c store) http.Handler {
 	pid := os.Getpid()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"pid": pid, "hello": "hello from cluster2 worker " + strconv.Itoa(pid)})
+		writeJSON(w, http.StatusOK, map[string]any{"pid": pid, "version": version, "hello": "hello from cluster2 worker " + strconv.Itoa(pid)})
 	})
 	// cacheRoute answers 501 while there is no cache, 414 for a key longer
 	// than the cache takes (before anything runs), and otherwise the JSON

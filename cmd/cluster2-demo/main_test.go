@@ -38,8 +38,8 @@ func TestDemoServesAndIsControlled(t *testing.T) {
 	rundir, st := d.rundir, d.st
 
 	hello := getJSON(t, "http://"+st.Addr+"/")
-	if hello["pid"] == nil || !strings.Contains(hello["hello"].(string), "hello") {
-		t.Errorf("GET / = %v; want a hello naming the pid", hello)
+	if hello["pid"] == nil || hello["version"] != "dev" || !strings.Contains(hello["hello"].(string), "hello") {
+		t.Errorf("GET / = %v; want a hello naming the pid and version dev", hello)
 	}
 	if c := getJSON(t, "http://"+st.Addr+"/cache/k"); c["pid"] == nil {
 		t.Errorf("GET /cache/k = %v; want JSON naming the pid", c)

@@ -20,7 +20,9 @@
 //
 // # Re-exec
 //
-// The master re-executes its own binary (/proc/self/exe, same arguments) with
+// The master executes its binary's path (master.Config.Exe: the path
+// resolved at start, not /proc/self/exe, so that a rolling restart runs the
+// file on disk now; same arguments) with
 // [EnvRole] set to the child's role ("worker", "cache-manager"), [EnvSlot] to
 // its slot and [EnvMaster] to the master's pid ([ChildEnv]); the presence of
 // these variables is what makes a process a child, and [Self] returns what
