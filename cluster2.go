@@ -202,8 +202,8 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 			ew.close()
 		}
 	}()
-	events := &lifecycle{emitter: ew, user: c.OnEvent} // the one path of every lifecycle event
-	mon, err := startMonitor(c, addr, a, in, events)   // before any worker: the ECV answers down until they are warm
+	events := &lifecycle{emitter: ew, notify: newNotifier(c.Logger, c.Workers), user: c.OnEvent} // the one path of every lifecycle event
+	mon, err := startMonitor(c, addr, a, in, events)                                             // before any worker: the ECV answers down until they are warm
 	if err != nil {
 		return nil, err
 	}

@@ -197,9 +197,9 @@ type Config struct {
 	// Kind, a master.Kind such as master.EventUp; Event.Name is the name the
 	// emitter publishes it under), the ECV's marks (master.EventMarkUp,
 	// master.EventMarkDown) included. Called in the master only, last of the
-	// event's subscribers (after the emitter and the monitor have seen it;
-	// see docs/runtime.md), from the master's and the monitor's goroutines;
-	// must not block.
+	// event's subscribers (after the emitter, the monitor and the service
+	// manager's notification have seen it; see docs/runtime.md), from the
+	// master's and the monitor's goroutines; must not block.
 	OnEvent func(Event)
 
 	// Logger receives log lines of every process. Default slog.Default().

@@ -39,10 +39,12 @@
 // Time). The master makes them, the monitor makes the ECV's marks, and each
 // takes one path in the master, to an ordered list of subscribers: the
 // emitter (which publishes it to every process under Event.Name, such as
-// "worker-<pid>-listening" or "up"), the monitor, then Config.OnEvent.
+// "worker-<pid>-listening" or "up"), the monitor, the service manager
+// (systemd's notify protocol, when NOTIFY_SOCKET is set: READY=1,
+// RELOADING=1, STOPPING=1; see docs/runtime.md), then Config.OnEvent.
 //
 //	master (forked … died, up, down, …) ─┐
-//	monitor (markUp, markDown) ──────────┴─▶ emitter ─▶ monitor ─▶ Config.OnEvent
+//	monitor (markUp, markDown) ──────────┴─▶ emitter ─▶ monitor ─▶ sd_notify ─▶ Config.OnEvent
 //
 // # Supervision
 //

@@ -18,7 +18,13 @@ package cluster2
 //     answering up, and one that sees a mark finds it on the dashboard.
 //  3. the profile sockets (monitorRuntime.dropProfileSocket): a dead
 //     worker's is removed.
-//  4. the user's Config.OnEvent, last: it sees an event once the cluster's
+//  4. the service manager (notifier.event, only with NOTIFY_SOCKET):
+//     READY=1 at EventUp, RELOADING=1 / READY=1 around a rolling restart,
+//     STOPPING=1 at EventDown. After the monitor, so that READY=1 goes out
+//     once the ECV answers up (a manager that starts the next unit on
+//     READY finds the cluster in rotation); before the user's hook, so that
+//     a slow hook does not delay what the manager is told.
+//  5. the user's Config.OnEvent, last: it sees an event once the cluster's
 //     own bookkeeping of it is done. This is the only place it is called.
 //
 // Every field is set before the first event can come: the monitor is added
@@ -27,6 +33,7 @@ package cluster2
 type lifecycle struct {
 	emitter *emitterRuntime
 	monitor *monitorRuntime // nil: off, or not started yet
+	notify  *notifier       // nil: NOTIFY_SOCKET unset
 	user    func(Event)     // Config.OnEvent
 }
 
@@ -43,13 +50,14 @@ type subscriber struct {
 	on   func(Event)
 }
 
-// subscribers returns the list, in its order; see lifecycle. The emitter's
-// and the monitor's methods accept a nil receiver.
+// subscribers returns the list, in its order; see lifecycle. The emitter's,
+// the monitor's and the notifier's methods accept a nil receiver.
 func (l *lifecycle) subscribers() []subscriber {
 	subs := []subscriber{
 		{"emitter", l.emitter.event},
 		{"monitor", l.monitor.event},
 		{"profile sockets", l.monitor.dropProfileSocket},
+		{"service manager", l.notify.event},
 	}
 	if l.user != nil {
 		subs = append(subs, subscriber{"Config.OnEvent", l.user})

@@ -68,7 +68,7 @@ func TestLifecycleOnePath(t *testing.T) {
 	for _, s := range events.subscribers() {
 		names = append(names, s.name)
 	}
-	if got, want := strings.Join(names, ", "), "emitter, monitor, profile sockets, Config.OnEvent"; got != want {
+	if got, want := strings.Join(names, ", "), "emitter, monitor, profile sockets, service manager, Config.OnEvent"; got != want {
 		t.Fatalf("subscribers: %s; want %s", got, want)
 	}
 

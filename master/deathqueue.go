@@ -27,8 +27,10 @@ func (m *Master) Replace(pid int) error {
 // RollingRestart replaces every active worker, one at a time through the
 // death queue, and waits until each is replaced or ctx ends. It returns the
 // joined errors of the replacements that failed (their old workers keep
-// serving). The master's pid never changes.
-func (m *Master) RollingRestart(ctx context.Context) error {
+// serving). The master's pid never changes. EventRollingRestart is emitted
+// when it begins, EventRollingRestartDone (Err: what it returns) when it
+// returns.
+func (m *Master) RollingRestart(ctx context.Context) (err error) {
 	if !m.started.Load() {
 		return errStarting
 	}
@@ -41,6 +43,7 @@ func (m *Master) RollingRestart(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 	m.emit(EventRollingRestart, nil, nil)
+	defer func() { m.emit(EventRollingRestartDone, nil, err) }()
 	var waits []chan error
 	for _, pid := range pids {
 		ch := make(chan error, 1)

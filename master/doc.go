@@ -118,7 +118,8 @@
 // EventListening, EventPaused, EventResumed, EventDraining, EventOld,
 // EventUnresponsive, EventSigTerm, EventSigKill, EventDied,
 // EventReplaceFailure) and cluster events (EventUp, EventDown,
-// EventRollingRestart, and EventRespawnFailure, whose Slot names the slot and
+// EventRollingRestart and EventRollingRestartDone (its Err the replacements'
+// failures), and EventRespawnFailure, whose Slot names the slot and
 // Pid is 0), and an auxiliary process's (EventAuxForked, EventAuxDied, with
 // its Pid and Slot): the hook through which the emitter publishes them to other
 // processes. The master makes every one of them here, in one place (emit);

@@ -28,28 +28,29 @@ type Kind uint8
 // The kinds of events. A worker's events first, then the cluster's, then
 // the monitor's.
 const (
-	EventForked         Kind = iota + 1 // spawned (the emitter arms its rings now)
-	EventWarming                        // running WarmUp
-	EventWarmUp                         // warmed up, joining the shared socket
-	EventWarmUpFailure                  // WarmUp failed (Err wraps ErrWarmUp)
-	EventListening                      // accepting on the shared socket
-	EventPaused                         // stopped accepting, by request
-	EventResumed                        // accepting again after a pause
-	EventDraining                       // acknowledged a drain
-	EventOld                            // replaced: told to drain
-	EventUnresponsive                   // told to drain, neither drains nor heartbeats
-	EventSigTerm                        // sent SIGTERM
-	EventSigKill                        // sent SIGKILL
-	EventDied                           // exited (Err: how)
-	EventReplaceFailure                 // no successor could replace it (Err wraps ErrReplaceFailed)
-	EventUp                             // every initial worker listened and warmed up
-	EventDown                           // a graceful stop began
-	EventRollingRestart                 // a rolling restart began
-	EventRespawnFailure                 // a lost worker's slot could not be refilled yet (Slot)
-	EventMarkUp                         // the ECV was marked up (made by the monitor)
-	EventMarkDown                       // the ECV was marked down (made by the monitor)
-	EventAuxForked                      // an auxiliary process (Config.Aux) was spawned, or respawned (Pid, Slot)
-	EventAuxDied                        // an auxiliary process exited (Pid, Slot; Err: how); it is respawned unless a stop began
+	EventForked             Kind = iota + 1 // spawned (the emitter arms its rings now)
+	EventWarming                            // running WarmUp
+	EventWarmUp                             // warmed up, joining the shared socket
+	EventWarmUpFailure                      // WarmUp failed (Err wraps ErrWarmUp)
+	EventListening                          // accepting on the shared socket
+	EventPaused                             // stopped accepting, by request
+	EventResumed                            // accepting again after a pause
+	EventDraining                           // acknowledged a drain
+	EventOld                                // replaced: told to drain
+	EventUnresponsive                       // told to drain, neither drains nor heartbeats
+	EventSigTerm                            // sent SIGTERM
+	EventSigKill                            // sent SIGKILL
+	EventDied                               // exited (Err: how)
+	EventReplaceFailure                     // no successor could replace it (Err wraps ErrReplaceFailed)
+	EventUp                                 // every initial worker listened and warmed up
+	EventDown                               // a graceful stop began
+	EventRollingRestart                     // a rolling restart began
+	EventRespawnFailure                     // a lost worker's slot could not be refilled yet (Slot)
+	EventMarkUp                             // the ECV was marked up (made by the monitor)
+	EventMarkDown                           // the ECV was marked down (made by the monitor)
+	EventAuxForked                          // an auxiliary process (Config.Aux) was spawned, or respawned (Pid, Slot)
+	EventAuxDied                            // an auxiliary process exited (Pid, Slot; Err: how); it is respawned unless a stop began
+	EventRollingRestartDone                 // a rolling restart ended (Err: the joined errors of the replacements that failed, or why it stopped waiting)
 )
 
 // noState is kinds' state for a kind that implies none.
@@ -63,28 +64,29 @@ var kinds = [...]struct {
 	worker bool
 	state  State
 }{
-	EventForked:         {"forked", true, Forked},
-	EventWarming:        {"warming", true, Warming},
-	EventWarmUp:         {"warmup", true, Warming},
-	EventWarmUpFailure:  {"warmup-failure", true, noState},
-	EventListening:      {"listening", true, Active},
-	EventPaused:         {"paused", true, Paused},
-	EventResumed:        {"resumed", true, Active},
-	EventDraining:       {"draining", true, noState},
-	EventOld:            {"old", true, Old},
-	EventUnresponsive:   {"unresponsive", true, noState},
-	EventSigTerm:        {"sigterm", true, noState},
-	EventSigKill:        {"sigkill", true, noState},
-	EventDied:           {"died", true, Died},
-	EventReplaceFailure: {"replace-failure", true, noState},
-	EventUp:             {"up", false, noState},
-	EventDown:           {"down", false, noState},
-	EventRollingRestart: {"rolling-restart", false, noState},
-	EventRespawnFailure: {"respawn-failure", false, noState},
-	EventMarkUp:         {"markUp", false, noState},
-	EventMarkDown:       {"markDown", false, noState},
-	EventAuxForked:      {"aux-forked", false, noState},
-	EventAuxDied:        {"aux-died", false, noState},
+	EventForked:             {"forked", true, Forked},
+	EventWarming:            {"warming", true, Warming},
+	EventWarmUp:             {"warmup", true, Warming},
+	EventWarmUpFailure:      {"warmup-failure", true, noState},
+	EventListening:          {"listening", true, Active},
+	EventPaused:             {"paused", true, Paused},
+	EventResumed:            {"resumed", true, Active},
+	EventDraining:           {"draining", true, noState},
+	EventOld:                {"old", true, Old},
+	EventUnresponsive:       {"unresponsive", true, noState},
+	EventSigTerm:            {"sigterm", true, noState},
+	EventSigKill:            {"sigkill", true, noState},
+	EventDied:               {"died", true, Died},
+	EventReplaceFailure:     {"replace-failure", true, noState},
+	EventUp:                 {"up", false, noState},
+	EventDown:               {"down", false, noState},
+	EventRollingRestart:     {"rolling-restart", false, noState},
+	EventRespawnFailure:     {"respawn-failure", false, noState},
+	EventMarkUp:             {"markUp", false, noState},
+	EventMarkDown:           {"markDown", false, noState},
+	EventAuxForked:          {"aux-forked", false, noState},
+	EventAuxDied:            {"aux-died", false, noState},
+	EventRollingRestartDone: {"rolling-restart-done", false, noState},
 }
 
 func (k Kind) valid() bool { return k > 0 && int(k) < len(kinds) }

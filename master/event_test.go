@@ -39,6 +39,7 @@ func TestEventNames(t *testing.T) {
 		{master.EventMarkDown, "markDown", none},
 		{master.EventAuxForked, "aux-forked", none},
 		{master.EventAuxDied, "aux-died", none},
+		{master.EventRollingRestartDone, "rolling-restart-done", none},
 	}
 	seen := map[master.Kind]bool{}
 	for _, c := range cases {

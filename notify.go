@@ -1,0 +1,92 @@
+package cluster2
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/cluster2/cluster2/master"
+	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
+)
+
+// notifier tells the service manager about the master's lifecycle through
+// systemd's notify protocol (go-systemd's daemon.SdNotify, a datagram to
+// $NOTIFY_SOCKET): READY=1 with MAINPID=<master pid> at EventUp, RELOADING=1
+// at EventRollingRestart and READY=1 again at EventRollingRestartDone (with
+// a STATUS= line saying how it went), STOPPING=1 at EventDown. Nothing is
+// sent after STOPPING=1, so a rolling restart cut short by a stop does not
+// say READY again. Only the master has one, and only when NOTIFY_SOCKET is
+// set (newNotifier returns nil otherwise; a nil notifier ignores every
+// event). A send that fails is logged once, never fatal: the cluster serves
+// whether or not its manager hears it. See docs/runtime.md (systemd).
+type notifier struct {
+	log     *slog.Logger
+	workers int // Config.Workers, for STATUS=
+
+	mu       sync.Mutex // orders the sends as the events came
+	stopping bool       // STOPPING=1 sent: nothing more
+	failed   bool       // a send failed and was logged
+}
+
+// newNotifier returns the master's notifier, nil when NOTIFY_SOCKET is unset.
+func newNotifier(log *slog.Logger, workers int) *notifier {
+	if os.Getenv("NOTIFY_SOCKET") == "" {
+		return nil
+	}
+	return &notifier{log: log, workers: workers}
+}
+
+// event is the notifier's lifecycle subscriber (see lifecycle).
+func (n *notifier) event(e Event) {
+	if n == nil {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopping {
+		return
+	}
+	switch e.Kind {
+	case master.EventUp:
+		n.send(daemon.SdNotifyReady,
+			"MAINPID="+strconv.Itoa(os.Getpid()),
+			fmt.Sprintf("STATUS=serving with %d workers", n.workers))
+	case master.EventRollingRestart:
+		n.send(reloading(), "STATUS=rolling restart")
+	case master.EventRollingRestartDone:
+		status := "STATUS=rolling restart done: every worker replaced"
+		if e.Err != nil {
+			status = "STATUS=rolling restart done with failures (their old workers keep serving): " + oneLine(e.Err.Error())
+		}
+		n.send(daemon.SdNotifyReady, status)
+	case master.EventDown:
+		n.stopping = true
+		n.send(daemon.SdNotifyStopping, "STATUS=stopping")
+	}
+}
+
+// send sends the lines as one notification; the first failure is logged.
+func (n *notifier) send(lines ...string) {
+	if _, err := daemon.SdNotify(false, strings.Join(lines, "\n")); err != nil && !n.failed {
+		n.failed = true
+		n.log.Warn("cluster2: sd_notify failed (logged once; the cluster keeps serving)",
+			"socket", os.Getenv("NOTIFY_SOCKET"), "err", err)
+	}
+}
+
+// reloading is RELOADING=1 with the MONOTONIC_USEC= line systemd wants
+// with it (Type=notify-reload requires it; Type=notify ignores it).
+func reloading() string {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return daemon.SdNotifyReloading
+	}
+	return daemon.SdNotifyReloading + "\nMONOTONIC_USEC=" + strconv.FormatInt(ts.Nano()/1000, 10)
+}
+
+// oneLine folds a message onto one line: a STATUS= value ends at a newline.
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }

@@ -1,0 +1,142 @@
+package cluster2_test
+
+import (
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// notification is one datagram read from NOTIFY_SOCKET: its text and the
+// pid of the process that sent it (SCM_CREDENTIALS).
+type notification struct {
+	msg string
+	pid int
+}
+
+// notifySocket binds a unixgram socket in a temporary directory, as systemd
+// does for a Type=notify service, and returns its path and the datagrams it
+// receives (with their senders' pids, which the kernel fills in).
+func notifySocket(t *testing.T) (string, <-chan notification) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	ch := make(chan notification, 64)
+	go func() {
+		defer close(ch)
+		buf, oob := make([]byte, 4096), make([]byte, 512)
+		for {
+			n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+			if err != nil {
+				return
+			}
+			nt := notification{msg: string(buf[:n])}
+			if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+				for _, m := range msgs {
+					if cred, err := unix.ParseUnixCredentials(&m); err == nil {
+						nt.pid = int(cred.Pid)
+					}
+				}
+			}
+			ch <- nt
+		}
+	}()
+	return path, ch
+}
+
+// nextNotification returns the next datagram; none within wait fails the
+// test.
+func nextNotification(t *testing.T, ch <-chan notification, what string) notification {
+	t.Helper()
+	select {
+	case n, ok := <-ch:
+		if !ok {
+			t.Fatalf("waiting for %s: the socket closed", what)
+		}
+		return n
+	case <-time.After(wait):
+		t.Fatalf("no notification (%s) within %v", what, wait)
+	}
+	return notification{}
+}
+
+// hasLine reports whether the notification has the line l.
+func (n notification) hasLine(l string) bool {
+	for _, x := range strings.Split(n.msg, "\n") {
+		if x == l {
+			return true
+		}
+	}
+	return false
+}
+
+// TestNotify runs a real cluster with a datagram socket as NOTIFY_SOCKET:
+// the master (and no other process) says READY=1 with its MAINPID once
+// Listen returned, RELOADING=1 then READY=1 around the rolling restart of a
+// SIGHUP, and STOPPING=1 on SIGTERM, and nothing after it.
+func TestNotify(t *testing.T) {
+	path, ch := notifySocket(t)
+	tc := startCluster(t, "T_WORKERS=2", "T_NOWARMUP=1", "NOTIFY_SOCKET="+path)
+	master := tc.Pid()
+	expect := func(what string, lines ...string) notification {
+		t.Helper()
+		n := nextNotification(t, ch, what)
+		if n.pid != master {
+			t.Fatalf("%s: sent by pid %d, not the master (%d): %q", what, n.pid, master, n.msg)
+		}
+		for _, l := range lines {
+			if !n.hasLine(l) {
+				t.Fatalf("%s: %q has no line %q", what, n.msg, l)
+			}
+		}
+		t.Logf("%s: %q", what, n.msg)
+		return n
+	}
+
+	expect("start", "READY=1", "MAINPID="+strconv.Itoa(master))
+	before := tc.ActivePids()
+
+	tc.Signal(syscall.SIGHUP)
+	expect("SIGHUP", "RELOADING=1")
+	done := expect("end of the rolling restart", "READY=1")
+	if !strings.Contains(done.msg, "STATUS=rolling restart done") {
+		t.Fatalf("end of the rolling restart: %q has no STATUS= saying so", done.msg)
+	}
+	for pid := range tc.ActivePids() {
+		if before[pid] {
+			t.Fatalf("worker %d survived the rolling restart that READY=1 ended", pid)
+		}
+	}
+
+	tc.Signal(syscall.SIGTERM)
+	expect("SIGTERM", "STOPPING=1")
+	if !tc.WaitExit(wait) {
+		t.Fatal("the master did not exit after SIGTERM")
+	}
+	select {
+	case n, ok := <-ch:
+		if ok {
+			t.Fatalf("a notification after STOPPING=1: %q from pid %d", n.msg, n.pid)
+		}
+	default:
+	}
+}
