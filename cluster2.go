@@ -151,12 +151,21 @@ func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
 
 func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 	c.Logger.Info("cluster2: starting master", "config", c.String())
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", c.Addr)
+	ln, err := activatedListener(c.Addr, c.Logger) // systemd's socket activation (LISTEN_FDS), unset for the children
 	if err != nil {
-		return nil, fmt.Errorf("cluster2: listen %s: %w", c.Addr, err)
+		return nil, err
+	}
+	if ln != nil {
+		c.Logger.Info("cluster2: serving the activated socket", "addr", ln.Addr().String())
+	} else {
+		l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", c.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("cluster2: listen %s: %w", c.Addr, err)
+		}
+		ln = l.(*net.TCPListener)
 	}
 	addr := ln.Addr()
-	f, err := sharedFile(ln.(*net.TCPListener))
+	f, err := sharedFile(ln)
 	ln.Close() // the dup keeps the socket open
 	if err != nil {
 		return nil, fmt.Errorf("cluster2: listen %s: %w", c.Addr, err)

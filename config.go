@@ -82,7 +82,10 @@ type Config struct {
 	// (master.DefaultWorkers); at most 1000 (master.MaxWorkers).
 	Workers int
 
-	// Addr is the application's listening address. Default ":8080".
+	// Addr is the application's listening address. Default ":8080". When
+	// the master was started with sockets (systemd's socket activation,
+	// LISTEN_FDS), it serves the passed one on Addr instead of binding it
+	// (see docs/runtime.md).
 	Addr string
 
 	// MonitorAddr is the monitor server's address (served by the master:

@@ -10,7 +10,8 @@
 // # Process model
 //
 // The user's main calls [Listen] in every process. In the master, Listen
-// creates the listening socket and the arena, executes the binary's path
+// creates the listening socket (or takes the one systemd passed for
+// Config.Addr: socket activation, LISTEN_FDS) and the arena, executes the binary's path
 // (Config.Executable: by default the path resolved at start, so that a
 // rolling restart after a new build was renamed over it runs the new file;
 // same arguments, environment plus the worker protocol's variables) once per

@@ -19,6 +19,12 @@ var (
 	// ErrNotSupported is returned by Listen on platforms without memfd,
 	// futexes and re-exec (anything but Linux).
 	ErrNotSupported = errors.New("cluster2: not supported on this platform")
+
+	// ErrActivation is wrapped by Listen's error when the master was
+	// started with sockets (LISTEN_FDS: systemd's socket activation) and
+	// none of them is a TCP listener on Config.Addr; the message lists the
+	// addresses passed. See docs/runtime.md ("systemd: socket activation").
+	ErrActivation = errors.New("cluster2: no activated socket on Config.Addr")
 )
 
 // These errors can be returned by the methods of a Cluster.

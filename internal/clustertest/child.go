@@ -56,6 +56,7 @@ const (
 	EnvToken       = "T_TOKEN"         // Config.Monitor.Token
 	EnvInFlight    = "T_INFLIGHT"      // /slow creates this file when it starts
 	EnvProfileUp   = "T_PROFILE_UP"    // WarmUp fails unless the worker's profile socket is up already
+	EnvAddr        = "T_ADDR"          // Config.Addr (default 127.0.0.1:0)
 )
 
 // roleAtStart is CurrentRole before Listen, for the handler to report.
@@ -140,10 +141,14 @@ func Child() {
 	if monAddr == "" {
 		monAddr = "127.0.0.1:0"
 	}
+	addr := os.Getenv(EnvAddr)
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
 	var evMu sync.Mutex
 	var events []string
 	cfg := cluster2.Config{
-		Workers: workers, Addr: "127.0.0.1:0", MonitorAddr: monAddr,
+		Workers: workers, Addr: addr, MonitorAddr: monAddr,
 		Handler:           Handler(),
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		HeartbeatInterval: envDur(EnvHeartbeat, 200*time.Millisecond),

@@ -35,6 +35,9 @@ type Spec struct {
 	Ready func(line string) bool
 	// ReadyTimeout bounds the wait for the ready line; 0 means 60 s.
 	ReadyTimeout time.Duration
+	// Wrap, when set, rewrites the command before it starts: a launcher
+	// that execs the master, such as systemd-socket-activate.
+	Wrap func(cmd *exec.Cmd)
 }
 
 // keptLines is how many lines of a child's output a Process keeps for the
@@ -90,6 +93,9 @@ func (s Spec) Start(tb testing.TB) *Process {
 func (s Spec) Launch(tb testing.TB) *Process {
 	tb.Helper()
 	cmd := xtesting.Command(tb, s.Child, nil, s.Env...)
+	if s.Wrap != nil {
+		s.Wrap(cmd)
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatal(err)
