@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/cluster2/cluster2/cache"
 )
@@ -47,17 +48,37 @@ func parseDurability(s string) (cache.Durability, error) {
 // persistent when the demo runs with -data, with the durability of
 // -durability (default Always: a PUT answers once its value is on disk, so
 // that it survives even kill -9 of the whole demo). Every process of the
-// cluster opens it with the same options (they run the same flags).
-type demoCache struct{ opts cache.Options }
-
-func newCacheStore(dataDir string, d cache.Durability) demoCache {
-	if dataDir == "" {
-		return demoCache{}
-	}
-	return demoCache{cache.Options{Persist: true, Durability: d}}
+// cluster opens it with the same options (they run the same flags). The
+// routes share one handle, opened by the first of them (every Use makes a
+// handle of its own: a request must not pay for one).
+type demoCache struct {
+	opts cache.Options
+	h    *atomic.Pointer[cache.Cache]
 }
 
-func (d demoCache) use() (*cache.Cache, error) { return cache.Use("demo", d.opts) }
+func newCacheStore(dataDir string, d cache.Durability) demoCache {
+	dc := demoCache{h: new(atomic.Pointer[cache.Cache])}
+	if dataDir != "" {
+		dc.opts = cache.Options{Persist: true, Durability: d}
+	}
+	return dc
+}
+
+// use returns the routes' handle of "demo", opening it on first use.
+func (d demoCache) use() (*cache.Cache, error) {
+	if c := d.h.Load(); c != nil {
+		return c, nil
+	}
+	c, err := cache.Use("demo", d.opts)
+	if err != nil {
+		return nil, err
+	}
+	if !d.h.CompareAndSwap(nil, c) {
+		c.Close()
+		return d.h.Load(), nil
+	}
+	return c, nil
+}
 
 // durabilityConflict starts the error check returns when the data directory
 // holds the cache "demo" with another durability than -durability asks. It
