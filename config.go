@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/internal/build"
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/monitor"
 	"github.com/cluster2/cluster2/shm"
@@ -192,6 +193,13 @@ type Config struct {
 	// it). See docs/runtime.md, "Deploying a new binary".
 	Executable string
 
+	// Version is the application's version: the master logs it at start,
+	// a check (Check) reports it, and /status, /metrics and the dashboard
+	// show each process's. Default: the main module's version when the
+	// binary was built at one (go install m@v1.2.3), else the short VCS
+	// revision ("+dirty" when the tree was modified), else "dev".
+	Version string
+
 	// NoSignals stops the master from handling SIGINT, SIGTERM (graceful
 	// stop; a second signal stops at once) and SIGHUP (rolling restart).
 	NoSignals bool
@@ -250,6 +258,9 @@ func (c Config) withDefaults() (Config, error) {
 	c.Workers, c.HeartbeatInterval, c.NannyTolerance, c.MaxAge = m.Workers, m.HeartbeatInterval, m.NannyTolerance, m.MaxAge
 	c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.Logger = m.StopTimeout, m.ReplaceTimeout, m.ReplaceRetries, m.Logger
 	c.Executable = m.Exe
+	if c.Version == "" {
+		c.Version = build.DefaultVersion()
+	}
 	c.Server = c.Server.WithDefaults()
 	return c, c.validate()
 }
@@ -295,8 +306,8 @@ func (c Config) validate() error {
 
 // String returns the configuration on one line, for the log at start.
 func (c Config) String() string {
-	return fmt.Sprintf("workers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d arena=%d cache={enabled=%v mode=%s data=%q durability=%v downWhilePersistFailing=%v} server=%v pidDir=%q exe=%q",
+	return fmt.Sprintf("workers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d arena=%d cache={enabled=%v mode=%s data=%q durability=%v downWhilePersistFailing=%v} server=%v pidDir=%q exe=%q version=%q",
 		c.Workers, c.Addr, c.MonitorAddr, c.HeartbeatInterval, c.MaxAge, c.NannyTolerance, c.MemoryLimit,
 		c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.ArenaSize, c.Cache.Enabled, c.Cache.Mode,
-		c.Cache.DataDir, c.Cache.Durability, c.Cache.DownWhilePersistFailing, c.Server, c.PidDir, c.Executable)
+		c.Cache.DataDir, c.Cache.Durability, c.Cache.DownWhilePersistFailing, c.Server, c.PidDir, c.Executable, c.Version)
 }

@@ -2,6 +2,7 @@ package cluster2_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"net/http"
@@ -62,4 +63,15 @@ func ExampleConfig_Validate() {
 	err := cluster2.Config{Handler: http.NotFoundHandler(), Workers: -1}.Validate()
 	fmt.Println(err)
 	// Output: master: invalid configuration: Workers -1 is negative
+}
+
+// ExampleLayout_Compatible compares this build's layout with another
+// build's (as a check reports it): a region of another version refuses.
+func ExampleLayout_Compatible() {
+	mine := cluster2.ThisLayout()
+	theirs := mine
+	theirs.Cache++ // a build whose cache space changed
+	err := mine.Compatible(theirs)
+	fmt.Println(errors.Is(err, cluster2.ErrLayoutMismatch), mine.Compatible(mine) == nil)
+	// Output: true true
 }

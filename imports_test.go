@@ -16,8 +16,8 @@ import (
 // bench/, fuzz/): they may import anything but the test helpers.
 var layers = map[string]int{
 	"shm": 0, "internal/order": 0, "internal/safefs": 0, "internal/backoff": 0, "internal/cfgerr": 0, "internal/nocopy": 0,
-	"internal/xtime": 0,
-	"ring":           1, "persist": 1, "internal/proc": 1,
+	"internal/xtime": 0, "internal/build": 0,
+	"ring": 1, "persist": 1, "internal/proc": 1,
 	"cache": 2, "emitter": 2, "status": 2,
 	"master": 3, "worker": 3, "monitor": 3,
 	".": 4,

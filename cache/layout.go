@@ -11,6 +11,11 @@ const (
 	spaceMagic   uint64 = 0x45484341_43324c43 // "CL2CACHE"
 	spaceVersion uint32 = 3                   // 3: a loading record's exp holds its load id (loading records move, never evicted); the journal header's failing and gap-request words
 
+	// SpaceVersion is the version of the space's format (spaceVersion):
+	// part of the build's layout (cluster2.Layout's Cache); Attach refuses
+	// a space of another version.
+	SpaceVersion = spaceVersion
+
 	// MaxCaches is the number of named caches one space can hold.
 	MaxCaches = 64
 

@@ -19,6 +19,11 @@ const (
 	slotEntrySize    = 64
 )
 
+// RegionVersion is the version of the emitter region's format (its header,
+// slot entries and the messages on its rings), as this build writes and
+// reads it: part of the build's layout (cluster2.Layout's Emitter).
+const RegionVersion = regionVersion
+
 // regionHeader is the first line of the emitter region. Written once by the
 // master in Region's init function (published by the region directory),
 // except masterPid, stored once at attach, and armed, the Event workers sleep

@@ -92,7 +92,7 @@ func Create(opts Options) (*Arena, error) {
 	}
 	a := &Arena{mem: mem, file: f}
 	h := Ptr[header](a, 0)
-	h.version = LayoutVersion
+	h.version = Version()
 	h.headerSize = HeaderSize
 	h.size = uint64(o.Size)
 	h.creatorPid = uint32(os.Getpid())
@@ -135,8 +135,8 @@ func (a *Arena) check() error {
 	if h.magic != Magic {
 		return fmt.Errorf("%w: %#x", ErrBadMagic, h.magic)
 	}
-	if h.version != LayoutVersion {
-		return fmt.Errorf("%w: arena has %d, this build reads %d", ErrLayoutVersion, h.version, LayoutVersion)
+	if v := Version(); h.version != v {
+		return fmt.Errorf("%w: arena has %d, this build reads %d", ErrLayoutVersion, h.version, v)
 	}
 	switch {
 	case h.headerSize != HeaderSize:

@@ -1,6 +1,16 @@
 package shm
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/cluster2/cluster2/internal/build"
+)
+
+// Version returns the arena layout version this build writes (Create) and
+// reads (Open): LayoutVersion, plus the layout bump a test binary may be
+// linked with (internal/build's test seam; 0 in production builds), so that
+// a bumped binary and an unbumped one refuse each other's arena.
+func Version() uint32 { return LayoutVersion + build.LayoutBump() }
 
 // Format constants: changing any of them, or any struct below, changes the
 // arena layout and must bump LayoutVersion.
@@ -9,7 +19,7 @@ const (
 	Magic uint64 = 0x3252455453554c43
 
 	// LayoutVersion is the version of the arena layout this build reads and
-	// writes. Open refuses any other. 2: the ring's producer may commit with
+	// writes (see Version for the test seam). Open refuses any other. 2: the ring's producer may commit with
 	// release stores, and a consumer of version 1 does not re-check the ring
 	// after announcing a sleep, so it could sleep through a commit; the bytes
 	// are the same. 3: the ring header's sleepGen and ackGen words (ring/doc.go,
