@@ -17,6 +17,8 @@ type localStats struct {
 	stripes    [statStripes]statStripe
 	loads      atomic.Uint64
 	loadErrors atomic.Uint64
+	counterOps atomic.Uint64
+	casFails   atomic.Uint64
 }
 
 type statStripe struct {
@@ -138,6 +140,8 @@ func (sp *Space) publishStats() {
 		row.misses.Store(misses)
 		row.loads.Store(l.loads.Load())
 		row.loadErrors.Store(l.loadErrors.Load())
+		row.counterOps.Store(l.counterOps.Load())
+		row.casFails.Store(l.casFails.Load())
 		row.token.Store(tok)
 	}
 }

@@ -167,7 +167,9 @@ func (c *Cache) Get(ctx context.Context, key string, loader Loader) ([]byte, err
 }
 
 // Set stores value under key and reports whether it did: with
-// LeaveIfNotNull it stores only when the key has no value. A stored value
+// LeaveIfNotNull (or SetIfAbsent) it stores only when the key has no value.
+// opts.Tags tag the entry (see InvalidateTag); a tag list past MaxTags or a
+// tag past MaxTagLen returns ErrTooManyTags or ErrBadTag and stores nothing. A stored value
 // replaces the old one atomically for every reader, and watchers are told. A
 // full cache evicts its least recently used entries to make room; a value
 // longer than the space's MaxValueLen returns ErrValueTooLarge and changes
@@ -181,21 +183,16 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, opts SetOptio
 	if err := c.check(key); err != nil {
 		return false, err
 	}
-	if limit := c.maxValue(); len(value) > limit {
-		return false, fmt.Errorf("cache %q: set %q: value of %d bytes: %w (limit %d)", c.name, key, len(value), ErrValueTooLarge, limit)
+	tags, exp, err := c.setArgs(key, value, opts)
+	if err != nil {
+		return false, fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
 	}
-	exp := c.deadline(opts.Expire)
-	if !opts.ExpireAt.IsZero() {
-		if exp = opts.ExpireAt.UnixNano(); exp <= time.Now().UnixNano() {
-			return false, nil
-		}
+	if exp != 0 && exp <= time.Now().UnixNano() {
+		return false, nil
 	}
 	sp := c.sp
-	if c.opts.Persist {
-		if err := c.refuseIfFailing(); err != nil {
-			return false, fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
-		}
-		c.throttle(ctx)
+	if err := c.beforeWrite(ctx); err != nil {
+		return false, fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
 	}
 	h := hashKey(c.id, key)
 	sh := sp.shardOf(h)
@@ -210,7 +207,11 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, opts SetOptio
 			}
 		}
 	}
-	_, jend, err := sp.store(sh, kindItem, c.id, h, key, value, exp, 0)
+	var flags uint32
+	if len(tags) > 0 {
+		flags = itemTagged
+	}
+	_, jend, err := sp.storeItem(sh, c.id, h, key, value, exp, flags, tags)
 	sp.unlock(sh)
 	if err != nil {
 		return false, fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
@@ -251,7 +252,20 @@ func (c *Cache) deadline(override time.Duration) int64 {
 // ErrTooManyLoads, leaving key as it was (what reserve evicted on the way
 // stays evicted; the written record, if any, is unreferenced garbage).
 func (sp *Space) store(sh *shard, kind uint8, id uint32, h uint64, key string, val []byte, exp int64, owner uint32) (uint64, uint64, error) {
-	off, err := sp.write(sh, kind, id, h, key, val, exp, owner) // may evict, even key's old record
+	return sp.storeRec(sh, kind, id, h, key, val, nil, exp, owner)
+}
+
+// storeItem is store of an item with flags (itemCounter, itemTagged: the
+// record's owner word) and, when tagged, its encoded tag list (tags.go),
+// which follows the value in the record and in the journal.
+func (sp *Space) storeItem(sh *shard, id uint32, h uint64, key string, val []byte, exp int64, flags uint32, tags []byte) (uint64, uint64, error) {
+	return sp.storeRec(sh, kindItem, id, h, key, val, tags, exp, flags)
+}
+
+// storeRec is store with a trailer written after the value (a tagged
+// item's tag list; nil for every other record).
+func (sp *Space) storeRec(sh *shard, kind uint8, id uint32, h uint64, key string, val, trailer []byte, exp int64, owner uint32) (uint64, uint64, error) {
+	off, err := sp.writeRec(sh, kind, id, h, key, val, trailer, exp, owner) // may evict, even key's old record
 	if err != nil {
 		return 0, 0, err
 	}
@@ -272,7 +286,7 @@ func (sp *Space) store(sh *shard, kind uint8, id uint32, h uint64, key string, v
 	sp.account(sh, r, +1)
 	var jend uint64
 	if kind == kindItem {
-		jend = sp.journalChange(opSet, id, sp.recKey(off, r), val, exp)
+		jend = sp.journalChangeMeta(opSet, id, sp.recKey(off, r), val, exp, uint8(owner)<<1, trailer)
 	}
 	return off, jend, nil
 }
@@ -405,6 +419,11 @@ type Stats struct {
 	Entries           int64  // live entries now
 	Bytes             int64  // bytes those entries take in the arena
 	WatchLost         uint64 // journal records this process's watchers missed (lapped)
+
+	CounterOps       uint64 // Add calls that changed a counter
+	CASFailures      uint64 // CompareAndSwap calls whose old value did not match
+	TagInvalidations uint64 // InvalidateTag calls
+	Clears           uint64 // Clear calls
 }
 
 // Stats returns the cache's counters. It never writes shared memory.
@@ -420,6 +439,8 @@ func (c *Cache) Stats() Stats {
 			st.Misses += m
 			st.Loads += l.loads.Load()
 			st.LoadErrors += l.loadErrors.Load()
+			st.CounterOps += l.counterOps.Load()
+			st.CASFailures += l.casFails.Load()
 			continue
 		}
 		row := &sp.stats[slot*MaxCaches+int(c.id)]
@@ -427,7 +448,11 @@ func (c *Cache) Stats() Stats {
 		st.Misses += row.misses.Load()
 		st.Loads += row.loads.Load()
 		st.LoadErrors += row.loadErrors.Load()
+		st.CounterOps += row.counterOps.Load()
+		st.CASFailures += row.casFails.Load()
 	}
+	st.TagInvalidations = sp.h.ops[c.id].tagInvals.Load()
+	st.Clears = sp.h.ops[c.id].clears.Load()
 	for si := range sp.sh {
 		pc := &sp.sh[si].pc[c.id]
 		st.Evictions += pc.evictions.Load()

@@ -18,13 +18,14 @@
 // # Layout (format: changing it bumps spaceVersion)
 //
 //	space header (8192 B): magic │ version │ shard count │ buckets/shard │ heap/shard │ offsets │
-//	                       registry lock │ cache count │ registry[64] {name[48] │ id │ persist │ expire}
+//	                       registry lock │ cache count │ registry[64] {name[48] │ id │ persist │ expire} │
+//	                       ops[64] {tag invalidations │ clears}
 //	journal: header (4096 B, one 128-byte line pair per writer: {lock │ tail │ claim} (writers) │
 //	         {watchers' Event} │ {durable │ logged │ log writer's owner │ default durability │
 //	         failing │ gap requests │ gaps covered} (the log writer) │ {durable Event} (Always writers sleep) │ {log writer's Event} (it sleeps) │
 //	         watchers[64] │ log writer's counters) │ data (power of two bytes)
 //	journal record: size u32 │ op u8 │ flags u8 │ klen u16 │ cache u32 │ vlen u32 │ deadline i64 │
-//	         key │ value │ pad to 8
+//	         key │ value │ pad to 8      (flags: no value 1, counter 2, tagged 4: value is tag list │ value)
 //	shard i: header (128 B: lock │ head │ tail │ Event │ repairs)
 //	         perCache[64] { entries │ bytes │ evictions │ expirations }   32 B each
 //	         buckets[B]   { seq u32 │ flags u32 │ slots[7] u64 }            64 B each (one cache line)
@@ -39,6 +40,11 @@
 //	kinds: item (a value), loading (a Get's loader runs in process owner; exp holds the load's id),
 //	failed (the loader's error as value, kept one second for the waiters), filler (the unused end
 //	of the heap at a wrap)
+//	an item's owner word holds its flags: counter 1 (the value is 8 bytes, a little-endian int64:
+//	Add), tagged 2 (a tag list, count u8 │ {len u8 │ tag}×count, follows the value inside size)
+//	statistics rows: one 64-byte row per process slot and cache {hits │ misses │ loads │ load
+//	errors │ token │ counter ops │ CAS failures │ 8 B free}; the space header's ops[64] (after
+//	the registry) count each cache's tag invalidations and clears
 //
 // # Hashing and probing
 //
@@ -303,10 +309,22 @@
 // to this; TestDamagedSpaceNeverPanics and TestAttachRefusesImpossibleGeometry
 // keep one case of each check.
 //
+// # Counters, compare-and-swap, tags and Clear
+//
+// Add, CompareAndSwap and SetIfAbsent decide and write under the key's
+// shard lock, so each is one atomic step for every process; their write is
+// a Set's (a new record, the slot republished in the seqlock, one journal
+// record), so readers stay lock-free and a crash leaves what a crash in Set
+// leaves. InvalidateTag and Clear walk the cache's shards and drop each
+// matching item as Del does; atomic.go and tags.go hold the design (why the
+// walk is eager, what a crash in it leaves, how watchers and the log hear of
+// each removal).
+//
 // # Caveats
 //
 // Values are copied in and out: a slice passed to Set may be reused after Set
 // returns, and what Get returns belongs to the caller. Records are never
-// updated in place. The race detector cannot see the arena: the package's
-// multi-process model test, kill -9 test and Verify are its proof.
+// updated in place (a counter's Add writes a new record too). The race
+// detector cannot see the arena: the package's multi-process model test,
+// kill -9 test and Verify are its proof.
 package cache

@@ -6,7 +6,9 @@ import (
 	"github.com/cluster2/cluster2/internal/cfgerr"
 )
 
-// These errors can be returned by Get, GetInto, Set, Del, Inspect and Keys.
+// These errors can be returned by Get, GetInto, Set, Del, Inspect, Keys and
+// the atomic and tag operations (Add, Counter, CompareAndSwap, SetIfAbsent,
+// InvalidateTag, Clear).
 var (
 	// ErrNotFound is returned by Get with a nil loader, and by Inspect, when
 	// the key has no value. An empty value is a value: it is not ErrNotFound.
@@ -38,6 +40,23 @@ var (
 	// get ErrLoaderFailed wrapping ErrTooManyLoads. Retry later, or give the
 	// space more bytes.
 	ErrTooManyLoads = errors.New("cache: too many loads in progress")
+
+	// ErrNotCounter is returned by Add and Counter when the key holds a
+	// value that is not a counter (one stored by Set, whatever its length);
+	// nothing is changed.
+	ErrNotCounter = errors.New("cache: not a counter")
+
+	// ErrOverflow is returned by Add when the sum leaves the int64 range;
+	// the counter keeps its value.
+	ErrOverflow = errors.New("cache: counter overflow")
+
+	// ErrBadTag is returned for a tag that is empty or longer than
+	// MaxTagLen bytes; nothing is stored or removed.
+	ErrBadTag = errors.New("cache: bad tag")
+
+	// ErrTooManyTags is returned by Set (and Add, CompareAndSwap) for more
+	// than MaxTags tags; nothing is stored.
+	ErrTooManyTags = errors.New("cache: too many tags")
 )
 
 // These errors can be returned by Use, Setup and Attach.

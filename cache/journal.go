@@ -40,22 +40,38 @@ const jendLost = ^uint64(0)
 // key's shard lock held, so that the journal's order is the key's mutation
 // order (and a snapshot that counts the gap request sees the change).
 func (sp *Space) journalChange(op uint8, id uint32, key, val []byte, exp int64) uint64 {
+	return sp.journalChangeMeta(op, id, key, val, exp, 0, nil)
+}
+
+// journalChangeMeta is journalChange with record flags (jflagCounter,
+// jflagTagged) and, for a tagged item, its tag list, which the record's
+// value field carries before the value.
+func (sp *Space) journalChangeMeta(op uint8, id uint32, key, val []byte, exp int64, flags uint8, tags []byte) uint64 {
 	id %= MaxCaches
 	if !sp.journaling.Load() || sp.h.registry[id].persist == 0 && sp.jr.h.watchers[id].Load() <= 0 {
 		return 0
 	}
-	return sp.journalAppend(op, id, key, val, exp)
+	return sp.journalAppendMeta(op, id, key, val, exp, flags, tags)
 }
 
 // journalAppend appends one record (see journalChange) and wakes the
 // watchers.
 func (sp *Space) journalAppend(op uint8, id uint32, key, val []byte, exp int64) uint64 {
+	return sp.journalAppendMeta(op, id, key, val, exp, 0, nil)
+}
+
+// journalAppendMeta is journalAppend with flags and a tag list (see
+// journalChangeMeta).
+func (sp *Space) journalAppendMeta(op uint8, id uint32, key, val []byte, exp int64, flags uint8, tags []byte) uint64 {
 	j := &sp.jr
-	var flags uint8
-	if uint64(len(val)) > sp.maxJournalValue() {
-		flags, val = jflagNoValue, nil // only for watchers: Set refuses such values in persistent caches
+	if flags&jflagTagged == 0 {
+		tags = nil
 	}
-	size := uint64(jrecHeader+len(key)+len(val)+7) &^ 7
+	if uint64(len(tags)+len(val)) > sp.maxJournalValue() {
+		// Only for watchers: Set refuses such values in persistent caches.
+		flags, tags, val = flags&jflagCounter|jflagNoValue, nil, nil
+	}
+	size := uint64(jrecHeader+len(key)+len(tags)+len(val)+7) &^ 7
 	ok, recovered := j.h.lock.TryLock(sp.p) // the common case: no context, no timer
 	if !ok {
 		ctx, cancel := context.WithTimeout(context.Background(), journalLockWait)
@@ -109,10 +125,11 @@ func (sp *Space) journalAppend(op uint8, id uint32, key, val []byte, exp int64) 
 	rec[4], rec[5] = op, flags
 	binary.LittleEndian.PutUint16(rec[6:], uint16(len(key)))
 	binary.LittleEndian.PutUint32(rec[8:], id)
-	binary.LittleEndian.PutUint32(rec[12:], uint32(len(val)))
+	binary.LittleEndian.PutUint32(rec[12:], uint32(len(tags)+len(val)))
 	binary.LittleEndian.PutUint64(rec[16:], uint64(exp))
 	copy(rec[jrecHeader:], key)
-	copy(rec[jrecHeader+len(key):], val)
+	copy(rec[jrecHeader+len(key):], tags)
+	copy(rec[jrecHeader+len(key)+len(tags):], val)
 	end := pos + total
 	j.h.tail.Store(end) // release: the record is complete
 	j.h.lock.Unlock(sp.p)
@@ -154,7 +171,15 @@ func decodeRecord(buf []byte) (change, bool) {
 	c := change{op: buf[4], noValue: buf[5]&jflagNoValue != 0, id: binary.LittleEndian.Uint32(buf[8:]) % MaxCaches,
 		key: string(buf[jrecHeader : jrecHeader+klen]), exp: int64(binary.LittleEndian.Uint64(buf[16:]))}
 	if c.op == opSet {
-		c.val = append([]byte(nil), buf[jrecHeader+klen:jrecHeader+klen+vlen]...)
+		v := buf[jrecHeader+klen : jrecHeader+klen+vlen]
+		if buf[5]&jflagTagged != 0 {
+			n, ok := tagListLen(v)
+			if !ok {
+				return change{}, false
+			}
+			v = v[n:]
+		}
+		c.val = append([]byte(nil), v...)
 	}
 	return c, true
 }

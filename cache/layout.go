@@ -8,8 +8,11 @@ import (
 
 // Format constants: changing any, or any struct below, bumps spaceVersion.
 const (
-	spaceMagic   uint64 = 0x45484341_43324c43 // "CL2CACHE"
-	spaceVersion uint32 = 3                   // 3: a loading record's exp holds its load id (loading records move, never evicted); the journal header's failing and gap-request words
+	spaceMagic uint64 = 0x45484341_43324c43 // "CL2CACHE"
+	// 3: a loading record's exp holds its load id (loading records move, never evicted); the journal header's failing and gap-request words.
+	// 4: an item's owner word holds its item flags (itemCounter, itemTagged) and a tagged item's tag list follows its value
+	// inside the record; statsRow's counter ops and CAS failures (8 bytes left free); the space header's opCounts.
+	spaceVersion uint32 = 4
 
 	// SpaceVersion is the version of the space's format (spaceVersion):
 	// part of the build's layout (cluster2.Layout's Cache); Attach refuses
@@ -50,6 +53,24 @@ const (
 	kindFiller  = 4
 )
 
+// Item flags: the owner word of a kindItem record (a loading or failed
+// record keeps its owner there). Written with the record, never changed.
+// The lock-free hit path does not read them: a counter reads as its 8
+// bytes, a tagged item as its value.
+const (
+	itemCounter = 1 // the value is a counter (Add): 8 bytes, a little-endian int64
+	itemTagged  = 2 // a tag list (see tags.go) follows the value: size covers it, vlen does not
+)
+
+// Tag bounds (a tag list is at most 1 + MaxTags*(1+MaxTagLen) bytes).
+const (
+	// MaxTags is the most tags one entry carries.
+	MaxTags = 8
+
+	// MaxTagLen is the longest tag, in bytes.
+	MaxTagLen = 64
+)
+
 // spaceHeader is the first block of the space region. Fields above lock are
 // written once by Setup before the region is published and read-only after.
 type spaceHeader struct {
@@ -71,7 +92,8 @@ type spaceHeader struct {
 	sweeper     atomic.Uint32 // owner generation of the process that sweeps expired entries
 	_           [48]byte
 	registry    [MaxCaches]regEntry
-	_           [spaceHeaderSize - 192 - MaxCaches*regEntrySize]byte
+	ops         [MaxCaches]opCounts // version 4
+	_           [spaceHeaderSize - 192 - MaxCaches*regEntrySize - MaxCaches*opCountsSize]byte
 }
 
 const regEntrySize = 64
@@ -146,10 +168,21 @@ type statsRow struct {
 	loadErrors atomic.Uint64
 	token      atomic.Uint32 // the owner generation that wrote the row
 	_          uint32
-	_          [24]byte
+	counterOps atomic.Uint64 // Add calls that changed a counter
+	casFails   atomic.Uint64 // CompareAndSwap calls whose old value did not match
+	_          [8]byte
 }
 
 const statsRowSize = 64
+
+// opCounts counts one cache's rare whole-cache operations, in the space
+// header (callers add with one atomic add each: they walk the index anyway).
+type opCounts struct {
+	tagInvals atomic.Uint64 // InvalidateTag calls
+	clears    atomic.Uint64 // Clear calls
+}
+
+const opCountsSize = 16
 
 // journalHdr heads the change journal. Its words are grouped by who writes
 // them, each group on its own 128-byte line pair, so that a writer appending
@@ -194,6 +227,8 @@ type journalHdr struct {
 const (
 	jrecHeader     = 24
 	jflagNoValue   = 1 // the value was too large for the journal: readers fetch it
+	jflagCounter   = 2 // opSet of a counter (itemCounter)
+	jflagTagged    = 4 // opSet of a tagged item: the value field is its tag list, then its value
 	journalMaxVal  = 64 << 10
 	journalMinSize = 256 << 10
 )

@@ -108,8 +108,13 @@ func (l logSide) Scan(ctx context.Context, fn func(persist.Mutation) error) erro
 		batch = batch[:0]
 		sp.liveItems(sh, now, func(off uint64, r *recHdr) {
 			if r.cache < MaxCaches && persistent[r.cache] {
-				batch = append(batch, persist.Mutation{Op: persist.OpSet, Cache: sp.regName(r.cache), Key: string(sp.recKey(off, r)),
-					Value: append([]byte(nil), sp.recVal(off, r)...), ExpireAt: r.exp})
+				m := persist.Mutation{Op: persist.OpSet, Cache: sp.regName(r.cache), Key: string(sp.recKey(off, r)),
+					Value: append([]byte(nil), sp.recVal(off, r)...), ExpireAt: r.exp}
+				if f := uint8(r.owner & (itemCounter | itemTagged)); f != 0 {
+					m.Op, m.Flags = persist.OpSetMeta, f
+					m.Value = append(append([]byte(nil), sp.recTags(off, r)...), m.Value...)
+				}
+				batch = append(batch, m)
 			}
 		})
 		sp.unlock(sh)
@@ -154,6 +159,13 @@ func (r *restorer) Apply(ctx context.Context, m persist.Mutation) error {
 	c := r.caches[m.Cache]
 	if c == nil {
 		return fmt.Errorf("%w: %v of %q in cache %q before the cache's definition", ErrCorrupt, m.Op, m.Key, m.Cache)
+	}
+	if m.Op == persist.OpSetMeta {
+		if m.ExpireAt != 0 && m.ExpireAt <= r.now {
+			_, _, err := c.Del(ctx, m.Key)
+			return err
+		}
+		return c.restoreMeta(ctx, m)
 	}
 	if m.Op == persist.OpSet {
 		if m.ExpireAt != 0 && m.ExpireAt <= r.now {
@@ -278,6 +290,10 @@ func (c *cursor) CoverGaps() func() {
 var logOps = [256]persist.Op{opSet: persist.OpSet, opDel: persist.OpDel, opExpire: persist.OpExpire,
 	opEvict: persist.OpEvict, opDefine: persist.OpDefine}
 
+// metaFlags returns the item flags a journal record's flags byte carries
+// (jflagCounter, jflagTagged: the item flags shifted left by one).
+func metaFlags(jflags uint8) uint8 { return jflags >> 1 & (itemCounter | itemTagged) }
+
 // logOp returns the log's op for journal op o.
 func logOp(o uint8) persist.Op {
 	if op := logOps[o]; op != 0 {
@@ -342,6 +358,9 @@ func (c *cursor) Read(max int, fn func(r persist.Record) error) (int, error) {
 			ExpireAt: int64(binary.LittleEndian.Uint64(b[16:])), End: c.cur}
 		if b[4] == opSet {
 			r.Value = b[jrecHeader+klen : jrecHeader+klen+vlen]
+			if f := metaFlags(b[5]); f != 0 {
+				r.Op, r.Flags = persist.OpSetMeta, f
+			}
 		} else {
 			r.ExpireAt = 0
 		}

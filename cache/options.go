@@ -81,6 +81,10 @@ type SetOptions struct {
 	// ExpireAt, when not zero, is the entry's absolute deadline; it overrides
 	// Expire. A deadline in the past stores nothing and reports false.
 	ExpireAt time.Time
+
+	// Tags are the entry's tags: InvalidateTag of any of them removes it.
+	// At most MaxTags (duplicates count once), each 1 to MaxTagLen bytes.
+	Tags []string
 }
 
 // SpaceOptions size a space at Setup. The zero value takes three quarters of

@@ -379,7 +379,13 @@ func (sp *Space) account(sh *shard, r *recHdr, sign int64) {
 // offset. The record is not yet referenced by the index. It fails only with
 // ErrTooManyLoads (see reserve), having changed nothing a reader can tell.
 func (sp *Space) write(sh *shard, kind uint8, id uint32, h uint64, key string, val []byte, exp int64, owner uint32) (uint64, error) {
-	size := recSize(len(key), len(val))
+	return sp.writeRec(sh, kind, id, h, key, val, nil, exp, owner)
+}
+
+// writeRec is write with a trailer after the value (a tagged item's tag
+// list), inside the record's size and outside its vlen.
+func (sp *Space) writeRec(sh *shard, kind uint8, id uint32, h uint64, key string, val, trailer []byte, exp int64, owner uint32) (uint64, error) {
+	size := recSize(len(key), len(val)+len(trailer))
 	off, err := sp.reserve(sh, size)
 	if err != nil {
 		return 0, err
@@ -389,6 +395,7 @@ func (sp *Space) write(sh *shard, kind uint8, id uint32, h uint64, key string, v
 		cache: id, owner: owner, hash: h, exp: exp}
 	copy(sp.mem[off+recHeader:], key)
 	copy(sp.mem[off+recHeader+uint64(len(key)):], val)
+	copy(sp.mem[off+recHeader+uint64(len(key))+uint64(len(val)):], trailer)
 	sh.h.head.Add(size) // the record is complete before head passes it
 	return off, nil
 }

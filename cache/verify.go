@@ -10,7 +10,8 @@ import (
 // returns an error wrapping ErrCorrupt that lists every inconsistency: log
 // positions out of order, a log that does not parse, odd bucket sequences,
 // slots pointing outside the live log or at records of another hash, a key in
-// two slots, a bucket outside its key's probe range, counters that do not
+// two slots, a counter that is not 8 bytes, a tagged item without its tag
+// list, a bucket outside its key's probe range, counters that do not
 // match the index. A shard taken over from a dead writer is repaired first
 // (that is what a lock takeover does), so Verify checks what readers will see.
 // It changes nothing else.
@@ -87,6 +88,12 @@ func (sp *Space) Verify(ctx context.Context) error {
 						bad(si, "record at %d: hash does not match its key", off)
 					case r.hash&sp.smsk != uint64(si):
 						bad(si, "record at %d belongs to shard %d", off, r.hash&sp.smsk)
+					case r.kind == kindItem && r.owner&^(itemCounter|itemTagged) != 0:
+						bad(si, "item at %d has unknown flags %#x", off, r.owner)
+					case r.kind == kindItem && r.owner&itemCounter != 0 && r.vlen != 8:
+						bad(si, "counter at %d holds %d bytes", off, r.vlen)
+					case r.kind == kindItem && r.owner&itemTagged != 0 && sp.recTags(off, r) == nil:
+						bad(si, "tagged item at %d has no tag list inside its record", off)
 					}
 					k := ck{r.cache, string(sp.recKey(off, r))}
 					if seen[k] {

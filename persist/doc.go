@@ -85,9 +85,12 @@
 //	┌────────┬───────┬────────┬──────────┬─────────┬────────┬──────────┬──────────┬──────┬─────┬───────┐
 //	│crc32c 4│ op 1  │ dur 1  │ nlen u16 │ klen u16│ 0 u16  │ vlen u32 │ exp i64  │ name │ key │ value │
 //	└────────┴───────┴────────┴──────────┴─────────┴────────┴──────────┴──────────┴──────┴─────┴───────┘
-//	crc32c (Castagnoli) covers everything after it. op: define, set, del, expire, evict.
-//	exp: for set, the absolute deadline (unix ns, 0 = never); for define, the cache's Expire (ns).
-//	dur: for define, the cache's Durability.
+//	crc32c (Castagnoli) covers everything after it. op: define, set, del, expire, evict, set-meta.
+//	exp: for set and set-meta, the absolute deadline (unix ns, 0 = never); for define, the cache's Expire (ns).
+//	dur: for define, the cache's Durability; for set-meta, the cache's flags of the value (not 0:
+//	package cache's counter 1, tagged 2, whose value is its tag list then the value). Set-meta
+//	(op 6) came after the other five: a log without it reads as before, and a reader that
+//	predates it refuses it (an unknown op: a corrupt entry) instead of misreading it.
 //
 //	checkpoint slot (slot seq%2 of a segment's tail or of the sidecar; the newest whole one
 //	of the four, with the log's nonce, counts):

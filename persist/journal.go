@@ -29,8 +29,8 @@ type Journal interface {
 	Restore() Restorer
 
 	// Scan calls fn for the definition (OpDefine) of every persistent
-	// cache, then for every live entry of those caches (OpSet, with its
-	// deadline). It sees each shard at one instant: with the journal records
+	// cache, then for every live entry of those caches (OpSet, or
+	// OpSetMeta for a value with flags, with its deadline). It sees each shard at one instant: with the journal records
 	// that follow the position read before the scan, a consistent snapshot.
 	Scan(ctx context.Context, fn func(Mutation) error) error
 
@@ -177,6 +177,13 @@ const (
 	OpDel    Op = 3 // the key was deleted
 	OpExpire Op = 4 // the key's time to live ran out
 	OpEvict  Op = 5 // the key was evicted to make room
+
+	// OpSetMeta is a value stored with what its cache keeps besides the
+	// bytes (package cache: a counter, an entry's tags): Flags says what,
+	// and Value holds the cache's encoding of both (for a tagged entry its
+	// tag list, then the value). A reader that knows only OpSet refuses it
+	// as an unknown op rather than read the encoding as the value.
+	OpSetMeta Op = 6
 )
 
 // String returns the op's name.
@@ -192,6 +199,8 @@ func (o Op) String() string {
 		return "expire"
 	case OpEvict:
 		return "evict"
+	case OpSetMeta:
+		return "set-meta"
 	}
 	return fmt.Sprintf("Op(%d)", uint8(o))
 }
@@ -205,8 +214,9 @@ type Mutation struct {
 	Expire     time.Duration // OpDefine: the cache's Expire
 	Durability Durability    // OpDefine: the cache's Durability (DurabilityDefault: the cluster's)
 	Key        string        // not for OpDefine
-	Value      []byte        // OpSet only
-	ExpireAt   int64         // OpSet: absolute deadline, unix nanoseconds; 0 = never
+	Value      []byte        // OpSet and OpSetMeta only
+	ExpireAt   int64         // OpSet and OpSetMeta: absolute deadline, unix nanoseconds; 0 = never
+	Flags      uint8         // OpSetMeta: the cache's flags of the value (not 0), opaque to the log
 }
 
 // Record is one journal record of a persistent cache as Cursor.Read hands
@@ -216,8 +226,9 @@ type Record struct {
 	Op       Op
 	Cache    uint32 // the cache's id: see Journal.Define
 	Key      []byte // OpDefine: the cache's name
-	Value    []byte // OpSet only
-	ExpireAt int64  // OpSet: absolute deadline, unix nanoseconds; 0 = never
+	Value    []byte // OpSet and OpSetMeta only
+	ExpireAt int64  // OpSet and OpSetMeta: absolute deadline, unix nanoseconds; 0 = never
+	Flags    uint8  // OpSetMeta: the cache's flags of the value
 	End      uint64 // the journal position just past the record
 }
 

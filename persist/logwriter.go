@@ -761,9 +761,12 @@ func (m *LogWriter) read(rs *runState) (int, error) {
 func (m *LogWriter) logRecord(r Record) error {
 	name, dur := m.info(r.Cache)
 	key, exp, rdur := r.Key, r.ExpireAt, uint8(0)
-	if r.Op == OpDefine {
+	switch r.Op {
+	case OpDefine:
 		d, _ := m.j.Define(r.Cache)
 		key, exp, rdur = nil, int64(d.Expire), uint8(d.Durability)
+	case OpSetMeta:
+		rdur = r.Flags
 	}
 	m.log.add(uint8(r.Op), rdur, name, key, r.Value, exp)
 	switch dur {

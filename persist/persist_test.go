@@ -282,3 +282,78 @@ func dirSize(t *testing.T, dir string) int64 {
 	}
 	return n
 }
+
+// TestRestartKeepsCountersAndTags: a counter comes back as a counter (Add
+// goes on from its value, a plain value stays refused), a tagged entry with
+// its tags (InvalidateTag after the restart removes it), and what
+// InvalidateTag and Clear removed stays removed, through the log alone and
+// through a snapshot.
+func TestRestartKeepsCountersAndTags(t *testing.T) {
+	for _, snap := range []bool{false, true} {
+		t.Run(fmt.Sprint("snapshot=", snap), func(t *testing.T) {
+			dir := t.TempDir()
+			opts := persist.Options{Logger: quiet()}
+			copts := cache.Options{Persist: true, Durability: cache.Always}
+			sp, m, stop := running(t, dir, opts)
+			c, _ := sp.Use("p", copts)
+			cl, _ := sp.Use("cl", copts)
+			for range 3 {
+				if _, err := c.Add(bg, "n", 2, cache.AddOptions{Initial: 40}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.Set(bg, "plain", []byte("12345678"), cache.SetOptions{})
+			for i := range 10 {
+				tags := []string{"even"}
+				if i%2 == 1 {
+					tags = []string{"odd", "later"}
+				}
+				if _, err := c.Set(bg, fmt.Sprint("k", i), []byte(fmt.Sprint("v", i)), cache.SetOptions{Tags: tags}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n, err := c.InvalidateTag(bg, "even"); n != 5 || err != nil {
+				t.Fatalf("InvalidateTag = %d, %v", n, err)
+			}
+			cl.Set(bg, "a", []byte("x"), cache.SetOptions{})
+			cl.Set(bg, "b", []byte("x"), cache.SetOptions{})
+			if n, err := cl.Clear(bg); n != 2 || err != nil {
+				t.Fatalf("Clear = %d, %v", n, err)
+			}
+			if snap {
+				if err := m.Snapshot(bg, sp.Journal()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stop()
+
+			sp2, _, _ := running(t, dir, opts)
+			c2, _ := sp2.Use("p", copts)
+			cl2, _ := sp2.Use("cl", copts)
+			if n, err := c2.Add(bg, "n", 1, cache.AddOptions{}); n != 47 || err != nil {
+				t.Fatalf("Add after restart = %d, %v; want 47", n, err)
+			}
+			if _, err := c2.Add(bg, "plain", 1, cache.AddOptions{}); !errors.Is(err, cache.ErrNotCounter) {
+				t.Fatalf("Add to the plain value after restart = %v; want ErrNotCounter", err)
+			}
+			for i := range 10 {
+				v, ok, _ := c2.GetInto(nil, fmt.Sprint("k", i))
+				if i%2 == 0 && ok {
+					t.Fatalf("k%d, removed by InvalidateTag, came back", i)
+				}
+				if i%2 == 1 && (!ok || string(v) != fmt.Sprint("v", i)) {
+					t.Fatalf("k%d = %q, %v after restart", i, v, ok)
+				}
+			}
+			if keys, _ := cl2.Keys(bg); len(keys) != 0 {
+				t.Fatalf("a cleared cache came back with %v", keys)
+			}
+			if n, err := c2.InvalidateTag(bg, "later"); n != 5 || err != nil {
+				t.Fatalf("InvalidateTag after restart = %d, %v; want the 5 entries tagged before it", n, err)
+			}
+			if err := sp2.Verify(bg); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

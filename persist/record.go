@@ -17,8 +17,11 @@ var errRecord = errors.New("bad record")
 func appendRecord(dst []byte, m Mutation) []byte {
 	exp := m.ExpireAt
 	var dur uint8
-	if m.Op == OpDefine {
+	switch m.Op {
+	case OpDefine:
 		dur, exp = uint8(m.Durability), int64(m.Expire)
+	case OpSetMeta:
+		dur = m.Flags
 	}
 	return encodeOp(dst, uint8(m.Op), dur, m.Cache, []byte(m.Key), m.Value, exp)
 }
@@ -66,9 +69,14 @@ func decodeRecord(b []byte) (Mutation, error) {
 			return m, errRecord
 		}
 		return m, nil
-	case OpSet:
+	case OpSet, OpSetMeta:
 		m.ExpireAt = exp
 		m.Value = append([]byte{}, b[recHeader+nlen+klen:]...)
+		if m.Op == OpSetMeta {
+			if m.Flags = b[5]; m.Flags == 0 {
+				return m, errRecord
+			}
+		}
 	case OpDel, OpExpire, OpEvict:
 	default:
 		return m, errRecord
