@@ -17,8 +17,10 @@
 //
 // # Layout (format: changing it bumps spaceVersion)
 //
-//	space header (8192 B): magic │ version │ shard count │ buckets/shard │ heap/shard │ offsets │
-//	                       registry lock │ cache count │ registry[64] {name[48] │ id │ persist │ expire} │
+//	space header (12288 B): magic │ version │ shard count │ buckets/shard │ heap/shard │ offsets │
+//	                       registry lock │ cache count │ sweeper │
+//	                       registry[64] (128 B each) {name[48] │ expire │ persist │ durability │
+//	                       stale │ fail-safe │ soft timeout │ hard timeout │ not-found TTL │ refresh ahead │ free[16+4]} │
 //	                       ops[64] {tag invalidations │ clears}
 //	journal: header (4096 B, one 128-byte line pair per writer: {lock │ tail │ claim} (writers) │
 //	         {watchers' Event} │ {durable │ logged │ log writer's owner │ default durability │
@@ -34,17 +36,19 @@
 //	slot word (u64):  tag (16 bits: hash>>48) │ record offset in the arena (48 bits); 0 = empty
 //
 //	record (40-byte header, then key, then value, padded to 8):
-//	┌─────────┬─────────┬────────┬──────┬───────┬──────────┬────────┬────────┬───────┬─────┬───────┐
-//	│ size u32│ vlen u32│ klen u16│kind u8│ref u8 │ cache u32│owner u32│hash u64│exp i64│ key │ value │
-//	└─────────┴─────────┴────────┴──────┴───────┴──────────┴────────┴────────┴───────┴─────┴───────┘
-//	kinds: item (a value), loading (a Get's loader runs in process owner; exp holds the load's id),
-//	failed (the loader's error as value, kept one second for the waiters), filler (the unused end
-//	of the heap at a wrap)
+//	┌─────────┬─────────┬────────┬──────┬───────┬──────────┬────────┬────────┬────────┬───────┬─────┬───────┐
+//	│ size u32│ vlen u32│ klen u16│kind u8│ref u8 │ cache u32│owner u32│life u32│hash u64│exp i64│ key │ value │
+//	└─────────┴─────────┴────────┴──────┴───────┴──────────┴────────┴────────┴────────┴───────┴─────┴───────┘
+//	kinds: item (a value; life: its time to live at its Set, in ms), loading (a Get's loader runs in
+//	process owner; exp holds the load's id), failed (the loader's error as value, kept one second
+//	for the waiters), filler (the unused end of the heap at a wrap), negative (a loader's "not
+//	found", no value, kept for the cache's NotFoundExpire)
 //	an item's owner word holds its flags: counter 1 (the value is 8 bytes, a little-endian int64:
 //	Add), tagged 2 (a tag list, count u8 │ {len u8 │ tag}×count, follows the value inside size)
-//	statistics rows: one 64-byte row per process slot and cache {hits │ misses │ loads │ load
-//	errors │ token │ counter ops │ CAS failures │ 8 B free}; the space header's ops[64] (after
-//	the registry) count each cache's tag invalidations and clears
+//	statistics rows: one 96-byte row per process slot and cache {hits │ misses │ loads │ load
+//	errors │ token │ counter ops │ CAS failures │ 8 B free │ stale serves │ fail-safe serves │
+//	refreshes │ negative hits}; the space header's ops[64] (after the registry) count
+//	each cache's tag invalidations and clears
 //
 // # Hashing and probing
 //

@@ -12,7 +12,10 @@ const (
 	// 3: a loading record's exp holds its load id (loading records move, never evicted); the journal header's failing and gap-request words.
 	// 4: an item's owner word holds its item flags (itemCounter, itemTagged) and a tagged item's tag list follows its value
 	// inside the record; statsRow's counter ops and CAS failures (8 bytes left free); the space header's opCounts.
-	spaceVersion uint32 = 4
+	// 5: regEntry grew to 128 bytes (the loader options: stale, fail-safe, timeouts, refresh ahead, not-found TTL) and
+	// with it the space header to 12 KiB; recHdr.life (an item's time to live at its Set) in the header's former
+	// padding; kindNegative; statsRow grew to 96 bytes (stale serves, fail-safe serves, refreshes, negative hits).
+	spaceVersion uint32 = 5
 
 	// SpaceVersion is the version of the space's format (spaceVersion):
 	// part of the build's layout (cluster2.Layout's Cache); Attach refuses
@@ -37,7 +40,7 @@ const (
 	recHeader      = 40
 	recAlign       = 64 // records start on a cache line: a 16-byte key and a 64-byte value take two
 
-	spaceHeaderSize = 8192
+	spaceHeaderSize = 12288 // 192 bytes of words, the registry (64 × 128), ops (64 × 16), padding
 	shardHeaderSize = 128
 	perCacheSize    = 32
 	bucketSize      = 64
@@ -46,11 +49,13 @@ const (
 
 // Record kinds.
 const (
-	kindFree    = 0 // never a valid record header
-	kindItem    = 1
-	kindLoading = 2
-	kindFailed  = 3
-	kindFiller  = 4
+	kindFree     = 0 // never a valid record header
+	kindItem     = 1
+	kindLoading  = 2
+	kindFailed   = 3
+	kindFiller   = 4
+	kindNegative = 5            // a loader's "not found", cached for the cache's NotFoundExpire: no value; exp as an item's
+	kindLast     = kindNegative // the highest kind a writer writes (tailOK refuses any other)
 )
 
 // Item flags: the owner word of a kindItem record (a loading or failed
@@ -96,15 +101,31 @@ type spaceHeader struct {
 	_           [spaceHeaderSize - 192 - MaxCaches*regEntrySize - MaxCaches*opCountsSize]byte
 }
 
-const regEntrySize = 64
+const regEntrySize = 128
 
-// regEntry names one cache. Written once under the registry lock, then
-// published by count; read-only afterwards.
+// regEntry names one cache and holds its cluster-wide options. Written once
+// under the registry lock, then published by count; read-only afterwards (a
+// process reads them once, at Use, into its Cache; the sweeper and the tail
+// read keep of any cache whose records they meet). Durations are
+// nanoseconds, 0 = off.
 type regEntry struct {
 	name       [MaxNameLen]byte // NUL-padded
 	expire     int64            // default time to live, nanoseconds; 0 = none
 	persist    uint32           // 1 if the cache's mutations are logged
 	durability uint32           // a Durability; 0 = the cluster's default
+	// The loader options (stale serving, fail-safe, timeouts, refresh
+	// ahead, negative caching; Options says what each does). stale and
+	// failSafe make an expired item stay in the index until its horizon,
+	// exp + max(stale, failSafe): the sweeper and the tail drop it only
+	// then (pastHorizon).
+	stale    int64  // Options.StaleFor
+	failSafe int64  // Options.FailSafeFor
+	soft     int64  // Options.SoftTimeout
+	hard     int64  // Options.HardTimeout
+	notFound int64  // Options.NotFoundExpire
+	ahead    uint32 // Options.RefreshAhead in millionths
+	_        uint32
+	_        [16]byte // free: the next option
 }
 
 // shardHeader heads one shard. Everything but ev is written under lock; ev is
@@ -148,6 +169,13 @@ const (
 // recHdr is a record's 40-byte header in the log. Written by the writer under
 // the shard lock before head moves past it; never changed afterwards except
 // ref, which only lock holders touch.
+//
+// life took the 4 bytes of padding between owner and hash (spaceVersion 5):
+// records kept their size and their lines. An item's life is its time to live
+// when it was set (exp minus the time of its Set, in milliseconds, saturating
+// at 2^32-1, about 49.7 days; 0 for an item that never expires): with exp it
+// tells how far into its life an item is, for refresh ahead, without a set
+// time of 8 bytes.
 type recHdr struct {
 	size  uint32 // bytes of the whole record, a multiple of 8
 	vlen  uint32
@@ -155,7 +183,8 @@ type recHdr struct {
 	kind  uint8
 	ref   uint8  // CLOCK counter (refCount bits) and the refDead hint, under the shard lock
 	cache uint32 // cache id (registry index)
-	owner uint32 // loading: the loader's owner generation
+	owner uint32 // loading: the loader's owner generation; item: its item flags
+	life  uint32 // item: its time to live at its Set, milliseconds (see above)
 	hash  uint64
 	exp   int64 // unix nanoseconds; 0 = never
 }
@@ -171,9 +200,16 @@ type statsRow struct {
 	counterOps atomic.Uint64 // Add calls that changed a counter
 	casFails   atomic.Uint64 // CompareAndSwap calls whose old value did not match
 	_          [8]byte
+	// version 5: the loader options' counters (Stats says what each counts).
+	staleServes    atomic.Uint64
+	failSafeServes atomic.Uint64
+	refreshes      atomic.Uint64
+	negativeHits   atomic.Uint64
 }
 
-const statsRowSize = 64
+// statsRowSize is 96, not 128: the rows of 64 slots × 64 caches take 384 KiB
+// of every space, and a 1 MiB space must still hold four shards.
+const statsRowSize = 96
 
 // opCounts counts one cache's rare whole-cache operations, in the space
 // header (callers add with one atomic add each: they walk the index anyway).

@@ -95,7 +95,7 @@ func (sp *Space) tailOK(sh *shard, off, live uint64, r *recHdr) bool {
 	switch {
 	case r.size < recHeader || r.size%recAlign != 0 || uint64(r.size) > live || phys+uint64(r.size) > sp.heap:
 		return false
-	case r.kind == kindFree || r.kind > kindFiller:
+	case r.kind == kindFree || r.kind > kindLast:
 		return false
 	case r.kind == kindFiller:
 		return true
@@ -390,14 +390,24 @@ func (sp *Space) writeRec(sh *shard, kind uint8, id uint32, h uint64, key string
 	if err != nil {
 		return 0, err
 	}
+	var life uint32
+	if kind == kindItem && exp != 0 {
+		life = lifeOf(exp - time.Now().UnixNano())
+	}
 	r := sp.rec(off)
 	*r = recHdr{size: uint32(size), vlen: uint32(len(val)), klen: uint16(len(key)), kind: kind,
-		cache: id, owner: owner, hash: h, exp: exp}
+		cache: id, owner: owner, life: life, hash: h, exp: exp}
 	copy(sp.mem[off+recHeader:], key)
 	copy(sp.mem[off+recHeader+uint64(len(key)):], val)
 	copy(sp.mem[off+recHeader+uint64(len(key))+uint64(len(val)):], trailer)
 	sh.h.head.Add(size) // the record is complete before head passes it
 	return off, nil
+}
+
+// lifeOf returns a recHdr.life for an item with d nanoseconds to live:
+// milliseconds, at least 1, saturating at 2^32-1.
+func lifeOf(d int64) uint32 {
+	return uint32(min(max(d/int64(time.Millisecond), 1), 1<<32-1))
 }
 
 // reserve makes room for size bytes at the head (writing a filler record over
