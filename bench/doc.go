@@ -70,6 +70,13 @@
 // sync.RWMutex, and Redis and memcached over unix sockets (started by the
 // benchmark; skipped, saying how to install them, when absent).
 //
+// BenchmarkCacheHitRatio (hitratio_bench_test.go) is a figure of the
+// eviction policy, not of time: it replays fixed request traces (Zipf 0.9
+// and 1.0 with the cache at 0.5% and 5% of 200,000 keys, and Zipf 0.9
+// interleaved with one-time scans) into cluster2, otter (W-TinyLFU) and a
+// plain LRU holding the same number of entries, and reports "hit%". Run it
+// with -benchtime 1x; its doc comment says how the sizes are matched.
+//
 // # Persistence (persist_bench_test.go)
 //
 // BenchmarkPersistSet: a 64-byte Set into a persistent cache with each
