@@ -33,15 +33,22 @@ const (
 	Master Role = iota
 	Worker
 	CacheManager
+
+	// Checking is a new binary being checked (Check) before it replaces
+	// anything: Listen writes the build's information and exits 0. Code
+	// before Listen must do nothing a master does (bind, write files).
+	Checking
 )
 
-// String returns "master", "worker" or "cache-manager".
+// String returns "master", "worker", "cache-manager" or "check".
 func (r Role) String() string {
 	switch r {
 	case Worker:
 		return "worker"
 	case CacheManager:
 		return "cache-manager"
+	case Checking:
+		return "check"
 	}
 	return "master"
 }
@@ -59,7 +66,8 @@ type Respawn = master.Respawn
 // CurrentRole returns the role of this process, at any time: before Listen,
 // after it, or without it (the environment that tells a child of the master
 // is read when the program starts, before Listen removes it). Listen never
-// returns in the cache manager: everything before it runs there too.
+// returns in the cache manager nor in a binary being checked (Checking):
+// everything before it runs there too.
 func CurrentRole() Role {
 	id, _ := proc.Self() // a malformed variable makes a worker: Listen's error says why
 	switch id.Role {
@@ -67,6 +75,8 @@ func CurrentRole() Role {
 		return Master
 	case proc.RoleCacheManager:
 		return CacheManager
+	case proc.RoleCheck:
+		return Checking
 	}
 	return Worker
 }
@@ -105,6 +115,9 @@ func Listen(ctx context.Context, cfg Config) (*Cluster, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
+	}
+	if id, _ := proc.Self(); id.Role == proc.RoleCheck {
+		runCheck(c) // never returns: writes the build's information, exits 0
 	}
 	if isCacheManager() {
 		runCacheManager(c) // never returns
@@ -224,7 +237,11 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 	mc := c.master()
 	mc.Listener, mc.Arena, mc.Env = f, a, mon.workerEnv()
 	mc.OnEvent, mc.OnHeartbeat = events.deliver, ew.onHeartbeat
-	mc.Aux = cr.aux()               // the cache manager (mode standalone): spawned before the workers, stopped after them
+	mc.Aux = cr.aux()                                        // the cache manager (mode standalone): spawned before the workers, stopped after them
+	mc.Check = func(ctx context.Context, exe string) error { // before a rolling restart's first successor
+		_, err := Check(ctx, exe, mc.Args, mc.Env)
+		return err
+	}
 	m, err := master.Start(ctx, mc) // returns once the workers are spawned
 	if err != nil {
 		return nil, err

@@ -75,6 +75,13 @@
 //     ReplaceTimeout it gets SIGTERM, and SIGKILL after as long again. One
 //     that neither drains nor heartbeats (SIGSTOPped) is killed after a
 //     short grace.
+//   - A rolling restart first checks the binary on disk (Check: it runs in
+//     check mode, where Listen writes its BuildInfo to fd 3 and exits): a
+//     file that is missing, not executable, for another architecture, that
+//     exits before Listen (a panic in init) or speaks another Layout refuses
+//     the whole restart (ErrCheckFailed, the "check-failure" event) and
+//     every old worker keeps serving. A new layout never attaches to a
+//     running arena: stop and start the cluster.
 //   - Every worker's server has production limits (Config.Server): idle
 //     keep-alive timeout 75 s, header 10 s, body 60 s, 1 MiB of header, a
 //     rate-limited error log.
@@ -119,8 +126,9 @@
 // # Caveats
 //
 //   - Go cannot fork: workers are new processes running main from the start.
-//     Everything before Listen runs in every process; keep it cheap and
-//     side-effect free, and build the same Config in every process.
+//     Everything before Listen runs in every process (and in a binary being
+//     checked: CurrentRole is Checking there); keep it cheap and side-effect
+//     free, and build the same Config in every process.
 //   - The listening socket is one open file description shared by every
 //     process: its O_NONBLOCK flag is shared too. Never call Fd on a file
 //     made by net.TCPListener.File in a cluster2 process.

@@ -25,6 +25,14 @@ var (
 	// none of them is a TCP listener on Config.Addr; the message lists the
 	// addresses passed. See docs/runtime.md ("systemd: socket activation").
 	ErrActivation = errors.New("cluster2: no activated socket on Config.Addr")
+
+	// ErrCheckFailed is wrapped by Check's error, and so by a rolling
+	// restart's (SIGHUP, Cluster.RollingRestart, the monitor's action) when
+	// the binary on disk failed its check: nothing was replaced. The
+	// message says why (missing, not executable, another architecture, its
+	// exit status and stderr, no build information, another Layout: then
+	// ErrLayoutMismatch is wrapped too).
+	ErrCheckFailed = errors.New("cluster2: the new binary failed its check")
 )
 
 // These errors can be returned by the methods of a Cluster.

@@ -75,3 +75,16 @@ func ExampleLayout_Compatible() {
 	fmt.Println(errors.Is(err, cluster2.ErrLayoutMismatch), mine.Compatible(mine) == nil)
 	// Output: true true
 }
+
+// ExampleCheck checks a new build before deploying it: the binary runs in
+// check mode (its Listen prints its build and exits) and must speak this
+// build's layout. (Compile-only: it runs a binary.)
+func ExampleCheck() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	info, err := cluster2.Check(ctx, "/srv/app/bin/app.new", nil, nil)
+	if err != nil {
+		log.Fatal(err) // wraps cluster2.ErrCheckFailed: missing, not executable, exits, another layout …
+	}
+	fmt.Println("ready to deploy", info.Version, info.ShortRevision(), info.Layout)
+}

@@ -1,6 +1,7 @@
 package master
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -144,6 +145,14 @@ type Config struct {
 	// symlink; Start removes the files of dead pids (a master killed with
 	// SIGKILL leaves them), never a live pid's. See the package doc.
 	PidDir string
+
+	// Check, when set, checks the binary at Exe before a rolling restart
+	// (RollingRestart, SIGHUP) starts its first successor, bounded by
+	// ReplaceTimeout: an error refuses the whole restart (EventCheckFailed,
+	// logged, RollingRestart returns it) and replaces nothing, so every old
+	// worker keeps serving. cluster2 sets it to cluster2.Check. Default nil:
+	// no check (the master's own tests run raw test binaries).
+	Check func(ctx context.Context, exe string) error
 
 	// OnEvent, when set, receives every lifecycle event the master makes
 	// (see Event and Kind). It is called from the master's goroutines and

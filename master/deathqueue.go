@@ -29,7 +29,9 @@ func (m *Master) Replace(pid int) error {
 // joined errors of the replacements that failed (their old workers keep
 // serving). The master's pid never changes. EventRollingRestart is emitted
 // when it begins, EventRollingRestartDone (Err: what it returns) when it
-// returns.
+// returns. With Config.Check set, the binary at Exe is checked first: a
+// failure emits EventCheckFailed and returns the error (wrapping the
+// check's) without replacing any worker.
 func (m *Master) RollingRestart(ctx context.Context) (err error) {
 	if !m.started.Load() {
 		return errStarting
@@ -44,6 +46,9 @@ func (m *Master) RollingRestart(ctx context.Context) (err error) {
 	m.mu.Unlock()
 	m.emit(EventRollingRestart, nil, nil)
 	defer func() { m.emit(EventRollingRestartDone, nil, err) }()
+	if err := m.checkExe(ctx); err != nil {
+		return err
+	}
 	var waits []chan error
 	for _, pid := range pids {
 		ch := make(chan error, 1)
@@ -61,6 +66,25 @@ func (m *Master) RollingRestart(ctx context.Context) (err error) {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkExe runs Config.Check on the binary every successor will run, before
+// the first one starts; a failure is logged and emitted (EventCheckFailed),
+// and refuses the restart.
+func (m *Master) checkExe(ctx context.Context) error {
+	if m.cfg.Check == nil {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, m.cfg.ReplaceTimeout)
+	defer cancel()
+	if err := m.cfg.Check(cctx, m.cfg.Exe); err != nil {
+		err = fmt.Errorf("master: rolling restart refused, every worker kept: %w", err)
+		m.log.Error("the new binary failed its check: nothing replaced", "exe", m.cfg.Exe, "err", err)
+		m.emit(EventCheckFailed, nil, err)
+		return err
+	}
+	m.log.Info("the new binary passed its check", "exe", m.cfg.Exe)
+	return nil
 }
 
 // enqueue appends a replacement request unless pid is already queued; it

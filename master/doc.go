@@ -93,6 +93,11 @@
 // switches a symlink names the symlink in Config.Exe (cluster2's
 // Config.Executable).
 //
+// With Config.Check set (cluster2 sets it to cluster2.Check), RollingRestart
+// checks the binary at Exe before its first successor, bounded by
+// ReplaceTimeout: a failure is logged, emitted (EventCheckFailed, Err: why)
+// and returned, and no worker is replaced.
+//
 // # Auxiliary processes
 //
 // Each Config.Aux is a role of internal/proc with a fixed slot (the last

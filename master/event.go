@@ -51,6 +51,7 @@ const (
 	EventAuxForked                          // an auxiliary process (Config.Aux) was spawned, or respawned (Pid, Slot)
 	EventAuxDied                            // an auxiliary process exited (Pid, Slot; Err: how); it is respawned unless a stop began
 	EventRollingRestartDone                 // a rolling restart ended (Err: the joined errors of the replacements that failed, or why it stopped waiting)
+	EventCheckFailed                        // the binary on disk failed its check (Config.Check) before a rolling restart's first successor: nothing replaced (Err: why)
 )
 
 // noState is kinds' state for a kind that implies none.
@@ -87,6 +88,7 @@ var kinds = [...]struct {
 	EventAuxForked:          {"aux-forked", false, noState},
 	EventAuxDied:            {"aux-died", false, noState},
 	EventRollingRestartDone: {"rolling-restart-done", false, noState},
+	EventCheckFailed:        {"check-failure", false, noState},
 }
 
 func (k Kind) valid() bool { return k > 0 && int(k) < len(kinds) }

@@ -40,6 +40,7 @@ func TestEventNames(t *testing.T) {
 		{master.EventAuxForked, "aux-forked", none},
 		{master.EventAuxDied, "aux-died", none},
 		{master.EventRollingRestartDone, "rolling-restart-done", none},
+		{master.EventCheckFailed, "check-failure", none},
 	}
 	seen := map[master.Kind]bool{}
 	for _, c := range cases {

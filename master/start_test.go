@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/cluster2/cluster2/master"
 )
@@ -21,12 +20,9 @@ func TestStartReturnsBeforeUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newRecorder()
-	m, err := master.Start(context.Background(), master.Config{
-		Workers: 2, Listener: listenerFile(t), Arena: a, Exe: os.Args[0], Args: []string{os.Args[0], "-test.run=^$"},
-		Env:               append(os.Environ(), envScript+"=hold", envDir+"="+dir),
-		HeartbeatInterval: 100 * time.Millisecond, ReplaceTimeout: 20 * time.Second, StopTimeout: 20 * time.Second,
-		OnEvent: r.onEvent,
-	})
+	cfg := scriptedConfig(t, a, 2, "hold", dir)
+	cfg.OnEvent = r.onEvent
+	m, err := master.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -592,6 +592,19 @@ func (s *Server) serveWorkerAction(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveRollingRestart(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("wait") != "" {
+		// ?wait=1: the answer is the restart's outcome (the check of the new
+		// binary included): 200 once every worker is replaced, 409 with the
+		// error otherwise. A client that gives up leaves the restart running.
+		s.log.Info("monitor: rolling restart requested (waiting)")
+		if err := s.src.RollingRestart(r.Context()); err != nil {
+			s.log.Warn("monitor: rolling restart", "err", err)
+			writeError(w, http.StatusConflict, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "action": "rolling-restart"})
+		return
+	}
 	// A rolling restart outlives the request: it runs on, and the page
 	// follows it through the lifecycle feed.
 	go func() {

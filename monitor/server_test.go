@@ -216,11 +216,17 @@ func TestWorkerActions(t *testing.T) {
 	f.fail = master.ErrWrongState
 	f.mu.Unlock()
 	want(t, "POST", url+"/debug/api/workers/101/pause", 409, master.ErrWrongState.Error())
+	// ?wait=1: the restart's own error is the answer.
+	want(t, "POST", url+"/debug/api/rolling-restart?wait=1", 409, master.ErrWrongState.Error())
 	f.mu.Lock()
 	f.fail = nil
 	f.mu.Unlock()
 	if !eventually(func() bool { return len(f.done()) == 4 }) {
 		t.Fatalf("actions = %v; want 4 (the rolling restart runs after its answer)", f.done())
+	}
+	want(t, "POST", url+"/debug/api/rolling-restart?wait=1", 200, `"rolling-restart"`)
+	if got := f.done(); len(got) != 5 || got[4] != "rolling-restart" {
+		t.Fatalf("actions = %v; want the waited rolling restart done when it answered", got)
 	}
 }
 

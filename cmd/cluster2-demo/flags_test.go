@@ -146,7 +146,7 @@ func TestDemoSalvageFlag(t *testing.T) {
 // stopDemo stops the demo with its stop command and waits for its exit.
 func stopDemo(t *testing.T, d *demo) {
 	t.Helper()
-	if err := control("stop", d.rundir); err != nil {
+	if err := control("stop", d.rundir, ""); err != nil {
 		t.Fatal(err)
 	}
 	if !d.WaitExit(30 * time.Second) {

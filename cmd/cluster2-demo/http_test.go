@@ -140,7 +140,7 @@ func TestDemoMonitorToken(t *testing.T) {
 			if resp.StatusCode != 200 {
 				t.Fatalf("markDown with the token = %d; want 200", resp.StatusCode)
 			}
-			if err := control("status", d.rundir); err != nil {
+			if err := control("status", d.rundir, ""); err != nil {
 				t.Errorf("status with a token set: %v", err)
 			}
 		})

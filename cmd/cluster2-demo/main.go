@@ -37,9 +37,12 @@
 // run directory (-rundir; default $XDG_RUNTIME_DIR/cluster2-demo or
 // $TMPDIR/cluster2-demo-<uid>), which must be this user's and closed to
 // others (see rundir.go): status prints the workers (from the monitor's
-// /debug/api/workers), reload sends SIGHUP (a rolling restart), stop sends
-// SIGTERM and waits until the master is gone. Both signal only a pid that
-// is this demo's master (the executable, user and start time recorded).
+// /debug/api/workers), reload asks the monitor for a rolling restart and
+// waits for its outcome (exit 1 with the reason when the new binary fails
+// its check, or a replacement fails; SIGHUP, unanswered, when the master
+// runs no monitor), stop sends SIGTERM and waits until the master is gone.
+// They act only on a pid that is this demo's master (the executable, user
+// and start time recorded).
 package main
 
 import (
@@ -69,6 +72,18 @@ import (
 // new build was renamed over the binary's path serves the new version.
 var version = "dev"
 
+// panicInInit is a test seam: a build with -ldflags "-X
+// main.panicInInit=1" panics in an init function, as a broken build would,
+// so that the deploy tests can rename one over the running binary (the
+// check before a rolling restart must refuse it).
+var panicInInit string
+
+func init() {
+	if panicInInit != "" {
+		panic("cluster2-demo: built to panic in init (main.panicInInit=" + panicInInit + ")")
+	}
+}
+
 func main() {
 	addr := flag.String("addr", cluster2.DefaultAddr, "application `address`")
 	monitor := flag.String("monitor", cluster2.DefaultMonitorAddr, "monitor `address` (master only)")
@@ -83,7 +98,7 @@ func main() {
 		*token = os.Getenv(tokenEnv)
 	}
 	if cmd := flag.Arg(0); cmd != "" {
-		if err := control(cmd, *rundir); err != nil {
+		if err := control(cmd, *rundir, *token); err != nil {
 			fmt.Fprintln(os.Stderr, "cluster2-demo:", err)
 			os.Exit(1)
 		}
@@ -127,7 +142,7 @@ func run(addr, monitor string, workers int, data, rundir, token string, pf persi
 	}
 	cs := newCacheStore(data, pf.durability)
 	c, err := cluster2.Listen(context.Background(), cluster2.Config{
-		Workers: workers, Addr: addr, MonitorAddr: monitor, Handler: newApp(cs),
+		Workers: workers, Addr: addr, MonitorAddr: monitor, Handler: newApp(cs), Version: version,
 		PidDir: filepath.Join(rundir, "pids"), Logger: log,
 		Cache:   cluster2.CacheConfig{Enabled: true, DataDir: data, Durability: pf.durability, Salvage: pf.salvage},
 		Monitor: cluster2.MonitorConfig{Token: token},
@@ -279,8 +294,38 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// reload asks the master's monitor for a rolling restart and waits for its
+// outcome: the new binary's check (a binary that fails it replaces nothing),
+// then every replacement.
+func reload(st state, token string) error {
+	req, err := http.NewRequest(http.MethodPost, "http://"+st.Monitor+"/debug/api/rolling-restart?wait=1", nil)
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Timeout: reloadTimeout}).Do(req)
+	if err != nil {
+		return fmt.Errorf("rolling restart of master %d: %w", st.Pid, err)
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		Error string `json:"error"`
+	}
+	json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&answer)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("rolling restart of master %d failed (%s): %s", st.Pid, resp.Status, answer.Error)
+	}
+	fmt.Printf("rolling restart of master %d done: every worker replaced\n", st.Pid)
+	return nil
+}
+
+// reloadTimeout bounds how long reload waits for a rolling restart.
+const reloadTimeout = 30 * time.Minute
+
 // control runs a control command against the running master.
-func control(cmd, rundir string) error {
+func control(cmd, rundir, token string) error {
 	st, err := readState(rundir)
 	if err != nil {
 		return fmt.Errorf("no running master found in %s: %w", rundir, err)
@@ -306,11 +351,14 @@ func control(cmd, rundir string) error {
 		fmt.Println(string(out))
 		return nil
 	case "reload":
-		if err := syscall.Kill(st.Pid, syscall.SIGHUP); err != nil {
-			return err
+		if st.Monitor == "" { // no monitor to wait with: the signal, unanswered
+			if err := syscall.Kill(st.Pid, syscall.SIGHUP); err != nil {
+				return err
+			}
+			fmt.Printf("rolling restart of master %d's workers started (no monitor: its outcome is in the master's log)\n", st.Pid)
+			return nil
 		}
-		fmt.Printf("rolling restart of master %d's workers started\n", st.Pid)
-		return nil
+		return reload(st, token)
 	case "stop":
 		if err := syscall.Kill(st.Pid, syscall.SIGTERM); err != nil {
 			return err

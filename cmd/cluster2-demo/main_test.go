@@ -54,14 +54,14 @@ func TestDemoServesAndIsControlled(t *testing.T) {
 	if len(ws) != 2 {
 		t.Fatalf("monitor's workers = %v; want 2", ws)
 	}
-	if err := control("status", rundir); err != nil {
+	if err := control("status", rundir, ""); err != nil {
 		t.Fatalf("status: %v", err)
 	}
-	if err := control("reload", rundir); err != nil {
+	if err := control("reload", rundir, ""); err != nil {
 		t.Fatal(err)
 	}
 	// The harness reaps the master: stop waits until it is gone.
-	if err := control("stop", rundir); err != nil {
+	if err := control("stop", rundir, ""); err != nil {
 		t.Fatal(err)
 	}
 	if !d.WaitExit(30 * time.Second) {
@@ -70,7 +70,7 @@ func TestDemoServesAndIsControlled(t *testing.T) {
 	if d.ExitCode() != 0 {
 		t.Errorf("demo exit: %v; want 0", d.Cmd.ProcessState)
 	}
-	if err := control("status", rundir); err == nil {
+	if err := control("status", rundir, ""); err == nil {
 		t.Errorf("status after stop: nil error; want no running master")
 	}
 }

@@ -50,7 +50,7 @@ func TestRunDirPlanted(t *testing.T) {
 	if out := runDemoFails(t, open); !strings.Contains(out, "unsafe run directory") {
 		t.Errorf("demo on a 0777 directory: %q; want an unsafe run directory refusal", out)
 	}
-	if err := control("stop", open); !errors.Is(err, errRunDir) {
+	if err := control("stop", open, ""); !errors.Is(err, errRunDir) {
 		t.Errorf("stop on a 0777 directory: %v; want errRunDir", err)
 	}
 	intact()
@@ -78,7 +78,7 @@ func TestRunDirPlanted(t *testing.T) {
 	// starts and replaces the link, never writing through it.
 	mine := t.TempDir()
 	os.Symlink(victim, filepath.Join(mine, "demo.json"))
-	if err := control("stop", mine); !errors.Is(err, errRunDir) {
+	if err := control("stop", mine, ""); !errors.Is(err, errRunDir) {
 		t.Errorf("stop with demo.json a symlink: %v; want errRunDir", err)
 	}
 	d := startDemoIn(t, mine, "")
@@ -86,7 +86,7 @@ func TestRunDirPlanted(t *testing.T) {
 	if fi, err := os.Lstat(filepath.Join(mine, "demo.json")); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("demo.json: %v, %v; want a regular 0600 file", fi, err)
 	}
-	if err := control("status", mine); err != nil {
+	if err := control("status", mine, ""); err != nil {
 		t.Fatalf("status: %v", err)
 	}
 	d.Kill()
@@ -127,7 +127,7 @@ func TestControlRefusesForeignPid(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, cmd := range []string{"stop", "reload"} {
-			if err := control(cmd, dir); err == nil {
+			if err := control(cmd, dir, ""); err == nil {
 				t.Errorf("%s with demo.json %s: nil error; want a refusal", cmd, forged)
 			}
 		}

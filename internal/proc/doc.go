@@ -18,6 +18,13 @@
 // A role's value is also what the process stores in its slot
 // (shm.SlotInfo.Role).
 //
+// [RoleCheck] is not a member of the cluster: it is a new binary run once
+// before it replaces anything (cluster2.Check, before a rolling restart's
+// first successor or an upgrade's exec). It holds no slot and inherits only
+// [CheckFD] (fd 3), the write end of a pipe: its cluster2.Listen writes the
+// build's information there as one JSON line and exits 0, before it creates
+// anything (no socket, no arena, no file).
+//
 // # Re-exec
 //
 // The master executes its binary's path (master.Config.Exe: the path

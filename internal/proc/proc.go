@@ -27,10 +27,17 @@ const (
 	// RoleCacheManager is the cache manager of Cache.Mode standalone, the
 	// cluster's auxiliary process: it holds the last slot.
 	RoleCacheManager Role = 3
+
+	// RoleCheck is a new binary run to be checked before it replaces
+	// anything (cluster2.Check): its cluster2.Listen writes the build's
+	// information as one JSON line to CheckFD and exits 0, having created
+	// nothing. It joins no arena and holds no slot (the slot variable is
+	// set, to 0, and not read).
+	RoleCheck Role = 4
 )
 
-// String returns "master", "worker", "cache-manager" (the role variable's
-// values), or "role(n)" for another value.
+// String returns "master", "worker", "cache-manager", "check" (the role
+// variable's values), or "role(n)" for another value.
 func (r Role) String() string {
 	if name, ok := roleNames[r]; ok {
 		return name
@@ -38,7 +45,7 @@ func (r Role) String() string {
 	return "role(" + strconv.Itoa(int(r)) + ")"
 }
 
-var roleNames = map[Role]string{RoleMaster: "master", RoleWorker: "worker", RoleCacheManager: "cache-manager"}
+var roleNames = map[Role]string{RoleMaster: "master", RoleWorker: "worker", RoleCacheManager: "cache-manager", RoleCheck: "check"}
 
 // Slot returns r's fixed slot in a process table of n slots: 0 for the
 // master, n-1 (the auxiliary slot) for the cache manager, and -1 for a worker
@@ -92,6 +99,11 @@ const (
 	ListenerFD = 3 // the shared listening socket (workers only)
 	ArenaFD    = 4 // the arena's memfd
 	DeathFD    = 5 // read end of the master's death pipe
+
+	// CheckFD is the write end of the pipe a process in RoleCheck writes
+	// its build's information to (it inherits no listener, arena or death
+	// pipe).
+	CheckFD = 3
 )
 
 // Identity is what the environment said about this process when the program
@@ -126,6 +138,10 @@ func identity(lookup func(string) (string, bool)) (Identity, error) {
 	case RoleWorker.String():
 	case RoleCacheManager.String():
 		id.Role = RoleCacheManager
+	case RoleCheck.String():
+		m, _ := lookup(EnvMaster)
+		id.MasterPid, _ = strconv.Atoi(m)
+		return Identity{Role: RoleCheck, MasterPid: id.MasterPid}, nil // no slot
 	default:
 		return id, fmt.Errorf("%s=%q is not a child's role", EnvRole, role)
 	}

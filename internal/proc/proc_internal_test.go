@@ -17,6 +17,7 @@ func TestIdentity(t *testing.T) {
 		{env: nil, want: Identity{Role: RoleMaster}},
 		{env: map[string]string{EnvRole: "worker", EnvSlot: "3", EnvMaster: "42"}, want: Identity{RoleWorker, 3, 42}},
 		{env: map[string]string{EnvRole: "cache-manager", EnvSlot: "15", EnvMaster: "42"}, want: Identity{RoleCacheManager, 15, 42}},
+		{env: map[string]string{EnvRole: "check", EnvSlot: "0", EnvMaster: "42"}, want: Identity{Role: RoleCheck, MasterPid: 42}},
 		{env: map[string]string{EnvRole: "worker", EnvSlot: "x"}, want: Identity{Role: RoleWorker}, err: "is not a slot"},
 		{env: map[string]string{EnvRole: "worker", EnvSlot: "0"}, want: Identity{Role: RoleWorker}, err: "is not a slot"},
 		{env: map[string]string{EnvSlot: "3"}, want: Identity{Role: RoleWorker}, err: "is not a child's role"},
