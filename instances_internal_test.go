@@ -55,6 +55,13 @@ func TestMonitorReadsTheClusterInstances(t *testing.T) {
 		t.Fatal("newInstances did not adopt the default emitter and its registry")
 	}
 	sp := newSpace("owned")
+	// One of each counted operation on the owned cache (issue 16 item 7).
+	if owned, err := sp.Use("owned", cache.Options{}); err == nil {
+		owned.Add(ctx, "n", 1, cache.AddOptions{})
+		owned.CompareAndSwap(ctx, "k", []byte("not v"), []byte("w"), cache.SetOptions{})
+		owned.Set(ctx, "tagged", []byte("v"), cache.SetOptions{Tags: []string{"t"}})
+		owned.InvalidateTag(ctx, "t")
+	}
 	in.useSpace(sp)
 	if cache.Default() != sp {
 		t.Fatal("useSpace did not make the Cluster's space the default")
@@ -106,8 +113,18 @@ func TestMonitorReadsTheClusterInstances(t *testing.T) {
 		t.Errorf("/status does not show the Cluster's registry alone:\n%s", st)
 	}
 	m := get("/metrics")
-	if !strings.Contains(m, `cluster2_cache_entries{cache="owned"} 1`) || strings.Contains(m, "decoy") {
+	if !strings.Contains(m, `cluster2_cache_entries{cache="owned"} 2`) || strings.Contains(m, "decoy") {
 		t.Errorf("/metrics does not show the Cluster's cache space alone:\n%s", m)
+	}
+	for _, line := range []string{`cluster2_cache_counter_ops_total{cache="owned"} 1`, `cluster2_cache_cas_failures_total{cache="owned"} 1`,
+		`cluster2_cache_tag_invalidations_total{cache="owned"} 1`, `cluster2_cache_clears_total{cache="owned"} 0`} {
+		if !strings.Contains(m, line) {
+			t.Errorf("/metrics lacks %s:\n%s", line, grepLines(m, "cluster2_cache"))
+		}
+	}
+	if !regexp.MustCompile(`"caches": \{\s*"\d+": \[\s*\{\s*"name": "owned"`).MatchString(st) ||
+		!strings.Contains(st, `"counterOps": 1`) || !strings.Contains(st, `"casFailures": 1`) || !strings.Contains(st, `"tagInvalidations": 1`) {
+		t.Errorf("/status does not show the owned cache's figures under caches:\n%s", st)
 	}
 	if !regexp.MustCompile(`(?m)^cluster2_emitter_emitted_total 3$`).MatchString(m) {
 		t.Errorf("/metrics does not count the Cluster's emitter (3 emitted):\n%s", grepLines(m, "emitter"))

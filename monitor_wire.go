@@ -289,7 +289,8 @@ func (s *monitorSource) Caches() []monitor.CacheInfo {
 		st, o := c.Stats(), c.Options()
 		out = append(out, monitor.CacheInfo{Name: name, Persist: o.Persist, Expire: o.Expire, Hits: st.Hits,
 			Misses: st.Misses, Loads: st.Loads, LoadErrors: st.LoadErrors, Evictions: st.Evictions,
-			Expirations: st.Expirations, Entries: st.Entries, Bytes: st.Bytes})
+			Expirations: st.Expirations, Entries: st.Entries, Bytes: st.Bytes, CounterOps: st.CounterOps,
+			CASFailures: st.CASFailures, TagInvalidations: st.TagInvalidations, Clears: st.Clears})
 	}
 	return out
 }
@@ -339,12 +340,17 @@ func (s *monitorSource) Persist() (monitor.PersistInfo, bool) {
 // Statuses aggregates every registered status (package status): name →
 // pid → the view's value, or the error text of a process that gave none.
 // With a data directory, "persist" (under the master's pid) is the state of
-// the log (monitor.PersistInfo).
+// the log (monitor.PersistInfo); with the cache on, "caches" (under the
+// master's pid) is every cache's figures (monitor.CacheInfo, as /metrics
+// and the dashboard have them).
 func (s *monitorSource) Statuses(ctx context.Context) (map[string]map[int]any, error) {
 	reg := s.reg
 	out := map[string]map[int]any{}
 	if pi, ok := s.Persist(); ok {
 		out["persist"] = map[int]any{os.Getpid(): pi}
+	}
+	if cs := s.Caches(); cs != nil {
+		out["caches"] = map[int]any{os.Getpid(): cs}
 	}
 	for _, name := range reg.Names() {
 		entries, err := reg.Get(ctx, name)

@@ -65,6 +65,10 @@ var (
 	descCacheLoadErr = prometheus.NewDesc("cluster2_cache_load_errors_total", "Loader runs that failed.", []string{"cache"}, nil)
 	descCacheEvict   = prometheus.NewDesc("cluster2_cache_evictions_total", "Entries dropped to make room.", []string{"cache"}, nil)
 	descCacheExpire  = prometheus.NewDesc("cluster2_cache_expirations_total", "Entries dropped because their time ran out.", []string{"cache"}, nil)
+	descCacheCounter = prometheus.NewDesc("cluster2_cache_counter_ops_total", "Add calls that changed a counter.", []string{"cache"}, nil)
+	descCacheCASFail = prometheus.NewDesc("cluster2_cache_cas_failures_total", "CompareAndSwap calls whose old value did not match.", []string{"cache"}, nil)
+	descCacheTagInv  = prometheus.NewDesc("cluster2_cache_tag_invalidations_total", "InvalidateTag calls.", []string{"cache"}, nil)
+	descCacheClears  = prometheus.NewDesc("cluster2_cache_clears_total", "Clear calls.", []string{"cache"}, nil)
 )
 
 // Collect sends the current figures.
@@ -120,6 +124,10 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descCacheLoadErr, float64(cv.LoadErrors), n)
 		counter(descCacheEvict, float64(cv.Evictions), n)
 		counter(descCacheExpire, float64(cv.Expirations), n)
+		counter(descCacheCounter, float64(cv.CounterOps), n)
+		counter(descCacheCASFail, float64(cv.CASFailures), n)
+		counter(descCacheTagInv, float64(cv.TagInvalidations), n)
+		counter(descCacheClears, float64(cv.Clears), n)
 	}
 	if ms, ok := s.src.(MetricSource); ok {
 		for _, m := range ms.Metrics() {

@@ -45,6 +45,11 @@ type CacheInfo struct {
 	Expirations uint64        `json:"expirations"`
 	Entries     int64         `json:"entries"`
 	Bytes       int64         `json:"bytes"`
+
+	CounterOps       uint64 `json:"counterOps"`       // Add calls that changed a counter
+	CASFailures      uint64 `json:"casFailures"`      // CompareAndSwap calls whose old value did not match
+	TagInvalidations uint64 `json:"tagInvalidations"` // InvalidateTag calls
+	Clears           uint64 `json:"clears"`           // Clear calls
 }
 
 // HitRatio returns Hits/(Hits+Misses), or 0 before any lookup.
