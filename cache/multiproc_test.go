@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,6 +31,7 @@ func TestMain(m *testing.M) {
 		"loadonce":  childLoadOnce,
 		"mutator":   childMutator,
 		"loadevict": childLoadEvict,
+		"adder":     childAdder,
 	})
 }
 
@@ -282,8 +285,9 @@ func checksumOK(v []byte) bool {
 	return len(v) >= 8 && binary.LittleEndian.Uint64(v) == uint64(crc32.ChecksumIEEE(v[8:]))
 }
 
-// childCrash sets, deletes and reads checksummed values (some through a
-// loader) until it is killed. Status 3: an operation waited more than 2 s
+// childCrash sets (some tagged), deletes, swaps (CompareAndSwap, SetIfAbsent)
+// and reads checksummed values (some through a loader), adds to counters,
+// invalidates tags and now and then clears the cache, until it is killed. Status 3: an operation waited more than 2 s
 // (a hang); 4: a read returned a value whose checksum fails.
 func childCrash() {
 	_, sp := childSpace()
@@ -299,27 +303,58 @@ func childCrash() {
 		var err error
 		var v []byte
 		ok := false // whether v holds a value to check
-		op := rng.IntN(10)
+		op := rng.IntN(16)
 		switch {
 		case op < 4:
-			_, err = c.Set(ctx, k, checksummed(rng), cache.SetOptions{})
+			_, err = c.Set(ctx, k, checksummed(rng), cache.SetOptions{Tags: crashTags(rng)})
 		case op < 5:
 			v, ok, err = c.Del(ctx, k)
 		case op < 6:
 			v, err = c.Get(ctx, k, func(context.Context, string) ([]byte, error) { return checksummed(rng), nil })
 			ok = err == nil
+		case op < 8: // counters: only Add writes the c keys, so ErrNotCounter is a failure
+			ck := "c" + strconv.Itoa(rng.IntN(50))
+			var n int64
+			if n, err = c.Add(ctx, ck, 1, cache.AddOptions{Tags: crashTags(rng)}); err == nil && n < 1 {
+				fail(4, "Add(%q) = %d; a counter only ever added to", ck, n)
+			}
+		case op < 9:
+			if v, ok, err = c.GetInto(nil, k); err == nil && ok && checksumOK(v) {
+				_, err = c.CompareAndSwap(ctx, k, v, checksummed(rng), cache.SetOptions{Tags: crashTags(rng)})
+				if errors.Is(err, cache.ErrNotFound) { // deleted or evicted meanwhile
+					err = nil
+				}
+			}
+		case op < 10:
+			_, err = c.SetIfAbsent(ctx, k, checksummed(rng), cache.SetOptions{})
+		case op < 11:
+			switch r := rng.IntN(500); {
+			case r == 0:
+				_, err = c.Clear(ctx)
+			case r < 50:
+				_, err = c.InvalidateTag(ctx, "t"+strconv.Itoa(rng.IntN(8)))
+			}
 		default:
 			v, ok, err = c.GetInto(nil, k)
 		}
 		cancel()
 		if err != nil {
-			fail(3, "op on %q: %v", k, err)
+			fail(3, "op %d on %q: %v", op, k, err)
 		}
 		if ok && !checksumOK(v) {
 			fail(4, "torn value for %q (%d bytes, op %d)", k, len(v), op)
 		}
 		progress.Add(1)
 	}
+}
+
+// crashTags returns zero to two of the crash test's eight tags.
+func crashTags(rng *rand.Rand) []string {
+	var tags []string
+	for range rng.IntN(3) {
+		tags = append(tags, "t"+strconv.Itoa(rng.IntN(8)))
+	}
+	return tags
 }
 
 // shmCounter is a progress counter the crash children bump, in the arena.
@@ -403,9 +438,25 @@ func TestCrashAnyInstant(t *testing.T) {
 	c, _ := sp.Use("crash", cache.Options{})
 	keys, _ := c.Keys(context.Background())
 	for _, k := range keys {
+		if k[0] == 'c' {
+			if n, ok, err := c.Counter(context.Background(), k); err != nil || ok && n < 1 {
+				t.Fatalf("counter %q left as %d, %v", k, n, err)
+			}
+			continue
+		}
 		if v, ok, _ := c.GetInto(nil, k); ok && !checksumOK(v) {
 			t.Fatalf("torn value left for %q", k)
 		}
+	}
+	// Every tag walk still works on what the kills left, and removes
+	// every entry of its tag.
+	for i := range 8 {
+		if _, err := c.InvalidateTag(context.Background(), "t"+strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sp.Verify(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("%d+ kills, %d repairs, %d ops, %d keys left, %+v", kills, sp.Repairs(), progress.Load(), len(keys), c.Stats())
 }
@@ -595,5 +646,95 @@ func TestWatchAndStatsAcrossProcesses(t *testing.T) {
 	// 100 times each.
 	if st := c.Stats(); st.Hits != 500 || st.Misses != 500 || st.Expirations != 1 || st.Entries != 5 {
 		t.Fatalf("Stats = %+v; want the other process's 500 hits and 500 misses, 1 expiration, 5 entries", st)
+	}
+}
+
+// ---- atomic operations across processes ----
+
+// childAdder adds 1 to the counter "n" 2000 times, increments the decimal
+// value "x" 300 times with CompareAndSwap loops, tries SetIfAbsent of "first"
+// once (printing "won" if it stored), and waits for its statistics to be
+// published.
+func childAdder() {
+	_, sp := childSpace()
+	c, err := sp.Use("atomic", cache.Options{})
+	if err != nil {
+		fail(2, "use: %v", err)
+	}
+	ctx := context.Background()
+	for range 2000 {
+		if _, err := c.Add(ctx, "n", 1, cache.AddOptions{}); err != nil {
+			fail(3, "add: %v", err)
+		}
+	}
+	for range 300 {
+		for {
+			old, err := c.Get(ctx, "x", nil)
+			if err != nil {
+				fail(3, "get x: %v", err)
+			}
+			n, _ := strconv.Atoi(string(old))
+			ok, err := c.CompareAndSwap(ctx, "x", old, []byte(strconv.Itoa(n+1)), cache.SetOptions{})
+			if err != nil {
+				fail(3, "cas: %v", err)
+			}
+			if ok {
+				break
+			}
+		}
+	}
+	if ok, err := c.SetIfAbsent(ctx, "first", []byte(strconv.Itoa(os.Getpid())), cache.SetOptions{}); err != nil {
+		fail(3, "setifabsent: %v", err)
+	} else if ok {
+		fmt.Print("won")
+	}
+	time.Sleep(300 * time.Millisecond) // the background goroutine publishes every 100 ms
+}
+
+// TestAtomicOpsAcrossProcesses: three processes add to one counter, CAS-loop
+// on one value and race one SetIfAbsent at once; no increment is lost, one
+// SetIfAbsent wins, and their counter ops are summed into Stats here.
+func TestAtomicOpsAcrossProcesses(t *testing.T) {
+	a, sp := newArenaSpace(t, 4<<20)
+	c, err := sp.Use("atomic", cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Set(context.Background(), "x", []byte("0"), cache.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var outs [3]strings.Builder
+	var cmds []*exec.Cmd
+	for i := range outs {
+		cmd := xtesting.Command(t, "adder", []*os.File{a.File()})
+		cmd.Stdout = &outs[i]
+		xtesting.Start(t, cmd)
+		cmds = append(cmds, cmd)
+	}
+	for _, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("adder: %v", err)
+		}
+	}
+	won := 0
+	for i := range outs {
+		if outs[i].String() == "won" {
+			won++
+		}
+	}
+	if n, ok, err := c.Counter(context.Background(), "n"); err != nil || !ok || n != 6000 {
+		t.Fatalf("counter = %d, %v, %v after 3×2000 Adds from 3 processes; want 6000", n, ok, err)
+	}
+	if v, _ := c.Get(context.Background(), "x", nil); string(v) != "900" {
+		t.Fatalf("x = %q after 3×300 CAS increments; want 900", v)
+	}
+	if won != 1 {
+		t.Fatalf("%d processes won SetIfAbsent; want 1", won)
+	}
+	if st := c.Stats(); st.CounterOps != 6000 {
+		t.Fatalf("Stats.CounterOps = %d; want the other processes' 6000", st.CounterOps)
+	}
+	if err := sp.Verify(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
