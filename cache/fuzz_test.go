@@ -2,9 +2,9 @@ package cache_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
-	"context"
 	"fmt"
 	"testing"
 
