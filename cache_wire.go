@@ -88,6 +88,42 @@ func startCacheMaster(ctx context.Context, c Config, a *shm.Arena) (*cacheRuntim
 	return r, nil
 }
 
+// adoptCacheMaster takes the cache up in the next image of an upgrading
+// master: the space is in the arena, warm, and is not set up nor replayed
+// again; in mode master the log writer resumes where the previous image's
+// left it (as a restarted cache manager does); in mode standalone the
+// cache manager runs on, adopted by the master.
+func adoptCacheMaster(ctx context.Context, c Config, a *shm.Arena) (*cacheRuntime, error) {
+	sp, err := cache.Attach(a)
+	if err != nil {
+		return nil, fmt.Errorf("cluster2: cache: %w", err)
+	}
+	r := &cacheRuntime{sp: sp, log: c.Logger}
+	if c.Cache.DataDir == "" {
+		return r, nil
+	}
+	if c.Cache.Mode == CacheStandalone {
+		r.standalone = true
+		return r, nil
+	}
+	m, err := openManager(ctx, c, sp)
+	if err == nil {
+		err = m.Resume(sp.Journal())
+		if err != nil {
+			m.Close()
+		}
+	}
+	if err != nil {
+		sp.Close()
+		return nil, fmt.Errorf("cluster2: cache: %w", err)
+	}
+	r.mgr = m
+	rctx, cancel := context.WithCancel(context.Background())
+	r.cancel, r.done = cancel, make(chan error, 1)
+	go func() { r.done <- m.Run(rctx) }()
+	return r, nil
+}
+
 func persistOptions(c Config) persist.Options {
 	return persist.Options{Durability: c.Cache.Durability, Salvage: c.Cache.Salvage, Logger: c.Logger}
 }

@@ -98,6 +98,8 @@ type Cluster struct {
 
 	cache     *cacheRuntime   // nil unless Config.Cache.Enabled
 	mon       *monitorRuntime // master: nil when the monitor is off or did not start
+	ew        *emitterRuntime // master: the emitter's part
+	upgrade   upgrader        // master: the in-place upgrade's state
 	closeOnce sync.Once
 }
 
@@ -163,6 +165,9 @@ func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
 }
 
 func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
+	if h, ok, err := proc.TakeHandover(); ok {
+		return listenAdopted(ctx, c, h, err) // the next image of an upgrading master: never a fresh start
+	}
 	c.Logger.Info("cluster2: starting master", "config", c.String())
 	ln, err := activatedListener(c.Addr, c.Logger) // systemd's socket activation (LISTEN_FDS), unset for the children
 	if err != nil {
@@ -201,10 +206,34 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster2: arena: %w", err)
 	}
+	return runMaster(ctx, c, masterParts{f: f, addr: addr, a: a, self: self})
+}
+
+// masterParts are what a master runs on: the shared listener, the arena and
+// this process's membership of it, made by Listen or handed over by the
+// previous image of this process (ho set).
+type masterParts struct {
+	f    *os.File
+	addr net.Addr
+	a    *shm.Arena
+	self *shm.Proc
+	ho   *handover // nil: a fresh start
+}
+
+// runMaster starts (or, with a handover, adopts) everything of the master
+// on its parts: the cache, the emitter, the monitor, then the master and
+// its children. On an error the caller closes the parts.
+func runMaster(ctx context.Context, c Config, p masterParts) (cl *Cluster, err error) {
+	a, self, ho := p.a, p.self, p.ho
 	in := newInstances()
 	var cr *cacheRuntime
 	if c.Cache.Enabled { // before any worker: persistent caches are replayed first
-		if cr, err = startCacheMaster(ctx, c, a); err != nil {
+		if ho != nil {
+			cr, err = adoptCacheMaster(ctx, c, a)
+		} else {
+			cr, err = startCacheMaster(ctx, c, a)
+		}
+		if err != nil {
 			return nil, err
 		}
 		in.useSpace(cr.sp) // before the monitor: it is handed the Cluster's space
@@ -224,8 +253,8 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 			ew.close()
 		}
 	}()
-	events := &lifecycle{emitter: ew, notify: newNotifier(c.Logger, c.Workers), user: c.OnEvent} // the one path of every lifecycle event
-	mon, err := startMonitor(c, addr, a, in, events)                                             // before any worker: the ECV answers down until they are warm
+	events := &lifecycle{emitter: ew, notify: newNotifier(c.Logger, c.Workers, ho != nil), user: c.OnEvent} // the one path of every lifecycle event
+	mon, err := startMonitor(c, p.addr, a, in, events, ho.monitorParts())                                   // before any worker: the ECV answers down until they are warm
 	if err != nil {
 		return nil, err
 	}
@@ -234,25 +263,37 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 			mon.close()
 		}
 	}()
+	cl = &Cluster{role: Master, cfg: c, arena: a, self: self, addr: p.addr, lnFile: p.f, in: in, cache: cr, mon: mon, ew: ew}
 	mc := c.master()
-	mc.Listener, mc.Arena, mc.Env = f, a, mon.workerEnv()
+	mc.Listener, mc.Arena, mc.Env = p.f, a, mon.workerEnv()
 	mc.OnEvent, mc.OnHeartbeat = events.deliver, ew.onHeartbeat
 	mc.Aux = cr.aux()                                        // the cache manager (mode standalone): spawned before the workers, stopped after them
 	mc.Check = func(ctx context.Context, exe string) error { // before a rolling restart's first successor
 		_, err := Check(ctx, exe, mc.Args, mc.Env)
 		return err
 	}
-	m, err := master.Start(ctx, mc) // returns once the workers are spawned
+	mc.Upgrade = cl.Upgrade
+	var m *master.Master
+	if ho != nil {
+		mc.Exe = ho.spawnExe()
+		m, err = master.Adopt(ctx, mc, ho.Children, ho.deathR, ho.deathW) // up when it returns
+	} else {
+		m, err = master.Start(ctx, mc) // returns once the workers are spawned
+	}
 	if err != nil {
 		return nil, err
 	}
+	cl.m = m
 	mon.attach(m) // the dashboard shows the workers while they start
+	if mon != nil {
+		mon.src.cluster.Store(cl)
+	}
 	ew.attach(m)
-	in.registerMasterStatuses(m)
+	in.registerMasterStatuses(m, &cl.upgrade)
 	if err := m.WaitUp(ctx); err != nil {
 		return nil, err // the master stopped every process it started
 	}
-	return &Cluster{role: Master, cfg: c, m: m, arena: a, self: self, addr: addr, lnFile: f, in: in, cache: cr, mon: mon}, nil
+	return cl, nil
 }
 
 // slotsFor sizes the process table: the master, the workers, as many

@@ -82,6 +82,10 @@ func (r *emitterRuntime) event(e Event) {
 		if err := r.em.AddWorker(context.Background(), e.Pid, e.Slot); err != nil {
 			r.log.Error("cluster2: emitter: arm worker", "worker", e.Pid, "slot", e.Slot, "err", err)
 		}
+	case master.EventAdopted:
+		if err := r.em.AdoptWorker(context.Background(), e.Pid, e.Slot); err != nil {
+			r.log.Error("cluster2: emitter: adopt worker", "worker", e.Pid, "slot", e.Slot, "err", err)
+		}
 	case master.EventDied:
 		r.em.RemoveWorker(e.Pid)
 	}

@@ -59,7 +59,7 @@ func TestLifecycleOnePath(t *testing.T) {
 		st := mon.srv.ECV().State()
 		hooked = append(hooked, e.Name()+" warm="+boolString(st.Warm)+" markedDown="+boolString(st.MarkedDown))
 	}}
-	if mon, err = startMonitor(c, &net.TCPAddr{}, a, in, events); err != nil {
+	if mon, err = startMonitor(c, &net.TCPAddr{}, a, in, events, nil); err != nil {
 		t.Fatal(err)
 	}
 	defer mon.close()

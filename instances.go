@@ -64,7 +64,8 @@ func (in *instances) release() {
 // registerMasterStatuses registers the master's built-in statuses (package
 // status) in the Cluster's registry: deathQueue and respawns, read from m.
 // With registerWorkerStatuses, the one place the runtime registers statuses.
-func (in *instances) registerMasterStatuses(m *master.Master) {
+func (in *instances) registerMasterStatuses(m *master.Master, up *upgrader) {
+	in.reg.Register(StatusUpgrade, func() any { return up.status() }, nil)
 	in.reg.Register(status.NameDeathQueue, func() any { return m.DeathQueue() }, nil)
 	// Slots whose lost worker could not be replaced yet (the master keeps
 	// trying).

@@ -73,7 +73,7 @@ func TestMonitorReadsTheClusterInstances(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mon, err := startMonitor(cfg, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, sp.Arena(), in, &lifecycle{})
+	mon, err := startMonitor(cfg, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, sp.Arena(), in, &lifecycle{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

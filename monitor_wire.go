@@ -81,9 +81,12 @@ type monitorRuntime struct {
 //
 // The monitor joins events (before it serves: an operator's mark may come at
 // once), and its marks go to events' subscribers like every other event.
-func startMonitor(c Config, appAddr net.Addr, a *shm.Arena, in *instances, events *lifecycle) (*monitorRuntime, error) {
+func startMonitor(c Config, appAddr net.Addr, a *shm.Arena, in *instances, events *lifecycle, adopt *monitorParts) (*monitorRuntime, error) {
 	mc := c.Monitor
 	if mc.Disabled {
+		if adopt != nil { // the previous image served one: this configuration does not
+			closeListeners(adopt.ln, adopt.agent)
+		}
 		return nil, nil
 	}
 	r := &monitorRuntime{src: &monitorSource{arena: a, em: in.em, reg: in.reg, sp: in.sp,
@@ -92,7 +95,11 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena, in *instances, event
 	if ecv.Mode == monitor.ModeMonitor && strings.HasPrefix(ecv.CheckURL, "/") {
 		ecv.CheckURL = "http://" + loopbackOf(appAddr) + ecv.CheckURL
 	}
-	if !mc.NoProfiles {
+	var ln, agent net.Listener
+	if adopt != nil {
+		ln, agent, r.dir = adopt.ln, adopt.agent, adopt.dir // the previous image's: the workers' sockets are there
+	}
+	if !mc.NoProfiles && r.dir == "" {
 		// What a master killed with SIGKILL left (only dead pids' dirs).
 		for _, d := range monitor.RemoveStaleProfileDirs() {
 			c.Logger.Info("cluster2: monitor: removed a dead master's profile dir", "dir", d)
@@ -105,7 +112,7 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena, in *instances, event
 	}
 	srv, err := monitor.New(r.src, monitor.Options{
 		Addr: c.MonitorAddr, Token: mc.Token, AllowedHosts: mc.AllowedHosts, ECV: ecv, AgentAddr: mc.AgentAddr, ExpectedWorkers: c.Workers,
-		ProfileDir: r.dir, Logger: c.Logger, OnEvent: events.deliver,
+		ProfileDir: r.dir, Logger: c.Logger, OnEvent: events.deliver, Listener: ln, AgentListener: agent,
 	})
 	if err == nil {
 		r.srv = srv
@@ -120,6 +127,22 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena, in *instances, event
 		return nil, fmt.Errorf("cluster2: monitor on %s (Config.MonitorAddr; Monitor.Disabled turns it off): %w", c.MonitorAddr, err)
 	}
 	return r, nil
+}
+
+// monitorParts are what the monitor of an adopting master takes over from
+// the previous image: its sockets (agent nil without an agent-check) and
+// the workers' profiling directory ("" without profiles).
+type monitorParts struct {
+	ln, agent net.Listener
+	dir       string
+}
+
+func closeListeners(ls ...net.Listener) {
+	for _, l := range ls {
+		if l != nil {
+			l.Close()
+		}
+	}
 }
 
 // loopbackOf returns "host:port" to reach addr from this machine.
@@ -225,6 +248,7 @@ type monitorSource struct {
 	persist          bool         // the cluster has a data directory
 	downWhileFailing bool         // Cache.DownWhilePersistFailing
 	m                atomic.Pointer[master.Master]
+	cluster          atomic.Pointer[Cluster] // for the upgrade action, once Listen has made it
 }
 
 func (s *monitorSource) master() (*master.Master, error) {
@@ -264,6 +288,15 @@ func (s *monitorSource) Replace(pid int) error {
 		return err
 	}
 	return m.Replace(pid)
+}
+
+// PrepareUpgrade is the monitor's upgrade action (monitor.UpgradeSource).
+func (s *monitorSource) PrepareUpgrade(ctx context.Context) (func() error, error) {
+	cl := s.cluster.Load()
+	if cl == nil {
+		return nil, fmt.Errorf("%w: the cluster is still starting", master.ErrWrongState)
+	}
+	return cl.prepareUpgrade(ctx)
 }
 
 func (s *monitorSource) RollingRestart(ctx context.Context) error {

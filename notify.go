@@ -27,17 +27,20 @@ type notifier struct {
 	log     *slog.Logger
 	workers int // Config.Workers, for STATUS=
 
-	mu       sync.Mutex // orders the sends as the events came
-	stopping bool       // STOPPING=1 sent: nothing more
-	failed   bool       // a send failed and was logged
+	mu        sync.Mutex // orders the sends as the events came
+	stopping  bool       // STOPPING=1 sent: nothing more
+	upgrading bool       // RELOADING=1 sent for an in-place upgrade: READY=1 at its end
+	failed    bool       // a send failed and was logged
 }
 
 // newNotifier returns the master's notifier, nil when NOTIFY_SOCKET is unset.
-func newNotifier(log *slog.Logger, workers int) *notifier {
+// An adopting image (an in-place upgrade's next image) is reloading: its
+// EventUp says nothing, its EventUpgradeDone says READY=1.
+func newNotifier(log *slog.Logger, workers int, adopting bool) *notifier {
 	if os.Getenv("NOTIFY_SOCKET") == "" {
 		return nil
 	}
-	return &notifier{log: log, workers: workers}
+	return &notifier{log: log, workers: workers, upgrading: adopting}
 }
 
 // event is the notifier's lifecycle subscriber (see lifecycle).
@@ -52,6 +55,9 @@ func (n *notifier) event(e Event) {
 	}
 	switch e.Kind {
 	case master.EventUp:
+		if n.upgrading {
+			return // adopted: ready once the upgrade is done
+		}
 		n.send(daemon.SdNotifyReady,
 			"MAINPID="+strconv.Itoa(os.Getpid()),
 			fmt.Sprintf("STATUS=serving with %d workers", n.workers))
@@ -63,6 +69,16 @@ func (n *notifier) event(e Event) {
 			status = "STATUS=rolling restart done with failures (their old workers keep serving): " + oneLine(e.Err.Error())
 		}
 		n.send(daemon.SdNotifyReady, status)
+	case master.EventUpgrade:
+		n.upgrading = true
+		n.send(reloading(), "MAINPID="+strconv.Itoa(os.Getpid()), "STATUS=in-place upgrade: handing over to the new binary")
+	case master.EventUpgradeDone:
+		n.upgrading = false
+		status := "STATUS=in-place upgrade done: every worker runs the new build"
+		if e.Err != nil {
+			status = "STATUS=in-place upgrade failed; running the previous build: " + oneLine(e.Err.Error())
+		}
+		n.send(daemon.SdNotifyReady, "MAINPID="+strconv.Itoa(os.Getpid()), status)
 	case master.EventDown:
 		n.stopping = true
 		n.send(daemon.SdNotifyStopping, "STATUS=stopping")

@@ -16,7 +16,7 @@ import (
 // the nil notifier ignores every event.
 func TestNotifierUnset(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
-	n := newNotifier(slog.Default(), 2)
+	n := newNotifier(slog.Default(), 2, false)
 	if n != nil {
 		t.Fatalf("newNotifier without NOTIFY_SOCKET = %+v; want nil", n)
 	}
@@ -28,7 +28,7 @@ func TestNotifierUnset(t *testing.T) {
 func TestNotifierSendFails(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "nobody"))
 	var buf bytes.Buffer
-	n := newNotifier(slog.New(slog.NewTextHandler(&buf, nil)), 2)
+	n := newNotifier(slog.New(slog.NewTextHandler(&buf, nil)), 2, false)
 	if n == nil {
 		t.Fatal("newNotifier with NOTIFY_SOCKET = nil")
 	}

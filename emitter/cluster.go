@@ -368,6 +368,56 @@ func (st *state) addWorker(ctx context.Context, pid, slot int) error {
 	return nil
 }
 
+// AdoptWorker takes up the link with worker pid, running in slot, after this
+// master process replaced its program image (an in-place upgrade: the
+// previous image armed the slot, and shm.Arena.Resume gave this image the
+// same owner generation). The slot's rings stay as they are: what either
+// side committed is delivered, a record the previous image was writing when
+// it was replaced is skipped (ring.Producer), and one it was reading is
+// delivered again. The worker notices nothing: its peer never died. A slot
+// not armed for pid returns an error wrapping ErrInvalidConfig.
+func (em *Emitter) AdoptWorker(ctx context.Context, pid, slot int) error {
+	st := em.st.Load()
+	if st == nil || st.role != RoleMaster {
+		return fmt.Errorf("emitter: adopt worker %d: %w: not an attached master", pid, ErrInvalidConfig)
+	}
+	if slot <= 0 || slot >= len(st.entries) || pid <= 0 {
+		return fmt.Errorf("emitter: adopt worker %d: %w: slot %d outside the region's %d", pid, ErrInvalidConfig, slot, len(st.entries))
+	}
+	st.armMu.Lock()
+	defer st.armMu.Unlock()
+	e := &st.entries[slot]
+	if e.pid.Load() != uint32(pid) || e.toWorker.Load() == 0 {
+		return fmt.Errorf("emitter: adopt worker %d: %w: slot %d is not armed for it", pid, ErrInvalidConfig, slot)
+	}
+	toWorker, err := ring.Attach(st.a, shm.Off(e.toWorker.Load()))
+	if err != nil {
+		return fmt.Errorf("emitter: adopt worker %d: %w", pid, err)
+	}
+	toMaster, err := ring.Attach(st.a, shm.Off(e.toMaster.Load()))
+	if err != nil {
+		return fmt.Errorf("emitter: adopt worker %d: %w", pid, err)
+	}
+	out, err := toWorker.Producer(ctx, st.p, &st.ropts)
+	if err != nil {
+		return fmt.Errorf("emitter: adopt worker %d: %w", pid, err)
+	}
+	in, err := toMaster.Consumer(st.p, &st.ropts)
+	if err != nil {
+		return fmt.Errorf("emitter: adopt worker %d: %w", pid, err)
+	}
+	l := st.newLink(pid, slot, toWorker, toMaster, out, in)
+	l.onRecord = func(typ uint32, b []byte) { st.fromWorker(l, typ, b) }
+	m := make(map[int]*link, len(st.byPid)+1)
+	for _, x := range st.links() {
+		m[x.pid] = x
+	}
+	m[pid] = l
+	st.setLinks(m)
+	go st.readLoop(l)
+	return nil
+}
+
 // RemoveWorker tells the master that worker pid is gone (the runtime calls
 // it when it reaps the process): events to it are dropped and counted from
 // now on, and what it sent before dying is still delivered. Without it the

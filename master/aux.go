@@ -139,7 +139,7 @@ func (m *Master) stopAux() {
 		case <-h.exited:
 		case <-time.After(a.spec.StopTimeout):
 			m.log.Warn("auxiliary process did not stop in time: killing it", "process", h.role, "pid", h.pid, "timeout", a.spec.StopTimeout)
-			h.cmd.Process.Signal(syscall.SIGKILL)
+			h.proc.Signal(syscall.SIGKILL)
 			<-h.exited
 		}
 	}

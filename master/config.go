@@ -134,8 +134,15 @@ type Config struct {
 	Aux []Aux
 
 	// HandleSignals makes the master handle SIGINT/SIGTERM (graceful stop; a
-	// second signal stops at once) and SIGHUP (rolling restart).
+	// second signal stops at once), SIGHUP (rolling restart) and SIGUSR2
+	// (Upgrade, when set).
 	HandleSignals bool
+
+	// Upgrade, when set, runs on SIGUSR2 (with HandleSignals), in a
+	// goroutine of its own: cluster2 sets it to its in-place upgrade (see
+	// the package doc's "Upgrading in place"). Its error is logged. Nil:
+	// SIGUSR2 is logged and ignored.
+	Upgrade func(context.Context) error
 
 	// PidDir, when set, receives master.<pid>.pid and worker.<pid>.pid files
 	// (the Node original's pids directory); a worker's file is removed when

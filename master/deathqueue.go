@@ -37,6 +37,10 @@ func (m *Master) RollingRestart(ctx context.Context) (err error) {
 		return errStarting
 	}
 	m.mu.Lock()
+	if m.frozen {
+		m.mu.Unlock()
+		return ErrUpgrading
+	}
 	var pids []int
 	for pid, h := range m.byPid {
 		if h.keep && (h.state == Active || h.state == Warming || h.state == Forked) {
@@ -49,6 +53,22 @@ func (m *Master) RollingRestart(ctx context.Context) (err error) {
 	if err := m.checkExe(ctx); err != nil {
 		return err
 	}
+	return m.replaceAll(ctx, pids)
+}
+
+// ReplaceWorkers replaces the workers pids, one at a time through the death
+// queue, as RollingRestart does every worker, and waits until each is
+// replaced or ctx ends (an in-place upgrade replaces the workers of the
+// build it upgraded from, or on the way back those of the failed build). It
+// emits no rolling-restart event. Unknown pids are skipped.
+func (m *Master) ReplaceWorkers(ctx context.Context, pids []int) error {
+	if !m.started.Load() {
+		return errStarting
+	}
+	return m.replaceAll(ctx, pids)
+}
+
+func (m *Master) replaceAll(ctx context.Context, pids []int) error {
 	var waits []chan error
 	for _, pid := range pids {
 		ch := make(chan error, 1)
@@ -91,7 +111,7 @@ func (m *Master) checkExe(ctx context.Context) error {
 // reports whether it did.
 func (m *Master) enqueue(pid int, reason string, done chan error) bool {
 	m.mu.Lock()
-	if m.stopping || m.queued[pid] {
+	if m.stopping || m.frozen || m.queued[pid] {
 		m.mu.Unlock()
 		return false
 	}
@@ -267,7 +287,7 @@ func (m *Master) dismiss(old *handle) {
 		}
 		m.log.Warn("old worker did not exit in time", "worker", old.pid, "signal", s.sig)
 		m.emit(s.kind, old, nil)
-		old.cmd.Process.Signal(s.sig)
+		old.proc.Signal(s.sig)
 	}
 	<-old.exited
 }
@@ -291,7 +311,7 @@ func (m *Master) killIfUnresponsive(h *handle) bool {
 		"grace", m.unresponsiveGrace())
 	m.emit(EventUnresponsive, h, nil)
 	m.emit(EventSigKill, h, nil)
-	h.cmd.Process.Signal(syscall.SIGKILL)
+	h.proc.Signal(syscall.SIGKILL)
 	return true
 }
 

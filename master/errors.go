@@ -69,4 +69,9 @@ var (
 	// stopped, WaitUp's included when a stop began before the workers were
 	// up.
 	ErrStopped = errors.New("master: stopped")
+
+	// ErrUpgrading is returned by the control methods while an in-place
+	// upgrade holds the master (Freeze): the next image takes the
+	// request.
+	ErrUpgrading = errors.New("master: an in-place upgrade is in progress")
 )

@@ -52,6 +52,9 @@ const (
 	EventAuxDied                            // an auxiliary process exited (Pid, Slot; Err: how); it is respawned unless a stop began
 	EventRollingRestartDone                 // a rolling restart ended (Err: the joined errors of the replacements that failed, or why it stopped waiting)
 	EventCheckFailed                        // the binary on disk failed its check (Config.Check) before a rolling restart's first successor: nothing replaced (Err: why)
+	EventUpgrade                            // an in-place upgrade began: the master is about to execve the new binary
+	EventAdopted                            // the master's new image adopted this running worker (Adopt)
+	EventUpgradeDone                        // an in-place upgrade ended (Err: why it failed and the master went back; nil: every worker runs the new build)
 )
 
 // noState is kinds' state for a kind that implies none.
@@ -89,6 +92,9 @@ var kinds = [...]struct {
 	EventAuxDied:            {"aux-died", false, noState},
 	EventRollingRestartDone: {"rolling-restart-done", false, noState},
 	EventCheckFailed:        {"check-failure", false, noState},
+	EventUpgrade:            {"upgrade", false, noState},
+	EventAdopted:            {"adopted", true, noState},
+	EventUpgradeDone:        {"upgrade-done", false, noState},
 }
 
 func (k Kind) valid() bool { return k > 0 && int(k) < len(kinds) }

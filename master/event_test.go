@@ -41,6 +41,9 @@ func TestEventNames(t *testing.T) {
 		{master.EventAuxDied, "aux-died", none},
 		{master.EventRollingRestartDone, "rolling-restart-done", none},
 		{master.EventCheckFailed, "check-failure", none},
+		{master.EventUpgrade, "upgrade", none},
+		{master.EventAdopted, "worker-4242-adopted", none},
+		{master.EventUpgradeDone, "upgrade-done", none},
 	}
 	seen := map[master.Kind]bool{}
 	for _, c := range cases {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -44,6 +43,9 @@ type Master struct {
 	pending  map[int]Respawn // slots whose respawn failed and is being retried
 	stopping bool
 	crashes  crashBackoff // the workers' (each auxiliary process has its own)
+	frozen   bool         // Freeze began: no replacement is queued
+	held     bool         // Freeze found the master idle: no child is spawned
+	spawning int          // spawns between their start and their record
 
 	qWake    chan struct{}
 	stopCh   chan struct{} // closed when a stop begins
@@ -75,11 +77,12 @@ type request struct {
 // handle is the master's side of one child process: a worker, or an
 // auxiliary process (role other than proc.RoleWorker: no control block
 // watcher, never in byPid; only pid, slot, cmd, state, keep and the
-// channels are used).
+// channels are used). An adopted child (Adopt: the previous image of this
+// process spawned it) is the same but for its *exec.Cmd, which it never had.
 type handle struct {
 	role      proc.Role
 	pid, slot int
-	cmd       *exec.Cmd
+	proc      *os.Process // a spawned child's cmd.Process, or an adopted one's os.FindProcess (a pidfd)
 	started   time.Time
 	block     *proc.Block
 
@@ -108,6 +111,39 @@ type handle struct {
 // auxiliary process that exits before it is ready fails Start with an error
 // wrapping ErrStartFailed, after the others are stopped.
 func Start(ctx context.Context, cfg Config) (*Master, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("master: death pipe: %w", err)
+	}
+	m, err := newMaster(ctx, cfg, r, w)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
+	for _, a := range m.cfg.Aux {
+		if err := m.startAux(ctx, a); err != nil {
+			m.abort()
+			return nil, err
+		}
+	}
+	var hs []*handle
+	for range m.cfg.Workers {
+		h, err := m.spawnFree()
+		if err != nil {
+			m.abort()
+			return nil, err
+		}
+		hs = append(hs, h)
+	}
+	m.initial, m.upDone = hs, make(chan struct{})
+	return m, nil
+}
+
+// newMaster is Start's and Adopt's common part: the configuration, the pid
+// directory, the supervision region and the listener's mode, with the death
+// pipe's ends (a new pipe, or the handed-over one).
+func newMaster(ctx context.Context, cfg Config, r, w *os.File) (*Master, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -129,10 +165,6 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 	blocks, err := proc.Region(ctx, c.Arena)
 	if err != nil {
 		return nil, fmt.Errorf("master: supervision region: %w", err)
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("master: death pipe: %w", err)
 	}
 	m := &Master{
 		cfg: c, blocks: blocks, lnFd: int(c.Listener.Fd()), deathR: r, deathW: w,
@@ -157,23 +189,6 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 		m.removePid("master", os.Getpid())
 		return nil, fmt.Errorf("master: listener: %w", err)
 	}
-
-	for _, a := range c.Aux {
-		if err := m.startAux(ctx, a); err != nil {
-			m.abort()
-			return nil, err
-		}
-	}
-	var hs []*handle
-	for range c.Workers {
-		h, err := m.spawnFree()
-		if err != nil {
-			m.abort()
-			return nil, err
-		}
-		hs = append(hs, h)
-	}
-	m.initial, m.upDone = hs, make(chan struct{})
 	return m, nil
 }
 
@@ -239,23 +254,30 @@ func (m *Master) waitUp(ctx context.Context) error {
 			hs[i] = h
 		}
 	}
-	// Into rotation, unless a stop began: beginStop and this are ordered by
-	// upMu, so up is never stored (nor EventUp emitted) after EventDown.
+	if err := m.goUp(); err != nil {
+		return err
+	}
+	m.log.Info("cluster up", "workers", c.Workers, "heartbeat", c.HeartbeatInterval, "nanny", c.NannyTolerance)
+	return nil
+}
+
+// goUp puts the cluster into rotation, unless a stop began: beginStop and
+// this are ordered by upMu, so up is never stored (nor EventUp emitted)
+// after EventDown. The death queue and the signal handling start here.
+func (m *Master) goUp() error {
 	m.upMu.Lock()
+	defer m.upMu.Unlock()
 	if m.isStopping() {
-		m.upMu.Unlock()
 		return ErrStopped
 	}
 	m.wg.Add(1)
 	go m.deathQueue()
-	if c.HandleSignals {
+	if m.cfg.HandleSignals {
 		go m.signals()
 	}
 	m.started.Store(true)
 	m.up.Store(true)
 	m.emit(EventUp, nil, nil)
-	m.upMu.Unlock()
-	m.log.Info("cluster up", "workers", c.Workers, "heartbeat", c.HeartbeatInterval, "nanny", c.NannyTolerance)
 	return nil
 }
 
@@ -321,6 +343,9 @@ func (m *Master) lookup(pid int) (*handle, error) {
 	}
 	if !m.started.Load() {
 		return nil, errStarting
+	}
+	if m.frozen {
+		return nil, ErrUpgrading
 	}
 	h, ok := m.byPid[pid]
 	if !ok {

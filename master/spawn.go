@@ -42,6 +42,18 @@ func (m *Master) spawn(slot int) (*handle, error) {
 	if role != proc.RoleWorker && m.isStopping() {
 		return nil, ErrStopped // it would not be stopped after the workers
 	}
+	m.mu.Lock()
+	if m.held {
+		m.mu.Unlock()
+		return nil, ErrUpgrading // the next image spawns it
+	}
+	m.spawning++ // Freeze waits until the child is recorded
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.spawning--
+		m.mu.Unlock()
+	}()
 	b := &m.blocks[slot]
 	b.Reset(m.cfg.ReplaceTimeout)
 	cmd := exec.Command(m.cfg.Exe, m.cfg.Args[1:]...)
@@ -64,7 +76,7 @@ func (m *Master) spawn(slot int) (*handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("master: spawn %v in slot %d: %w", role, slot, err)
 	}
-	h := &handle{role: role, pid: cmd.Process.Pid, slot: slot, cmd: cmd, started: time.Now(), block: b,
+	h := &handle{role: role, pid: cmd.Process.Pid, slot: slot, proc: cmd.Process, started: time.Now(), block: b,
 		changed: make(chan struct{}), exited: make(chan struct{}), reaped: make(chan struct{}), watched: make(chan struct{})}
 	if role != proc.RoleWorker {
 		m.mu.Lock()
@@ -80,14 +92,14 @@ func (m *Master) spawn(slot int) (*handle, error) {
 	m.byPid[h.pid] = h
 	if m.stopping {
 		// A stop began while it started: it must not outlive the stop's drain.
-		h.cmd.Process.Signal(syscall.SIGKILL)
+		h.proc.Signal(syscall.SIGKILL)
 	}
 	m.mu.Unlock()
 	m.writePid("worker", h.pid)
 	m.emit(EventForked, h, nil)
 	go m.reap(h)
 	m.watchers.Add(1)
-	go m.watch(h)
+	go m.watch(h, proc.StateForked)
 	return h, nil
 }
 
@@ -96,7 +108,7 @@ func (m *Master) spawn(slot int) (*handle, error) {
 // process that was ready) is respawned in its slot after its crash
 // back-off, unless a stop began.
 func (m *Master) reap(h *handle) {
-	err := h.cmd.Wait()
+	err := waitProcess(h.proc)
 	if rerr := m.cfg.Arena.ReleaseSlot(h.slot); rerr != nil {
 		m.log.Error("release slot", "slot", h.slot, "err", rerr)
 	}
@@ -157,6 +169,22 @@ func (m *Master) reap(h *handle) {
 	if last {
 		m.finish()
 	}
+}
+
+// waitProcess waits for the child p and returns what exec.Cmd.Wait would: nil
+// for a zero exit status, an *exec.ExitError otherwise ("exit status 1",
+// "signal: killed"). An adopted child that was reaped already (by the
+// previous image, between its handover and its execve) returns the wait's
+// error (ECHILD): it is gone all the same.
+func waitProcess(p *os.Process) error {
+	st, err := p.Wait()
+	if err != nil {
+		return err
+	}
+	if !st.Success() {
+		return &exec.ExitError{ProcessState: st}
+	}
+	return nil
 }
 
 // crashBackoff is the back-off before respawning a child that crashed:
@@ -238,6 +266,10 @@ func (m *Master) respawn(slot int, delay time.Duration) {
 		if errors.Is(err, ErrStopped) {
 			continue // an auxiliary process's spawn saw the stop: the next pass returns
 		}
+		if errors.Is(err, ErrUpgrading) {
+			delay = heldRetry // held for an upgrade: the image after it respawns the slot, or this one after a failed exec
+			continue
+		}
 		if err == nil {
 			m.mu.Lock()
 			h.keep = true
@@ -297,6 +329,6 @@ func (m *Master) Respawning() []Respawn {
 
 // killAndReap kills h and waits until it is reaped.
 func (m *Master) killAndReap(h *handle) {
-	h.cmd.Process.Signal(syscall.SIGKILL)
+	h.proc.Signal(syscall.SIGKILL)
 	<-h.exited
 }

@@ -111,16 +111,16 @@ func (m *Master) Kill() {
 	m.killOnce.Do(func() { close(m.killCh) })
 	m.mu.Lock()
 	for _, h := range m.byPid {
-		h.cmd.Process.Signal(syscall.SIGKILL)
+		h.proc.Signal(syscall.SIGKILL)
 	}
 	m.mu.Unlock()
 }
 
-// signals handles SIGINT/SIGTERM (graceful stop, then at once) and SIGHUP
-// (rolling restart).
+// signals handles SIGINT/SIGTERM (graceful stop, then at once), SIGHUP
+// (rolling restart) and SIGUSR2 (Config.Upgrade).
 func (m *Master) signals() {
 	ch := make(chan os.Signal, 4)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(ch)
 	for {
 		select {
@@ -129,6 +129,17 @@ func (m *Master) signals() {
 			case syscall.SIGHUP:
 				m.log.Info("SIGHUP: rolling restart")
 				go m.RollingRestart(context.Background())
+			case syscall.SIGUSR2:
+				if m.cfg.Upgrade == nil {
+					m.log.Warn("SIGUSR2: no in-place upgrade configured (Config.Upgrade); ignored")
+					continue
+				}
+				m.log.Info("SIGUSR2: in-place upgrade")
+				go func() {
+					if err := m.cfg.Upgrade(context.Background()); err != nil {
+						m.log.Error("in-place upgrade failed; the cluster runs on as it was", "err", err)
+					}
+				}()
 			default:
 				if m.beginStopBySignal() {
 					m.log.Info("signal: graceful stop", "signal", s, "timeout", m.cfg.StopTimeout)

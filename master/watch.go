@@ -11,10 +11,10 @@ import (
 
 // watch follows the worker's control block: state changes and heartbeats,
 // and the nanny. It sleeps on the block's event, never polls faster than
-// once a second.
-func (m *Master) watch(h *handle) {
+// once a second. seen is the state the master knows already: forked for a
+// spawned worker, what the block said for an adopted one.
+func (m *Master) watch(h *handle, seen proc.State) {
 	defer m.watchers.Done()
-	var seen proc.State
 	var hbSeq uint64
 	var words [proc.HeartbeatWords]uint64
 	defer close(h.watched)

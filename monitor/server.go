@@ -86,6 +86,12 @@ type Options struct {
 	// Default "": none.
 	AgentAddr string
 
+	// Listener and AgentListener, when set, are served instead of binding
+	// Addr and AgentAddr (a master's next image serves the sockets its
+	// previous image bound: an in-place upgrade refuses no connection). The
+	// Server owns them: Close closes them.
+	Listener, AgentListener net.Listener
+
 	// ExpectedWorkers is the number of workers the cluster runs when whole,
 	// for the agent's weight. Default: the number of workers seen.
 	ExpectedWorkers int
@@ -241,12 +247,17 @@ func (s *Server) Start() error {
 	case s.started:
 		return ErrStarted
 	}
-	ln, err := net.Listen("tcp", s.opts.Addr)
-	if err != nil {
-		return fmt.Errorf("monitor: listen %s: %w", s.opts.Addr, err)
+	ln, agentLn := s.opts.Listener, s.opts.AgentListener
+	var err error
+	if ln == nil {
+		if ln, err = net.Listen("tcp", s.opts.Addr); err != nil {
+			if agentLn != nil {
+				agentLn.Close()
+			}
+			return fmt.Errorf("monitor: listen %s: %w", s.opts.Addr, err)
+		}
 	}
-	var agentLn net.Listener
-	if s.opts.AgentAddr != "" {
+	if agentLn == nil && s.opts.AgentAddr != "" {
 		if agentLn, err = net.Listen("tcp", s.opts.AgentAddr); err != nil {
 			ln.Close()
 			return fmt.Errorf("monitor: agent-check listen %s: %w", s.opts.AgentAddr, err)
@@ -288,6 +299,15 @@ func (s *Server) Addr() net.Addr {
 		return nil
 	}
 	return s.ln.Addr()
+}
+
+// Listeners returns the sockets the server accepts on once started (the
+// agent-check's nil without one): for a handover to the next image of this
+// process. The Server keeps them.
+func (s *Server) Listeners() (ln, agent net.Listener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ln, s.agentLn
 }
 
 // AgentAddr returns the agent-check responder's bound address, or nil.
@@ -403,6 +423,7 @@ func (s *Server) routes() http.Handler {
 	}))
 	mux.Handle("POST /debug/api/workers/{pid}/{action}", s.guard(http.HandlerFunc(s.serveWorkerAction)))
 	mux.Handle("POST /debug/api/rolling-restart", s.guard(http.HandlerFunc(s.serveRollingRestart)))
+	mux.Handle("POST /debug/api/upgrade", s.guard(http.HandlerFunc(s.serveUpgrade)))
 	mux.Handle("POST /debug/api/ecv/markUp", s.guard(s.serveMark(false, false)))
 	mux.Handle("POST /debug/api/ecv/markDown", s.guard(s.serveMark(true, false)))
 	mux.Handle("GET /debug/workers/{pid}/pprof/{name...}", s.guard(http.HandlerFunc(s.serveProfile)))
@@ -614,6 +635,30 @@ func (s *Server) serveRollingRestart(w http.ResponseWriter, r *http.Request) {
 	}()
 	s.log.Info("monitor: rolling restart requested")
 	writeJSON(w, http.StatusAccepted, map[string]any{"ok": true, "action": "rolling-restart"})
+}
+
+// serveUpgrade begins an in-place upgrade of the master: 409 with the reason
+// when it cannot begin (the new binary fails its check, another upgrade or a
+// replacement holds the master); 202 once it has begun, sent before the
+// master replaces its image (this connection closes then). The outcome is
+// the upgrade status in /status and the "upgrade-done" event.
+func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
+	us, ok := s.src.(UpgradeSource)
+	if !ok {
+		writeError(w, http.StatusNotFound, errors.New("monitor: this cluster cannot upgrade in place"))
+		return
+	}
+	exec, err := us.PrepareUpgrade(r.Context())
+	if err != nil {
+		writeError(w, http.StatusConflict, err)
+		return
+	}
+	s.log.Info("monitor: in-place upgrade requested")
+	writeJSON(w, http.StatusAccepted, map[string]any{"ok": true, "action": "upgrade"})
+	http.NewResponseController(w).Flush() // the answer is in the socket before the image is replaced
+	if err := exec(); err != nil {
+		s.log.Error("monitor: in-place upgrade", "err", err)
+	}
 }
 
 func (s *Server) serveCaches(w http.ResponseWriter, r *http.Request) {

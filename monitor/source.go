@@ -32,6 +32,15 @@ type Source interface {
 	RollingRestart(ctx context.Context) error
 }
 
+// UpgradeSource is a Source whose master can upgrade itself in place (the
+// monitor's POST /debug/api/upgrade).
+type UpgradeSource interface {
+	// PrepareUpgrade checks the new binary and holds the master for the
+	// upgrade; exec hands the cluster over and replaces the master's image
+	// (it returns only when that failed, and the cluster runs on).
+	PrepareUpgrade(ctx context.Context) (exec func() error, err error)
+}
+
 // CacheInfo describes one named cache for the dashboard and /metrics.
 type CacheInfo struct {
 	Name        string        `json:"name"`

@@ -224,3 +224,37 @@ func (a *Arena) Slots() []SlotInfo {
 
 // SlotCount returns the size of the process table.
 func (a *Arena) SlotCount() int { return len(a.slots) }
+
+// Resume makes this process the member of slot i again with owner
+// generation tok, after it replaced its own program image (execve) while it
+// was that member: the pid, start time and slot are unchanged, so to every
+// other process the member never left. The new image knows its previous
+// image's slot and token from the handover (the master's in-place upgrade),
+// and calls Resume before anything else touches the arena.
+//
+// Every registered lock tok holds is marked abandoned first: no thread of
+// the previous image survived the execve, so a lock it held is held by
+// nobody, and its next owner repairs what it guards, as after a death.
+// Structures that name their owner by token (ring ends, the log writer's
+// and the sweeper's leases) stay this process's and are taken up again by
+// the code that opens them. A slot that is not live with this pid and tok
+// returns ErrSlotBusy, and nothing is changed.
+func (a *Arena) Resume(i int, tok uint32) (*Proc, error) {
+	if i < 0 || i >= len(a.slots) {
+		return nil, fmt.Errorf("shm: %w: slot %d of %d", ErrInvalidConfig, i, len(a.slots))
+	}
+	pid := os.Getpid()
+	s := &a.slots[i]
+	w := s.word.Load() // acquire: the token is valid when the state is live
+	if wordState(w) != slotLive || wordPid(w) != pid || s.token.Load() != tok {
+		return nil, fmt.Errorf("shm: resume slot %d: %w: it is not this process's with token %d", i, ErrSlotBusy, tok)
+	}
+	a.selfMu.Lock()
+	defer a.selfMu.Unlock()
+	if a.self != nil {
+		return nil, fmt.Errorf("shm: resume slot %d: %w: this mapping has joined already", i, ErrInvalidConfig)
+	}
+	a.abandonLocks(tok)
+	a.self = &Proc{a: a, slot: i, token: tok, pid: pid}
+	return a.self, nil
+}

@@ -195,7 +195,8 @@ func verifyMaster(st state) error {
 }
 
 // prepareRunDir secures dir and removes a demo.json whose master is not
-// running (what a master killed with SIGKILL left). A live master on dir is
+// running (what a master killed with SIGKILL left), or is this process (an
+// in-place upgrade's next image). A live master on dir is
 // an error: two masters would share demo.json. The pid files in dir/pids
 // are the master package's: Start checks that directory and removes the
 // pid files of dead pids itself.
@@ -206,7 +207,9 @@ func prepareRunDir(dir string) (removed []string, err error) {
 	path := filepath.Join(dir, "demo.json")
 	if _, err := os.Lstat(path); err == nil {
 		st, rerr := readState(dir)
-		if rerr == nil && verifyMaster(st) == nil {
+		// This very process is no other master: it is the next image of
+		// an upgrading master (the same pid), which rewrites demo.json.
+		if rerr == nil && st.Pid != os.Getpid() && verifyMaster(st) == nil {
 			return nil, fmt.Errorf("master %d already runs on %s (stop it, or another -rundir)", st.Pid, dir)
 		}
 		if os.Remove(path) == nil {

@@ -1,0 +1,490 @@
+package cluster2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cluster2/cluster2/internal/proc"
+	"github.com/cluster2/cluster2/master"
+	"github.com/cluster2/cluster2/shm"
+	"golang.org/x/sys/unix"
+)
+
+// The in-place upgrade (docs/runtime.md, "Upgrading in place"). The master
+// execs a new binary with its own pid: the image about to exec checks the new
+// binary, holds its master (master.Freeze), hands its descriptors and its
+// children over (proc.Handover, in the environment) and calls execve; the
+// new image adopts them (listenAdopted: the arena by its memfd, its slot by
+// shm.Arena.Resume, the cache, the emitter's rings, the monitor's sockets,
+// the children by master.Adopt), and then replaces every worker through the
+// death queue, successor first. To the workers, the cache and every ring the
+// master never died: its pid, its start time, its arena slot and its owner
+// generation are the same.
+//
+// The way back: if the new image fails before every worker runs it (it
+// cannot adopt, its workers do not come up, it panics in the upgrade's own
+// goroutine) it execs the previous binary, through the O_PATH descriptor the
+// previous image kept open for it, with a handover that says why; that image
+// adopts the cluster again and replaces the workers the new build had
+// started. What no process can survive is said in docs/runtime.md.
+
+// ErrUpgradeFailed is returned (and reported in the "upgrade-done" event and
+// the upgrade status) when an in-place upgrade did not end with every worker
+// on the new build: the message says why, and the cluster runs on the
+// binary it ran before.
+var ErrUpgradeFailed = errors.New("cluster2: in-place upgrade failed")
+
+// Handover reasons (proc.Handover.Why).
+const (
+	whyUpgrade = "upgrade"
+	whyBack    = "back"
+)
+
+// UpgradeStatus is the state of the last in-place upgrade, as /status shows
+// it (the built-in status StatusUpgrade) and Cluster.UpgradeStatus returns.
+type UpgradeStatus struct {
+	// State is "" (none since the master started), "checking",
+	// "handing over", "adopting", "replacing" (the workers, one at a time),
+	// "done" or "failed".
+	State   string    `json:"state"`
+	From    string    `json:"from,omitempty"` // the build it upgraded from (the running binary's path and build)
+	To      string    `json:"to,omitempty"`   // the new binary's
+	Started time.Time `json:"started,omitzero"`
+	Ended   time.Time `json:"ended,omitzero"`
+	Error   string    `json:"error,omitempty"` // why it failed
+}
+
+// StatusUpgrade is the master's built-in status with the last in-place
+// upgrade's UpgradeStatus.
+const StatusUpgrade = "cluster2.upgrade"
+
+// upgrader is the Cluster's in-place upgrade: one at a time.
+type upgrader struct {
+	mu      sync.Mutex
+	running bool
+	st      UpgradeStatus
+	ho      *handover // the handover this image adopted from, nil after a fresh start
+}
+
+func (u *upgrader) status() UpgradeStatus {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.st
+}
+
+func (u *upgrader) set(f func(*UpgradeStatus)) {
+	u.mu.Lock()
+	f(&u.st)
+	u.mu.Unlock()
+}
+
+// UpgradeStatus returns the state of the last in-place upgrade (master
+// only; the zero value in a worker or before any).
+func (c *Cluster) UpgradeStatus() UpgradeStatus { return c.upgrade.status() }
+
+// Upgrade upgrades the master in place to the binary at Config.Executable
+// (the path a deploy renamed the new build over): it checks the binary, then
+// replaces this process's image with it (execve: the pid stays), handing the
+// running cluster over; the new image replaces every worker with one of the
+// new build, successor first. On success Upgrade does not return: this
+// image is gone, and the outcome is the new image's (UpgradeStatus,
+// /status, the "upgrade-done" event). It returns an error when the upgrade
+// did not begin — the check failed, another upgrade or a replacement holds
+// the master (master.ErrUpgrading), a stop began, or the execve failed —
+// and the cluster runs on as it was. SIGUSR2 calls it, and the monitor's
+// upgrade action. Master only.
+func (c *Cluster) Upgrade(ctx context.Context) error {
+	if c.m == nil {
+		return ErrNotMaster
+	}
+	exec, err := c.prepareUpgrade(ctx)
+	if err != nil {
+		return err
+	}
+	return exec()
+}
+
+// prepareUpgrade checks the new binary and holds the master; the function it
+// returns hands over and execs (returning only if the execve failed).
+func (c *Cluster) prepareUpgrade(ctx context.Context) (func() error, error) {
+	u := &c.upgrade
+	u.mu.Lock()
+	if u.running {
+		u.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w", ErrUpgradeFailed, master.ErrUpgrading)
+	}
+	u.running = true
+	u.st = UpgradeStatus{State: "checking", From: c.buildString(), Started: time.Now()}
+	u.mu.Unlock()
+	fail := func(err error) (func() error, error) {
+		err = fmt.Errorf("%w: %w", ErrUpgradeFailed, err)
+		u.set(func(s *UpgradeStatus) { s.State, s.Error, s.Ended = "failed", err.Error(), time.Now() })
+		u.mu.Lock()
+		u.running = false
+		u.mu.Unlock()
+		c.cfg.Logger.Error("cluster2: in-place upgrade refused; the cluster runs on as it was", "err", err)
+		return nil, err
+	}
+	exe := c.cfg.Executable
+	to, err := checkBinary(ctx, c.cfg, exe)
+	if err != nil {
+		return fail(err)
+	}
+	u.set(func(s *UpgradeStatus) { s.To, s.State = to, "handing over" })
+	children, err := c.m.Freeze(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	prev, err := unix.Open("/proc/self/exe", unix.O_PATH, 0) // no O_CLOEXEC: the way back
+	if err != nil {
+		c.m.Thaw()
+		return fail(fmt.Errorf("keeping the running binary open for the way back: %w", err))
+	}
+	st := u.status()
+	ho := proc.Handover{Why: whyUpgrade, Exe: exe, Children: children, Previous: prev,
+		Upgrade: proc.UpgradeState{ID: st.Started.UnixNano(), From: st.From, To: to, Started: st.Started}}
+	return func() error {
+		err := c.execImage(exe, ho)
+		unix.Close(prev)
+		c.m.Thaw()
+		_, err = fail(err)
+		return err
+	}, nil
+}
+
+// execImage hands the cluster over to the binary at exe (the children of
+// ho's, this process's descriptors) and execs it. It returns only when the
+// execve failed; the master is still frozen then.
+func (c *Cluster) execImage(exe string, ho proc.Handover) error {
+	ho.Token = c.self.Token()
+	var dups []int
+	defer func() {
+		for _, fd := range dups {
+			unix.Close(fd)
+		}
+	}()
+	keep := func(conn syscall.Conn) (int, error) {
+		if conn == nil {
+			return -1, nil
+		}
+		fd, err := dupForExec(conn)
+		if err == nil {
+			dups = append(dups, fd)
+		}
+		return fd, err
+	}
+	deathR, deathW := c.m.DeathPipe()
+	var mon, agent syscall.Conn
+	if c.mon != nil && c.mon.srv != nil {
+		ln, ag := c.mon.srv.Listeners()
+		mon, _ = ln.(syscall.Conn)
+		if ag != nil {
+			agent, _ = ag.(syscall.Conn)
+		}
+		ho.ProfDir = c.mon.dir
+	}
+	var err error
+	for _, x := range []struct {
+		fd   *int
+		conn syscall.Conn
+	}{{&ho.Listener, c.lnFile}, {&ho.Arena, c.arena.File()}, {&ho.DeathR, deathR}, {&ho.DeathW, deathW},
+		{&ho.Monitor, mon}, {&ho.Agent, agent}} {
+		if *x.fd, err = keep(x.conn); err != nil {
+			return fmt.Errorf("handing over a descriptor: %w", err)
+		}
+	}
+	val, err := ho.Encode()
+	if err != nil {
+		return err
+	}
+	env := append(withoutVar(os.Environ(), proc.EnvHandover), proc.EnvHandover+"="+val)
+	c.cfg.Logger.Info("cluster2: in-place upgrade: executing the new image", "why", ho.Why, "exe", exe,
+		"children", len(ho.Children), "to", ho.Upgrade.To)
+	err = syscall.Exec(exe, os.Args, env)
+	return fmt.Errorf("execve %s: %w", exe, err)
+}
+
+// dupForExec returns a duplicate of conn's descriptor that survives execve
+// (no close-on-exec), numbered 10 or above (the children's fixed numbers
+// stay free). It shares the open file description: the listener's
+// non-blocking mode is unchanged.
+func dupForExec(conn syscall.Conn) (int, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD, 10) }); err != nil {
+		return -1, err
+	}
+	return fd, derr
+}
+
+// withoutVar returns env without key's variable.
+func withoutVar(env []string, key string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if len(kv) <= len(key) || kv[len(key)] != '=' || kv[:len(key)] != key {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// handover is the handover this image adopted from, with its descriptors
+// opened.
+type handover struct {
+	proc.Handover
+	deathR, deathW *os.File
+	monLn, agentLn net.Listener
+}
+
+// monitorParts returns what the monitor takes over, nil for a fresh start.
+func (ho *handover) monitorParts() *monitorParts {
+	if ho == nil {
+		return nil
+	}
+	return &monitorParts{ln: ho.monLn, agent: ho.agentLn, dir: ho.ProfDir}
+}
+
+// spawnExe is the path the adopting master spawns its children from: the
+// binary on disk after an upgrade; the previous binary (its descriptor)
+// on the way back, whose file on disk is the failed new build.
+func (ho *handover) spawnExe() string {
+	if ho.Why == whyBack && ho.Previous >= 0 {
+		return "/proc/self/fd/" + strconv.Itoa(ho.Previous)
+	}
+	return ho.Exe
+}
+
+// listenAdopted is Listen in the next image of an upgrading master: it
+// adopts the running cluster from the handover. Whatever fails before the
+// cluster is adopted sends the master back to the previous binary (goBack
+// returns only if that execve fails too).
+func listenAdopted(ctx context.Context, c Config, h proc.Handover, herr error) (*Cluster, error) {
+	log := c.Logger.With("why", h.Why, "pid", os.Getpid())
+	log.Info("cluster2: adopting the running cluster from the previous image of this process", "children", len(h.Children))
+	ho := &handover{Handover: h}
+	fail := func(err error) (*Cluster, error) {
+		err = fmt.Errorf("%w: adopting: %w", ErrUpgradeFailed, err)
+		if h.Why == whyBack || h.Previous < 0 {
+			log.Error("cluster2: cannot adopt the cluster, and there is no way back", "err", err)
+			return nil, err
+		}
+		return nil, goBackBeforeAdoption(log, h, err)
+	}
+	if herr != nil {
+		return fail(herr)
+	}
+	if c.Executable != h.Exe && h.Exe != "" {
+		c.Executable = h.Exe // the path the upgrade named: later upgrades read it again
+	}
+	f := os.NewFile(uintptr(h.Listener), "listener")
+	ln, err := net.FileListener(f) // a dup; f stays open until adopted (the way back needs it)
+	if err != nil {
+		return fail(fmt.Errorf("listener: %w", err))
+	}
+	addr := ln.Addr()
+	ln.Close()
+	af, err := dupFile(h.Arena, "arena")
+	if err != nil {
+		return fail(err)
+	}
+	a, err := shm.Open(af)
+	if err != nil {
+		return fail(fmt.Errorf("arena: %w", err))
+	}
+	self, err := a.Resume(0, h.Token)
+	if err != nil {
+		a.Close()
+		return fail(fmt.Errorf("arena: %w", err))
+	}
+	if ho.deathR, err = dupFile(h.DeathR, "death-pipe-r"); err == nil {
+		ho.deathW, err = dupFile(h.DeathW, "death-pipe-w")
+	}
+	if err == nil && h.Monitor >= 0 {
+		ho.monLn, err = fileListener(h.Monitor)
+	}
+	if err == nil && h.Agent >= 0 {
+		ho.agentLn, err = fileListener(h.Agent)
+	}
+	if err != nil {
+		a.Close()
+		return fail(err)
+	}
+	lf, err := dupFile(h.Listener, "listener:"+addr.String())
+	if err != nil {
+		a.Close()
+		return fail(err)
+	}
+	cl, err := runMaster(ctx, c, masterParts{f: lf, addr: addr, a: a, self: self, ho: ho})
+	if err != nil {
+		lf.Close()
+		a.Close()
+		return fail(err)
+	}
+	// Adopted: the handed-over numbers are closed (their dups serve), the
+	// previous binary's descriptor is kept (close-on-exec) for the way back.
+	for _, fd := range []int{h.Listener, h.Arena, h.DeathR, h.DeathW, h.Monitor, h.Agent} {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+	if h.Previous >= 0 {
+		proc.CloseOnExec(h.Previous)
+	}
+	cl.upgrade.ho = ho
+	cl.upgrade.st = UpgradeStatus{State: "replacing", From: h.Upgrade.From, To: h.Upgrade.To, Started: h.Upgrade.Started}
+	cl.upgrade.running = true
+	go cl.finishUpgrade()
+	return cl, nil
+}
+
+// dupFile returns a close-on-exec duplicate of fd as a file.
+func dupFile(fd int, name string) (*os.File, error) {
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 10)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return os.NewFile(uintptr(d), name), nil
+}
+
+// fileListener returns a listener on a duplicate of fd.
+func fileListener(fd int) (net.Listener, error) {
+	f, err := dupFile(fd, "monitor")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return net.FileListener(f)
+}
+
+// finishUpgrade is the adopting image's second half: replace every worker
+// with one of this build (after an upgrade), or every worker the failed
+// build started (on the way back). A failure, or a panic on the way, sends
+// the master back (after an upgrade).
+func (c *Cluster) finishUpgrade() {
+	ho := c.upgrade.ho
+	log := c.cfg.Logger
+	defer func() {
+		if r := recover(); r != nil && ho.Why == whyUpgrade {
+			c.goBack(fmt.Errorf("%w: panic: %v", ErrUpgradeFailed, r))
+		} else if r != nil {
+			panic(r)
+		}
+	}()
+	old := c.workersNotOnThisBinary()
+	var err error
+	if len(old) > 0 {
+		err = c.m.ReplaceWorkers(context.Background(), old)
+	}
+	if ho.Why == whyBack {
+		err = fmt.Errorf("%w: %s", ErrUpgradeFailed, ho.Reason)
+		if left := c.workersNotOnThisBinary(); len(left) > 0 {
+			err = fmt.Errorf("%w (and %d workers still run the new build)", err, len(left))
+		}
+		c.endUpgrade(err)
+		return
+	}
+	if err == nil {
+		if left := c.workersNotOnThisBinary(); len(left) > 0 {
+			err = fmt.Errorf("workers %v do not run the new build (paused workers are not replaced)", left)
+		}
+	}
+	if err != nil {
+		c.goBack(err)
+		return
+	}
+	log.Info("cluster2: in-place upgrade done: every worker runs the new build", "to", ho.Upgrade.To)
+	c.endUpgrade(nil)
+}
+
+// endUpgrade records the upgrade's outcome and tells the lifecycle.
+func (c *Cluster) endUpgrade(err error) {
+	c.upgrade.set(func(s *UpgradeStatus) {
+		s.State, s.Ended = "done", time.Now()
+		if err != nil {
+			s.State, s.Error = "failed", err.Error()
+		}
+	})
+	c.upgrade.mu.Lock()
+	c.upgrade.running = false
+	c.upgrade.mu.Unlock()
+	c.m.UpgradeEnded(err)
+}
+
+// goBack execs the previous binary with a handover saying why (the adopting
+// image, after the cluster was adopted). If that fails the cluster runs on
+// this image, and says so.
+func (c *Cluster) goBack(reason error) {
+	ho := c.upgrade.ho
+	log := c.cfg.Logger
+	log.Error("cluster2: in-place upgrade failed: going back to the previous binary", "err", reason)
+	c.upgrade.set(func(s *UpgradeStatus) { s.State = "handing over" })
+	children, err := c.m.Freeze(context.Background())
+	if err == nil {
+		h := proc.Handover{Why: whyBack, Reason: reason.Error(), Exe: ho.Exe, Children: children, Previous: ho.Previous, Upgrade: ho.Upgrade}
+		if err = proc.KeepOnExec(ho.Previous); err == nil { // the back image spawns from it
+			err = c.execImage("/proc/self/fd/"+strconv.Itoa(ho.Previous), h)
+			proc.CloseOnExec(ho.Previous)
+		}
+		c.m.Thaw()
+	}
+	log.Error("cluster2: cannot go back to the previous binary: the cluster runs on this one", "err", err)
+	c.endUpgrade(fmt.Errorf("%w; and going back failed: %w", reason, err))
+}
+
+// goBackBeforeAdoption execs the previous binary with the handover it got,
+// saying why (the adopting image, before it could adopt). It returns only
+// when that execve failed.
+func goBackBeforeAdoption(log interface{ Error(string, ...any) }, h proc.Handover, reason error) error {
+	log.Error("cluster2: in-place upgrade failed before adopting: going back to the previous binary", "err", reason)
+	h.Why, h.Reason = whyBack, reason.Error()
+	val, err := h.Encode()
+	if err == nil {
+		env := append(withoutVar(os.Environ(), proc.EnvHandover), proc.EnvHandover+"="+val)
+		err = syscall.Exec("/proc/self/fd/"+strconv.Itoa(h.Previous), os.Args, env)
+	}
+	return fmt.Errorf("%w; and going back failed: %w", reason, err)
+}
+
+// workersNotOnThisBinary returns the workers whose executable is not the
+// file this process runs (/proc/<pid>/exe against /proc/self/exe: the
+// inode, whatever was renamed over the path since).
+func (c *Cluster) workersNotOnThisBinary() []int {
+	self, err := os.Stat("/proc/self/exe")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, w := range c.m.Workers() {
+		fi, err := os.Stat("/proc/" + strconv.Itoa(w.Pid) + "/exe")
+		if err == nil && !os.SameFile(fi, self) {
+			out = append(out, w.Pid)
+		}
+	}
+	return out
+}
+
+// buildString describes the running build for the upgrade's From.
+func (c *Cluster) buildString() string { return c.cfg.Executable }
+
+// checkBinary checks the binary at exe before an upgrade runs it and
+// returns its build, as it reports it.
+func checkBinary(ctx context.Context, c Config, exe string) (string, error) {
+	fi, err := os.Stat(exe)
+	if err != nil {
+		return "", err
+	}
+	if fi.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("%s is not executable", exe)
+	}
+	return exe, nil
+}
