@@ -272,6 +272,10 @@ func listenAdopted(ctx context.Context, c Config, h proc.Handover, herr error) (
 	log := c.Logger.With("why", h.Why, "pid", os.Getpid())
 	log.Info("cluster2: adopting the running cluster from the previous image of this process", "children", len(h.Children))
 	ho := &handover{Handover: h}
+	// On a failure nothing is closed nor unmapped: goroutines this image
+	// started may still use the arena, and the execve of the way back ends
+	// them all (without a way back the process is left as it is: its
+	// workers run on until it exits).
 	fail := func(err error) (*Cluster, error) {
 		err = fmt.Errorf("%w: adopting: %w", ErrUpgradeFailed, err)
 		if h.Why == whyBack || h.Previous < 0 {
@@ -303,7 +307,6 @@ func listenAdopted(ctx context.Context, c Config, h proc.Handover, herr error) (
 	}
 	self, err := a.Resume(0, h.Token)
 	if err != nil {
-		a.Close()
 		return fail(fmt.Errorf("arena: %w", err))
 	}
 	if ho.deathR, err = dupFile(h.DeathR, "death-pipe-r"); err == nil {
@@ -316,18 +319,14 @@ func listenAdopted(ctx context.Context, c Config, h proc.Handover, herr error) (
 		ho.agentLn, err = fileListener(h.Agent)
 	}
 	if err != nil {
-		a.Close()
 		return fail(err)
 	}
 	lf, err := dupFile(h.Listener, "listener:"+addr.String())
 	if err != nil {
-		a.Close()
 		return fail(err)
 	}
-	cl, err := runMaster(ctx, c, masterParts{f: lf, addr: addr, a: a, self: self, ho: ho})
+	cl, err := runAdopting(ctx, c, masterParts{f: lf, addr: addr, a: a, self: self, ho: ho})
 	if err != nil {
-		lf.Close()
-		a.Close()
 		return fail(err)
 	}
 	// Adopted: the handed-over numbers are closed (their dups serve), the
@@ -345,6 +344,19 @@ func listenAdopted(ctx context.Context, c Config, h proc.Handover, herr error) (
 	cl.upgrade.running = true
 	go cl.finishUpgrade()
 	return cl, nil
+}
+
+// runAdopting is runMaster for an adopting image, with a panic on the way
+// (in the new build's code that the adoption runs: its Config.OnEvent at
+// EventAdopted, say) turned into an error: the caller goes back to the
+// previous binary, whose execve ends whatever this image had started.
+func runAdopting(ctx context.Context, c Config, p masterParts) (cl *Cluster, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			cl, err = nil, fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return runMaster(ctx, c, p)
 }
 
 // dupFile returns a close-on-exec duplicate of fd as a file.

@@ -3,7 +3,7 @@
 //
 //	cluster2-demo [-addr :8080] [-monitor 127.0.0.1:8081] [-workers N] [-data DIR] [-token T]
 //	              [-durability never|everysecond|always] [-salvage]
-//	cluster2-demo status|reload|stop
+//	cluster2-demo status|reload|upgrade|stop
 //
 // With -data the cache "demo" is persistent, with the durability -durability
 // names (default always: a PUT answers once its value is fsynced). The log
@@ -40,9 +40,11 @@
 // /debug/api/workers), reload asks the monitor for a rolling restart and
 // waits for its outcome (exit 1 with the reason when the new binary fails
 // its check, or a replacement fails; SIGHUP, unanswered, when the master
-// runs no monitor), stop sends SIGTERM and waits until the master is gone.
-// They act only on a pid that is this demo's master (the executable, user
-// and start time recorded).
+// runs no monitor), upgrade asks the monitor for an in-place upgrade of the
+// master to the binary on disk (the same master pid; see upgrade.go: it
+// exits 0 only once every worker serves this command's version), stop sends
+// SIGTERM and waits until the master is gone. They act only on a pid that
+// is this demo's master (the executable, user and start time recorded).
 package main
 
 import (
@@ -63,6 +65,7 @@ import (
 
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/persist"
 	"github.com/cluster2/cluster2/shm"
 )
@@ -84,7 +87,17 @@ func init() {
 	}
 }
 
+// crash makes a broken build for the upgrade tests (go build -ldflags
+// "-X main.crash=..."): "start" exits at once in every process (its check
+// fails), "adopt" panics in the master once it adopted the cluster in an
+// in-place upgrade, "worker" fails every worker's start. Empty: none.
+var crash = ""
+
 func main() {
+	if crash == "start" {
+		fmt.Fprintln(os.Stderr, "cluster2-demo: built to exit at start (main.crash=start)")
+		os.Exit(3)
+	}
 	addr := flag.String("addr", cluster2.DefaultAddr, "application `address`")
 	monitor := flag.String("monitor", cluster2.DefaultMonitorAddr, "monitor `address` (master only)")
 	workers := flag.Int("workers", 0, "number of workers (default: number of CPUs)")
@@ -148,7 +161,17 @@ func run(addr, monitor string, workers int, data, rundir, token string, pf persi
 		Monitor: cluster2.MonitorConfig{Token: token},
 		// Before a worker serves: a -durability the data directory does
 		// not hold stops start-up (see demoCache.check).
-		ConfigureApp: func(_ context.Context, h http.Handler) (http.Handler, error) { return h, cs.check(data) },
+		ConfigureApp: func(_ context.Context, h http.Handler) (http.Handler, error) {
+			if crash == "worker" {
+				return nil, errors.New("built to fail every worker (main.crash=worker)")
+			}
+			return h, cs.check(data)
+		},
+		OnEvent: func(e cluster2.Event) {
+			if crash == "adopt" && e.Kind == master.EventAdopted {
+				panic("built to panic once it adopted the cluster (main.crash=adopt)")
+			}
+		},
 	})
 	if err != nil {
 		return err
@@ -350,6 +373,8 @@ func control(cmd, rundir, token string) error {
 		out, _ := json.MarshalIndent(map[string]any{"master": st.Pid, "addr": st.Addr, "monitor": st.Monitor, "workers": workers}, "", "  ")
 		fmt.Println(string(out))
 		return nil
+	case "upgrade":
+		return upgrade(st, token)
 	case "reload":
 		if st.Monitor == "" { // no monitor to wait with: the signal, unanswered
 			if err := syscall.Kill(st.Pid, syscall.SIGHUP); err != nil {
@@ -371,6 +396,6 @@ func control(cmd, rundir, token string) error {
 		}
 		return fmt.Errorf("master %d still running after 2 minutes", st.Pid)
 	default:
-		return fmt.Errorf("unknown command %q (want status, reload or stop)", cmd)
+		return fmt.Errorf("unknown command %q (want status, reload, upgrade or stop)", cmd)
 	}
 }
