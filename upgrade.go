@@ -14,6 +14,7 @@ import (
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/shm"
+	"github.com/cluster2/cluster2/status"
 	"golang.org/x/sys/unix"
 )
 
@@ -63,7 +64,7 @@ type UpgradeStatus struct {
 
 // StatusUpgrade is the master's built-in status with the last in-place
 // upgrade's UpgradeStatus.
-const StatusUpgrade = "cluster2.upgrade"
+const StatusUpgrade = status.NameUpgrade
 
 // upgrader is the Cluster's in-place upgrade: one at a time.
 type upgrader struct {
@@ -142,7 +143,7 @@ func (c *Cluster) prepareUpgrade(ctx context.Context) (func() error, error) {
 	if err != nil {
 		return fail(err)
 	}
-	prev, err := unix.Open("/proc/self/exe", unix.O_PATH, 0) // no O_CLOEXEC: the way back
+	prev, err := openRunningBinary() // no close-on-exec: the way back
 	if err != nil {
 		c.m.Thaw()
 		return fail(fmt.Errorf("keeping the running binary open for the way back: %w", err))
@@ -486,17 +487,27 @@ func (c *Cluster) workersNotOnThisBinary() []int {
 }
 
 // buildString describes the running build for the upgrade's From.
-func (c *Cluster) buildString() string { return c.cfg.Executable }
+func (c *Cluster) buildString() string { return describeBuild(c.Build()) }
 
-// checkBinary checks the binary at exe before an upgrade runs it and
-// returns its build, as it reports it.
+// describeBuild is a build on one line: version, revision, Go, layout.
+func describeBuild(b BuildInfo) string {
+	s := b.Version
+	if r := b.ShortRevision(); r != "" {
+		s += " " + r
+	}
+	return s + " (" + b.GoVersion + ", " + b.Layout.String() + ")"
+}
+
+// checkBinary checks the binary at exe before an upgrade runs it (Check,
+// bounded by ReplaceTimeout: missing, not executable, another
+// architecture, exiting at start, another layout) and returns its build, as
+// it reports it.
 func checkBinary(ctx context.Context, c Config, exe string) (string, error) {
-	fi, err := os.Stat(exe)
+	ctx, cancel := context.WithTimeout(ctx, c.ReplaceTimeout)
+	defer cancel()
+	info, err := Check(ctx, exe, nil, nil)
 	if err != nil {
 		return "", err
 	}
-	if fi.Mode()&0o111 == 0 {
-		return "", fmt.Errorf("%s is not executable", exe)
-	}
-	return exe, nil
+	return describeBuild(info), nil
 }

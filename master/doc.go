@@ -98,6 +98,19 @@
 // ReplaceTimeout: a failure is logged, emitted (EventCheckFailed, Err: why)
 // and returned, and no worker is replaced.
 //
+// # Upgrading in place
+//
+// The master's own image is replaced by cluster2 (docs/runtime.md,
+// "Upgrading the master in place"); this package's part is Freeze (hold the
+// master: no replacement, no spawn; list the live children), Thaw (the
+// execve failed), DeathPipe (the ends to hand over) and Adopt, which the
+// next image of the same process calls instead of Start: it follows the
+// children the previous image spawned (still its children) by pidfd and
+// each worker's control block from its current state, emits
+// EventAdopted for each and is up when it returns. ReplaceWorkers then
+// replaces the old build's workers, and UpgradeEnded emits
+// EventUpgradeDone. SIGUSR2 runs Config.Upgrade.
+//
 // # Auxiliary processes
 //
 // Each Config.Aux is a role of internal/proc with a fixed slot (the last

@@ -54,6 +54,10 @@
 //     lost worker the master could not respawn yet (fork/exec failed) and
 //     keeps retrying, as []master.Respawn (slot, attempts, error, since,
 //     next); empty when every worker is there.
+//   - [NameUpgrade] ("upgrade", cluster2.StatusUpgrade), in the master: the
+//     last in-place upgrade, a cluster2.UpgradeStatus (state checking,
+//     handing over, replacing, done or failed; from, to, started, ended,
+//     error), its zero value when none ran since the master started.
 //
 // The monitor's /status shows these and every status the application
 // registered, plus two of the monitor's own that are not registered

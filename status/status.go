@@ -24,6 +24,9 @@ const (
 	// NameRespawns is the master's slots whose lost worker could not be
 	// respawned yet (cluster2.StatusRespawns).
 	NameRespawns = "respawns"
+	// NameUpgrade is the master's last in-place upgrade
+	// (cluster2.StatusUpgrade).
+	NameUpgrade = "upgrade"
 )
 
 // DefaultTimeout bounds Get and Set when their context has no deadline.

@@ -112,8 +112,9 @@ func runUpgrade(bin, rundir string) (string, error) {
 // no request failed, the master's pid and start time are unchanged, every
 // worker is new and serves v2, and every key stored before and during the
 // upgrade is still in the cache (HEAD answers it without a load: warm).
-// Then broken builds, each sent back, with v2 serving throughout: one whose
-// workers all fail (the new master goes back to v2 and replaces the workers
+// Then broken builds, each refused or sent back, with v2 serving
+// throughout: one that exits at start (its check fails: nothing changes,
+// the same workers serve), one whose workers all fail (the new master goes back to v2 and replaces the workers
 // it had started), one that panics once it adopted the cluster (the way
 // back before adoption).
 func TestDemoUpgradeInPlace(t *testing.T) {
@@ -168,6 +169,7 @@ func TestDemoUpgradeInPlace(t *testing.T) {
 	t.Logf("%d keys stored during the upgrade, every one a hit after it", len(keys))
 
 	for _, broken := range []struct{ crash, want string }{
+		{"start", "check"},    // refused before anything changes
 		{"worker", "failed"},  // the new image goes back after adopting
 		{"adopt", "adopting"}, // the new image goes back before adopting
 	} {
