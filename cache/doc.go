@@ -212,7 +212,7 @@
 //     still read the old, equal s2.
 //  2. Writers, after a bucket.seq increment that makes it odd and before
 //     plain stores over a record a reader may still be copying: the in-place
-//     changes (moveLoading's overlapping path, failInPlace). A store-store
+//     changes (moveLoading's overlapping path, failInPlace, addInPlace). A store-store
 //     fence (DMB ISHST) after the increment; with LSE's LDADDAL the
 //     increment's acquire already orders them, not with the LDAXR/STLXR loop.
 //  3. Writers, between unlinking a record (publish(0) or publish of its
@@ -328,7 +328,8 @@
 //
 // Values are copied in and out: a slice passed to Set may be reused after Set
 // returns, and what Get returns belongs to the caller. Records are never
-// updated in place (a counter's Add writes a new record too). The race
+// updated in place, but for failInPlace and an Add to an existing counter
+// (addInPlace), both inside their bucket's seqlock. The race
 // detector cannot see the arena: the package's multi-process model test,
 // kill -9 test and Verify are its proof.
 package cache
