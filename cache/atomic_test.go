@@ -12,6 +12,7 @@ import (
 
 	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/cache/cachetest"
+	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
 func TestAddCounter(t *testing.T) {
@@ -317,5 +318,43 @@ func TestTagBounds(t *testing.T) {
 	}
 	if n, err := c.InvalidateTag(bg, many[cache.MaxTags-1]); n != 1 || err != nil {
 		t.Fatalf("InvalidateTag of the last tag = %d, %v; want 1", n, err)
+	}
+}
+
+// TestWatchHearsAtomicOps: a watcher hears an Add as an OpSet of the
+// counter's 8 bytes, a tagged Set's value without its tag list, a CAS as an
+// OpSet, and nothing for a failed CAS, a refused Add or a SetIfAbsent that
+// found a value.
+func TestWatchHearsAtomicOps(t *testing.T) {
+	c := cachetest.New(t, "t", cache.Options{})
+	var mu sync.Mutex
+	var got []string
+	w := c.Watch("", func(ch cache.Change) {
+		mu.Lock()
+		defer mu.Unlock()
+		if n, ok := cache.CounterValue(ch.Value); ok && ch.Key == "n" {
+			got = append(got, fmt.Sprint(ch.Op, ":", ch.Key, "=", n))
+			return
+		}
+		got = append(got, fmt.Sprint(ch.Op, ":", ch.Key, "=", string(ch.Value)))
+	})
+	defer c.Unwatch(w)
+	c.Add(bg, "n", 2, cache.AddOptions{})
+	c.Add(bg, "n", 3, cache.AddOptions{})
+	c.Set(bg, "k", []byte("tagged"), cache.SetOptions{Tags: []string{"a", "b"}})
+	c.Add(bg, "k", 1, cache.AddOptions{})                                       // refused: not a counter
+	c.CompareAndSwap(bg, "k", []byte("wrong"), []byte("x"), cache.SetOptions{}) // fails
+	c.CompareAndSwap(bg, "k", []byte("tagged"), []byte("swapped"), cache.SetOptions{})
+	c.SetIfAbsent(bg, "k", []byte("no"), cache.SetOptions{})
+	c.InvalidateTag(bg, "a") // k is no longer tagged: nothing
+	c.Clear(bg)
+	want := []string{"set:n=2", "set:n=5", "set:k=tagged", "set:k=swapped", "del:k=", "del:n="}
+	ok := xtesting.Eventually(5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= len(want) })
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(got[len(got)-2:]) // Clear's order is the index's
+	slices.Sort(want[len(want)-2:])
+	if !ok || !slices.Equal(got, want) {
+		t.Fatalf("watcher heard %q; want %q", got, want)
 	}
 }
