@@ -56,7 +56,12 @@
 //     (release);
 //     live → releasing → free by CAS, by the owner on [Proc.Leave] or by
 //     anyone who proves the owner dead ([Arena.ReleaseSlot], usually the master).
-//     A slot is matched to a lock owner only while it is live.
+//     A slot is matched to a lock owner only while it is live. A process
+//     that replaces its own image (execve) stays live in its slot: its next
+//     image takes the slot and token up with [Arena.Resume], which first
+//     marks abandoned every lock the token holds (no thread of the previous
+//     image survived), so a half-done write under one is repaired as after a
+//     death; nothing else changes hands (TestResumeAfterExecve).
 //
 // # Who is dead
 //

@@ -23,6 +23,8 @@ func TestMain(m *testing.M) {
 		"lockloop":     childLockLoop,
 		"holdforever":  childHoldForever,
 		"joinoutoffds": childJoinOutOfFDs,
+		"resumebefore": childResumeBefore,
+		"resumeafter":  childResumeAfter,
 	})
 }
 
