@@ -1,7 +1,9 @@
 package cluster2_test
 
 import (
+	"encoding/json"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -9,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	cluster2 "github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/internal/clustertest"
 	"golang.org/x/sys/unix"
 )
 
@@ -138,5 +142,70 @@ func TestNotify(t *testing.T) {
 			t.Fatalf("a notification after STOPPING=1: %q from pid %d", n.msg, n.pid)
 		}
 	default:
+	}
+}
+
+// TestUpgradeInPlaceNotifies: SIGUSR2 upgrades the master in place (the test
+// binary execs itself: a good "new build"). The master's pid is the same
+// process throughout (the service manager's MAINPID stays true): it says
+// RELOADING=1 with its MAINPID before the execve and READY=1, same MAINPID,
+// once every worker was replaced by the new image; no other pid notifies.
+func TestUpgradeInPlaceNotifies(t *testing.T) {
+	path, ch := notifySocket(t)
+	tc := startCluster(t, "T_WORKERS=2", "T_NOWARMUP=1", "NOTIFY_SOCKET="+path)
+	master := tc.Pid()
+	mainpid := "MAINPID=" + strconv.Itoa(master)
+	expect := func(what string, lines ...string) notification {
+		t.Helper()
+		n := nextNotification(t, ch, what)
+		if n.pid != master {
+			t.Fatalf("%s: sent by pid %d, not the master (%d): %q", what, n.pid, master, n.msg)
+		}
+		for _, l := range lines {
+			if !n.hasLine(l) {
+				t.Fatalf("%s: %q has no line %q", what, n.msg, l)
+			}
+		}
+		t.Logf("%s: %q", what, n.msg)
+		return n
+	}
+	expect("start", "READY=1", mainpid)
+	before := tc.ActivePids()
+
+	tc.Signal(syscall.SIGUSR2)
+	expect("SIGUSR2", "RELOADING=1", mainpid)
+	tc.ReadyAgain(wait) // the next image's test control server
+	done := expect("end of the upgrade", "READY=1", mainpid)
+	if !strings.Contains(done.msg, "STATUS=in-place upgrade done") {
+		t.Fatalf("end of the upgrade: %q has no STATUS= saying it is done", done.msg)
+	}
+	after := tc.ActivePids()
+	if len(after) != 2 {
+		t.Fatalf("workers %v after the upgrade; want 2", after)
+	}
+	for pid := range after {
+		if before[pid] {
+			t.Fatalf("worker %d survived the upgrade that READY=1 ended", pid)
+		}
+	}
+	if !clustertest.Alive(master) {
+		t.Fatal("the master is gone")
+	}
+	var st map[string]json.RawMessage
+	resp, err := http.Get("http://" + tc.Mon + "/status") // the same monitor socket, served by the next image
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	var up map[string]cluster2.UpgradeStatus
+	if err == nil {
+		err = json.Unmarshal(st[cluster2.StatusUpgrade], &up)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := up[strconv.Itoa(master)]; u.State != "done" || u.Error != "" || u.Ended.Before(u.Started) {
+		t.Fatalf("/status's upgrade: %+v; want done, no error", u)
 	}
 }

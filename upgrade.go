@@ -380,8 +380,8 @@ func fileListener(fd int) (net.Listener, error) {
 }
 
 // finishUpgrade is the adopting image's second half: replace every worker
-// with one of this build (after an upgrade), or every worker the failed
-// build started (on the way back). A failure, or a panic on the way, sends
+// (after an upgrade), or every worker the failed build started (on the way
+// back). A failure, or a panic on the way, sends
 // the master back (after an upgrade).
 func (c *Cluster) finishUpgrade() {
 	ho := c.upgrade.ho
@@ -393,7 +393,16 @@ func (c *Cluster) finishUpgrade() {
 			panic(r)
 		}
 	}()
+	// After an upgrade every worker is replaced (each is then a child this
+	// image spawned, whatever binary it ran); on the way back only those
+	// the failed build started.
 	old := c.workersNotOnThisBinary()
+	if ho.Why == whyUpgrade {
+		old = old[:0]
+		for _, w := range c.m.Workers() {
+			old = append(old, w.Pid)
+		}
+	}
 	var err error
 	if len(old) > 0 {
 		err = c.m.ReplaceWorkers(context.Background(), old)

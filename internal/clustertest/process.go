@@ -206,6 +206,34 @@ func (p *Process) WaitReady() {
 	}
 }
 
+// ReadyAgain waits up to d for the next "READY <addr> <control>
+// [<monitor>]" line among Lines (the master's next image prints one after
+// an in-place upgrade: its control server listens on a new port) and takes
+// its addresses; none fails the test.
+func (p *Process) ReadyAgain(d time.Duration) {
+	p.tb.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				p.tb.Fatalf("the master exited before its next READY")
+			}
+			f := strings.Fields(l)
+			if len(f) < 3 || f[0] != "READY" {
+				continue
+			}
+			p.Addr, p.Ctl, p.ReadyLine = f[1], f[2], l
+			if len(f) > 3 && f[3] != "-" {
+				p.Mon = f[3]
+			}
+			return
+		case <-deadline:
+			p.tb.Fatalf("no READY line from the master's next image within %v", d)
+		}
+	}
+}
+
 // Pid is the master's pid.
 func (p *Process) Pid() int { return p.Cmd.Process.Pid }
 
