@@ -19,6 +19,11 @@ type localStats struct {
 	loadErrors atomic.Uint64
 	counterOps atomic.Uint64
 	casFails   atomic.Uint64
+
+	staleServes    atomic.Uint64
+	failSafeServes atomic.Uint64
+	refreshes      atomic.Uint64
+	negativeHits   atomic.Uint64
 }
 
 type statStripe struct {
@@ -142,6 +147,10 @@ func (sp *Space) publishStats() {
 		row.loadErrors.Store(l.loadErrors.Load())
 		row.counterOps.Store(l.counterOps.Load())
 		row.casFails.Store(l.casFails.Load())
+		row.staleServes.Store(l.staleServes.Load())
+		row.failSafeServes.Store(l.failSafeServes.Load())
+		row.refreshes.Store(l.refreshes.Load())
+		row.negativeHits.Store(l.negativeHits.Load())
 		row.token.Store(tok)
 	}
 }
@@ -160,7 +169,8 @@ func (sp *Space) holdSweepLease() bool {
 	return sp.h.sweeper.CompareAndSwap(cur, me)
 }
 
-// sweep frees expired items and stale failed records, at most per buckets a
+// sweep frees items past their horizon (see pastHorizon), expired negative
+// records and stale failed records, at most per buckets a
 // shard per call, holding each shard's lock for one batch only.
 func (sp *Space) sweep(cursors []int, per int) int {
 	freed := 0
@@ -181,7 +191,7 @@ func (sp *Space) sweep(cursors []int, per int) int {
 				if r == nil {
 					continue
 				}
-				if (r.kind == kindItem || r.kind == kindFailed) && r.exp != 0 && r.exp <= now {
+				if (r.kind == kindItem && sp.pastHorizon(r, now)) || (r.kind == kindFailed || r.kind == kindNegative) && r.exp != 0 && r.exp <= now {
 					sp.drop(sh, slotRef{b, i}, opExpire)
 					freed++
 				}
@@ -192,7 +202,8 @@ func (sp *Space) sweep(cursors []int, per int) int {
 	return freed
 }
 
-// Sweep frees every expired entry of the space now (watchers are told) and
+// Sweep frees every expired entry of the space now (an item kept for
+// StaleFor or FailSafeFor once that ran out too) (watchers are told) and
 // returns how many it freed. The space's sweeper does this in the background;
 // tests and tools call it to force the matter.
 func (sp *Space) Sweep() int {

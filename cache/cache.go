@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,14 @@ type Cache struct {
 	name   string
 	opts   Options
 	closed atomic.Bool
+
+	// From opts, for the hit path (read's ahead and stale).
+	ahead, stale int64
+
+	// refreshing holds the keys this process refreshes in the background
+	// now, or looked at lately and found another process refreshing (the
+	// space's own handle's: one per cache and process; see refresh).
+	refreshing sync.Map
 }
 
 // handle returns a new handle on cache id, which the caller (Use) found or
@@ -38,9 +47,18 @@ func (sp *Space) handle(id uint32, name string, opts Options) *Cache {
 	if base == nil {
 		base = &Cache{sp: sp, id: id, name: name, opts: opts}
 		base.base = base
+		base.derive()
 		sp.caches[id] = base
 	}
-	return &Cache{sp: sp, base: base, id: id, name: name, opts: opts}
+	c := &Cache{sp: sp, base: base, id: id, name: name, opts: opts}
+	c.derive()
+	return c
+}
+
+// derive sets what the hit path takes from the options.
+func (c *Cache) derive() {
+	c.ahead = int64(aheadMillionths(c.opts.RefreshAhead)) // ns of window per ms of life: f × 1e6
+	c.stale = int64(c.opts.StaleFor)
 }
 
 // Name returns the cache's name.
@@ -81,39 +99,52 @@ func (c *Cache) check(key string) error {
 // GetInto appends the value of key to dst and reports whether the key had
 // one. It never calls a loader, never locks, never makes a system call and
 // allocates nothing when dst has room: it is the hot path. A value expired or
-// being loaded reads as absent.
+// being loaded reads as absent, as does a remembered "not found"
+// (NotFoundExpire), whatever StaleFor says.
 //
 // In the terminology of the Go memory model, a Set (in any process) that
 // GetInto observes synchronizes before GetInto returns.
 func (c *Cache) GetInto(dst []byte, key string) ([]byte, bool, error) {
+	out, res, err := c.get(dst, key, 0, 0)
+	return out, res == resHit, err
+}
+
+// get is the lock-free lookup of GetInto and Get, with its statistics: it
+// returns resHit (value appended), resAhead or resStale (value appended;
+// only when ahead or stale are not 0, see read), resNegative, or resMiss
+// for everything else. A bucket that stays unstable is read under the lock.
+func (c *Cache) get(dst []byte, key string, ahead, stale int64) ([]byte, int, error) {
 	if err := c.check(key); err != nil {
-		return dst, false, err
+		return dst, resMiss, err
 	}
 	sp := c.sp
 	h := hashKey(c.id, key)
 	sh := sp.shardOf(h)
-	out, res, off := sp.read(sh, h, c.id, key, dst)
+	out, res, off := sp.read(sh, h, c.id, key, dst, ahead, stale)
 	si := stripe()
 	st := &sp.local[c.id].stripes[si]
 	switch res {
-	case resHit:
+	case resHit, resAhead, resStale:
 		// Every 16th hit of a stripe is sampled for the CLOCK: the counter we
 		// bump anyway is our random source.
 		if st.hits.Add(1)&15 == 0 {
 			sp.access[si].record(off)
 		}
-		return out, true, nil
+		return out, res, nil
 	case resUnstable:
 		v, ok, err := c.readLocked(context.Background(), sh, h, key, dst)
 		if ok {
 			st.hits.Add(1)
-		} else {
-			st.misses.Add(1)
+			return v, resHit, err
 		}
-		return v, ok, err
+		st.misses.Add(1)
+		return v, resMiss, err
+	case resNegative:
+		st.misses.Add(1)
+		return dst, resNegative, nil
 	}
 	st.misses.Add(1)
-	return dst, false, nil
+	return dst, resMiss, nil
 }
 
 // readLocked reads key under its shard lock (the fallback when a writer keeps
@@ -133,8 +164,10 @@ func (c *Cache) readLocked(ctx context.Context, sh *shard, h uint64, key string,
 	if r.kind != kindItem {
 		return dst, false, nil
 	}
-	if r.exp != 0 && r.exp <= time.Now().UnixNano() {
-		sp.drop(sh, s, opExpire)
+	if now := time.Now().UnixNano(); r.exp != 0 && r.exp <= now {
+		if sp.pastHorizon(r, now) {
+			sp.drop(sh, s, opExpire)
+		}
 		return dst, false, nil
 	}
 	return append(dst, sp.recVal(off, r)...), true, nil
@@ -149,21 +182,47 @@ func (c *Cache) readLocked(ctx context.Context, sh *shard, h uint64, key string,
 // watchers are told of it like any Set. A load in progress is never evicted;
 // a shard so full of them that another finds no room returns an error
 // wrapping ErrTooManyLoads (no loader runs twice).
+//
+// The cache's loader options (Options: StaleFor, FailSafeFor, SoftTimeout,
+// HardTimeout, RefreshAhead, NotFoundExpire) say when Get returns an
+// expired value instead of waiting or failing, when it refreshes a value in
+// the background, and when it remembers a "not found". A loader that panics
+// does not take the process down: its load ends as failed (the waiters get
+// ErrLoaderFailed) and its caller gets an error wrapping ErrLoaderPanic, a
+// *LoaderPanicError with the panic's value and stack; a background
+// refresh's panic is logged (log/slog, at ERROR) with its stack.
 func (c *Cache) Get(ctx context.Context, key string, loader Loader) ([]byte, error) {
-	v, ok, err := c.GetInto(nil, key)
-	if err != nil {
-		return nil, err
-	}
-	if ok {
-		if v == nil {
+	if loader == nil {
+		v, ok, err := c.GetInto(nil, key)
+		switch {
+		case err != nil:
+			return nil, err
+		case !ok:
+			return nil, fmt.Errorf("cache %q: get %q: %w", c.name, key, ErrNotFound)
+		case v == nil:
 			v = []byte{}
 		}
 		return v, nil
 	}
-	if loader == nil {
-		return nil, fmt.Errorf("cache %q: get %q: %w", c.name, key, ErrNotFound)
+	v, res, err := c.get(nil, key, c.ahead, c.stale)
+	switch {
+	case err != nil:
+		return nil, err
+	case res == resMiss:
+		return c.load(ctx, key, loader)
+	case res == resNegative:
+		c.sp.local[c.id].negativeHits.Add(1)
+		return nil, c.notFound(key)
+	case res == resAhead:
+		c.refresh(key, loader, true)
+	case res == resStale:
+		c.sp.local[c.id].staleServes.Add(1)
+		c.refresh(key, loader, false)
 	}
-	return c.load(ctx, key, loader)
+	if v == nil {
+		v = []byte{}
+	}
+	return v, nil
 }
 
 // Set stores value under key and reports whether it did: with
@@ -420,6 +479,12 @@ type Stats struct {
 	Bytes             int64  // bytes those entries take in the arena
 	WatchLost         uint64 // journal records this process's watchers missed (lapped)
 
+	// The loader options' counters (Options).
+	StaleServes    uint64 // expired values Get returned while a load went on (StaleFor, SoftTimeout)
+	FailSafeServes uint64 // expired values Get returned in place of a loader's error or timeout (FailSafeFor)
+	Refreshes      uint64 // background loads started (StaleFor, RefreshAhead)
+	NegativeHits   uint64 // Gets answered "not found" from the cache (NotFoundExpire)
+
 	CounterOps       uint64 // Add calls that changed a counter
 	CASFailures      uint64 // CompareAndSwap calls whose old value did not match
 	TagInvalidations uint64 // InvalidateTag calls
@@ -441,6 +506,10 @@ func (c *Cache) Stats() Stats {
 			st.LoadErrors += l.loadErrors.Load()
 			st.CounterOps += l.counterOps.Load()
 			st.CASFailures += l.casFails.Load()
+			st.StaleServes += l.staleServes.Load()
+			st.FailSafeServes += l.failSafeServes.Load()
+			st.Refreshes += l.refreshes.Load()
+			st.NegativeHits += l.negativeHits.Load()
 			continue
 		}
 		row := &sp.stats[slot*MaxCaches+int(c.id)]
@@ -450,6 +519,10 @@ func (c *Cache) Stats() Stats {
 		st.LoadErrors += row.loadErrors.Load()
 		st.CounterOps += row.counterOps.Load()
 		st.CASFailures += row.casFails.Load()
+		st.StaleServes += row.staleServes.Load()
+		st.FailSafeServes += row.failSafeServes.Load()
+		st.Refreshes += row.refreshes.Load()
+		st.NegativeHits += row.negativeHits.Load()
 	}
 	st.TagInvalidations = sp.h.ops[c.id].tagInvals.Load()
 	st.Clears = sp.h.ops[c.id].clears.Load()

@@ -39,6 +39,7 @@
 //	┌─────────┬─────────┬────────┬──────┬───────┬──────────┬────────┬────────┬────────┬───────┬─────┬───────┐
 //	│ size u32│ vlen u32│ klen u16│kind u8│ref u8 │ cache u32│owner u32│life u32│hash u64│exp i64│ key │ value │
 //	└─────────┴─────────┴────────┴──────┴───────┴──────────┴────────┴────────┴────────┴───────┴─────┴───────┘
+//	cache ids 64..127: a key's shadow (its load marker beside its item; see Stale serving)
 //	kinds: item (a value; life: its time to live at its Set, in ms), loading (a Get's loader runs in
 //	process owner; exp holds the load's id), failed (the loader's error as value, kept one second
 //	for the waiters), filler (the unused end of the heap at a wrap), negative (a loader's "not
@@ -141,6 +142,52 @@
 // told); its error replaces it with a failed record that the waiters return. A
 // waiter whose sleep times out checks whether the loading process lives and,
 // if not, replaces the record with its own and loads.
+//
+// # Stale serving, fail-safe, refresh ahead, negative caching
+//
+// The loader options (Options: StaleFor, FailSafeFor, SoftTimeout,
+// HardTimeout, RefreshAhead, NotFoundExpire) live in the cache's registry
+// entry, so every process applies the same ones; a persistent cache logs
+// them in its definition record. Three record states carry them:
+//
+//   - an expired item stays in the index until its horizon, exp +
+//     max(StaleFor, FailSafeFor): the sweeper, the tail (counting it an
+//     expiry only past it) and the lookups under the lock drop it only
+//     then (pastHorizon). Until then the lock-free read returns resStale
+//     (within StaleFor: Get serves it and refreshes) or resExpired
+//     (GetInto: a miss, as before).
+//   - a load beside an item (a background refresh, or a Get within
+//     FailSafeFor) is named by a loading record in the key's shadow: cache
+//     id + 64, hash ^ shadowMix (same shard, another bucket and tag). The
+//     item stays readable; lock-free readers never meet the marker (another
+//     cache id). It is an ordinary loading record: never evicted, moved by
+//     the tail, taken over when its owner generation is dead, resolved
+//     under the shard lock by its load (owner and load id). The result
+//     replaces the item only if the item is still the one the load began
+//     beside (same deadline): a Set meanwhile wins. A failed load leaves a
+//     failed record in the shadow for failedLinger: the fail-safe's pause,
+//     during which every Get in every process returns the kept value
+//     without loading, and no background refresh starts.
+//   - a negative record (kindNegative, no value) is a loader's "not found"
+//     kept NotFoundExpire: the lock-free read returns resNegative (Get:
+//     ErrNotFound; GetInto, Keys, Inspect: absent). It is not journaled or
+//     logged (a process-lifetime hint) and is replaced by any Set.
+//
+// An item's life (recHdr.life, its TTL at its Set in ms) gives refresh
+// ahead's window: a Get that hits an item with exp - now <= life ×
+// RefreshAhead gets resAhead and starts a background refresh. A process
+// runs at most one refresh goroutine per key (Cache.refreshing), and one
+// that found another process's marker leaves the key alone for 100 ms, so
+// hits in a window take the shard lock about once per key, process and 100
+// ms. The hit path reads life beside exp (the same line) and makes its two
+// new tests only behind the deadline test it made before.
+//
+// Crashes: nothing new is changed in place. A process killed during a
+// refresh or a fail-safe load leaves its marker, which the next Get or
+// refresh that meets it takes over (its owner is dead), or the repair after
+// a lock takeover sees as any loading record. A load that outlives its
+// caller (a background refresh; a load past a timeout) touches the arena
+// only under Space.arenaUse and never after Space.Close.
 //
 // # Watch and the journal
 //

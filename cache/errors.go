@@ -2,6 +2,7 @@ package cache
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/cluster2/cluster2/internal/cfgerr"
 )
@@ -40,6 +41,20 @@ var (
 	// get ErrLoaderFailed wrapping ErrTooManyLoads. Retry later, or give the
 	// space more bytes.
 	ErrTooManyLoads = errors.New("cache: too many loads in progress")
+
+	// ErrLoadTimeout is returned by Get when the load it ran or waited for
+	// took longer than the cache's HardTimeout and no old value is kept
+	// to return instead (FailSafeFor). The load goes on if its loader does
+	// not return, and stores its result.
+	ErrLoadTimeout = errors.New("cache: load timed out")
+
+	// ErrLoaderPanic is wrapped by the error Get returns when its loader
+	// panicked: a *LoaderPanicError, with the panic's value and stack. The
+	// panic does not go further (it would take down a process serving
+	// everyone else's requests); the load ends as failed, so waiters in
+	// other processes get ErrLoaderFailed with the panic's text, and the
+	// fail-safe serves an old value as for any failure.
+	ErrLoaderPanic = errors.New("cache: loader panicked")
 
 	// ErrNotCounter is returned by Add and Counter when the key holds a
 	// value that is not a counter (one stored by Set, whatever its length);
@@ -111,3 +126,22 @@ var (
 	// show the condition.
 	ErrPersistFailing = errors.New("cache: the log writer cannot write its log; persistent changes are refused")
 )
+
+// LoaderPanicError is the error of a loader that panicked (see
+// ErrLoaderPanic).
+type LoaderPanicError struct {
+	Value any    // what the loader panicked with
+	Stack []byte // the loader's goroutine's stack at the panic (runtime/debug.Stack)
+}
+
+// Error returns the panic's value; the stack is in Stack.
+func (e *LoaderPanicError) Error() string { return fmt.Sprintf("loader panicked: %v", e.Value) }
+
+// Unwrap returns ErrLoaderPanic and, when the loader panicked with an
+// error, that error.
+func (e *LoaderPanicError) Unwrap() []error {
+	if err, ok := e.Value.(error); ok {
+		return []error{ErrLoaderPanic, err}
+	}
+	return []error{ErrLoaderPanic}
+}

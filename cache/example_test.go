@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -81,4 +82,35 @@ func ExampleCache_Watch() {
 	// Output:
 	// set feature on
 	// del feature
+}
+
+// The loader options: an expired price is served at once for a minute while
+// one process reloads it (StaleFor), kept for an hour to stand in for a
+// failing backend (FailSafeFor), waited for 100 ms at most when kept
+// (SoftTimeout), and a product the backend does not know is remembered for
+// ten seconds (NotFoundExpire). Here the backend is down.
+func ExampleOptions_failSafe() {
+	a, _ := shm.Create(shm.Options{Size: 16 << 20})
+	defer a.Close()
+	sp, _ := cache.Setup(context.Background(), a, cache.SpaceOptions{})
+	defer sp.Close()
+	prices, _ := sp.Use("prices", cache.Options{Expire: time.Minute, StaleFor: time.Minute, FailSafeFor: time.Hour,
+		SoftTimeout: 100 * time.Millisecond, NotFoundExpire: 10 * time.Second})
+	ctx := context.Background()
+
+	// A price set a while ago, past its time to live now.
+	prices.Set(ctx, "sku-1", []byte("9.99"), cache.SetOptions{ExpireAt: time.Now().Add(time.Millisecond)})
+	time.Sleep(2 * time.Millisecond)
+
+	down := func(context.Context, string) ([]byte, error) { return nil, errors.New("backend down") }
+	v, err := prices.Get(ctx, "sku-1", down) // stale: served at once, refreshed in the background
+	fmt.Println(string(v), err)
+
+	unknown := func(context.Context, string) ([]byte, error) { return nil, fmt.Errorf("sku-2: %w", cache.ErrNotFound) }
+	_, err = prices.Get(ctx, "sku-2", unknown)
+	_, err2 := prices.Get(ctx, "sku-2", unknown) // remembered: the loader is not called
+	fmt.Println(errors.Is(err, cache.ErrNotFound), errors.Is(err2, cache.ErrNotFound), prices.Stats().NegativeHits)
+	// Output:
+	// 9.99 <nil>
+	// true true 1
 }

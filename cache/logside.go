@@ -60,9 +60,47 @@ func (l logSide) Define(id uint32) (persist.Mutation, bool) {
 	return define(sp.regName(id), sp.entryOptions(id)), true
 }
 
-// define is the OpDefine mutation of a persistent cache.
+// define is the OpDefine mutation of a persistent cache: its loader
+// options, if any, in its Value (encodeLoaderOptions).
 func define(name string, o Options) persist.Mutation {
-	return persist.Mutation{Op: persist.OpDefine, Cache: name, Expire: o.Expire, Durability: o.Durability}
+	return persist.Mutation{Op: persist.OpDefine, Cache: name, Expire: o.Expire, Durability: o.Durability, Value: encodeLoaderOptions(o)}
+}
+
+// loaderOptionsV1 is the encoding of a cache's loader options in its
+// OpDefine record's value: 1 │ StaleFor │ FailSafeFor │ SoftTimeout │
+// HardTimeout │ NotFoundExpire (i64 nanoseconds each) │ RefreshAhead
+// (u32 millionths), little-endian. A cache without any logs no value (the
+// record reads as before the options existed); a decoder takes a longer
+// value of version 1 and ignores what follows (later options).
+const loaderOptionsV1, loaderOptionsLen = 1, 1 + 5*8 + 4
+
+func encodeLoaderOptions(o Options) []byte {
+	ds := [5]time.Duration{o.StaleFor, o.FailSafeFor, o.SoftTimeout, o.HardTimeout, o.NotFoundExpire}
+	if ds == [5]time.Duration{} && o.RefreshAhead == 0 {
+		return nil
+	}
+	b := append(make([]byte, 0, loaderOptionsLen), loaderOptionsV1)
+	for _, d := range ds {
+		b = binary.LittleEndian.AppendUint64(b, uint64(d))
+	}
+	return binary.LittleEndian.AppendUint32(b, aheadMillionths(o.RefreshAhead))
+}
+
+// decodeLoaderOptions sets o's loader options from a define's value; a
+// value it cannot read is an error wrapping ErrCorrupt.
+func decodeLoaderOptions(b []byte, o *Options) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if b[0] != loaderOptionsV1 || len(b) < loaderOptionsLen {
+		return fmt.Errorf("%w: a cache definition's options (%d bytes, version %d)", ErrCorrupt, len(b), b[0])
+	}
+	ds := [5]*time.Duration{&o.StaleFor, &o.FailSafeFor, &o.SoftTimeout, &o.HardTimeout, &o.NotFoundExpire}
+	for i, d := range ds {
+		*d = time.Duration(binary.LittleEndian.Uint64(b[1+8*i:]))
+	}
+	o.RefreshAhead = float64(binary.LittleEndian.Uint32(b[41:])) / 1e6
+	return nil
 }
 
 // LiveBytes returns the bytes of the live entries of every persistent cache.
@@ -149,7 +187,11 @@ type restorer struct {
 // ErrCorrupt.
 func (r *restorer) Apply(ctx context.Context, m persist.Mutation) error {
 	if m.Op == persist.OpDefine {
-		c, err := r.sp.Use(m.Cache, Options{Persist: true, Expire: m.Expire, Durability: m.Durability})
+		o := Options{Persist: true, Expire: m.Expire, Durability: m.Durability}
+		if err := decodeLoaderOptions(m.Value, &o); err != nil {
+			return fmt.Errorf("cache %q: %w", m.Cache, err)
+		}
+		c, err := r.sp.Use(m.Cache, o)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/cluster2/cluster2/shm"
 )
@@ -67,7 +68,7 @@ func TestMoveLoadingBothPaths(t *testing.T) {
 		if err := sp.Verify(bg); err != nil {
 			t.Fatalf("overlap %v: %v", overlap, err)
 		}
-		v, err := c.runLoader(bg, sh, h, key, 42, func(context.Context, string) ([]byte, error) { return []byte("v"), nil })
+		v, err := c.runLoad(bg, sh, key, loadMark{load: 42}, nil, func(context.Context, string) ([]byte, error) { return []byte("v"), nil }, time.Now())
 		if err != nil || string(v) != "v" {
 			t.Fatalf("overlap %v: the moved load's finish = %q, %v", overlap, v, err)
 		}

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/cluster2/cluster2/persist"
@@ -23,6 +24,58 @@ type Options struct {
 	// constants. The zero value takes the cluster's (persist.Options); it is
 	// ignored unless Persist is set.
 	Durability Durability
+
+	// The loader options below change what Get with a loader does; GetInto,
+	// Inspect and Keys never return an expired value whatever they say. An
+	// expired entry stays in the cache (taking its room) until its horizon,
+	// its deadline plus the larger of StaleFor and FailSafeFor; the sweeper
+	// and the eviction drop it then. Every load of a key runs in one process
+	// of the cluster at a time, as on a miss (see Get).
+
+	// StaleFor is how long after its deadline an entry's value is still
+	// returned at once by Get with a loader while one process of the
+	// cluster reloads it in the background (stale-while-revalidate; counted
+	// in Stats.StaleServes and Stats.Refreshes). 0: an expired entry is a
+	// miss.
+	StaleFor time.Duration
+
+	// FailSafeFor is how long after its deadline an entry's value is kept
+	// to be returned by Get in place of its loader's error or timeout
+	// (fail-safe; counted in Stats.FailSafeServes). After a failed load the
+	// key is not loaded again for a second: every caller in every process
+	// gets the old value meanwhile. 0: a loader's error is returned.
+	FailSafeFor time.Duration
+
+	// SoftTimeout: when Get loads a key whose old value is still kept
+	// (within StaleFor or FailSafeFor of its deadline) and the load takes
+	// longer than this, Get returns the old value (Stats.StaleServes); the
+	// load goes on and stores its result. 0: none. It needs StaleFor or
+	// FailSafeFor, and must be below HardTimeout when both are set.
+	SoftTimeout time.Duration
+
+	// HardTimeout bounds every load: the loader's context ends this long
+	// after the load started, and a Get waiting for a load (its own or
+	// another process's) returns then with the old value if one is kept
+	// (FailSafeFor: a fail-safe serve), else with an error wrapping
+	// ErrLoadTimeout. The load, if its loader does not return, goes on and
+	// stores its result. 0: a load is bounded by its caller's context only;
+	// a background refresh (StaleFor, RefreshAhead, a SoftTimeout's) by one
+	// minute.
+	HardTimeout time.Duration
+
+	// RefreshAhead is the last part of an entry's life, as a fraction of
+	// its time to live (0.2: the last 20%), in which a hit by Get with a
+	// loader starts a background refresh (one process of the cluster
+	// loads; Stats.Refreshes): a hot key is reloaded before it expires and
+	// never misses. From 0 (off) to below 1.
+	RefreshAhead float64
+
+	// NotFoundExpire is how long a loader's "not found" (an error that
+	// errors.Is ErrNotFound) is remembered: until then Get returns an error
+	// wrapping ErrNotFound at once without calling any loader
+	// (Stats.NegativeHits). A Set of the key replaces it. 0: not
+	// remembered.
+	NotFoundExpire time.Duration
 }
 
 // Durability is how far a persistent cache's Set goes before it returns. It
@@ -51,20 +104,77 @@ func (o Options) validate() error {
 	if o.Durability > Always {
 		return fmt.Errorf("cache: %w: Durability %d is unknown", ErrInvalidConfig, o.Durability)
 	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"StaleFor", o.StaleFor}, {"FailSafeFor", o.FailSafeFor}, {"SoftTimeout", o.SoftTimeout},
+		{"HardTimeout", o.HardTimeout}, {"NotFoundExpire", o.NotFoundExpire}} {
+		if d.v < 0 {
+			return fmt.Errorf("cache: %w: %s %v is negative", ErrInvalidConfig, d.name, d.v)
+		}
+	}
+	switch {
+	case !(o.RefreshAhead >= 0 && o.RefreshAhead < 1): // NaN fails too
+		return fmt.Errorf("cache: %w: RefreshAhead %v is not a fraction from 0 to below 1", ErrInvalidConfig, o.RefreshAhead)
+	case o.SoftTimeout > 0 && o.StaleFor == 0 && o.FailSafeFor == 0:
+		return fmt.Errorf("cache: %w: SoftTimeout %v needs StaleFor or FailSafeFor (an old value to return)", ErrInvalidConfig, o.SoftTimeout)
+	case o.SoftTimeout > 0 && o.HardTimeout > 0 && o.SoftTimeout >= o.HardTimeout:
+		return fmt.Errorf("cache: %w: SoftTimeout %v is not below HardTimeout %v", ErrInvalidConfig, o.SoftTimeout, o.HardTimeout)
+	}
 	return nil
 }
 
-// normalize drops what does not apply: Durability without Persist.
+// normalize drops what does not apply (Durability without Persist) and
+// rounds RefreshAhead to the millionths the registry keeps.
 func (o Options) normalize() Options {
 	if !o.Persist {
 		o.Durability = DurabilityDefault
 	}
+	o.RefreshAhead = float64(aheadMillionths(o.RefreshAhead)) / 1e6
 	return o
 }
 
+// aheadMillionths is a RefreshAhead in the registry's unit.
+func aheadMillionths(f float64) uint32 { return uint32(math.Round(f * 1e6)) }
+
+// conflict names the first option in which o differs from the cache's
+// cluster-wide options ex, with both values, or "" when they are equal.
+func (ex Options) conflict(o Options) string {
+	for _, f := range []struct {
+		name     string
+		was, got any
+	}{
+		{"Persist", ex.Persist, o.Persist}, {"Durability", ex.Durability, o.Durability}, {"Expire", ex.Expire, o.Expire},
+		{"StaleFor", ex.StaleFor, o.StaleFor}, {"FailSafeFor", ex.FailSafeFor, o.FailSafeFor},
+		{"SoftTimeout", ex.SoftTimeout, o.SoftTimeout}, {"HardTimeout", ex.HardTimeout, o.HardTimeout},
+		{"RefreshAhead", ex.RefreshAhead, o.RefreshAhead}, {"NotFoundExpire", ex.NotFoundExpire, o.NotFoundExpire},
+	} {
+		if f.was != f.got {
+			return fmt.Sprintf("%s is %v cluster-wide, asked %v", f.name, f.was, f.got)
+		}
+	}
+	return ""
+}
+
+// keep is how long after its deadline an item stays in the index: the
+// larger of StaleFor and FailSafeFor.
+func (o Options) keep() time.Duration { return max(o.StaleFor, o.FailSafeFor) }
+
 // String formats o for a log line.
 func (o Options) String() string {
-	return fmt.Sprintf("persist=%v expire=%v durability=%v", o.Persist, o.Expire, o.Durability)
+	s := fmt.Sprintf("persist=%v expire=%v durability=%v", o.Persist, o.Expire, o.Durability)
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"stale", o.StaleFor}, {"failsafe", o.FailSafeFor}, {"soft", o.SoftTimeout}, {"hard", o.HardTimeout}, {"notfound", o.NotFoundExpire}} {
+		if f.v != 0 {
+			s += fmt.Sprintf(" %s=%v", f.name, f.v)
+		}
+	}
+	if o.RefreshAhead != 0 {
+		s += fmt.Sprintf(" ahead=%v", o.RefreshAhead)
+	}
+	return s
 }
 
 // SetOptions tune one Set. The zero value overwrites and uses the cache's

@@ -17,10 +17,13 @@ const offMask = 1<<48 - 1
 const (
 	resMiss     = iota // no record for the key
 	resHit             // an item, value appended
-	resExpired         // an item past its deadline
+	resExpired         // an item past its deadline (and past its stale window)
 	resLoading         // a loading record
 	resFailed          // a failed record (value appended: the error text)
 	resUnstable        // writers kept changing the bucket: ask under the lock
+	resAhead           // an item in the last part of its life (read's ahead), value appended
+	resStale           // an item past its deadline but within read's stale window, value appended
+	resNegative        // a live negative record (a loader's "not found")
 )
 
 func hashKey(id uint32, key string) uint64 {
@@ -28,6 +31,28 @@ func hashKey(id uint32, key string) uint64 {
 	h ^= uint64(id+1) * 0x9E3779B97F4A7C15
 	h ^= h >> 31
 	return h
+}
+
+// A key's load marker is a record of the key in the shadow of its cache:
+// cache id + shadowID, hash ^ shadowMix (another bucket and tag, the same
+// shard: shadowMix's low byte is 0 and shards are at most 256). It is a
+// loading record while a load runs beside the key's item (which stays
+// readable: stale serving, refresh ahead, fail-safe), then a failed record
+// for failedLinger if the load failed (the fail-safe's pause before the next
+// load). It is never an item: Keys, Stats, the journal and the log do not
+// see it, and lock-free readers of the key never meet it (find matches the
+// cache id).
+const (
+	shadowID  = MaxCaches
+	shadowMix = 0x9E37_79B9_7F4A_7C00
+)
+
+// recHash is the hash of a record of cache id (shadow ids included) and key.
+func recHash(id uint32, key string) uint64 {
+	if id >= shadowID {
+		return hashKey(id-shadowID, key) ^ shadowMix
+	}
+	return hashKey(id, key)
 }
 
 func recSize(klen, vlen int) uint64 {
@@ -127,13 +152,17 @@ func (sp *Space) sane(sh *shard, off uint64, r *recHdr) bool {
 }
 
 // read is the lock-free lookup. It appends the value (or a failed loader's
-// error text) to dst. It never writes shared memory, and every read of it is
+// error text) to dst. Get passes ahead (nanoseconds of refresh-ahead window
+// per millisecond of an item's life) and stale (its cache's StaleFor) to
+// hear of items in their last part of life (resAhead) or in their stale
+// window (resStale); GetInto passes zeros, and a fresh hit costs the same
+// either way: the two tests sit behind the deadline test the hit makes anyway. It never writes shared memory, and every read of it is
 // bounded by header fields loaded once into locals: whatever bytes a concurrent
 // writer leaves where the record was, read returns a miss, a retry or the
 // value that the final sequence check vouches for, never a panic. (A first
 // version copied the 40-byte header into a local struct: 2-3 ns slower per
 // hit than the fields loaded once into registers.)
-func (sp *Space) read(sh *shard, h uint64, id uint32, key string, dst []byte) ([]byte, int, uint64) {
+func (sp *Space) read(sh *shard, h uint64, id uint32, key string, dst []byte, ahead, stale int64) ([]byte, int, uint64) {
 	tag := h >> 48
 	n := len(dst)
 outer:
@@ -174,7 +203,7 @@ outer:
 					}
 					continue
 				}
-				exp := p.exp
+				exp, life := p.exp, int64(p.life)
 				if kind == kindItem || kind == kindFailed {
 					dst = append(dst, sp.mem[v:v+vlen]...)
 				}
@@ -185,10 +214,23 @@ outer:
 				}
 				switch kind {
 				case kindItem:
-					if exp != 0 && exp <= time.Now().UnixNano() {
-						return dst[:n], resExpired, off
+					if exp != 0 {
+						now := time.Now().UnixNano()
+						switch {
+						case exp <= now && now-exp < stale:
+							return dst, resStale, off
+						case exp <= now:
+							return dst[:n], resExpired, off
+						case exp-now <= life*ahead:
+							return dst, resAhead, off
+						}
 					}
 					return dst, resHit, off
+				case kindNegative:
+					if exp <= time.Now().UnixNano() {
+						return dst[:n], resMiss, 0
+					}
+					return dst, resNegative, off
 				case kindLoading:
 					return dst, resLoading, off
 				case kindFailed:
@@ -288,6 +330,19 @@ func (sp *Space) findOff(sh *shard, h, off uint64) slotRef {
 		bi = (bi + 1) & sp.bmsk
 	}
 	return slotRef{}
+}
+
+// pastHorizon reports whether item r is to be dropped as expired at now:
+// its deadline passed, and the stale window and fail-safe limit of its
+// cache after it (regEntry.stale, failSafe) too. The sweeper, the tail and
+// the lookups under the lock drop an expired item only then; until then
+// Get with a loader may still return it.
+func (sp *Space) pastHorizon(r *recHdr, now int64) bool {
+	if r.exp == 0 || r.exp > now {
+		return false
+	}
+	e := &sp.h.registry[r.cache%MaxCaches]
+	return now-r.exp >= max(e.stale, e.failSafe)
 }
 
 // liveItems calls fn for every unexpired item sh's index points at. The
@@ -489,7 +544,7 @@ func (sp *Space) reserve(sh *shard, size uint64) (uint64, error) {
 			sp.rec(noff).ref = r.ref&refCount - 1
 			sh.h.head.Add(n)
 			s.publish(r.hash>>48<<48 | noff)
-		case r.kind == kindItem && r.exp != 0 && r.exp <= time.Now().UnixNano():
+		case r.kind == kindItem && sp.pastHorizon(r, time.Now().UnixNano()):
 			sp.drop(sh, s, opExpire)
 		default:
 			sp.drop(sh, s, opEvict)

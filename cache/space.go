@@ -57,6 +57,11 @@ type Space struct {
 	watchDone sync.WaitGroup // watcher goroutines (Close waits for them watchStopWait at most)
 	closed    atomic.Bool
 	startBG   sync.Once
+	// arenaUse is read-held by loads that may outlive their caller (a
+	// background refresh, a load past a timeout) while they touch the
+	// arena; Close write-takes it once after closed is set, so none
+	// touches it after Close returns (the arena may be unmapped then).
+	arenaUse sync.RWMutex
 }
 
 // shard is a process's view of one shard block.
@@ -292,7 +297,9 @@ func (sp *Space) Close() error {
 		return nil
 	}
 	close(sp.stop)
-	sp.bgDone.Wait() // the journal reader and the background loop: they run no user code
+	sp.arenaUse.Lock()
+	sp.arenaUse.Unlock() //nolint:staticcheck // a barrier: loads still running see closed from here on
+	sp.bgDone.Wait()     // the journal reader and the background loop: they run no user code
 	// Watcher goroutines stop at their next change; one inside a user
 	// callback is waited for a short while only. Taking mu orders every
 	// Watch that saw closed false (and added to watchDone) before the Wait.
@@ -336,15 +343,8 @@ func (sp *Space) Use(name string, opts Options) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	if existing != opts {
-		switch {
-		case existing.Persist != opts.Persist:
-			return nil, fmt.Errorf("cache %q: %w: Persist is %v cluster-wide, asked %v", name, ErrOptionsConflict, existing.Persist, opts.Persist)
-		case existing.Durability != opts.Durability:
-			return nil, fmt.Errorf("cache %q: %w: Durability is %v cluster-wide, asked %v", name, ErrOptionsConflict, existing.Durability, opts.Durability)
-		default:
-			return nil, fmt.Errorf("cache %q: %w: Expire is %v cluster-wide, asked %v", name, ErrOptionsConflict, existing.Expire, opts.Expire)
-		}
+	if why := existing.conflict(opts); why != "" {
+		return nil, fmt.Errorf("cache %q: %w: %s", name, ErrOptionsConflict, why)
 	}
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
@@ -374,7 +374,9 @@ func (sp *Space) register(name string, opts Options) (uint32, Options, error) {
 		return 0, Options{}, fmt.Errorf("cache %q: %w: all %d used", name, ErrTooManyCaches, MaxCaches)
 	}
 	e := &sp.h.registry[n]
-	*e = regEntry{expire: int64(opts.Expire), durability: uint32(opts.Durability)}
+	*e = regEntry{expire: int64(opts.Expire), durability: uint32(opts.Durability),
+		stale: int64(opts.StaleFor), failSafe: int64(opts.FailSafeFor), soft: int64(opts.SoftTimeout),
+		hard: int64(opts.HardTimeout), notFound: int64(opts.NotFoundExpire), ahead: aheadMillionths(opts.RefreshAhead)}
 	if opts.Persist {
 		e.persist = 1
 	}
@@ -408,7 +410,9 @@ func (sp *Space) Lookup(name string) (Options, bool) {
 // entryOptions returns the options of registry entry id.
 func (sp *Space) entryOptions(id uint32) Options {
 	e := &sp.h.registry[id]
-	return Options{Persist: e.persist == 1, Expire: time.Duration(e.expire), Durability: Durability(e.durability)}
+	return Options{Persist: e.persist == 1, Expire: time.Duration(e.expire), Durability: Durability(e.durability),
+		StaleFor: time.Duration(e.stale), FailSafeFor: time.Duration(e.failSafe), SoftTimeout: time.Duration(e.soft),
+		HardTimeout: time.Duration(e.hard), NotFoundExpire: time.Duration(e.notFound), RefreshAhead: float64(e.ahead) / 1e6}
 }
 
 // Names returns the names of every cache of the space, in creation order.

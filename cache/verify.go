@@ -11,7 +11,8 @@ import (
 // positions out of order, a log that does not parse, odd bucket sequences,
 // slots pointing outside the live log or at records of another hash, a key in
 // two slots, a counter that is not 8 bytes, a tagged item without its tag
-// list, a bucket outside its key's probe range, counters that do not
+// list, a bucket outside its key's probe range, a load marker (a key's
+// shadow: see shadowID) neither loading nor failed, counters that do not
 // match the index. A shard taken over from a dead writer is repaired first
 // (that is what a lock takeover does), so Verify checks what readers will see.
 // It changes nothing else.
@@ -84,7 +85,7 @@ func (sp *Space) Verify(ctx context.Context) error {
 						bad(si, "bucket %d slot %d tag %x does not match its record's hash %x", bi, i, w>>48, r.hash)
 					case !sp.homeOK(uint64(bi), r.hash):
 						bad(si, "bucket %d outside the probe range of its record's hash", bi)
-					case r.hash != hashKey(r.cache, string(sp.recKey(off, r))):
+					case r.hash != recHash(r.cache, string(sp.recKey(off, r))):
 						bad(si, "record at %d: hash does not match its key", off)
 					case r.hash&sp.smsk != uint64(si):
 						bad(si, "record at %d belongs to shard %d", off, r.hash&sp.smsk)
@@ -94,6 +95,8 @@ func (sp *Space) Verify(ctx context.Context) error {
 						bad(si, "counter at %d holds %d bytes", off, r.vlen)
 					case r.kind == kindItem && r.owner&itemTagged != 0 && sp.recTags(off, r) == nil:
 						bad(si, "tagged item at %d has no tag list inside its record", off)
+					case r.cache >= shadowID && r.kind != kindLoading && r.kind != kindFailed:
+						bad(si, "record at %d: a load marker (cache %d) of kind %d", off, r.cache, r.kind)
 					}
 					k := ck{r.cache, string(sp.recKey(off, r))}
 					if seen[k] {

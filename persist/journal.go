@@ -214,7 +214,7 @@ type Mutation struct {
 	Expire     time.Duration // OpDefine: the cache's Expire
 	Durability Durability    // OpDefine: the cache's Durability (DurabilityDefault: the cluster's)
 	Key        string        // not for OpDefine
-	Value      []byte        // OpSet and OpSetMeta only
+	Value      []byte        // OpSet and OpSetMeta: the value; OpDefine: the cache's further options, opaque here (package cache's encoding; none for most caches)
 	ExpireAt   int64         // OpSet and OpSetMeta: absolute deadline, unix nanoseconds; 0 = never
 	Flags      uint8         // OpSetMeta: the cache's flags of the value (not 0), opaque to the log
 }

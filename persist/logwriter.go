@@ -760,15 +760,15 @@ func (m *LogWriter) read(rs *runState) (int, error) {
 // m.rs (read's). Called with m.mu held.
 func (m *LogWriter) logRecord(r Record) error {
 	name, dur := m.info(r.Cache)
-	key, exp, rdur := r.Key, r.ExpireAt, uint8(0)
+	key, val, exp, rdur := r.Key, r.Value, r.ExpireAt, uint8(0)
 	switch r.Op {
 	case OpDefine:
 		d, _ := m.j.Define(r.Cache)
-		key, exp, rdur = nil, int64(d.Expire), uint8(d.Durability)
+		key, val, exp, rdur = nil, d.Value, int64(d.Expire), uint8(d.Durability)
 	case OpSetMeta:
 		rdur = r.Flags
 	}
-	m.log.add(uint8(r.Op), rdur, name, key, r.Value, exp)
+	m.log.add(uint8(r.Op), rdur, name, key, val, exp)
 	switch dur {
 	case Always:
 		m.rs.always++

@@ -357,3 +357,32 @@ func TestRestartKeepsCountersAndTags(t *testing.T) {
 		})
 	}
 }
+
+// TestRestartKeepsLoaderOptions: a persistent cache's loader options
+// (StaleFor and the rest) are in its definition's record: after a restart
+// Use with the same options finds the cache, not a conflict.
+func TestRestartKeepsLoaderOptions(t *testing.T) {
+	dir := t.TempDir()
+	opts := persist.Options{Logger: quiet()}
+	o := cache.Options{Persist: true, Durability: cache.Always, Expire: time.Hour, StaleFor: time.Minute, FailSafeFor: time.Hour,
+		SoftTimeout: time.Millisecond, HardTimeout: time.Second, RefreshAhead: 0.25, NotFoundExpire: 3 * time.Second}
+	sp, _, stop := running(t, dir, opts)
+	c, err := sp.Use("lo", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := sp.Use("plain", cache.Options{Persist: true, Durability: cache.Always})
+	c.Set(bg, "k", []byte("v"), cache.SetOptions{})
+	plain.Set(bg, "k", []byte("v"), cache.SetOptions{})
+	stop()
+	sp2, _, _ := running(t, dir, opts)
+	if got, ok := sp2.Lookup("lo"); !ok || got != o {
+		t.Fatalf("after restart Lookup = %+v, %v; want %+v", got, ok, o)
+	}
+	if _, err := sp2.Use("lo", o); err != nil {
+		t.Fatalf("Use with the options after restart: %v", err)
+	}
+	if _, err := sp2.Use("plain", cache.Options{Persist: true, Durability: cache.Always}); err != nil {
+		t.Fatalf("Use of a cache without loader options after restart: %v", err)
+	}
+}

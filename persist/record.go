@@ -65,8 +65,11 @@ func decodeRecord(b []byte) (Mutation, error) {
 	switch m.Op {
 	case OpDefine:
 		m.Expire, m.Durability = time.Duration(exp), Durability(b[5])
-		if exp < 0 || m.Durability > Always || klen != 0 || vlen != 0 {
+		if exp < 0 || m.Durability > Always || klen != 0 {
 			return m, errRecord
+		}
+		if vlen > 0 { // the cache's further options (Mutation.Value)
+			m.Value = append([]byte{}, b[recHeader+nlen:]...)
 		}
 		return m, nil
 	case OpSet, OpSetMeta:
