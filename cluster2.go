@@ -136,7 +136,7 @@ func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
 	w, err := worker.Run(ctx, worker.Config{
 		Handler: c.Handler, NewServer: c.NewServer, Server: c.Server, ConfigureApp: c.ConfigureApp, WarmUp: c.WarmUp,
 		ReplaceTimeout: c.ReplaceTimeout, HeartbeatInterval: c.HeartbeatInterval, StopTimeout: c.StopTimeout,
-		Logger: c.Logger,
+		Logger: c.Logger, Version: c.Version,
 		// The cache is attached before warm-up and serving: no request may
 		// find it missing. The profiles' socket is up before then too: the
 		// monitor may ask for it as soon as the worker listens.

@@ -40,7 +40,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Skip(msg)
 	}
 	const token = "browser-token"
-	c := startMonitored(t, 2, clustertest.EnvHeartbeat+"=300ms", clustertest.EnvToken+"="+token)
+	c := startMonitored(t, 2, clustertest.EnvHeartbeat+"=300ms", clustertest.EnvToken+"="+token, clustertest.EnvVersion+"=v3.2-browser")
 	c.waitReady()
 
 	opts := []chromedp.ExecAllocatorOption{
@@ -84,6 +84,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	poll("one row per worker", `document.querySelectorAll('#workers tbody tr[data-pid]').length === 2`)
+	// Each worker's version (from its control block) in its column, the
+	// master's in the header.
+	poll("the version column", `[...document.querySelectorAll('#workers tbody tr[data-pid] td.version')].every(td => td.textContent === 'v3.2-browser')`+
+		` && document.querySelector('#workers thead').textContent.includes('version')`)
+	poll("the master's version", `document.querySelector('#master-version').textContent === 'v3.2-browser'`)
 	pids, err := chromedp.Run(step(), chromedp.Evaluate[[]string](`[...document.querySelectorAll('#workers tbody tr[data-pid]')].map(r => r.dataset.pid)`))
 	if err != nil {
 		t.Fatal(err)

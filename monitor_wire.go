@@ -112,7 +112,7 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena, in *instances, event
 	}
 	srv, err := monitor.New(r.src, monitor.Options{
 		Addr: c.MonitorAddr, Token: mc.Token, AllowedHosts: mc.AllowedHosts, ECV: ecv, AgentAddr: mc.AgentAddr, ExpectedWorkers: c.Workers,
-		ProfileDir: r.dir, Logger: c.Logger, OnEvent: events.deliver, Listener: ln, AgentListener: agent,
+		ProfileDir: r.dir, Logger: c.Logger, OnEvent: events.deliver, Listener: ln, AgentListener: agent, Build: buildInfo(c),
 	})
 	if err == nil {
 		r.srv = srv

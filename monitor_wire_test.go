@@ -14,12 +14,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/internal/clustertest"
 	"github.com/cluster2/cluster2/internal/xtesting"
 )
@@ -310,5 +312,54 @@ func TestClusterKill9ProfileDirRemovedAtNextStart(t *testing.T) {
 	}
 	if d, _ := filepath.Glob(filepath.Join(tmp, "cluster2-pprof-"+strconv.Itoa(c2.Pid())+"-*")); len(d) != 1 {
 		t.Errorf("the new master's profile dirs: %v; want 1", d)
+	}
+}
+
+// Each process's build, from a real cluster: /status "build" has the
+// master's full build (Config.Version, the layout) under its pid and each
+// worker's as the worker stored it in its control block; /metrics has
+// cluster2_build_info for the master and every worker.
+func TestClusterBuildInfo(t *testing.T) {
+	c := startMonitored(t, 2, clustertest.EnvVersion+"=v7.1")
+	c.waitReady()
+	ws := c.workers()
+	if len(ws) != 2 {
+		t.Fatalf("workers = %+v", ws)
+	}
+	master := strconv.Itoa(c.Cmd.Process.Pid)
+	code, body := get(c.mon + "/status")
+	var st struct {
+		Build map[string]struct {
+			Version  string `json:"version"`
+			Revision string `json:"revision"`
+			Go       string `json:"go"`
+			Layout   *cluster2.Layout
+		} `json:"build"`
+	}
+	if code != 200 || json.Unmarshal([]byte(body), &st) != nil {
+		t.Fatalf("/status = %d %q", code, body)
+	}
+	if m := st.Build[master]; m.Version != "v7.1" || m.Go != runtime.Version() || m.Layout == nil || *m.Layout != cluster2.ThisLayout() {
+		t.Fatalf("/status build of the master %s = %+v; want v7.1, %s, this layout: %s", master, m, runtime.Version(), body)
+	}
+	for _, w := range ws {
+		if b := st.Build[strconv.Itoa(w.Pid)]; b.Version != "v7.1" || b.Go != runtime.Version() || b.Layout != nil {
+			t.Fatalf("/status build of worker %d = %+v; want v7.1, %s (from its control block): %s", w.Pid, b, runtime.Version(), body)
+		}
+	}
+	_, body = get(c.mon + "/metrics")
+	rev := st.Build[master].Revision[:min(12, len(st.Build[master].Revision))] // "" unless go test stamps one
+	line := func(pid, role, slot string) string {
+		return `cluster2_build_info{goversion="` + runtime.Version() + `",pid="` + pid + `",revision="` + rev + `",role="` + role +
+			`",slot="` + slot + `",version="v7.1"} 1`
+	}
+	want := []string{line(master, "master", "0")}
+	for _, w := range c.Workers() {
+		want = append(want, line(strconv.Itoa(w.Pid), "worker", strconv.Itoa(w.Slot)))
+	}
+	for _, line := range want {
+		if !strings.Contains(body, line) {
+			t.Errorf("/metrics lacks %s:\n%s", line, body)
+		}
 	}
 }

@@ -97,6 +97,7 @@ type handle struct {
 	killedUnresponsive bool   // got SIGKILL for not draining (emitted once)
 	lastHB             time.Time
 	hb                 worker.Heartbeat
+	build              Build         // read from the block at the first state past forked
 	changed            chan struct{} // closed and replaced on every change
 	exited             chan struct{} // closed when reaped and its death handled
 
@@ -325,7 +326,7 @@ func (m *Master) Workers() []WorkerInfo {
 	out := make([]WorkerInfo, 0, len(m.byPid))
 	for _, h := range m.byPid {
 		out = append(out, WorkerInfo{Pid: h.pid, Slot: h.slot, State: h.state, Started: h.started,
-			LastHeartbeat: h.lastHB, Heartbeat: h.hb})
+			LastHeartbeat: h.lastHB, Heartbeat: h.hb, Build: h.build})
 	}
 	m.mu.Unlock()
 	slices.SortFunc(out, func(a, b WorkerInfo) int { return a.Slot - b.Slot })

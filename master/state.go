@@ -53,4 +53,15 @@ type WorkerInfo struct {
 	Started       time.Time
 	LastHeartbeat time.Time        // zero before the first
 	Heartbeat     worker.Heartbeat // the latest, zero before the first
+	Build         Build            // what the worker says of its build; zero until it reports a state
+}
+
+// Build is what a process says of its build: the application's version
+// (cluster2.Config.Version), the VCS revision (its first 12 characters, ""
+// without VCS stamping) and the Go version. A worker stores it in its
+// control block when it joins (bounded: internal/proc's BuildMax).
+type Build struct {
+	Version   string `json:"version"`
+	Revision  string `json:"revision"`
+	GoVersion string `json:"go"`
 }

@@ -124,6 +124,10 @@ func (m *Master) onState(h *handle, st proc.State) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	h.progress = progress
+	if h.build == (Build{}) && st != proc.StateForked { // the worker stored it before its first state
+		v, r, g := h.block.Build()
+		h.build = Build{Version: v, Revision: r, GoVersion: g}
+	}
 	switch st {
 	case proc.StateWarming, proc.StateWarmed:
 		if h.state == Forked {

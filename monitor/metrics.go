@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
 	"time"
@@ -55,6 +56,7 @@ var (
 	descGCCycles     = prometheus.NewDesc("cluster2_worker_gc_cycles_total", "GC cycles, summed from heartbeats.", workerLabels, nil)
 	descGCPause      = prometheus.NewDesc("cluster2_worker_gc_pause_seconds_total", "Stop-the-world GC pause time, summed from heartbeats (approximate).", workerLabels, nil)
 	descHBAge        = prometheus.NewDesc("cluster2_worker_heartbeat_age_seconds", "Time since the worker's last heartbeat.", workerLabels, nil)
+	descBuild        = prometheus.NewDesc("cluster2_build_info", "1 for the master and every live worker, with its build: the application's version, the short VCS revision, the Go version.", []string{"role", "pid", "slot", "version", "revision", "goversion"}, nil)
 	descECVUp        = prometheus.NewDesc("cluster2_ecv_up", "1 when the ECV answers up.", nil, nil)
 	descECVMarked    = prometheus.NewDesc("cluster2_ecv_marked_down", "1 when an operator marked the cluster down.", nil, nil)
 	descCacheEntries = prometheus.NewDesc("cluster2_cache_entries", "Live entries.", []string{"cache"}, nil)
@@ -89,9 +91,12 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, lv...)
 	}
 	now := time.Now()
+	mb := c.s.opts.Build
+	gauge(descBuild, 1, "master", strconv.Itoa(os.Getpid()), "0", mb.Version, mb.ShortRevision(), mb.GoVersion)
 	for _, w := range ws {
 		slot, pid := strconv.Itoa(w.Slot), strconv.Itoa(w.Pid)
 		hb := w.Heartbeat
+		gauge(descBuild, 1, "worker", pid, slot, w.Build.Version, w.Build.Revision, w.Build.GoVersion)
 		gauge(descUp, 1, slot, pid, w.State.String())
 		gauge(descUptime, now.Sub(w.Started).Seconds(), slot, pid)
 		gauge(descCPU, hb.CPU, slot, pid)

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/build"
 	"github.com/cluster2/cluster2/master"
 )
 
@@ -154,6 +155,7 @@ type workerView struct {
 	RequestsTotal uint64       `json:"requestsTotal"` // counted by the monitor since it saw the worker
 	ErrorsTotal   uint64       `json:"errorsTotal"`
 	GCCyclesTotal uint64       `json:"gcCyclesTotal"`
+	Build         master.Build `json:"build"` // what the worker says of its build
 	History       *history     `json:"history,omitempty"`
 }
 
@@ -168,7 +170,7 @@ func heartbeatView(w master.WorkerInfo) workerView {
 		Uptime: hb.Uptime.Seconds(), RPS: hb.RPS, CPU: hb.CPU, RSS: hb.RSS, GCCycles: hb.GCCycles,
 		GCPauseMs: float64(hb.GCPause) / float64(time.Millisecond), Goroutines: hb.Goroutines,
 		OpenConns: hb.OpenConns, TotalConns: hb.TotalConns, Requests: hb.Requests, Errors: hb.Errors,
-		CycleSeconds: hb.Cycle.Seconds()}
+		CycleSeconds: hb.Cycle.Seconds(), Build: w.Build}
 }
 
 // eventRec is a lifecycle event as the dashboard shows it.
@@ -200,6 +202,7 @@ type cacheView struct {
 type overview struct {
 	Time          time.Time    `json:"time"`
 	MasterPid     int          `json:"masterPid"`
+	MasterBuild   build.Info   `json:"masterBuild"` // Options.Build
 	ECV           ECVState     `json:"ecv"`
 	Paths         ecvPaths     `json:"paths"`
 	Workers       []workerView `json:"workers"`
@@ -218,7 +221,7 @@ type ecvPaths struct {
 
 func (s *Server) overview() overview {
 	now := time.Now()
-	o := overview{Time: now, MasterPid: os.Getpid(), ECV: s.ecv.State(),
+	o := overview{Time: now, MasterPid: os.Getpid(), MasterBuild: s.opts.Build, ECV: s.ecv.State(),
 		Paths:   ecvPaths{Root: s.opts.ECV.Root, MarkUp: s.opts.ECV.MarkUp, MarkDown: s.opts.ECV.MarkDown},
 		Workers: s.samp.workers(s.src.Workers(), now), Caches: s.caches(), Events: s.samp.events(),
 		Profiles: s.opts.ProfileDir != "", TokenRequired: s.opts.Token != ""}

@@ -10,11 +10,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/build"
 	"github.com/cluster2/cluster2/internal/nocopy"
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/status"
@@ -116,6 +118,13 @@ type Options struct {
 	// that one list orders every event. Without it the server hands its
 	// marks to HandleEvent itself. It must not block.
 	OnEvent func(master.Event)
+
+	// Build is the master's own build (cluster2 sets it: Config.Version,
+	// the toolchain, the revision, the executable, the layout): in /status
+	// ("build", under the master's pid, beside each worker's), /metrics
+	// (cluster2_build_info) and the dashboard's header. Default: the zero
+	// Info.
+	Build build.Info
 
 	// Logger receives the monitor's log lines. Default slog.Default().
 	Logger *slog.Logger
@@ -705,7 +714,21 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	out[status.NameOS] = osStatus
 	out["ecv"] = s.ecv.State()
+	out[statusBuild] = s.builds()
 	writeJSON(w, http.StatusOK, out)
+}
+
+// statusBuild names the /status entry of every process's build: pid → the
+// master's build.Info, or a worker's master.Build (the same names for the
+// fields both have).
+const statusBuild = "build"
+
+func (s *Server) builds() map[string]any {
+	out := map[string]any{strconv.Itoa(os.Getpid()): s.opts.Build}
+	for _, wi := range s.src.Workers() {
+		out[strconv.Itoa(wi.Pid)] = wi.Build
+	}
+	return out
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

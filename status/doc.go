@@ -60,9 +60,11 @@
 //     error), its zero value when none ran since the master started.
 //
 // The monitor's /status shows these and every status the application
-// registered, plus two of the monitor's own that are not registered
-// statuses: "ecv" (the ECV's state) and, with a cache data directory,
-// "persist" (the write-ahead log's state, monitor.PersistInfo). Its
+// registered, plus the monitor's own that are not registered statuses:
+// "ecv" (the ECV's state), "build" (each process's build: the master's
+// cluster2.BuildInfo, each worker's master.Build from its control block)
+// and, with a cache data directory, "persist" (the write-ahead log's state,
+// monitor.PersistInfo). Its
 // "status.os" is the master's view of the workers' heartbeats, in the same
 // shape, read without asking the workers.
 //

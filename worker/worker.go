@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cluster2/cluster2/internal/build"
 	"github.com/cluster2/cluster2/internal/nocopy"
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/shm"
@@ -85,6 +86,13 @@ type Config struct {
 	// (master.Config.StopTimeout, cluster2.Config.StopTimeout). Default
 	// 60 s.
 	StopTimeout time.Duration
+
+	// Version is the application's version, stored with the build's VCS
+	// revision and Go version in the worker's control block, where the
+	// master reads it (master.WorkerInfo.Build). Default
+	// build.DefaultVersion(): the module's version, the short revision, or
+	// "dev".
+	Version string
 
 	// Logger receives the worker's log lines. Default slog.Default().
 	Logger *slog.Logger
@@ -214,6 +222,8 @@ func (w *Worker) attach(ctx context.Context) error {
 	}
 	w.block = &blocks[w.slot]
 	w.block.SetPid(os.Getpid())
+	bi := build.Read(w.cfg.Version, build.Layout{})
+	w.block.SetBuild(bi.Version, bi.Revision, bi.GoVersion) // before the first state: the master reads it then
 	// os.NewFile keeps the descriptor's mode: Fd and FileListener never switch
 	// the shared description to blocking (see internal/proc).
 	w.lnf = os.NewFile(proc.ListenerFD, "listener")

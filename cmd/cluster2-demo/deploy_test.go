@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -240,6 +241,7 @@ func TestDemoReloadRunsTheBinaryOnDisk(t *testing.T) {
 			t.Fatalf("before the deploy GET / = %q, %v; want v1", v, err)
 		}
 	}
+	wantBuilds(t, st, old, "v1")
 
 	stopLoad := startLoad(st.Addr) // a small load, through the whole deploy
 
@@ -270,6 +272,35 @@ func TestDemoReloadRunsTheBinaryOnDisk(t *testing.T) {
 		if err != nil || v != "v2" || !slices.Contains(now, pid) {
 			t.Errorf("after the deploy GET / = pid %d %q, %v; want v2 from one of %v", pid, v, err, now)
 		}
+	}
+	wantBuilds(t, st, now, "v2")
+}
+
+// wantBuilds checks the monitor's /status: each of workers says version
+// (from its control block), and the master v1 (it still runs the binary it
+// started from).
+func wantBuilds(t *testing.T, st state, workers []int, version string) {
+	t.Helper()
+	resp, err := http.Get("http://" + st.Monitor + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s struct {
+		Build map[string]struct {
+			Version string `json:"version"`
+		} `json:"build"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range workers {
+		if v := s.Build[strconv.Itoa(pid)].Version; v != version {
+			t.Errorf("/status: worker %d's build is %q; want %s (%+v)", pid, v, version, s.Build)
+		}
+	}
+	if v := s.Build[strconv.Itoa(st.Pid)].Version; v != "v1" {
+		t.Errorf("/status: the master's build is %q; want v1 (%+v)", v, s.Build)
 	}
 }
 

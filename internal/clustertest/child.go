@@ -57,6 +57,7 @@ const (
 	EnvInFlight    = "T_INFLIGHT"      // /slow creates this file when it starts
 	EnvProfileUp   = "T_PROFILE_UP"    // WarmUp fails unless the worker's profile socket is up already
 	EnvAddr        = "T_ADDR"          // Config.Addr (default 127.0.0.1:0)
+	EnvVersion     = "T_VERSION"       // Config.Version
 )
 
 // roleAtStart is CurrentRole before Listen, for the handler to report.
@@ -148,7 +149,7 @@ func Child() {
 	var evMu sync.Mutex
 	var events []string
 	cfg := cluster2.Config{
-		Workers: workers, Addr: addr, MonitorAddr: monAddr,
+		Workers: workers, Addr: addr, MonitorAddr: monAddr, Version: os.Getenv(EnvVersion),
 		Handler:           Handler(),
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		HeartbeatInterval: envDur(EnvHeartbeat, 200*time.Millisecond),

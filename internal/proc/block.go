@@ -2,6 +2,7 @@ package proc
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -11,14 +12,16 @@ import (
 // Format constants of the supervision region: changing any of them, or the
 // Block struct, changes the layout and must bump LayoutVersion.
 const (
-	// LayoutVersion is the version of the supervision region's layout.
-	LayoutVersion = 2
+	// LayoutVersion is the version of the supervision region's layout. 2:
+	// the start-failure reason (rlen, reason). 3: the worker's build (blen,
+	// build) in a fourth line: BlockSize 384 → 512.
+	LayoutVersion = 3
 
 	// RegionName names the supervision region in the arena.
-	RegionName = "cluster2.sup.v2"
+	RegionName = "cluster2.sup.v3"
 
 	// BlockSize is the size of one slot's control block.
-	BlockSize = 3 * shm.PadLine
+	BlockSize = 4 * shm.PadLine
 
 	// HeartbeatWords is the number of 64-bit words of a heartbeat.
 	HeartbeatWords = 16
@@ -29,6 +32,13 @@ const (
 
 	// ReasonMax is the longest reason a block holds; a longer one is cut.
 	ReasonMax = 8 * ReasonWords
+
+	// BuildWords is the number of 64-bit words of a worker's build:
+	// BuildMax bytes of text.
+	BuildWords = 15
+
+	// BuildMax is the longest build text a block holds (see SetBuild).
+	BuildMax = 8 * BuildWords
 )
 
 // Want is what the master asks of a worker.
@@ -86,6 +96,10 @@ type Block struct {
 	hb       [HeartbeatWords]atomic.Uint64
 	rlen     atomic.Uint64 // bytes of reason; stored after them, before the state
 	reason   [ReasonWords]atomic.Uint64
+
+	// Line 3: written by the worker, once, before its first state.
+	blen  atomic.Uint64 // bytes of build; stored after them
+	build [BuildWords]atomic.Uint64
 }
 
 // Region returns the supervision region of a, creating it if needed (the
@@ -111,42 +125,76 @@ func (b *Block) Reset(drainDeadline time.Duration) {
 	}
 	b.hbSeq.Store(0)
 	b.rlen.Store(0)
-	for i := range b.reason {
-		b.reason[i].Store(0)
-	}
+	clear(b.reason[:])
+	b.blen.Store(0)
+	clear(b.build[:])
 	b.spawn.Add(1)
 }
 
 // SetReason stores why the worker failed to start (worker side, once, before
 // the state that reports the failure, or before exiting): its first
 // ReasonMax bytes.
-func (b *Block) SetReason(text string) {
-	n := min(len(text), ReasonMax)
-	var buf [ReasonMax]byte
-	copy(buf[:], text[:n])
-	for i := range b.reason {
-		var v uint64
-		for j := 7; j >= 0; j-- {
-			v = v<<8 | uint64(buf[8*i+j])
-		}
-		b.reason[i].Store(v)
-	}
-	b.rlen.Store(uint64(n)) // seq-cst: after the words, before the state store
-}
+func (b *Block) SetReason(text string) { storeText(b.reason[:], &b.rlen, text) }
 
 // Reason returns the start-failure reason the worker stored, "" if none
 // (master side: after seeing the failure state, or once the worker is
 // reaped).
-func (b *Block) Reason() string {
-	n := min(b.rlen.Load(), ReasonMax)
-	var buf [ReasonMax]byte
-	for i := range b.reason {
-		v := b.reason[i].Load()
+func (b *Block) Reason() string { return loadText(b.reason[:], &b.rlen) }
+
+// SetBuild stores the worker's build (worker side, once, before its first
+// state): version, revision (its first 12 characters) and Go version (its
+// first 32 bytes), the version cut to what the other two leave of BuildMax.
+// A NUL in a field is dropped.
+func (b *Block) SetBuild(version, revision, goVersion string) {
+	clean := func(s string, n int) string {
+		s = strings.ReplaceAll(s, "\x00", "")
+		return s[:min(n, len(s))]
+	}
+	revision, goVersion = clean(revision, 12), clean(goVersion, 32)
+	version = clean(version, BuildMax-2-len(revision)-len(goVersion))
+	storeText(b.build[:], &b.blen, version+"\x00"+revision+"\x00"+goVersion)
+}
+
+// Build returns what the worker stored with SetBuild; all "" before it did
+// (master side: once the worker reported a state past forked).
+func (b *Block) Build() (version, revision, goVersion string) {
+	f := strings.SplitN(loadText(b.build[:], &b.blen), "\x00", 3)
+	if len(f) != 3 {
+		return "", "", ""
+	}
+	return f[0], f[1], f[2]
+}
+
+// storeText stores text, cut to 8*len(words) bytes, little-endian in words,
+// then its length in n (seq-cst: after the words, so that a reader that
+// loads n first and sees it non-zero reads the words written).
+func storeText(words []atomic.Uint64, n *atomic.Uint64, text string) {
+	text = text[:min(len(text), 8*len(words))]
+	for i := range words {
+		var v uint64
+		for j := 7; j >= 0; j-- {
+			if k := 8*i + j; k < len(text) {
+				v = v<<8 | uint64(text[k])
+			} else {
+				v <<= 8
+			}
+		}
+		words[i].Store(v)
+	}
+	n.Store(uint64(len(text)))
+}
+
+// loadText returns the text storeText stored in words and n ("" if none).
+func loadText(words []atomic.Uint64, n *atomic.Uint64) string {
+	l := min(n.Load(), uint64(8*len(words)))
+	buf := make([]byte, 8*len(words))
+	for i := range words {
+		v := words[i].Load()
 		for j := range 8 {
 			buf[8*i+j] = byte(v >> (8 * j))
 		}
 	}
-	return string(buf[:n])
+	return string(buf[:l])
 }
 
 // SetWant stores what the master wants and wakes the worker (master side).

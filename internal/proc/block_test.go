@@ -217,3 +217,29 @@ func TestDrainIsFinalUnderRace(t *testing.T) {
 		t.Errorf("%d of %d rounds ended with want pause although a drain was asked", lost, rounds)
 	}
 }
+
+// TestBuildRoundTrip: a worker's build is read back as written, each field
+// bounded (the version cut first), and a reset forgets it.
+func TestBuildRoundTrip(t *testing.T) {
+	a := shmtest.NewArena(t, 0)
+	bs, _ := proc.Region(context.Background(), a)
+	b := &bs[2]
+	b.Reset(0)
+	if v, r, g := b.Build(); v != "" || r != "" || g != "" {
+		t.Fatalf("Build of a reset block = %q %q %q; want none", v, r, g)
+	}
+	b.SetBuild("v1.2.3", "0123456789abcdef0123", "go1.26.0")
+	if v, r, g := b.Build(); v != "v1.2.3" || r != "0123456789ab" || g != "go1.26.0" {
+		t.Fatalf("Build = %q %q %q", v, r, g)
+	}
+	long := strings.Repeat("v", 200)
+	b.SetBuild(long, "abc", "go1.26.0 X:nocoverageredesign")
+	v, r, g := b.Build()
+	if r != "abc" || g != "go1.26.0 X:nocoverageredesign" || len(v)+len(r)+len(g)+2 != proc.BuildMax || v != long[:len(v)] {
+		t.Fatalf("Build of a long version = %q %q %q; want it cut to what %d bytes leave", v, r, g, proc.BuildMax)
+	}
+	b.Reset(0)
+	if v, _, _ := b.Build(); v != "" {
+		t.Fatalf("Build after Reset = %q; want none", v)
+	}
+}

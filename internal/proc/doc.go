@@ -47,7 +47,7 @@
 //
 // The region named [RegionName] holds one [Block] per slot of the process
 // table ([BlockSize] bytes each, indexed by slot number; slot 0, the master's,
-// is unused). A block is three 128-byte lines so that the master's writes and
+// is unused). A block is four 128-byte lines so that the master's writes and
 // the worker's writes never share a cache line pair:
 //
 //		offset 0   ┌───────────────── written by the master ─────────────────┐
@@ -56,7 +56,9 @@
 //		           │ state u32 │ pid u32 │ toMaster Event(8) │ hbSeq u64 │     │
 //		           │ hb [16]u64 (Heartbeat words, under the hbSeq seqlock)   │
 //		offset 280 │ rlen u64 │ reason [12]u64 (96 bytes of text)            │ 256 B
-//		offset 384 └──────────────────────────────────────────────────────────┘
+//		offset 384 ├───────────── written by the worker, once ───────────────┤
+//		           │ blen u64 │ build [15]u64 (120 bytes of text)            │ 128 B
+//		offset 512 └──────────────────────────────────────────────────────────┘
 //
 //	  - want (master → worker): what the master wants the worker to do:
 //	    [WantRun], [WantPause] or [WantDrain]. The master stores it, then wakes
@@ -85,6 +87,15 @@
 //	    that exited before listening (no writer is left then). Layout version
 //	    2 added them in what was padding; a version-1 master would not find
 //	    the region (its name carries the version).
+//	  - blen and build (worker): the worker's build, written once when it
+//	    joins, before its first state ([Block.SetBuild]): version, short VCS
+//	    revision and Go version, NUL-separated, at most [BuildMax] bytes
+//	    (the version is cut first, to what the other two leave). Words
+//	    first, then blen, as the reason; the master reads them
+//	    ([Block.Build]) once it sees a state past forked, and keeps the copy:
+//	    nobody writes them again until the next Reset. Layout version 3
+//	    added this line (the block grew from 384 to 512 bytes); a version-2
+//	    process would not find the region (its name carries the version).
 //
 // # Memory order
 //

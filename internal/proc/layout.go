@@ -15,4 +15,8 @@ var (
 	_ [280 - unsafe.Offsetof(Block{}.rlen)]byte
 	_ [unsafe.Offsetof(Block{}.reason) - 288]byte
 	_ [288 - unsafe.Offsetof(Block{}.reason)]byte
+	_ [unsafe.Offsetof(Block{}.blen) - 384]byte
+	_ [384 - unsafe.Offsetof(Block{}.blen)]byte
+	_ [unsafe.Offsetof(Block{}.build) - 392]byte
+	_ [392 - unsafe.Offsetof(Block{}.build)]byte
 )

@@ -85,7 +85,8 @@ async function act(url, what) {
 function workerRow(w) {
   const tr = el('tr', { 'data-pid': w.pid });
   tr.append(
-    el('td', { class: 'pid' }), el('td', { class: 'slot' }), el('td', { class: 'state' }), el('td', { class: 'uptime' }),
+    el('td', { class: 'pid' }), el('td', { class: 'slot' }), el('td', { class: 'state' }), el('td', { class: 'version' }),
+    el('td', { class: 'uptime' }),
     el('td', { class: 'rps' }), el('td', { class: 'rps-chart' }), el('td', { class: 'cpu' }), el('td', { class: 'rss' }),
     el('td', { class: 'rss-chart' }), el('td', { class: 'gc' }), el('td', { class: 'goroutines' }), el('td', { class: 'conns' }),
     el('td', { class: 'hb' }), el('td', { class: 'actions' }), el('td', { class: 'profiles' }));
@@ -123,6 +124,9 @@ function renderWorkers(ws) {
     $('.pid', tr).textContent = w.pid;
     $('.slot', tr).textContent = w.slot;
     $('.state', tr).replaceChildren(el('span', { class: w.state, textContent: w.state }));
+    const bi = w.build || {};
+    $('.version', tr).textContent = bi.version || '–';
+    $('.version', tr).title = [bi.revision, bi.go].filter(Boolean).join(' · ');
     $('.uptime', tr).textContent = dur(w.uptimeSeconds);
     $('.rps', tr).textContent = w.rps.toFixed(1);
     $('.rps-chart', tr).replaceChildren(spark('rps', w.history.rps));
@@ -194,6 +198,9 @@ function eventItem(ev) {
 function render(o) {
   last = o;
   $('#master-pid').textContent = o.masterPid;
+  const mb = o.masterBuild || {};
+  $('#master-version').textContent = mb.version || '–';
+  $('#master-version').title = [mb.revision && mb.revision.slice(0, 12), mb.go, mb.os && mb.os + '/' + mb.arch].filter(Boolean).join(' · ');
   $('#token-box').hidden = !o.tokenRequired;
   renderECV(o.ecv);
   renderPersist(o.persist);
