@@ -77,6 +77,11 @@
 // plain LRU holding the same number of entries, and reports "hit%". Run it
 // with -benchtime 1x; its doc comment says how the sizes are matched.
 //
+// BenchmarkCacheAdd (add_bench_test.go) adds 1 to a counter with
+// cache.Cache.Add, serial and parallel, on one counter and over 1,000; its
+// peers are Redis INCR over a unix socket and an in-process atomic.Int64
+// (the floor: a counter no other process sees).
+//
 // # Persistence (persist_bench_test.go)
 //
 // BenchmarkPersistSet: a 64-byte Set into a persistent cache with each

@@ -231,6 +231,23 @@ func main() {
 	}
 	r.write(&w, rows)
 
+	fmt.Fprintln(&w, "## Shared cache: counters (issue 16)")
+	fmt.Fprintln(&w)
+	fmt.Fprintln(&w, "`CacheAdd`: add 1 to a counter (`cache.Cache.Add`), in one goroutine (serial) and from every processor")
+	fmt.Fprintln(&w, "(parallel), on one counter (keys-1) or spread over 1,000 (keys-1k); peers: Redis `INCR` over a unix")
+	fmt.Fprintln(&w, "socket and an in-process `atomic.Int64` found in a map (the floor: no sharing across processes).")
+	fmt.Fprintln(&w)
+	rows = nil
+	for _, m := range []string{"serial", "parallel"} {
+		for _, k := range []string{"1", "1k"} {
+			name := "CacheAdd/" + m + "/keys-" + k + "/"
+			for _, p := range []string{"redis-unix", "atomic-int64"} {
+				rows = append(rows, row{label: "add, " + m + ", keys-" + k, name: name + "cluster2", unit: "ns/op", peer: name + p, target: "–"})
+			}
+		}
+	}
+	r.write(&w, rows)
+
 	fmt.Fprintln(&w, "## HTTP: prefork against one process (issue 4)")
 	fmt.Fprintln(&w)
 	fmt.Fprintln(&w, "`HTTPPrefork*` are the Go benchmarks (the client in the benchmark process). `Wrk/*` are `wrk` runs")
