@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/internal/xtesting"
+	"github.com/cluster2/cluster2/shm"
 )
 
 // buildDemo builds this command with main.version set to version, at path;
@@ -232,10 +233,7 @@ func TestDemoReloadRunsTheBinaryOnDisk(t *testing.T) {
 	rundir := t.TempDir()
 	st, _ := runBuilt(t, bin, rundir)
 
-	var old []int
-	if !xtesting.Eventually(30*time.Second, func() bool { old = activeWorkers(t, st.Monitor); return len(old) == 2 }) {
-		t.Fatal("the 2 workers are not active within 30 s")
-	}
+	old := twoActive(t, st)
 	for range 4 {
 		if _, v, err := helloOf(st.Addr); err != nil || v != "v1" {
 			t.Fatalf("before the deploy GET / = %q, %v; want v1", v, err)
@@ -325,10 +323,7 @@ func TestDemoReloadOntoABrokenBinaryKeepsTheWorkers(t *testing.T) {
 	buildDemoWith(t, filepath.Join(dir, "bumped"), nil, "-X main.version=bumped "+layoutBump)
 	rundir := t.TempDir()
 	st, logLines := runBuilt(t, bin, rundir)
-	var old []int
-	if !xtesting.Eventually(30*time.Second, func() bool { old = activeWorkers(t, st.Monitor); return len(old) == 2 }) {
-		t.Fatal("the 2 workers are not active within 30 s")
-	}
+	old := twoActive(t, st)
 	for i, broken := range []struct {
 		name   string
 		put    func() error // puts the broken file at bin
@@ -383,38 +378,6 @@ func TestDemoReloadOntoABrokenBinaryKeepsTheWorkers(t *testing.T) {
 	}
 }
 
-// The layout bump the other way: a running build of another layout (the
-// test seam's bump), and an ordinary build renamed over it: the reload is
-// refused for the layout, the workers keep serving.
-func TestDemoReloadOfAnotherLayoutIsRefused(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "demo")
-	buildDemoWith(t, bin, nil, "-X main.version=bumped "+layoutBump)
-	buildDemo(t, "v2", bin+".new")
-	rundir := t.TempDir()
-	st, logLines := runBuilt(t, bin, rundir)
-	var old []int
-	if !xtesting.Eventually(30*time.Second, func() bool { old = activeWorkers(t, st.Monitor); return len(old) == 2 }) {
-		t.Fatal("the 2 workers are not active within 30 s")
-	}
-	stopLoad := startLoad(st.Addr)
-	if err := os.Rename(bin+".new", bin); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(bin, "-rundir", rundir, "reload").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "ErrLayoutMismatch") && !strings.Contains(string(out), "the arena layout is version") {
-		t.Errorf("reload = %v, %q; want it refused for the arena's layout", err, out)
-	}
-	waitLog(t, logLines, "an unbumped build", "failed its check", "stop and start the cluster")
-	stopLoad(t)
-	if now := activeWorkers(t, st.Monitor); !slices.Equal(now, old) {
-		t.Fatalf("active workers %v; want the same %v", now, old)
-	}
-	if _, v, err := helloOf(st.Addr); err != nil || v != "bumped" {
-		t.Fatalf("GET / = %q, %v; want the running bumped build", v, err)
-	}
-}
-
 // layoutBump is the linker flag of internal/build's test seam: a build
 // that speaks another arena layout.
 const layoutBump = "-X github.com/cluster2/cluster2/internal/build.layoutBump=1"
@@ -445,3 +408,70 @@ func writeFile(path, text string, mode os.FileMode) func() error {
 }
 
 func renameFrom(from, to string) func() error { return func() error { return os.Rename(from, to) } }
+
+// The layout rule, both ways, for reload and for the in-place upgrade: a
+// build of another arena layout renamed over the running demo's path is
+// refused by reload (the other way round: TestDemoReloadOntoABrokenBinary…)
+// and by upgrade, whose check says which layout and what to do, and nothing
+// changes: the same master (pid and start time), the same workers, no
+// failed request.
+func TestDemoAnotherLayoutIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		cmd               string // reload or upgrade
+		running, arriving string // ldflags
+	}{
+		{"reload, bumped running", "reload", "-X main.version=v1 " + layoutBump, "-X main.version=v2"},
+		{"upgrade, bumped arriving", "upgrade", "-X main.version=v1", "-X main.version=v2 " + layoutBump},
+		{"upgrade, bumped running", "upgrade", "-X main.version=v1 " + layoutBump, "-X main.version=v2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			bin := filepath.Join(dir, "demo")
+			ctl := filepath.Join(dir, "ctl", "demo") // the arriving build, to run the command with
+			buildDemoWith(t, bin, nil, tc.running)
+			buildDemoWith(t, bin+".new", nil, tc.arriving)
+			buildDemoWith(t, ctl, nil, tc.arriving)
+			rundir := t.TempDir()
+			st, logLines := runBuilt(t, bin, rundir)
+			old := twoActive(t, st)
+			stopLoad := startLoad(st.Addr)
+			if err := os.Rename(bin+".new", bin); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(ctl, "-rundir", rundir, tc.cmd).CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "the arena layout is version") || !strings.Contains(string(out), "stop and start the cluster") {
+				t.Errorf("%s = %v, %q; want it refused, naming the arena's layout and what to do", tc.cmd, err, out)
+			}
+			waitLog(t, logLines, tc.name, "the arena layout is version")
+			stopLoad(t)
+			sameWorkers(t, st, old, "v1")
+		})
+	}
+}
+
+// twoActive waits until the demo's 2 workers are active and returns their
+// pids.
+func twoActive(t *testing.T, st state) []int {
+	t.Helper()
+	var pids []int
+	if !xtesting.Eventually(30*time.Second, func() bool { pids = activeWorkers(t, st.Monitor); return len(pids) == 2 }) {
+		t.Fatal("the 2 workers are not active within 30 s")
+	}
+	return pids
+}
+
+// sameWorkers checks that nothing changed: the same master process, the
+// same active workers, serving version.
+func sameWorkers(t *testing.T, st state, old []int, version string) {
+	t.Helper()
+	if now := activeWorkers(t, st.Monitor); !slices.Equal(now, old) {
+		t.Fatalf("active workers %v; want the same %v", now, old)
+	}
+	if !shm.ProcessAlive(st.Pid, st.Start) {
+		t.Fatalf("master %d (started %d) is gone; want the same process", st.Pid, st.Start)
+	}
+	if _, v, err := helloOf(st.Addr); err != nil || v != version {
+		t.Fatalf("GET / = %q, %v; want the running %s", v, err, version)
+	}
+}
