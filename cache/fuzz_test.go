@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/shm"
@@ -35,7 +36,7 @@ func FuzzOps(f *testing.F) {
 	run := 0
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		run++
-		c, err := sp.Use(fmt.Sprint("fuzz", run%(cache.MaxCaches-1)), cache.Options{})
+		c, err := sp.Use(fmt.Sprint("fuzz", run%(cache.MaxCaches-1)), cache.Options{NotFoundExpire: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,6 +46,13 @@ func FuzzOps(f *testing.F) {
 		for _, k := range keys {
 			c.Del(ctx, k)
 		}
+		forget := func() { // Del drops a remembered not-found too; Keys does not list one
+			for i := range 32 {
+				c.Del(ctx, fmt.Sprintf("k%d", i))
+			}
+		}
+		forget()
+		negative := map[string]bool{} // keys whose loader said not found (NotFoundExpire)
 		// The model: each key's value, whether it is a counter, its tag.
 		type entry struct {
 			val     []byte
@@ -55,11 +63,14 @@ func FuzzOps(f *testing.F) {
 		evictedBefore := c.Stats().Evictions
 		ops = ops[:min(len(ops), 3*2000)] // long inputs add time, not coverage
 		for len(ops) >= 3 {
-			op, k, n := ops[0]%10, fmt.Sprintf("k%d", ops[1]%32), int(ops[2])*int(ops[2]%16+1)
+			op, k, n := ops[0]%11, fmt.Sprintf("k%d", ops[1]%32), int(ops[2])*int(ops[2]%16+1)
 			tag := fmt.Sprint("t", ops[2]%4)
 			ops = ops[3:]
 			val := bytes.Repeat([]byte{byte(n)}, n)
 			evicted := c.Stats().Evictions != evictedBefore
+			if op != 1 && op != 4 && op != 6 && op != 8 && op != 10 {
+				delete(negative, k) // a write of the key replaces a remembered not-found
+			}
 			switch op {
 			case 0, 7:
 				var opts cache.SetOptions
@@ -159,6 +170,36 @@ func FuzzOps(f *testing.F) {
 					t.Fatalf("Clear = %d, %v; the model has %d", removed, err, len(model))
 				}
 				clear(model)
+				forget()
+				clear(negative)
+			case 10: // Get with a loader that finds the value or says not found
+				e, had := model[k]
+				calls := 0
+				got, err := c.Get(ctx, k, func(context.Context, string) ([]byte, error) {
+					calls++
+					if n%2 == 1 {
+						return nil, cache.ErrNotFound
+					}
+					return val, nil
+				})
+				switch {
+				case calls > 0 && (had || negative[k]) && !evicted:
+					t.Fatalf("Get(%s) called its loader; model value %v, not found %v", k, had, negative[k])
+				case calls > 0 && n%2 == 1, calls == 0 && negative[k]:
+					if !errors.Is(err, cache.ErrNotFound) {
+						t.Fatalf("Get(%s) = %v; want ErrNotFound", k, err)
+					}
+					delete(model, k)
+					negative[k] = true
+				case calls > 0:
+					if err != nil || !bytes.Equal(got, val) {
+						t.Fatalf("Get(%s) of a loaded value = %d bytes, %v", k, len(got), err)
+					}
+					model[k] = entry{val: val}
+					delete(negative, k)
+				case err != nil || !bytes.Equal(got, e.val):
+					t.Fatalf("Get(%s) = %d bytes, %v; model %d bytes", k, len(got), err, len(e.val))
+				}
 			}
 		}
 		if err := sp.Verify(ctx); err != nil {

@@ -31,6 +31,7 @@ func TestMain(m *testing.M) {
 		"loadonce":  childLoadOnce,
 		"mutator":   childMutator,
 		"loadevict": childLoadEvict,
+		"loadopts":  childLoadOpts,
 		"adder":     childAdder,
 	})
 }
@@ -288,17 +289,42 @@ func checksumOK(v []byte) bool {
 // childCrash sets (some tagged), deletes, swaps (CompareAndSwap, SetIfAbsent)
 // and reads checksummed values (some through a loader), adds to counters,
 // invalidates tags and now and then clears the cache, until it is killed. Status 3: an operation waited more than 2 s
+// crashOpts are the crash test's cache options: with short-lived sets
+// (one in sixteen) and a loader that sometimes fails or finds nothing,
+// children are killed while serving stale values, refreshing them in the
+// background, loading beside a kept value (fail-safe) and storing negative
+// records, as well as in every other write path.
+var crashOpts = cache.Options{StaleFor: 100 * time.Millisecond, FailSafeFor: 300 * time.Millisecond, NotFoundExpire: 30 * time.Millisecond}
+
+var errBackend = errors.New("backend down")
+
 // (a hang); 4: a read returned a value whose checksum fails.
 func childCrash() {
 	_, sp := childSpace()
-	c, err := sp.Use("crash", cache.Options{})
+	c, err := sp.Use("crash", crashOpts)
 	if err != nil {
 		fail(2, "use: %v", err)
 	}
 	progress := shmCounter(sp)
 	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(time.Now().UnixNano())))
+	// Once at the start, for sure: a stale serve (and its refresh) and a
+	// negative hit, on keys of this process's own.
+	{
+		ctx := context.Background()
+		mine := "own" + strconv.Itoa(os.Getpid())
+		c.Set(ctx, mine, checksummed(rng), cache.SetOptions{Expire: time.Millisecond})
+		time.Sleep(2 * time.Millisecond)
+		val := checksummed(rng)
+		c.Get(ctx, mine, func(context.Context, string) ([]byte, error) { return val, nil })
+		for range 2 {
+			c.Get(ctx, mine+"-none", func(context.Context, string) ([]byte, error) { return nil, cache.ErrNotFound })
+		}
+	}
 	for {
 		k := "k" + strconv.Itoa(rng.IntN(3000))
+		if op := rng.IntN(2); op == 0 {
+			k = "s" + strconv.Itoa(rng.IntN(64)) // a few keys: short-lived sets and loads meet often
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		var err error
 		var v []byte
@@ -306,12 +332,30 @@ func childCrash() {
 		op := rng.IntN(16)
 		switch {
 		case op < 4:
-			_, err = c.Set(ctx, k, checksummed(rng), cache.SetOptions{Tags: crashTags(rng)})
+			so := cache.SetOptions{Tags: crashTags(rng)}
+			if op == 0 {
+				so.Expire = time.Duration(5+rng.IntN(40)) * time.Millisecond
+			}
+			_, err = c.Set(ctx, k, checksummed(rng), so)
 		case op < 5:
 			v, ok, err = c.Del(ctx, k)
 		case op < 6:
-			v, err = c.Get(ctx, k, func(context.Context, string) ([]byte, error) { return checksummed(rng), nil })
+			// The outcome is drawn here: the loader may run in a goroutine
+			// of its own (a background refresh), and rng is not shared.
+			outcome, val := rng.IntN(8), checksummed(rng)
+			v, err = c.Get(ctx, k, func(context.Context, string) ([]byte, error) {
+				switch outcome {
+				case 0:
+					return nil, cache.ErrNotFound
+				case 1:
+					return nil, errBackend
+				}
+				return val, nil
+			})
 			ok = err == nil
+			if errors.Is(err, cache.ErrNotFound) || errors.Is(err, errBackend) || errors.Is(err, cache.ErrLoaderFailed) {
+				err = nil // what a loader said, here or in another process
+			}
 		case op < 8: // counters: only Add writes the c keys, so ErrNotCounter is a failure
 			ck := "c" + strconv.Itoa(rng.IntN(50))
 			var n int64
@@ -428,6 +472,9 @@ func TestCrashAnyInstant(t *testing.T) {
 		}
 		children[i] = spawn()
 	}
+	// The last children run on long enough to publish their counters
+	// (every 100 ms): the check below that stale serving ran reads them.
+	time.Sleep(400 * time.Millisecond)
 	for _, c := range children {
 		c.cmd.Process.Signal(syscall.SIGKILL)
 		<-c.done
@@ -435,7 +482,7 @@ func TestCrashAnyInstant(t *testing.T) {
 	if err := sp.Verify(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	c, _ := sp.Use("crash", cache.Options{})
+	c, _ := sp.Use("crash", crashOpts)
 	keys, _ := c.Keys(context.Background())
 	for _, k := range keys {
 		if k[0] == 'c' {
@@ -458,7 +505,11 @@ func TestCrashAnyInstant(t *testing.T) {
 	if err := sp.Verify(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d+ kills, %d repairs, %d ops, %d keys left, %+v", kills, sp.Repairs(), progress.Load(), len(keys), c.Stats())
+	st := c.Stats()
+	t.Logf("%d+ kills, %d repairs, %d ops, %d keys left, %+v", kills, sp.Repairs(), progress.Load(), len(keys), st)
+	if st.StaleServes == 0 || st.NegativeHits == 0 || st.Refreshes == 0 {
+		t.Fatalf("no stale serve, negative hit or refresh in the whole run: the children no longer exercise them (%+v)", st)
+	}
 }
 
 // ---- loader once across processes ----
