@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 
 	"github.com/coreos/go-systemd/v22/activation"
 )
@@ -17,14 +18,26 @@ import (
 // is on addr when its port is addr's (any port when addr's is 0 or empty)
 // and its IP is addr's host (any IP when the host is empty or unspecified,
 // "0.0.0.0" or "::"; a name is resolved).
-func activatedListener(addr string, log *slog.Logger) (*net.TCPListener, error) {
+//
+// A descriptor named FDNameArena (LISTEN_FDNAMES) is not a listener: it is
+// the arena memfd the master stored in systemd's file-descriptor store
+// (FDSTORE=1, see notify.go), returned as arena for Listen to take up again
+// (nil when none was passed).
+func activatedListener(addr string, log *slog.Logger) (ln *net.TCPListener, arena *os.File, err error) {
 	files := activation.Files(true)
 	if len(files) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var found *net.TCPListener
 	var seen []string
 	for _, f := range files {
+		if f.Name() == FDNameArena {
+			if arena != nil {
+				arena.Close()
+			}
+			arena = f
+			continue
+		}
 		ln, err := net.FileListener(f)
 		f.Close() // FileListener holds a dup
 		if err != nil {
@@ -45,10 +58,13 @@ func activatedListener(addr string, log *slog.Logger) (*net.TCPListener, error) 
 		seen = append(seen, ln.Addr().String())
 		ln.Close()
 	}
-	if found == nil {
-		return nil, fmt.Errorf("%w: %s (passed: %v)", ErrActivation, addr, seen)
+	if found == nil && len(files) > 0 && (arena == nil || len(files) > 1) {
+		if arena != nil {
+			arena.Close()
+		}
+		return nil, nil, fmt.Errorf("%w: %s (passed: %v)", ErrActivation, addr, seen)
 	}
-	return found, nil
+	return found, arena, nil
 }
 
 // onAddr reports whether got is on addr (see activatedListener).

@@ -169,7 +169,7 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 		return listenAdopted(ctx, c, h, err) // the next image of an upgrading master: never a fresh start
 	}
 	c.Logger.Info("cluster2: starting master", "config", c.String())
-	ln, err := activatedListener(c.Addr, c.Logger) // systemd's socket activation (LISTEN_FDS), unset for the children
+	ln, stored, err := activatedListener(c.Addr, c.Logger) // systemd's socket activation (LISTEN_FDS), unset for the children
 	if err != nil {
 		return nil, err
 	}
@@ -193,20 +193,29 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 			f.Close()
 		}
 	}()
-	a, err := shm.Create(shm.Options{Size: c.ArenaSize, Slots: slotsFor(c.Workers)})
-	if err != nil {
-		return nil, fmt.Errorf("cluster2: arena: %w", err)
+	a := restoreArena(stored, c) // the arena systemd kept for us (FDSTORE), when it can be taken up
+	restored := a != nil
+	if a == nil {
+		if a, err = shm.Create(shm.Options{Size: c.ArenaSize, Slots: slotsFor(c.Workers)}); err != nil {
+			return nil, fmt.Errorf("cluster2: arena: %w", err)
+		}
 	}
 	defer func() {
 		if err != nil {
 			a.Close()
 		}
 	}()
-	self, err := a.Self()
+	var self *shm.Proc
+	if restored {
+		self, err = a.JoinSlot(0, 0) // the master's slot, released by restoreArena
+	} else {
+		self, err = a.Self() // Create joined slot 0
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cluster2: arena: %w", err)
 	}
-	return runMaster(ctx, c, masterParts{f: f, addr: addr, a: a, self: self})
+	return runMaster(ctx, c, masterParts{f: f, addr: addr, a: a, self: self, restored: restored,
+		fromStore: stored != nil && ln != nil})
 }
 
 // masterParts are what a master runs on: the shared listener, the arena and
@@ -218,6 +227,11 @@ type masterParts struct {
 	a    *shm.Arena
 	self *shm.Proc
 	ho   *handover // nil: a fresh start
+
+	// restored: the arena is the one systemd's file-descriptor store kept
+	// (its cache warm, every process of it dead); fromStore: the listener
+	// and the arena came from the store (not sent to it again).
+	restored, fromStore bool
 }
 
 // runMaster starts (or, with a handover, adopts) everything of the master
@@ -228,7 +242,7 @@ func runMaster(ctx context.Context, c Config, p masterParts) (cl *Cluster, err e
 	in := newInstances()
 	var cr *cacheRuntime
 	if c.Cache.Enabled { // before any worker: persistent caches are replayed first
-		if ho != nil {
+		if ho != nil || p.restored {
 			cr, err = adoptCacheMaster(ctx, c, a)
 		} else {
 			cr, err = startCacheMaster(ctx, c, a)
@@ -253,8 +267,12 @@ func runMaster(ctx context.Context, c Config, p masterParts) (cl *Cluster, err e
 			ew.close()
 		}
 	}()
-	events := &lifecycle{emitter: ew, notify: newNotifier(c.Logger, c.Workers, ho != nil), user: c.OnEvent} // the one path of every lifecycle event
-	mon, err := startMonitor(c, p.addr, a, in, events, ho.monitorParts())                                   // before any worker: the ECV answers down until they are warm
+	notify := newNotifier(c.Logger, c.Workers, ho != nil)
+	if notify != nil && ho == nil && !p.fromStore {
+		notify.store = fdStoreOf(p.f, a) // systemd's file-descriptor store keeps them across a restart
+	}
+	events := &lifecycle{emitter: ew, notify: notify, user: c.OnEvent}    // the one path of every lifecycle event
+	mon, err := startMonitor(c, p.addr, a, in, events, ho.monitorParts()) // before any worker: the ECV answers down until they are warm
 	if err != nil {
 		return nil, err
 	}

@@ -31,6 +31,8 @@ type notifier struct {
 	stopping  bool       // STOPPING=1 sent: nothing more
 	upgrading bool       // RELOADING=1 sent for an in-place upgrade: READY=1 at its end
 	failed    bool       // a send failed and was logged
+
+	store []storedFd // sent to the file-descriptor store at EventUp (fdstore.go); nil: none
 }
 
 // newNotifier returns the master's notifier, nil when NOTIFY_SOCKET is unset.
@@ -57,6 +59,9 @@ func (n *notifier) event(e Event) {
 	case master.EventUp:
 		if n.upgrading {
 			return // adopted: ready once the upgrade is done
+		}
+		if n.store != nil {
+			logFdStore(n.log, n.store) // before READY=1: a restart right after it finds them
 		}
 		n.send(daemon.SdNotifyReady,
 			"MAINPID="+strconv.Itoa(os.Getpid()),

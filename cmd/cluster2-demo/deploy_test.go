@@ -47,14 +47,17 @@ func buildDemoWith(t *testing.T, path string, env []string, ldflags string) {
 }
 
 // runBuilt starts the demo binary at path (2 workers, run directory
-// rundir) in its own process group, killed when the test ends, and returns
+// rundir; opts change the command) in its own process group, killed when the test ends, and returns
 // its state once it serves, and the lines of the group's stderr (the log;
 // lines are dropped when the channel is full). The log is kept for a failed
 // test.
-func runBuilt(t *testing.T, path, rundir string) (state, <-chan string) {
+func runBuilt(t *testing.T, path, rundir string, opts ...func(*exec.Cmd)) (state, <-chan string) {
 	t.Helper()
 	cmd := exec.Command(path, "-addr", "127.0.0.1:0", "-monitor", "127.0.0.1:0", "-workers", "2", "-rundir", rundir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	for _, o := range opts {
+		o(cmd) // more environment, descriptors, a launcher
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
