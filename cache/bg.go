@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -40,21 +39,6 @@ func (l *localStats) sums() (hits, misses uint64) {
 	return hits, misses
 }
 
-// accessBuf is the lossy per-process buffer of sampled hits (record offsets),
-// one per statistics stripe so that readers on different cores do not write
-// the same lines (one shared buffer made parallel hits cost 18 or 43 ns from
-// run to run, depending on how the readers' samples interleaved).
-type accessBuf struct {
-	pos atomic.Uint64
-	_   [120]byte
-	ent [64]atomic.Uint64
-}
-
-func (b *accessBuf) record(off uint64) {
-	i := b.pos.Add(1)
-	b.ent[i&(uint64(len(b.ent))-1)].Store(off)
-}
-
 // Background tuning.
 const (
 	bgTick        = 100 * time.Millisecond
@@ -78,59 +62,12 @@ func (sp *Space) startBackground() {
 				return
 			case <-t.C:
 			}
-			sp.drainAccess()
 			sp.publishStats()
 			if n%sweepEvery == 0 && sp.holdSweepLease() {
 				sp.sweep(cursors, sweepBuckets)
 			}
 		}
 	}()
-}
-
-// drainAccess raises the CLOCK counter of every sampled record that is still
-// live, shard by shard under the shard's lock.
-func (sp *Space) drainAccess() {
-	var offs []uint64
-	for s := range sp.access {
-		b := &sp.access[s]
-		for i := range b.ent {
-			if b.ent[i].Load() == 0 {
-				continue
-			}
-			if off := b.ent[i].Swap(0); off != 0 {
-				offs = append(offs, off)
-			}
-		}
-	}
-	if len(offs) == 0 {
-		return
-	}
-	stride := sp.stride
-	slices.Sort(offs)
-	for len(offs) > 0 {
-		si := (offs[0] - sp.shardsOff) / stride
-		n := 1
-		for n < len(offs) && (offs[n]-sp.shardsOff)/stride == si {
-			n++
-		}
-		if si < uint64(len(sp.sh)) {
-			sh := &sp.sh[si]
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			if sp.lock(ctx, sh) == nil {
-				for _, off := range offs[:n] {
-					// The record may have been replaced since the hit: the
-					// offset is checked again, and the index says whether it lives.
-					r := sp.recAt(sh, off)
-					if r != nil && r.kind == kindItem && r.ref < refCount && sp.findOff(sh, r.hash, off).valid() {
-						r.ref++
-					}
-				}
-				sp.unlock(sh)
-			}
-			cancel()
-		}
-		offs = offs[n:]
-	}
 }
 
 // publishStats copies this process's counters into its rows of the arena.

@@ -120,16 +120,12 @@ func (c *Cache) get(dst []byte, key string, ahead, stale int64) ([]byte, int, er
 	sp := c.sp
 	h := hashKey(c.id, key)
 	sh := sp.shardOf(h)
-	out, res, off := sp.read(sh, h, c.id, key, dst, ahead, stale)
+	out, res, _ := sp.read(sh, h, c.id, key, dst, ahead, stale)
 	si := stripe()
 	st := &sp.local[c.id].stripes[si]
 	switch res {
-	case resHit, resAhead, resStale:
-		// Every 16th hit of a stripe is sampled for the CLOCK: the counter we
-		// bump anyway is our random source.
-		if st.hits.Add(1)&15 == 0 {
-			sp.access[si].record(off)
-		}
+	case resHit, resAhead, resStale: // read raised the record's access count (doc.go # Eviction)
+		st.hits.Add(1)
 		return out, res, nil
 	case resUnstable:
 		v, ok, err := c.readLocked(context.Background(), sh, h, key, dst)
@@ -170,6 +166,7 @@ func (c *Cache) readLocked(ctx context.Context, sh *shard, h uint64, key string,
 		}
 		return dst, false, nil
 	}
+	s.touch()
 	return append(dst, sp.recVal(off, r)...), true, nil
 }
 
@@ -230,7 +227,8 @@ func (c *Cache) Get(ctx context.Context, key string, loader Loader) ([]byte, err
 // opts.Tags tag the entry (see InvalidateTag); a tag list past MaxTags or a
 // tag past MaxTagLen returns ErrTooManyTags or ErrBadTag and stores nothing. A stored value
 // replaces the old one atomically for every reader, and watchers are told. A
-// full cache evicts its least recently used entries to make room; a value
+// full cache evicts its least used entries to make room (S3-FIFO: see the
+// package doc's Eviction); a value
 // longer than the space's MaxValueLen returns ErrValueTooLarge and changes
 // nothing. ErrTooManyLoads, when the key's shard is full of loads in
 // progress (see Get), stores nothing (entries evicted on the way to make room
@@ -331,6 +329,7 @@ func (sp *Space) storeRec(sh *shard, kind uint8, id uint32, h uint64, key string
 	r := sp.rec(off)
 	w := h>>48<<48 | off
 	if s := sp.find(sh, h, id, key); s.valid() {
+		w |= s.b.slots[s.i].Load() & freqMask // an overwrite keeps the key's access count
 		old := sp.rec(s.off())
 		wasLoading := old.kind == kindLoading
 		sp.account(sh, old, -1)

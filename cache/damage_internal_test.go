@@ -41,8 +41,8 @@ func damageSpace(t *testing.T, shards int) (*shm.Arena, *Space, *Cache) {
 	return a, sp, c
 }
 
-// useDamaged runs every read and write of the cache, Verify, Sweep and the
-// background's CLOCK drain on a damaged space, each bounded: any panic or
+// useDamaged runs every read and write of the cache, Verify and Sweep on a
+// damaged space, each bounded: any panic or
 // a call that does not return in 5 s fails the test. Results are not
 // checked (a damaged space may miss, refuse or repair), only that each call
 // returns.
@@ -79,8 +79,6 @@ func useDamaged(t *testing.T, sp *Space, c *Cache) {
 		c.Keys(ctx)
 		step = "Stats"
 		c.Stats()
-		step = "drainAccess"
-		sp.drainAccess()
 		step = "Sweep"
 		sp.Sweep()
 		step = "Verify"
@@ -137,7 +135,7 @@ func TestDamagedSpaceNeverPanics(t *testing.T) {
 		}},
 		{"slot off a record boundary", func(t *testing.T, sp *Space, c *Cache) {
 			_, s := slotOf(t, sp, c, "k2")
-			s.b.slots[s.i].Store(s.b.slots[s.i].Load() + 3)
+			s.b.slots[s.i].Store(s.b.slots[s.i].Load() + 8) // +1..+3 is an access count, not damage
 		}},
 		{"record value length past the arena", func(t *testing.T, sp *Space, c *Cache) {
 			// The record of a key of the last shard, near the arena's end:
@@ -171,7 +169,8 @@ func TestDamagedSpaceNeverPanics(t *testing.T) {
 					k := fmt.Sprint("fill", i)
 					kh := hashKey(c.id, k)
 					if kh&sp.smsk == 0 {
-						_, _, err = sp.store(sh, kindItem, c.id, kh, k, make([]byte, 500), 0, 0)
+						// Larger than the small log takes: into the main log.
+						_, _, err = sp.store(sh, kindItem, c.id, kh, k, make([]byte, sp.smallMax), 0, 0)
 					}
 				}
 			}
@@ -183,6 +182,27 @@ func TestDamagedSpaceNeverPanics(t *testing.T) {
 			// by its overlapping path, through the buffer.
 			sp.rec(off).size = 2048
 			sh.h.head.Store(sh.h.tail.Load() + sp.heap - 1024)
+		}},
+		{"small log head off a record boundary", func(t *testing.T, sp *Space, c *Cache) {
+			sp.sh[0].h.shead.Add(1)
+		}},
+		{"small log tail past its head", func(t *testing.T, sp *Space, c *Cache) {
+			sh := &sp.sh[1]
+			sh.h.stail.Store(sh.h.shead.Load() + recAlign)
+		}},
+		{"small log garbage", func(t *testing.T, sp *Space, c *Cache) {
+			sh := &sp.sh[0]
+			small := sp.mem[sh.heapOff+sp.heap : sh.heapOff+sp.region]
+			for i := range small {
+				small[i] = byte(i*131 + 7)
+			}
+		}},
+		{"ghost table garbage", func(t *testing.T, sp *Space, c *Cache) {
+			for si := range sp.sh {
+				for i := range sp.sh[si].ghost {
+					sp.sh[si].ghost[i].Store(0x4100_0000_4100_0041 * uint64(i+1))
+				}
+			}
 		}},
 		{"statistics rows past the checked ones", func(t *testing.T, sp *Space, c *Cache) {
 			sp.h.statsSlots = 1 << 20 // Stats ranged over the header's word

@@ -1,7 +1,9 @@
 // Package cache is cluster2's shared cache: named caches that live in the
 // shared arena, so that every process of a cluster reads them directly. A hit
 // costs a hash, one or two cache lines of index, a copy and a re-check: no
-// lock, no system call, no write to shared memory.
+// lock, no system call, and no write to shared memory except one CAS of the
+// slot word on the first three hits of a record since the main log's tail
+// last passed it (see Eviction).
 //
 // # Model
 //
@@ -28,12 +30,15 @@
 //	         watchers[64] │ log writer's counters) │ data (power of two bytes)
 //	journal record: size u32 │ op u8 │ flags u8 │ klen u16 │ cache u32 │ vlen u32 │ deadline i64 │
 //	         key │ value │ pad to 8      (flags: no value 1, counter 2, tagged 4: value is tag list │ value)
-//	shard i: header (128 B: lock │ head │ tail │ Event │ repairs)
+//	shard i: header (128 B: lock │ head │ tail │ Event │ repairs │ moved │ shead │ stail │ promoted │ ghost hits)
 //	         perCache[64] { entries │ bytes │ evictions │ expirations }   32 B each
 //	         buckets[B]   { seq u32 │ flags u32 │ slots[7] u64 }            64 B each (one cache line)
-//	         heap         (a circular log of records, 8-byte aligned)
+//	         ghost[B/8]   { 8 × (fingerprint u32 │ main head/64 u32) }     64 B each (at least one line)
+//	         heap         main log (head, tail; 9/10 of it) │ small log (shead, stail; the last tenth):
+//	                      two circular logs of records on 64-byte boundaries
 //
-//	slot word (u64):  tag (16 bits: hash>>48) │ record offset in the arena (48 bits); 0 = empty
+//	slot word (u64):  tag (16 bits: hash>>48) │ record offset in the arena (bits 47-2; 64-byte aligned) │
+//	                  access count (bits 1-0, 0-3); 0 = empty
 //
 //	record (40-byte header, then key, then value, padded to 8):
 //	┌─────────┬─────────┬────────┬──────┬───────┬──────────┬────────┬────────┬────────┬───────┬─────┬───────┐
@@ -85,11 +90,12 @@
 //
 // # The write path (under the shard's robust lock)
 //
-// A Set (1) reclaims space at the log's tail until the record fits: a tail
-// record that no slot points to is garbage; a live one is evicted, or, if its
-// CLOCK counter says it was used since the hand last passed, moved to the head
-// (second chance); a live loading record is never evicted but always moved
-// to the head (see Loader once); (2) writes the record at the head and then advances head;
+// A Set (1) picks a log (see Eviction) and reclaims space at its tail until
+// the record fits: a tail record that no slot points to is garbage; a live
+// one is evicted, promoted from the small log to the main one, or given a
+// second chance at the main head, as its access count says; a live loading
+// record is never evicted but always moved to the main head (see Loader
+// once); (2) writes the record at the head and then advances head;
 // (3) publishes: bucket.seq odd, store the slot word, bucket.seq even; (4)
 // appends a journal record when somebody watches that cache. Index slots are
 // the only truth about which records are live: a record no slot points to is
@@ -106,15 +112,71 @@
 // not match them, recount the per-cache counters. [Space.Verify] checks the
 // same invariants without changing anything.
 //
-// # Recency (CLOCK without writes on hits)
+// # Eviction (S3-FIFO in two logs; spaceVersion 6)
 //
-// Hits are sampled (every 16th hit of a statistics stripe) into
-// a per-process access buffer in Go memory; a background goroutine drains it
-// every 100 ms under the shard locks, raising each live record's ref counter
-// (saturating at 3). The tail hand decrements it and gives a record with ref >
-// 0 a second chance. Statistics are counted the same way: in striped per-process
-// Go counters, published every 100 ms into the process's row of the arena, and
-// summed over every live process on read.
+// Each shard's heap is two circular logs, S3-FIFO's queues (Yang et al.,
+// SOSP'23): the small log (its last tenth: shead, stail) and the main log
+// (the rest: head, tail), and a ghost table of hashes recently evicted from
+// the small log. A record's access count lives in the low two bits of the
+// slot word that points at it (records are 64-byte aligned, so those bits
+// were always zero), not in the record:
+//
+//   - A hit (the lock-free read, or a read under the lock) raises the count
+//     with one CompareAndSwap of the word it read, and only while the count
+//     is below 3. So a record's slot line is written at most three times
+//     between two passes of the main tail, and a hot record's not at all:
+//     no shared-line write on every hit, and none on a hit of a saturated
+//     record (the CLOCK this replaced sampled every 16th hit into a per-process
+//     buffer drained every 100 ms: its counts depended on timing, and so
+//     did its hit ratio, below a plain LRU's). A CAS that fails (the slot was
+//     republished meanwhile) counts nothing; one that lands on a word
+//     republished with the same value (a record at the same offset, same tag
+//     and count: ABA) credits that record: a hint, never a correctness matter.
+//   - Where a new record goes (place, under the shard lock): loading and
+//     failed records, and any record larger than a quarter of the small log,
+//     to the main log; an overwrite to the log its key's live record is in,
+//     keeping its count; a key the ghost table knows (evicted from the small
+//     log within the last main-log's worth of main writes) to the main log;
+//     anything else to the small log, count 0.
+//   - The small tail (reserve on the small log): a live record read while
+//     there (count > 0), or any live record while the main log has room
+//     without evicting (a cache that is not full evicts nothing), is copied
+//     to the main head with count 0 (promote); any other is evicted and its
+//     hash goes to the ghost table. A scan of one-time keys passes through
+//     the small log and out without touching the main log.
+//   - The main tail: a live item with count > 0 is copied to the main head
+//     with its count one lower (second chance, at most 16 per reserve), a
+//     loading record is moved (never evicted), any other is evicted.
+//   - The ghost table: per shard B/8 lines of 8 entries, an entry the hash's
+//     high word (ORed with 1) and the main head/64 when it was stored; a
+//     lookup that finds the fingerprint clears it and counts only if the
+//     main head moved less than the main log's size since. A new entry takes
+//     an empty way, its own, or the oldest.
+//
+// Who writes what: slot-word counts, every process's hits (CAS) and lock
+// holders (stores of whole words); everything else here (both logs'
+// positions, ghost entries, records) only the shard lock's holder. Memory
+// order: the count CAS publishes nothing (it changes no offset and no
+// record byte), so it needs no fence on either architecture; the lock
+// holder's stores of slot words stay inside the bucket seqlock as before. A
+// promotion or second chance copies the record into space reserve reclaimed
+// after fence 3, and then publishes the slot (release), as the Set does.
+//
+// A kill -9 at each step of an eviction: during a promotion, before the slot
+// store the copy at the main head is unreferenced garbage and the slot still
+// names the complete original (the small tail has not passed it); after it,
+// the original is garbage; a killed process between evicting a small record
+// and storing its ghost entry only leaves the hash unremembered. A count or
+// a ghost entry with any value at all is a valid hint, so repair and Verify
+// have nothing to fix there; repair and Verify walk both logs (a small log
+// holding a record of a kind place never puts there is corruption: the
+// shard is reset, Verify reports it). Figures: bench's
+// BenchmarkCacheHitRatio against otter (W-TinyLFU) and a plain LRU, in
+// docs/BENCHMARKS.md.
+//
+// Statistics are counted in striped per-process Go counters, published
+// every 100 ms into the process's row of the arena, and summed over every
+// live process on read.
 //
 // # Loader once
 //
@@ -328,13 +390,14 @@
 //     check it replaced) and every length from the header copies must fit:
 //     else the slot is skipped, a miss.
 //   - a slot word (under the lock: find, insert, Keys, Inspect, Scan, the
-//     sweeper, the CLOCK drain): the same check plus the header's lengths
+//     sweeper): the same check plus the header's lengths
 //     (recAt); a slot that fails it is cleared and counted as a repair.
-//   - head and tail: tail <= head, at most a heap apart, both on a record
-//     boundary; a record at the tail (reserve) or on the walk from it
-//     (repair, Verify) must have a size on a boundary inside the live log
-//     and the heap, a known kind, lengths inside its size, and a loading
-//     record at most 1088 bytes. Anything else resets the shard (every
+//   - head and tail of each log (main, small): tail <= head, at most the
+//     log's size apart, both on a record boundary; a record at a tail
+//     (reserve) or on the walk from it (repair, Verify) must have a size on
+//     a boundary inside the live log and the log, a known kind (in the
+//     small log: an item, a negative record or a filler), lengths inside
+//     its size, and a loading record at most 1088 bytes. Anything else resets the shard (every
 //     entry of it is dropped, counted as a repair); Verify reports it as
 //     ErrCorrupt. Every walk advances by at least 64 bytes over at most a
 //     heap, and reserve's loop either resets once or makes progress, so no

@@ -15,7 +15,11 @@ const (
 	// 5: regEntry grew to 128 bytes (the loader options: stale, fail-safe, timeouts, refresh ahead, not-found TTL) and
 	// with it the space header to 12 KiB; recHdr.life (an item's time to live at its Set) in the header's former
 	// padding; kindNegative; statsRow grew to 96 bytes (stale serves, fail-safe serves, refreshes, negative hits).
-	spaceVersion uint32 = 5
+	// 6: eviction is S3-FIFO (issue 16 item 6): each shard's heap is two logs, the small FIFO (its last tenth)
+	// and the main FIFO, with shardHeader's small head and tail; a ghost table of recently evicted hashes
+	// sits between the buckets and the heap (buckets/8 lines, in the shard stride); a slot word's low two
+	// bits are its record's access count (readers raise it; recHdr.ref keeps only refDead).
+	spaceVersion uint32 = 6
 
 	// SpaceVersion is the version of the space's format (spaceVersion):
 	// part of the build's layout (cluster2.Layout's Cache); Attach refuses
@@ -130,15 +134,29 @@ type regEntry struct {
 
 // shardHeader heads one shard. Everything but ev is written under lock; ev is
 // the Event loader waiters sleep on (woken when a loading record resolves).
+//
+// head and tail are the main log's, shead and stail the small log's (S3-FIFO,
+// see doc.go # Eviction); both pairs under lock, read by repair and Verify.
 type shardHeader struct {
-	lock    shm.Lock
-	head    atomic.Uint64 // virtual log position one past the newest record
-	tail    atomic.Uint64 // virtual log position of the oldest record
-	ev      shm.Event
-	repairs atomic.Uint64 // times a dead writer's work was repaired
-	moved   atomic.Uint64 // records given a second chance
-	_       [shardHeaderSize - 48]byte
+	lock     shm.Lock
+	head     atomic.Uint64 // main log: virtual position one past the newest record
+	tail     atomic.Uint64 // main log: virtual position of the oldest record
+	ev       shm.Event
+	repairs  atomic.Uint64 // times a dead writer's work was repaired
+	moved    atomic.Uint64 // main records given a second chance (reinserted at the main head)
+	shead    atomic.Uint64 // small log: virtual position one past the newest record (version 6)
+	stail    atomic.Uint64 // small log: virtual position of the oldest record
+	promoted atomic.Uint64 // small records read while there, copied to the main head
+	ghostHit atomic.Uint64 // new records written to main because the ghost table knew their hash
+	_        [shardHeaderSize - 80]byte
 }
+
+// ghostWays is the number of entries of one ghost line (64 bytes). A ghost
+// entry (u64) is fp (32 bits: hash>>32, never 0 in a used entry: ORed with 1)
+// << 32 | the main log's head/64 when it was stored (32 bits, modular); 0 is
+// an empty entry. Only lock holders read or write it; any bytes at all are a
+// valid table (an entry only decides which log a new record goes to).
+const ghostWays = 8
 
 // perCache counts one cache's records in one shard, under the shard lock.
 type perCache struct {
@@ -161,14 +179,23 @@ const bucketOverflow = 1
 // the record any more (a record is never pointed at again), so that the tail
 // can free it without looking it up in the index. A record without the hint
 // may still be dead: the index alone says what is live.
+const refDead = 0x80
+
+// Slot word access counts (S3-FIFO's frequency): the low two bits of a slot
+// word, free because records start on recAlign boundaries. A lock-free hit
+// raises them with one CompareAndSwap of the word it read, only while they
+// are below freqMax (a hot record's word is not written again until the
+// main tail lowers it); lock holders read them and store words with the
+// count they choose (0 for a new record, the old count for an overwrite,
+// count-1 for a second chance).
 const (
-	refCount = 3
-	refDead  = 0x80
+	freqMask = 3
+	freqMax  = 3
 )
 
 // recHdr is a record's 40-byte header in the log. Written by the writer under
 // the shard lock before head moves past it; never changed afterwards except
-// ref, which only lock holders touch.
+// ref (the refDead hint), which only lock holders touch.
 //
 // life took the 4 bytes of padding between owner and hash (spaceVersion 5):
 // records kept their size and their lines. An item's life is its time to live
@@ -181,7 +208,7 @@ type recHdr struct {
 	vlen  uint32
 	klen  uint16
 	kind  uint8
-	ref   uint8  // CLOCK counter (refCount bits) and the refDead hint, under the shard lock
+	ref   uint8  // the refDead hint, under the shard lock (the access count is in the slot word)
 	cache uint32 // cache id (registry index)
 	owner uint32 // loading: the loader's owner generation; item: its item flags
 	life  uint32 // item: its time to live at its Set, milliseconds (see above)

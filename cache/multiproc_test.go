@@ -33,6 +33,7 @@ func TestMain(m *testing.M) {
 		"loadevict": childLoadEvict,
 		"loadopts":  childLoadOpts,
 		"adder":     childAdder,
+		"scan":      childScan,
 	})
 }
 

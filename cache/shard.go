@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -11,7 +12,39 @@ import (
 	"github.com/cluster2/cluster2/shm"
 )
 
-const offMask = 1<<48 - 1
+// offMask takes a slot word's record offset: bits 2-47 (the tag is above,
+// the access count in bits 0-1, see freqMask).
+const offMask = (1<<48 - 1) &^ freqMask
+
+// logq is one of a shard's two logs (S3-FIFO's queues, doc.go # Eviction):
+// the main log (the heap's first sp.heap bytes, head and tail) or the small
+// log (the last sp.small bytes, shead and stail). Both are circular logs of
+// records on recAlign boundaries, written at head and reclaimed at tail.
+type logq struct {
+	base, size uint64 // arena offset and bytes
+	head, tail *atomic.Uint64
+	small      bool
+}
+
+// fits reports whether a record of size bytes fits at lg's head (after a
+// filler, at a wrap) leaving slack bytes free, without reclaiming anything.
+func (lg logq) fits(size, slack uint64) bool {
+	head, tail := lg.head.Load(), lg.tail.Load()
+	free := lg.size - (head - tail)
+	need := size
+	if toEnd := lg.size - head%lg.size; toEnd < size {
+		need = toEnd + size
+	}
+	return head-tail <= lg.size && free >= need+slack
+}
+
+func (sp *Space) mainLog(sh *shard) logq {
+	return logq{sh.heapOff, sp.heap, &sh.h.head, &sh.h.tail, false}
+}
+
+func (sp *Space) smallLog(sh *shard) logq {
+	return logq{sh.heapOff + sp.heap, sp.small, &sh.h.shead, &sh.h.stail, true}
+}
 
 // lookup results.
 const (
@@ -75,7 +108,7 @@ const maxLoadingSize = (recHeader + MaxKeyLen + recAlign - 1) &^ (recAlign - 1)
 // never fails it, a damaged one (bytes changed by a stray write, a bad
 // disk image of the arena) fails it instead of a panic.
 func (sp *Space) recAt(sh *shard, off uint64) *recHdr {
-	if rel := off - sh.heapOff; off < sh.heapOff || rel > sp.heap-recHeader || rel%recAlign != 0 {
+	if rel := off - sh.heapOff; off < sh.heapOff || rel > sp.region-recHeader || rel%recAlign != 0 {
 		return nil
 	}
 	r := sp.rec(off)
@@ -104,31 +137,40 @@ func (sp *Space) slotRec(sh *shard, b *bucket, i int) (uint64, *recHdr) {
 	return off, r
 }
 
-// positionsOK reports whether head and tail are log positions a writer can
-// leave: tail <= head, at most a heap apart, both on a record boundary.
-func (sp *Space) positionsOK(head, tail uint64) bool {
-	return head >= tail && head-tail <= sp.heap && (head|tail)%recAlign == 0
+// positionsOK reports whether head and tail are positions a writer can
+// leave in lg: tail <= head, at most the log's size apart, both on a record
+// boundary.
+func positionsOK(lg logq, head, tail uint64) bool {
+	return head >= tail && head-tail <= lg.size && (head|tail)%recAlign == 0
 }
 
-// tailOK reports whether the record r at the tail (arena offset off, s
-// bytes of the live log from it to head) is one a writer writes: a size on
-// record boundaries inside the live log and the heap, a known kind, a
-// non-filler's lengths inside its size, a loading record no larger than
-// maxLoadingSize.
-func (sp *Space) tailOK(sh *shard, off, live uint64, r *recHdr) bool {
-	phys := off - sh.heapOff
+// tailOK reports whether the record r at the tail of lg (arena offset off,
+// live bytes of the live log from it to head) is one a writer writes: a
+// size on record boundaries inside the live log and lg, a known kind (in the
+// small log only items, negative records and fillers), a non-filler's
+// lengths inside its size, a loading record no larger than maxLoadingSize.
+func (sp *Space) tailOK(sh *shard, lg logq, off, live uint64, r *recHdr) bool {
+	phys := off - lg.base
 	switch {
-	case r.size < recHeader || r.size%recAlign != 0 || uint64(r.size) > live || phys+uint64(r.size) > sp.heap:
+	case r.size < recHeader || r.size%recAlign != 0 || uint64(r.size) > live || phys+uint64(r.size) > lg.size:
 		return false
 	case r.kind == kindFree || r.kind > kindLast:
 		return false
 	case r.kind == kindFiller:
 		return true
+	case lg.small && !smallKind(r.kind):
+		return false
 	case r.kind == kindLoading && r.size > maxLoadingSize:
 		return false
 	}
 	return sp.sane(sh, off, r)
 }
+
+// smallKind reports whether records of kind are written to the small log
+// (when small enough and unknown to the ghost table): items and negative
+// records. Loading and failed records always go to the main log (a loading
+// record is never evicted: only the main tail moves it).
+func smallKind(kind uint8) bool { return kind == kindItem || kind == kindNegative }
 
 // recKey and recVal return the key and value bytes of a record whose header
 // was validated against its shard's heap.
@@ -147,8 +189,8 @@ func (sp *Space) recVal(off uint64, r *recHdr) []byte {
 // same checks on its own copies of the fields).
 func (sp *Space) sane(sh *shard, off uint64, r *recHdr) bool {
 	end := off + recHeader + uint64(r.klen) + uint64(r.vlen)
-	return off >= sh.heapOff && end <= sh.heapOff+sp.heap && int(r.vlen) <= sp.maxValue+MaxKeyLen &&
-		uint64(r.size) >= end-off && off+uint64(r.size) <= sh.heapOff+sp.heap
+	return off >= sh.heapOff && end <= sh.heapOff+sp.region && int(r.vlen) <= sp.maxValue+MaxKeyLen &&
+		uint64(r.size) >= end-off && off+uint64(r.size) <= sh.heapOff+sp.region
 }
 
 // read is the lock-free lookup. It appends the value (or a failed loader's
@@ -156,7 +198,9 @@ func (sp *Space) sane(sh *shard, off uint64, r *recHdr) bool {
 // per millisecond of an item's life) and stale (its cache's StaleFor) to
 // hear of items in their last part of life (resAhead) or in their stale
 // window (resStale); GetInto passes zeros, and a fresh hit costs the same
-// either way: the two tests sit behind the deadline test the hit makes anyway. It never writes shared memory, and every read of it is
+// either way: the two tests sit behind the deadline test the hit makes anyway.
+// The only shared memory it writes is a hit's access count (touch: one CAS
+// of the slot word it read, below freqMax), and every read of it is
 // bounded by header fields loaded once into locals: whatever bytes a concurrent
 // writer leaves where the record was, read returns a miss, a retry or the
 // value that the final sequence check vouches for, never a panic. (A first
@@ -185,7 +229,7 @@ outer:
 				// One subtraction covers off below the heap (it wraps), past
 				// it and off a record boundary (a damaged slot word; the
 				// race detector's checkptr refuses a misaligned header).
-				if rel := off - sh.heapOff; rel > sp.heap-recHeader || rel%recAlign != 0 {
+				if rel := off - sh.heapOff; rel > sp.region-recHeader || rel%recAlign != 0 {
 					if b.seq.Load() != s1 {
 						continue outer
 					}
@@ -195,7 +239,7 @@ outer:
 				size, vlen, klen, kind := uint64(p.size), uint64(p.vlen), uint64(p.klen), p.kind
 				k := off + recHeader
 				v := k + klen
-				if end := v + vlen; end > sh.heapOff+sp.heap || size < end-off || off+size > sh.heapOff+sp.heap ||
+				if end := v + vlen; end > sh.heapOff+sp.region || size < end-off || off+size > sh.heapOff+sp.region ||
 					p.hash != h || p.cache != id || klen != uint64(len(key)) || string(sp.mem[k:v]) != key {
 					order.LoadFence() // arm64: the header and key loads before the re-read (doc.go, fence 1)
 					if b.seq.Load() != s1 {
@@ -218,18 +262,22 @@ outer:
 						now := time.Now().UnixNano()
 						switch {
 						case exp <= now && now-exp < stale:
+							touch(&b.slots[i], w)
 							return dst, resStale, off
 						case exp <= now:
 							return dst[:n], resExpired, off
 						case exp-now <= life*ahead:
+							touch(&b.slots[i], w)
 							return dst, resAhead, off
 						}
 					}
+					touch(&b.slots[i], w)
 					return dst, resHit, off
 				case kindNegative:
 					if exp <= time.Now().UnixNano() {
 						return dst[:n], resMiss, 0
 					}
+					touch(&b.slots[i], w)
 					return dst, resNegative, off
 				case kindLoading:
 					return dst, resLoading, off
@@ -288,6 +336,19 @@ func (s slotRef) publish(w uint64) {
 	s.b.seq.Add(1) // even: release
 }
 
+// touch raises the access count in slot word p, read as w, for a hit (doc.go
+// # Eviction): one CAS of the word read, only below freqMax, so a hot
+// record's line is not written on its hits; a CAS that fails (the slot
+// changed) counts nothing.
+func touch(p *atomic.Uint64, w uint64) {
+	if w&freqMask != freqMax {
+		p.CompareAndSwap(w, w+1)
+	}
+}
+
+// touch is a hit's access count under the lock (readLocked).
+func (s slotRef) touch() { touch(&s.b.slots[s.i], s.b.slots[s.i].Load()) }
+
 // find returns the slot of key under the lock (the zero slotRef if none).
 func (sp *Space) find(sh *shard, h uint64, id uint32, key string) slotRef {
 	tag := h >> 48
@@ -320,7 +381,7 @@ func (sp *Space) findOff(sh *shard, h, off uint64) slotRef {
 	for range maxProbe {
 		b := &sh.b[bi]
 		for i := range slotsPerBucket {
-			if b.slots[i].Load() == w {
+			if b.slots[i].Load()&^freqMask == w {
 				return slotRef{b, i}
 			}
 		}
@@ -360,13 +421,14 @@ func (sp *Space) liveItems(sh *shard, now int64, fn func(off uint64, r *recHdr))
 
 // insert puts w (a new key's record) into the first empty slot of its probe
 // range, flagging full buckets it passes. With no empty slot it evicts the
-// least recently used record of the range to make one, never a loading
-// record (a waiter would run the loader again): a range whose 56 slots all
-// hold loads in progress returns ErrTooManyLoads and changes nothing.
+// least used record of the range (the lowest access count) to make one,
+// never a loading record (a waiter would run the loader again): a range
+// whose 56 slots all hold loads in progress returns ErrTooManyLoads and
+// changes nothing.
 func (sp *Space) insert(sh *shard, h, w uint64) error {
 	bi := sp.home(h)
 	var victim slotRef
-	var victimRef uint8 = 255
+	var victimFreq uint64 = freqMax + 1
 	for range maxProbe {
 		b := &sh.b[bi]
 		for i := range slotsPerBucket {
@@ -375,8 +437,8 @@ func (sp *Space) insert(sh *shard, h, w uint64) error {
 				slotRef{b, i}.publish(w)
 				return nil
 			}
-			if r.kind != kindLoading && r.ref&refCount < victimRef {
-				victim, victimRef = slotRef{b, i}, r.ref&refCount
+			if f := b.slots[i].Load() & freqMask; r.kind != kindLoading && f < victimFreq {
+				victim, victimFreq = slotRef{b, i}, f
 			}
 		}
 		// Flag before moving on: a reader that sees the key in a later bucket
@@ -438,10 +500,12 @@ func (sp *Space) write(sh *shard, kind uint8, id uint32, h uint64, key string, v
 }
 
 // writeRec is write with a trailer after the value (a tagged item's tag
-// list), inside the record's size and outside its vlen.
+// list), inside the record's size and outside its vlen. The record goes to
+// a log as S3-FIFO places it (doc.go # Eviction): see place.
 func (sp *Space) writeRec(sh *shard, kind uint8, id uint32, h uint64, key string, val, trailer []byte, exp int64, owner uint32) (uint64, error) {
 	size := recSize(len(key), len(val)+len(trailer))
-	off, err := sp.reserve(sh, size)
+	lg := sp.place(sh, kind, id, h, key, size)
+	off, err := sp.reserve(sh, lg, size)
 	if err != nil {
 		return 0, err
 	}
@@ -455,8 +519,31 @@ func (sp *Space) writeRec(sh *shard, kind uint8, id uint32, h uint64, key string
 	copy(sp.mem[off+recHeader:], key)
 	copy(sp.mem[off+recHeader+uint64(len(key)):], val)
 	copy(sp.mem[off+recHeader+uint64(len(key))+uint64(len(val)):], trailer)
-	sh.h.head.Add(size) // the record is complete before head passes it
+	lg.head.Add(size) // the record is complete before head passes it
 	return off, nil
+}
+
+// place returns the log a new record of key goes to: a loading or failed
+// record, or one larger than sp.smallMax, to the main log; an item or a
+// negative record to the log its key's live record is in (an overwrite
+// keeps its queue, as S3-FIFO updates in place), else to the main log if the
+// ghost table knows its hash (evicted from the small log not long ago:
+// forgetting it there), else to the small log.
+func (sp *Space) place(sh *shard, kind uint8, id uint32, h uint64, key string, size uint64) logq {
+	if !smallKind(kind) || size > sp.smallMax {
+		return sp.mainLog(sh)
+	}
+	if s := sp.find(sh, h, id, key); s.valid() {
+		if s.off() < sh.heapOff+sp.heap {
+			return sp.mainLog(sh)
+		}
+		return sp.smallLog(sh)
+	}
+	if sp.ghostTake(sh, h) {
+		sh.h.ghostHit.Add(1)
+		return sp.mainLog(sh)
+	}
+	return sp.smallLog(sh)
 }
 
 // lifeOf returns a recHdr.life for an item with d nanoseconds to live:
@@ -465,92 +552,206 @@ func lifeOf(d int64) uint32 {
 	return uint32(min(max(d/int64(time.Millisecond), 1), 1<<32-1))
 }
 
-// reserve makes room for size bytes at the head (writing a filler record over
-// the heap's unused end at a wrap) and returns the arena offset to write at.
+// reserve makes room for size bytes at the head of lg (writing a filler
+// record over the log's unused end at a wrap) and returns the arena offset
+// to write at. It reclaims the oldest records of lg until the record fits
+// (doc.go # Eviction): a record no slot points to is garbage; a small-log
+// record read while there (access count > 0) is copied to the main log's
+// head (promote), any other is evicted and its hash goes to the ghost table;
+// a main-log item with a count > 0 is copied to the main head with the count
+// one lower (a second chance, at most 16 per call), any other is evicted.
 //
-// A live loading record at the tail is never evicted (a waiter would find
-// the key absent and run the loader a second time): it is moved to the head
-// (moveLoading). Only when the heap holds little but loads in progress, so
-// that the tail has carried them round the log four times (every other
-// record is gone by then: second chances are bounded) without making room,
-// does reserve give up with ErrTooManyLoads. What it evicted on the way
-// stays evicted; the index stays consistent.
-func (sp *Space) reserve(sh *shard, size uint64) (uint64, error) {
+// A live loading record at the main tail is never evicted (a waiter would
+// find the key absent and run the loader a second time): it is moved to the
+// head (moveLoading). Only when the main log holds little but loads in
+// progress, so that the tail has carried them round the log four times
+// (every other record is gone by then: second chances are bounded) without
+// making room, does reserve give up with ErrTooManyLoads. What it evicted
+// on the way stays evicted; the index stays consistent. The small log holds
+// no loading records (smallKind), so its reserve always succeeds.
+func (sp *Space) reserve(sh *shard, lg logq, size uint64) (uint64, error) {
 	moves := 0
 	var loadMoved uint64 // bytes of loading records this call moved to the head
+	var slack uint64 = moveSlack
+	if lg.small {
+		slack = 0 // no loading record is ever moved in the small log
+	}
 	for {
 		// arm64: what earlier iterations unlinked (drop's and publish's
 		// sequence increments) is visible before any plain store into the
 		// space they freed: this iteration's filler, copy or the caller's
 		// record (doc.go, fence 3; pairs with the hit path's LoadFence).
 		order.StoreFence()
-		head, tail := sh.h.head.Load(), sh.h.tail.Load()
-		if !sp.positionsOK(head, tail) {
+		head, tail := lg.head.Load(), lg.tail.Load()
+		if !positionsOK(lg, head, tail) {
 			sp.reset(sh) // only corruption gets here
 			continue
 		}
-		free := sp.heap - (head - tail)
-		phys := head % sp.heap
-		toEnd := sp.heap - phys
-		need := size
-		if toEnd < size {
-			need = toEnd + size
-		}
-		if free >= need+moveSlack {
+		free := lg.size - (head - tail)
+		phys := head % lg.size
+		toEnd := lg.size - phys
+		if lg.fits(size, slack) {
 			if toEnd < size {
-				sp.fill(sh, phys, toEnd)
+				sp.fill(lg, phys, toEnd)
 				phys = 0
 			}
-			return sh.heapOff + phys, nil
+			return lg.base + phys, nil
 		}
 		// Reclaim the oldest record.
-		tphys := tail % sp.heap
-		if sp.heap-tphys < recHeader { // an implicit filler: too short for a header
-			sh.h.tail.Add(sp.heap - tphys)
+		tphys := tail % lg.size
+		if lg.size-tphys < recHeader { // an implicit filler: too short for a header
+			lg.tail.Add(lg.size - tphys)
 			continue
 		}
-		toff := sh.heapOff + tphys
+		toff := lg.base + tphys
 		r := sp.rec(toff)
-		if !sp.tailOK(sh, toff, head-tail, r) { // only corruption gets here
+		if !sp.tailOK(sh, lg, toff, head-tail, r) { // only corruption gets here
 			sp.reset(sh)
 			continue
 		}
 		if r.kind == kindFiller || r.ref&refDead != 0 {
-			sh.h.tail.Add(uint64(r.size))
+			lg.tail.Add(uint64(r.size))
 			continue
 		}
 		s := sp.findOff(sh, r.hash, toff)
+		var w uint64
+		if s.valid() {
+			w = s.b.slots[s.i].Load()
+		}
 		switch {
 		case !s.valid(): // garbage: an old version, a deleted record, a crash's leftover
+		case lg.small:
+			// Read while in the small log, or room in the main log without
+			// evicting there (a cache that is not full evicts nothing).
+			if !sp.expired(r) && (w&freqMask > 0 || sp.mainLog(sh).fits(uint64(r.size), moveSlack)) {
+				if sp.promote(sh, s, w, toff, uint64(r.size)) {
+					break
+				}
+				if s.b.slots[s.i].Load()&^freqMask != w&^freqMask { // the main log's reserve reset the shard
+					continue
+				}
+			}
+			sp.evict(sh, s, r)
+			sp.ghostAdd(sh, r.hash)
 		case r.kind == kindLoading:
-			if loadMoved > 4*sp.heap {
-				return 0, fmt.Errorf("%w: a record of %d bytes finds no room among them (heap %d)", ErrTooManyLoads, size, sp.heap)
+			if loadMoved > 4*lg.size {
+				return 0, fmt.Errorf("%w: a record of %d bytes finds no room among them (heap %d)", ErrTooManyLoads, size, lg.size)
 			}
 			loadMoved += uint64(r.size)
 			sp.moveLoading(sh, s, toff, uint64(r.size), free, phys, toEnd)
 			continue // moveLoading moved the tail
-		case r.kind == kindItem && r.ref&refCount > 0 && moves < 16 && free >= moveNeed(uint64(r.size), toEnd):
-			// Second chance: copy the record to the head and point the slot at it.
+		case r.kind == kindItem && w&freqMask > 0 && moves < 16 && free >= moveNeed(uint64(r.size), toEnd):
+			// Second chance: copy the record to the head and point the slot
+			// at it, its access count one lower.
 			moves++
 			sh.h.moved.Add(1)
 			n := uint64(r.size)
 			nphys := phys
 			if toEnd < n {
-				sp.fill(sh, phys, toEnd)
+				sp.fill(lg, phys, toEnd)
 				nphys = 0
 			}
-			noff := sh.heapOff + nphys
+			noff := lg.base + nphys
 			copy(sp.mem[noff:noff+n], sp.mem[toff:toff+n])
-			sp.rec(noff).ref = r.ref&refCount - 1
-			sh.h.head.Add(n)
-			s.publish(r.hash>>48<<48 | noff)
-		case r.kind == kindItem && sp.pastHorizon(r, time.Now().UnixNano()):
-			sp.drop(sh, s, opExpire)
+			sp.rec(noff).ref = 0
+			lg.head.Add(n)
+			s.publish(w&^(offMask|freqMask) | noff | (w&freqMask - 1))
 		default:
-			sp.drop(sh, s, opEvict)
+			sp.evict(sh, s, r)
 		}
-		sh.h.tail.Add(uint64(r.size))
+		lg.tail.Add(uint64(r.size))
 	}
+}
+
+// expired reports whether r is an item past its horizon (pastHorizon: its
+// deadline, and its cache's stale and fail-safe windows after it).
+func (sp *Space) expired(r *recHdr) bool {
+	return r.kind == kindItem && sp.pastHorizon(r, time.Now().UnixNano())
+}
+
+// evict drops the record r of slot s at a log's tail: an item past its
+// horizon counts as an expiration, anything else as an eviction.
+func (sp *Space) evict(sh *shard, s slotRef, r *recHdr) {
+	if sp.expired(r) {
+		sp.drop(sh, s, opExpire)
+		return
+	}
+	sp.drop(sh, s, opEvict)
+}
+
+// promote copies the small log's tail record (toff, n bytes, slot s holding
+// w) to the main log's head, making room there first (which may evict or
+// move main records), and points the slot at the copy with a count of 0:
+// S3-FIFO's move from the small queue to the main one. The copy is complete
+// before the main head passes it and the slot changes after, inside its
+// bucket's seqlock, so a process killed at any step leaves the slot on a
+// complete record (the original stays in the live small log until the
+// caller moves the small tail past it). It returns false, having changed
+// no slot, when the main log finds no room (ErrTooManyLoads) or its reserve
+// reset the shard (corruption).
+func (sp *Space) promote(sh *shard, s slotRef, w, toff, n uint64) bool {
+	noff, err := sp.reserve(sh, sp.mainLog(sh), n)
+	if err != nil || s.b.slots[s.i].Load()&^freqMask != w&^freqMask {
+		return false
+	}
+	copy(sp.mem[noff:noff+n], sp.mem[toff:toff+n])
+	sh.h.head.Add(n)
+	s.publish(w&^(offMask|freqMask) | noff)
+	sh.h.promoted.Add(1)
+	return true
+}
+
+// ghostLine returns the ghost table's line for hash h.
+func (sp *Space) ghostLine(sh *shard, h uint64) []atomic.Uint64 {
+	lines := uint64(len(sh.ghost) / ghostWays) // a power of two: buckets/ghostWays, or 1
+	i := ((h >> 8) & (lines - 1)) * ghostWays
+	return sh.ghost[i : i+ghostWays : i+ghostWays]
+}
+
+// ghostFP is a ghost entry's fingerprint of hash h (the high word; never 0).
+func ghostFP(h uint64) uint64 { return (h>>32 | 1) << 32 }
+
+// ghostAge is the ghost table's clock: the main log's head in records of
+// recAlign bytes (modulo 2^32).
+func (sp *Space) ghostAge(sh *shard) uint32 { return uint32(sh.h.head.Load() / recAlign) }
+
+// ghostWindow is how far (in recAlign units of main-log writes) a ghost
+// entry is remembered: the main log's size, about as many records as it
+// holds (S3-FIFO's ghost queue is as long as the main queue).
+func (sp *Space) ghostWindow() uint32 { return uint32(sp.heap / recAlign) }
+
+// ghostAdd remembers hash h, evicted from the small log, in its line: over
+// an empty entry or h's own, else over the oldest. The caller holds the
+// shard lock.
+func (sp *Space) ghostAdd(sh *shard, h uint64) {
+	line := sp.ghostLine(sh, h)
+	now, fp := sp.ghostAge(sh), ghostFP(h)
+	best, oldest := 0, uint32(0)
+	for i := range line {
+		e := line[i].Load()
+		if e == 0 || e&^(1<<32-1) == fp {
+			best = i
+			break
+		}
+		if age := now - uint32(e); age >= oldest {
+			best, oldest = i, age
+		}
+	}
+	line[best].Store(fp | uint64(now))
+}
+
+// ghostTake reports whether hash h was evicted from the small log within
+// the ghost window, forgetting it. The caller holds the shard lock.
+func (sp *Space) ghostTake(sh *shard, h uint64) bool {
+	line := sp.ghostLine(sh, h)
+	fp := ghostFP(h)
+	for i := range line {
+		if e := line[i].Load(); e&^(1<<32-1) == fp {
+			line[i].Store(0)
+			return sp.ghostAge(sh)-uint32(e) <= sp.ghostWindow()
+		}
+	}
+	return false
 }
 
 // moveLoading moves the live loading record of n bytes at the tail (toff,
@@ -581,7 +782,7 @@ func (sp *Space) moveLoading(sh *shard, s slotRef, toff, n, free, phys, toEnd ui
 	tag := r.hash >> 48 << 48
 	if free >= moveNeed(n, toEnd) {
 		if toEnd < n {
-			sp.fill(sh, phys, toEnd)
+			sp.fill(sp.mainLog(sh), phys, toEnd)
 			phys = 0
 		}
 		noff := sh.heapOff + phys
@@ -599,7 +800,7 @@ func (sp *Space) moveLoading(sh *shard, s slotRef, toff, n, free, phys, toEnd ui
 	head := sh.h.head.Load()
 	phys = head % sp.heap
 	if toEnd = sp.heap - phys; toEnd < n {
-		sp.fill(sh, phys, toEnd)
+		sp.fill(sp.mainLog(sh), phys, toEnd)
 		phys = 0
 	}
 	noff := sh.heapOff + phys
@@ -624,14 +825,14 @@ func moveNeed(n, toEnd uint64) uint64 {
 	return n
 }
 
-// fill turns the toEnd bytes from phys to the heap's end into a filler and
-// moves head past them. Fewer than recHeader bytes are an implicit filler: no
-// header fits there, and every reader of the log skips them.
-func (sp *Space) fill(sh *shard, phys, toEnd uint64) {
+// fill turns the toEnd bytes of lg from phys to its end into a filler and
+// moves lg's head past them. Fewer than recHeader bytes are an implicit
+// filler: no header fits there, and every reader of the log skips them.
+func (sp *Space) fill(lg logq, phys, toEnd uint64) {
 	if toEnd >= recHeader {
-		*sp.rec(sh.heapOff + phys) = recHdr{size: uint32(toEnd), kind: kindFiller}
+		*sp.rec(lg.base + phys) = recHdr{size: uint32(toEnd), kind: kindFiller}
 	}
-	sh.h.head.Add(toEnd)
+	lg.head.Add(toEnd)
 }
 
 // reset empties a shard whose log positions are impossible (memory
@@ -650,24 +851,30 @@ func (sp *Space) reset(sh *shard) {
 		sh.pc[i].entries.Store(0)
 		sh.pc[i].bytes.Store(0)
 	}
-	// Both positions on one record boundary (a damaged head may be off one):
-	// the log is empty and the next record goes where they point.
-	pos := sh.h.head.Load() &^ (recAlign - 1)
-	sh.h.head.Store(pos)
-	sh.h.tail.Store(pos)
+	// Both positions of each log on one record boundary (a damaged head may
+	// be off one): the log is empty and the next record goes where they point.
+	for _, lg := range sp.logs(sh) {
+		pos := lg.head.Load() &^ (recAlign - 1)
+		lg.head.Store(pos)
+		lg.tail.Store(pos)
+	}
 	sh.h.repairs.Add(1)
 }
 
+// logs returns sh's two logs, main first.
+func (sp *Space) logs(sh *shard) [2]logq { return [2]logq{sp.mainLog(sh), sp.smallLog(sh)} }
+
 // repair undoes what a writer killed inside sh may have left: odd bucket
-// sequences, slots pointing at records that are not where the log says, and
-// counters. Every step of a write leaves a state this detects.
+// sequences, slots pointing at records that are not where the logs say, and
+// counters. Every step of a write leaves a state this detects. The ghost
+// table and the slots' access counts need nothing: any value of them is a
+// valid hint.
 func (sp *Space) repair(sh *shard) {
 	sh.h.repairs.Add(1)
-	if !sp.positionsOK(sh.h.head.Load(), sh.h.tail.Load()) {
-		sp.reset(sh)
-		return
-	}
 	live := sp.logRecords(sh)
+	if live == nil {
+		return // logRecords reset the shard
+	}
 	for i := range sh.pc {
 		sh.pc[i].entries.Store(0)
 		sh.pc[i].bytes.Store(0)
@@ -683,11 +890,11 @@ func (sp *Space) repair(sh *shard) {
 				continue
 			}
 			off := w & offMask
-			if _, ok := live[off]; !ok { // outside the live log (or the heap: damage)
+			if _, ok := live[off]; !ok { // outside the live logs (or the heap: damage)
 				slotRef{b, i}.publish(0)
 				continue
 			}
-			r := sp.rec(off) // a record boundary of the live log that logRecords checked
+			r := sp.rec(off) // a record boundary of a live log that logRecords checked
 			if w>>48 != r.hash>>48 || r.kind == kindFiller || r.ref&refDead != 0 || !sp.homeOK(uint64(bi), r.hash) {
 				slotRef{b, i}.publish(0)
 				continue
@@ -703,26 +910,43 @@ func (sp *Space) homeOK(bi, h uint64) bool {
 	return (bi-sp.home(h))&sp.bmsk < maxProbe
 }
 
-// logRecords walks the live part of sh's log and returns the offsets of its
-// records (a nil map if the log does not parse, after resetting the shard).
+// logRecords walks the live part of both of sh's logs and returns the
+// offsets of their records (nil, after resetting the shard, if either's
+// positions are impossible or it does not parse).
 func (sp *Space) logRecords(sh *shard) map[uint64]struct{} {
-	head, tail := sh.h.head.Load(), sh.h.tail.Load()
 	live := map[uint64]struct{}{}
-	for pos := tail; pos < head; {
-		phys := pos % sp.heap
-		if sp.heap-phys < recHeader {
-			pos += sp.heap - phys
-			continue
-		}
-		r := sp.rec(sh.heapOff + phys)
-		if !sp.tailOK(sh, sh.heapOff+phys, head-pos, r) {
+	for _, lg := range sp.logs(sh) {
+		if err := sp.walkLog(sh, lg, func(off uint64, r *recHdr) { live[off] = struct{}{} }); err != nil {
 			sp.reset(sh)
 			return nil
 		}
+	}
+	return live
+}
+
+// walkLog calls fn for every record but fillers of lg's live part, oldest
+// first. It stops at impossible positions or a record that fails tailOK and
+// returns an error saying where. The caller holds sh's lock.
+func (sp *Space) walkLog(sh *shard, lg logq, fn func(off uint64, r *recHdr)) error {
+	head, tail := lg.head.Load(), lg.tail.Load()
+	if !positionsOK(lg, head, tail) {
+		return fmt.Errorf("log positions tail %d head %d (log of %d bytes, records on %d-byte boundaries)", tail, head, lg.size, recAlign)
+	}
+	for pos := tail; pos < head; {
+		phys := pos % lg.size
+		if lg.size-phys < recHeader {
+			pos += lg.size - phys
+			continue
+		}
+		off := lg.base + phys
+		r := sp.rec(off)
+		if !sp.tailOK(sh, lg, off, head-pos, r) {
+			return fmt.Errorf("log does not parse at position %d (size %d kind %d)", pos, r.size, r.kind)
+		}
 		if r.kind != kindFiller {
-			live[sh.heapOff+phys] = struct{}{}
+			fn(off, r)
 		}
 		pos += uint64(r.size)
 	}
-	return live
+	return nil
 }

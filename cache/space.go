@@ -29,8 +29,12 @@ type Space struct {
 	sh   []shard
 	smsk uint64
 	bmsk uint64
-	heap uint64 // bytes of log per shard
-	jr   journal
+	heap uint64 // bytes of a shard's main log (the heap's first part)
+	// small is the bytes of a shard's small log (the heap's last tenth), region
+	// the whole heap (heap+small: every record of a shard lies in it).
+	small, region uint64
+	smallMax      uint64 // the largest record written to the small log (a quarter of it); larger go to main
+	jr            journal
 
 	// The geometry as Attach checked it, copied: the header's words are
 	// never read again (a damaged header cannot move what is indexed).
@@ -39,7 +43,6 @@ type Space struct {
 	maxValue int
 	stats    []statsRow // statsSlots × MaxCaches
 	local    [MaxCaches]localStats
-	access   [statStripes]accessBuf
 
 	durWait    durableWaiters // this process's Always writers waiting for an fsync
 	watchLost  atomic.Uint64  // journal records this process's watchers missed
@@ -69,7 +72,19 @@ type shard struct {
 	h       *shardHeader
 	pc      []perCache
 	b       []bucket
-	heapOff uint64 // arena offset of the log
+	heapOff uint64 // arena offset of the heap: the main log, then the small log
+	ghost   []atomic.Uint64
+}
+
+// ghostLines is the ghost table's size, in 64-byte lines, of a shard with
+// the given buckets: one entry per bucket.
+func ghostLines(buckets uint64) uint64 { return max(buckets/ghostWays, 1) }
+
+// splitHeap returns the main and small logs' sizes of a heap of the given
+// bytes: small takes a tenth (S3-FIFO's small queue), on record boundaries.
+func splitHeap(heap uint64) (main, small uint64) {
+	small = heap / 10 &^ (recAlign - 1)
+	return heap - small, small
 }
 
 // geometry computes the layout of a space of the given options.
@@ -121,8 +136,8 @@ func computeGeometry(opts SpaceOptions, slots int) (geometry, error) {
 	fixed := uint64(shardHeaderSize + MaxCaches*perCacheSize)
 	// One index slot per ~64 bytes of heap: the index takes about 1/9 of the rest.
 	g.buckets = max(pow2floor((per-fixed)/9/bucketSize), 16)
-	g.heap = (per - fixed - g.buckets*bucketSize) &^ 63
-	g.stride = fixed + g.buckets*bucketSize + g.heap
+	g.heap = (per - fixed - (g.buckets+ghostLines(g.buckets))*bucketSize) &^ 63
+	g.stride = fixed + (g.buckets+ghostLines(g.buckets))*bucketSize + g.heap
 	g.total = g.shardsOff + g.shards*g.stride
 	return g, nil
 }
@@ -204,7 +219,7 @@ func Attach(a *shm.Arena) (*Space, error) {
 		h:         h,
 		smsk:      uint64(h.shards) - 1,
 		bmsk:      uint64(h.buckets) - 1,
-		heap:      h.heapSize,
+		region:    h.heapSize,
 		shardsOff: h.shardsOff,
 		stride:    h.shardStride,
 		maxValue:  int(min(h.heapSize/4-recHeader-MaxKeyLen, hardMaxValueLen)),
@@ -212,15 +227,19 @@ func Attach(a *shm.Arena) (*Space, error) {
 		watchers:  map[uint32]map[string][]*Watcher{},
 		stop:      make(chan struct{}),
 	}
+	sp.heap, sp.small = splitHeap(h.heapSize)
+	sp.smallMax = sp.small / 4 &^ (recAlign - 1)
 	sp.journaling.Store(true)
 	sp.sh = make([]shard, h.shards)
 	for i := range sp.sh {
 		base := h.shardsOff + uint64(i)*h.shardStride
 		sp.sh[i] = shard{
-			h:       shm.Ptr[shardHeader](a, shm.Off(base)),
-			pc:      shm.Slice[perCache](a, shm.Off(base+shardHeaderSize), MaxCaches),
-			b:       shm.Slice[bucket](a, shm.Off(base+shardHeaderSize+MaxCaches*perCacheSize), int(h.buckets)),
-			heapOff: base + shardHeaderSize + MaxCaches*perCacheSize + uint64(h.buckets)*bucketSize,
+			h:  shm.Ptr[shardHeader](a, shm.Off(base)),
+			pc: shm.Slice[perCache](a, shm.Off(base+shardHeaderSize), MaxCaches),
+			b:  shm.Slice[bucket](a, shm.Off(base+shardHeaderSize+MaxCaches*perCacheSize), int(h.buckets)),
+			ghost: shm.Slice[atomic.Uint64](a, shm.Off(base+shardHeaderSize+MaxCaches*perCacheSize+uint64(h.buckets)*bucketSize),
+				int(ghostLines(uint64(h.buckets))*ghostWays)),
+			heapOff: base + shardHeaderSize + MaxCaches*perCacheSize + (uint64(h.buckets)+ghostLines(uint64(h.buckets)))*bucketSize,
 		}
 	}
 	sp.jr = journal{
@@ -255,7 +274,7 @@ func checkGeometry(h *spaceHeader, off, size, arenaSize uint64, slots int) error
 		return bad("buckets")
 	case h.heapSize < minHeap || h.heapSize%recAlign != 0 || h.heapSize > size:
 		return bad("heap")
-	case h.shardStride != shardHeaderSize+MaxCaches*perCacheSize+uint64(h.buckets)*bucketSize+h.heapSize:
+	case h.shardStride != shardHeaderSize+MaxCaches*perCacheSize+(uint64(h.buckets)+ghostLines(uint64(h.buckets)))*bucketSize+h.heapSize:
 		return bad("shard stride")
 	case h.journalCap&(h.journalCap-1) != 0 || h.journalCap < journalMinSize || h.journalCap > size:
 		return bad("journal capacity")

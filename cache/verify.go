@@ -8,7 +8,9 @@ import (
 
 // Verify walks the whole space, shard by shard under each shard's lock, and
 // returns an error wrapping ErrCorrupt that lists every inconsistency: log
-// positions out of order, a log that does not parse, odd bucket sequences,
+// positions out of order, a log (main or small) that does not parse or a
+// small log holding a record of a kind the writers never put there, odd
+// bucket sequences,
 // slots pointing outside the live log or at records of another hash, a key in
 // two slots, a counter that is not 8 bytes, a tagged item without its tag
 // list, a bucket outside its key's probe range, a load marker (a key's
@@ -30,28 +32,12 @@ func (sp *Space) Verify(ctx context.Context) error {
 		}
 		func() {
 			defer sp.unlock(sh)
-			head, tail := sh.h.head.Load(), sh.h.tail.Load()
-			if !sp.positionsOK(head, tail) {
-				bad(si, "log positions tail %d head %d (heap %d, records on %d-byte boundaries)", tail, head, sp.heap, recAlign)
-				return
-			}
 			live := map[uint64]bool{}
-			for pos := tail; pos < head; {
-				phys := pos % sp.heap
-				if sp.heap-phys < recHeader {
-					pos += sp.heap - phys
-					continue
-				}
-				off := sh.heapOff + phys
-				r := sp.rec(off)
-				if !sp.tailOK(sh, off, head-pos, r) {
-					bad(si, "log does not parse at position %d (size %d kind %d)", pos, r.size, r.kind)
+			for _, lg := range sp.logs(sh) {
+				if err := sp.walkLog(sh, lg, func(off uint64, _ *recHdr) { live[off] = true }); err != nil {
+					bad(si, "%s log: %v", logName(lg), err)
 					return
 				}
-				if r.kind != kindFiller {
-					live[off] = true
-				}
-				pos += uint64(r.size)
 			}
 			type ck struct {
 				id  uint32
@@ -130,4 +116,12 @@ func (sp *Space) Repairs() uint64 {
 		n += sp.sh[i].h.repairs.Load()
 	}
 	return n
+}
+
+// logName names lg in Verify's reports.
+func logName(lg logq) string {
+	if lg.small {
+		return "small"
+	}
+	return "main"
 }
