@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/emitter"
@@ -61,6 +62,15 @@ func TestMonitorReadsTheClusterInstances(t *testing.T) {
 		owned.CompareAndSwap(ctx, "k", []byte("not v"), []byte("w"), cache.SetOptions{})
 		owned.Set(ctx, "tagged", []byte("v"), cache.SetOptions{Tags: []string{"t"}})
 		owned.InvalidateTag(ctx, "t")
+	}
+	// And of the loader options': a stale serve (and its refresh) and a negative hit.
+	if lo, err := sp.Use("loaderopts", cache.Options{StaleFor: time.Minute, NotFoundExpire: time.Minute}); err == nil {
+		lo.Set(ctx, "old", []byte("v"), cache.SetOptions{ExpireAt: time.Now().Add(time.Millisecond)})
+		time.Sleep(2 * time.Millisecond)
+		lo.Get(ctx, "old", func(context.Context, string) ([]byte, error) { return []byte("new"), nil })
+		for range 2 {
+			lo.Get(ctx, "none", func(context.Context, string) ([]byte, error) { return nil, cache.ErrNotFound })
+		}
 	}
 	in.useSpace(sp)
 	if cache.Default() != sp {
@@ -117,13 +127,15 @@ func TestMonitorReadsTheClusterInstances(t *testing.T) {
 		t.Errorf("/metrics does not show the Cluster's cache space alone:\n%s", m)
 	}
 	for _, line := range []string{`cluster2_cache_counter_ops_total{cache="owned"} 1`, `cluster2_cache_cas_failures_total{cache="owned"} 1`,
-		`cluster2_cache_tag_invalidations_total{cache="owned"} 1`, `cluster2_cache_clears_total{cache="owned"} 0`} {
+		`cluster2_cache_tag_invalidations_total{cache="owned"} 1`, `cluster2_cache_clears_total{cache="owned"} 0`,
+		`cluster2_cache_stale_serves_total{cache="loaderopts"} 1`, `cluster2_cache_negative_hits_total{cache="loaderopts"} 1`} {
 		if !strings.Contains(m, line) {
 			t.Errorf("/metrics lacks %s:\n%s", line, grepLines(m, "cluster2_cache"))
 		}
 	}
 	if !regexp.MustCompile(`"caches": \{\s*"\d+": \[\s*\{\s*"name": "owned"`).MatchString(st) ||
-		!strings.Contains(st, `"counterOps": 1`) || !strings.Contains(st, `"casFailures": 1`) || !strings.Contains(st, `"tagInvalidations": 1`) {
+		!strings.Contains(st, `"counterOps": 1`) || !strings.Contains(st, `"casFailures": 1`) || !strings.Contains(st, `"tagInvalidations": 1`) ||
+		!strings.Contains(st, `"staleServes": 1`) || !strings.Contains(st, `"negativeHits": 1`) {
 		t.Errorf("/status does not show the owned cache's figures under caches:\n%s", st)
 	}
 	if !regexp.MustCompile(`(?m)^cluster2_emitter_emitted_total 3$`).MatchString(m) {

@@ -323,7 +323,8 @@ func (s *monitorSource) Caches() []monitor.CacheInfo {
 		out = append(out, monitor.CacheInfo{Name: name, Persist: o.Persist, Expire: o.Expire, Hits: st.Hits,
 			Misses: st.Misses, Loads: st.Loads, LoadErrors: st.LoadErrors, Evictions: st.Evictions,
 			Expirations: st.Expirations, Entries: st.Entries, Bytes: st.Bytes, CounterOps: st.CounterOps,
-			CASFailures: st.CASFailures, TagInvalidations: st.TagInvalidations, Clears: st.Clears})
+			CASFailures: st.CASFailures, TagInvalidations: st.TagInvalidations, Clears: st.Clears,
+			StaleServes: st.StaleServes, FailSafeServes: st.FailSafeServes, Refreshes: st.Refreshes, NegativeHits: st.NegativeHits})
 	}
 	return out
 }

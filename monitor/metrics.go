@@ -71,6 +71,10 @@ var (
 	descCacheCASFail = prometheus.NewDesc("cluster2_cache_cas_failures_total", "CompareAndSwap calls whose old value did not match.", []string{"cache"}, nil)
 	descCacheTagInv  = prometheus.NewDesc("cluster2_cache_tag_invalidations_total", "InvalidateTag calls.", []string{"cache"}, nil)
 	descCacheClears  = prometheus.NewDesc("cluster2_cache_clears_total", "Clear calls.", []string{"cache"}, nil)
+	descCacheStale   = prometheus.NewDesc("cluster2_cache_stale_serves_total", "Expired values served while a load went on.", []string{"cache"}, nil)
+	descCacheFailOK  = prometheus.NewDesc("cluster2_cache_failsafe_serves_total", "Expired values served in place of a loader's error or timeout.", []string{"cache"}, nil)
+	descCacheRefresh = prometheus.NewDesc("cluster2_cache_refreshes_total", "Background loads started (stale-while-revalidate, refresh ahead).", []string{"cache"}, nil)
+	descCacheNegHits = prometheus.NewDesc("cluster2_cache_negative_hits_total", "Gets answered not found from the cache.", []string{"cache"}, nil)
 )
 
 // Collect sends the current figures.
@@ -133,6 +137,10 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descCacheCASFail, float64(cv.CASFailures), n)
 		counter(descCacheTagInv, float64(cv.TagInvalidations), n)
 		counter(descCacheClears, float64(cv.Clears), n)
+		counter(descCacheStale, float64(cv.StaleServes), n)
+		counter(descCacheFailOK, float64(cv.FailSafeServes), n)
+		counter(descCacheRefresh, float64(cv.Refreshes), n)
+		counter(descCacheNegHits, float64(cv.NegativeHits), n)
 	}
 	if ms, ok := s.src.(MetricSource); ok {
 		for _, m := range ms.Metrics() {

@@ -494,7 +494,8 @@ func TestStatus(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	f := newFake(101, 102)
-	f.caches = []monitor.CacheInfo{{Name: "users", Hits: 9, Entries: 2, Bytes: 64, CounterOps: 4, CASFailures: 3, TagInvalidations: 2, Clears: 1}}
+	f.caches = []monitor.CacheInfo{{Name: "users", Hits: 9, Entries: 2, Bytes: 64, CounterOps: 4, CASFailures: 3, TagInvalidations: 2, Clears: 1,
+		StaleServes: 5, FailSafeServes: 6, Refreshes: 7, NegativeHits: 8}}
 	f.metrics = []monitor.Metric{{Name: "cluster2_wal_bytes", Help: "WAL size.", Value: 4096},
 		{Name: "cluster2_ring_records_total", Help: "Records.", Counter: true, Labels: map[string]string{"ring": "w1"}, Value: 7}}
 	s, url := serve(t, f, monitor.Options{})
@@ -513,6 +514,10 @@ func TestMetrics(t *testing.T) {
 		`cluster2_cache_cas_failures_total{cache="users"} 3`,
 		`cluster2_cache_tag_invalidations_total{cache="users"} 2`,
 		`cluster2_cache_clears_total{cache="users"} 1`,
+		`cluster2_cache_stale_serves_total{cache="users"} 5`,
+		`cluster2_cache_failsafe_serves_total{cache="users"} 6`,
+		`cluster2_cache_refreshes_total{cache="users"} 7`,
+		`cluster2_cache_negative_hits_total{cache="users"} 8`,
 		`cluster2_wal_bytes 4096`,
 		`cluster2_ring_records_total{ring="w1"} 7`,
 		`go_goroutines `,

@@ -59,6 +59,11 @@ type CacheInfo struct {
 	CASFailures      uint64 `json:"casFailures"`      // CompareAndSwap calls whose old value did not match
 	TagInvalidations uint64 `json:"tagInvalidations"` // InvalidateTag calls
 	Clears           uint64 `json:"clears"`           // Clear calls
+
+	StaleServes    uint64 `json:"staleServes"`    // expired values served while a load went on (StaleFor, SoftTimeout)
+	FailSafeServes uint64 `json:"failSafeServes"` // expired values served in place of a loader's error or timeout
+	Refreshes      uint64 `json:"refreshes"`      // background loads started (StaleFor, RefreshAhead)
+	NegativeHits   uint64 `json:"negativeHits"`   // Gets answered "not found" from the cache (NotFoundExpire)
 }
 
 // HitRatio returns Hits/(Hits+Misses), or 0 before any lookup.

@@ -162,6 +162,7 @@ function renderCaches(cs) {
       el('td', { textContent: bytes(c.bytes) }), el('td', { textContent: (c.hitRatio * 100).toFixed(1) + '%' }),
       el('td', { textContent: c.evictions }), el('td', { textContent: c.expirations }),
       el('td', { textContent: c.counterOps + ' / ' + c.casFailures }), el('td', { textContent: c.tagInvalidations + ' / ' + c.clears }),
+      el('td', { textContent: [c.staleServes, c.failSafeServes, c.refreshes, c.negativeHits].join(' / ') }),
       el('td', { textContent: c.persist ? 'yes' : 'no' }), el('td', { textContent: c.expire ? dur(c.expire / 1e9) : 'never' }),
       el('td', {}, watch));
   }));
