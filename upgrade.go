@@ -156,6 +156,7 @@ func (c *Cluster) prepareUpgrade(ctx context.Context) (func() error, error) {
 		unix.Close(prev)
 		c.m.Thaw()
 		_, err = fail(err)
+		c.m.UpgradeEnded(err) // Freeze said it began: the lifecycle (the service manager's READY=1) hears it ended
 		return err
 	}, nil
 }
