@@ -165,4 +165,28 @@ func TestDashboardInBrowser(t *testing.T) {
 		os.WriteFile(keep, png, 0o644)
 	}
 	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
+
+	// Upgrade the master from the page (the test binary execs itself: a good
+	// new build): the badge says so, the page's event stream comes back on
+	// the same monitor socket, and the rows show two new workers.
+	if code, body := request("POST", c.mon+"/debug/api/workers/"+pid+"/resume?access_token="+token); code != 200 {
+		t.Fatalf("resume: %d %q", code, body)
+	}
+	poll("the row shows active", `document.querySelector('tr[data-pid="`+pid+`"]').dataset.state === 'active'`)
+	eval("accept the confirmation", `window.confirm = () => true, 'ok'`)
+	if err := chromedp.Do(step(), chromedp.Click(chromedp.CSS("#upgrade-master"))); err != nil {
+		t.Fatalf("click upgrade: %v", err)
+	}
+	poll("the upgrade badge says upgraded", `!document.querySelector('#upgrade').hidden && document.querySelector('#upgrade').textContent === 'upgraded'`)
+	poll("two new workers", `(() => { const ps = [...document.querySelectorAll('#workers tbody tr[data-pid]')].map(r => r.dataset.pid);`+
+		` return ps.length === 2 && !ps.some(p => `+toJSArray(pids)+`.includes(p)); })()`)
+}
+
+// toJSArray is a JavaScript array literal of strings.
+func toJSArray(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return "[" + strings.Join(q, ",") + "]"
 }

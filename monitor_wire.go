@@ -299,6 +299,15 @@ func (s *monitorSource) PrepareUpgrade(ctx context.Context) (func() error, error
 	return cl.prepareUpgrade(ctx)
 }
 
+// UpgradeState is the dashboard's view of the last in-place upgrade
+// (monitor.UpgradeSource).
+func (s *monitorSource) UpgradeState() monitor.UpgradeInfo {
+	if cl := s.cluster.Load(); cl != nil {
+		return cl.upgrade.status()
+	}
+	return monitor.UpgradeInfo{}
+}
+
 func (s *monitorSource) RollingRestart(ctx context.Context) error {
 	m, err := s.master()
 	if err != nil {

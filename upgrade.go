@@ -13,6 +13,7 @@ import (
 
 	"github.com/cluster2/cluster2/internal/proc"
 	"github.com/cluster2/cluster2/master"
+	"github.com/cluster2/cluster2/monitor"
 	"github.com/cluster2/cluster2/shm"
 	"github.com/cluster2/cluster2/status"
 	"golang.org/x/sys/unix"
@@ -49,18 +50,11 @@ const (
 )
 
 // UpgradeStatus is the state of the last in-place upgrade, as /status shows
-// it (the built-in status StatusUpgrade) and Cluster.UpgradeStatus returns.
-type UpgradeStatus struct {
-	// State is "" (none since the master started), "checking",
-	// "handing over", "adopting", "replacing" (the workers, one at a time),
-	// "done" or "failed".
-	State   string    `json:"state"`
-	From    string    `json:"from,omitempty"` // the build it upgraded from (the running binary's path and build)
-	To      string    `json:"to,omitempty"`   // the new binary's
-	Started time.Time `json:"started,omitzero"`
-	Ended   time.Time `json:"ended,omitzero"`
-	Error   string    `json:"error,omitempty"` // why it failed
-}
+// it (the built-in status StatusUpgrade), the dashboard shows it and
+// Cluster.UpgradeStatus returns it: State is "" (none since the master
+// started), "checking", "handing over", "replacing" (the workers, one at a
+// time), "done" or "failed" (Error says why).
+type UpgradeStatus = monitor.UpgradeInfo
 
 // StatusUpgrade is the master's built-in status with the last in-place
 // upgrade's UpgradeStatus.

@@ -211,6 +211,7 @@ type overview struct {
 	Profiles      bool         `json:"profiles"`          // per-worker profiles are reachable
 	TokenRequired bool         `json:"tokenRequired"`     // the guarded routes need the bearer token
 	Persist       *PersistInfo `json:"persist,omitempty"` // nil: no persistence
+	Upgrade       *UpgradeInfo `json:"upgrade,omitempty"` // the last in-place upgrade; nil: none
 }
 
 type ecvPaths struct {
@@ -228,6 +229,11 @@ func (s *Server) overview() overview {
 	if ps, ok := s.src.(PersistSource); ok {
 		if pi, ok := ps.Persist(); ok {
 			o.Persist = &pi
+		}
+	}
+	if us, ok := s.src.(UpgradeSource); ok {
+		if u := us.UpgradeState(); u.State != "" {
+			o.Upgrade = &u
 		}
 	}
 	return o

@@ -33,12 +33,29 @@ type Source interface {
 }
 
 // UpgradeSource is a Source whose master can upgrade itself in place (the
-// monitor's POST /debug/api/upgrade).
+// monitor's POST /debug/api/upgrade; the dashboard shows UpgradeState).
 type UpgradeSource interface {
 	// PrepareUpgrade checks the new binary and holds the master for the
 	// upgrade; exec hands the cluster over and replaces the master's image
 	// (it returns only when that failed, and the cluster runs on).
 	PrepareUpgrade(ctx context.Context) (exec func() error, err error)
+
+	// UpgradeState returns the last in-place upgrade's state.
+	UpgradeState() UpgradeInfo
+}
+
+// UpgradeInfo is the state of a master's last in-place upgrade
+// (cluster2.UpgradeStatus is this type).
+type UpgradeInfo struct {
+	// State is "" (none since the master started), "checking",
+	// "handing over", "replacing" (the workers, one at a time), "done" or
+	// "failed".
+	State   string    `json:"state"`
+	From    string    `json:"from,omitempty"` // the build it upgraded from
+	To      string    `json:"to,omitempty"`   // the new binary's build
+	Started time.Time `json:"started,omitzero"`
+	Ended   time.Time `json:"ended,omitzero"`
+	Error   string    `json:"error,omitempty"` // why it failed
 }
 
 // CacheInfo describes one named cache for the dashboard and /metrics.

@@ -190,6 +190,17 @@ function renderPersist(p) {
   b.title = 'the log writer cannot write its log: Sets of persistent caches are refused; it retries by itself';
 }
 
+function renderUpgrade(u) {
+  const b = $('#upgrade');
+  b.hidden = !u;
+  if (!u) return;
+  const running = u.state !== 'done' && u.state !== 'failed';
+  b.className = 'badge' + (u.state === 'failed' ? ' down' : running ? ' warn' : ' up');
+  b.textContent = running ? 'UPGRADE IN PROGRESS: ' + u.state : u.state === 'done' ? 'upgraded' : 'UPGRADE FAILED';
+  b.title = [u.from && 'from ' + u.from, u.to && 'to ' + u.to, u.started && 'started ' + clock(u.started),
+    u.ended && 'ended ' + clock(u.ended), u.error].filter(Boolean).join('\n');
+}
+
 function eventItem(ev) {
   const li = el('li', {}, el('span', { class: 't', textContent: clock(ev.time) }), ev.name);
   if (ev.error) li.append(' ', el('span', { class: 'err', textContent: ev.error }));
@@ -205,6 +216,7 @@ function render(o) {
   $('#token-box').hidden = !o.tokenRequired;
   renderECV(o.ecv);
   renderPersist(o.persist);
+  renderUpgrade(o.upgrade);
   renderWorkers(o.workers);
   renderCaches(o.caches);
   if (snapshots === 0) $('#events').replaceChildren(...o.events.map(eventItem).reverse());
@@ -238,6 +250,9 @@ function start() {
   $('#mark-down').addEventListener('click', () => act('/debug/api/ecv/markDown', 'mark down'));
   $('#rolling-restart').addEventListener('click', () => {
     if (confirm('Replace every worker, one at a time?')) act('/debug/api/rolling-restart', 'rolling restart');
+  });
+  $('#upgrade-master').addEventListener('click', () => {
+    if (confirm('Upgrade the master in place to the binary on disk (same pid), then replace every worker?')) act('/debug/api/upgrade', 'upgrade');
   });
   $('#feed-cache').addEventListener('change', e => follow(e.target.value));
   const es = new EventSource('/debug/events');
