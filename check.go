@@ -78,11 +78,17 @@ func Check(ctx context.Context, exe string, args, env []string) (BuildInfo, erro
 		out <- b
 	}()
 	werr := cmd.Wait()
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // whatever it left behind
+	if errors.Is(werr, exec.ErrWaitDelay) {
+		werr = nil // it exited 0; a process it left behind holds its stderr (killed below)
+	}
 	var line []byte
 	select {
 	case line = <-out:
-	case <-time.After(time.Second): // a grandchild holds the pipe: the line came before the exit or never
+	case <-time.After(time.Second):
+		// A process it left behind holds the pipe (the line came before the
+		// exit, or never): it is in the child's process group, which exists
+		// while it lives (so the number names no other group): kill it.
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		r.Close()
 		line = <-out
 	}

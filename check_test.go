@@ -2,6 +2,7 @@ package cluster2_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -59,10 +60,20 @@ func TestCheck(t *testing.T) {
 		}
 	}
 
+	// One that answers and leaves a process holding the pipe: the answer
+	// counts, the process is killed (its group), the check ends.
+	lj, _ := json.Marshal(cluster2.ThisLayout())
+	good := `{"version":"v9","os":"` + info.OS + `","arch":"` + info.Arch + `","layout":` + string(lj) + `}`
+	start := time.Now()
+	got, err := cluster2.Check(ctx, script("leaves", "#!/bin/sh\necho '"+good+"' >&3\nsleep 60 &\nexit 0\n", 0o755), nil, nil)
+	if err != nil || got.Version != "v9" || time.Since(start) > 10*time.Second {
+		t.Errorf("Check(a program that answers and leaves a process behind) = %+v, %v after %v; want v9, soon", got, err, time.Since(start))
+	}
+
 	// One that never answers is killed when ctx ends, its process group too.
 	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancelShort()
-	start := time.Now()
+	start = time.Now()
 	_, err = cluster2.Check(short, script("hang", "#!/bin/sh\nsleep 60 &\nsleep 60\n", 0o755), nil, nil)
 	if !errors.Is(err, cluster2.ErrCheckFailed) || !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 10*time.Second {
 		t.Errorf("Check(a program that hangs) = %v after %v; want ErrCheckFailed, DeadlineExceeded, soon", err, time.Since(start))

@@ -25,7 +25,8 @@ type Event = master.Event
 type WorkerInfo = master.WorkerInfo
 
 // Role tells what a process of the cluster is: the master, a worker or the
-// cache manager (Cache.Mode standalone).
+// cache manager (Cache.Mode standalone), or a new binary being checked
+// before it replaces anything (Checking).
 type Role int
 
 // The roles of a process.
