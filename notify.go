@@ -1,6 +1,7 @@
 package cluster2
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -70,7 +71,10 @@ func (n *notifier) event(e Event) {
 		n.send(reloading(), "STATUS=rolling restart")
 	case master.EventRollingRestartDone:
 		status := "STATUS=rolling restart done: every worker replaced"
-		if e.Err != nil {
+		switch {
+		case errors.Is(e.Err, ErrCheckFailed):
+			status = "STATUS=rolling restart refused, nothing replaced: " + oneLine(e.Err.Error())
+		case e.Err != nil:
 			status = "STATUS=rolling restart done with failures (their old workers keep serving): " + oneLine(e.Err.Error())
 		}
 		n.send(daemon.SdNotifyReady, status)

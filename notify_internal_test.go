@@ -3,7 +3,9 @@ package cluster2
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -40,5 +42,28 @@ func TestNotifierSendFails(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), "level=WARN") {
 		t.Fatalf("the failure is not a warning:\n%s", buf.String())
+	}
+}
+
+// TestNotifierCheckFailure: a rolling restart refused by the check says so
+// to the service manager (READY=1 again, nothing replaced), not "done with
+// failures".
+func TestNotifierCheckFailure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	t.Setenv("NOTIFY_SOCKET", path)
+	n := newNotifier(slog.Default(), 2, false)
+	err = fmt.Errorf("master: rolling restart refused, every worker kept: %w: /bin/app: the file is missing", ErrCheckFailed)
+	n.event(Event{Kind: master.EventRollingRestartDone, Err: err, Time: time.Now()})
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4096)
+	k, err := c.Read(buf)
+	if got := string(buf[:k]); err != nil || !strings.Contains(got, "READY=1") ||
+		!strings.Contains(got, "STATUS=rolling restart refused, nothing replaced: ") || !strings.Contains(got, "the file is missing") {
+		t.Fatalf("notification %q, %v; want READY=1 and the refusal", got, err)
 	}
 }
