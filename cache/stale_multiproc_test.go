@@ -50,7 +50,10 @@ func childLoadOpts() {
 	runs := shm.Ptr[atomic.Uint64](sp.Arena(), off)
 	start := shm.Ptr[atomic.Uint64](sp.Arena(), off+8)
 	ready := shm.Ptr[atomic.Uint64](sp.Arena(), off+16)
+	entered := shm.Ptr[atomic.Uint64](sp.Arena(), off+24)
+	served := shm.Ptr[atomic.Uint64](sp.Arena(), off+32)
 	ms, _ := strconv.Atoi(os.Getenv("LOAD_MS"))
+	n, _ := strconv.Atoi(os.Getenv("N"))
 	mode := os.Getenv("LOADER")
 	ready.Add(1)
 	for start.Load() == 0 {
@@ -58,8 +61,15 @@ func childLoadOpts() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	entered.Add(1)
 	v, err := c.Get(ctx, "k", func(ctx context.Context, key string) ([]byte, error) {
 		runs.Add(1)
+		// The load lasts until every process is in its Get (and, with
+		// WAIT_SERVED, has been served: the value each gets does not
+		// depend on when a loaded machine schedules it), then LOAD_MS.
+		xtesting.Eventually(10*time.Second, func() bool {
+			return entered.Load() == uint64(n) && (os.Getenv("WAIT_SERVED") == "" || served.Load() == uint64(n))
+		})
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		switch mode {
 		case "fail":
@@ -71,6 +81,10 @@ func childLoadOpts() {
 		}
 		return []byte("fresh"), nil
 	})
+	served.Add(1)
+	// Stay until every process was answered: a loader's process that left
+	// would leave its load to a waiter (a second run, as it should).
+	xtesting.Eventually(10*time.Second, func() bool { return served.Load() == uint64(n) })
 	r := loadOptsResult{V: string(v), NotFound: errors.Is(err, cache.ErrNotFound), Panic: errors.Is(err, cache.ErrLoaderPanic),
 		Failed: errors.Is(err, cache.ErrLoaderFailed), Timeout: errors.Is(err, cache.ErrLoadTimeout)}
 	if err != nil {
@@ -199,8 +213,9 @@ func TestLoaderOptionsAcrossProcesses(t *testing.T) {
 			before := c.Stats()
 			js, _ := json.Marshal(tc.opts)
 			env := []string{"OPTS=" + string(js), "LOADER=" + tc.loader, "LOAD_MS=" + strconv.Itoa(tc.loadMS)}
-			if tc.fresh {
-				env = append(env, "WAIT_FRESH=1")
+			env = append(env, "N="+strconv.Itoa(n))
+			if tc.fresh { // the children are served the current value, then wait for the refreshed one
+				env = append(env, "WAIT_FRESH=1", "WAIT_SERVED=1")
 			}
 			var cmds []*exec.Cmd
 			var outs []*os.File
