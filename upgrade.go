@@ -252,10 +252,14 @@ func (ho *handover) monitorParts() *monitorParts {
 
 // spawnExe is the path the adopting master spawns its children from: the
 // binary on disk after an upgrade; the previous binary (its descriptor)
-// on the way back, whose file on disk is the failed new build.
+// on the way back, whose file on disk is the failed new build. The path
+// names the master's descriptor by the master's pid, not /proc/self: a
+// child resolves the path in its execve, after its own descriptors 3, 4,
+// 5, ... were put in place, and the master's number may be one of them
+// (TestUpgradeFaults: the death pipe at 5 made every respawn EACCES).
 func (ho *handover) spawnExe() string {
 	if ho.Why == whyBack && ho.Previous >= 0 {
-		return "/proc/self/fd/" + strconv.Itoa(ho.Previous)
+		return "/proc/" + strconv.Itoa(os.Getpid()) + "/fd/" + strconv.Itoa(ho.Previous)
 	}
 	return ho.Exe
 }

@@ -12,9 +12,21 @@
 // those kills between a log write and its fdatasync), sends SIGHUP rolling
 // restarts, fills the arena past capacity, fills the data directory (a small
 // tmpfs, when the soak may mount one) and frees it again, pauses/resumes
-// workers, and exhausts the master's file descriptors while a killed worker
+// workers, exhausts the master's file descriptors while a killed worker
 // must be respawned (issue 13: the respawn is retried until the descriptors
-// are back). Two of the writers PUT on keep-alive connections (no client
+// are back), and upgrades the master in place (issue 15, SIGUSR2): to a good
+// build, the other of two copies of the test binary renamed in turn over the
+// path the cluster runs from (the upgrade must end "done", the master the
+// same process, every worker on the file renamed in), or to a broken build,
+// this package built with -ldflags "-X
+// github.com/cluster2/cluster2/internal/soak.brokenWorkers=1" (its workers
+// fail at start: the master must go back and end "failed" with every worker
+// on the build it ran before; then a good build is renamed over the path
+// again). The first three actions are one exhaustion, one good upgrade and
+// one failed upgrade, so that a short soak has each. The driver follows the
+// master's images (each prints its own READY line with its own control
+// server) and merges what each image's watcher saw of the keys. Two of the
+// writers PUT on keep-alive connections (no client
 // replays a PUT: a drain that closes a connection under one fails it). PUTs
 // refused while the log cannot be written are counted apart (never
 // acknowledged); the summary's "lost" counts acknowledged writes missing
@@ -39,6 +51,13 @@
 // TestKillManagerBetweenWriteAndSync kills the cache manager between a log
 // write and its fdatasync three times. Both want every acknowledged write
 // back after a restart, and run in every normal `go test ./...`.
+// TestUpgradeFaults (skipped with -short: it builds the broken build) runs
+// the upgrade faults once: a good upgrade, a failed one, then a kill -9 of a
+// worker (respawned on the build gone back to) and a SIGHUP (every worker
+// replaced with it). The soak found that respawn failing for ever after the
+// way back (the master spawned from /proc/self/fd/<n>, which a child
+// resolves after its own descriptors 3, 4, 5 are placed; it now names the
+// master's pid).
 //
 // # Longer runs elsewhere
 //

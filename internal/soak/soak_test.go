@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -46,6 +47,13 @@ const (
 	arenaSize  = 16 << 20         // small, so that the filler goes past capacity quickly
 	masterFDs  = 4096             // the master's RLIMIT_NOFILE: small enough to exhaust
 )
+
+// brokenWorkers, set at build time (go test -c -ldflags "-X
+// github.com/cluster2/cluster2/internal/soak.brokenWorkers=1"), makes the
+// soak's broken build: every worker of it fails at start (its ConfigureApp
+// returns an error), so that an in-place upgrade to it must go back to the
+// build it came from. Empty in the test binary go test builds.
+var brokenWorkers = ""
 
 // beforeSync is persist's test hook (persist/hooks.go), nil in a real
 // program: the log writer calls it after writing log entries and before
@@ -211,6 +219,12 @@ func childCluster() {
 		ReplaceTimeout:    20 * time.Second,
 		StopTimeout:       20 * time.Second,
 		ArenaSize:         arenaSize,
+		ConfigureApp: func(_ context.Context, h http.Handler) (http.Handler, error) {
+			if brokenWorkers != "" {
+				return nil, errors.New("built to fail every worker (soak.brokenWorkers)")
+			}
+			return h, nil
+		},
 		Cache: cluster2.CacheConfig{Enabled: true, Mode: mode,
 			DataDir: os.Getenv(envDataDir), Durability: cache.Always, DownWhilePersistFailing: monitorOn},
 	})
@@ -243,6 +257,9 @@ func childCluster() {
 		os.Exit(3)
 	}
 	ctl := clustertest.ControlMux(c)
+	ctl.HandleFunc("/upgrade", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(c.UpgradeStatus())
+	})
 	ctl.HandleFunc("/last", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -263,7 +280,18 @@ type cluster struct {
 // is a hang) for its READY line. Its control client gives up after 30 s.
 func start(t *testing.T, dataDir string, env ...string) *cluster {
 	t.Helper()
-	p := clustertest.Spec{Child: "cluster", Env: append([]string{envDataDir + "=" + dataDir}, env...), ReadyTimeout: 90 * time.Second}.Start(t)
+	return startFrom(t, "", dataDir, env...)
+}
+
+// startFrom is start with the cluster run from the binary at exe (a copy
+// of the test binary; "": the test binary itself).
+func startFrom(t *testing.T, exe, dataDir string, env ...string) *cluster {
+	t.Helper()
+	spec := clustertest.Spec{Child: "cluster", Env: append([]string{envDataDir + "=" + dataDir}, env...), ReadyTimeout: 90 * time.Second}
+	if exe != "" {
+		spec.Wrap = func(cmd *exec.Cmd) { cmd.Path, cmd.Args[0] = exe, exe }
+	}
+	p := spec.Start(t)
 	p.Client.Timeout = 30 * time.Second
 	return &cluster{p, t}
 }
@@ -275,6 +303,7 @@ type stats struct {
 	pauses, managerKills, workerKills             atomic.Int64
 	exhaustions, respawnRetries, keepAlivePuts    atomic.Int64
 	refused, fullDisks, syncKills                 atomic.Int64
+	upgrades, wentBack, upgradeErrors             atomic.Int64
 }
 
 // killLog remembers when workers were killed, to tell the failures of
@@ -325,10 +354,15 @@ func TestSoak(t *testing.T) {
 	}
 	diskFaults := err == nil
 	trigger := filepath.Join(t.TempDir(), "kill-before-sync")
-	c := start(t, dataDir, envKillAt+"="+trigger)
+	// The cluster runs from a copy of the test binary, so that builds can
+	// be renamed over its path and upgraded to in place.
+	dep := newDeployer(t, t.TempDir())
+	c := startFrom(t, dep.exe, dataDir, envKillAt+"="+trigger)
 	if !c.Healthy(2, 60*time.Second) {
 		t.Fatal("the cluster is not healthy 60 s after start")
 	}
+	up := newUpgrades(t, c, dep)
+	var upTimes, backTimes []time.Duration
 	var st stats
 	var kl killLog
 	keys := make([]keyState, numKeys)
@@ -459,14 +493,16 @@ func TestSoak(t *testing.T) {
 	// The driver: a random action every 2 to 8 s, then a bounded wait for
 	// the cluster to be whole again.
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	actions := 0
 	progress := time.NewTicker(time.Minute)
 	defer progress.Stop()
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case <-progress.C:
-			t.Logf("progress: %d requests, %d failed, %d in flight on killed workers, %d kills, %d restarts, %d fills, %d pauses, %d descriptor exhaustions",
-				st.requests.Load(), st.failed.Load(), st.inflightKilled.Load(), st.kills.Load(), st.restarts.Load(), st.fills.Load(), st.pauses.Load(), st.exhaustions.Load())
+			t.Logf("progress: %d requests, %d failed, %d in flight on killed workers, %d kills, %d restarts, %d fills, %d pauses, %d descriptor exhaustions, %d upgrades (%d went back)",
+				st.requests.Load(), st.failed.Load(), st.inflightKilled.Load(), st.kills.Load(), st.restarts.Load(), st.fills.Load(), st.pauses.Load(), st.exhaustions.Load(),
+				st.upgrades.Load(), st.wentBack.Load())
 			continue
 		case <-time.After(time.Duration(2000+r.IntN(6000)) * time.Millisecond):
 		}
@@ -479,11 +515,33 @@ func TestSoak(t *testing.T) {
 			t.Errorf("control: %v", err)
 			continue
 		}
-		x := r.IntN(100)
-		if st.exhaustions.Load() == 0 {
-			x = 0 // the first action: a short soak has one too
+		x := r.IntN(116)
+		switch actions++; actions { // the first actions: a short soak has one of each too
+		case 1:
+			x = 0 // descriptors exhausted
+		case 2:
+			x = 100 // an upgrade to a good build
+		case 3:
+			x = 108 // one to the broken build
 		}
 		switch {
+		case x >= 100: // an in-place upgrade (SIGUSR2) to the other good build, or from 108 to the broken build: the master goes back
+			broken := x >= 108 && dep.broken != ""
+			run, times := up.good, &upTimes
+			if broken {
+				run, times = up.failed, &backTimes
+			}
+			took, err := run()
+			if err != nil {
+				st.upgradeErrors.Add(1)
+				t.Errorf("in-place upgrade (to the broken build: %v): %v", broken, err)
+				break
+			}
+			st.upgrades.Add(1)
+			if broken {
+				st.wentBack.Add(1)
+			}
+			*times = append(*times, took)
 		case x < 8 && len(pids) > 0: // the master out of descriptors while a killed worker is respawned
 			if err := c.Control("/exhaust?leave=2", nil); err != nil {
 				t.Errorf("exhaust: %v", err)
@@ -636,10 +694,10 @@ func TestSoak(t *testing.T) {
 		t.Fatal("the load did not stop within 60 s")
 	}
 	time.Sleep(time.Second) // the master's watcher catches up
-	var last map[string]string
-	if err := c.Control("/last", &last); err != nil {
+	if err := up.keepLast(); err != nil {
 		t.Fatalf("last changes: %v", err)
 	}
+	last := up.last // what every image of the master saw
 	// A full kill -9 of the cluster, then a restart on the same data.
 	c.Kill()
 	st.kills.Add(1)
@@ -693,15 +751,17 @@ func TestSoak(t *testing.T) {
 		t.Logf("failures: %d× %s", n, m)
 	}
 	failMu.Unlock()
+	t.Logf("upgrades: %d in place to a good build (SIGUSR2; check to every worker on it: %s), %d to a broken build that went back (%s); %d upgrade errors",
+		st.upgrades.Load()-st.wentBack.Load(), spread(upTimes), st.wentBack.Load(), spread(backTimes), st.upgradeErrors.Load())
 	t.Logf("details: %s soak; %d worker kills, %d cache-manager kills (%d between a log write and its fdatasync), 1 full kill; %d rolling restarts + 1 full restart; %d fills of 16 MiB; %d full disks; %d pauses; %d master descriptor exhaustions (%d failed respawn attempts retried); %d keep-alive PUTs; %d requests failed in flight on a killed worker; %d PUTs refused (not acknowledged: full disk, or not known durable); %d keys evicted (not lost); %d torn; %d hangs",
 		dur, st.workerKills.Load(), st.managerKills.Load(), st.syncKills.Load(), st.restarts.Load()-1, st.fills.Load(), st.fullDisks.Load(), st.pauses.Load(),
 		st.exhaustions.Load(), st.respawnRetries.Load(), st.keepAlivePuts.Load(),
 		st.inflightKilled.Load(), st.refused.Load(), st.evicted.Load(), st.torn.Load(), st.hangs.Load())
-	summary := fmt.Sprintf("%d requests, %d failed, %d kills, %d restarts, %d lost",
-		st.requests.Load(), st.failed.Load(), st.kills.Load(), st.restarts.Load(), st.lost.Load())
+	summary := fmt.Sprintf("%d requests, %d failed, %d kills, %d restarts, %d upgrades (%d went back), %d lost",
+		st.requests.Load(), st.failed.Load(), st.kills.Load(), st.restarts.Load(), st.upgrades.Load(), st.wentBack.Load(), st.lost.Load())
 	fmt.Println("SOAK:", summary)
 	t.Log(summary)
-	if st.failed.Load() > 0 || st.lost.Load() > 0 || st.torn.Load() > 0 || st.hangs.Load() > 0 {
-		t.Errorf("soak: %s; %d torn, %d hangs", summary, st.torn.Load(), st.hangs.Load())
+	if st.failed.Load() > 0 || st.lost.Load() > 0 || st.torn.Load() > 0 || st.hangs.Load() > 0 || st.upgradeErrors.Load() > 0 {
+		t.Errorf("soak: %s; %d torn, %d hangs, %d upgrade errors", summary, st.torn.Load(), st.hangs.Load(), st.upgradeErrors.Load())
 	}
 }
