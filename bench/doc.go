@@ -105,6 +105,35 @@
 // socketpair; Always with 1, 4 and 16 writers against Redis appendfsync
 // always; emitter throughput at 64 B, 1 KiB and (almost) 64 KiB.
 //
+// # In-place upgrade (upgrade_bench_test.go)
+//
+// BenchmarkUpgrade deploys new builds of the demo (cmd/cluster2-demo, 2
+// workers; built by the benchmark as v1 and v2, each deploy renaming the
+// other build over the path it runs from) under wrk's load (2 threads, 32
+// keep-alive connections, GET /), both ways in every iteration, on the same
+// cluster:
+//
+//   - upgrade: the monitor's upgrade action; the master execs the new build
+//     with its pid, adopts the workers and replaces them.
+//   - rolling: SIGHUP, the peer: every worker replaced with the binary on
+//     disk.
+//
+// It reports, per way, the deploy's time (upgrade-ms: the upgrade status's
+// Started → Ended; rolling-ms: the rolling-restart → rolling-restart-done
+// events), wrk's p99 over the deploy (from 250 ms before to 250 ms after)
+// and over the 2 s before it (steady; BENCH_UPGRADE_STEADY), their ratio,
+// req/s and failed requests (wrk's errors and non-2xx: 0 expected); the
+// round's ratios upgrade/rolling (time) and upgrade/rolling-p99; and, from
+// the master's log, the upgrade's steps (upgrade-to-exec-ms: the check and
+// the hold; exec-adopt-ms: "executing the new image" → "cluster adopted";
+// upgrade-replace-ms: the replacements) and the rolling restart's check
+// (rolling-check-ms). Every figure is the median of the iterations
+// (-benchtime 4x: four rounds); after each deploy every worker must serve
+// the new version. It needs the go command and wrk (apt-get install -y
+// wrk) and skips without them. bench/report.sh runs it on its own
+// (UPGRADE_ROUNDS rounds per -count run) into
+// bench/results/issue15-upgrade.txt.
+//
 // bench/report.sh runs them all and writes docs/BENCHMARKS.md.
 //
 // # Adding benchmarks

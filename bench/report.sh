@@ -5,12 +5,15 @@
 # memcached, wrk), records the machine, runs every Go benchmark of ./bench with
 # its peers (-count runs, benchstat-compatible), runs wrk against the demo
 # (cmd/cluster2-demo, 2 workers) and against one net/http process serving the
-# same handler (bench/report/single), saves the raw output in bench/results/,
-# and writes docs/BENCHMARKS.md (bench/report: medians, peers, ratios, targets).
+# same handler (bench/report/single), runs BenchmarkUpgrade (the in-place
+# upgrade against a SIGHUP rolling restart under wrk, issue 15) on its own,
+# saves the raw output in bench/results/, and writes docs/BENCHMARKS.md
+# (bench/report: medians, peers, ratios, targets).
 #
 # Knobs (environment): COUNT (default 5), BENCHTIME (default 1s), BENCH (the
 # -bench pattern, default .), WRK_DURATION (default 5s), WRK_ROUNDS (default
-# COUNT), PORT_BASE (default 18080: uses PORT_BASE..PORT_BASE+2 on 127.0.0.1).
+# COUNT), PORT_BASE (default 18080: uses PORT_BASE..PORT_BASE+2 on 127.0.0.1),
+# UPGRADE_ROUNDS (deploys of each kind per -count run, default 2; 0: none).
 # A full run takes about 12-15 minutes on a 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +25,7 @@ BENCH="${BENCH:-.}"
 WRK_DURATION="${WRK_DURATION:-5s}"
 WRK_ROUNDS="${WRK_ROUNDS:-$COUNT}"
 PORT_BASE="${PORT_BASE:-18080}"
+UPGRADE_ROUNDS="${UPGRADE_ROUNDS:-2}"
 OUT=bench/results
 mkdir -p "$OUT"
 
@@ -58,7 +62,8 @@ echo "== machine"
 
 start=$(date +%s)
 echo "== go benchmarks (-count $COUNT -benchtime $BENCHTIME)"
-go test -run '^$' -bench "$BENCH" -benchtime "$BENCHTIME" -count "$COUNT" -timeout 60m ./bench | tee "$OUT/bench.txt"
+# BenchmarkUpgrade runs on its own below (its iterations are deploys, not -benchtime).
+go test -run '^$' -bench "$BENCH" -skip '^BenchmarkUpgrade$' -benchtime "$BENCHTIME" -count "$COUNT" -timeout 60m ./bench | tee "$OUT/bench.txt"
 
 echo "== wrk: the demo (2 workers) against one net/http process"
 tmp=$(mktemp -d)
@@ -123,9 +128,16 @@ cleanup
 demo_pid="" single_pid=""
 trap - EXIT
 
+upgrade_results=()
+if [ "$UPGRADE_ROUNDS" -gt 0 ]; then
+  echo "== in-place upgrade against a SIGHUP rolling restart (issue 15): $UPGRADE_ROUNDS deploys of each × $COUNT"
+  go test -run '^$' -bench '^BenchmarkUpgrade$' -benchtime "${UPGRADE_ROUNDS}x" -count "$COUNT" -timeout 30m ./bench | tee "$OUT/issue15-upgrade.txt"
+  upgrade_results=("$OUT/issue15-upgrade.txt")
+fi
+
 elapsed=$(( $(date +%s) - start ))
 echo "== docs/BENCHMARKS.md"
 go run ./bench/report -machine "$OUT/machine.txt" -out docs/BENCHMARKS.md \
   -note "Run of $(date -u +%Y-%m-%d): $((elapsed / 60)) min $((elapsed % 60)) s for the benchmarks and wrk (\`bench/report.sh\`, COUNT=$COUNT BENCHTIME=$BENCHTIME)." \
-  "$OUT/bench.txt" "$OUT/wrk.txt"
+  "$OUT/bench.txt" "$OUT/wrk.txt" "${upgrade_results[@]}"
 echo "wrote docs/BENCHMARKS.md; raw output in $OUT/ (benchstat $OUT/bench.txt)"

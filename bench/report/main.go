@@ -5,8 +5,9 @@
 //
 //	go run ./bench/report -machine machine.txt -out docs/BENCHMARKS.md bench.txt wrk.txt
 //
-// A figure is the median of its -count runs. The file's soak section (between
-// the soak markers) is kept from the previous file: the soak writes it.
+// A figure is the median of its -count runs. The file's hand-written blocks
+// (between the notes, upgrade notes and soak markers) are kept from the
+// previous file: a person writes the notes after a run, the soak its block.
 package main
 
 import (
@@ -77,6 +78,7 @@ type row struct {
 	label      string
 	name, unit string
 	peer       string // benchmark name of the peer ("" = none)
+	peerUnit   string // the peer's unit, when the same benchmark reports both ("" = unit)
 	target     string // what the issue asks, in words
 	minRatio   float64
 	absMax     float64 // the figure must be at most this (0 = none)
@@ -120,12 +122,17 @@ func (r results) write(w *strings.Builder, rows []row) {
 		met := true
 		judged := false
 		if x.peer != "" {
-			pm, _, pok := r.median(x.peer, x.unit)
+			pu := x.unit
 			peer = "`" + x.peer + "`"
+			if x.peerUnit != "" {
+				pu = x.peerUnit
+				peer += " " + pu
+			}
+			pm, _, pok := r.median(x.peer, pu)
 			if !pok {
 				pv = "skipped"
 			} else {
-				pv = fmtVal(pm, x.unit)
+				pv = fmtVal(pm, pu)
 				q := pm / v
 				if higherIsBetter(x.unit) {
 					q = v / pm
@@ -295,6 +302,40 @@ func main() {
 	if b, err := os.ReadFile(*out); err == nil {
 		old = string(b)
 	}
+	fmt.Fprintln(&w, "## In-place upgrade against a rolling restart (issue 15)")
+	fmt.Fprintln(&w)
+	fmt.Fprintln(&w, "`BenchmarkUpgrade` (bench/upgrade_bench_test.go; `bench/results/issue15-upgrade.txt`): the demo, 2 workers,")
+	fmt.Fprintln(&w, "built as v1 and v2, each deploy renaming the other build over its path, under `wrk -t2 -c32` (GET /,")
+	fmt.Fprintln(&w, "loopback); the peer is a SIGHUP rolling restart onto the renamed build, on the same cluster, one of each")
+	fmt.Fprintln(&w, "per round. The deploy's time runs from the action to every worker on the new build; p99 over the")
+	fmt.Fprintln(&w, "deploy's window against the steady p99 of the 2 s just before it. The rows upgrade/rolling are ratios")
+	fmt.Fprintln(&w, "taken in each round (below 1: the upgrade was faster or calmer than that round's rolling restart); the")
+	fmt.Fprintln(&w, "ratio column, as above, is how many times better the upgrade did than the rolling restart.")
+	fmt.Fprintln(&w)
+	up := func(label, unit, peerUnit, target string) row {
+		x := row{label: label, name: "Upgrade", unit: unit, peerUnit: peerUnit, target: target}
+		if peerUnit != "" {
+			x.peer = "Upgrade"
+		}
+		return x
+	}
+	rows = []row{
+		up("deploy: action to every worker on the new build", "upgrade-ms", "rolling-ms", "–"),
+		up("p99 latency during the deploy", "upgrade-p99-ms", "rolling-p99-ms", "–"),
+		up("p99 during the deploy / steady p99 before it", "upgrade-p99/steady", "rolling-p99/steady", "–"),
+		up("steady p99 before the deploy", "upgrade-steady-p99-ms", "rolling-steady-p99-ms", "–"),
+		up("req/s during the deploy", "upgrade-req/s", "rolling-req/s", "–"),
+		up("upgrade time / rolling restart time, per round", "upgrade/rolling", "", "–"),
+		up("upgrade p99 / rolling restart p99, per round", "upgrade/rolling-p99", "", "–"),
+		up("action to the exec (upgrade) / to the check passed (rolling restart)", "upgrade-to-exec-ms", "rolling-check-ms", "–"),
+		up("exec to adopted (the master's log)", "exec-adopt-ms", "", "–"),
+		up("adopted to every worker replaced (the master's log)", "upgrade-replace-ms", "", "–"),
+		{label: "failed requests during an upgrade", name: "Upgrade", unit: "upgrade-failed", target: "0", absMax: 1e-9},
+		{label: "failed requests during a rolling restart", name: "Upgrade", unit: "rolling-failed", target: "0", absMax: 1e-9},
+	}
+	r.write(&w, rows)
+	keep(&w, old, upgradeBegin, upgradeEnd, "No notes yet.\n")
+	fmt.Fprintln(&w)
 	fmt.Fprintln(&w, "## Reading these figures")
 	fmt.Fprintln(&w)
 	keep(&w, old, notesBegin, notesEnd, "No notes yet.\n")
@@ -326,4 +367,7 @@ const (
 	notesEnd   = "<!-- /notes -->"
 	soakBegin  = "<!-- soak: kept by bench/report, written from internal/soak's summary -->"
 	soakEnd    = "<!-- /soak -->"
+	// The upgrade section's notes: the ratios quoted, the load.
+	upgradeBegin = "<!-- upgrade notes: kept by bench/report, written by hand after a run -->"
+	upgradeEnd   = "<!-- /upgrade notes -->"
 )
