@@ -312,6 +312,11 @@ func runMaster(ctx context.Context, c Config, p masterParts) (cl *Cluster, err e
 	if err := m.WaitUp(ctx); err != nil {
 		return nil, err // the master stopped every process it started
 	}
+	if ho != nil {
+		if err := mon.serveAdopted(); err != nil {
+			return nil, fmt.Errorf("cluster2: monitor: %w", err)
+		}
+	}
 	return cl, nil
 }
 

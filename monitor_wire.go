@@ -117,7 +117,15 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena, in *instances, event
 	if err == nil {
 		r.srv = srv
 		events.monitor = r
-		if err = srv.Start(); err != nil {
+		if adopt != nil {
+			// An adopting image serves once the master is attached and up
+			// (serveAdopted): before, its ECV would answer down for a
+			// cluster that never left rotation. Meanwhile the handed-over
+			// sockets queue the connections.
+			if adopt.markedDown {
+				err = srv.ECV().MarkDown()
+			}
+		} else if err = srv.Start(); err != nil {
 			events.monitor = nil
 			srv.Close()
 		}
@@ -133,8 +141,18 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena, in *instances, event
 // the previous image: its sockets (agent nil without an agent-check) and
 // the workers' profiling directory ("" without profiles).
 type monitorParts struct {
-	ln, agent net.Listener
-	dir       string
+	ln, agent  net.Listener
+	dir        string
+	markedDown bool // an operator had marked the ECV down
+}
+
+// serveAdopted starts serving an adopting image's monitor, once its master
+// is attached and up (see startMonitor).
+func (r *monitorRuntime) serveAdopted() error {
+	if r == nil {
+		return nil
+	}
+	return r.srv.Start()
 }
 
 func closeListeners(ls ...net.Listener) {

@@ -2,6 +2,7 @@ package cluster2_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/internal/clustertest"
+	"github.com/cluster2/cluster2/internal/xtesting"
 	"golang.org/x/sys/unix"
 )
 
@@ -207,5 +209,95 @@ func TestUpgradeInPlaceNotifies(t *testing.T) {
 	}
 	if u := up[strconv.Itoa(master)]; u.State != "done" || u.Error != "" || u.Ended.Before(u.Started) {
 		t.Fatalf("/status's upgrade: %+v; want done, no error", u)
+	}
+}
+
+// upgradeDone waits until /status says the upgrade started after since is
+// done, and returns it (failing the test on "failed" or after wait).
+func upgradeDone(t *testing.T, mon string, master int, since time.Time) cluster2.UpgradeStatus {
+	t.Helper()
+	var u cluster2.UpgradeStatus
+	ok := xtesting.Eventually(wait, func() bool {
+		resp, err := http.Get("http://" + mon + "/status")
+		if err != nil {
+			return false
+		}
+		var st map[string]json.RawMessage
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		var up map[string]cluster2.UpgradeStatus
+		if err != nil || json.Unmarshal(st[cluster2.StatusUpgrade], &up) != nil {
+			return false
+		}
+		u = up[strconv.Itoa(master)]
+		return !u.Started.Before(since) && (u.State == "done" || u.State == "failed")
+	})
+	if !ok || u.State != "done" {
+		t.Fatalf("upgrade: %+v; want done within %v", u, wait)
+	}
+	return u
+}
+
+// TestUpgradeKeepsTheECV: the ECV answers up at every poll through an
+// in-place upgrade (the next image serves the handed-over monitor socket only
+// once its master adopted the cluster and is up: queued polls wait, none is
+// answered down), and an operator's mark-down survives an upgrade.
+func TestUpgradeKeepsTheECV(t *testing.T) {
+	tc := startCluster(t, "T_WORKERS=2", "T_NOWARMUP=1")
+	ecv := func() (int, string) {
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + tc.Mon + "/ecv")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b := make([]byte, 64)
+		n, _ := resp.Body.Read(b)
+		return resp.StatusCode, strings.TrimSpace(string(b[:n]))
+	}
+	if !xtesting.Eventually(wait, func() bool { c, _ := ecv(); return c == 200 }) {
+		t.Fatal("the ECV never says up")
+	}
+	stop := make(chan struct{})
+	bad := make(chan string, 1)
+	polls := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if c, body := ecv(); c != 200 {
+				select {
+				case bad <- fmt.Sprintf("%d %q", c, body):
+				default:
+				}
+			}
+			polls++
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	since := time.Now()
+	tc.Signal(syscall.SIGUSR2)
+	upgradeDone(t, tc.Mon, tc.Pid(), since)
+	close(stop)
+	<-done
+	select {
+	case b := <-bad:
+		t.Fatalf("the ECV answered %s during the upgrade (%d polls)", b, polls)
+	default:
+	}
+	t.Logf("%d ECV polls through the upgrade, every one up", polls)
+
+	if code, body := request("POST", "http://"+tc.Mon+"/ecv/markDown"); code != 200 {
+		t.Fatalf("markDown: %d %q", code, body)
+	}
+	since = time.Now()
+	tc.Signal(syscall.SIGUSR2)
+	upgradeDone(t, tc.Mon, tc.Pid(), since)
+	if c, body := ecv(); c != 503 || !strings.HasPrefix(body, "ECV DISABLED") {
+		t.Fatalf("ECV after an upgrade of a marked-down cluster: %d %q; want 503 ECV DISABLED", c, body)
 	}
 }

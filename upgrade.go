@@ -185,6 +185,7 @@ func (c *Cluster) execImage(exe string, ho proc.Handover) error {
 			agent, _ = ag.(syscall.Conn)
 		}
 		ho.ProfDir = c.mon.dir
+		ho.MarkedDown = c.mon.srv.ECV().State().MarkedDown
 	}
 	var err error
 	for _, x := range []struct {
@@ -247,7 +248,7 @@ func (ho *handover) monitorParts() *monitorParts {
 	if ho == nil {
 		return nil
 	}
-	return &monitorParts{ln: ho.monLn, agent: ho.agentLn, dir: ho.ProfDir}
+	return &monitorParts{ln: ho.monLn, agent: ho.agentLn, dir: ho.ProfDir, markedDown: ho.MarkedDown}
 }
 
 // spawnExe is the path the adopting master spawns its children from: the

@@ -50,15 +50,16 @@ type Handover struct {
 	// ends, the monitor's and agent-check's listeners (-1: none), and the
 	// previous binary (an O_PATH descriptor of the image that made this
 	// handover: the way back).
-	Listener int          `json:"listener"`
-	Arena    int          `json:"arena"`
-	DeathR   int          `json:"deathR"`
-	DeathW   int          `json:"deathW"`
-	Monitor  int          `json:"monitor"`
-	Agent    int          `json:"agent"`
-	Previous int          `json:"previous"`
-	ProfDir  string       `json:"profDir,omitempty"` // the workers' profiling sockets' directory
-	Upgrade  UpgradeState `json:"upgrade"`
+	Listener   int          `json:"listener"`
+	Arena      int          `json:"arena"`
+	DeathR     int          `json:"deathR"`
+	DeathW     int          `json:"deathW"`
+	Monitor    int          `json:"monitor"`
+	Agent      int          `json:"agent"`
+	Previous   int          `json:"previous"`
+	ProfDir    string       `json:"profDir,omitempty"`    // the workers' profiling sockets' directory
+	MarkedDown bool         `json:"markedDown,omitempty"` // an operator had marked the ECV down
+	Upgrade    UpgradeState `json:"upgrade"`
 
 	// Children are the live children, workers and auxiliary processes.
 	Children []Child `json:"children"`
