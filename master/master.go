@@ -274,7 +274,7 @@ func (m *Master) goUp() error {
 	m.wg.Add(1)
 	go m.deathQueue()
 	if m.cfg.HandleSignals {
-		go m.signals()
+		go m.signals(m.notifySignals()) // subscribed now, before EventUp
 	}
 	m.started.Store(true)
 	m.up.Store(true)

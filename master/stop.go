@@ -116,11 +116,20 @@ func (m *Master) Kill() {
 	m.mu.Unlock()
 }
 
-// signals handles SIGINT/SIGTERM (graceful stop, then at once), SIGHUP
-// (rolling restart) and SIGUSR2 (Config.Upgrade).
-func (m *Master) signals() {
+// notifySignals subscribes to the master's signals; goUp calls it before it
+// says the cluster is up, and signals runs on the channel: a signal sent as
+// soon as the cluster is up (a test, a deploy script reading READY) must
+// find the handler in place (a SIGUSR2 before it would be lost, a SIGHUP or
+// SIGTERM would end the process).
+func (m *Master) notifySignals() chan os.Signal {
 	ch := make(chan os.Signal, 4)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
+	return ch
+}
+
+// signals handles SIGINT/SIGTERM (graceful stop, then at once), SIGHUP
+// (rolling restart) and SIGUSR2 (Config.Upgrade).
+func (m *Master) signals(ch chan os.Signal) {
 	defer signal.Stop(ch)
 	for {
 		select {
