@@ -108,7 +108,8 @@ func runUpgrade(bin, rundir string) (string, error) {
 }
 
 // The in-place upgrade under load (new and kept-alive GETs, kept-alive
-// PUTs): v1 runs, v2 is renamed over its path, `upgrade` (v2's) exits 0;
+// PUTs to a persistent cache whose log writer runs in the master, durability
+// always: each PUT answered only once on disk): v1 runs, v2 is renamed over its path, `upgrade` (v2's) exits 0;
 // no request failed, the master's pid and start time are unchanged, every
 // worker is new and serves v2, and every key stored before and during the
 // upgrade is still in the cache (HEAD answers it without a load: warm).
@@ -125,7 +126,8 @@ func TestDemoUpgradeInPlace(t *testing.T) {
 	cmd := filepath.Join(t.TempDir(), "demo") // the broken builds' upgrade command (a broken v3 may not run it): v2, named as the demo
 	buildDemo(t, "v2", cmd)
 	rundir := t.TempDir()
-	st, _ := runBuilt(t, bin, rundir)
+	data := t.TempDir() // a persistent cache, durability always: the log writer runs in the master and must resume in each image
+	st, _ := runBuilt(t, bin, rundir, func(cmd *exec.Cmd) { cmd.Args = append(cmd.Args, "-data", data) })
 	var old []int
 	if !xtesting.Eventually(30*time.Second, func() bool { old = activeWorkers(t, st.Monitor); return len(old) == 2 }) {
 		t.Fatal("the 2 workers are not active within 30 s")
