@@ -212,30 +212,12 @@ func TestUpgradeInPlaceNotifies(t *testing.T) {
 	}
 }
 
-// upgradeDone waits until /status says the upgrade started after since is
-// done, and returns it (failing the test on "failed" or after wait).
-func upgradeDone(t *testing.T, mon string, master int, since time.Time) cluster2.UpgradeStatus {
+// upgradeDone waits until the upgrade started after since is done.
+func upgradeDone(t *testing.T, tc *testCluster, since time.Time) {
 	t.Helper()
-	var u cluster2.UpgradeStatus
-	ok := xtesting.Eventually(wait, func() bool {
-		resp, err := http.Get("http://" + mon + "/status")
-		if err != nil {
-			return false
-		}
-		var st map[string]json.RawMessage
-		err = json.NewDecoder(resp.Body).Decode(&st)
-		resp.Body.Close()
-		var up map[string]cluster2.UpgradeStatus
-		if err != nil || json.Unmarshal(st[cluster2.StatusUpgrade], &up) != nil {
-			return false
-		}
-		u = up[strconv.Itoa(master)]
-		return !u.Started.Before(since) && (u.State == "done" || u.State == "failed")
-	})
-	if !ok || u.State != "done" {
-		t.Fatalf("upgrade: %+v; want done within %v", u, wait)
+	if u, err := tc.WaitUpgrade(since, wait); err != nil || u.State != "done" {
+		t.Fatalf("upgrade: %+v, %v; want done", u, err)
 	}
-	return u
 }
 
 // TestUpgradeKeepsTheECV: the ECV answers up at every poll through an
@@ -281,7 +263,7 @@ func TestUpgradeKeepsTheECV(t *testing.T) {
 	}()
 	since := time.Now()
 	tc.Signal(syscall.SIGUSR2)
-	upgradeDone(t, tc.Mon, tc.Pid(), since)
+	upgradeDone(t, tc, since)
 	close(stop)
 	<-done
 	select {
@@ -296,7 +278,7 @@ func TestUpgradeKeepsTheECV(t *testing.T) {
 	}
 	since = time.Now()
 	tc.Signal(syscall.SIGUSR2)
-	upgradeDone(t, tc.Mon, tc.Pid(), since)
+	upgradeDone(t, tc, since)
 	if c, body := ecv(); c != 503 || !strings.HasPrefix(body, "ECV DISABLED") {
 		t.Fatalf("ECV after an upgrade of a marked-down cluster: %d %q; want 503 ECV DISABLED", c, body)
 	}

@@ -234,6 +234,32 @@ func (p *Process) ReadyAgain(d time.Duration) {
 	}
 }
 
+// WaitUpgrade waits up to d until the monitor's /status says an in-place
+// upgrade that started at or after since ended, and returns it (State
+// "done" or "failed"); the last state seen and an error when none ended.
+func (p *Process) WaitUpgrade(since time.Time, d time.Duration) (cluster2.UpgradeStatus, error) {
+	var u cluster2.UpgradeStatus
+	ok := xtesting.Eventually(d, func() bool {
+		resp, err := p.Client.Get("http://" + p.Mon + "/status")
+		if err != nil {
+			return false
+		}
+		var st map[string]json.RawMessage // status name → pid → value
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		var up map[string]cluster2.UpgradeStatus
+		if err != nil || json.Unmarshal(st[cluster2.StatusUpgrade], &up) != nil {
+			return false
+		}
+		u = up[strconv.Itoa(p.Pid())]
+		return !u.Started.Before(since) && (u.State == "done" || u.State == "failed")
+	})
+	if !ok {
+		return u, fmt.Errorf("no in-place upgrade since %v ended within %v (last: %+v)", since.Format(time.StampMilli), d, u)
+	}
+	return u, nil
+}
+
 // Pid is the master's pid.
 func (p *Process) Pid() int { return p.Cmd.Process.Pid }
 

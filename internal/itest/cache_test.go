@@ -231,6 +231,62 @@ func TestPersistentCacheSurvivesKill9(t *testing.T) {
 	}
 }
 
+// TestPersistentCacheSurvivesUpgrades sets keys with Always while the
+// master upgrades itself in place twice (SIGUSR2: the test binary execs
+// itself), in both cache modes: the log writer in the master resumes in each
+// next image, or the standalone cache manager is adopted as it runs. Every
+// set is acknowledged, every key is a hit after the upgrades, and after a
+// kill -9 of the whole cluster and a restart on the same data directory
+// every acknowledged key is read back from the log.
+func TestPersistentCacheSurvivesUpgrades(t *testing.T) {
+	for _, mode := range []cluster2.CacheMode{cluster2.CacheMaster, cluster2.CacheStandalone} {
+		t.Run(string(mode), func(t *testing.T) {
+			dir := t.TempDir()
+			env := []string{envData + "=" + dir, envMode + "=" + string(mode), envDur + "=" + strconv.Itoa(int(cache.Always))}
+			tc := startCluster(t, env...)
+			manager := 0
+			if mode == cluster2.CacheStandalone {
+				manager = managerPid(t, tc)
+			}
+			const n = 150
+			var since time.Time
+			for i := range n {
+				if i == n/3 || i == 2*n/3 {
+					if i == 2*n/3 {
+						if u, err := tc.WaitUpgrade(since, 60*time.Second); err != nil || u.State != "done" {
+							t.Fatalf("the first upgrade: %+v, %v", u, err)
+						}
+					}
+					since = time.Now()
+					tc.Signal(syscall.SIGUSR2)
+				}
+				a, err := tc.call(fmt.Sprintf("/set?k=k%d&v=v%d", i, i))
+				if err != nil || !a.OK {
+					t.Fatalf("set k%d: %+v, %v", i, a, err)
+				}
+			}
+			if u, err := tc.WaitUpgrade(since, 60*time.Second); err != nil || u.State != "done" {
+				t.Fatalf("the second upgrade: %+v, %v", u, err)
+			}
+			if manager != 0 && tc.ManagerPid() != manager {
+				t.Errorf("cache manager %d after the upgrades; want the same %d (adopted, not restarted)", tc.ManagerPid(), manager)
+			}
+			for i := range n {
+				if a, err := tc.call(fmt.Sprintf("/peek?k=k%d", i)); err != nil || !a.OK || a.Value != fmt.Sprint("v", i) {
+					t.Fatalf("k%d after the upgrades: %+v, %v", i, a, err)
+				}
+			}
+			tc.Kill()
+			tc2 := startCluster(t, env...)
+			for i := range n {
+				if a, err := tc2.call(fmt.Sprintf("/peek?k=k%d", i)); err != nil || !a.OK || a.Value != fmt.Sprint("v", i) {
+					t.Fatalf("acknowledged k%d = %+v, %v after the upgrades, kill -9 and a restart", i, a, err)
+				}
+			}
+		})
+	}
+}
+
 // managerPid waits, up to 10 s, for the cache-manager process of tc.
 func managerPid(t *testing.T, tc *testCluster) int {
 	t.Helper()
