@@ -105,7 +105,12 @@
 //   - during (1) or (2): unreferenced records, reclaimed by the tail later;
 //   - during (3): an odd bucket.seq (readers fall back to the lock; the repair
 //     makes it even), and each slot word either old or new (a single store);
-//   - during (4): see the journal below.
+//   - during (4), or between (3) and (4): a change in the index with no
+//     journal record (or a half-written one: see the journal below). The
+//     repair that the next lock owner runs appends an opRepair record
+//     first, before any new change of the shard: watchers hear OpLost
+//     (changes are missing before it) and the log writer takes a snapshot,
+//     which logs the shard as it is. A reset after damage does the same.
 //
 // Whoever takes a shard lock over from a dead owner runs repair: even the
 // sequences, drop slots that point outside the live log or at records that do

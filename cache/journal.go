@@ -16,7 +16,31 @@ const (
 	opExpire = 3
 	opEvict  = 4
 	opDefine = 5 // a persistent cache was created: key is its name, exp its Expire
+
+	// opRepair: a shard was repaired (its lock taken over from a dead
+	// writer, or reset after damage). The dead writer may have changed a
+	// slot and died before journalling it (the write path's step 4, after
+	// step 3's publication), and a reset drops entries unjournalled: changes
+	// may be missing before this record. Watchers hear OpLost, and the log
+	// writer treats it as a gap (a snapshot takes the shard as it is). No
+	// key, cache 0.
+	opRepair = 6
 )
+
+// journalRepaired appends an opRepair record (see there), called under the
+// repaired shard's lock. An append that gives up counts a gap request, so
+// the log writer snapshots all the same.
+func (sp *Space) journalRepaired() {
+	if !sp.journaling.Load() {
+		return // a restore: what it applies is in the log already
+	}
+	if end := sp.journalAppend(opRepair, 0, nil, nil, 0); end == 0 || end == jendLost {
+		if end == 0 {
+			sp.jr.h.gapReq.Add(1)
+			sp.jr.h.pev.Wake()
+		}
+	}
+}
 
 // journalLockWait bounds how long an append waits for the journal lock held
 // by a live process (a variable for the tests).
@@ -243,8 +267,12 @@ func (sp *Space) tailJournal(cur uint64, stop <-chan struct{}) {
 			sp.lapped()
 			continue
 		}
-		if c.op <= opEvict {
+		switch {
+		case c.op <= opEvict:
 			sp.dispatch(c)
+		case c.op == opRepair: // changes may be missing before it: every watcher hears OpLost
+			sp.watchLost.Add(1)
+			sp.lapped()
 		}
 	}
 }

@@ -859,6 +859,7 @@ func (sp *Space) reset(sh *shard) {
 		lg.tail.Store(pos)
 	}
 	sh.h.repairs.Add(1)
+	sp.journalRepaired() // every entry of the shard went without a journal record
 }
 
 // logs returns sh's two logs, main first.
@@ -871,6 +872,10 @@ func (sp *Space) logs(sh *shard) [2]logq { return [2]logq{sp.mainLog(sh), sp.sma
 // valid hint.
 func (sp *Space) repair(sh *shard) {
 	sh.h.repairs.Add(1)
+	// The dead writer may have changed a slot and died before it journalled
+	// the change: say so before any new change of the shard (we hold its
+	// lock), so that watchers hear OpLost and the log writer snapshots.
+	sp.journalRepaired()
 	live := sp.logRecords(sh)
 	if live == nil {
 		return // logRecords reset the shard

@@ -18,8 +18,10 @@ const (
 
 	// OpLost tells a watcher that it missed changes: Lost of them (at least
 	// one) happened after the changes it was told before and before the ones
-	// it is told after. Its queue was full (its callback was too slow), or
-	// this process's journal reader was lapped. Key is the watched key (""
+	// it is told after. Its queue was full (its callback was too slow),
+	// this process's journal reader was lapped, or a process died inside a
+	// change (between changing the index and journalling it: the shard's
+	// repair tells every watcher). Key is the watched key (""
 	// for a watcher of every key); Value is nil. A watcher that mirrors keys
 	// re-reads them.
 	OpLost Op = 16
