@@ -52,6 +52,7 @@ type loadResult struct {
 	v    []byte
 	err  error
 	jend uint64
+	hard bool // the loader returned after its detached context's deadline: a HardTimeout
 }
 
 // load runs the loader-once protocol for a Get that found no fresh value
@@ -214,6 +215,7 @@ func (c *Cache) runLoad(ctx context.Context, sh *shard, key string, m loadMark, 
 		defer cancel()
 		v, err := callLoader(lctx, key, loader)
 		r := c.finish(sh, key, m, v, err, false)
+		r.hard = err != nil && lctx.Err() != nil // the loader's answer raced the caller's timer
 		done <- r
 	}()
 	var soft, hard <-chan time.Time
@@ -229,6 +231,9 @@ func (c *Cache) runLoad(ctx context.Context, sh *shard, key string, m loadMark, 
 	}
 	select {
 	case r := <-done:
+		if r.hard && c.opts.HardTimeout > 0 {
+			return c.timedOut(key, kept)
+		}
 		return c.answer(ctx, key, kept, r)
 	case <-soft:
 		c.sp.local[c.id].staleServes.Add(1)
