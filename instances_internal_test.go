@@ -128,14 +128,16 @@ func TestMonitorReadsTheClusterInstances(t *testing.T) {
 	}
 	for _, line := range []string{`cluster2_cache_counter_ops_total{cache="owned"} 1`, `cluster2_cache_cas_failures_total{cache="owned"} 1`,
 		`cluster2_cache_tag_invalidations_total{cache="owned"} 1`, `cluster2_cache_clears_total{cache="owned"} 0`,
-		`cluster2_cache_stale_serves_total{cache="loaderopts"} 1`, `cluster2_cache_negative_hits_total{cache="loaderopts"} 1`} {
+		`cluster2_cache_stale_serves_total{cache="loaderopts"} 1`, `cluster2_cache_negative_hits_total{cache="loaderopts"} 1`,
+		`cluster2_cache_hit_ratio{cache="owned"} `, `cluster2_cache_evictions_total{cache="owned"} `} {
 		if !strings.Contains(m, line) {
 			t.Errorf("/metrics lacks %s:\n%s", line, grepLines(m, "cluster2_cache"))
 		}
 	}
 	if !regexp.MustCompile(`"caches": \{\s*"\d+": \[\s*\{\s*"name": "owned"`).MatchString(st) ||
 		!strings.Contains(st, `"counterOps": 1`) || !strings.Contains(st, `"casFailures": 1`) || !strings.Contains(st, `"tagInvalidations": 1`) ||
-		!strings.Contains(st, `"staleServes": 1`) || !strings.Contains(st, `"negativeHits": 1`) {
+		!strings.Contains(st, `"staleServes": 1`) || !strings.Contains(st, `"negativeHits": 1`) ||
+		!strings.Contains(st, `"hitRatio": `) || !strings.Contains(st, `"evictions": `) {
 		t.Errorf("/status does not show the owned cache's figures under caches:\n%s", st)
 	}
 	if !regexp.MustCompile(`(?m)^cluster2_emitter_emitted_total 3$`).MatchString(m) {

@@ -193,10 +193,9 @@ func eventView(e master.Event) eventRec {
 	return r
 }
 
-type cacheView struct {
-	CacheInfo
-	HitRatio float64 `json:"hitRatio"`
-}
+// cacheView is what the dashboard shows of a cache: CacheInfo, whose JSON
+// carries its hit ratio.
+type cacheView = CacheInfo
 
 // overview is everything the dashboard shows, in one document.
 type overview struct {

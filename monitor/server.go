@@ -679,12 +679,10 @@ func (s *Server) caches() []cacheView {
 	if !ok {
 		return []cacheView{}
 	}
-	infos := cs.Caches()
-	out := make([]cacheView, len(infos))
-	for i, c := range infos {
-		out[i] = cacheView{CacheInfo: c, HitRatio: c.HitRatio()}
+	if infos := cs.Caches(); infos != nil {
+		return infos
 	}
-	return out
+	return []cacheView{}
 }
 
 // serveStatus answers the aggregated statuses: name → pid → value, from the

@@ -494,7 +494,7 @@ func TestStatus(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	f := newFake(101, 102)
-	f.caches = []monitor.CacheInfo{{Name: "users", Hits: 9, Entries: 2, Bytes: 64, CounterOps: 4, CASFailures: 3, TagInvalidations: 2, Clears: 1,
+	f.caches = []monitor.CacheInfo{{Name: "users", Hits: 9, Misses: 3, Evictions: 5, Entries: 2, Bytes: 64, CounterOps: 4, CASFailures: 3, TagInvalidations: 2, Clears: 1,
 		StaleServes: 5, FailSafeServes: 6, Refreshes: 7, NegativeHits: 8}}
 	f.metrics = []monitor.Metric{{Name: "cluster2_wal_bytes", Help: "WAL size.", Value: 4096},
 		{Name: "cluster2_ring_records_total", Help: "Records.", Counter: true, Labels: map[string]string{"ring": "w1"}, Value: 7}}
@@ -509,6 +509,8 @@ func TestMetrics(t *testing.T) {
 		`cluster2_worker_cpu_percent{pid="101",slot="1"} 12.5`,
 		`cluster2_ecv_up 1`,
 		`cluster2_cache_hits_total{cache="users"} 9`,
+		`cluster2_cache_hit_ratio{cache="users"} 0.75`,
+		`cluster2_cache_evictions_total{cache="users"} 5`,
 		`cluster2_cache_bytes{cache="users"} 64`,
 		`cluster2_cache_counter_ops_total{cache="users"} 4`,
 		`cluster2_cache_cas_failures_total{cache="users"} 3`,

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/cluster2/cluster2/master"
@@ -83,12 +84,23 @@ type CacheInfo struct {
 	NegativeHits   uint64 `json:"negativeHits"`   // Gets answered "not found" from the cache (NotFoundExpire)
 }
 
-// HitRatio returns Hits/(Hits+Misses), or 0 before any lookup.
+// HitRatio returns Hits/(Hits+Misses), or 0 before any lookup: the one
+// place the ratio is computed (the dashboard, /debug/api/caches, /status's
+// "caches" and /metrics' cluster2_cache_hit_ratio all take it from here).
 func (c CacheInfo) HitRatio() float64 {
 	if n := c.Hits + c.Misses; n > 0 {
 		return float64(c.Hits) / float64(n)
 	}
 	return 0
+}
+
+// MarshalJSON encodes c's fields and its HitRatio, as "hitRatio".
+func (c CacheInfo) MarshalJSON() ([]byte, error) {
+	type fields CacheInfo // without this method
+	return json.Marshal(struct {
+		fields
+		HitRatio float64 `json:"hitRatio"`
+	}{fields(c), c.HitRatio()})
 }
 
 // KeyChange is one change of one key of a watched cache.
