@@ -322,13 +322,23 @@ func (sp *Space) storeItem(sh *shard, id uint32, h uint64, key string, val []byt
 // storeRec is store with a trailer written after the value (a tagged
 // item's tag list; nil for every other record).
 func (sp *Space) storeRec(sh *shard, kind uint8, id uint32, h uint64, key string, val, trailer []byte, exp int64, owner uint32) (uint64, uint64, error) {
-	off, err := sp.writeRec(sh, kind, id, h, key, val, trailer, exp, owner) // may evict, even key's old record
+	// One lookup serves the placement and the publish below, unless the
+	// write's reserve moved or evicted the key's old record (its slot changed).
+	s := sp.find(sh, h, id, key)
+	var was uint64
+	if s.valid() {
+		was = s.b.slots[s.i].Load() &^ freqMask
+	}
+	off, err := sp.writeRec(sh, s, kind, id, h, key, val, trailer, exp, owner) // may evict, even key's old record
 	if err != nil {
 		return 0, 0, err
 	}
+	if s.valid() && s.b.slots[s.i].Load()&^freqMask != was {
+		s = sp.find(sh, h, id, key)
+	}
 	r := sp.rec(off)
 	w := h>>48<<48 | off
-	if s := sp.find(sh, h, id, key); s.valid() {
+	if s.valid() {
 		w |= s.b.slots[s.i].Load() & freqMask // an overwrite keeps the key's access count
 		old := sp.rec(s.off())
 		wasLoading := old.kind == kindLoading

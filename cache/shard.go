@@ -496,15 +496,16 @@ func (sp *Space) account(sh *shard, r *recHdr, sign int64) {
 // offset. The record is not yet referenced by the index. It fails only with
 // ErrTooManyLoads (see reserve), having changed nothing a reader can tell.
 func (sp *Space) write(sh *shard, kind uint8, id uint32, h uint64, key string, val []byte, exp int64, owner uint32) (uint64, error) {
-	return sp.writeRec(sh, kind, id, h, key, val, nil, exp, owner)
+	return sp.writeRec(sh, sp.find(sh, h, id, key), kind, id, h, key, val, nil, exp, owner)
 }
 
 // writeRec is write with a trailer after the value (a tagged item's tag
-// list), inside the record's size and outside its vlen. The record goes to
-// a log as S3-FIFO places it (doc.go # Eviction): see place.
-func (sp *Space) writeRec(sh *shard, kind uint8, id uint32, h uint64, key string, val, trailer []byte, exp int64, owner uint32) (uint64, error) {
+// list), inside the record's size and outside its vlen; prior is the key's
+// slot before the write (find's, the zero slotRef if none). The record goes
+// to a log as S3-FIFO places it (doc.go # Eviction): see place.
+func (sp *Space) writeRec(sh *shard, prior slotRef, kind uint8, id uint32, h uint64, key string, val, trailer []byte, exp int64, owner uint32) (uint64, error) {
 	size := recSize(len(key), len(val)+len(trailer))
-	lg := sp.place(sh, kind, id, h, key, size)
+	lg := sp.place(sh, prior, kind, h, size)
 	off, err := sp.reserve(sh, lg, size)
 	if err != nil {
 		return 0, err
@@ -523,17 +524,18 @@ func (sp *Space) writeRec(sh *shard, kind uint8, id uint32, h uint64, key string
 	return off, nil
 }
 
-// place returns the log a new record of key goes to: a loading or failed
-// record, or one larger than sp.smallMax, to the main log; an item or a
-// negative record to the log its key's live record is in (an overwrite
-// keeps its queue, as S3-FIFO updates in place), else to the main log if the
-// ghost table knows its hash (evicted from the small log not long ago:
-// forgetting it there), else to the small log.
-func (sp *Space) place(sh *shard, kind uint8, id uint32, h uint64, key string, size uint64) logq {
+// place returns the log a new record of size bytes (hash h, the key's slot
+// prior) goes to: a loading or failed record, or one larger than
+// sp.smallMax, to the main log; an item or a negative record to the log its
+// key's live record is in (an overwrite keeps its queue, as S3-FIFO updates
+// in place), else to the main log if the ghost table knows its hash
+// (evicted from the small log not long ago: forgetting it there), else to
+// the small log.
+func (sp *Space) place(sh *shard, prior slotRef, kind uint8, h uint64, size uint64) logq {
 	if !smallKind(kind) || size > sp.smallMax {
 		return sp.mainLog(sh)
 	}
-	if s := sp.find(sh, h, id, key); s.valid() {
+	if s := prior; s.valid() {
 		if s.off() < sh.heapOff+sp.heap {
 			return sp.mainLog(sh)
 		}
@@ -623,7 +625,7 @@ func (sp *Space) reserve(sh *shard, lg logq, size uint64) (uint64, error) {
 		case lg.small:
 			// Read while in the small log, or room in the main log without
 			// evicting there (a cache that is not full evicts nothing).
-			if !sp.expired(r) && (w&freqMask > 0 || sp.mainLog(sh).fits(uint64(r.size), moveSlack)) {
+			if !sp.expired(r) && (w&freqMask > 0 || sp.roomWithoutEvicting(sh, sp.mainLog(sh), uint64(r.size))) {
 				if sp.promote(sh, s, w, toff, uint64(r.size)) {
 					break
 				}
@@ -661,6 +663,34 @@ func (sp *Space) reserve(sh *shard, lg logq, size uint64) (uint64, error) {
 		}
 		lg.tail.Add(uint64(r.size))
 	}
+}
+
+// roomWithoutEvicting reports whether a record of size bytes fits at lg's
+// head (leaving moveSlack) once the garbage at its tail is reclaimed:
+// fillers, records marked dead and records no slot points to, up to the
+// first live record. It evicts nothing; what it reclaims was free space.
+func (sp *Space) roomWithoutEvicting(sh *shard, lg logq, size uint64) bool {
+	for !lg.fits(size, moveSlack) {
+		head, tail := lg.head.Load(), lg.tail.Load()
+		if !positionsOK(lg, head, tail) || head == tail {
+			return false // reserve resets a damaged log
+		}
+		tphys := tail % lg.size
+		if lg.size-tphys < recHeader { // an implicit filler
+			lg.tail.Add(lg.size - tphys)
+			continue
+		}
+		toff := lg.base + tphys
+		r := sp.rec(toff)
+		if !sp.tailOK(sh, lg, toff, head-tail, r) {
+			return false
+		}
+		if r.kind != kindFiller && r.ref&refDead == 0 && sp.findOff(sh, r.hash, toff).valid() {
+			return false // a live record: making room would evict it
+		}
+		lg.tail.Add(uint64(r.size))
+	}
+	return true
 }
 
 // expired reports whether r is an item past its horizon (pastHorizon: its
