@@ -76,6 +76,8 @@
 // interleaved with one-time scans) into cluster2, otter (W-TinyLFU) and a
 // plain LRU holding the same number of entries, and reports "hit%". Run it
 // with -benchtime 1x; its doc comment says how the sizes are matched.
+// BenchmarkCacheGetHit and BenchmarkCacheSet also report cpu-ns/op, the
+// process's CPU time per op: on a machine other jobs load, compare those.
 //
 // BenchmarkCacheAdd (add_bench_test.go) adds 1 to a counter with
 // cache.Cache.Add, serial and parallel, on one counter and over 1,000; its

@@ -145,7 +145,8 @@
 //     anything else to the small log, count 0.
 //   - The small tail (reserve on the small log): a live record read while
 //     there (count > 0), or any live record while the main log has room
-//     without evicting (a cache that is not full evicts nothing), is copied
+//     once the garbage at its tail is reclaimed (roomWithoutEvicting: a
+//     cache that is not full evicts nothing), is copied
 //     to the main head with count 0 (promote); any other is evicted and its
 //     hash goes to the ghost table. A scan of one-time keys passes through
 //     the small log and out without touching the main log.

@@ -175,6 +175,10 @@ func main() {
 		}
 	}
 	var w strings.Builder
+	var old string // the previous file: its hand-written blocks are kept (keep)
+	if b, err := os.ReadFile(*out); err == nil {
+		old = string(b)
+	}
 	fmt.Fprintln(&w, "# Benchmarks")
 	fmt.Fprintln(&w)
 	fmt.Fprintln(&w, "Written by `bench/report.sh`: the tables are generated (run it again, do not edit them); the notes and\nthe soak blocks are kept from the previous file and written by hand. Every figure is the median of")
@@ -255,6 +259,12 @@ func main() {
 	}
 	r.write(&w, rows)
 
+	fmt.Fprintln(&w, "## Shared cache: hit ratio (issue 16)")
+	fmt.Fprintln(&w)
+	keep(&w, old, hitRatioBegin, hitRatioEnd,
+		"No hit-ratio run recorded yet: `go test -run '^$' -bench CacheHitRatio -benchtime 1x -count 5 ./bench`.\n")
+	fmt.Fprintln(&w)
+
 	fmt.Fprintln(&w, "## HTTP: prefork against one process (issue 4)")
 	fmt.Fprintln(&w)
 	fmt.Fprintln(&w, "`HTTPPrefork*` are the Go benchmarks (the client in the benchmark process). `Wrk/*` are `wrk` runs")
@@ -298,10 +308,6 @@ func main() {
 	}
 	r.write(&w, rows)
 
-	var old string
-	if b, err := os.ReadFile(*out); err == nil {
-		old = string(b)
-	}
 	fmt.Fprintln(&w, "## In-place upgrade against a rolling restart (issue 15)")
 	fmt.Fprintln(&w)
 	fmt.Fprintln(&w, "`BenchmarkUpgrade` (bench/upgrade_bench_test.go; `bench/results/issue15-upgrade.txt`): the demo, 2 workers,")
@@ -370,4 +376,8 @@ const (
 	// The upgrade section's notes: the ratios quoted, the load.
 	upgradeBegin = "<!-- upgrade notes: kept by bench/report, written by hand after a run -->"
 	upgradeEnd   = "<!-- /upgrade notes -->"
+	// The hit-ratio section (BenchmarkCacheHitRatio's hit% per peer; the
+	// table is written by hand from bench/results/issue16-hitratio-*.txt).
+	hitRatioBegin = "<!-- hit ratio: kept by bench/report, written by hand after a run -->"
+	hitRatioEnd   = "<!-- /hit ratio -->"
 )
