@@ -177,7 +177,14 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := chromedp.Do(step(), chromedp.Click(chromedp.CSS("#upgrade-master"))); err != nil {
 		t.Fatalf("click upgrade: %v", err)
 	}
-	poll("the upgrade badge says upgraded", `!document.querySelector('#upgrade').hidden && document.querySelector('#upgrade').textContent === 'upgraded'`)
+	// An upgrade replaces both workers: a loaded machine (-race, load 25)
+	// takes longer than a step's 30 s.
+	uctx, ucancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer ucancel()
+	if _, err := chromedp.Run(uctx, chromedp.Poll[bool](`!document.querySelector('#upgrade').hidden && document.querySelector('#upgrade').textContent === 'upgraded'`,
+		chromedp.WithPollingTimeout(3*time.Minute))); err != nil {
+		t.Fatalf("the upgrade badge says upgraded: %v (badge %q)", err, eval("badge", `document.querySelector('#upgrade').textContent + ' ' + document.querySelector('#upgrade').title`))
+	}
 	poll("two new workers", `(() => { const ps = [...document.querySelectorAll('#workers tbody tr[data-pid]')].map(r => r.dataset.pid);`+
 		` return ps.length === 2 && !ps.some(p => `+toJSArray(pids)+`.includes(p)); })()`)
 }
