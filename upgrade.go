@@ -291,8 +291,17 @@ func listenAdopted(ctx context.Context, c Config, h proc.Handover, herr error) (
 	if c.Executable != h.Exe && h.Exe != "" {
 		c.Executable = h.Exe // the path the upgrade named: later upgrades read it again
 	}
-	f := os.NewFile(uintptr(h.Listener), "listener")
-	ln, err := net.FileListener(f) // a dup; f stays open until adopted (the way back needs it)
+	// The listener's address, from a duplicate: no *os.File may own a
+	// handed-over number, whose finalizer would close it again once it was
+	// closed below and reused (the soak saw the control server's socket,
+	// and the next upgrade's, closed by a GC). The number itself stays open
+	// until adopted: the way back needs it.
+	f, err := dupFile(h.Listener, "listener")
+	if err != nil {
+		return fail(err)
+	}
+	ln, err := net.FileListener(f)
+	f.Close()
 	if err != nil {
 		return fail(fmt.Errorf("listener: %w", err))
 	}

@@ -161,7 +161,9 @@ func (u *upgrades) upgrade(src string) (cluster2.UpgradeStatus, os.FileInfo, err
 		if err := u.c.Control("/upgrade", &st); err != nil {
 			continue // between images
 		}
-		if st.Started.After(asked.Add(-time.Second)) && (st.State == "done" || st.State == "failed") {
+		// Started is the master's clock when it began: not before asked
+		// (the image before may still answer with the last upgrade's).
+		if !st.Started.Before(asked) && (st.State == "done" || st.State == "failed") {
 			if start, err := shm.ProcessStartTime(u.c.Pid()); err != nil || start != u.start {
 				return st, fi, fmt.Errorf("the master %d: start time %d (%v), want %d: not the same process", u.c.Pid(), start, err, u.start)
 			}
