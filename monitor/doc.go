@@ -20,6 +20,7 @@
 //	GET  /debug/api/ecv, /debug/api/events the ECV's state; the latest lifecycle events
 //	POST /debug/api/workers/{pid}/{pause|resume|replace}                 [guarded]
 //	POST /debug/api/rolling-restart[?wait=1], /debug/api/ecv/{markUp|markDown} [guarded]
+//	POST /debug/api/upgrade (in-place upgrade of the master; UpgradeSource)   [guarded]
 //	GET  /debug/workers/{pid}/pprof/{profile|heap|goroutine|trace|…}     [guarded]
 //	GET  /deps, /metrics                 dependencies, Prometheus exposition
 //	GET  /status                         statuses: status.os (worker.Heartbeat), ecv, the application's [guarded]

@@ -43,6 +43,18 @@
 //	fd 5  DeathFD     the read end of a pipe whose write end only the master
 //	                  holds: EOF on it means the master is gone
 //
+// # Handover (an in-place upgrade of the master)
+//
+// A master that replaces its own image (execve, same pid) passes its next
+// image a [Handover] in [EnvHandover] (JSON, [HandoverVersion]): the
+// numbers of the descriptors it left open across the exec (duplicates,
+// numbered 10 or above, of the listener, the arena, both ends of the death
+// pipe, the monitor's sockets; an O_PATH descriptor of the previous binary),
+// its slot-0 token and its live children. The children see nothing: their
+// descriptors, slot and master pid are unchanged. [TakeHandover] reads and
+// unsets it; only the master's own exec sets it ([Handover.EnvWith]), so a
+// child never inherits one.
+//
 // # Supervision region (format: changing it bumps [LayoutVersion])
 //
 // The region named [RegionName] holds one [Block] per slot of the process
