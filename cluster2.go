@@ -283,6 +283,9 @@ func runMaster(ctx context.Context, c Config, p masterParts) (cl *Cluster, err e
 		}
 	}()
 	cl = &Cluster{role: Master, cfg: c, arena: a, self: self, addr: p.addr, lnFile: p.f, in: in, cache: cr, mon: mon, ew: ew}
+	if ho != nil {
+		cl.upgrade.adopting(ho)
+	}
 	mc := c.master()
 	mc.Listener, mc.Arena, mc.Env = p.f, a, mon.workerEnv()
 	mc.OnEvent, mc.OnHeartbeat = events.deliver, ew.onHeartbeat

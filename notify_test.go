@@ -85,6 +85,23 @@ func nextNotification(t *testing.T, ch <-chan notification, what string) notific
 	return notification{}
 }
 
+// expectFrom returns the next notification, failing the test unless the
+// master (pid) sent it and it has every line of lines.
+func expectFrom(t *testing.T, ch <-chan notification, master int, what string, lines ...string) notification {
+	t.Helper()
+	n := nextNotification(t, ch, what)
+	if n.pid != master {
+		t.Fatalf("%s: sent by pid %d, not the master (%d): %q", what, n.pid, master, n.msg)
+	}
+	for _, l := range lines {
+		if !n.hasLine(l) {
+			t.Fatalf("%s: %q has no line %q", what, n.msg, l)
+		}
+	}
+	t.Logf("%s: %q", what, n.msg)
+	return n
+}
+
 // hasLine reports whether the notification has the line l.
 func (n notification) hasLine(l string) bool {
 	for _, x := range strings.Split(n.msg, "\n") {
@@ -105,17 +122,7 @@ func TestNotify(t *testing.T) {
 	master := tc.Pid()
 	expect := func(what string, lines ...string) notification {
 		t.Helper()
-		n := nextNotification(t, ch, what)
-		if n.pid != master {
-			t.Fatalf("%s: sent by pid %d, not the master (%d): %q", what, n.pid, master, n.msg)
-		}
-		for _, l := range lines {
-			if !n.hasLine(l) {
-				t.Fatalf("%s: %q has no line %q", what, n.msg, l)
-			}
-		}
-		t.Logf("%s: %q", what, n.msg)
-		return n
+		return expectFrom(t, ch, master, what, lines...)
 	}
 
 	expect("start", "READY=1", "MAINPID="+strconv.Itoa(master))
@@ -159,17 +166,7 @@ func TestUpgradeInPlaceNotifies(t *testing.T) {
 	mainpid := "MAINPID=" + strconv.Itoa(master)
 	expect := func(what string, lines ...string) notification {
 		t.Helper()
-		n := nextNotification(t, ch, what)
-		if n.pid != master {
-			t.Fatalf("%s: sent by pid %d, not the master (%d): %q", what, n.pid, master, n.msg)
-		}
-		for _, l := range lines {
-			if !n.hasLine(l) {
-				t.Fatalf("%s: %q has no line %q", what, n.msg, l)
-			}
-		}
-		t.Logf("%s: %q", what, n.msg)
-		return n
+		return expectFrom(t, ch, master, what, lines...)
 	}
 	expect("start", "READY=1", mainpid)
 	before := tc.ActivePids()

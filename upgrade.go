@@ -60,6 +60,16 @@ type UpgradeStatus = monitor.UpgradeInfo
 // upgrade's UpgradeStatus.
 const StatusUpgrade = status.NameUpgrade
 
+// adopting sets the upgrader of an adopting image up (runMaster, before the
+// master or the monitor can start another upgrade): the upgrade it adopted
+// from is running, replacing the workers, until finishUpgrade ends it.
+func (u *upgrader) adopting(ho *handover) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.ho, u.running = ho, true
+	u.st = UpgradeStatus{State: "replacing", From: ho.Upgrade.From, To: ho.Upgrade.To, Started: ho.Upgrade.Started}
+}
+
 // upgrader is the Cluster's in-place upgrade: one at a time.
 type upgrader struct {
 	mu      sync.Mutex
@@ -197,14 +207,18 @@ func (c *Cluster) execImage(exe string, ho proc.Handover) error {
 			return fmt.Errorf("handing over a descriptor: %w", err)
 		}
 	}
-	val, err := ho.Encode()
-	if err != nil {
-		return err
-	}
-	env := append(withoutVar(os.Environ(), proc.EnvHandover), proc.EnvHandover+"="+val)
 	c.cfg.Logger.Info("cluster2: in-place upgrade: executing the new image", "why", ho.Why, "exe", exe,
 		"children", len(ho.Children), "to", ho.Upgrade.To)
-	err = syscall.Exec(exe, os.Args, env)
+	return execWithHandover(exe, ho)
+}
+
+// execWithHandover execs exe with this process's arguments and environment
+// and the handover h; it returns only when the execve failed.
+func execWithHandover(exe string, h proc.Handover) error {
+	env, err := h.EnvWith(os.Environ())
+	if err == nil {
+		err = syscall.Exec(exe, os.Args, env)
+	}
 	return fmt.Errorf("execve %s: %w", exe, err)
 }
 
@@ -222,17 +236,6 @@ func dupForExec(conn syscall.Conn) (int, error) {
 		return -1, err
 	}
 	return fd, derr
-}
-
-// withoutVar returns env without key's variable.
-func withoutVar(env []string, key string) []string {
-	out := make([]string, 0, len(env))
-	for _, kv := range env {
-		if len(kv) <= len(key) || kv[len(key)] != '=' || kv[:len(key)] != key {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 // handover is the handover this image adopted from, with its descriptors
@@ -349,9 +352,6 @@ func listenAdopted(ctx context.Context, c Config, h proc.Handover, herr error) (
 	if h.Previous >= 0 {
 		proc.CloseOnExec(h.Previous)
 	}
-	cl.upgrade.ho = ho
-	cl.upgrade.st = UpgradeStatus{State: "replacing", From: h.Upgrade.From, To: h.Upgrade.To, Started: h.Upgrade.Started}
-	cl.upgrade.running = true
 	go cl.finishUpgrade()
 	return cl, nil
 }
@@ -478,11 +478,7 @@ func (c *Cluster) goBack(reason error) {
 func goBackBeforeAdoption(log interface{ Error(string, ...any) }, h proc.Handover, reason error) error {
 	log.Error("cluster2: in-place upgrade failed before adopting: going back to the previous binary", "err", reason)
 	h.Why, h.Reason = whyBack, reason.Error()
-	val, err := h.Encode()
-	if err == nil {
-		env := append(withoutVar(os.Environ(), proc.EnvHandover), proc.EnvHandover+"="+val)
-		err = syscall.Exec("/proc/self/fd/"+strconv.Itoa(h.Previous), os.Args, env)
-	}
+	err := execWithHandover("/proc/self/fd/"+strconv.Itoa(h.Previous), h)
 	return fmt.Errorf("%w; and going back failed: %w", reason, err)
 }
 

@@ -328,10 +328,7 @@ func (st *state) addWorker(ctx context.Context, pid, slot int) error {
 		e.toWorker.Store(uint64(off))
 		e.toMaster.Store(uint64(off) + uint64(size))
 	} else {
-		if toWorker, err = ring.Attach(st.a, shm.Off(e.toWorker.Load())); err != nil {
-			return err
-		}
-		if toMaster, err = ring.Attach(st.a, shm.Off(e.toMaster.Load())); err != nil {
+		if toWorker, toMaster, err = st.attachRings(e); err != nil {
 			return err
 		}
 		// Reset is only for rings nobody uses: the previous worker must be dead.
@@ -343,23 +340,9 @@ func (st *state) addWorker(ctx context.Context, pid, slot int) error {
 		toWorker.Reset()
 		toMaster.Reset()
 	}
-	out, err := toWorker.Producer(ctx, st.p, &st.ropts)
-	if err != nil {
+	if err := st.openWorkerLink(ctx, pid, slot, toWorker, toMaster); err != nil {
 		return err
 	}
-	in, err := toMaster.Consumer(st.p, &st.ropts)
-	if err != nil {
-		return err
-	}
-	l := st.newLink(pid, slot, toWorker, toMaster, out, in)
-	l.onRecord = func(typ uint32, b []byte) { st.fromWorker(l, typ, b) }
-	m := make(map[int]*link, len(st.byPid)+1)
-	for _, x := range st.links() {
-		m[x.pid] = x
-	}
-	m[pid] = l
-	st.setLinks(m)
-	go st.readLoop(l)
 	e.gen.Add(1)
 	// release: the rings are empty and their offsets stored before the
 	// worker, which loads pid (acquire), opens them.
@@ -390,21 +373,38 @@ func (em *Emitter) AdoptWorker(ctx context.Context, pid, slot int) error {
 	if e.pid.Load() != uint32(pid) || e.toWorker.Load() == 0 {
 		return fmt.Errorf("emitter: adopt worker %d: %w: slot %d is not armed for it", pid, ErrInvalidConfig, slot)
 	}
-	toWorker, err := ring.Attach(st.a, shm.Off(e.toWorker.Load()))
+	toWorker, toMaster, err := st.attachRings(e)
+	if err == nil {
+		err = st.openWorkerLink(ctx, pid, slot, toWorker, toMaster)
+	}
 	if err != nil {
 		return fmt.Errorf("emitter: adopt worker %d: %w", pid, err)
 	}
-	toMaster, err := ring.Attach(st.a, shm.Off(e.toMaster.Load()))
-	if err != nil {
-		return fmt.Errorf("emitter: adopt worker %d: %w", pid, err)
+	return nil
+}
+
+// attachRings attaches the two rings slot entry e was armed with.
+func (st *state) attachRings(e *slotEntry) (toWorker, toMaster *ring.Ring, err error) {
+	if toWorker, err = ring.Attach(st.a, shm.Off(e.toWorker.Load())); err != nil {
+		return nil, nil, err
 	}
+	if toMaster, err = ring.Attach(st.a, shm.Off(e.toMaster.Load())); err != nil {
+		return nil, nil, err
+	}
+	return toWorker, toMaster, nil
+}
+
+// openWorkerLink opens the master's ends of a worker's rings (producer of
+// toWorker, consumer of toMaster), adds the link to the table and starts
+// its reader. The caller holds armMu.
+func (st *state) openWorkerLink(ctx context.Context, pid, slot int, toWorker, toMaster *ring.Ring) error {
 	out, err := toWorker.Producer(ctx, st.p, &st.ropts)
 	if err != nil {
-		return fmt.Errorf("emitter: adopt worker %d: %w", pid, err)
+		return err
 	}
 	in, err := toMaster.Consumer(st.p, &st.ropts)
 	if err != nil {
-		return fmt.Errorf("emitter: adopt worker %d: %w", pid, err)
+		return err
 	}
 	l := st.newLink(pid, slot, toWorker, toMaster, out, in)
 	l.onRecord = func(typ uint32, b []byte) { st.fromWorker(l, typ, b) }

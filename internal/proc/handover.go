@@ -90,6 +90,22 @@ func (h Handover) Encode() (string, error) {
 	return string(b), err
 }
 
+// EnvWith returns env without EnvHandover, plus EnvHandover holding h: the
+// environment of the image a master execs with h.
+func (h Handover) EnvWith(env []string) ([]string, error) {
+	val, err := h.Encode()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if !hasKey(kv, EnvHandover) {
+			out = append(out, kv)
+		}
+	}
+	return append(out, EnvHandover+"="+val), nil
+}
+
 // DecodeHandover reads a Handover from EnvHandover's value.
 func DecodeHandover(s string) (Handover, error) {
 	var h Handover
