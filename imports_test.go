@@ -25,7 +25,7 @@ var layers = map[string]int{
 
 // testHelpers may be imported by test files only (and by each other).
 var testHelpers = []string{"internal/clustertest", "internal/faults", "internal/itest", "internal/soak",
-	"internal/xtesting", "cache/cachetest", "emitter/emittertest", "shm/shmtest"}
+	"internal/xtesting", "internal/redistest", "cache/cachetest", "emitter/emittertest", "shm/shmtest"}
 
 const module = "github.com/cluster2/cluster2"
 
