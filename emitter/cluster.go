@@ -2,12 +2,14 @@ package emitter
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cluster2/cluster2/internal/xtime"
@@ -50,6 +52,11 @@ type state struct {
 	masterPid int
 	ropts     ring.Options
 	log       *slog.Logger
+	host      string // the host id, from the region's host block
+
+	seq     atomic.Uint64         // worker: the last recordHosts sequence
+	pendMu  sync.Mutex            // worker: guards pending
+	pending map[uint64]chan error // worker: emits to AllHosts waiting for the master's answer, by sequence
 
 	armMu sync.Mutex // master: serializes AddWorker and RemoveWorker
 
@@ -77,6 +84,8 @@ type link struct {
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the reader returned
 	slab     slab          // reader-owned
+	scratch  []byte        // reader-owned: the master's publication of a worker's event
+	ack      []byte        // reader-owned: the master's answer to it
 	onRecord func(typ uint32, payload []byte)
 }
 
@@ -124,7 +133,8 @@ func (em *Emitter) Attach(ctx context.Context, a *shm.Arena, p *shm.Proc, role R
 		return fmt.Errorf("emitter: %w: proc of pid %d in process %d", ErrInvalidConfig, p.Pid(), em.pid)
 	}
 	st := &state{em: em, role: role, a: a, p: p, log: em.opts.Logger.With("emitter", role.String(), "pid", em.pid),
-		ropts: ring.Options{Spin: ringSpin, PeerCheck: em.opts.PeerCheck, Park: true}, byPid: map[int]*link{}}
+		ropts: ring.Options{Spin: ringSpin, PeerCheck: em.opts.PeerCheck, Park: true}, byPid: map[int]*link{},
+		pending: map[uint64]chan error{}}
 	var err error
 	switch role {
 	case RoleMaster:
@@ -151,7 +161,14 @@ func (st *state) attachMaster(ctx context.Context) error {
 	if slots == 0 || slots > st.a.SlotCount() {
 		slots = st.a.SlotCount()
 	}
+	host := st.em.hostOf(nil)
+	if st.em.hostName.Load() == nil {
+		host = defaultHost(st.em.pid, time.Now())
+	}
 	off, _, err := st.a.Region(ctx, RegionName, regionSize(slots), func(off shm.Off) error {
+		hb := shm.Slice[byte](st.a, off+hostBlockOff(slots), hostBlockSize)
+		hb[0] = uint8(len(host))
+		copy(hb[1:], host)
 		h := shm.Ptr[regionHeader](st.a, off)
 		h.version = regionVersion
 		h.slots = uint32(slots)
@@ -183,6 +200,11 @@ func (st *state) bind(off shm.Off) error {
 	if c < 4<<10 || c > 64<<20 || c&(c-1) != 0 || h.slots == 0 || !st.a.Contains(off, uint64(regionSize(int(h.slots)))) {
 		return fmt.Errorf("%w: %d slots of %d-byte rings", ErrCorrupt, h.slots, c)
 	}
+	hb := shm.Slice[byte](st.a, off+hostBlockOff(int(h.slots)), hostBlockSize)
+	if hb[0] == 0 {
+		return fmt.Errorf("%w: no host id", ErrCorrupt)
+	}
+	st.host = string(hb[1 : 1+int(hb[0])])
 	st.hdr = h
 	st.ringCap = c
 	st.entries = shm.Slice[slotEntry](st.a, off+regionHeaderSize, int(h.slots))
@@ -601,13 +623,24 @@ func (st *state) poll(l *link, spin time.Duration) (bool, error) {
 	}
 }
 
-// fromMaster handles a record a worker read from the master.
+// fromMaster handles a record a worker read from the master: an event (of
+// this host, or of another host the master took from the backplane), or
+// the answer to an emit to AllHosts.
 func (st *state) fromMaster(l *link, typ uint32, b []byte) {
+	if typ == recordAck {
+		st.em.stats.received.Add(1)
+		st.answer(l, b)
+		return
+	}
 	f, ok := st.parse(l, typ, b)
 	if !ok {
 		return
 	}
-	st.em.dispatch(l, int(f.from), st.em.listenersOf(f.name), f.args, l.slab.copy)
+	host := st.host
+	if f.host != nil {
+		host = string(f.host)
+	}
+	st.em.dispatch(l, int(f.from), host, st.em.listenersOf(f.name), f.args, l.slab.copy)
 }
 
 func (st *state) parse(l *link, typ uint32, b []byte) (frame, bool) {
@@ -629,10 +662,21 @@ func (st *state) parse(l *link, typ uint32, b []byte) (frame, bool) {
 // fromWorker handles a record the master read from worker l: it delivers
 // it to the master's listeners and routes it to other workers.
 func (st *state) fromWorker(l *link, typ uint32, b []byte) {
+	if typ == recordHosts {
+		st.em.stats.received.Add(1)
+		st.fromWorkerHosts(l, b)
+		return
+	}
 	f, ok := st.parse(l, typ, b)
 	if !ok {
 		return
 	}
+	st.routeFrame(l, f, b)
+}
+
+// routeFrame delivers frame f (encoded as b) of worker l to the master's
+// listeners and routes it to the other workers its flags and pids name.
+func (st *state) routeFrame(l *link, f frame, b []byte) {
 	toMaster := f.flags&flagMaster != 0
 	workers := f.flags&flagWorkers != 0
 	for i := range f.npids() {
@@ -641,7 +685,7 @@ func (st *state) fromWorker(l *link, typ uint32, b []byte) {
 		}
 	}
 	if toMaster {
-		st.em.dispatch(l, int(f.from), st.em.listenersOf(f.name), f.args, l.slab.copy)
+		st.em.dispatch(l, int(f.from), st.host, st.em.listenersOf(f.name), f.args, l.slab.copy)
 	}
 	if workers {
 		for _, x := range st.links() {
@@ -669,7 +713,7 @@ func (st *state) fromWorker(l *link, typ uint32, b []byte) {
 // SendTimeout for room; what cannot be written is dropped, counted and
 // logged (the sender is not there to be told).
 func (st *state) route(from, to *link, b []byte) {
-	sent, err := to.send(from, st.em.opts.SendTimeout, b)
+	sent, err := to.send(from, st.em.opts.SendTimeout, recordEvent, b)
 	switch {
 	case err != nil:
 		st.em.stats.dropped.Add(1)
@@ -682,17 +726,18 @@ func (st *state) route(from, to *link, b []byte) {
 	}
 }
 
-// send writes frame b to the link's ring. It reports false (no error) when
+// send writes record b of type typ (a frame for recordEvent) to the link's
+// ring. It reports false (no error) when
 // the peer is dead or the link torn down: the caller counts a drop. A full
 // ring waits under w's context; errors wrap ring.ErrFull and the context's
 // error.
-func (l *link) send(w waiter, timeout time.Duration, b []byte) (bool, error) {
+func (l *link) send(w waiter, timeout time.Duration, typ uint32, b []byte) (bool, error) {
 	l.sendMu.Lock()
 	defer l.sendMu.Unlock()
 	if l.out == nil || l.dead() {
 		return false, nil
 	}
-	err := l.out.TryWrite(recordEvent, b)
+	err := l.out.TryWrite(typ, b)
 	if errors.Is(err, ring.ErrFull) {
 		ctx := w.waitCtx()
 		if _, isLink := w.(*link); isLink && timeout > 0 { // routing: the reader's life, bounded
@@ -700,7 +745,7 @@ func (l *link) send(w waiter, timeout time.Duration, b []byte) (bool, error) {
 			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 		}
-		err = l.out.Write(ctx, recordEvent, b)
+		err = l.out.Write(ctx, typ, b)
 	}
 	if errors.Is(err, ring.ErrPeerDead) {
 		l.markDead()
@@ -725,13 +770,22 @@ func (st *state) send(sb *sendBuf, r *route, name string, errs []error) []error 
 		if r.workers {
 			flags |= flagWorkers
 		}
-		sb.frame = appendFrame(sb.frame[:0], uint32(st.em.pid), flags, r.pids, name, sb.args)
+		if r.hosts { // the master routes it here, publishes it, and answers
+			seq := st.seq.Add(1)
+			sb.frame = binary.LittleEndian.AppendUint64(sb.frame[:0], seq)
+			sb.frame = appendFrame(sb.frame, uint32(st.em.pid), flags, r.pids, "", name, sb.args)
+			if err := st.sendHosts(sb, st.linkOf(st.masterPid), seq); err != nil {
+				errs = append(errs, fmt.Errorf("emitter: emit %q to every host: %w", name, err))
+			}
+			return errs
+		}
+		sb.frame = appendFrame(sb.frame[:0], uint32(st.em.pid), flags, r.pids, "", name, sb.args)
 		return st.sendTo(sb, st.linkOf(st.masterPid), errs)
 	}
 	if !r.workers && len(r.pids) == 0 {
 		return errs
 	}
-	sb.frame = appendFrame(sb.frame[:0], uint32(st.em.pid), 0, nil, name, sb.args)
+	sb.frame = appendFrame(sb.frame[:0], uint32(st.em.pid), 0, nil, "", name, sb.args)
 	if r.workers {
 		for _, l := range st.links() {
 			errs = st.sendTo(sb, l, errs)
@@ -755,7 +809,7 @@ func (st *state) sendTo(sb *sendBuf, l *link, errs []error) []error {
 		st.em.stats.dropped.Add(1)
 		return errs
 	}
-	sent, err := l.send(sb, 0, sb.frame)
+	sent, err := l.send(sb, 0, recordEvent, sb.frame)
 	switch {
 	case err != nil:
 		errs = append(errs, err)

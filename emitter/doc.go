@@ -1,7 +1,8 @@
 // Package emitter is the cluster's event bus: an EventEmitter whose events
 // cross processes over lock-free rings in the shared arena. Any process may
-// emit to itself, the master, any worker by pid, or every worker; the master
-// routes worker-to-worker events (the Node original could not).
+// emit to itself, the master, any worker by pid, every worker, or every
+// process of every host (through a [Backplane]); the master routes
+// worker-to-worker events (the Node original could not).
 //
 // # Model
 //
@@ -19,7 +20,7 @@
 //	│   └ other workers ▶ their toWorker rings (routing)                 │
 //	└──────────────────────────┘                      └──────────────────┘
 //
-// Targets ([Target]): [Self], [Master], [Workers] and [Pid]. The defaults
+// Targets ([Target]): [Self], [Master], [Workers], [AllHosts] and [Pid]. The defaults
 // (Emit without To) are the Node original's: from the master, itself and every
 // worker; from a worker, itself and the master. A worker's event for other
 // workers travels to the master in one frame carrying its targets, and the
@@ -39,6 +40,37 @@
 // (one ring per direction, one reader, and the master forwards a worker's
 // frames in the order it reads them). Events of different senders are not
 // ordered with each other.
+//
+// # Across hosts
+//
+// [AllHosts] reaches every process of every host. The master of each host
+// holds the host's [Backplane] ([Emitter.SetBackplane]; in a cluster2
+// program, package bridge's Redis pub/sub): it publishes its own events to
+// AllHosts and its workers' (a worker sends the event to its master as a
+// recordHosts request and waits for the master's recordAck, so that its
+// Emit returns whether the event was published), and it delivers what the
+// backplane brings ([Emitter.FromBackplane]) to its own listeners and to
+// every worker's ring, as its own events go. The backplane brings a
+// master's own events back to it: they are dropped by their origin
+// (Stats.Echoes).
+//
+//	host A                                            host B
+//	worker ─recordHosts▶ master ─Publish─▶ backplane ─▶ master ─ring▶ workers
+//	       ◀─recordAck──   │ (A's own copy comes back: dropped as an echo)
+//	                       └─ring▶ A's other workers (routed as Workers)
+//
+// Every event carries its host of origin ([Event].Host): the id the master
+// wrote in the region's host block ([Emitter.SetHost], or hostname, master
+// pid and the region's creation time), which the workers read from there.
+// A frame that came from another host carries that host's id (flagOrigin).
+// The size limit is the local one: the frame with the host id must fit
+// [Emitter.MaxFrame], or the emit returns [ErrTooLarge]. An event the
+// backplane cannot take returns, after the local deliveries, an error
+// wrapping [ErrNoBackplane] (none set) or [ErrBackplane] (its error: Redis
+// down), counted in Stats.PublishFailed; never a silent drop. Events of one
+// sender reach another host in emission order (one publisher per sender, a
+// backplane that keeps the order of its Publish calls, one goroutine
+// feeding FromBackplane).
 //
 // # The default emitter
 //
@@ -61,10 +93,13 @@
 //	         │ slot 0:  pid u32 │ gen u32 │ toWorker u64 │ toMaster u64 │ pad 40        │  64 B each
 //	         │ slot 1:  …                                                             │
 //	         │ slot slots-1                                                           │
+//	         ├────────────────────────────────────────────────────────────────────────┤
+//	         │ host block: hostLen u8 (1..255) │ host id, hostLen bytes          │ 256 B
 //	         └─────────────────────────────────────────────────────────────────────────┘
 //
-// magic, version, slots and ringCap are written once in the region's init
-// (published by the arena's region directory). masterPid is stored by the
+// magic, version, slots, ringCap and the host block are written once in the
+// region's init (published by the arena's region directory): a master that
+// resumes the region after an in-place upgrade keeps its host id. masterPid is stored by the
 // master when it attaches. A slot entry is written by the master only: the
 // offsets of the slot's two rings (each [ring.Size](ringCap) bytes,
 // allocated together on the slot's first use and kept for good), then pid,
@@ -74,16 +109,25 @@
 // on armed until its entry's pid is its own (acquire), then opens its ends.
 // Slot 0 is the master's own and has no rings.
 //
-// # Frame format (format: changing it bumps recordEvent)
+// # Frame format (format: changing it bumps the region version)
 //
-// Each event is one ring record of type 1 whose payload is a frame:
+// Each event is one ring record of type 1 (recordEvent) whose payload is a
+// frame:
 //
-//	┌────────────┬──────────┬────────────┬────────────┬─────────────────┬───────────┬──────────────────┐
-//	│ sender u32 │ flags u8 │ nameLen u8 │ npids u16  │ pids npids×u32  │ name      │ args             │
-//	│ pid        │ 1 master │ 1..255     │            │ explicit target │ nameLen B │ JSON array text, │
-//	│            │ 2 workers│            │            │ pids            │ UTF-8     │ the rest         │
-//	└────────────┴──────────┴────────────┴────────────┴─────────────────┴───────────┴──────────────────┘
+//	┌────────────┬──────────┬────────────┬────────────┬─────────────────┬──────────────┬───────────┬──────────────────┐
+//	│ sender u32 │ flags u8 │ nameLen u8 │ npids u16  │ pids npids×u32  │ flagOrigin:  │ name      │ args             │
+//	│ pid        │ 1 master │ 1..255     │            │ explicit target │ hostLen u8,  │ nameLen B │ JSON array text, │
+//	│            │ 2 workers│            │            │ pids            │ host id      │ UTF-8     │ the rest         │
+//	│            │ 4 origin │            │            │                 │ (1..255 B)   │           │                  │
+//	└────────────┴──────────┴────────────┴────────────┴─────────────────┴──────────────┴───────────┴──────────────────┘
 //	  little-endian; 8-byte fixed header (FrameHeaderSize)
+//
+// The backplane carries the same frames: flagOrigin with the publishing
+// host's id, no pids, no other flag. Two more record types serve a worker's
+// event to AllHosts: recordHosts (2, worker → master: a u64 sequence, then
+// the frame of its local targets) and recordAck (3, master → worker: the
+// sequence, a code u8 — 0 published, 1 no backplane, 2 refused — and the
+// error's text).
 //
 // A worker fills flags and pids with its remote targets (the master reads
 // them to route); the master sends frames with no flags and no pids (the

@@ -113,8 +113,12 @@ func (o Options) String() string {
 
 // Event is one event as a handler receives it.
 type Event struct {
-	// From is the pid of the emitting process.
+	// From is the pid of the emitting process, on the host Host.
 	From int
+	// Host is the id of the host the event was emitted on (Emitter.Host of
+	// the emitting process): this host's for a local event, another's for
+	// one that came through the backplane (an event to AllHosts).
+	Host string
 	// Name is the event's name.
 	Name string
 	// Args is the JSON array of the emitted arguments ("[]" for none). It
@@ -170,10 +174,18 @@ type Stats struct {
 	Routed   uint64 // frames the master forwarded from one worker to another
 	Local    uint64 // events delivered to this process's listeners (one per event, not per listener)
 	Dropped  uint64 // targets dropped: unknown or dead pid, no cluster, or a routed frame that could not be written
+
+	// Events across hosts (AllHosts; see Backplane).
+	Published     uint64 // master (or unattached emitter): events published to the backplane, its own and its workers'
+	PublishFailed uint64 // events to AllHosts not published (no backplane, the backplane's error, too large): in the master every one, its workers' too; in a worker its own
+	FromHosts     uint64 // master: events of other hosts received from the backplane
+	Echoes        uint64 // master: this host's own events the backplane brought back, dropped by origin
 }
 
 type counters struct {
 	emitted, sent, received, routed, local, dropped atomic.Uint64
+
+	published, publishFailed, fromHosts, echoes atomic.Uint64
 }
 
 // Emitter is one process's end of the cluster's event bus. New makes one
@@ -194,6 +206,10 @@ type Emitter struct {
 
 	st    atomic.Pointer[state] // nil until attached
 	stats counters
+
+	hostName atomic.Pointer[string]    // SetHost's name; nil: the default id
+	host     string                    // the host id while unattached (defaultHost at New)
+	bp       atomic.Pointer[backplane] // SetBackplane's; nil: none
 }
 
 // New returns an emitter that is not part of a cluster yet: it delivers to
@@ -204,7 +220,8 @@ func New(opts *Options) (*Emitter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Emitter{pid: os.Getpid(), opts: o, byName: map[string][]*Listener{}}, nil
+	pid := os.Getpid()
+	return &Emitter{pid: pid, opts: o, byName: map[string][]*Listener{}, host: defaultHost(pid, time.Now())}, nil
 }
 
 func mustNew() *Emitter {
@@ -222,7 +239,9 @@ func (em *Emitter) Pid() int { return em.pid }
 func (em *Emitter) Stats() Stats {
 	c := &em.stats
 	return Stats{Emitted: c.emitted.Load(), Sent: c.sent.Load(), Received: c.received.Load(),
-		Routed: c.routed.Load(), Local: c.local.Load(), Dropped: c.dropped.Load()}
+		Routed: c.routed.Load(), Local: c.local.Load(), Dropped: c.dropped.Load(),
+		Published: c.published.Load(), PublishFailed: c.publishFailed.Load(),
+		FromHosts: c.fromHosts.Load(), Echoes: c.echoes.Load()}
 }
 
 // On registers fn for every event called name received by this process, and
@@ -328,7 +347,7 @@ func (em *Emitter) listenersOf(name []byte) []*Listener {
 // dispatch hands an event to this process's listeners; a full listener
 // queue waits under w's context. args is the ring's or a pooled buffer's
 // memory: alloc copies it, once, for the listeners to keep.
-func (em *Emitter) dispatch(w waiter, from int, ls []*Listener, args []byte, alloc func([]byte) []byte) error {
+func (em *Emitter) dispatch(w waiter, from int, host string, ls []*Listener, args []byte, alloc func([]byte) []byte) error {
 	em.stats.local.Add(1)
 	if len(ls) == 0 {
 		return nil
@@ -341,7 +360,7 @@ func (em *Emitter) dispatch(w waiter, from int, ls []*Listener, args []byte, all
 		if kept == nil {
 			kept = alloc(args)
 		}
-		err := l.push(w, Event{From: from, Name: l.name, Args: kept})
+		err := l.push(w, Event{From: from, Host: host, Name: l.name, Args: kept})
 		if l.once {
 			em.unlist(l)
 		}
@@ -546,12 +565,20 @@ func (em *Emitter) emit(b bound, targets []Target, name string, args []any) erro
 	st := em.st.Load()
 	r := em.resolve(st, targets, sb.pids[:0])
 	sb.pids = r.pids[:0]
-	if n := frameSize(len(r.pids), len(name), len(sb.args)); n > em.MaxFrame() || len(r.pids) > MaxPids {
+	host := em.hostOf(st)
+	n := frameSize(len(r.pids), 0, len(name), len(sb.args))
+	if r.hosts {
+		n = max(n, frameSize(0, len(host), len(name), len(sb.args)))
+	}
+	if n > em.MaxFrame() || len(r.pids) > MaxPids {
+		if r.hosts {
+			em.stats.publishFailed.Add(1)
+		}
 		return fmt.Errorf("emitter: emit %q: %w: %d-byte frame, max %d", name, ErrTooLarge, n, em.MaxFrame())
 	}
 	var errs []error
 	if r.self {
-		if err := em.dispatch(sb, em.pid, em.byNameSnapshot(name), sb.args, heapCopy); err != nil {
+		if err := em.dispatch(sb, em.pid, host, em.byNameSnapshot(name), sb.args, heapCopy); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -559,6 +586,13 @@ func (em *Emitter) emit(b bound, targets []Target, name string, args []any) erro
 		errs = st.send(sb, &r, name, errs)
 	} else {
 		em.stats.dropped.Add(uint64(len(r.pids))) // no cluster: Workers is nobody, a pid is unknown
+	}
+	if r.hosts && (st == nil || st.role != RoleWorker) { // a worker's master publishes (st.send)
+		var err error
+		sb.frame, err = em.publish(sb.waitCtx(), sb.frame[:0], uint32(em.pid), host, name, sb.args)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("emitter: emit %q to every host: %w", name, err))
+		}
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
@@ -598,6 +632,11 @@ func (em *Emitter) resolve(st *state, targets []Target, pids []int) route {
 			r.workers = true
 			if worker {
 				r.self = true
+			}
+		case kindAllHosts:
+			r.self, r.workers, r.hosts = true, true, true
+			if worker {
+				r.master = true
 			}
 		default:
 			switch {

@@ -21,6 +21,17 @@ var (
 	// be encoded as JSON.
 	ErrArgs = errors.New("emitter: argument not encodable as JSON")
 
+	// ErrNoBackplane is returned by an emit to AllHosts when this host has
+	// no backplane (Emitter.SetBackplane was not called in its master: no
+	// Redis configured): the event reached this host's processes only.
+	ErrNoBackplane = errors.New("emitter: no backplane to other hosts")
+
+	// ErrBackplane is returned (wrapping the backplane's error, or with
+	// its text when a worker's master answered) by an emit to AllHosts that
+	// the backplane refused (Redis down, for one): the event reached this
+	// host's processes only.
+	ErrBackplane = errors.New("emitter: backplane refused the event")
+
 	// ErrClosed is returned by operations on a closed emitter.
 	ErrClosed = errors.New("emitter: closed")
 )

@@ -69,3 +69,43 @@ func ExampleEmitter_Off() {
 	// Output:
 	// 0
 }
+
+// hostsBackplane joins emitters of several hosts in this example; in a
+// cluster2 program package bridge does it on Redis pub/sub.
+type hostsBackplane []*emitter.Emitter
+
+func (b hostsBackplane) Publish(_ context.Context, msg []byte) error {
+	for _, em := range b {
+		if err := em.FromBackplane(msg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ExampleAllHosts sends an event to every process of every host: each
+// host's master publishes it to the backplane, and every master delivers
+// what the backplane brings to its own processes (dropping its own events,
+// by their origin). Event.Host names the host of origin.
+func ExampleAllHosts() {
+	web1, _ := emitter.New(nil)
+	defer web1.Close()
+	web2, _ := emitter.New(nil)
+	defer web2.Close()
+	web1.SetHost("web1")
+	web2.SetHost("web2")
+	bp := hostsBackplane{web1, web2}
+	web1.SetBackplane(bp)
+	web2.SetBackplane(bp)
+
+	got := make(chan emitter.Event, 1)
+	web2.On("deploy", func(e emitter.Event) { got <- e })
+	if err := web1.To(emitter.AllHosts).Emit("deploy", "v2"); err != nil {
+		fmt.Println(err)
+	}
+	e := <-got
+	version, _ := emitter.Arg[string](e, 0)
+	fmt.Println(e.Name, version, "from", e.Host)
+	// Output:
+	// deploy v2 from web1
+}

@@ -12,11 +12,17 @@ const (
 	// RegionName is the name of the emitter's region in the arena.
 	RegionName = "cluster2.emitter"
 
-	regionMagic   uint64 = 0x31544d45324c4322 // "\"C2LEMT1" little-endian: marks an initialized region
-	regionVersion uint32 = 1
+	regionMagic uint64 = 0x31544d45324c4322 // "\"C2LEMT1" little-endian: marks an initialized region
+	// regionVersion 2 (issue 17, events across hosts): the host block after
+	// the slot entries (the host id every process of the cluster puts in
+	// Event.Host), frames with flagOrigin (a host id after the pids), and
+	// the record types recordHosts (worker → master) and recordAck
+	// (master → worker). Version 1 had none of them.
+	regionVersion uint32 = 2
 
 	regionHeaderSize = 64
 	slotEntrySize    = 64
+	hostBlockSize    = 1 + MaxHost // length u8, then the host id's bytes
 )
 
 // RegionVersion is the version of the emitter region's format (its header,
@@ -66,4 +72,10 @@ var (
 )
 
 // regionSize returns the size of the emitter region for slots entries.
-func regionSize(slots int) int64 { return regionHeaderSize + int64(slots)*slotEntrySize }
+func regionSize(slots int) int64 {
+	return regionHeaderSize + int64(slots)*slotEntrySize + hostBlockSize
+}
+
+// hostBlockOff returns the offset, from the region's start, of the host
+// block of a region of slots entries.
+func hostBlockOff(slots int) shm.Off { return shm.Off(regionHeaderSize + slots*slotEntrySize) }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -102,6 +103,26 @@ func childWorker() {
 	})
 	em.On("seq-count", func(e emitter.Event) {
 		em.To(emitter.Master).Emit("seq-count", next.Load(), bad.Load())
+	})
+	// hosts-ping(n) → hosts-pong to this worker's master: this pid, the
+	// event's host and sender, n.
+	em.On("hosts-ping", func(e emitter.Event) {
+		n, _ := emitter.Arg[int](e, 0)
+		em.To(emitter.Master).Emit("hosts-pong", me, e.Host, e.From, n)
+	})
+	// emit-hosts(n, size) → hosts-ping(n) to AllHosts, with size bytes of
+	// padding; emitted(n, the error's text, ErrBackplane?, ErrNoBackplane?,
+	// ErrTooLarge?) to the master.
+	em.On("emit-hosts", func(e emitter.Event) {
+		var n, size int
+		e.Decode(&n, &size)
+		err := em.To(emitter.AllHosts).Emit("hosts-ping", n, strings.Repeat("x", size))
+		text := ""
+		if err != nil {
+			text = err.Error()
+		}
+		em.To(emitter.Master).Emit("emitted", n, text, errors.Is(err, emitter.ErrBackplane),
+			errors.Is(err, emitter.ErrNoBackplane), errors.Is(err, emitter.ErrTooLarge))
 	})
 	emittertest.Ready(em)
 	select {

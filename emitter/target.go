@@ -9,6 +9,7 @@ const (
 	kindSelf
 	kindMaster
 	kindWorkers
+	kindAllHosts
 )
 
 // Target names who receives an event: [Self], [Master], [Workers] or one
@@ -28,6 +29,16 @@ var (
 	// Workers is every worker of the cluster. From a worker it includes the
 	// worker itself (delivered locally, once).
 	Workers = Target{kind: kindWorkers}
+	// AllHosts is every process of every host: this host's master and
+	// workers (the emitting process included, delivered locally, once) and,
+	// through the backplane (Emitter.SetBackplane: package bridge's Redis
+	// pub/sub in a cluster2 program), the master and every worker of each
+	// other host. Handlers see the host of origin in Event.Host. An event
+	// the backplane cannot take (none set, Redis down, too large) returns an
+	// error wrapping ErrNoBackplane, ErrBackplane or ErrTooLarge after the
+	// local deliveries; from a worker, Emit waits for its master to answer
+	// whether it published.
+	AllHosts = Target{kind: kindAllHosts}
 )
 
 // Pid names one process of the cluster by pid: the master, a worker, or the
@@ -36,7 +47,7 @@ var (
 // unknown: the master, for a worker's event to another worker).
 func Pid(pid int) Target { return Target{kind: kindPid, pid: pid} }
 
-// String returns "self", "master", "workers" or the pid.
+// String returns "self", "master", "workers", "all-hosts" or the pid.
 func (t Target) String() string {
 	switch t.kind {
 	case kindSelf:
@@ -45,6 +56,8 @@ func (t Target) String() string {
 		return "master"
 	case kindWorkers:
 		return "workers"
+	case kindAllHosts:
+		return "all-hosts"
 	}
 	return strconv.Itoa(t.pid)
 }
@@ -52,6 +65,7 @@ func (t Target) String() string {
 // route is a resolved set of targets.
 type route struct {
 	self, master, workers bool
+	hosts                 bool  // AllHosts: published to the backplane (by the master)
 	pids                  []int // explicit pids, other than this process and the master, deduplicated
 }
 
