@@ -88,6 +88,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	// master's in the header.
 	poll("the version column", `[...document.querySelectorAll('#workers tbody tr[data-pid] td.version')].every(td => td.textContent === 'v3.2-browser')`+
 		` && document.querySelector('#workers thead').textContent.includes('version')`)
+	// Each worker's accepts (and its share of them) and requests, live from
+	// its control block.
+	poll("the accepts column", `[...document.querySelectorAll('#workers tbody tr[data-pid] td.accepts')].every(td => /^\d+ \(\d+%\)$/.test(td.textContent))`+
+		` && document.querySelector('#workers thead').textContent.includes('accepts')`)
 	poll("the master's version", `document.querySelector('#master-version').textContent === 'v3.2-browser'`)
 	pids, err := chromedp.Run(step(), chromedp.Evaluate[[]string](`[...document.querySelectorAll('#workers tbody tr[data-pid]')].map(r => r.dataset.pid)`))
 	if err != nil {

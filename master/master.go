@@ -326,7 +326,7 @@ func (m *Master) Workers() []WorkerInfo {
 	out := make([]WorkerInfo, 0, len(m.byPid))
 	for _, h := range m.byPid {
 		out = append(out, WorkerInfo{Pid: h.pid, Slot: h.slot, State: h.state, Started: h.started,
-			LastHeartbeat: h.lastHB, Heartbeat: h.hb, Build: h.build})
+			LastHeartbeat: h.lastHB, Heartbeat: h.hb, Build: h.build, Accepts: h.block.Accepts(), Requests: h.block.Requests()})
 	}
 	m.mu.Unlock()
 	slices.SortFunc(out, func(a, b WorkerInfo) int { return a.Slot - b.Slot })

@@ -54,6 +54,12 @@ type WorkerInfo struct {
 	LastHeartbeat time.Time        // zero before the first
 	Heartbeat     worker.Heartbeat // the latest, zero before the first
 	Build         Build            // what the worker says of its build; zero until it reports a state
+	// Accepts and Requests are the connections the worker accepted on the
+	// shared socket and the requests it completed since it started, read
+	// live from its control block when Workers is called (the worker counts;
+	// the heartbeat's TotalConns is the same count as of its time).
+	Accepts  uint64
+	Requests uint64
 }
 
 // Build is what a process says of its build: the application's version

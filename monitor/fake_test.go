@@ -32,7 +32,8 @@ func newFake(pids ...int) *fakeSource {
 			Started: time.Now().Add(-time.Minute), LastHeartbeat: time.Now(),
 			Heartbeat: worker.Heartbeat{Pid: pid, Slot: i + 1, Uptime: time.Minute, CPU: 12.5, RSS: 50 << 20,
 				OpenConns: 3, TotalConns: 100, Requests: 40, RPS: 8, GCCycles: 2, GCPause: time.Millisecond,
-				Goroutines: 17, Cycle: 5 * time.Second, At: time.Now().UnixNano()}})
+				Goroutines: 17, Cycle: 5 * time.Second, At: time.Now().UnixNano()},
+			Accepts: 100 + uint64(i), Requests: 40 + uint64(i)})
 	}
 	return f
 }

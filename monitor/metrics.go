@@ -48,10 +48,11 @@ var (
 	descCPUSecs      = prometheus.NewDesc("cluster2_worker_cpu_seconds_total", "CPU time, summed from heartbeats since the monitor saw the worker.", workerLabels, nil)
 	descRSS          = prometheus.NewDesc("cluster2_worker_resident_memory_bytes", "Resident memory.", workerLabels, nil)
 	descRPS          = prometheus.NewDesc("cluster2_worker_requests_per_second", "Requests per second in the last heartbeat cycle.", workerLabels, nil)
-	descRequests     = prometheus.NewDesc("cluster2_worker_requests_total", "Requests completed, summed from heartbeats since the monitor saw the worker.", workerLabels, nil)
+	descRequests     = prometheus.NewDesc("cluster2_worker_requests_total", "Requests completed since the worker started (its own count, read live from its control block).", workerLabels, nil)
+	descAccepts      = prometheus.NewDesc("cluster2_worker_accepts_total", "Connections the worker accepted on the shared socket since it started (its own count, read live from its control block).", workerLabels, nil)
 	descErrors       = prometheus.NewDesc("cluster2_worker_errors_total", "Handler panics and reported errors, summed from heartbeats.", workerLabels, nil)
 	descOpenConns    = prometheus.NewDesc("cluster2_worker_open_connections", "Connections open now.", workerLabels, nil)
-	descConns        = prometheus.NewDesc("cluster2_worker_connections_total", "Connections accepted since the worker started.", workerLabels, nil)
+	descConns        = prometheus.NewDesc("cluster2_worker_connections_total", "Connections accepted since the worker started, as of its last heartbeat (cluster2_worker_accepts_total is the same count, live).", workerLabels, nil)
 	descGoroutines   = prometheus.NewDesc("cluster2_worker_goroutines", "Goroutines now.", workerLabels, nil)
 	descGCCycles     = prometheus.NewDesc("cluster2_worker_gc_cycles_total", "GC cycles, summed from heartbeats.", workerLabels, nil)
 	descGCPause      = prometheus.NewDesc("cluster2_worker_gc_pause_seconds_total", "Stop-the-world GC pause time, summed from heartbeats (approximate).", workerLabels, nil)
@@ -109,12 +110,13 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descRPS, hb.RPS, slot, pid)
 		gauge(descOpenConns, float64(hb.OpenConns), slot, pid)
 		counter(descConns, float64(hb.TotalConns), slot, pid)
+		counter(descAccepts, float64(w.Accepts), slot, pid)
+		counter(descRequests, float64(w.Requests), slot, pid)
 		gauge(descGoroutines, float64(hb.Goroutines), slot, pid)
 		if !w.LastHeartbeat.IsZero() {
 			gauge(descHBAge, now.Sub(w.LastHeartbeat).Seconds(), slot, pid)
 		}
 		if t, ok := s.samp.totals(w.Pid); ok {
-			counter(descRequests, float64(t.requests), slot, pid)
 			counter(descErrors, float64(t.errors), slot, pid)
 			counter(descGCCycles, float64(t.gcCycles), slot, pid)
 			counter(descGCPause, t.gcPauseSecs, slot, pid)

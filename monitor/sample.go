@@ -13,7 +13,9 @@ import (
 
 // sampler keeps, per worker, the history the dashboard charts and the
 // running totals /metrics exports as counters, fed by the latest heartbeat
-// of each worker (a heartbeat is counted once, by its time).
+// of each worker (a heartbeat is counted once, by its time). Accepts and
+// requests are not summed here: the worker counts them in its control block
+// and master.WorkerInfo carries them live.
 type sampler struct {
 	size int
 
@@ -25,7 +27,6 @@ type sampler struct {
 type series struct {
 	lastAt        int64 // heartbeat time of the last one counted
 	rps, rss      []float64
-	requests      uint64
 	errors        uint64
 	gcCycles      uint64
 	gcPauseSecs   float64
@@ -56,7 +57,6 @@ func (sp *sampler) sample(ws []master.WorkerInfo, now time.Time) {
 			continue
 		}
 		se.lastAt = hb.At
-		se.requests += hb.Requests
 		se.errors += hb.Errors
 		se.gcCycles += hb.GCCycles
 		se.gcPauseSecs += hb.GCPause.Seconds()
@@ -111,7 +111,7 @@ func (sp *sampler) workers(ws []master.WorkerInfo, now time.Time) []workerView {
 			v.HeartbeatAge = now.Sub(w.LastHeartbeat).Seconds()
 		}
 		if se := sp.byPid[w.Pid]; se != nil {
-			v.RequestsTotal, v.ErrorsTotal, v.GCCyclesTotal = se.requests, se.errors, se.gcCycles
+			v.ErrorsTotal, v.GCCyclesTotal = se.errors, se.gcCycles
 			v.History = &history{RPS: append([]float64{}, se.rps...), RSS: append([]float64{}, se.rss...)}
 		} else {
 			v.History = &history{RPS: []float64{}, RSS: []float64{}}
@@ -152,7 +152,8 @@ type workerView struct {
 	Requests      uint64       `json:"requests"` // in the last heartbeat's cycle
 	Errors        uint64       `json:"errors"`
 	CycleSeconds  float64      `json:"cycleSeconds"`
-	RequestsTotal uint64       `json:"requestsTotal"` // counted by the monitor since it saw the worker
+	RequestsTotal uint64       `json:"requestsTotal"` // the worker's own count since it started (live)
+	AcceptsTotal  uint64       `json:"acceptsTotal"`  // connections it accepted since it started (live)
 	ErrorsTotal   uint64       `json:"errorsTotal"`
 	GCCyclesTotal uint64       `json:"gcCyclesTotal"`
 	Build         master.Build `json:"build"` // what the worker says of its build
@@ -170,7 +171,7 @@ func heartbeatView(w master.WorkerInfo) workerView {
 		Uptime: hb.Uptime.Seconds(), RPS: hb.RPS, CPU: hb.CPU, RSS: hb.RSS, GCCycles: hb.GCCycles,
 		GCPauseMs: float64(hb.GCPause) / float64(time.Millisecond), Goroutines: hb.Goroutines,
 		OpenConns: hb.OpenConns, TotalConns: hb.TotalConns, Requests: hb.Requests, Errors: hb.Errors,
-		CycleSeconds: hb.Cycle.Seconds(), Build: w.Build}
+		CycleSeconds: hb.Cycle.Seconds(), Build: w.Build, RequestsTotal: w.Requests, AcceptsTotal: w.Accepts}
 }
 
 // eventRec is a lifecycle event as the dashboard shows it.

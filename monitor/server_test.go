@@ -256,6 +256,7 @@ func TestAPI(t *testing.T) {
 			RSSBytes      uint64  `json:"rssBytes"`
 			RPS           float64 `json:"rps"`
 			RequestsTotal uint64  `json:"requestsTotal"`
+			AcceptsTotal  uint64  `json:"acceptsTotal"`
 			History       struct{ RPS, RSS []float64 }
 		}
 		Caches []struct {
@@ -271,7 +272,7 @@ func TestAPI(t *testing.T) {
 		t.Fatalf("overview = %+v", ov)
 	}
 	w := ov.Workers[0]
-	if w.Pid != 101 || w.State != "active" || w.RSSBytes != 50<<20 || w.RPS != 8 || w.RequestsTotal != 40 ||
+	if w.Pid != 101 || w.State != "active" || w.RSSBytes != 50<<20 || w.RPS != 8 || w.RequestsTotal != 40 || w.AcceptsTotal != 100 ||
 		len(w.History.RPS) != 1 || w.History.RSS[0] != 50<<20 {
 		t.Fatalf("worker = %+v", w)
 	}
@@ -504,7 +505,9 @@ func TestMetrics(t *testing.T) {
 	for _, line := range []string{
 		`cluster2_workers{state="active"} 2`,
 		`cluster2_worker_resident_memory_bytes{pid="101",slot="1"} 5.24288e+07`,
-		`cluster2_worker_requests_total{pid="102",slot="2"} 40`,
+		`cluster2_worker_requests_total{pid="102",slot="2"} 41`,
+		`cluster2_worker_accepts_total{pid="102",slot="2"} 101`,
+		`# TYPE cluster2_worker_accepts_total counter`,
 		`cluster2_worker_connections_total{pid="101",slot="1"} 100`,
 		`cluster2_worker_cpu_percent{pid="101",slot="1"} 12.5`,
 		`cluster2_ecv_up 1`,

@@ -27,7 +27,7 @@ type Heartbeat struct {
 	CPU              float64       // CPU use in the cycle, percent of one core
 	RSS              uint64        // resident memory, bytes
 	OpenConns        int64         // connections open now
-	TotalConns       uint64        // connections accepted since start
+	TotalConns       uint64        // connections accepted on the shared socket since start (the control block's count)
 	Requests         uint64        // requests completed in the cycle
 	RequestsDuration time.Duration // their total duration
 	RPS              float64       // Requests per second of the cycle
@@ -141,11 +141,13 @@ func HeartbeatFromWords(w *[proc.HeartbeatWords]uint64) Heartbeat {
 
 // counters are the worker's live statistics, updated by the serving path.
 type counters struct {
-	openConns  atomic.Int64
-	totalConns atomic.Uint64
-	requests   atomic.Uint64
-	durations  atomic.Int64 // ns
-	errors     atomic.Uint64
+	openConns atomic.Int64
+	durations atomic.Int64 // ns
+	errors    atomic.Uint64
+	// totals holds the accepts and requests since the worker started: the
+	// worker's control block, where the master reads them live (one count
+	// each, which the heartbeat reports too).
+	totals *proc.Block
 }
 
 // collector turns counters and process statistics into heartbeats.
@@ -212,11 +214,11 @@ func (col *collector) gc() (cycles uint64, pause float64, goroutines int64) {
 // take returns the heartbeat of the cycle that ends now.
 func (col *collector) take(now time.Time) Heartbeat {
 	cycles, pause, goroutines := col.gc()
-	req, dur, errs := col.c.requests.Load(), col.c.durations.Load(), col.c.errors.Load()
+	req, dur, errs := col.c.totals.Requests(), col.c.durations.Load(), col.c.errors.Load()
 	cycle := now.Sub(col.last)
 	h := Heartbeat{
 		Pid: col.pid, Slot: col.slot, Uptime: now.Sub(col.start),
-		OpenConns: col.c.openConns.Load(), TotalConns: col.c.totalConns.Load(),
+		OpenConns: col.c.openConns.Load(), TotalConns: col.c.totals.Accepts(),
 		Requests: req - col.lastReq, RequestsDuration: time.Duration(dur - col.lastDur),
 		GCCycles: cycles - col.lastGC, GCPause: time.Duration((pause - col.lastPause) * float64(time.Second)),
 		Goroutines: goroutines, Errors: errs - col.lastErr, Cycle: cycle, At: now.UnixNano(),

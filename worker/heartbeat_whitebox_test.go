@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cluster2/cluster2/internal/proc"
 )
 
 func TestHeartbeatWordsRoundTrip(t *testing.T) {
@@ -19,12 +21,14 @@ func TestHeartbeatWordsRoundTrip(t *testing.T) {
 }
 
 func TestCollectorCountsTheCycle(t *testing.T) {
-	var c counters
+	c := counters{totals: new(proc.Block)}
 	start := time.Now()
 	col := newCollector(1, 1, start, &c)
-	c.requests.Add(10)
+	c.totals.CountRequests(10)
 	c.durations.Add(int64(time.Second))
-	c.totalConns.Add(3)
+	for range 3 {
+		c.totals.CountAccept()
+	}
 	h := col.take(start.Add(2 * time.Second))
 	if h.Requests != 10 || h.RPS != 5 || h.RequestsDuration != time.Second || h.TotalConns != 3 {
 		t.Fatalf("first cycle: %+v; want 10 requests, 5/s, 1 s, 3 connections", h)

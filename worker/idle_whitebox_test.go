@@ -29,7 +29,7 @@ func acceptPair(t *testing.T) (client net.Conn, server net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err = trackedListener{ln}.Accept()
+	server, err = trackedListener{Listener: ln}.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestDrainCloseServesAHalfSentRequest(t *testing.T) {
 		}),
 		ConnState: ic.track,
 	}
-	go srv.Serve(trackedListener{fl})
+	go srv.Serve(trackedListener{Listener: fl})
 	defer srv.Close()
 
 	cl, err := net.Dial("tcp", fl.Addr().String())
@@ -185,7 +185,7 @@ func TestIdleCloseRaceRate(t *testing.T) {
 		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }),
 		ConnState: ic.track,
 	}
-	go srv.Serve(trackedListener{fl})
+	go srv.Serve(trackedListener{Listener: fl})
 	defer srv.Close()
 	stop := make(chan struct{})
 	go func() {

@@ -10,7 +10,7 @@ func (w *Worker) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		t := time.Now()
 		defer func() {
-			w.c.requests.Add(1)
+			w.c.totals.CountRequests(1)
 			w.c.durations.Add(int64(time.Since(t)))
 			if p := recover(); p != nil {
 				w.c.errors.Add(1)

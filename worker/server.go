@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/cluster2/cluster2/internal/proc"
 )
 
 // Defaults of ServerConfig: what a production HTTP server is expected to do
@@ -273,13 +275,20 @@ func clientSent(c net.Conn, reads uint64) bool {
 }
 
 // trackedListener wraps the worker's listener so that each connection counts
-// its reads (see idleConns).
-type trackedListener struct{ net.Listener }
+// its reads (see idleConns), and counts the accepts in the worker's control
+// block (counts; nil: not counted).
+type trackedListener struct {
+	net.Listener
+	counts *proc.Block
+}
 
 func (l trackedListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
+	}
+	if l.counts != nil {
+		l.counts.CountAccept()
 	}
 	return &trackedConn{Conn: c}, nil
 }

@@ -221,6 +221,7 @@ func (w *Worker) attach(ctx context.Context) error {
 		return fmt.Errorf("worker: supervision region: %w", err)
 	}
 	w.block = &blocks[w.slot]
+	w.c.totals = w.block
 	w.block.SetPid(os.Getpid())
 	bi := build.Read(w.cfg.Version, build.Layout{})
 	w.block.SetBuild(bi.Version, bi.Revision, bi.GoVersion) // before the first state: the master reads it then
@@ -288,7 +289,6 @@ func (w *Worker) begin(ctx context.Context) error {
 		switch s {
 		case http.StateNew:
 			w.c.openConns.Add(1)
-			w.c.totalConns.Add(1)
 		case http.StateClosed, http.StateHijacked:
 			w.c.openConns.Add(-1)
 		}
@@ -374,7 +374,7 @@ func (w *Worker) listen() error {
 	}
 	// Each connection counts its reads, so that a drain never takes one
 	// whose client began a request for idle (see idleConns).
-	var ln net.Listener = trackedListener{fl}
+	var ln net.Listener = trackedListener{Listener: fl, counts: w.block}
 	w.ln = ln
 	w.closing.Store(false) // resumed: connections may be kept again
 	w.serving.Add(1)

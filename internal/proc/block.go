@@ -14,14 +14,15 @@ import (
 const (
 	// LayoutVersion is the version of the supervision region's layout. 2:
 	// the start-failure reason (rlen, reason). 3: the worker's build (blen,
-	// build) in a fourth line: BlockSize 384 → 512.
-	LayoutVersion = 3
+	// build) in a fourth line: BlockSize 384 → 512. 4: the worker's live
+	// totals (accepts, requests) in a fifth line: BlockSize 512 → 640.
+	LayoutVersion = 4
 
 	// RegionName names the supervision region in the arena.
-	RegionName = "cluster2.sup.v3"
+	RegionName = "cluster2.sup.v4"
 
 	// BlockSize is the size of one slot's control block.
-	BlockSize = 4 * shm.PadLine
+	BlockSize = 5 * shm.PadLine
 
 	// HeartbeatWords is the number of 64-bit words of a heartbeat.
 	HeartbeatWords = 16
@@ -100,6 +101,12 @@ type Block struct {
 	// Line 3: written by the worker, once, before its first state.
 	blen  atomic.Uint64 // bytes of build; stored after them
 	build [BuildWords]atomic.Uint64
+
+	// Line 4: written by the worker on every accept and request (its own
+	// line: the master's reads never share a line with the seqlock).
+	accepts  atomic.Uint64 // connections accepted on the shared socket since the process started
+	requests atomic.Uint64 // requests completed since the process started
+	_        [shm.PadLine - 16]byte
 }
 
 // Region returns the supervision region of a, creating it if needed (the
@@ -113,7 +120,8 @@ func Region(ctx context.Context, a *shm.Arena) ([]Block, error) {
 	return shm.Slice[Block](a, off, n), nil
 }
 
-// Reset prepares b for a new process: want run, state forked, no heartbeat.
+// Reset prepares b for a new process: want run, state forked, no heartbeat,
+// no counts.
 // Only the master calls it, and only while no process uses the slot.
 func (b *Block) Reset(drainDeadline time.Duration) {
 	b.want.Store(uint32(WantRun))
@@ -128,6 +136,8 @@ func (b *Block) Reset(drainDeadline time.Duration) {
 	clear(b.reason[:])
 	b.blen.Store(0)
 	clear(b.build[:])
+	b.accepts.Store(0)
+	b.requests.Store(0)
 	b.spawn.Add(1)
 }
 
@@ -164,6 +174,22 @@ func (b *Block) Build() (version, revision, goVersion string) {
 	}
 	return f[0], f[1], f[2]
 }
+
+// CountAccept counts one connection accepted on the shared socket (worker
+// side, any goroutine).
+func (b *Block) CountAccept() { b.accepts.Add(1) }
+
+// CountRequests counts n completed requests (worker side, any goroutine).
+func (b *Block) CountRequests(n uint64) { b.requests.Add(n) }
+
+// Accepts returns the connections the worker accepted on the shared socket
+// since it started: live, not a heartbeat's copy (either side; 0 after a
+// Reset).
+func (b *Block) Accepts() uint64 { return b.accepts.Load() }
+
+// Requests returns the requests the worker completed since it started, live
+// (either side; 0 after a Reset).
+func (b *Block) Requests() uint64 { return b.requests.Load() }
 
 // storeText stores text, cut to 8*len(words) bytes, little-endian in words,
 // then its length in n (seq-cst: after the words, so that a reader that

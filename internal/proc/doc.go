@@ -59,7 +59,7 @@
 //
 // The region named [RegionName] holds one [Block] per slot of the process
 // table ([BlockSize] bytes each, indexed by slot number; slot 0, the master's,
-// is unused). A block is four 128-byte lines so that the master's writes and
+// is unused). A block is five 128-byte lines so that the master's writes and
 // the worker's writes never share a cache line pair:
 //
 //		offset 0   ┌───────────────── written by the master ─────────────────┐
@@ -70,7 +70,9 @@
 //		offset 280 │ rlen u64 │ reason [12]u64 (96 bytes of text)            │ 256 B
 //		offset 384 ├───────────── written by the worker, once ───────────────┤
 //		           │ blen u64 │ build [15]u64 (120 bytes of text)            │ 128 B
-//		offset 512 └──────────────────────────────────────────────────────────┘
+//		offset 512 ├──────── written by the worker, on every accept ─────────┤
+//		           │ accepts u64 │ requests u64 │ pad                        │ 128 B
+//		offset 640 └──────────────────────────────────────────────────────────┘
 //
 //	  - want (master → worker): what the master wants the worker to do:
 //	    [WantRun], [WantPause] or [WantDrain]. The master stores it, then wakes
@@ -108,6 +110,17 @@
 //	    nobody writes them again until the next Reset. Layout version 3
 //	    added this line (the block grew from 384 to 512 bytes); a version-2
 //	    process would not find the region (its name carries the version).
+//	  - accepts and requests (worker): the connections the worker accepted
+//	    on the shared socket and the requests it completed since it started
+//	    ([Block.CountAccept], [Block.CountRequests]: atomic adds by any of
+//	    its goroutines), read live by the master ([Block.Accepts],
+//	    [Block.Requests]: master.WorkerInfo, /metrics). The worker counts,
+//	    the others only read: one owner of each count. A request is counted
+//	    when its handler returns, before its response is flushed, so a
+//	    client that has its response finds it counted. [Block.Reset] zeroes
+//	    them for the next process of the slot. Layout version 4 added this
+//	    line (the block grew from 512 to 640 bytes); a version-3 process
+//	    would not find the region (its name carries the version).
 //
 // # Memory order
 //

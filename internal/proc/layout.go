@@ -19,4 +19,8 @@ var (
 	_ [384 - unsafe.Offsetof(Block{}.blen)]byte
 	_ [unsafe.Offsetof(Block{}.build) - 392]byte
 	_ [392 - unsafe.Offsetof(Block{}.build)]byte
+	_ [unsafe.Offsetof(Block{}.accepts) - 512]byte
+	_ [512 - unsafe.Offsetof(Block{}.accepts)]byte
+	_ [unsafe.Offsetof(Block{}.requests) - 520]byte
+	_ [520 - unsafe.Offsetof(Block{}.requests)]byte
 )

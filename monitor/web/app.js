@@ -89,7 +89,7 @@ function workerRow(w) {
     el('td', { class: 'uptime' }),
     el('td', { class: 'rps' }), el('td', { class: 'rps-chart' }), el('td', { class: 'cpu' }), el('td', { class: 'rss' }),
     el('td', { class: 'rss-chart' }), el('td', { class: 'gc' }), el('td', { class: 'goroutines' }), el('td', { class: 'conns' }),
-    el('td', { class: 'hb' }), el('td', { class: 'actions' }), el('td', { class: 'profiles' }));
+    el('td', { class: 'accepts' }), el('td', { class: 'requests' }), el('td', { class: 'hb' }), el('td', { class: 'actions' }), el('td', { class: 'profiles' }));
   const base = `/debug/api/workers/${w.pid}/`;
   const actions = $('.actions', tr);
   for (const a of ['pause', 'resume', 'replace']) {
@@ -114,6 +114,7 @@ function profileLinks(td, pid) {
 
 function renderWorkers(ws) {
   const tbody = $('#workers tbody');
+  const accepts = ws.reduce((n, w) => n + w.acceptsTotal, 0);
   const rows = new Map([...tbody.rows].map(r => [Number(r.dataset.pid), r]));
   for (const w of ws) {
     let tr = rows.get(w.pid);
@@ -136,6 +137,8 @@ function renderWorkers(ws) {
     $('.gc', tr).textContent = `${w.gcCyclesTotal} (${w.gcPauseMs.toFixed(2)} ms)`;
     $('.goroutines', tr).textContent = w.goroutines;
     $('.conns', tr).textContent = `${w.openConns} / ${w.totalConns}`;
+    $('.accepts', tr).textContent = `${w.acceptsTotal} (${accepts ? Math.round(100 * w.acceptsTotal / accepts) : 0}%)`;
+    $('.requests', tr).textContent = w.requestsTotal;
     $('.hb', tr).textContent = w.lastHeartbeat.startsWith('0001') ? '–' : dur(w.heartbeatAgeSeconds) + ' ago';
     for (const b of tr.querySelectorAll('button')) {
       const a = b.dataset.action;
