@@ -70,6 +70,13 @@
 // sync.RWMutex, and Redis and memcached over unix sockets (started by the
 // benchmark; skipped, saying how to install them, when absent).
 //
+// BenchmarkCacheHitsProcesses (procs_bench_test.go) is the prefork
+// server's figure: hits per second from 1 and 2 reader processes at once
+// over one arena (the benchmark binary re-executed as "cachereader", the
+// arena inherited as fd 3), against otter read by 1 and 2 goroutines of one
+// process and cluster2 read by goroutines; windows of 200 ms that every
+// reader shares; it reports hits/s, hits/s/reader and cpu-ns/hit.
+//
 // BenchmarkCacheHitRatio (hitratio_bench_test.go) is a figure of the
 // eviction policy, not of time: it replays fixed request traces (Zipf 0.9
 // and 1.0 with the cache at 0.5% and 5% of 200,000 keys, and Zipf 0.9
