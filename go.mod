@@ -11,6 +11,7 @@ require (
 	github.com/maypok86/otter/v2 v2.4.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
+	github.com/redis/rueidis v1.0.79
 	github.com/shirou/gopsutil/v4 v4.26.10
 	github.com/tidwall/wal v1.2.1
 	golang.org/x/sys v0.50.0

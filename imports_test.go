@@ -19,7 +19,7 @@ var layers = map[string]int{
 	"internal/xtime": 0, "internal/build": 0,
 	"ring": 1, "persist": 1, "internal/proc": 1,
 	"cache": 2, "emitter": 2, "status": 2,
-	"master": 3, "worker": 3, "monitor": 3,
+	"master": 3, "worker": 3, "monitor": 3, "bridge": 3,
 	".": 4,
 }
 
