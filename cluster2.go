@@ -197,7 +197,7 @@ func listenMaster(ctx context.Context, c Config) (cl *Cluster, err error) {
 	a := restoreArena(stored, c) // the arena systemd kept for us (FDSTORE), when it can be taken up
 	restored := a != nil
 	if a == nil {
-		if a, err = shm.Create(shm.Options{Size: c.ArenaSize, Slots: slotsFor(c.Workers)}); err != nil {
+		if a, err = shm.Create(shm.Options{Size: c.ArenaSize, Slots: slotsFor(c.MaxWorkers)}); err != nil {
 			return nil, fmt.Errorf("cluster2: arena: %w", err)
 		}
 	}
@@ -298,6 +298,9 @@ func runMaster(ctx context.Context, c Config, p masterParts) (cl *Cluster, err e
 	var m *master.Master
 	if ho != nil {
 		mc.Exe = ho.spawnExe()
+		if ho.Workers > 0 {
+			mc.Workers = min(ho.Workers, max(mc.MaxWorkers, mc.Workers)) // the previous image's target: Scale's count survives the upgrade
+		}
 		m, err = master.Adopt(ctx, mc, ho.Children, ho.deathR, ho.deathW) // up when it returns
 	} else {
 		m, err = master.Start(ctx, mc) // returns once the workers are spawned
@@ -323,9 +326,12 @@ func runMaster(ctx context.Context, c Config, p masterParts) (cl *Cluster, err e
 	return cl, nil
 }
 
-// slotsFor sizes the process table: the master, the workers, as many
-// successors again, and room for tools and a cache manager.
-func slotsFor(workers int) int { return max(shm.DefaultSlots, 2*workers+8) }
+// slotsFor sizes the process table for a ceiling of maxWorkers workers
+// (Config.MaxWorkers): the master, the workers, as many successors and
+// draining workers again, and room for tools and a cache manager. The
+// master takes half the worker slots as Scale's ceiling: maxWorkers+3 here,
+// at least 31.
+func slotsFor(maxWorkers int) int { return max(shm.DefaultSlots, 2*maxWorkers+8) }
 
 // sharedFile returns a descriptor of ln's socket that is safe to hand to
 // children: a close-on-exec dup wrapped by os.NewFile, whose Fd leaves the

@@ -83,6 +83,22 @@ type Config struct {
 	// (master.DefaultWorkers); at most 1000 (master.MaxWorkers).
 	Workers int
 
+	// MaxWorkers is the ceiling of Cluster.Scale (the elastic worker
+	// count; SIGTTIN, the monitor's scale action): the arena's process
+	// table is sized for it when Listen makes the arena, so it cannot grow
+	// later; Scale above it returns an error wrapping
+	// master.ErrAboveCeiling. Each slot it reserves costs 704 bytes of the
+	// arena (process table 128, supervision block 512, emitter entry 64):
+	// the table has max(64, 2×MaxWorkers+8) slots, room for successors and
+	// draining workers. A worker's event rings (2 × 256 KiB) are taken from
+	// the arena the first time its slot is used, from what the cache left
+	// (with the cache on, a quarter of the arena's free space): about 30
+	// workers in the default 64 MiB arena with the cache on; raise
+	// ArenaSize for more. Default twice the larger of Workers and the
+	// number of CPUs (master.DefaultMaxWorkers); at most 1000; below
+	// Workers is an error.
+	MaxWorkers int
+
 	// Addr is the application's listening address. Default ":8080". When
 	// the master was started with sockets (systemd's socket activation,
 	// LISTEN_FDS), it serves the passed one on Addr instead of binding it
@@ -201,7 +217,9 @@ type Config struct {
 	Version string
 
 	// NoSignals stops the master from handling SIGINT, SIGTERM (graceful
-	// stop; a second signal stops at once) and SIGHUP (rolling restart).
+	// stop; a second signal stops at once), SIGHUP (rolling restart),
+	// SIGUSR2 (in-place upgrade) and SIGTTIN/SIGTTOU (Cluster.Scale by one
+	// worker up or down).
 	NoSignals bool
 
 	// OnEvent receives the master's lifecycle events (Event: switch on its
@@ -226,7 +244,7 @@ func DefaultConfig() Config {
 
 // Defaults of Config that are the cluster's own; the others are the
 // constants of the package that applies the setting: master (Workers,
-// NannyTolerance, MaxAge, ReplaceRetries), worker (HeartbeatInterval,
+// MaxWorkers, NannyTolerance, MaxAge, ReplaceRetries), worker (HeartbeatInterval,
 // ReplaceTimeout, StopTimeout, Server), monitor (MonitorAddr) and shm
 // (ArenaSize).
 const (
@@ -256,6 +274,7 @@ func (c Config) withDefaults() (Config, error) {
 	// nil (its default depends on MaxAge, which the caller may still set).
 	m := c.master().WithDefaults()
 	c.Workers, c.HeartbeatInterval, c.NannyTolerance, c.MaxAge = m.Workers, m.HeartbeatInterval, m.NannyTolerance, m.MaxAge
+	c.MaxWorkers = m.MaxWorkers
 	c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.Logger = m.StopTimeout, m.ReplaceTimeout, m.ReplaceRetries, m.Logger
 	c.Executable = m.Exe
 	if c.Version == "" {
@@ -269,7 +288,7 @@ func (c Config) withDefaults() (Config, error) {
 // listener, the arena and the hooks, which listenMaster adds.
 func (c Config) master() master.Config {
 	return master.Config{
-		Workers: c.Workers, HeartbeatInterval: c.HeartbeatInterval, NannyTolerance: c.NannyTolerance, MaxAge: c.MaxAge,
+		Workers: c.Workers, MaxWorkers: c.MaxWorkers, HeartbeatInterval: c.HeartbeatInterval, NannyTolerance: c.NannyTolerance, MaxAge: c.MaxAge,
 		ShouldKill: c.ShouldKill, MemoryLimit: c.MemoryLimit, StopTimeout: c.StopTimeout,
 		ReplaceTimeout: c.ReplaceTimeout, ReplaceRetries: c.ReplaceRetries, HandleSignals: !c.NoSignals,
 		PidDir: c.PidDir, Logger: c.Logger, Exe: c.Executable,
@@ -306,8 +325,8 @@ func (c Config) validate() error {
 
 // String returns the configuration on one line, for the log at start.
 func (c Config) String() string {
-	return fmt.Sprintf("workers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d arena=%d cache={enabled=%v mode=%s data=%q durability=%v downWhilePersistFailing=%v} server=%v pidDir=%q exe=%q version=%q",
-		c.Workers, c.Addr, c.MonitorAddr, c.HeartbeatInterval, c.MaxAge, c.NannyTolerance, c.MemoryLimit,
+	return fmt.Sprintf("workers=%d maxWorkers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d arena=%d cache={enabled=%v mode=%s data=%q durability=%v downWhilePersistFailing=%v} server=%v pidDir=%q exe=%q version=%q",
+		c.Workers, c.MaxWorkers, c.Addr, c.MonitorAddr, c.HeartbeatInterval, c.MaxAge, c.NannyTolerance, c.MemoryLimit,
 		c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.ArenaSize, c.Cache.Enabled, c.Cache.Mode,
 		c.Cache.DataDir, c.Cache.Durability, c.Cache.DownWhilePersistFailing, c.Server, c.PidDir, c.Executable, c.Version)
 }

@@ -22,6 +22,9 @@ type LifecycleEvent struct {
 	Slot  int       `json:"slot,omitempty"` // its slot in the arena's process table
 	Error string    `json:"error,omitempty"`
 	Time  time.Time `json:"time"`
+
+	// Workers is the new target worker count of a "scale" event.
+	Workers int `json:"workers,omitempty"`
 }
 
 // emitterRuntime is the emitter's part of the master: it arms a worker's
@@ -89,7 +92,7 @@ func (r *emitterRuntime) event(e Event) {
 	case master.EventDied:
 		r.em.RemoveWorker(e.Pid)
 	}
-	arg := LifecycleEvent{Pid: e.Pid, Slot: e.Slot, Time: e.Time}
+	arg := LifecycleEvent{Pid: e.Pid, Slot: e.Slot, Time: e.Time, Workers: e.Workers}
 	if e.Err != nil {
 		arg.Error = e.Err.Error()
 	}

@@ -62,7 +62,8 @@ func (in *instances) release() {
 }
 
 // registerMasterStatuses registers the master's built-in statuses (package
-// status) in the Cluster's registry: deathQueue and respawns, read from m.
+// status) in the Cluster's registry: upgrade, deathQueue, respawns and
+// scale, read from m.
 // With registerWorkerStatuses, the one place the runtime registers statuses.
 func (in *instances) registerMasterStatuses(m *master.Master, up *upgrader) {
 	in.reg.Register(StatusUpgrade, func() any { return up.status() }, nil)
@@ -70,6 +71,7 @@ func (in *instances) registerMasterStatuses(m *master.Master, up *upgrader) {
 	// Slots whose lost worker could not be replaced yet (the master keeps
 	// trying).
 	in.reg.Register(StatusRespawns, func() any { return m.Respawning() }, nil)
+	in.reg.Register(StatusScale, func() any { return m.Scaling() }, nil)
 }
 
 // registerWorkerStatuses registers a worker's built-in status, status.os:

@@ -153,7 +153,7 @@ func (c *Cluster) prepareUpgrade(ctx context.Context) (func() error, error) {
 		return fail(fmt.Errorf("keeping the running binary open for the way back: %w", err))
 	}
 	st := u.status()
-	ho := proc.Handover{Why: whyUpgrade, Exe: exe, Children: children, Previous: prev,
+	ho := proc.Handover{Why: whyUpgrade, Exe: exe, Children: children, Previous: prev, Workers: c.m.Target(),
 		Upgrade: proc.UpgradeState{ID: st.Started.UnixNano(), From: st.From, To: to, Started: st.Started}}
 	return func() error {
 		err := c.execImage(exe, ho)
@@ -461,7 +461,8 @@ func (c *Cluster) goBack(reason error) {
 	c.upgrade.set(func(s *UpgradeStatus) { s.State = "handing over" })
 	children, err := c.m.Freeze(context.Background())
 	if err == nil {
-		h := proc.Handover{Why: whyBack, Reason: reason.Error(), Exe: ho.Exe, Children: children, Previous: ho.Previous, Upgrade: ho.Upgrade}
+		h := proc.Handover{Why: whyBack, Reason: reason.Error(), Exe: ho.Exe, Children: children, Previous: ho.Previous, Upgrade: ho.Upgrade,
+			Workers: c.m.Target()}
 		if err = proc.KeepOnExec(ho.Previous); err == nil { // the back image spawns from it
 			err = c.execImage("/proc/self/fd/"+strconv.Itoa(ho.Previous), h)
 			proc.CloseOnExec(ho.Previous)

@@ -47,12 +47,27 @@ func DefaultExe() string {
 // DefaultWorkers returns the default of Config.Workers: runtime.NumCPU().
 func DefaultWorkers() int { return runtime.NumCPU() }
 
+// DefaultMaxWorkers returns the default of Config.MaxWorkers for a cluster
+// of workers workers: twice the larger of workers and runtime.NumCPU(), at
+// most MaxWorkers.
+func DefaultMaxWorkers(workers int) int { return min(MaxWorkers, 2*max(workers, runtime.NumCPU())) }
+
 // Config configures a Master. Zero fields take their defaults; Listener and
 // Arena are required.
 type Config struct {
 	// Workers is the number of workers. Default DefaultWorkers()
 	// (runtime.NumCPU()); at most MaxWorkers; negative is an error.
 	Workers int
+
+	// MaxWorkers is the ceiling of Scale (the elastic worker count):
+	// Scale above it returns ErrAboveCeiling. The arena's process table is
+	// fixed when the arena is made, so the ceiling is too: Start takes it
+	// as at most half the arena's worker slots (the other half is room for
+	// successors and draining workers; cluster2 sizes the table from it).
+	// Default DefaultMaxWorkers(Workers): twice the larger of Workers and
+	// the number of CPUs; at most MaxWorkers (1000); below Workers is an
+	// error.
+	MaxWorkers int
 
 	// Listener is the shared listening socket, handed to every worker as fd
 	// 3. It must be made with os.NewFile (not net.TCPListener.File, whose Fd
@@ -134,8 +149,9 @@ type Config struct {
 	Aux []Aux
 
 	// HandleSignals makes the master handle SIGINT/SIGTERM (graceful stop; a
-	// second signal stops at once), SIGHUP (rolling restart) and SIGUSR2
-	// (Upgrade, when set).
+	// second signal stops at once), SIGHUP (rolling restart), SIGUSR2
+	// (Upgrade, when set) and SIGTTIN/SIGTTOU (Scale by one worker up or
+	// down).
 	HandleSignals bool
 
 	// Upgrade, when set, runs on SIGUSR2 (with HandleSignals), in a
@@ -182,6 +198,9 @@ type Config struct {
 func (c Config) WithDefaults() Config {
 	if c.Workers == 0 {
 		c.Workers = DefaultWorkers()
+	}
+	if c.MaxWorkers == 0 && c.Workers > 0 {
+		c.MaxWorkers = DefaultMaxWorkers(c.Workers)
 	}
 	if c.Exe == "" {
 		c.Exe = DefaultExe()
@@ -238,6 +257,10 @@ func (c Config) validate() error {
 		return bad("Workers", c.Workers, "is negative")
 	case c.Workers > MaxWorkers:
 		return bad("Workers", c.Workers, fmt.Sprintf("is above %d", MaxWorkers))
+	case c.MaxWorkers < c.Workers:
+		return bad("MaxWorkers", c.MaxWorkers, fmt.Sprintf("is below Workers (%d)", c.Workers))
+	case c.MaxWorkers > MaxWorkers:
+		return bad("MaxWorkers", c.MaxWorkers, fmt.Sprintf("is above %d", MaxWorkers))
 	case c.HeartbeatInterval < 0:
 		return bad("HeartbeatInterval", c.HeartbeatInterval, "is negative")
 	case c.NannyTolerance > 0 && c.NannyTolerance <= c.HeartbeatInterval:

@@ -137,6 +137,9 @@ func (m *Master) deathQueue() {
 				if r.done != nil {
 					r.done <- ErrStopped
 				}
+				if r.scale != nil {
+					r.scale <- scaleResult{err: ErrStopped}
+				}
 			}
 			m.queue = nil
 			m.mu.Unlock()
@@ -152,6 +155,16 @@ func (m *Master) deathQueue() {
 		}
 		r := m.queue[0]
 		m.queue = m.queue[1:]
+		if r.scale != nil {
+			m.scaling = true // Freeze waits for it
+			m.mu.Unlock()
+			res := m.reconcile()
+			m.mu.Lock()
+			m.scaling = false
+			m.mu.Unlock()
+			r.scale <- res
+			continue
+		}
 		m.current = r.pid
 		m.mu.Unlock()
 
@@ -194,37 +207,13 @@ func (m *Master) replace(r request) error {
 	m.mu.Unlock()
 	m.log.Info("replacing worker", "worker", r.pid, "reason", r.reason)
 
-	var succ *handle
-	var lastErr error
-	for attempt := 0; attempt <= m.cfg.ReplaceRetries; attempt++ {
-		if attempt > 0 {
-			if !xtime.Sleep(m.stopCh, retryDelay(attempt-1)) {
-				return ErrStopped
-			}
-		}
-		h, err := m.spawnFree()
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		ctx, cancel := m.stopContext()
-		err = m.waitReady(ctx, h)
-		cancel()
-		if err == nil {
-			succ = h
-			break
-		}
-		// Kill the successor, never the old worker: it keeps serving.
-		m.log.Warn("successor failed; killing it, old worker keeps serving",
-			"old", r.pid, "successor", h.pid, "attempt", attempt+1, "err", err)
-		m.killAndReap(h)
-		lastErr = err
-		if m.isStopping() {
-			return ErrStopped
-		}
+	// Kill a successor that fails, never the old worker: it keeps serving.
+	succ, err := m.startReady("successor failed; killing it, old worker keeps serving", "old", r.pid)
+	if errors.Is(err, ErrStopped) {
+		return err
 	}
 	if succ == nil {
-		err := fmt.Errorf("%w: worker %d: %w", ErrReplaceFailed, r.pid, lastErr)
+		err := fmt.Errorf("%w: worker %d: %w", ErrReplaceFailed, r.pid, err)
 		m.emit(EventReplaceFailure, old, err)
 		m.log.Error("replacement failed", "worker", r.pid, "err", err)
 		m.mu.Lock()
@@ -252,12 +241,48 @@ func (m *Master) replace(r request) error {
 	m.emit(EventOld, old, nil)
 	old.block.SetDrainDeadline(m.cfg.ReplaceTimeout)
 	old.block.SetWant(proc.WantDrain)
-	m.dismiss(old)
+	m.dismiss(old, m.cfg.ReplaceTimeout)
 	return nil
 }
 
+// startReady spawns a worker in a free slot and waits until it is ready
+// (listening and warmed up), within ReplaceTimeout; one that fails is
+// killed (logged as failed, with attrs) and another is tried after a
+// back-off, ReplaceRetries times. It returns the last failure's error when
+// none came up, ErrStopped when a stop began. The new worker is not kept:
+// the caller decides.
+func (m *Master) startReady(failed string, attrs ...any) (*handle, error) {
+	var lastErr error
+	for attempt := 0; attempt <= m.cfg.ReplaceRetries; attempt++ {
+		if attempt > 0 {
+			if !xtime.Sleep(m.stopCh, retryDelay(attempt-1)) {
+				return nil, ErrStopped
+			}
+		}
+		h, err := m.spawnFree()
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		ctx, cancel := m.stopContext()
+		err = m.waitReady(ctx, h)
+		cancel()
+		if err == nil {
+			return h, nil
+		}
+		m.log.Warn(failed, append(attrs[:len(attrs):len(attrs)], "worker", h.pid, "attempt", attempt+1, "err", err)...)
+		m.killAndReap(h)
+		lastErr = err
+		if m.isStopping() {
+			return nil, ErrStopped
+		}
+	}
+	return nil, lastErr
+}
+
 // dismiss waits for the old worker to exit, escalating to SIGTERM past
-// ReplaceTimeout and to SIGKILL after as long again.
+// after (ReplaceTimeout for a replaced worker, StopTimeout for a scale-down's)
+// and to SIGKILL after as long again.
 //
 // A worker that is not heartbeating cannot drain: one that neither
 // acknowledged the drain (its state draining) nor sent a heartbeat within
@@ -265,7 +290,7 @@ func (m *Master) replace(r request) error {
 // ReplaceTimeout) is SIGSTOPped, hung or dying, and its open connections
 // would hang with it for 2 × ReplaceTimeout: it gets SIGKILL at once (its
 // successor already serves), emitted as "unresponsive" then "sigkill".
-func (m *Master) dismiss(old *handle) {
+func (m *Master) dismiss(old *handle, after time.Duration) {
 	if m.killIfUnresponsive(old) {
 		select {
 		case <-old.exited:
@@ -281,7 +306,7 @@ func (m *Master) dismiss(old *handle) {
 		select {
 		case <-old.exited:
 			return
-		case <-time.After(m.cfg.ReplaceTimeout):
+		case <-time.After(after):
 		case <-m.killCh:
 			return
 		}

@@ -53,7 +53,8 @@
 //     the "respawns" status, shown by the monitor's /status), and each
 //     failure is logged at ERROR and emitted as "respawn-failure".
 //   - Every other replacement (ShouldKill, MaxAge, nanny, MemoryLimit,
-//     Replace, RollingRestart, SIGHUP) goes through the death queue: FIFO,
+//     Replace, RollingRestart, SIGHUP) goes through the death queue (so do
+//     Scale's requests: see Scaling): FIFO,
 //     one at a time, a pid already queued is ignored. A successor is spawned
 //     and must be listening and warmed up within ReplaceTimeout; a successor
 //     that fails (warm-up failure, crash, timeout) is killed, never the old
@@ -78,6 +79,45 @@
 //     one, then 100 ms ×1.5; failed spawns 250 ms ×2; the death queue after
 //     a failed replacement 1 s ×1.5 (all capped at CrashBackoffMax); a
 //     guarded start's retries 200 ms ×1.5 up to 5 s.
+//
+// # Scaling
+//
+// Scale(ctx, n) sets the target worker count (SIGTTIN +1 and SIGTTOU −1
+// with HandleSignals, gunicorn's convention); Target, MaxWorkers and
+// Scaling report it. The target is what every path that adds a worker
+// obeys: Start spawns Config.Workers; a crashed kept worker is respawned
+// unless the kept workers already reach the target (a scale-down since);
+// a replacement (RollingRestart, ShouldKill, …) is one for one, so a
+// rolling restart keeps the scaled count; Adopt takes the previous
+// image's target (cluster2 carries it in the handover), so an in-place
+// upgrade keeps it too.
+//
+// A scale request runs on the death queue, FIFO with the replacements:
+// Scale during a rolling restart waits until the replacements queued before
+// it are done, and no replacement runs while it does. Scaling up starts one
+// worker at a time, guarded as a successor is: it warms up on its private
+// address, listens, and only then counts (one that fails is killed and
+// retried, ReplaceRetries times; then ErrScaleFailed, the target stays and
+// the workers that came up are kept). Scaling down takes the workers that
+// listened — a paused one first (it serves nothing), then the oldest
+// (gunicorn's choice: the longest-running worker has the most grown heap
+// and is the nearest to its MaxAge replacement, and a recent deploy's new
+// workers stay), one queued for a replacement last — emits EventOld, and
+// tells each to drain within StopTimeout: it stops accepting and finishes
+// its in-flight requests; a worker still there past StopTimeout gets
+// SIGTERM, past as long again SIGKILL (never at once: the unresponsive
+// grace applies, as to any dismissed worker). Scale returns once the new
+// workers listen, or the victims are gone.
+//
+// The ceiling is MaxWorkers: Config.MaxWorkers (default twice the larger
+// of Workers and the number of CPUs), at most half the arena's worker
+// slots, because the process table is fixed when the arena is made (the
+// other half leaves room for successors and draining workers). Above it
+// Scale returns ErrAboveCeiling, below 1 ErrScaleRange, and nothing
+// changes. During an in-place upgrade (Freeze, or an adopting image until
+// UpgradeEnded) Scale returns ErrUpgrading; Freeze waits for a scale
+// request that is running. EventScale (Event.Workers: the new target) is
+// made in Scale, the one place the target changes.
 //
 // # Deploying a new binary
 //
@@ -137,8 +177,8 @@
 // EventUnresponsive, EventSigTerm, EventSigKill, EventDied,
 // EventReplaceFailure) and cluster events (EventUp, EventDown,
 // EventRollingRestart and EventRollingRestartDone (its Err the replacements'
-// failures), and EventRespawnFailure, whose Slot names the slot and
-// Pid is 0), and an auxiliary process's (EventAuxForked, EventAuxDied, with
+// failures), EventScale (Workers: the new target), and EventRespawnFailure,
+// whose Slot names the slot and Pid is 0), and an auxiliary process's (EventAuxForked, EventAuxDied, with
 // its Pid and Slot): the hook through which the emitter publishes them to other
 // processes. The master makes every one of them here, in one place (emit);
 // the ECV's marks (EventMarkUp, EventMarkDown) are the same type, made by the

@@ -75,3 +75,20 @@ var (
 	// request.
 	ErrUpgrading = errors.New("master: an in-place upgrade is in progress")
 )
+
+// These errors can be returned by Scale.
+var (
+	// ErrAboveCeiling is returned by Scale for more workers than
+	// MaxWorkers (Config.MaxWorkers, fixed when the arena's process table
+	// was made); the message names the ceiling. Nothing changes.
+	ErrAboveCeiling = errors.New("master: worker count above the ceiling (Config.MaxWorkers)")
+
+	// ErrScaleRange is returned by Scale for fewer than one worker.
+	// Nothing changes.
+	ErrScaleRange = errors.New("master: worker count below 1")
+
+	// ErrScaleFailed is returned by Scale when a new worker did not come
+	// up within its retries (the error says why): the target stays, the
+	// workers that came up are kept, and a later Scale tries again.
+	ErrScaleFailed = errors.New("master: scaling up failed")
+)

@@ -20,6 +20,9 @@ type Event struct {
 	Slot int   // its slot (respawn-failure: the slot being refilled), 0 for other cluster events
 	Err  error // what went wrong, for failures
 	Time time.Time
+
+	// Workers is EventScale's new target worker count (0 for other kinds).
+	Workers int
 }
 
 // Kind is what an Event tells.
@@ -55,6 +58,7 @@ const (
 	EventUpgrade                            // an in-place upgrade began: the master is about to execve the new binary
 	EventAdopted                            // the master's new image adopted this running worker (Adopt)
 	EventUpgradeDone                        // an in-place upgrade ended (Err: why it failed and the master went back; nil: every worker runs the new build)
+	EventScale                              // the target worker count changed (Scale, SIGTTIN, SIGTTOU; Workers: the new target)
 )
 
 // noState is kinds' state for a kind that implies none.
@@ -95,6 +99,7 @@ var kinds = [...]struct {
 	EventUpgrade:            {"upgrade", false, noState},
 	EventAdopted:            {"adopted", true, noState},
 	EventUpgradeDone:        {"upgrade-done", false, noState},
+	EventScale:              {"scale", false, noState},
 }
 
 func (k Kind) valid() bool { return k > 0 && int(k) < len(kinds) }

@@ -44,6 +44,7 @@ func TestEventNames(t *testing.T) {
 		{master.EventUpgrade, "upgrade", none},
 		{master.EventAdopted, "worker-4242-adopted", none},
 		{master.EventUpgradeDone, "upgrade-done", none},
+		{master.EventScale, "scale", none},
 	}
 	seen := map[master.Kind]bool{}
 	for _, c := range cases {

@@ -46,6 +46,11 @@ type Master struct {
 	frozen   bool         // Freeze began: no replacement is queued
 	held     bool         // Freeze found the master idle: no child is spawned
 	spawning int          // spawns between their start and their record
+	target   int          // the kept workers wanted: Config.Workers, then Scale's (scale.go)
+	ceiling  int          // Scale's bound (MaxWorkers), fixed at start
+	scaleUp  int          // workers a scale-up is starting (not kept yet): a respawn counts them
+	scaling  bool         // the death queue runs a scale request
+	adopting bool         // Adopt made this master: an upgrade replaces the workers until UpgradeEnded
 
 	qWake    chan struct{}
 	stopCh   chan struct{} // closed when a stop begins
@@ -71,7 +76,8 @@ type Master struct {
 type request struct {
 	pid    int
 	reason string
-	done   chan error // nil, or receives the outcome
+	done   chan error       // nil, or receives the outcome
+	scale  chan scaleResult // a scale request (pid 0): receives what reconcile did
 }
 
 // handle is the master's side of one child process: a worker, or an
@@ -172,6 +178,7 @@ func newMaster(ctx context.Context, cfg Config, r, w *os.File) (*Master, error) 
 		log:   c.Logger.With("role", "master", "pid", os.Getpid()),
 		byPid: map[int]*handle{}, aux: map[int]*auxChild{}, slotUsed: make([]bool, c.Arena.SlotCount()), queued: map[int]bool{}, pending: map[int]Respawn{},
 		qWake: make(chan struct{}, 1), stopCh: make(chan struct{}), killCh: make(chan struct{}), done: make(chan struct{}),
+		target: c.Workers, ceiling: max(c.Workers, min(c.MaxWorkers, proc.WorkerSlots(c.Arena.SlotCount())/2)),
 	}
 	for slot := range m.slotUsed {
 		// The master's slot and the auxiliary one (the cache manager of
@@ -409,7 +416,9 @@ func (m *Master) DeathQueue() []int {
 		out = append(out, m.current)
 	}
 	for _, r := range m.queue {
-		out = append(out, r.pid)
+		if r.scale == nil {
+			out = append(out, r.pid)
+		}
 	}
 	return out
 }

@@ -254,12 +254,16 @@ func (m *Master) respawn(slot int, delay time.Duration) {
 		xtime.Sleep(m.stopCh, delay) // a stop is seen below
 		m.mu.Lock()
 		stopping := m.stopping
-		if stopping {
+		skip := stopping || m.respawnSkipLocked(slot) // scaled down since: the slot is not needed
+		if skip {
 			m.freeSlotLocked(slot)
 			delete(m.pending, slot)
 		}
 		m.mu.Unlock()
-		if stopping {
+		if skip {
+			if !stopping {
+				m.log.Info("lost worker not respawned: the cluster has its target of workers", "slot", slot)
+			}
 			return
 		}
 		h, err := m.spawn(slot)

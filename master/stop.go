@@ -123,12 +123,13 @@ func (m *Master) Kill() {
 // SIGTERM would end the process).
 func (m *Master) notifySignals() chan os.Signal {
 	ch := make(chan os.Signal, 4)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU)
 	return ch
 }
 
 // signals handles SIGINT/SIGTERM (graceful stop, then at once), SIGHUP
-// (rolling restart) and SIGUSR2 (Config.Upgrade).
+// (rolling restart), SIGUSR2 (Config.Upgrade) and SIGTTIN/SIGTTOU (one
+// worker more or less: Scale).
 func (m *Master) signals(ch chan os.Signal) {
 	defer signal.Stop(ch)
 	for {
@@ -138,6 +139,8 @@ func (m *Master) signals(ch chan os.Signal) {
 			case syscall.SIGHUP:
 				m.log.Info("SIGHUP: rolling restart")
 				go m.RollingRestart(context.Background())
+			case syscall.SIGTTIN, syscall.SIGTTOU:
+				m.scaleSignal(s.(syscall.Signal)) // sets the target at once; waits in a goroutine
 			case syscall.SIGUSR2:
 				if m.cfg.Upgrade == nil {
 					m.log.Warn("SIGUSR2: no in-place upgrade configured (Config.Upgrade); ignored")

@@ -56,7 +56,7 @@ func (m *Master) Freeze(ctx context.Context) ([]proc.Child, error) {
 			m.mu.Unlock()
 			return nil, ErrStopped
 		}
-		if m.current == 0 && len(m.queue) == 0 && m.spawning == 0 {
+		if m.current == 0 && len(m.queue) == 0 && m.spawning == 0 && !m.scaling {
 			m.held = true
 			out := m.childrenLocked()
 			m.mu.Unlock()
@@ -111,10 +111,13 @@ func (m *Master) DeathPipe() (r, w *os.File) { return m.deathR, m.deathW }
 // emitted again; EventAdopted is, for each worker), and takes each
 // auxiliary process of cfg.Aux's roles as it is. A child that is gone (it
 // died before the execve and the previous image reaped it) is a death like
-// any other: its slot is respawned. Slots short of cfg.Workers are filled,
+// any other: its slot is respawned. cfg.Workers is the target (the
+// previous image's, which its caller hands over: Scale's count survives the
+// upgrade); slots short of it are filled,
 // and an auxiliary role of cfg.Aux without a process is started (before
 // Adopt returns, as Start does). The cluster is up when Adopt returns
-// (EventUp): WaitUp returns nil at once.
+// (EventUp): WaitUp returns nil at once. Scale returns ErrUpgrading until
+// UpgradeEnded: the upgrade's replacements come first.
 func Adopt(ctx context.Context, cfg Config, children []proc.Child, deathR, deathW *os.File) (*Master, error) {
 	m, err := newMaster(ctx, cfg, deathR, deathW)
 	if err != nil {
@@ -122,6 +125,7 @@ func Adopt(ctx context.Context, cfg Config, children []proc.Child, deathR, death
 	}
 	m.upDone = make(chan struct{})
 	close(m.upDone)
+	m.adopting = true        // no Scale until the upgrade's replacements are over (UpgradeEnded)
 	m.waitOnce.Do(func() {}) // WaitUp: up already
 	var adopted []*handle
 	workers := 0
@@ -213,4 +217,10 @@ func (m *Master) auxSpec(role proc.Role) (Aux, bool) {
 // UpgradeEnded reports the end of an in-place upgrade as EventUpgradeDone:
 // err nil when every worker runs the new build, else why not (the cluster
 // runs on the binary it ran before).
-func (m *Master) UpgradeEnded(err error) { m.emit(EventUpgradeDone, nil, err) }
+// It ends an adopting image's hold on Scale.
+func (m *Master) UpgradeEnded(err error) {
+	m.mu.Lock()
+	m.adopting = false
+	m.mu.Unlock()
+	m.emit(EventUpgradeDone, nil, err)
+}

@@ -58,6 +58,10 @@
 //     last in-place upgrade, a cluster2.UpgradeStatus (state checking,
 //     handing over, replacing, done or failed; from, to, started, ended,
 //     error), its zero value when none ran since the master started.
+//   - [NameScale] ("scale", cluster2.StatusScale), in the master: the
+//     elastic worker count, a cluster2.Scaling (target: the workers the
+//     master keeps, Config.Workers until a Scale; workers: the kept ones
+//     now; max: the ceiling, Config.MaxWorkers).
 //
 // The monitor's /status shows these and every status the application
 // registered, plus the monitor's own that are not registered statuses:

@@ -27,6 +27,9 @@ const (
 	// NameUpgrade is the master's last in-place upgrade
 	// (cluster2.StatusUpgrade).
 	NameUpgrade = "upgrade"
+	// NameScale is the master's elastic worker count (cluster2.Scaling:
+	// target, workers, max).
+	NameScale = "scale"
 )
 
 // DefaultTimeout bounds Get and Set when their context has no deadline.

@@ -58,6 +58,7 @@ const (
 	EnvProfileUp   = "T_PROFILE_UP"    // WarmUp fails unless the worker's profile socket is up already
 	EnvAddr        = "T_ADDR"          // Config.Addr (default 127.0.0.1:0)
 	EnvVersion     = "T_VERSION"       // Config.Version
+	EnvMaxWorkers  = "T_MAXWORKERS"    // Config.MaxWorkers
 )
 
 // roleAtStart is CurrentRole before Listen, for the handler to report.
@@ -136,6 +137,7 @@ func Child() {
 	}
 	maxHeader, _ := strconv.Atoi(os.Getenv(EnvMaxHeader))
 	workers, _ := strconv.Atoi(os.Getenv(EnvWorkers))
+	maxWorkers, _ := strconv.Atoi(os.Getenv(EnvMaxWorkers))
 	retries, _ := strconv.Atoi(os.Getenv(EnvRetries))
 	memLimit, _ := strconv.Atoi(os.Getenv(EnvMemLimit))
 	monAddr := os.Getenv(EnvMonitor)
@@ -149,7 +151,7 @@ func Child() {
 	var evMu sync.Mutex
 	var events []string
 	cfg := cluster2.Config{
-		Workers: workers, Addr: addr, MonitorAddr: monAddr, Version: os.Getenv(EnvVersion),
+		Workers: workers, MaxWorkers: maxWorkers, Addr: addr, MonitorAddr: monAddr, Version: os.Getenv(EnvVersion),
 		Handler:           Handler(),
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		HeartbeatInterval: envDur(EnvHeartbeat, 200*time.Millisecond),

@@ -33,7 +33,8 @@ import (
 )
 
 // ControlMux returns the control routes of c's master: GET /workers (JSON),
-// /pause?pid=, /resume?pid=, /replace?pid= (409 with the error when refused),
+// /pause?pid=, /resume?pid=, /replace?pid=, /scale?n= (409 with the error
+// when refused), /scaling (c.Scaling, JSON),
 // /rolling (a rolling restart; 500 on failure), /shutdown (graceful, in the
 // background), /respawning (c.Respawning, JSON), /monitor and /agent (the
 // monitor's and the agent-check responder's addresses, empty when off),
@@ -56,6 +57,13 @@ func ControlMux(c *cluster2.Cluster) *http.ServeMux {
 	mux.HandleFunc("/pause", withPid(func(r *http.Request, pid int) error { return c.Pause(r.Context(), pid) }))
 	mux.HandleFunc("/resume", withPid(func(r *http.Request, pid int) error { return c.Resume(r.Context(), pid) }))
 	mux.HandleFunc("/replace", withPid(func(_ *http.Request, pid int) error { return c.Replace(pid) }))
+	mux.HandleFunc("/scale", withPid(func(r *http.Request, _ int) error {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		return c.Scale(r.Context(), n)
+	}))
+	mux.HandleFunc("/scaling", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(c.Scaling())
+	})
 	mux.HandleFunc("/rolling", func(w http.ResponseWriter, r *http.Request) {
 		if err := c.RollingRestart(r.Context()); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)

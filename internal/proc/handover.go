@@ -63,6 +63,11 @@ type Handover struct {
 
 	// Children are the live children, workers and auxiliary processes.
 	Children []Child `json:"children"`
+
+	// Workers is the master's target worker count (master.Scale's; 0: the
+	// next image's Config.Workers). An added field, omitted when 0: a
+	// handover without it reads the same, so HandoverVersion stays.
+	Workers int `json:"workers,omitempty"`
 }
 
 // Child is one child process of the master, as handed over.
