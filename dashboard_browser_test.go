@@ -26,8 +26,8 @@ func chromium() string {
 }
 
 // TestDashboardInBrowser drives headless chromium against a real cluster:
-// the page shows one row per worker, the rows update, and a pause clicked on
-// the page pauses that worker. A screenshot is written to the test's temp
+// the page shows one row per worker, the rows update, a pause clicked on
+// the page pauses that worker, and its + and − buttons scale the cluster. A screenshot is written to the test's temp
 // directory.
 func TestDashboardInBrowser(t *testing.T) {
 	exe := chromium()
@@ -177,6 +177,23 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("resume: %d %q", code, body)
 	}
 	poll("the row shows active", `document.querySelector('tr[data-pid="`+pid+`"]').dataset.state === 'active'`)
+
+	// Scale from the page: + adds a worker (a third row), − drains one.
+	poll("the scale buttons", `!document.querySelector('#scale-actions').hidden && document.querySelector('#worker-count').textContent.includes('target 2')`)
+	for _, sc := range []struct {
+		button string
+		rows   int
+	}{{"#scale-up", 3}, {"#scale-down", 2}} {
+		if err := chromedp.Do(step(), chromedp.Click(chromedp.CSS(sc.button))); err != nil {
+			t.Fatalf("click %s: %v", sc.button, err)
+		}
+		poll(fmt.Sprintf("%d rows after %s", sc.rows, sc.button), fmt.Sprintf(`document.querySelectorAll('#workers tbody tr[data-pid]').length === %d`+
+			` && document.querySelector('#worker-count').textContent.includes('target %d')`, sc.rows, sc.rows))
+	}
+	if n := len(c.workers()); n != 2 {
+		t.Fatalf("%d workers after the page's + and −; want 2", n)
+	}
+
 	eval("accept the confirmation", `window.confirm = () => true, 'ok'`)
 	if err := chromedp.Do(step(), chromedp.Click(chromedp.CSS("#upgrade-master"))); err != nil {
 		t.Fatalf("click upgrade: %v", err)

@@ -326,6 +326,25 @@ func (s *monitorSource) UpgradeState() monitor.UpgradeInfo {
 	return monitor.UpgradeInfo{}
 }
 
+// Scale is the monitor's scale action (monitor.ScaleSource): the Cluster's
+// Scale, which refuses during an in-place upgrade.
+func (s *monitorSource) Scale(ctx context.Context, n int) error {
+	cl := s.cluster.Load()
+	if cl == nil {
+		return fmt.Errorf("%w: the cluster is still starting", master.ErrWrongState)
+	}
+	return cl.Scale(ctx, n)
+}
+
+// Scaling is the dashboard's and the agent-check's view of the worker count
+// (monitor.ScaleSource); zero before the master is attached.
+func (s *monitorSource) Scaling() master.Scaling {
+	if m := s.m.Load(); m != nil {
+		return m.Scaling()
+	}
+	return master.Scaling{}
+}
+
 func (s *monitorSource) RollingRestart(ctx context.Context) error {
 	m, err := s.master()
 	if err != nil {

@@ -57,6 +57,9 @@ func (s *Server) serveAgent(ln net.Listener) {
 		}
 		retry.Reset()
 		expected := s.opts.ExpectedWorkers
+		if ss, ok := s.src.(ScaleSource); ok {
+			expected = ss.Scaling().Target // 0 before the master is up
+		}
 		if expected <= 0 {
 			expected = len(s.src.Workers())
 		}

@@ -21,6 +21,7 @@
 //	POST /debug/api/workers/{pid}/{pause|resume|replace}                 [guarded]
 //	POST /debug/api/rolling-restart[?wait=1], /debug/api/ecv/{markUp|markDown} [guarded]
 //	POST /debug/api/upgrade (in-place upgrade of the master; UpgradeSource)   [guarded]
+//	POST /debug/api/scale?workers=N (the worker count; ScaleSource: 200 once reached, 409 refused) [guarded]
 //	GET  /debug/workers/{pid}/pprof/{profile|heap|goroutine|trace|…}     [guarded]
 //	GET  /deps, /metrics                 dependencies, Prometheus exposition
 //	GET  /status                         statuses: status.os (worker.Heartbeat), ecv, the application's [guarded]

@@ -200,18 +200,19 @@ type cacheView = CacheInfo
 
 // overview is everything the dashboard shows, in one document.
 type overview struct {
-	Time          time.Time    `json:"time"`
-	MasterPid     int          `json:"masterPid"`
-	MasterBuild   build.Info   `json:"masterBuild"` // Options.Build
-	ECV           ECVState     `json:"ecv"`
-	Paths         ecvPaths     `json:"paths"`
-	Workers       []workerView `json:"workers"`
-	Caches        []cacheView  `json:"caches"`
-	Events        []eventRec   `json:"events"`
-	Profiles      bool         `json:"profiles"`          // per-worker profiles are reachable
-	TokenRequired bool         `json:"tokenRequired"`     // the guarded routes need the bearer token
-	Persist       *PersistInfo `json:"persist,omitempty"` // nil: no persistence
-	Upgrade       *UpgradeInfo `json:"upgrade,omitempty"` // the last in-place upgrade; nil: none
+	Time          time.Time       `json:"time"`
+	MasterPid     int             `json:"masterPid"`
+	MasterBuild   build.Info      `json:"masterBuild"` // Options.Build
+	ECV           ECVState        `json:"ecv"`
+	Paths         ecvPaths        `json:"paths"`
+	Workers       []workerView    `json:"workers"`
+	Caches        []cacheView     `json:"caches"`
+	Events        []eventRec      `json:"events"`
+	Profiles      bool            `json:"profiles"`          // per-worker profiles are reachable
+	TokenRequired bool            `json:"tokenRequired"`     // the guarded routes need the bearer token
+	Persist       *PersistInfo    `json:"persist,omitempty"` // nil: no persistence
+	Upgrade       *UpgradeInfo    `json:"upgrade,omitempty"` // the last in-place upgrade; nil: none
+	Scaling       *master.Scaling `json:"scaling,omitempty"` // target, kept workers, ceiling; nil: the source cannot scale
 }
 
 type ecvPaths struct {
@@ -235,6 +236,10 @@ func (s *Server) overview() overview {
 		if u := us.UpgradeState(); u.State != "" {
 			o.Upgrade = &u
 		}
+	}
+	if ss, ok := s.src.(ScaleSource); ok {
+		sc := ss.Scaling()
+		o.Scaling = &sc
 	}
 	return o
 }

@@ -95,7 +95,8 @@ type Options struct {
 	Listener, AgentListener net.Listener
 
 	// ExpectedWorkers is the number of workers the cluster runs when whole,
-	// for the agent's weight. Default: the number of workers seen.
+	// for the agent's weight. Default: the number of workers seen. A
+	// ScaleSource's target replaces it.
 	ExpectedWorkers int
 
 	// ProfileDir is the private directory where each worker serves its
@@ -433,6 +434,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("POST /debug/api/workers/{pid}/{action}", s.guard(http.HandlerFunc(s.serveWorkerAction)))
 	mux.Handle("POST /debug/api/rolling-restart", s.guard(http.HandlerFunc(s.serveRollingRestart)))
 	mux.Handle("POST /debug/api/upgrade", s.guard(http.HandlerFunc(s.serveUpgrade)))
+	mux.Handle("POST /debug/api/scale", s.guard(http.HandlerFunc(s.serveScale)))
 	mux.Handle("POST /debug/api/ecv/markUp", s.guard(s.serveMark(false, false)))
 	mux.Handle("POST /debug/api/ecv/markDown", s.guard(s.serveMark(true, false)))
 	mux.Handle("GET /debug/workers/{pid}/pprof/{name...}", s.guard(http.HandlerFunc(s.serveProfile)))
@@ -668,6 +670,30 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	if err := exec(); err != nil {
 		s.log.Error("monitor: in-place upgrade", "err", err)
 	}
+}
+
+// serveScale sets the worker count to ?workers=N and answers once the
+// cluster has it: 200, or 409 with the reason when it is refused (above the
+// ceiling, below 1, during an upgrade) or a new worker failed; 400 without
+// an integer N. A client that gives up leaves the scale running.
+func (s *Server) serveScale(w http.ResponseWriter, r *http.Request) {
+	ss, ok := s.src.(ScaleSource)
+	if !ok {
+		writeError(w, http.StatusNotFound, errors.New("monitor: this cluster cannot scale"))
+		return
+	}
+	n, err := strconv.Atoi(r.URL.Query().Get("workers"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("monitor: scale: workers=N (an integer) is required: %w", err))
+		return
+	}
+	s.log.Info("monitor: scale requested", "workers", n)
+	if err := ss.Scale(r.Context(), n); err != nil {
+		s.log.Warn("monitor: scale", "workers", n, "err", err)
+		writeError(w, http.StatusConflict, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "action": "scale", "workers": n})
 }
 
 func (s *Server) serveCaches(w http.ResponseWriter, r *http.Request) {

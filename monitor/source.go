@@ -45,6 +45,18 @@ type UpgradeSource interface {
 	UpgradeState() UpgradeInfo
 }
 
+// ScaleSource is a Source whose worker count can be changed (the monitor's
+// POST /debug/api/scale?workers=N; the dashboard and the agent-check's
+// weight read Scaling).
+type ScaleSource interface {
+	// Scale sets the target worker count and waits until the cluster has
+	// it (master.Master.Scale's rules and errors).
+	Scale(ctx context.Context, n int) error
+
+	// Scaling returns the target, the kept workers now and the ceiling.
+	Scaling() master.Scaling
+}
+
 // UpgradeInfo is the state of a master's last in-place upgrade
 // (cluster2.UpgradeStatus is this type).
 type UpgradeInfo struct {

@@ -4,6 +4,7 @@
 //	cluster2-demo [-addr :8080] [-monitor 127.0.0.1:8081] [-workers N] [-data DIR] [-token T]
 //	              [-durability never|everysecond|always] [-salvage]
 //	cluster2-demo status|reload|upgrade|stop
+//	cluster2-demo scale N
 //
 // With -data the cache "demo" is persistent, with the durability -durability
 // names (default always: a PUT answers once its value is fsynced). The log
@@ -42,7 +43,11 @@
 // its check, or a replacement fails; SIGHUP, unanswered, when the master
 // runs no monitor), upgrade asks the monitor for an in-place upgrade of the
 // master to the binary on disk (the same master pid; see upgrade.go: it
-// exits 0 only once every worker serves this command's version), stop sends
+// exits 0 only once every worker serves this command's version), scale N
+// asks the monitor for N workers and waits until the cluster has them (new
+// ones warmed up, removed ones drained; exit 1 with the master's reason
+// when it refuses: above the ceiling, twice the larger of -workers and the
+// number of CPUs, or below 1), stop sends
 // SIGTERM and waits until the master is gone. They act only on a pid that
 // is this demo's master (the executable, user and start time recorded).
 package main
@@ -111,7 +116,7 @@ func main() {
 		*token = os.Getenv(tokenEnv)
 	}
 	if cmd := flag.Arg(0); cmd != "" {
-		if err := control(cmd, *rundir, *token); err != nil {
+		if err := control(cmd, *rundir, *token, flag.Args()[1:]...); err != nil {
 			fmt.Fprintln(os.Stderr, "cluster2-demo:", err)
 			os.Exit(1)
 		}
@@ -347,8 +352,9 @@ func reload(st state, token string) error {
 // reloadTimeout bounds how long reload waits for a rolling restart.
 const reloadTimeout = 30 * time.Minute
 
-// control runs a control command against the running master.
-func control(cmd, rundir, token string) error {
+// control runs a control command against the running master, with the
+// command's arguments (scale's N).
+func control(cmd, rundir, token string, args ...string) error {
 	st, err := readState(rundir)
 	if err != nil {
 		return fmt.Errorf("no running master found in %s: %w", rundir, err)
@@ -375,6 +381,8 @@ func control(cmd, rundir, token string) error {
 		return nil
 	case "upgrade":
 		return upgrade(st, token)
+	case "scale":
+		return scale(st, token, args)
 	case "reload":
 		if st.Monitor == "" { // no monitor to wait with: the signal, unanswered
 			if err := syscall.Kill(st.Pid, syscall.SIGHUP); err != nil {
@@ -396,6 +404,6 @@ func control(cmd, rundir, token string) error {
 		}
 		return fmt.Errorf("master %d still running after 2 minutes", st.Pid)
 	default:
-		return fmt.Errorf("unknown command %q (want status, reload, upgrade or stop)", cmd)
+		return fmt.Errorf("unknown command %q (want status, reload, upgrade, scale N or stop)", cmd)
 	}
 }

@@ -110,6 +110,11 @@ func checkVersion(st state, want string) error {
 // monitorDo sends one request to the monitor with the bearer token, decodes
 // its JSON answer into v and returns the status code.
 func monitorDo(method, monitor, path, token string, v any) (int, error) {
+	return monitorDoWithin(30*time.Second, method, monitor, path, token, v)
+}
+
+// monitorDoWithin is monitorDo with its own bound on the whole exchange.
+func monitorDoWithin(timeout time.Duration, method, monitor, path, token string, v any) (int, error) {
 	req, err := http.NewRequest(method, "http://"+monitor+path, nil)
 	if err != nil {
 		return 0, err
@@ -117,7 +122,7 @@ func monitorDo(method, monitor, path, token string, v any) (int, error) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	resp, err := (&http.Client{Timeout: timeout}).Do(req)
 	if err != nil {
 		return 0, err
 	}

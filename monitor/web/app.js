@@ -204,6 +204,22 @@ function renderUpgrade(u) {
     u.ended && 'ended ' + clock(u.ended), u.error].filter(Boolean).join('\n');
 }
 
+// renderScaling shows the target worker count and the ceiling next to the
+// workers' count, and the − / + buttons within the bounds.
+function renderScaling(s, n) {
+  $('#scale-actions').hidden = !s;
+  if (!s) return;
+  $('#worker-count').textContent = `(${n}; target ${s.target}, max ${s.max})`;
+  $('#scale-down').disabled = s.target <= 1;
+  $('#scale-up').disabled = s.target >= s.max;
+}
+
+function scaleBy(d) {
+  if (!last || !last.scaling) return;
+  const n = last.scaling.target + d;
+  act('/debug/api/scale?workers=' + n, 'scale to ' + n);
+}
+
 function eventItem(ev) {
   const li = el('li', {}, el('span', { class: 't', textContent: clock(ev.time) }), ev.name);
   if (ev.error) li.append(' ', el('span', { class: 'err', textContent: ev.error }));
@@ -221,6 +237,7 @@ function render(o) {
   renderPersist(o.persist);
   renderUpgrade(o.upgrade);
   renderWorkers(o.workers);
+  renderScaling(o.scaling, o.workers.length);
   renderCaches(o.caches);
   if (snapshots === 0) $('#events').replaceChildren(...o.events.map(eventItem).reverse());
   snapshots++;
@@ -257,6 +274,8 @@ function start() {
   $('#upgrade-master').addEventListener('click', () => {
     if (confirm('Upgrade the master in place to the binary on disk (same pid), then replace every worker?')) act('/debug/api/upgrade', 'upgrade');
   });
+  $('#scale-down').addEventListener('click', () => scaleBy(-1));
+  $('#scale-up').addEventListener('click', () => scaleBy(1));
   $('#feed-cache').addEventListener('change', e => follow(e.target.value));
   const es = new EventSource('/debug/events');
   es.addEventListener('snapshot', m => render(JSON.parse(m.data)));
