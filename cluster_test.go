@@ -82,6 +82,7 @@ func TestConfigValidation(t *testing.T) {
 		{"bad cache mode", cluster2.Config{Handler: clustertest.Handler(), Cache: cluster2.CacheConfig{Mode: "x"}}, "Cache.Mode"},
 		{"small arena", cluster2.Config{Handler: clustertest.Handler(), ArenaSize: 10}, "ArenaSize"},
 		{"nanny below heartbeat", cluster2.Config{Handler: clustertest.Handler(), NannyTolerance: time.Second}, "NannyTolerance"},
+		{"long host name", cluster2.Config{Handler: clustertest.Handler(), HostName: strings.Repeat("h", 256)}, "HostName"},
 	} {
 		err := tt.cfg.Validate()
 		if !errors.Is(err, cluster2.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.field) {

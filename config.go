@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/emitter"
 	"github.com/cluster2/cluster2/internal/build"
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/monitor"
@@ -216,6 +217,13 @@ type Config struct {
 	// revision ("+dirty" when the tree was modified), else "dev".
 	Version string
 
+	// HostName names this host in the events it sends to other hosts
+	// (emitter.AllHosts; Event.Host on every host): unique in the fleet, at
+	// most emitter.MaxHost bytes. Default: the hostname, the master's pid
+	// and the time its emitter region was made
+	// (emitter.Emitter.SetHost).
+	HostName string
+
 	// NoSignals stops the master from handling SIGINT, SIGTERM (graceful
 	// stop; a second signal stops at once), SIGHUP (rolling restart),
 	// SIGUSR2 (in-place upgrade) and SIGTTIN/SIGTTOU (Cluster.Scale by one
@@ -319,6 +327,8 @@ func (c Config) validate() error {
 		return bad("ArenaSize", c.ArenaSize, "is below 1 MiB")
 	case c.Addr == c.MonitorAddr && !strings.HasSuffix(c.Addr, ":0"):
 		return bad("MonitorAddr", c.MonitorAddr, "is the same as Addr")
+	case len(c.HostName) > emitter.MaxHost:
+		return bad("HostName", fmt.Sprintf("%.40q…", c.HostName), fmt.Sprintf("is longer than %d bytes", emitter.MaxHost))
 	}
 	return c.master().Validate()
 }

@@ -55,6 +55,9 @@ type publication struct {
 // before a worker can register a status.
 func startEmitterMaster(ctx context.Context, c Config, a *shm.Arena, self *shm.Proc, in *instances) (*emitterRuntime, error) {
 	em := in.em
+	if err := em.SetHost(c.HostName); err != nil { // "": the default id (the emitter may have served a cluster named otherwise)
+		return nil, fmt.Errorf("cluster2: emitter: %w", err)
+	}
 	if err := em.Attach(ctx, a, self, emitter.RoleMaster); err != nil {
 		return nil, fmt.Errorf("cluster2: emitter: %w", err)
 	}

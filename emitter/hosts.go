@@ -44,21 +44,26 @@ func (em *Emitter) SetBackplane(b Backplane) {
 }
 
 // SetHost names this host in the events it sends to other hosts
-// (Event.Host): a name unique in the fleet, 1 to MaxHost bytes (two hosts of
-// the same name drop each other's events as echoes). Without it the host id
+// (Event.Host): a name unique in the fleet, at most MaxHost bytes (two hosts
+// of the same name drop each other's events as echoes). Without it, or
+// with "", the host id
 // is the hostname, the master's pid and the time its emitter region was
 // made ("web1/4242/20261202T034501.123456789Z"): unique, and the same
 // across an in-place upgrade (the region is kept). It must be called before
 // Attach (ErrAttached after) and counts in the master only: the master
 // writes the id into the emitter region, from which every worker reads it.
 func (em *Emitter) SetHost(name string) error {
-	if len(name) == 0 || len(name) > MaxHost {
-		return fmt.Errorf("emitter: host %.40q: %w: %d bytes (1 to %d)", name, ErrInvalidConfig, len(name), MaxHost)
+	if len(name) > MaxHost {
+		return fmt.Errorf("emitter: host %.40q: %w: %d bytes (at most %d)", name, ErrInvalidConfig, len(name), MaxHost)
 	}
 	if em.st.Load() != nil {
 		return fmt.Errorf("emitter: host %.40q: %w", name, ErrAttached)
 	}
-	em.hostName.Store(&name)
+	if name == "" {
+		em.hostName.Store(nil)
+	} else {
+		em.hostName.Store(&name)
+	}
 	return nil
 }
 

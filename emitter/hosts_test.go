@@ -240,11 +240,15 @@ func TestAllHostsUnattached(t *testing.T) {
 	if e := recv(t, got); e.Host != em.Host() || e.From != em.Pid() {
 		t.Fatalf("event from %d on %q; want this process on %q", e.From, e.Host, em.Host())
 	}
-	if err := em.SetHost(""); !errors.Is(err, emitter.ErrInvalidConfig) {
-		t.Fatalf("SetHost(\"\"): %v; want ErrInvalidConfig", err)
+	def := em.Host()
+	if err := em.SetHost(strings.Repeat("h", emitter.MaxHost+1)); !errors.Is(err, emitter.ErrInvalidConfig) {
+		t.Fatalf("SetHost of %d bytes: %v; want ErrInvalidConfig", emitter.MaxHost+1, err)
 	}
 	if err := em.SetHost("web1"); err != nil || em.Host() != "web1" {
 		t.Fatalf("SetHost(web1): %v, Host %q", err, em.Host())
+	}
+	if err := em.SetHost(""); err != nil || em.Host() != def {
+		t.Fatalf("SetHost(\"\"): %v, Host %q; want the default %q", err, em.Host(), def)
 	}
 	if err := em.FromBackplane([]byte("not a frame")); !errors.Is(err, emitter.ErrCorrupt) {
 		t.Fatalf("FromBackplane of garbage: %v; want ErrCorrupt", err)
