@@ -121,14 +121,19 @@ func (em *Emitter) publish(ctx context.Context, buf []byte, from uint32, host st
 // this host (its origin is Host) is an echo of what this master published:
 // it is dropped and counted (Stats.Echoes). msg may be reused once
 // FromBackplane returns. A message that is not an event from a host returns
-// an error wrapping ErrCorrupt; a worker's ring that stayed full for
+// an error wrapping ErrCorrupt, one larger than this host's MaxFrame an error
+// wrapping ErrTooLarge (both deliver nothing); a worker's ring that stayed full for
 // Options.SendTimeout is reported (that worker missed the event; it is also
 // counted in Stats.Dropped and logged). The backplane calls it from one
 // goroutine, in the order the events came.
 func (em *Emitter) FromBackplane(msg []byte) error {
 	f, err := parseFrame(msg)
-	if err == nil && (f.host == nil || f.npids() != 0) {
+	switch {
+	case err != nil:
+	case f.host == nil || f.npids() != 0:
 		err = fmt.Errorf("%w: %d pids, host %q", ErrCorrupt, f.npids(), f.host)
+	case len(msg) > em.MaxFrame(): // another host's rings may be larger: the limit is this host's
+		err = fmt.Errorf("%w: %d-byte frame, max %d", ErrTooLarge, len(msg), em.MaxFrame())
 	}
 	if err != nil {
 		return fmt.Errorf("emitter: from the backplane: %w", err)

@@ -254,3 +254,29 @@ func TestAllHostsUnattached(t *testing.T) {
 		t.Fatalf("FromBackplane of garbage: %v; want ErrCorrupt", err)
 	}
 }
+
+// backplaneTo hands every message to one emitter, as a host's bridge would.
+type backplaneTo struct{ em *emitter.Emitter }
+
+func (b backplaneTo) Publish(_ context.Context, msg []byte) error { return b.em.FromBackplane(msg) }
+
+// An event from a host whose rings are larger than this host's is refused
+// when it is larger than this host's MaxFrame: the limit across hosts is the
+// local one.
+func TestFromBackplaneTooLarge(t *testing.T) {
+	small := newLocal(t, &emitter.Options{RingSize: 64 << 10})
+	big := newLocal(t, &emitter.Options{RingSize: 1 << 20})
+	big.SetBackplane(backplaneTo{small})
+	fn, got := collect(2)
+	small.On("e", fn)
+	arg := strings.Repeat("x", small.MaxFrame())
+	if err := big.To(emitter.AllHosts).Emit("e", arg); !errors.Is(err, emitter.ErrBackplane) || !errors.Is(err, emitter.ErrTooLarge) {
+		t.Fatalf("emit of %d bytes to a host of %d-byte frames: %v; want ErrBackplane wrapping ErrTooLarge", len(arg), small.MaxFrame(), err)
+	}
+	if err := big.To(emitter.AllHosts).Emit("e", "small"); err != nil {
+		t.Fatal(err)
+	}
+	if e := recv(t, got); e.Host != big.Host() || string(e.Args) != `["small"]` {
+		t.Fatalf("got %s from %q; want only the small event, from %q", e.Args, e.Host, big.Host())
+	}
+}
