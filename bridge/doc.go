@@ -52,6 +52,9 @@
 // and subscribe at once): at most once, to the hosts connected now.
 // Subscriptions are made again on every reconnect; what was published
 // meanwhile is lost.
+// Events (events.go) is the emitter's backplane on them: the master's
+// events to emitter.AllHosts go out on Namespace+"events", and what comes in
+// is handed to the emitter, which delivers it to the host's processes.
 //
 // # Why rueidis
 //
