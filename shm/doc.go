@@ -14,6 +14,15 @@
 // that generation, so a waiter can always tell who holds a lock and whether
 // that process still lives.
 //
+// Create reserves every page of the arena at once, and asks for
+// transparent huge pages (MADV_HUGEPAGE, in the creator and in every process
+// that opens it): the kernel gives a memfd huge pages only when
+// /sys/kernel/mm/transparent_hugepage/shmem_enabled is "advise" (or
+// "within_size" or "always"); with "never", the usual default, the arena
+// has small pages and nothing else changes. A lookup among a million cache
+// entries misses the TLB at nearly every access; with huge pages it costs
+// about 0.7 of its small-page time (docs/BENCHMARKS.md).
+//
 // Nothing in the arena is a Go pointer. Structures refer to each other by
 // [Off], a byte offset from the start of the arena; offset 0 is the header and
 // so doubles as nil. Packages reach their structures with [Ptr] and [Bytes],
