@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/internal/backoff"
 	"github.com/cluster2/cluster2/internal/cfgerr"
 	"github.com/cluster2/cluster2/internal/xtime"
@@ -22,8 +23,9 @@ import (
 var (
 	// ErrRedisDown is wrapped by every operation that needed Redis and could
 	// not reach it: a write of a distributed cache while Redis is down (unless
-	// Config.LocalWrites), a Publish. The error names the cause.
-	ErrRedisDown = errors.New("bridge: redis is down")
+	// Config.LocalWrites), a Publish. The error names the cause. It is
+	// cache.ErrRemoteDown, so that a cache's caller tests one value.
+	ErrRedisDown = cache.ErrRemoteDown
 
 	// ErrInvalidConfig is wrapped by Open's error for a bad Config; the same
 	// value as cluster2.ErrInvalidConfig.
@@ -113,6 +115,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, bad("Timeout", c.Timeout, "is negative")
 	case c.DB < 0:
 		return c, bad("DB", c.DB, "is negative")
+	case strings.ContainsAny(c.Namespace, "*?[]\\#"):
+		return c, bad("Namespace", fmt.Sprintf("%q", c.Namespace), "has one of * ? [ ] \\ #")
 	}
 	seen := map[string]bool{}
 	for _, n := range c.Caches {
@@ -209,6 +213,7 @@ type Bridge struct {
 	tracked bool     // Track was called
 
 	up            atomic.Bool
+	failUntil     atomic.Int64 // unix ns: commands fail at once until then (fastFail)
 	invalidations atomic.Uint64
 	flushes       atomic.Uint64
 	reconnects    atomic.Uint64

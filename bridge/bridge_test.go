@@ -53,7 +53,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 func open(t *testing.T, srv *redistest.Server, caches ...string) *bridge.Bridge {
 	t.Helper()
-	b, err := bridge.Open(bridge.Config{Addr: srv.Addr(), Caches: caches, PingEvery: 50 * time.Millisecond, Timeout: 200 * time.Millisecond})
+	b, err := bridge.Open(bridge.Config{Addr: srv.Addr(), Caches: caches, PingEvery: 50 * time.Millisecond, Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

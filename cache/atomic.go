@@ -61,9 +61,13 @@ type AddOptions struct {
 // neither changes anything. Watchers hear each Add as an OpSet whose Value
 // is the new value's 8 bytes. In a persistent cache the new value is logged
 // (errors as for Set: ErrPersistFailing stores nothing, ErrNotDurable comes
-// with the stored value).
+// with the stored value). A distributed cache (see Space.Distribute) refuses
+// it with an error wrapping errors.ErrUnsupported.
 func (c *Cache) Add(ctx context.Context, key string, delta int64, opts AddOptions) (int64, error) {
 	if err := c.check(key); err != nil {
+		return 0, err
+	}
+	if err := c.refuseDistributed("add", key); err != nil {
 		return 0, err
 	}
 	tags, err := encodeTags(opts.Tags)
@@ -200,9 +204,14 @@ func CounterValue(v []byte) (n int64, ok bool) {
 // opts apply as for Set (the new value gets the cache's Expire unless opts
 // say otherwise; LeaveIfNotNull is ignored); the stored value is a plain
 // value, even over a counter. Watchers hear a swap as an OpSet; a
-// persistent cache returns errors as Set does.
+// persistent cache returns errors as Set does. A distributed cache (see
+// Space.Distribute) refuses it with an error wrapping errors.ErrUnsupported,
+// as it refuses Add.
 func (c *Cache) CompareAndSwap(ctx context.Context, key string, old, new []byte, opts SetOptions) (bool, error) {
 	if err := c.check(key); err != nil {
+		return false, err
+	}
+	if err := c.refuseDistributed("cas", key); err != nil {
 		return false, err
 	}
 	tags, exp, err := c.setArgs(key, new, opts)

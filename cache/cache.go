@@ -175,7 +175,8 @@ func (c *Cache) readLocked(ctx context.Context, sh *shard, h uint64, key string,
 // caller, in any process, waits for that result (bounded by ctx) and gets the
 // value, or the loader's error wrapped in ErrLoaderFailed. If the loading
 // process dies, a waiter takes the load over. A nil loader on a miss returns
-// ErrNotFound. The loaded value is stored with the cache's Expire and
+// ErrNotFound (in a distributed cache, after the second tier had none).
+// The loaded value is stored with the cache's Expire and
 // watchers are told of it like any Set. A load in progress is never evicted;
 // a shard so full of them that another finds no room returns an error
 // wrapping ErrTooManyLoads (no loader runs twice).
@@ -189,6 +190,9 @@ func (c *Cache) readLocked(ctx context.Context, sh *shard, h uint64, key string,
 // *LoaderPanicError with the panic's value and stack; a background
 // refresh's panic is logged (log/slog, at ERROR) with its stack.
 func (c *Cache) Get(ctx context.Context, key string, loader Loader) ([]byte, error) {
+	if loader == nil && c.remote() != nil {
+		loader = noLoader // a miss still reads the second tier
+	}
 	if loader == nil {
 		v, ok, err := c.GetInto(nil, key)
 		switch {
@@ -235,7 +239,11 @@ func (c *Cache) Get(ctx context.Context, key string, loader Loader) ([]byte, err
 // stay evicted). value may be reused after Set returns. In a persistent cache, Set
 // returns ErrPersistFailing and stores nothing while the log writer cannot
 // write its log, and returns true with ErrNotDurable when the value is stored
-// but not known to be in the log (see both).
+// but not known to be in the log (see both). In a distributed cache (see
+// Space.Distribute) the value goes to the second tier first: an error there
+// (wrapping ErrRemoteDown when it cannot be reached) stores nothing, and a
+// stored value is dropped from the arena, so that the next Get reads it back
+// from the tier (the package doc's "Distributed caches").
 func (c *Cache) Set(ctx context.Context, key string, value []byte, opts SetOptions) (bool, error) {
 	if err := c.check(key); err != nil {
 		return false, err
@@ -246,6 +254,11 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, opts SetOptio
 	}
 	if exp != 0 && exp <= time.Now().UnixNano() {
 		return false, nil
+	}
+	if r := c.remote(); r != nil {
+		if ok, local, err := c.setRemote(ctx, r, key, value, exp, opts); !local {
+			return ok, err
+		}
 	}
 	sp := c.sp
 	if err := c.beforeWrite(ctx); err != nil {
@@ -360,13 +373,23 @@ func (sp *Space) storeRec(sh *shard, kind uint8, id uint32, h uint64, key string
 }
 
 // Del deletes key and returns its old value and whether it had one. Watchers
-// are told. A key being loaded is left to its loader. In a persistent cache,
+// are told. A key being loaded is left to its loader. In a distributed cache
+// the key is deleted in the second tier first (an error there deletes
+// nothing), the old value is this host's, and a load in progress stores
+// nothing. In a persistent cache,
 // Del returns errors as Set does (ErrPersistFailing, ErrNotDurable).
 func (c *Cache) Del(ctx context.Context, key string) ([]byte, bool, error) {
 	if err := c.check(key); err != nil {
 		return nil, false, err
 	}
 	sp := c.sp
+	if r := c.remote(); r != nil {
+		if goOn, err := c.remoteWrite(r, fmt.Sprintf("del %q", key), r.Del(ctx, c.name, key)); !goOn {
+			return nil, false, err
+		}
+		// A load of the key in progress may have read the old value.
+		defer c.invalidate(ctx, key, false)
+	}
 	if c.opts.Persist {
 		if err := c.refuseIfFailing(); err != nil {
 			return nil, false, fmt.Errorf("cache %q: del %q: %w", c.name, key, err)

@@ -440,12 +440,25 @@
 // walk is eager, what a crash in it leaves, how watchers and the log hear of
 // each removal).
 //
+// # Distributed caches (a second tier: package bridge, Redis)
+//
+// A cache named in Space.Distribute reads its Remote on a miss (in the
+// loading process, under the loading record) and writes it before the arena
+// (a Set then drops the key locally); the hit path does not change.
+// Invalidate and InvalidateAll, called by the master's bridge for Redis's
+// invalidations and on a lost connection, drop the key's item (or mark it
+// stale in place: its deadline becomes now, inside the bucket's seqlock)
+// and every loading record of the key, so a load that may have read an old
+// value stores nothing. remote.go holds the design; docs/cache.md
+// ("Distributed caches") the read, write and recovery paths.
+//
 // # Caveats
 //
 // Values are copied in and out: a slice passed to Set may be reused after Set
 // returns, and what Get returns belongs to the caller. Records are never
-// updated in place, but for failInPlace and an Add to an existing counter
-// (addInPlace), both inside their bucket's seqlock. The race
+// updated in place, but for failInPlace, an Add to an existing counter
+// (addInPlace) and a distributed cache's stale mark (invalidateSlot), all
+// inside their bucket's seqlock. The race
 // detector cannot see the arena: the package's multi-process model test,
 // kill -9 test and Verify are its proof.
 package cache

@@ -102,6 +102,13 @@ var (
 	ErrInvalidConfig = cfgerr.ErrInvalidConfig
 )
 
+// ErrRemoteDown is wrapped by the errors of a distributed cache's second
+// tier when it cannot be reached (package bridge's ErrRedisDown is the same
+// value): a Set, Del, InvalidateTag or Clear then changed nothing (unless
+// the bridge allows local writes), and a load served the kept value or ran
+// the loader without the tier. See Remote.
+var ErrRemoteDown = errors.New("cache: the second tier (redis) is down")
+
 // These errors concern persistent caches.
 var (
 	// ErrNotDurable is returned (wrapped) by Set and Del of a persistent

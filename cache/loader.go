@@ -205,16 +205,16 @@ func (c *Cache) notFound(key string) error {
 // when ctx ends.
 func (c *Cache) runLoad(ctx context.Context, sh *shard, key string, m loadMark, kept []byte, loader Loader, start time.Time) ([]byte, error) {
 	if c.opts.SoftTimeout == 0 && c.opts.HardTimeout == 0 {
-		v, err := callLoader(ctx, key, loader)
+		v, ttl, err := c.callLoad(ctx, key, loader, kept != nil)
 		gone := ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
-		return c.answer(ctx, key, kept, c.finish(sh, key, m, v, err, gone))
+		return c.answer(ctx, key, kept, c.finish(sh, key, m, v, ttl, err, gone))
 	}
 	done := make(chan loadResult, 1)
 	go func() {
 		lctx, cancel := c.detached(ctx)
 		defer cancel()
-		v, err := callLoader(lctx, key, loader)
-		r := c.finish(sh, key, m, v, err, false)
+		v, ttl, err := c.callLoad(lctx, key, loader, kept != nil)
+		r := c.finish(sh, key, m, v, ttl, err, false)
 		r.hard = err != nil && lctx.Err() != nil // the loader's answer raced the caller's timer
 		done <- r
 	}()
@@ -290,8 +290,10 @@ func callLoader(ctx context.Context, key string, loader Loader) (v []byte, err e
 // lock, if its record is still this load's (named by owner generation and
 // load id, wherever the tail moved it): see settle and settleBeside. gone
 // says the caller gave up (its context ended and the loader returned that):
-// the record is removed and a waiter loads instead. It counts the load.
-func (c *Cache) finish(sh *shard, key string, m loadMark, v []byte, err error, gone bool) loadResult {
+// the record is removed and a waiter loads instead. ttl, when not 0, is the
+// value's time to live (a distributed cache's second tier capped it: see
+// callLoad), else the cache's Expire. It counts the load.
+func (c *Cache) finish(sh *shard, key string, m loadMark, v []byte, ttl time.Duration, err error, gone bool) loadResult {
 	sp := c.sp
 	if err == nil && len(v) > sp.maxValue {
 		err = fmt.Errorf("loaded value of %d bytes: %w (limit %d)", len(v), ErrValueTooLarge, sp.maxValue)
@@ -325,9 +327,9 @@ func (c *Cache) finish(sh *shard, key string, m loadMark, v []byte, err error, g
 		return res
 	}
 	if m.shadow {
-		res.jend = c.settleBeside(sh, h, key, s, m, v, err, gone)
+		res.jend = c.settleBeside(sh, h, key, s, m, v, ttl, err, gone)
 	} else {
-		res.jend = c.settle(sh, h, key, s, v, err, gone)
+		res.jend = c.settle(sh, h, key, s, v, ttl, err, gone)
 	}
 	return res
 }
@@ -340,13 +342,13 @@ func (c *Cache) finish(sh *shard, key string, m loadMark, v []byte, err error, g
 // no room, the loading record turns into a failed one in place
 // (failedNoRoom): the waiters get ErrTooManyLoads rather than loading again,
 // and our caller still gets its value.
-func (c *Cache) settle(sh *shard, h uint64, key string, s slotRef, v []byte, err error, gone bool) uint64 {
+func (c *Cache) settle(sh *shard, h uint64, key string, s slotRef, v []byte, ttl time.Duration, err error, gone bool) uint64 {
 	sp := c.sp
 	var jend uint64
 	var serr error
 	switch {
 	case err == nil:
-		_, jend, serr = sp.store(sh, kindItem, c.id, h, key, v, c.deadline(0), 0)
+		_, jend, serr = sp.store(sh, kindItem, c.id, h, key, v, c.deadline(ttl), 0)
 	case gone:
 		sp.drop(sh, s, opDel)
 	case errors.Is(err, ErrNotFound) && c.opts.NotFoundExpire > 0:
@@ -373,7 +375,7 @@ func (c *Cache) settle(sh *shard, h uint64, key string, s slotRef, v []byte, err
 // after a failure: it becomes a failed record kept failedLinger, during
 // which every Get of the key in the cluster returns the kept value without
 // loading (the fail-safe's pause).
-func (c *Cache) settleBeside(sh *shard, h uint64, key string, s slotRef, m loadMark, v []byte, err error, gone bool) uint64 {
+func (c *Cache) settleBeside(sh *shard, h uint64, key string, s slotRef, m loadMark, v []byte, ttl time.Duration, err error, gone bool) uint64 {
 	sp := c.sp
 	mh, mid := m.at(h, c.id)
 	is := sp.find(sh, h, c.id, key)
@@ -388,7 +390,7 @@ func (c *Cache) settleBeside(sh *shard, h uint64, key string, s slotRef, m loadM
 	switch {
 	case err == nil:
 		if !newer {
-			_, jend, serr = sp.store(sh, kindItem, c.id, h, key, v, c.deadline(0), 0)
+			_, jend, serr = sp.store(sh, kindItem, c.id, h, key, v, c.deadline(ttl), 0)
 		}
 	case gone:
 	case errors.Is(err, ErrNotFound):
@@ -444,8 +446,8 @@ func (c *Cache) refreshNow(key string, loader Loader, ahead bool) {
 	c.sp.local[c.id].refreshes.Add(1)
 	ctx, cancel := c.detached(context.Background())
 	defer cancel()
-	v, err := callLoader(ctx, key, loader)
-	c.finish(sh, key, m, v, err, false)
+	v, ttl, err := c.callLoad(ctx, key, loader, true)
+	c.finish(sh, key, m, v, ttl, err, false)
 	var pe *LoaderPanicError
 	if errors.As(err, &pe) {
 		slog.Error("cache: a background refresh's loader panicked", "cache", c.name, "key", key, "panic", pe.Value, "stack", string(pe.Stack))

@@ -49,6 +49,8 @@ type Space struct {
 	loadSeq    atomic.Uint64  // ids of this process's loads (a loading record's exp)
 	journaling atomic.Bool    // false while Restore replays a log: its records are logged already
 
+	remotes atomic.Pointer[map[string]Remote] // the distributed caches' second tiers, by name (Distribute; copy on write)
+
 	mu       sync.Mutex
 	caches   [MaxCaches]*Cache // the space's own handle of each cache this process opened, by id (see handle)
 	watchers map[uint32]map[string][]*Watcher
@@ -358,6 +360,9 @@ func (sp *Space) Use(name string, opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("cache %q: %w", name, err)
 	}
 	opts = opts.normalize()
+	if opts.Persist && sp.remoteOf(name) != nil {
+		return nil, fmt.Errorf("cache %q: %w: Persist, but the cache is distributed (its second tier keeps it)", name, ErrInvalidConfig)
+	}
 	id, existing, err := sp.register(name, opts)
 	if err != nil {
 		return nil, err

@@ -151,13 +151,24 @@ func (sp *Space) recTags(off uint64, r *recHdr) []byte {
 // An entry set while it runs may stay (see the design in tags.go). In a
 // persistent cache the removals are logged (errors as for Del:
 // ErrPersistFailing, ErrNotDurable). A tag that is empty or longer than
-// MaxTagLen returns ErrBadTag.
+// MaxTagLen returns ErrBadTag. In a distributed cache the tag's keys are
+// deleted in the second tier first (every host drops them when its
+// invalidations arrive; this one at once); an error there removes nothing.
 func (c *Cache) InvalidateTag(ctx context.Context, tag string) (int, error) {
 	if c.isClosed() {
 		return 0, fmt.Errorf("cache %q: %w", c.name, ErrClosed)
 	}
 	if len(tag) == 0 || len(tag) > MaxTagLen {
 		return 0, fmt.Errorf("cache %q: invalidate tag %q: %w (1 to %d bytes)", c.name, tag, ErrBadTag, MaxTagLen)
+	}
+	if r := c.remote(); r != nil {
+		keys, err := r.InvalidateTag(ctx, c.name, tag)
+		if goOn, err := c.remoteWrite(r, fmt.Sprintf("invalidate tag %q", tag), err); !goOn {
+			return 0, err
+		}
+		for _, k := range keys { // loaded from the tier, they carry no tags here
+			c.invalidate(ctx, k, false)
+		}
 	}
 	c.sp.h.ops[c.id].tagInvals.Add(1)
 	n, err := c.removeWhere(ctx, func(off uint64, r *recHdr) bool { return tagListHas(c.sp.recTags(off, r), tag) })
@@ -171,10 +182,21 @@ func (c *Cache) InvalidateTag(ctx context.Context, tag string) (int, error) {
 // many it removed. Watchers hear an OpDel for each; a load in progress is
 // left to its loader (its value arrives after the Clear). An entry set while
 // it runs may stay. In a persistent cache the removals are logged (errors as
-// for Del).
+// for Del). In a distributed cache the second tier is cleared first (an
+// error there removes nothing), then this host's entries and loads in
+// progress (InvalidateAll); the other hosts drop theirs key by key as their
+// invalidations arrive.
 func (c *Cache) Clear(ctx context.Context) (int, error) {
 	if c.isClosed() {
 		return 0, fmt.Errorf("cache %q: %w", c.name, ErrClosed)
+	}
+	if r := c.remote(); r != nil {
+		if goOn, err := c.remoteWrite(r, "clear", r.Clear(ctx, c.name)); !goOn {
+			return 0, err
+		}
+		if err := c.InvalidateAll(ctx); err != nil { // loads in progress too
+			return 0, fmt.Errorf("cache %q: clear: %w", c.name, err)
+		}
 	}
 	c.sp.h.ops[c.id].clears.Add(1)
 	n, err := c.removeWhere(ctx, func(uint64, *recHdr) bool { return true })

@@ -1,0 +1,326 @@
+package bridge_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cluster2/cluster2/bridge"
+	"github.com/cluster2/cluster2/cache"
+	"github.com/cluster2/cluster2/cache/cachetest"
+	"github.com/cluster2/cluster2/internal/redistest"
+)
+
+// host is one machine of a fleet in one test process: its own arena and
+// cache space, and its own bridge tracking into it.
+type host struct {
+	sp *cache.Space
+	b  *bridge.Bridge
+	c  *cache.Cache
+}
+
+func newHost(t *testing.T, srv *redistest.Server, opts cache.Options, local bool) *host {
+	t.Helper()
+	sp := cachetest.NewSpace(t, 4<<20)
+	b, err := bridge.Open(bridge.Config{Addr: srv.Addr(), Caches: []string{"d"}, PingEvery: 50 * time.Millisecond,
+		Timeout: 2 * time.Second, LocalWrites: local})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if err := b.Attach(sp); err != nil {
+		t.Fatal(err)
+	}
+	c, err := sp.Use("d", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Track(b.Target(sp))
+	waitFor(t, 5*time.Second, "the bridge comes up", b.Up)
+	return &host{sp: sp, b: b, c: c}
+}
+
+// get is Get with a loader that must not run (the value is in Redis).
+func (h *host) get(t *testing.T, key string) string {
+	t.Helper()
+	v, err := h.c.Get(context.Background(), key, func(context.Context, string) ([]byte, error) {
+		return []byte("loaded"), nil
+	})
+	if err != nil {
+		t.Fatalf("get %q: %v", key, err)
+	}
+	return string(v)
+}
+
+func (h *host) set(t *testing.T, key, v string, tags ...string) {
+	t.Helper()
+	if ok, err := h.c.Set(context.Background(), key, []byte(v), cache.SetOptions{Tags: tags}); err != nil || !ok {
+		t.Fatalf("set %q: %v %v", key, ok, err)
+	}
+}
+
+// local reports what the host's arena holds for key (no Redis).
+func (h *host) local(key string) (string, bool) {
+	v, ok, _ := h.c.GetInto(nil, key)
+	return string(v), ok
+}
+
+func twoHosts(t *testing.T, opts cache.Options) (*redistest.Server, *host, *host) {
+	srv := redistest.Start(t)
+	return srv, newHost(t, srv, opts, false), newHost(t, srv, opts, false)
+}
+
+func TestWriteOnAIsReadOnB(t *testing.T) {
+	_, a, b := twoHosts(t, cache.Options{})
+	a.set(t, "k", "v1")
+	if got := b.get(t, "k"); got != "v1" {
+		t.Fatalf("B read %q, want A's v1", got)
+	}
+	// The Set's invalidation may reach B's bridge after B's Get read Redis:
+	// that load stores nothing (it cannot tell the write came before), and
+	// the next Get stores.
+	waitFor(t, 5*time.Second, "B's arena holds A's value", func() bool {
+		v, ok := b.local("k")
+		if !ok {
+			b.get(t, "k")
+		}
+		return ok && v == "v1"
+	})
+	// An update on A: B's arena loses the entry, and B's next Get returns the
+	// new value, never the old one.
+	start := time.Now()
+	a.set(t, "k", "v2")
+	waitFor(t, 5*time.Second, "B's arena drops the updated key", func() bool { _, ok := b.local("k"); return !ok })
+	t.Logf("B's arena lost the key %v after A's Set began", time.Since(start))
+	if got := b.get(t, "k"); got != "v2" {
+		t.Fatalf("B read %q after A's update, want v2", got)
+	}
+	// A reads its own write.
+	if got := a.get(t, "k"); got != "v2" {
+		t.Fatalf("A read %q after its own update, want v2", got)
+	}
+	// A delete on A reaches B.
+	if _, _, err := a.c.Del(context.Background(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "B's arena drops the deleted key", func() bool { _, ok := b.local("k"); return !ok })
+	if _, err := b.c.Get(context.Background(), "k", nil); !errors.Is(err, cache.ErrNotFound) {
+		t.Fatalf("B's Get of a deleted key: %v, want ErrNotFound", err)
+	}
+}
+
+func TestTagsAndClearReachEveryHost(t *testing.T) {
+	_, a, b := twoHosts(t, cache.Options{})
+	a.set(t, "t1", "x", "red")
+	a.set(t, "t2", "x", "red", "blue")
+	a.set(t, "t3", "x", "blue")
+	for _, k := range []string{"t1", "t2", "t3"} {
+		b.get(t, k)
+		a.get(t, k)
+	}
+	if _, err := a.c.InvalidateTag(context.Background(), "red"); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"t1", "t2"} {
+		if _, ok := a.local(k); ok {
+			t.Fatalf("A still holds %q after its InvalidateTag", k)
+		}
+		waitFor(t, 5*time.Second, "B drops "+k, func() bool { _, ok := b.local(k); return !ok })
+		if v, err := b.c.Get(context.Background(), k, nil); !errors.Is(err, cache.ErrNotFound) {
+			t.Fatalf("B's Get of %q after the tag's invalidation: %q %v", k, v, err)
+		}
+	}
+	if v, ok := b.local("t3"); !ok || v != "x" {
+		t.Fatal("B lost t3, which has no tag red")
+	}
+	for i := range 50 {
+		a.set(t, fmt.Sprint("c", i), "x")
+		b.get(t, fmt.Sprint("c", i))
+	}
+	if _, err := a.c.Clear(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "B's arena is empty", func() bool {
+		keys, _ := b.c.Keys(context.Background())
+		return len(keys) == 0
+	})
+	if got := b.get(t, "c7"); got != "loaded" {
+		t.Fatalf("B read %q after A's Clear, want its loader's value", got)
+	}
+}
+
+func TestRedisCLIWriteInvalidatesEveryHost(t *testing.T) {
+	srv, a, b := twoHosts(t, cache.Options{})
+	a.set(t, "k", "v1")
+	a.get(t, "k")
+	b.get(t, "k")
+	if _, err := srv.CLI("SET", "cluster2:d:k", "from-cli"); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []*host{a, b} {
+		waitFor(t, 5*time.Second, "the arena drops the key", func() bool { _, ok := h.local("k"); return !ok })
+		if got := h.get(t, "k"); got != "from-cli" {
+			t.Fatalf("read %q, want redis-cli's value", got)
+		}
+	}
+	// An expiry in Redis invalidates too.
+	if _, err := srv.CLI("PEXPIRE", "cluster2:d:k", "30"); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []*host{a, b} {
+		waitFor(t, 5*time.Second, "the arena drops the expired key", func() bool { _, ok := h.local("k"); return !ok })
+	}
+}
+
+func TestLoaderRunsOnceAndIsSharedThroughRedis(t *testing.T) {
+	_, a, b := twoHosts(t, cache.Options{Expire: time.Minute})
+	var runs atomic.Int32
+	load := func(context.Context, string) ([]byte, error) { runs.Add(1); return []byte("computed"), nil }
+	if v, err := a.c.Get(context.Background(), "k", load); err != nil || string(v) != "computed" {
+		t.Fatal(v, err)
+	}
+	if v, err := b.c.Get(context.Background(), "k", load); err != nil || string(v) != "computed" {
+		t.Fatal(v, err)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("the loader ran %d times for two hosts, want 1 (B reads A's value from Redis)", n)
+	}
+	// The local TTL is capped by Redis's.
+	a.set(t, "short", "v")
+	srvTTL := 300 * time.Millisecond
+	if _, err := a.b.Client(); err != nil {
+		t.Fatal(err)
+	}
+	cl, _ := a.b.Client()
+	if err := cl.Do(context.Background(), cl.B().Pexpire().Key("cluster2:d:short").Milliseconds(int64(srvTTL/time.Millisecond)).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	b.get(t, "short")
+	e, err := b.c.Inspect("short")
+	if err == nil && e.TTL > srvTTL {
+		t.Fatalf("B's local TTL %v exceeds Redis's %v", e.TTL, srvTTL)
+	}
+}
+
+func TestCountersAreRefused(t *testing.T) {
+	_, a, _ := twoHosts(t, cache.Options{})
+	if _, err := a.c.Add(context.Background(), "n", 1, cache.AddOptions{}); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("Add on a distributed cache: %v, want ErrUnsupported", err)
+	}
+	if _, err := a.c.CompareAndSwap(context.Background(), "n", nil, []byte("x"), cache.SetOptions{}); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("CompareAndSwap on a distributed cache: %v, want ErrUnsupported", err)
+	}
+	if _, err := a.sp.Use("p", cache.Options{Persist: true}); err != nil {
+		t.Fatal(err) // not distributed: fine
+	}
+	if err := a.sp.Distribute("p", a.b); !errors.Is(err, cache.ErrInvalidConfig) {
+		t.Fatalf("distributing a persistent cache: %v, want ErrInvalidConfig", err)
+	}
+}
+
+func TestRedisKilledThenRestarted(t *testing.T) {
+	const failSafe = 2 * time.Second
+	srv := redistest.Start(t)
+	opts := cache.Options{FailSafeFor: failSafe}
+	a, b := newHost(t, srv, opts, false), newHost(t, srv, opts, true)
+	for i := range 20 {
+		a.set(t, fmt.Sprint("k", i), "v")
+	}
+	for i := range 20 {
+		a.get(t, fmt.Sprint("k", i))
+		b.get(t, fmt.Sprint("k", i))
+	}
+	srv.Kill()
+	waitFor(t, 5*time.Second, "both bridges go down", func() bool { return !a.b.Up() && !b.b.Up() })
+	marked := time.Now()
+	// Hits are served, stale-marked: GetInto (fresh only) misses, Get with a
+	// loader serves the kept value instead of its loader's (Redis is down:
+	// the load fails, the fail-safe serves).
+	for _, h := range []*host{a, b} {
+		if _, ok := h.local("k1"); ok {
+			t.Fatal("a value is trusted as fresh while Redis is down")
+		}
+		if got := h.get(t, "k1"); got != "v" {
+			t.Fatalf("Get while Redis is down: %q, want the kept value", got)
+		}
+		if h.c.Stats().FailSafeServes == 0 {
+			t.Fatal("no fail-safe serve counted")
+		}
+	}
+	// Writes fail clearly on A; B allows local writes.
+	_, err := a.c.Set(context.Background(), "k1", []byte("new"), cache.SetOptions{})
+	if !errors.Is(err, bridge.ErrRedisDown) || !errors.Is(err, cache.ErrRemoteDown) {
+		t.Fatalf("Set while Redis is down: %v, want ErrRedisDown", err)
+	}
+	if _, _, err := a.c.Del(context.Background(), "k1"); !errors.Is(err, bridge.ErrRedisDown) {
+		t.Fatalf("Del while Redis is down: %v, want ErrRedisDown", err)
+	}
+	if ok, err := b.c.Set(context.Background(), "local", []byte("x"), cache.SetOptions{}); err != nil || !ok {
+		t.Fatalf("a local write with LocalWrites: %v %v", ok, err)
+	}
+	// A miss with nothing kept runs the loader (Redis is not the source).
+	if got := a.get(t, "absent"); got != "loaded" {
+		t.Fatalf("a miss while Redis is down: %q", got)
+	}
+	// Past the fail-safe limit nothing stale is served.
+	time.Sleep(time.Until(marked.Add(failSafe + 100*time.Millisecond)))
+	a.c.Get(context.Background(), "k2", nil)
+	if got := a.get(t, "k2"); got != "loaded" {
+		t.Fatalf("past its fail-safe limit a stale value was served: %q", got)
+	}
+	srv.Restart() // empty: no persistence
+	waitFor(t, 10*time.Second, "both bridges come back", func() bool { return a.b.Up() && b.b.Up() })
+	// Both converge on what Redis has: B's local write is revalidated away,
+	// and both read one value for every key.
+	if got := b.get(t, "local"); got != "loaded" && got != "x" {
+		t.Fatalf("B's local write after the reconnect: %q", got)
+	}
+	for i := range 20 {
+		k := fmt.Sprint("k", i)
+		va, vb := a.get(t, k), b.get(t, k)
+		if va != vb {
+			t.Fatalf("%s: A reads %q, B %q after the restart", k, va, vb)
+		}
+	}
+	a.set(t, "k1", "after")
+	waitFor(t, 5*time.Second, "B reads A's write after the restart", func() bool { return b.get(t, "k1") == "after" })
+}
+
+func TestLoadRacingAWriteStoresNothing(t *testing.T) {
+	_, a, b := twoHosts(t, cache.Options{})
+	a.set(t, "k", "old")
+	// B's loader-once load of "k" reads Redis ("old") before A's update; the
+	// update's invalidation reaches B while the load runs, so the load's
+	// value is not stored and B's next Get reads the new one.
+	entered, release := make(chan struct{}), make(chan struct{})
+	done := make(chan string)
+	go func() {
+		v, err := b.c.Get(context.Background(), "slow", func(context.Context, string) ([]byte, error) {
+			close(entered)
+			<-release
+			return []byte("loaded-old"), nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- string(v)
+	}()
+	<-entered
+	a.set(t, "slow", "new") // while B's loader runs
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	<-done
+	if v, ok := b.local("slow"); ok {
+		t.Fatalf("B stored %q from a load that raced a write", v)
+	}
+	if got := b.get(t, "slow"); got != "new" {
+		t.Fatalf("B read %q, want new", got)
+	}
+	keys, _ := b.c.Keys(context.Background())
+	sort.Strings(keys)
+	t.Log(keys)
+}

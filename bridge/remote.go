@@ -1,0 +1,277 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/cluster2/cluster2/cache"
+)
+
+// The second tier of the distributed caches (cache.Remote), in Redis:
+//
+//	<Namespace><cache>:<key>    the value (a string), with the entry's TTL (PX)
+//	<Namespace><cache>#<tag>    a set of the value keys stored with tag
+//
+// Only the values are under the tracked prefixes (<Namespace><cache>:): a
+// tag set's changes invalidate nothing. Cache names have no '#' and no ':'
+// (Config.Caches), so no tag set is under another cache's prefix.
+
+// fastFail is how long after a connection error the bridge's commands fail
+// at once with ErrRedisDown rather than dial again: a Redis that is down
+// costs a miss or a write nothing but the error.
+const fastFail = 250 * time.Millisecond
+
+// Attach makes the caches of Config.Caches distributed in sp, with b as
+// their second tier (cache.Space.Distribute): every process of the cluster
+// attaches its own Bridge (package cluster2 does it in each).
+func (b *Bridge) Attach(sp *cache.Space) error {
+	for _, n := range b.cfg.Caches {
+		if err := sp.Distribute(n, b); err != nil {
+			return fmt.Errorf("bridge: %w", err)
+		}
+	}
+	return nil
+}
+
+// Target returns the Target that applies the tracking connection's
+// invalidations to sp's distributed caches (cache.Cache.Invalidate and
+// InvalidateAll): the master passes it to Track.
+func (b *Bridge) Target(sp *cache.Space) Target { return &spaceTarget{b: b, sp: sp} }
+
+// spaceTarget is Target on a cache space.
+type spaceTarget struct {
+	b  *Bridge
+	sp *cache.Space
+
+	mu sync.Mutex
+	h  map[string]*cache.Cache // handles of the distributed caches some process created
+}
+
+// handle returns the master's handle of the distributed cache name, or nil
+// while no process created it (nothing to invalidate).
+func (t *spaceTarget) handle(name string) *cache.Cache {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := t.h[name]; c != nil {
+		return c
+	}
+	opts, ok := t.sp.Lookup(name)
+	if !ok {
+		return nil
+	}
+	c, err := t.sp.Use(name, opts)
+	if err != nil {
+		t.b.log.Error("bridge: cannot open a distributed cache to invalidate it", "cache", name, "err", err)
+		return nil
+	}
+	if t.h == nil {
+		t.h = map[string]*cache.Cache{}
+	}
+	t.h[name] = c
+	return c
+}
+
+func (t *spaceTarget) Invalidate(name, key string) {
+	if c := t.handle(name); c != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c.Invalidate(ctx, key); err != nil {
+			t.b.log.Error("bridge: invalidate", "cache", name, "key", key, "err", err)
+		}
+	}
+}
+
+func (t *spaceTarget) InvalidateAll() {
+	for _, n := range t.b.cfg.Caches {
+		if c := t.handle(n); c != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if err := c.InvalidateAll(ctx); err != nil {
+				t.b.log.Error("bridge: invalidate all", "cache", n, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// do runs cmds (pipelined) with the bridge's bound, failing fast while a
+// connection error is recent.
+func (b *Bridge) do(ctx context.Context, op string, cmds ...rueidis.Completed) ([]rueidis.RedisResult, error) {
+	if until := b.failUntil.Load(); until != 0 && time.Now().UnixNano() < until {
+		return nil, fmt.Errorf("%w: %s: redis at %s failed less than %v ago", ErrRedisDown, op, b.cfg.Addr, fastFail)
+	}
+	c, err := b.Client()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	res := c.DoMulti(ctx, cmds...)
+	for _, r := range res {
+		if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
+			err = down(op, err)
+			if errors.Is(err, ErrRedisDown) {
+				b.failUntil.Store(time.Now().Add(fastFail).UnixNano())
+			}
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// Get is cache.Remote's: GET and PTTL in one round trip.
+func (b *Bridge) Get(ctx context.Context, name, key string) ([]byte, time.Duration, bool, error) {
+	c, err := b.Client()
+	if err != nil {
+		return nil, 0, false, err
+	}
+	k := b.Key(name, key)
+	res, err := b.do(ctx, "get", c.B().Get().Key(k).Build(), c.B().Pttl().Key(k).Build())
+	if err != nil {
+		return nil, 0, false, err
+	}
+	v, err := res[0].AsBytes()
+	if rueidis.IsRedisNil(err) {
+		return nil, 0, false, nil
+	}
+	if err != nil {
+		return nil, 0, false, down("get", err)
+	}
+	var ttl time.Duration
+	if ms, err := res[1].AsInt64(); err == nil && ms > 0 {
+		ttl = time.Duration(ms) * time.Millisecond
+	}
+	return v, ttl, true, nil
+}
+
+// Set is cache.Remote's: SET (NX GET for onlyIfAbsent) with PX, then the
+// key into each tag's set.
+func (b *Bridge) Set(ctx context.Context, name, key string, value []byte, ttl time.Duration, tags []string, onlyIfAbsent bool) (bool, []byte, error) {
+	c, err := b.Client()
+	if err != nil {
+		return false, nil, err
+	}
+	k := b.Key(name, key)
+	args := []string{"SET", k, rueidis.BinaryString(value)}
+	if onlyIfAbsent {
+		args = append(args, "NX", "GET")
+	}
+	if ttl > 0 {
+		args = append(args, "PX", fmt.Sprint(max(ttl.Milliseconds(), 1)))
+	}
+	cmds := []rueidis.Completed{c.B().Arbitrary(args[0]).Keys(k).Args(args[2:]...).Build()}
+	res, err := b.do(ctx, "set", cmds...)
+	if err != nil {
+		return false, nil, err
+	}
+	if onlyIfAbsent {
+		if old, err := res[0].AsBytes(); err == nil {
+			return false, old, nil // the key had a value: it stays
+		}
+	}
+	if len(tags) > 0 {
+		var tc []rueidis.Completed
+		for _, t := range tags {
+			tc = append(tc, c.B().Sadd().Key(b.tagKey(name, t)).Member(k).Build())
+		}
+		if _, err := b.do(ctx, "set: tags", tc...); err != nil {
+			return true, value, err // stored, but its tags are not: say so
+		}
+	}
+	return true, value, nil
+}
+
+// Del is cache.Remote's: UNLINK.
+func (b *Bridge) Del(ctx context.Context, name, key string) error {
+	c, err := b.Client()
+	if err != nil {
+		return err
+	}
+	_, err = b.do(ctx, "del", c.B().Unlink().Key(b.Key(name, key)).Build())
+	return err
+}
+
+// InvalidateTag is cache.Remote's: the tag's set's members are unlinked and
+// removed from it (a key added meanwhile stays in the set for the next
+// one).
+func (b *Bridge) InvalidateTag(ctx context.Context, name, tag string) ([]string, error) {
+	c, err := b.Client()
+	if err != nil {
+		return nil, err
+	}
+	tk := b.tagKey(name, tag)
+	res, err := b.do(ctx, "invalidate tag", c.B().Smembers().Key(tk).Build())
+	if err != nil {
+		return nil, err
+	}
+	members, err := res[0].AsStrSlice()
+	if err != nil || len(members) == 0 {
+		return nil, down("invalidate tag", err)
+	}
+	if _, err := b.do(ctx, "invalidate tag", c.B().Unlink().Key(members...).Build(), c.B().Srem().Key(tk).Member(members...).Build()); err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(members))
+	for _, m := range members {
+		if _, key, ok := b.parse(m); ok {
+			keys = append(keys, key)
+		}
+	}
+	return keys, nil
+}
+
+// Clear is cache.Remote's: SCAN for the cache's values and tag sets, and
+// UNLINK them, a batch per round trip. A key stored meanwhile may stay.
+func (b *Bridge) Clear(ctx context.Context, name string) error {
+	c, err := b.Client()
+	if err != nil {
+		return err
+	}
+	for _, pattern := range []string{globEscape(b.cfg.Namespace+name) + ":*", globEscape(b.cfg.Namespace+name) + "#*"} {
+		var cursor uint64
+		for {
+			res, err := b.do(ctx, "clear", c.B().Scan().Cursor(cursor).Match(pattern).Count(1000).Build())
+			if err != nil {
+				return err
+			}
+			e, err := res[0].AsScanEntry()
+			if err != nil {
+				return down("clear", err)
+			}
+			if len(e.Elements) > 0 {
+				if _, err := b.do(ctx, "clear", c.B().Unlink().Key(e.Elements...).Build()); err != nil {
+					return err
+				}
+			}
+			if cursor = e.Cursor; cursor == 0 {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// LocalWrites is cache.Remote's: Config.LocalWrites.
+func (b *Bridge) LocalWrites() bool { return b.cfg.LocalWrites }
+
+// tagKey is the Redis key of the set of cache name's keys with tag.
+func (b *Bridge) tagKey(name, tag string) string { return b.cfg.Namespace + name + "#" + tag }
+
+// globEscape escapes SCAN MATCH's special characters.
+func globEscape(s string) string {
+	var out strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			out.WriteByte('\\')
+		}
+		out.WriteRune(r)
+	}
+	return out.String()
+}
+
+var _ cache.Remote = (*Bridge)(nil)

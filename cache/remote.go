@@ -1,0 +1,310 @@
+package cache
+
+// Distributed caches: a second tier behind the arena (package bridge: Redis).
+//
+// # Design
+//
+// A cache named in Space.Distribute has a Remote in this process. The arena
+// stays the first tier, read lock-free as before: a hit never consults the
+// Remote (GetInto and get are unchanged). The Remote is consulted on the
+// paths that already leave the hit path:
+//
+//   - a miss of Get with a loader: in the process that holds the key's
+//     loading record (loader-once across the host's processes, unchanged),
+//     the load asks the Remote first (its TTL caps the local one), and only
+//     when it has no value runs the user's loader and offers the result to
+//     the Remote (which keeps a value another host stored meanwhile, and
+//     returns that one instead);
+//   - Set, Del, InvalidateTag and Clear write the Remote first; only a
+//     write the Remote acknowledged changes the arena. A Set or Del then
+//     drops the key locally (Invalidate's drop, never a stale mark): the
+//     next Get reads the Remote, which has the value (read your writes). It
+//     does not store the value locally: the write's own invalidation (see
+//     below) comes back to this host and would race the store.
+//
+// Invalidate and InvalidateAll are how the host's tracking connection
+// (bridge.Bridge.Track, in the master) tells the arena that a key changed
+// in the second tier. Both run under the key's shard lock and:
+//
+//   - drop the key's item (watchers hear OpDel), or, when the cache keeps
+//     expired values (StaleFor, FailSafeFor), mark it stale: its deadline
+//     becomes now, in place inside the bucket's seqlock, as failInPlace
+//     changes a record (kept then until now + max(StaleFor, FailSafeFor),
+//     its horizon; watchers hear nothing, as for a deadline that passes);
+//   - drop the key's loading record, and the loading or failed record of
+//     its shadow (a refresh beside the item, the fail-safe's pause), waking
+//     the waiters. This is what makes a load safe: a load marks the key
+//     before it reads the Remote, and the change that makes what it read
+//     stale is followed by an invalidation that finds the mark and removes
+//     it, so the load's finish finds no record of its own and stores
+//     nothing (its caller gets the value it read: a read concurrent with
+//     the write). A waiter then loads again, and reads the new value.
+//
+// A write's own invalidation always comes back (BCAST tracking without
+// NOLOOP: the writer is a worker's connection, not the tracking one). It
+// finds nothing to drop, or the value a load stored after the write, which
+// is the new one: the cost is one more Remote GET on the writing host.
+//
+// Memory order: the stale mark is failInPlace's (odd sequence, StoreFence,
+// plain stores, even sequence); drops are publish's. A process killed
+// inside either leaves what those leave (an odd sequence the lock's repair
+// fixes; the index is the truth).
+//
+// A distributed cache is not persistent (Redis is its durable tier): Use
+// refuses Persist for a distributed name.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cluster2/cluster2/internal/order"
+)
+
+// Remote is a distributed cache's second tier, shared by every host of a
+// fleet: package bridge implements it on Redis. Its methods may block on the
+// network (bounded by ctx) and are called outside every lock, never on a
+// hit. An error that errors.Is ErrRemoteDown means the tier could not be
+// reached; any other error is the tier's answer.
+type Remote interface {
+	// Get returns key's value in cache and its time left to live (0: none),
+	// or found false.
+	Get(ctx context.Context, cache, key string) (v []byte, ttl time.Duration, found bool, err error)
+
+	// Set stores value under key with ttl (0: never expires) and tags.
+	// With onlyIfAbsent it stores only when the key has no value, and
+	// reports whether it stored; it returns the value the key has then
+	// (value itself, or the one that stayed).
+	Set(ctx context.Context, cache, key string, value []byte, ttl time.Duration, tags []string, onlyIfAbsent bool) (stored bool, now []byte, err error)
+
+	// Del deletes key.
+	Del(ctx context.Context, cache, key string) error
+
+	// InvalidateTag deletes every key of cache that was stored with tag
+	// and returns them.
+	InvalidateTag(ctx context.Context, cache, tag string) (keys []string, err error)
+
+	// Clear deletes every key of cache.
+	Clear(ctx context.Context, cache string) error
+
+	// LocalWrites reports whether a write may change the arena alone while
+	// the tier is down (else it returns the ErrRemoteDown error).
+	LocalWrites() bool
+}
+
+// Distribute makes the cache called name distributed in this process: its
+// misses and writes go through r (see Remote and the package doc's
+// "Distributed caches"). Every process of the cluster must distribute the
+// same names (package cluster2 does it from Config.Cache.Redis before the
+// user's code runs); a handle opened before keeps working and sees r from
+// its next call. A nil r makes the name local again. It is an error
+// (ErrInvalidConfig) for a name already in use with Persist.
+func (sp *Space) Distribute(name string, r Remote) error {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if _, opts, ok := sp.findName(name); ok && opts.Persist && r != nil {
+		return fmt.Errorf("cache %q: %w: a distributed cache cannot be persistent", name, ErrInvalidConfig)
+	}
+	m := map[string]Remote{}
+	if old := sp.remotes.Load(); old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	if r == nil {
+		delete(m, name)
+	} else {
+		m[name] = r
+	}
+	sp.remotes.Store(&m)
+	return nil
+}
+
+// remoteOf returns the Remote of the cache called name, or nil.
+func (sp *Space) remoteOf(name string) Remote {
+	if m := sp.remotes.Load(); m != nil {
+		return (*m)[name]
+	}
+	return nil
+}
+
+// remote returns c's Remote, or nil for a cache that is not distributed.
+func (c *Cache) remote() Remote { return c.sp.remoteOf(c.name) }
+
+// Distributed reports whether the cache is distributed in this process (see
+// Space.Distribute).
+func (c *Cache) Distributed() bool { return c.remote() != nil }
+
+// callLoad runs a load's loader for key: for a distributed cache the Remote
+// first, then loader (see the design above). kept says the load has an
+// expired value to serve instead of an error (fail-safe): then a Remote that
+// is down fails the load, so that the kept value is served; without one,
+// the user's loader runs and its value is stored locally only. ttl caps the
+// entry's local time to live (0: the cache's Expire).
+func (c *Cache) callLoad(ctx context.Context, key string, loader Loader, kept bool) (v []byte, ttl time.Duration, err error) {
+	r := c.remote()
+	if r == nil {
+		v, err = callLoader(ctx, key, loader)
+		return v, 0, err
+	}
+	v, rttl, found, rerr := r.Get(ctx, c.name, key)
+	switch {
+	case rerr == nil && found:
+		return v, c.capTTL(rttl), nil
+	case rerr != nil && kept:
+		return nil, 0, fmt.Errorf("second tier: %w", rerr)
+	}
+	v, err = callLoader(ctx, key, loader)
+	if err != nil || rerr != nil {
+		return v, 0, err
+	}
+	if _, now, serr := r.Set(ctx, c.name, key, v, c.opts.Expire, nil, true); serr == nil {
+		v = now // another host's value, if it stored one first
+	}
+	return v, 0, nil
+}
+
+// capTTL is the local time to live of a value the Remote has for ttl more:
+// ttl when it ends before the cache's Expire would, else 0 (the Expire).
+func (c *Cache) capTTL(ttl time.Duration) time.Duration {
+	if ttl > 0 && (c.opts.Expire == 0 || ttl < c.opts.Expire) {
+		return ttl
+	}
+	return 0
+}
+
+// remoteWrite runs a write's second-tier part, do, for op, and reports
+// whether the write goes on locally: do succeeded, or the tier is down and
+// the Remote allows local writes (then do's error is dropped). Otherwise it
+// returns do's error, wrapped.
+func (c *Cache) remoteWrite(r Remote, op string, err error) (bool, error) {
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrRemoteDown) && r.LocalWrites():
+		return true, nil
+	}
+	return false, fmt.Errorf("cache %q: %s: %w", c.name, op, err)
+}
+
+// setRemote is a distributed cache's Set: the value goes to the second tier
+// first; once it is there the key is dropped locally (the next Get reads the
+// tier: see the design). local says the tier is down and the Remote allows
+// local writes: Set goes on in the arena alone.
+func (c *Cache) setRemote(ctx context.Context, r Remote, key string, value []byte, exp int64, opts SetOptions) (ok, local bool, err error) {
+	var ttl time.Duration
+	if exp != 0 {
+		ttl = time.Duration(exp - time.Now().UnixNano())
+	}
+	stored, _, err := r.Set(ctx, c.name, key, value, ttl, opts.Tags, opts.LeaveIfNotNull)
+	if err != nil {
+		goOn, werr := c.remoteWrite(r, fmt.Sprintf("set %q", key), err)
+		return false, goOn, werr
+	}
+	if !stored {
+		return false, false, nil // LeaveIfNotNull: the key has a value in the tier
+	}
+	return true, false, c.invalidate(ctx, key, false)
+}
+
+// Invalidate tells the cache that key changed in its second tier (package
+// bridge calls it for Redis's invalidations): the key's value is dropped
+// (watchers hear OpDel) or, when the cache keeps expired values (StaleFor,
+// FailSafeFor), marked stale; a load of the key in progress, in any
+// process, stores nothing (it may have read the old value). It is the
+// design's "mark stale" entry point (remote.go). A key with nothing does
+// nothing.
+func (c *Cache) Invalidate(ctx context.Context, key string) error {
+	if err := c.check(key); err != nil {
+		return err
+	}
+	return c.invalidate(ctx, key, c.opts.keep() > 0)
+}
+
+// invalidate is Invalidate, staleMark saying whether a kept value is marked
+// stale rather than dropped.
+func (c *Cache) invalidate(ctx context.Context, key string, staleMark bool) error {
+	sp := c.sp
+	h := hashKey(c.id, key)
+	sh := sp.shardOf(h)
+	if err := sp.lock(ctx, sh); err != nil {
+		return fmt.Errorf("cache %q: invalidate %q: %w", c.name, key, err)
+	}
+	defer sp.unlock(sh)
+	now := time.Now().UnixNano()
+	if s := sp.find(sh, h, c.id, key); s.valid() {
+		c.invalidateSlot(sh, s, sp.rec(s.off()), now, staleMark)
+	}
+	if s := sp.find(sh, h^shadowMix, c.id+shadowID, key); s.valid() {
+		sp.drop(sh, s, opDel) // a refresh's marker or the fail-safe's pause: not items, never journaled
+	}
+	return nil
+}
+
+// invalidateSlot drops or marks stale the record r of slot s (see
+// Invalidate), under the shard lock.
+func (c *Cache) invalidateSlot(sh *shard, s slotRef, r *recHdr, now int64, staleMark bool) {
+	switch {
+	case r.kind == kindItem && staleMark:
+		if r.exp == 0 || r.exp > now {
+			s.b.seq.Add(1)
+			order.StoreFence() // arm64: the odd sequence before the plain store in place (doc.go, fence 2)
+			r.exp = now
+			s.b.seq.Add(1)
+		}
+	default:
+		c.sp.drop(sh, s, opDel)
+	}
+}
+
+// InvalidateAll tells the cache that none of its entries can be trusted
+// (package bridge calls it when its tracking connection was lost or made
+// again, or Redis was flushed): every entry is dropped or marked stale, and
+// every load in progress stores nothing, as by Invalidate of every key. It
+// walks the cache's shards as Clear does.
+func (c *Cache) InvalidateAll(ctx context.Context) error {
+	if c.isClosed() {
+		return fmt.Errorf("cache %q: %w", c.name, ErrClosed)
+	}
+	sp := c.sp
+	staleMark := c.opts.keep() > 0
+	for si := range sp.sh {
+		sh := &sp.sh[si]
+		for from := 0; from < len(sh.b); from += clearBatch {
+			if err := sp.lock(ctx, sh); err != nil {
+				return fmt.Errorf("cache %q: invalidate all: %w", c.name, err)
+			}
+			now := time.Now().UnixNano()
+			for bi := from; bi < min(from+clearBatch, len(sh.b)); bi++ {
+				b := &sh.b[bi]
+				for i := range slotsPerBucket {
+					_, r := sp.slotRec(sh, b, i)
+					switch {
+					case r == nil:
+					case r.cache == c.id:
+						c.invalidateSlot(sh, slotRef{b, i}, r, now, staleMark)
+					case r.cache == c.id+shadowID:
+						sp.drop(sh, slotRef{b, i}, opDel)
+					}
+				}
+			}
+			sp.unlock(sh)
+		}
+	}
+	return nil
+}
+
+// noLoader is the loader of a distributed cache's Get without one: the
+// second tier, then "not found".
+func noLoader(context.Context, string) ([]byte, error) { return nil, ErrNotFound }
+
+// refuseDistributed is the error of the operations a distributed cache does
+// not distribute (Add, CompareAndSwap): they would be atomic on one host
+// only.
+func (c *Cache) refuseDistributed(op, key string) error {
+	if c.remote() == nil {
+		return nil
+	}
+	return fmt.Errorf("cache %q: %s %q: %w: a distributed cache's counters and compare-and-swap would be atomic on one host only", c.name, op, key, errors.ErrUnsupported)
+}
