@@ -295,6 +295,9 @@ func runMaster(ctx context.Context, c Config, p masterParts) (cl *Cluster, err e
 		return err
 	}
 	mc.Upgrade = cl.Upgrade
+	if ho == nil && !p.restored {
+		mc.MaxWorkers = ringCeiling(c, a, ew)
+	}
 	var m *master.Master
 	if ho != nil {
 		mc.Exe = ho.spawnExe()
@@ -324,6 +327,24 @@ func runMaster(ctx context.Context, c Config, p masterParts) (cl *Cluster, err e
 		}
 	}
 	return cl, nil
+}
+
+// ringCeiling bounds Config.MaxWorkers by the arena's room for event rings,
+// on a fresh start (no ring allocated yet, the cache's region made): each
+// worker slot takes ew's SlotBytes the first time it is used, and the
+// ceiling keeps room for one successor's. A ceiling lowered is logged (raise
+// ArenaSize); it stays at least Workers (a start without room for those
+// fails as before).
+func ringCeiling(c Config, a *shm.Arena, ew *emitterRuntime) int {
+	per := ew.em.SlotBytes()
+	fit := int(a.Free()/per) - 1
+	if fit >= c.MaxWorkers {
+		return c.MaxWorkers
+	}
+	n := max(fit, c.Workers)
+	c.Logger.Warn("cluster2: MaxWorkers lowered: the arena has room for the event rings of fewer workers (raise ArenaSize)",
+		"maxWorkers", c.MaxWorkers, "lowered", n, "arenaFree", a.Free(), "perWorker", per)
+	return n
 }
 
 // slotsFor sizes the process table for a ceiling of maxWorkers workers

@@ -93,9 +93,11 @@ type Config struct {
 	// the table has max(64, 2×MaxWorkers+8) slots, room for successors and
 	// draining workers. A worker's event rings (2 × 256 KiB) are taken from
 	// the arena the first time its slot is used, from what the cache left
-	// (with the cache on, a quarter of the arena's free space): about 30
-	// workers in the default 64 MiB arena with the cache on; raise
-	// ArenaSize for more. Default twice the larger of Workers and the
+	// (with the cache on, a quarter of the arena's free space): Listen
+	// lowers MaxWorkers to the workers whose rings fit, with one
+	// successor's (logged; Cluster.Scaling's Max is the ceiling in force):
+	// about 30 workers in the default 64 MiB arena with the cache on;
+	// raise ArenaSize for more. Default twice the larger of Workers and the
 	// number of CPUs (master.DefaultMaxWorkers); at most 1000; below
 	// Workers is an error.
 	MaxWorkers int

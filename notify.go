@@ -18,7 +18,8 @@ import (
 // systemd's notify protocol (go-systemd's daemon.SdNotify, a datagram to
 // $NOTIFY_SOCKET): READY=1 with MAINPID=<master pid> at EventUp, RELOADING=1
 // at EventRollingRestart and READY=1 again at EventRollingRestartDone (with
-// a STATUS= line saying how it went), STOPPING=1 at EventDown. Nothing is
+// a STATUS= line saying how it went), a STATUS= line with the new target at
+// EventScale, STOPPING=1 at EventDown. Nothing is
 // sent after STOPPING=1, so a rolling restart cut short by a stop does not
 // say READY again. Only the master has one, and only when NOTIFY_SOCKET is
 // set (newNotifier returns nil otherwise; a nil notifier ignores every
@@ -26,7 +27,7 @@ import (
 // whether or not its manager hears it. See docs/runtime.md (systemd).
 type notifier struct {
 	log     *slog.Logger
-	workers int // Config.Workers, for STATUS=
+	workers int // Config.Workers, then Scale's target, for STATUS=
 
 	mu        sync.Mutex // orders the sends as the events came
 	stopping  bool       // STOPPING=1 sent: nothing more
@@ -88,6 +89,9 @@ func (n *notifier) event(e Event) {
 			status = "STATUS=in-place upgrade failed; running the previous build: " + oneLine(e.Err.Error())
 		}
 		n.send(daemon.SdNotifyReady, "MAINPID="+strconv.Itoa(os.Getpid()), status)
+	case master.EventScale:
+		n.workers = e.Workers
+		n.send(fmt.Sprintf("STATUS=serving with %d workers (scaled)", n.workers))
 	case master.EventDown:
 		n.stopping = true
 		n.send(daemon.SdNotifyStopping, "STATUS=stopping")

@@ -291,3 +291,36 @@ func TestScaleSurvivesUpgrade(t *testing.T) {
 		t.Errorf("/status's scale: %+v; want target 3, workers 3, max 3", sc)
 	}
 }
+
+// The arena bounds the ceiling too: a 2 MiB arena has room for the event
+// rings (512 KiB a worker slot) of three workers, one of them a successor's:
+// MaxWorkers 4 is lowered to 2, and Scale(3) names that ceiling.
+func TestScaleCeilingBoundByTheArena(t *testing.T) {
+	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvMaxWorkers+"=4", clustertest.EnvArenaSize+"="+strconv.Itoa(2<<20))
+	if s := tc.scaling(); s.Max != 2 {
+		t.Fatalf("2 MiB arena: %+v; want max 2", s)
+	}
+	if err := tc.scaleTo(3); err == nil || !strings.Contains(err.Error(), "ceiling is 2") {
+		t.Fatalf("Scale(3): %v; want the ceiling 2 named", err)
+	}
+	if err := tc.scaleTo(2); err != nil {
+		t.Fatalf("Scale(2): %v", err)
+	}
+	if err := tc.Control("/rolling", nil); err != nil { // a successor's rings fit too
+		t.Fatalf("rolling restart at the ceiling: %v", err)
+	}
+	if !tc.settled(2) {
+		t.Fatalf("%+v, %+v; want 2 active", tc.scaling(), tc.Workers())
+	}
+}
+
+// A scale tells the service manager the new count (STATUS=).
+func TestScaleNotifies(t *testing.T) {
+	path, ch := notifySocket(t)
+	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvMaxWorkers+"=2", clustertest.EnvNoWarmUp+"=1", "NOTIFY_SOCKET="+path)
+	expectFrom(t, ch, tc.Pid(), "start", "READY=1", "STATUS=serving with 1 workers")
+	if err := tc.scaleTo(2); err != nil {
+		t.Fatal(err)
+	}
+	expectFrom(t, ch, tc.Pid(), "scale", "STATUS=serving with 2 workers (scaled)")
+}

@@ -523,6 +523,18 @@ func (em *Emitter) MasterPid() int {
 	return em.pid
 }
 
+// SlotBytes returns the arena bytes a worker slot's pair of rings takes
+// when the master arms the slot the first time (2 × ring.Size of the ring
+// capacity; kept for the slot's later workers): what a cluster's worker
+// count costs (cluster2 bounds Config.MaxWorkers by it).
+func (em *Emitter) SlotBytes() int64 {
+	c := em.opts.RingSize
+	if st := em.st.Load(); st != nil {
+		c = st.ringCap
+	}
+	return 2 * ring.Size(c)
+}
+
 // MaxFrame returns the largest encoded event this emitter can send: a
 // quarter of the ring size.
 func (em *Emitter) MaxFrame() int {

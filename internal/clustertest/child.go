@@ -59,6 +59,7 @@ const (
 	EnvAddr        = "T_ADDR"          // Config.Addr (default 127.0.0.1:0)
 	EnvVersion     = "T_VERSION"       // Config.Version
 	EnvMaxWorkers  = "T_MAXWORKERS"    // Config.MaxWorkers
+	EnvArenaSize   = "T_ARENA"         // Config.ArenaSize, in bytes
 )
 
 // roleAtStart is CurrentRole before Listen, for the handler to report.
@@ -138,6 +139,7 @@ func Child() {
 	maxHeader, _ := strconv.Atoi(os.Getenv(EnvMaxHeader))
 	workers, _ := strconv.Atoi(os.Getenv(EnvWorkers))
 	maxWorkers, _ := strconv.Atoi(os.Getenv(EnvMaxWorkers))
+	arenaSize, _ := strconv.ParseInt(os.Getenv(EnvArenaSize), 10, 64)
 	retries, _ := strconv.Atoi(os.Getenv(EnvRetries))
 	memLimit, _ := strconv.Atoi(os.Getenv(EnvMemLimit))
 	monAddr := os.Getenv(EnvMonitor)
@@ -151,7 +153,7 @@ func Child() {
 	var evMu sync.Mutex
 	var events []string
 	cfg := cluster2.Config{
-		Workers: workers, MaxWorkers: maxWorkers, Addr: addr, MonitorAddr: monAddr, Version: os.Getenv(EnvVersion),
+		Workers: workers, MaxWorkers: maxWorkers, ArenaSize: arenaSize, Addr: addr, MonitorAddr: monAddr, Version: os.Getenv(EnvVersion),
 		Handler:           Handler(),
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		HeartbeatInterval: envDur(EnvHeartbeat, 200*time.Millisecond),
