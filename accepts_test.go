@@ -5,48 +5,25 @@ package cluster2_test
 // dashboard's overview).
 
 import (
-	"bufio"
 	"encoding/json"
 	"net/http"
-	"regexp"
-	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cluster2/cluster2/internal/clustertest"
+	"github.com/cluster2/cluster2/internal/xtesting"
 )
 
-// workerCounts is one worker's accepts and requests as /metrics shows them.
-type workerCounts struct{ accepts, requests uint64 }
-
-var countLine = regexp.MustCompile(`^cluster2_worker_(accepts|requests)_total\{pid="(\d+)",slot="\d+"\} (\d+)$`)
-
 // metricCounts reads every worker's accepts and requests from /metrics.
-func (c *monCluster) metricCounts() map[int]workerCounts {
+func (c *monCluster) metricCounts() map[int]clustertest.WorkerCounts {
 	c.t.Helper()
-	code, body := get(c.mon + "/metrics")
-	if code != 200 {
-		c.t.Fatalf("/metrics = %d %q", code, body)
+	m, err := clustertest.MetricCounts(c.mon)
+	if err != nil {
+		c.t.Fatal(err)
 	}
-	out := map[int]workerCounts{}
-	sc := bufio.NewScanner(strings.NewReader(body))
-	for sc.Scan() {
-		m := countLine.FindStringSubmatch(sc.Text())
-		if m == nil {
-			continue
-		}
-		pid, _ := strconv.Atoi(m[2])
-		v, _ := strconv.ParseUint(m[3], 10, 64)
-		wc := out[pid]
-		if m[1] == "accepts" {
-			wc.accepts = v
-		} else {
-			wc.requests = v
-		}
-		out[pid] = wc
-	}
-	return out
+	return m
 }
 
 // TestAcceptsAndRequestsCounted: every connection a worker accepts and every
@@ -65,11 +42,11 @@ func TestAcceptsAndRequestsCounted(t *testing.T) {
 	after := c.metricCounts()
 	var sum uint64
 	for pid, n := range served {
-		d := workerCounts{after[pid].accepts - before[pid].accepts, after[pid].requests - before[pid].requests}
-		if d.accepts != uint64(n) || d.requests != uint64(n) {
-			t.Errorf("pid %d served %d requests on new connections; /metrics counted %d accepts, %d requests", pid, n, d.accepts, d.requests)
+		d := clustertest.WorkerCounts{Accepts: after[pid].Accepts - before[pid].Accepts, Requests: after[pid].Requests - before[pid].Requests}
+		if d.Accepts != uint64(n) || d.Requests != uint64(n) {
+			t.Errorf("pid %d served %d requests on new connections; /metrics counted %d accepts, %d requests", pid, n, d.Accepts, d.Requests)
 		}
-		sum += d.requests
+		sum += d.Requests
 	}
 	if sum != 200 {
 		t.Errorf("/metrics counted %d requests; the clients had 200 served (by %v)", sum, served)
@@ -91,12 +68,12 @@ func TestAcceptsAndRequestsCounted(t *testing.T) {
 		pid = r.Pid
 	}
 	after = c.metricCounts()
-	if d := after[pid].requests - before[pid].requests; after[pid].accepts-before[pid].accepts != 1 || d != 50 {
+	if d := after[pid].Requests - before[pid].Requests; after[pid].Accepts-before[pid].Accepts != 1 || d != 50 {
 		t.Errorf("one kept-alive connection with 50 requests: /metrics counted %d accepts, %d requests",
-			after[pid].accepts-before[pid].accepts, d)
+			after[pid].Accepts-before[pid].Accepts, d)
 	}
 	for _, w := range c.Workers() {
-		if w.Accepts < after[w.Pid].accepts || w.Requests < after[w.Pid].requests {
+		if w.Accepts < after[w.Pid].Accepts || w.Requests < after[w.Pid].Requests {
 			t.Errorf("Workers says %d accepts, %d requests for pid %d; /metrics said %+v before", w.Accepts, w.Requests, w.Pid, after[w.Pid])
 		}
 	}
@@ -112,8 +89,58 @@ func TestAcceptsAndRequestsCounted(t *testing.T) {
 		t.Fatalf("overview = %d %s", code, body)
 	}
 	for _, w := range ov.Workers {
-		if w.AcceptsTotal != after[w.Pid].accepts || w.RequestsTotal != after[w.Pid].requests {
+		if w.AcceptsTotal != after[w.Pid].Accepts || w.RequestsTotal != after[w.Pid].Requests {
 			t.Errorf("the dashboard's overview says %+v; /metrics %+v", w, after[w.Pid])
 		}
+	}
+}
+
+// TestBalancedAcceptsThroughRollingRestarts: with the accept balance on (the
+// default), new connections from 16 clients through two rolling restarts of
+// four workers: 0 failed, and every worker of the end served some of them
+// (a draining worker's share goes to the others; none is held back for
+// good).
+func TestBalancedAcceptsThroughRollingRestarts(t *testing.T) {
+	c := startMonitored(t, 4)
+	c.waitReady()
+	stop := make(chan struct{})
+	n, wg := c.Load(16, false, stop)
+	for range 2 {
+		before := c.ActivePids()
+		c.Signal(syscall.SIGHUP)
+		if !xtesting.Eventually(wait, func() bool {
+			now := c.ActivePids()
+			for pid := range now {
+				if before[pid] {
+					return false
+				}
+			}
+			return len(now) == 4
+		}) {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("the rolling restart did not replace %v: %+v", before, c.Workers())
+		}
+	}
+	// Every worker of the end takes some of the connections (within 30 s).
+	before := c.metricCounts()
+	var after map[int]clustertest.WorkerCounts
+	all := xtesting.Eventually(wait, func() bool {
+		after = c.metricCounts()
+		for pid := range c.ActivePids() {
+			if after[pid].Accepts == before[pid].Accepts {
+				return false
+			}
+		}
+		return true
+	})
+	close(stop)
+	wg.Wait()
+	t.Logf("%d requests, %d failed through two rolling restarts of 4 workers", n.Done.Load(), n.Failed.Load())
+	if n.Failed.Load() != 0 {
+		t.Errorf("%d failed requests; want 0; first: %s", n.Failed.Load(), strings.Join(n.Errs(), " | "))
+	}
+	if !all {
+		t.Errorf("under load, a worker accepted nothing for %v: %v → %v", wait, before, after)
 	}
 }

@@ -6,15 +6,18 @@
 # its peers (-count runs, benchstat-compatible), runs wrk against the demo
 # (cmd/cluster2-demo, 2 workers) and against one net/http process serving the
 # same handler (bench/report/single), runs BenchmarkUpgrade (the in-place
-# upgrade against a SIGHUP rolling restart under wrk, issue 15) on its own,
-# saves the raw output in bench/results/, and writes docs/BENCHMARKS.md
-# (bench/report: medians, peers, ratios, targets).
+# upgrade against a SIGHUP rolling restart under wrk, issue 15) and
+# BenchmarkAcceptSkew (how evenly the workers share connections under wrk,
+# with the accept balance and without, issue 18) on their own, saves the raw
+# output in bench/results/, and writes docs/BENCHMARKS.md (bench/report:
+# medians, peers, ratios, targets).
 #
 # Knobs (environment): COUNT (default 5), BENCHTIME (default 1s), BENCH (the
 # -bench pattern, default .), WRK_DURATION (default 5s), WRK_ROUNDS (default
 # COUNT), PORT_BASE (default 18080: uses PORT_BASE..PORT_BASE+2 on 127.0.0.1),
-# UPGRADE_ROUNDS (deploys of each kind per -count run, default 2; 0: none).
-# A full run takes about 12-15 minutes on a 2-core machine.
+# UPGRADE_ROUNDS (deploys of each kind per -count run, default 2; 0: none),
+# SKEW_COUNT (runs of BenchmarkAcceptSkew, default COUNT; 0: none; about
+# 80 s each). A full run takes about 20 minutes on a 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
@@ -26,6 +29,7 @@ WRK_DURATION="${WRK_DURATION:-5s}"
 WRK_ROUNDS="${WRK_ROUNDS:-$COUNT}"
 PORT_BASE="${PORT_BASE:-18080}"
 UPGRADE_ROUNDS="${UPGRADE_ROUNDS:-2}"
+SKEW_COUNT="${SKEW_COUNT:-$COUNT}"
 OUT=bench/results
 mkdir -p "$OUT"
 
@@ -62,8 +66,9 @@ echo "== machine"
 
 start=$(date +%s)
 echo "== go benchmarks (-count $COUNT -benchtime $BENCHTIME)"
-# BenchmarkUpgrade runs on its own below (its iterations are deploys, not -benchtime).
-go test -run '^$' -bench "$BENCH" -skip '^BenchmarkUpgrade$' -benchtime "$BENCHTIME" -count "$COUNT" -timeout 60m ./bench | tee "$OUT/bench.txt"
+# BenchmarkUpgrade and BenchmarkAcceptSkew run on their own below (their
+# iterations are deploys and wrk rounds, not -benchtime).
+go test -run '^$' -bench "$BENCH" -skip '^Benchmark(Upgrade|AcceptSkew)$' -benchtime "$BENCHTIME" -count "$COUNT" -timeout 60m ./bench | tee "$OUT/bench.txt"
 
 echo "== wrk: the demo (2 workers) against one net/http process"
 tmp=$(mktemp -d)
@@ -135,9 +140,16 @@ if [ "$UPGRADE_ROUNDS" -gt 0 ]; then
   upgrade_results=("$OUT/issue15-upgrade.txt")
 fi
 
+skew_results=()
+if [ "$SKEW_COUNT" -gt 0 ]; then
+  echo "== accept skew under wrk, with and without the accept balance (issue 18): $SKEW_COUNT runs"
+  go test -run '^$' -bench '^BenchmarkAcceptSkew$' -benchtime 1x -count "$SKEW_COUNT" -timeout 30m ./bench | tee "$OUT/issue18-accept-skew.txt"
+  skew_results=("$OUT/issue18-accept-skew.txt")
+fi
+
 elapsed=$(( $(date +%s) - start ))
 echo "== docs/BENCHMARKS.md"
 go run ./bench/report -machine "$OUT/machine.txt" -out docs/BENCHMARKS.md \
   -note "Run of $(date -u +%Y-%m-%d): $((elapsed / 60)) min $((elapsed % 60)) s for the benchmarks and wrk (\`bench/report.sh\`, COUNT=$COUNT BENCHTIME=$BENCHTIME)." \
-  "$OUT/bench.txt" "$OUT/wrk.txt" "${upgrade_results[@]}"
+  "$OUT/bench.txt" "$OUT/wrk.txt" "${upgrade_results[@]}" "${skew_results[@]}"
 echo "wrote docs/BENCHMARKS.md; raw output in $OUT/ (benchstat $OUT/bench.txt)"

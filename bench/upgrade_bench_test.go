@@ -438,7 +438,13 @@ var wrkCounts = regexp.MustCompile(`(\d+)`)
 // after it returned. wrk runs until SIGINT (it stops then and prints its
 // figures): its -d takes whole seconds only.
 func runWrk(addr string, dur time.Duration, during func() error) (wrkResult, error) {
-	cmd := exec.Command("wrk", "-t2", "-c32", "-d10m", "--latency", "http://"+addr+"/")
+	return runWrkWith([]string{"-t2", "-c32"}, addr, dur, during)
+}
+
+// runWrkWith is runWrk with wrk's load arguments (threads, connections,
+// headers) given.
+func runWrkWith(load []string, addr string, dur time.Duration, during func() error) (wrkResult, error) {
+	cmd := exec.Command("wrk", append(append(load, "-d10m", "--latency"), "http://"+addr+"/")...)
 	var out strings.Builder
 	cmd.Stdout = &out
 	if err := cmd.Start(); err != nil {

@@ -5,6 +5,16 @@
 // against the worker's own handler on a private loopback listener, then
 // accepts on a dup of the shared socket (fd 3). From then on it:
 //
+//   - counts every connection it accepts there and every request it
+//     completes in its control block, where the master reads them live
+//     (master.WorkerInfo.Accepts and Requests, /metrics);
+//   - balances its accepts with the other workers': before an accept, a
+//     worker that took more than its share of the last 100 ms of
+//     connections (the listening workers' counts in their blocks) stands
+//     back for up to 2 ms so that another takes it, no longer once the
+//     others take nothing while clients wait in the socket's queue
+//     (ServerConfig.UnbalancedAccepts turns it off; docs/runtime.md,
+//     "Balanced accepts");
 //   - publishes a Heartbeat every HeartbeatInterval in its control block
 //     (pid, uptime, cpu and resident memory from gopsutil, connections,
 //     requests and their duration in the cycle, requests/s, GC cycles and

@@ -66,6 +66,17 @@ type ServerConfig struct {
 	// close" (so the client closes it, and no request it already sent is
 	// reset by a close under it). Default 1 s.
 	DrainIdleGrace time.Duration
+
+	// UnbalancedAccepts turns the accept balance off: a worker then
+	// accepts whenever the kernel wakes it, and under light load the
+	// busiest worker takes more than its share of the new connections
+	// (1.26–1.37× its fair share with 2 and 4 workers in the figure of
+	// docs/runtime.md, "Balanced accepts"). With the balance (the default),
+	// a worker that accepted more than its share of the connections of the
+	// last 100 ms waits up to 2 ms before its next accept, so that another
+	// worker takes it; it waits no longer once the others take nothing while
+	// clients wait in the socket's queue.
+	UnbalancedAccepts bool
 }
 
 // WithDefaults returns c with the defaults of its zero fields filled in.
@@ -280,9 +291,13 @@ func clientSent(c net.Conn, reads uint64) bool {
 type trackedListener struct {
 	net.Listener
 	counts *proc.Block
+	bal    *balancer // nil: accept in the kernel's order
 }
 
 func (l trackedListener) Accept() (net.Conn, error) {
+	if l.bal != nil {
+		l.bal.wait()
+	}
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
@@ -332,6 +347,6 @@ func tracked(c net.Conn) *trackedConn {
 // String describes c (defaults filled in) on one line, for logs.
 func (c ServerConfig) String() string {
 	c = c.WithDefaults()
-	return fmt.Sprintf("{idle=%v header=%v body=%v maxHeader=%d errorLog=%v drainIdle=%v}",
-		c.IdleTimeout, c.ReadHeaderTimeout, c.BodyReadTimeout, c.MaxHeaderBytes, c.ErrorLogInterval, c.DrainIdleGrace)
+	return fmt.Sprintf("{idle=%v header=%v body=%v maxHeader=%d errorLog=%v drainIdle=%v balancedAccepts=%v}",
+		c.IdleTimeout, c.ReadHeaderTimeout, c.BodyReadTimeout, c.MaxHeaderBytes, c.ErrorLogInterval, c.DrainIdleGrace, !c.UnbalancedAccepts)
 }

@@ -102,20 +102,22 @@ type Config struct {
 // shared socket. Its methods are safe for concurrent use. It must not be
 // copied.
 type Worker struct {
-	_     nocopy.NoCopy
-	cfg   Config
-	log   *slog.Logger
-	slot  int
-	arena *shm.Arena
-	self  *shm.Proc
-	block *proc.Block
-	lnf   *os.File // fd 3, kept open for resume
-	srv   *http.Server
-	tls   bool
-	c     counters
-	start time.Time
-	col   *collector
-	hbMu  sync.Mutex // serializes heartbeats (one seqlock writer)
+	_      nocopy.NoCopy
+	cfg    Config
+	log    *slog.Logger
+	slot   int
+	arena  *shm.Arena
+	self   *shm.Proc
+	block  *proc.Block
+	blocks []proc.Block // every slot's, for the accept balance
+	bal    *balancer    // nil: no balance
+	lnf    *os.File     // fd 3, kept open for resume
+	srv    *http.Server
+	tls    bool
+	c      counters
+	start  time.Time
+	col    *collector
+	hbMu   sync.Mutex // serializes heartbeats (one seqlock writer)
 
 	closing atomic.Bool // paused or draining: responses say "Connection: close"
 	idle    idleConns   // connections waiting for a request, for pause and drain
@@ -221,6 +223,7 @@ func (w *Worker) attach(ctx context.Context) error {
 		return fmt.Errorf("worker: supervision region: %w", err)
 	}
 	w.block = &blocks[w.slot]
+	w.blocks = blocks
 	w.c.totals = w.block
 	w.block.SetPid(os.Getpid())
 	bi := build.Read(w.cfg.Version, build.Layout{})
@@ -296,6 +299,9 @@ func (w *Worker) begin(ctx context.Context) error {
 		if user != nil {
 			user(c, s)
 		}
+	}
+	if !w.cfg.Server.UnbalancedAccepts {
+		w.bal = newBalancer(w.slot, w.blocks, w.arena, listenQueue)
 	}
 	if err := w.listen(); err != nil {
 		return err
@@ -374,7 +380,7 @@ func (w *Worker) listen() error {
 	}
 	// Each connection counts its reads, so that a drain never takes one
 	// whose client began a request for idle (see idleConns).
-	var ln net.Listener = trackedListener{Listener: fl, counts: w.block}
+	var ln net.Listener = trackedListener{Listener: fl, counts: w.block, bal: w.bal}
 	w.ln = ln
 	w.closing.Store(false) // resumed: connections may be kept again
 	w.serving.Add(1)

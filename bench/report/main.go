@@ -342,6 +342,32 @@ func main() {
 	r.write(&w, rows)
 	keep(&w, old, upgradeBegin, upgradeEnd, "No notes yet.\n")
 	fmt.Fprintln(&w)
+
+	fmt.Fprint(&w, skewIntro)
+	rows = nil
+	for _, workers := range []string{"2", "4"} {
+		for _, l := range []struct{ name, label, unit, target string }{
+			{"new-conns-c1", "new connections, 1 client", "accepts-max/fair", "≤ 1.25"},
+			{"new-conns-c32", "new connections, 32 clients", "accepts-max/fair", "≤ 1.25"},
+			{"keepalive-c32", "keep-alive, 32 connections: connections", "accepts-max/fair", "–"},
+			{"keepalive-c32", "keep-alive, 32 connections: requests", "requests-max/fair", "–"},
+		} {
+			x := row{label: workers + " workers, " + l.label + ", busiest/fair", name: "AcceptSkew/" + l.name + "/" + workers + "-workers",
+				unit: l.unit, peerUnit: "kernel-" + l.unit, target: l.target}
+			x.peer = x.name
+			if l.target != "–" {
+				x.absMax = 1.25
+			}
+			rows = append(rows, x)
+		}
+		for _, l := range []string{"new-conns-c1", "new-conns-c32", "keepalive-c32"} {
+			name := "AcceptSkew/" + l + "/" + workers + "-workers"
+			rows = append(rows, row{label: workers + " workers, " + l + ": wrk's rate", name: name, unit: "req/s", peer: name, peerUnit: "kernel-req/s", target: "–"})
+		}
+	}
+	r.write(&w, rows)
+	keep(&w, old, skewBegin, skewEnd, "No notes yet.\n")
+	fmt.Fprintln(&w)
 	fmt.Fprintln(&w, "## Reading these figures")
 	fmt.Fprintln(&w)
 	keep(&w, old, notesBegin, notesEnd, "No notes yet.\n")
@@ -376,6 +402,18 @@ const (
 	// The upgrade section's notes: the ratios quoted, the load.
 	upgradeBegin = "<!-- upgrade notes: kept by bench/report, written by hand after a run -->"
 	upgradeEnd   = "<!-- /upgrade notes -->"
+	// The accept balance's section: its text, then its notes (the load, what
+	// the figures say).
+	skewIntro = "## Balanced accepts (issue 18)\n\n" +
+		"`BenchmarkAcceptSkew` (bench/accept_skew_bench_test.go; `bench/results/issue18-accept-skew.txt`): wrk against\n" +
+		"a cluster of 2 or 4 workers serving hello world, with a new connection per request (`-H \"Connection: close\"`,\n" +
+		"1 and 32 connections) and with 32 keep-alive connections, 3 s per run. The figure is the busiest worker's\n" +
+		"share of the connections it accepted (of the requests, for keep-alive) over the fair share, from the\n" +
+		"workers' own counts in /metrics: 1 is even. cluster2 balances its accepts (docs/runtime.md, \"Balanced\n" +
+		"accepts\"); the peer is the same cluster with the balance off (`ServerConfig.UnbalancedAccepts`: the kernel's\n" +
+		"order, what cluster2 did before), running beside it and loaded in turn in every round.\n\n"
+	skewBegin = "<!-- accept skew notes: kept by bench/report, written by hand after a run -->"
+	skewEnd   = "<!-- /accept skew notes -->"
 	// The hit-ratio section (BenchmarkCacheHitRatio's hit% per peer; the
 	// table is written by hand from bench/results/issue16-hitratio-*.txt).
 	hitRatioBegin = "<!-- hit ratio: kept by bench/report, written by hand after a run -->"

@@ -1,11 +1,14 @@
 package clustertest
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,4 +150,42 @@ func (p *Process) PutLoad(clients int, stop <-chan struct{}) (*Counts, *sync.Wai
 		}
 		return nil
 	})
+}
+
+// WorkerCounts are one worker's live totals as the monitor's /metrics shows
+// them (cluster2_worker_accepts_total, cluster2_worker_requests_total).
+type WorkerCounts struct{ Accepts, Requests uint64 }
+
+var countLine = regexp.MustCompile(`^cluster2_worker_(accepts|requests)_total\{pid="(\d+)",slot="\d+"\} (\d+)$`)
+
+// MetricCounts reads every worker's accepts and requests, by pid, from the
+// /metrics of the monitor at mon ("http://host:port").
+func MetricCounts(mon string) (map[int]WorkerCounts, error) {
+	resp, err := http.Get(mon + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("/metrics: status %d", resp.StatusCode)
+	}
+	out := map[int]WorkerCounts{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	for sc.Scan() {
+		m := countLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		pid, _ := strconv.Atoi(m[2])
+		v, _ := strconv.ParseUint(m[3], 10, 64)
+		wc := out[pid]
+		if m[1] == "accepts" {
+			wc.Accepts = v
+		} else {
+			wc.Requests = v
+		}
+		out[pid] = wc
+	}
+	return out, sc.Err()
 }
