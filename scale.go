@@ -19,7 +19,8 @@ const StatusScale = status.NameScale
 // Scale sets the number of workers to n and waits until the cluster has
 // them, or ctx ends (the scale goes on then). Scaling up warms each new
 // worker on its private address before it accepts, as a successor; scaling
-// down drains the oldest workers (a paused one first): each stops
+// down drains the oldest workers (one still starting or paused first: they
+// serve nothing): each stops
 // accepting and finishes its in-flight requests within StopTimeout, never
 // killed outright. See master.Master.Scale for the rules: the request waits
 // behind a rolling restart's replacements; n below 1 is an error wrapping

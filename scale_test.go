@@ -324,3 +324,43 @@ func TestScaleNotifies(t *testing.T) {
 	}
 	expectFrom(t, ch, tc.Pid(), "scale", "STATUS=serving with 2 workers (scaled)")
 }
+
+// A scale-down takes a worker still starting first (a crash's respawn,
+// hanging in its warm-up): it serves nothing, so the serving worker stays,
+// and the starting one never joins the socket.
+func TestScaleDownTakesAStartingWorkerFirst(t *testing.T) {
+	hang := filepath.Join(t.TempDir(), "hang")
+	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvWarmHang+"="+hang, clustertest.EnvReplaceTO+"=60s")
+	pids := tc.ActivePids()
+	victim := tc.AnyActive()
+	if err := os.WriteFile(hang, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(victim, syscall.SIGKILL) // its respawn hangs in warm-up
+	var warming int
+	if !xtesting.Eventually(wait, func() bool {
+		for _, w := range tc.Workers() {
+			if w.State.String() == "warming" {
+				warming = w.Pid
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("no warming worker: %+v", tc.Workers())
+	}
+	if err := tc.scaleTo(1); err != nil {
+		t.Fatalf("Scale(1): %v", err)
+	}
+	os.Remove(hang)
+	ws := tc.Workers()
+	if len(ws) != 1 || !pids[ws[0].Pid] || ws[0].Pid == victim {
+		t.Fatalf("after Scale(1): %+v; want the serving worker of %v, not the starting %d", ws, pids, warming)
+	}
+	if slices.Contains(tc.events(), "worker-"+strconv.Itoa(warming)+"-listening") {
+		t.Errorf("the starting worker %d joined the socket", warming)
+	}
+	if r, err := tc.Get("/"); err != nil || r.Pid != ws[0].Pid {
+		t.Errorf("GET /: %+v, %v; want served by %d", r, err, ws[0].Pid)
+	}
+}

@@ -98,8 +98,10 @@
 // worker at a time, guarded as a successor is: it warms up on its private
 // address, listens, and only then counts (one that fails is killed and
 // retried, ReplaceRetries times; then ErrScaleFailed, the target stays and
-// the workers that came up are kept). Scaling down takes the workers that
-// listened — a paused one first (it serves nothing), then the oldest
+// the workers that came up are kept). Scaling down takes first a worker
+// still starting (a crash's respawn: it serves nothing, and SIGTERM ends its
+// warm-up without joining the socket), then a paused one (it serves
+// nothing), then the oldest
 // (gunicorn's choice: the longest-running worker has the most grown heap
 // and is the nearest to its MaxAge replacement, and a recent deploy's new
 // workers stay), one queued for a replacement last — emits EventOld, and

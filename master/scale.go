@@ -60,8 +60,9 @@ func (m *Master) Scaling() Scaling {
 // private address before it accepts on the shared socket, and one that
 // fails is killed and retried (ReplaceRetries, with back-off); Scale
 // returns the error wrapping ErrScaleFailed when none came up, the workers
-// that did are kept. Scaling down tells the oldest workers to drain (a
-// paused one first: it serves nothing): each stops accepting, finishes its
+// that did are kept. Scaling down tells the oldest workers to drain (one
+// still starting, then a paused one first: they serve nothing; a starting
+// one's warm-up is ended by SIGTERM): each stops accepting, finishes its
 // in-flight requests within StopTimeout and exits, escalated to SIGTERM
 // past StopTimeout and SIGKILL past as long again, as a dismissed worker's
 // drain; Scale returns once they are gone.
@@ -200,10 +201,16 @@ func (m *Master) reconcile() scaleResult {
 	}
 	m.mu.Unlock()
 	for _, h := range victims {
-		m.log.Info("scaling down: draining", "worker", h.pid, "slot", h.slot)
+		m.log.Info("scaling down: draining", "worker", h.pid, "slot", h.slot, "ready", h.ready)
 		m.emit(EventOld, h, nil)
 		h.block.SetDrainDeadline(m.cfg.StopTimeout)
 		h.block.SetWant(proc.WantDrain)
+		if !h.ready {
+			// Still starting (a crash's respawn): it serves nothing yet, and
+			// its drain would begin only once it listens. SIGTERM ends its
+			// warm-up without joining the socket.
+			h.proc.Signal(syscall.SIGTERM)
+		}
 		go m.dismiss(h, m.cfg.StopTimeout)
 	}
 	return scaleResult{victims: victims}
@@ -222,27 +229,37 @@ func (m *Master) keptLocked() int {
 	return n
 }
 
-// victimsLocked picks n kept workers to drain on a scale-down: the ones
-// that listened (a worker still starting cannot drain yet), a paused one
-// first (it serves nothing), then the oldest (gunicorn's choice: the
-// longest-running worker has the most grown heap and is the nearest to its
-// MaxAge replacement; the newest ones are the ones a recent rolling restart
-// or deploy made), and one queued for a replacement last (the replacement
-// would fail on an old worker). Called with mu held.
+// victimsLocked picks n kept workers to take away on a scale-down: first
+// one still starting (a crash's respawn: it serves nothing yet; reconcile
+// ends its warm-up), then a paused one (it serves nothing), then the
+// oldest (gunicorn's choice: the longest-running worker has the most grown
+// heap and is the nearest to its MaxAge replacement; the newest ones are
+// the ones a recent rolling restart or deploy made), and one queued for a
+// replacement last (the replacement would fail on an old worker). Called
+// with mu held.
 func (m *Master) victimsLocked(n int) []*handle {
 	if n <= 0 {
 		return nil
 	}
 	var cands []*handle
 	for _, h := range m.byPid {
-		if h.keep && h.ready && (h.state == Active || h.state == Paused) {
+		if h.keep && h.state != Old && h.state != Died {
 			cands = append(cands, h)
 		}
+	}
+	rank := func(h *handle) int {
+		switch {
+		case !h.ready:
+			return 0
+		case h.state == Paused:
+			return 1
+		}
+		return 2
 	}
 	slices.SortFunc(cands, func(a, b *handle) int {
 		return cmp.Or(
 			cmpBool(m.queued[a.pid], m.queued[b.pid]),
-			cmpBool(a.state != Paused, b.state != Paused),
+			rank(a)-rank(b),
 			a.started.Compare(b.started),
 			a.pid-b.pid)
 	})
