@@ -134,29 +134,26 @@ func Listen(ctx context.Context, cfg Config) (*Cluster, error) {
 func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
 	in := newInstances()
 	var cr *cacheRuntime
-	w, err := worker.Run(ctx, worker.Config{
-		Handler: c.Handler, NewServer: c.NewServer, Server: c.Server, ConfigureApp: c.ConfigureApp, WarmUp: c.WarmUp,
-		ReplaceTimeout: c.ReplaceTimeout, HeartbeatInterval: c.HeartbeatInterval, StopTimeout: c.StopTimeout,
-		Logger: c.Logger, Version: c.Version,
-		// The cache is attached before warm-up and serving: no request may
-		// find it missing. The profiles' socket is up before then too: the
-		// monitor may ask for it as soon as the worker listens.
-		Attach: func(ctx context.Context, a *shm.Arena, p *shm.Proc) (err error) {
-			serveWorkerProfiles(c)
-			if err := attachEmitterWorker(ctx, a, p, in.em); err != nil {
-				return err
-			}
-			if err := in.registerWorkerStatuses(ctx, a, p); err != nil {
-				return err
-			}
-			if c.Cache.Enabled {
-				if cr, err = attachCacheWorker(a); err == nil {
-					in.useSpace(cr.sp)
-				}
-			}
+	wc := c.worker()
+	// The cache is attached before warm-up and serving: no request may find
+	// it missing. The profiles' socket is up before then too: the monitor may
+	// ask for it as soon as the worker listens.
+	wc.Attach = func(ctx context.Context, a *shm.Arena, p *shm.Proc) (err error) {
+		serveWorkerProfiles(c)
+		if err := attachEmitterWorker(ctx, a, p, in.em); err != nil {
 			return err
-		},
-	})
+		}
+		if err := in.registerWorkerStatuses(ctx, a, p); err != nil {
+			return err
+		}
+		if c.Cache.Enabled {
+			if cr, err = attachCacheWorker(a); err == nil {
+				in.useSpace(cr.sp)
+			}
+		}
+		return err
+	}
+	w, err := worker.Run(ctx, wc)
 	if err != nil {
 		in.release()
 		cr.stop()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -25,6 +26,15 @@ type Heartbeat = worker.Heartbeat
 // clients and the drain's grace for idle keep-alive connections; see
 // worker.ServerConfig.
 type ServerConfig = worker.ServerConfig
+
+// CountRequest counts one request, of duration d, that a server run through
+// Config.Serve completed in this worker (failed counts an error too): the
+// workers' request metrics (/metrics' cluster2_worker_requests_total and
+// requests per second, the dashboard, Heartbeat.Requests) count only what
+// it is told for such a server. Call it from the server's handler or
+// interceptor; it does nothing in the master or with Config.Handler, whose
+// requests the worker counts itself. See worker.CountRequest.
+func CountRequest(d time.Duration, failed bool) { worker.CountRequest(d, failed) }
 
 // CacheMode says which process owns the shared cache's persistence; see
 // CacheConfig.Mode.
@@ -119,8 +129,33 @@ type Config struct {
 	// profiles.
 	Monitor MonitorConfig
 
-	// Handler serves requests in every worker. Required.
+	// Handler serves requests in every worker with net/http, the default
+	// server. Exactly one of Handler and Serve is set.
 	Handler http.Handler
+
+	// Serve, set instead of Handler, runs another server in every worker (a
+	// grpc.Server, a fasthttp.Server, a custom protocol): it serves ln until
+	// ln is closed, then returns; ctx is cancelled when the worker closes
+	// ln. It is called on the private address for WarmUp, then on the
+	// shared socket, and again after each resume, one call at a time. Warm-up,
+	// heartbeats, pause, drain, the shared cache and the emitter work as
+	// with Handler; NewServer, ConfigureApp and Server's limits are
+	// net/http's (NewServer and ConfigureApp must be nil). The workers'
+	// connections are counted in the heartbeats (/metrics, the dashboard);
+	// their requests only when the server calls CountRequest. A Serve that
+	// returns while its listener is open stops its worker (the master
+	// replaces it). See worker.Config.Serve and docs/runtime.md, "Any
+	// server".
+	Serve func(ctx context.Context, ln net.Listener) error
+
+	// Drain, required with Serve, drains a worker's server once the worker
+	// closed its listener and Serve returned: it finishes the requests in
+	// flight and closes the connections within ctx's deadline (the drain's:
+	// the master's, or StopTimeout), e.g. grpc.Server.GracefulStop, then
+	// Stop when ctx ends; fasthttp.Server.ShutdownWithContext. Then the
+	// worker waits until the deadline for the connections to close and
+	// closes the rest.
+	Drain func(ctx context.Context) error
 
 	// NewServer makes each worker's http.Server (the Node original's
 	// createServer: TLS, timeouts). Server's limits fill the fields it leaves
@@ -137,13 +172,15 @@ type Config struct {
 	Server ServerConfig
 
 	// ConfigureApp runs in each worker before warm-up and may wrap or
-	// replace the handler. An error stops that worker.
+	// replace the handler (net/http's: not with Serve). An error stops that
+	// worker.
 	ConfigureApp func(ctx context.Context, h http.Handler) (http.Handler, error)
 
-	// WarmUp runs in each worker against its own handler served on a
-	// private loopback address, before the worker joins the shared socket.
-	// An error keeps the worker out (it is reported, never ignored). The
-	// private address serves plain HTTP, even when NewServer sets up TLS.
+	// WarmUp runs in each worker against its own handler (or its Serve)
+	// served on a private loopback address, before the worker joins the
+	// shared socket. An error keeps the worker out (it is reported, never
+	// ignored). The private address serves plain HTTP, even when NewServer
+	// sets up TLS.
 	WarmUp func(ctx context.Context, addr string) error
 
 	// HeartbeatInterval is the period of worker heartbeats. Default 5 s
@@ -305,6 +342,16 @@ func (c Config) master() master.Config {
 	}
 }
 
+// worker returns the worker's share of c, without the hooks listenWorker
+// adds (Attach).
+func (c Config) worker() worker.Config {
+	return worker.Config{
+		Handler: c.Handler, Serve: c.Serve, Drain: c.Drain, NewServer: c.NewServer, Server: c.Server,
+		ConfigureApp: c.ConfigureApp, WarmUp: c.WarmUp, ReplaceTimeout: c.ReplaceTimeout,
+		HeartbeatInterval: c.HeartbeatInterval, StopTimeout: c.StopTimeout, Logger: c.Logger, Version: c.Version,
+	}
+}
+
 // Validate reports the first field of c (with defaults applied) that is out
 // of range, as an error wrapping ErrInvalidConfig that names the field.
 func (c Config) Validate() error {
@@ -312,15 +359,17 @@ func (c Config) Validate() error {
 	return err
 }
 
-// validate checks the cluster's own fields here and the master's with
-// master.Config.Validate: each range is checked in one place.
+// validate checks the cluster's own fields here, the worker's server with
+// worker.Config.Validate and the master's with master.Config.Validate: each
+// range is checked in one place.
 func (c Config) validate() error {
 	bad := func(field string, v any, why string) error {
 		return fmt.Errorf("cluster2: %w: %s %v %s", ErrInvalidConfig, field, v, why)
 	}
+	if err := c.worker().Validate(); err != nil {
+		return err // the server: Handler, or Serve with Drain
+	}
 	switch {
-	case c.Handler == nil:
-		return fmt.Errorf("cluster2: %w: Handler is nil", ErrInvalidConfig)
 	case c.Cache.Mode != CacheStandalone && c.Cache.Mode != CacheMaster:
 		return bad("Cache.Mode", fmt.Sprintf("%q", c.Cache.Mode), `is not "standalone" or "master"`)
 	case c.Cache.Durability > cache.Always:

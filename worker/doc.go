@@ -1,5 +1,6 @@
 // Package worker is the worker side of a cluster2 cluster: a process the
-// master re-executed serves HTTP on the inherited shared socket.
+// master re-executed serves HTTP (or the server of Config.Serve) on the
+// inherited shared socket.
 //
 // Run maps the arena (fd 4), joins the slot the master chose, runs WarmUp
 // against the worker's own handler on a private loopback listener, then
@@ -42,6 +43,15 @@
 // ReadTimeout), MaxHeaderBytes 1 MiB and an error log rate-limited to one
 // line a second (accept errors under EMFILE). ServerConfig.Apply,
 // ServerConfig.BodyDeadline and NewErrorLog give any other server the same.
+//
+// Config.Serve and Config.Drain run another server instead (gRPC,
+// fasthttp, a custom protocol): Serve gets the private warm-up listener,
+// then the worker's listener of the shared socket (again after a resume),
+// and returns when the worker closes it; the drain closes the listener,
+// calls Drain with the deadline, waits for the connections the listeners
+// accepted and closes what is left. The listeners count connections for the
+// heartbeat; requests are counted when the server calls CountRequest. See
+// serve.go and docs/runtime.md, "Any server".
 //
 // A start that fails (WarmUp's error, Attach's, ConfigureApp's) is written
 // into the worker's control block before the failure is reported or the

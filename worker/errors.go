@@ -9,7 +9,8 @@ import (
 // These errors can be returned by Run.
 var (
 	// ErrInvalidConfig is wrapped by Run's error for a Config field out of
-	// range (a nil Handler); the message names the field. It is the one
+	// range (no server: neither Handler nor Serve, or both); the message
+	// names the field. It is the one
 	// invalid-config error of every cluster2 package
 	// (cluster2.ErrInvalidConfig is the same value).
 	ErrInvalidConfig = cfgerr.ErrInvalidConfig
@@ -25,6 +26,12 @@ var (
 	// ErrStopped is returned by Run when the worker was told to stop
 	// (SIGTERM, or its master died) before it joined the shared socket.
 	ErrStopped = errors.New("worker: stopped before listening")
+
+	// ErrServe is wrapped by Run's error when Config.Serve returned during
+	// warm-up before its listener was closed, and by Wait's when it
+	// returned while the worker was listening: the worker drained and
+	// stopped (the master replaces it). The message carries Serve's error.
+	ErrServe = errors.New("worker: Serve returned while its listener was open")
 
 	// ErrInherit is returned by Run when an inherited descriptor (listener,
 	// arena, death pipe) is missing or unusable.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -39,8 +40,34 @@ const (
 
 // Config configures Run. Zero fields take their defaults.
 type Config struct {
-	// Handler serves the worker's requests. Required.
+	// Handler serves the worker's requests with net/http, the default
+	// server. Exactly one of Handler and Serve is set.
 	Handler http.Handler
+
+	// Serve, when set instead of Handler, runs another server (gRPC,
+	// fasthttp, a custom protocol) as the worker's: it serves ln until ln is
+	// closed, then returns (any error then is ignored). ctx is cancelled
+	// when the worker closes ln. Serve is called on the private address for
+	// WarmUp (the listener closed, its connections too, once WarmUp
+	// returned), then on the shared socket, and again after each resume (a
+	// pause closes the listener; the connections it accepted stay with the
+	// server): on the same server, one call at a time. A Serve that returns
+	// while its listener is open stops the worker with ErrServe (the master
+	// replaces it). Connections are counted in the heartbeat; requests only
+	// when the server calls CountRequest. Server, NewServer and ConfigureApp
+	// are net/http's: with Serve, NewServer and ConfigureApp must be nil.
+	// See docs/runtime.md, "Any server".
+	Serve func(ctx context.Context, ln net.Listener) error
+
+	// Drain, required with Serve, drains the server in the worker's drain,
+	// once the worker's listener is closed and Serve returned: it finishes
+	// the requests in flight on the connections Serve accepted and closes
+	// them, within ctx's deadline (the master's drain deadline, or
+	// StopTimeout), e.g. grpc.Server.GracefulStop (and Stop when ctx ends),
+	// fasthttp.Server.ShutdownWithContext. Once it returned the worker waits
+	// until the deadline for the connections to be closed, then closes the
+	// rest.
+	Drain func(ctx context.Context) error
 
 	// NewServer makes the http.Server that serves Handler (the place to set
 	// TLSConfig, timeouts, ErrorLog). Its Handler field is used as given; a
@@ -126,6 +153,7 @@ type Worker struct {
 	ln      net.Listener // nil while paused or drained
 	serving sync.WaitGroup
 	stopped bool
+	served  []*serveListener // Config.Serve's shared listeners, one per listen (connections outlive a pause)
 
 	stopOnce sync.Once
 	stopCh   chan stopReq    // the control loop's inbox for stops
@@ -167,8 +195,8 @@ func Run(ctx context.Context, cfg Config) (*Worker, error) {
 	if self.Role != proc.RoleWorker {
 		return nil, ErrNotWorker
 	}
-	if cfg.Handler == nil {
-		return nil, fmt.Errorf("worker: %w: Handler is nil", ErrInvalidConfig)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.ReplaceTimeout <= 0 {
 		cfg.ReplaceTimeout = DefaultReplaceTimeout
@@ -186,6 +214,7 @@ func Run(ctx context.Context, cfg Config) (*Worker, error) {
 	w := &Worker{cfg: cfg, slot: slot, start: time.Now(), stopCh: make(chan stopReq, 4), done: make(chan struct{})}
 	w.stopping, w.stopNow = context.WithCancel(context.Background())
 	w.log = cfg.Logger.With("role", "worker", "pid", os.Getpid(), "slot", slot)
+	running.Store(w)
 	proc.Unsetenv()
 	if err := w.attach(ctx); err != nil {
 		w.close()
@@ -260,14 +289,16 @@ func (w *Worker) begin(ctx context.Context) error {
 			return fmt.Errorf("worker: Attach: %w", err)
 		}
 	}
-	h := w.cfg.Handler
+	h := w.cfg.Handler // nil with Config.Serve
 	if w.cfg.ConfigureApp != nil {
 		var err error
 		if h, err = w.cfg.ConfigureApp(ctx, h); err != nil {
 			return fmt.Errorf("worker: ConfigureApp: %w", err)
 		}
 	}
-	h = w.instrument(h)
+	if h != nil {
+		h = w.instrument(h)
+	}
 	w.col = newCollector(os.Getpid(), w.slot, w.start, &w.c)
 	go w.heartbeats()
 
@@ -284,6 +315,13 @@ func (w *Worker) begin(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrWarmUp, err)
 	}
 	w.block.SetState(proc.StateWarmed)
+	if w.cfg.Serve != nil {
+		if err := w.listen(); err != nil {
+			return err
+		}
+		go w.control()
+		return nil
+	}
 
 	w.srv = w.newServer(h)
 	w.tls = w.srv.TLSConfig != nil && (len(w.srv.TLSConfig.Certificates) > 0 || w.srv.TLSConfig.GetCertificate != nil)
@@ -342,7 +380,7 @@ func (w *Worker) newServer(h http.Handler) *http.Server {
 }
 
 // warmUp serves h on a private loopback listener while WarmUp runs.
-func (w *Worker) warmUp(ctx context.Context, h http.Handler) error {
+func (w *Worker) warmUp(ctx context.Context, h http.Handler) (err error) {
 	w.block.SetState(proc.StateWarming)
 	if w.cfg.WarmUp == nil {
 		return nil
@@ -351,16 +389,29 @@ func (w *Worker) warmUp(ctx context.Context, h http.Handler) error {
 	if err != nil {
 		return fmt.Errorf("private listener: %w", err)
 	}
-	srv := w.newServer(h)
-	go srv.Serve(ln)
-	defer srv.Close()
 	wctx, cancel := context.WithTimeout(ctx, w.cfg.ReplaceTimeout)
 	defer cancel()
+	var early <-chan error // Config.Serve returned before the warm-up ended
+	if w.cfg.Serve != nil {
+		var end func(time.Duration) error
+		end, early = w.servePrivate(ln)
+		defer func() {
+			if e := end(w.cfg.ReplaceTimeout); err == nil {
+				err = e
+			}
+		}()
+	} else {
+		srv := w.newServer(h)
+		go srv.Serve(ln)
+		defer srv.Close()
+	}
 	defer context.AfterFunc(w.stopping, cancel)() // a stop ends the warm-up
 	errc := make(chan error, 1)
 	go func() { errc <- w.cfg.WarmUp(wctx, ln.Addr().String()) }()
 	select {
 	case err := <-errc:
+		return err
+	case err := <-early:
 		return err
 	case <-wctx.Done():
 		return fmt.Errorf("WarmUp: %w", wctx.Err())
@@ -381,12 +432,22 @@ func (w *Worker) listen() error {
 	// Each connection counts its reads, so that a drain never takes one
 	// whose client began a request for idle (see idleConns).
 	var ln net.Listener = trackedListener{Listener: fl, counts: w.block, bal: w.bal}
+	var sl *serveListener
+	if w.cfg.Serve != nil { // Config.Serve's connections are tracked by their listener
+		sl = w.newServeListener(ln, true)
+		w.served = append(slices.DeleteFunc(w.served, func(l *serveListener) bool { return l.open() == 0 }), sl)
+		ln = sl
+	}
 	w.ln = ln
 	w.closing.Store(false) // resumed: connections may be kept again
 	w.serving.Add(1)
 	go func() {
 		defer w.serving.Done()
 		var err error
+		if sl != nil {
+			w.serveShared(sl)
+			return
+		}
 		if w.tls {
 			err = w.srv.ServeTLS(ln, "", "")
 		} else {
@@ -410,10 +471,12 @@ func (w *Worker) unlisten() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closing.Store(true)
-	if w.ln != nil {
+	if sl, ok := w.ln.(*serveListener); ok {
+		sl.shut() // Serve's context too
+	} else if w.ln != nil {
 		w.ln.Close()
-		w.ln = nil
 	}
+	w.ln = nil
 }
 
 // control obeys the master's wants until the worker stops.
@@ -487,10 +550,27 @@ func (w *Worker) drain(r stopReq) {
 	// the close could be missed by both phases and cut by the exit: the soak
 	// test saw it as an EOF on a fresh connection.
 	w.serving.Wait()
+	if w.cfg.Serve != nil {
+		w.drainServe(deadline)
+	} else {
+		w.drainHTTP(r.deadline, deadline)
+	}
+	w.serving.Wait()
+	w.sendHeartbeat(w.col)
+	w.block.SetState(proc.StateStopped)
+	w.err = r.err
+	w.close()
+	close(w.done)
+	w.log.Info("stopped")
+}
+
+// drainHTTP is the drain of the net/http server once its listener is
+// closed and Serve returned.
+func (w *Worker) drainHTTP(d time.Duration, deadline time.Time) {
 	// Phase 1: accepted connections finish their request and close (their
 	// responses say "Connection: close"; idle ones are closed after the
 	// grace); bounded by half the deadline.
-	half := time.Now().Add(r.deadline / 2)
+	half := time.Now().Add(d / 2)
 	for w.c.openConns.Load() > 0 && time.Now().Before(half) {
 		w.idle.closeIdle(w.cfg.Server.DrainIdleGrace)
 		time.Sleep(5 * time.Millisecond)
@@ -502,13 +582,6 @@ func (w *Worker) drain(r stopReq) {
 		w.srv.Close()
 	}
 	cancel()
-	w.serving.Wait()
-	w.sendHeartbeat(w.col)
-	w.block.SetState(proc.StateStopped)
-	w.err = r.err
-	w.close()
-	close(w.done)
-	w.log.Info("stopped")
 }
 
 // Stop drains the worker (the two-phase drain, bounded by deadline) as if the

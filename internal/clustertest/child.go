@@ -17,8 +17,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -60,6 +62,8 @@ const (
 	EnvVersion     = "T_VERSION"       // Config.Version
 	EnvMaxWorkers  = "T_MAXWORKERS"    // Config.MaxWorkers
 	EnvArenaSize   = "T_ARENA"         // Config.ArenaSize, in bytes
+	EnvServe       = "T_SERVE"         // serve Handler through Config.Serve and Drain (an http.Server as a custom server)
+	EnvServeFail   = "T_SERVE_FAIL"    // with EnvServe: the worker's Serve returns an error once the file <this>/<pid> exists
 )
 
 // roleAtStart is CurrentRole before Listen, for the handler to report.
@@ -202,6 +206,9 @@ func Child() {
 	if os.Getenv(EnvNoWarmUp) != "" {
 		cfg.WarmUp = nil
 	}
+	if os.Getenv(EnvServe) != "" {
+		serveCustom(&cfg)
+	}
 	if os.Getenv(EnvTLS) != "" {
 		cfg.NewServer = func(h http.Handler) *http.Server {
 			return &http.Server{Handler: h, TLSConfig: &tls.Config{Certificates: []tls.Certificate{selfSigned()}}}
@@ -244,6 +251,71 @@ func Child() {
 	})
 	Serve(c, ctl)
 	fmt.Printf("STOPPED\n")
+}
+
+// serveCustom configures cfg to run [Handler] through Config.Serve and
+// Config.Drain: an http.Server the worker does not know as one (its
+// requests counted with cluster2.CountRequest). With EnvServeFail, Serve
+// returns an error while its listener is open once the file named by the
+// directory and the pid exists.
+func serveCustom(cfg *cluster2.Config) {
+	h := Handler()
+	var states sync.Map   // net.Conn → its http.ConnState
+	var busy atomic.Int64 // connections with a request to come or in flight (New, Active)
+	isBusy := func(s http.ConnState) int64 {
+		if s == http.StateNew || s == http.StateActive {
+			return 1
+		}
+		return 0
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t := time.Now()
+		h.ServeHTTP(w, r)
+		cluster2.CountRequest(time.Since(t), false)
+	}), ConnState: func(c net.Conn, s http.ConnState) { // called in order for each connection
+		var prev int64
+		if p, ok := states.Load(c); ok {
+			prev = isBusy(p.(http.ConnState))
+		}
+		if s == http.StateClosed || s == http.StateHijacked {
+			states.Delete(c)
+		} else {
+			states.Store(c, s)
+		}
+		busy.Add(isBusy(s) - prev)
+	}}
+	cfg.Handler, cfg.ConfigureApp = nil, nil
+	cfg.Serve = func(ctx context.Context, ln net.Listener) error {
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(ln) }()
+		fail := ""
+		if dir := os.Getenv(EnvServeFail); dir != "" {
+			fail = filepath.Join(dir, strconv.Itoa(os.Getpid()))
+		}
+		for {
+			select {
+			case err := <-errc:
+				return err
+			case <-time.After(20 * time.Millisecond):
+				if Exists(fail) {
+					return errors.New("serve told to fail")
+				}
+			}
+		}
+	}
+	// http.Server.Shutdown alone is not a drain: a request it reads after it
+	// began is dropped (its Serve loop returns without an answer), so an
+	// accepted connection whose request was not read yet fails. First
+	// keep-alives off (every response closes its connection; idle ones are
+	// closed: their clients replay a GET), until no connection is new or
+	// active; then Shutdown.
+	cfg.Drain = func(ctx context.Context) error {
+		srv.SetKeepAlivesEnabled(false)
+		for busy.Load() > 0 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		return srv.Shutdown(ctx)
+	}
 }
 
 // selfSigned makes a throw-away certificate for 127.0.0.1.

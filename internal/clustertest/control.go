@@ -23,11 +23,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/cluster2/cluster2"
 )
@@ -113,6 +115,47 @@ func ControlMux(c *cluster2.Cluster) *http.ServeMux {
 		held = nil
 	})
 	return mux
+}
+
+// ServeConfig is the main of a cluster a test runs from a Config of its
+// own (an example's): Addr and MonitorAddr on loopback ports, 2 workers,
+// 200 ms heartbeats, 20 s and 10 s replace and stop timeouts and a WARN
+// logger on stderr where cfg leaves them zero; then Listen (LISTEN-ERROR and
+// exit status 3 on an error) and, in a worker, Wait; in the master, [Serve]
+// with [ControlMux].
+func ServeConfig(cfg cluster2.Config) {
+	set := func(v *string, d string) {
+		if *v == "" {
+			*v = d
+		}
+	}
+	set(&cfg.Addr, "127.0.0.1:0")
+	set(&cfg.MonitorAddr, "127.0.0.1:0")
+	if cfg.Workers == 0 {
+		cfg.Workers = 2
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = 200 * time.Millisecond
+	}
+	if cfg.ReplaceTimeout == 0 {
+		cfg.ReplaceTimeout = 20 * time.Second
+	}
+	if cfg.StopTimeout == 0 {
+		cfg.StopTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	c, err := cluster2.Listen(context.Background(), cfg)
+	switch {
+	case err != nil:
+		fmt.Printf("LISTEN-ERROR %v\n", err)
+		os.Exit(3)
+	case c.IsMaster():
+		Serve(c, ControlMux(c))
+	default:
+		c.Wait()
+	}
 }
 
 // Serve serves mux on a loopback port, prints "READY <cluster address>

@@ -98,15 +98,19 @@ func (c *Counts) note(err error) {
 	c.mu.Unlock()
 }
 
-// run runs clients loops of do, each with a client of its own (one idle
-// connection at most, kept alive or not), until stop is closed.
-func (p *Process) run(clients int, keepAlive bool, stop <-chan struct{}, do func(c *http.Client) error) (*Counts, *sync.WaitGroup) {
+// Loop runs clients concurrent loops until stop is closed: each calls
+// setup once (its client: a connection, a transport) and then counts do's
+// outcomes until stop is closed, then calls the teardown setup returned (if
+// not nil). Wait on the WaitGroup before reading the counts. For loads with
+// clients other than net/http's (gRPC's).
+func Loop[C any](clients int, stop <-chan struct{}, setup func() (C, func()), do func(c C) error) (*Counts, *sync.WaitGroup) {
 	n, wg := new(Counts), new(sync.WaitGroup)
 	for range clients {
 		wg.Go(func() {
-			tr := &http.Transport{DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: 1}
-			defer tr.CloseIdleConnections()
-			c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			c, done := setup()
+			if done != nil {
+				defer done()
+			}
 			for {
 				select {
 				case <-stop:
@@ -118,6 +122,31 @@ func (p *Process) run(clients int, keepAlive bool, stop <-chan struct{}, do func
 		})
 	}
 	return n, wg
+}
+
+// run runs clients loops of do, each with a client of its own (one idle
+// connection at most, kept alive or not), until stop is closed.
+func (p *Process) run(clients int, keepAlive bool, stop <-chan struct{}, do func(c *http.Client) error) (*Counts, *sync.WaitGroup) {
+	return Loop(clients, stop, func() (*http.Client, func()) {
+		tr := &http.Transport{DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: 1}
+		return &http.Client{Transport: tr, Timeout: 10 * time.Second}, tr.CloseIdleConnections
+	}, do)
+}
+
+// Replaced waits up to d until the active workers are as many as before and
+// none of them is one of before (a rolling restart replaced them all).
+func (p *Process) Replaced(before map[int]bool, d time.Duration) bool {
+	return xtesting.Eventually(d, func() bool {
+		now, err := p.Active()
+		replaced := err == nil && len(now) == len(before)
+		for _, pid := range now {
+			replaced = replaced && !before[pid]
+		}
+		if !replaced {
+			time.Sleep(50 * time.Millisecond)
+		}
+		return replaced
+	})
 }
 
 // Load runs clients concurrent GET / loops against the cluster (on
@@ -188,4 +217,58 @@ func MetricCounts(mon string) (map[int]WorkerCounts, error) {
 		out[pid] = wc
 	}
 	return out, sc.Err()
+}
+
+// A NamedLoad is a load RollingRestartUnder runs: Start starts it (as
+// [Process.Load] or [Loop] do) until stop is closed.
+type NamedLoad struct {
+	Name  string
+	Start func(stop <-chan struct{}) (*Counts, *sync.WaitGroup)
+}
+
+// RollingRestartUnder starts the loads, asks for a rolling restart (the
+// control route /rolling) 300 ms later, waits up to d until every worker of
+// before was replaced, keeps the loads on for 300 ms more and stops them. It
+// logs each load's counts and fails the test unless the restart replaced
+// every worker, each load had requests served and none failed.
+func (p *Process) RollingRestartUnder(before map[int]bool, d time.Duration, loads ...NamedLoad) {
+	p.tb.Helper()
+	stop := make(chan struct{})
+	counts := make([]*Counts, len(loads))
+	var wgs []*sync.WaitGroup
+	for i, l := range loads {
+		var wg *sync.WaitGroup
+		counts[i], wg = l.Start(stop)
+		wgs = append(wgs, wg)
+	}
+	time.Sleep(300 * time.Millisecond)
+	rolled := p.Control("/rolling", nil)
+	replaced := p.Replaced(before, d)
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	for _, wg := range wgs {
+		wg.Wait()
+	}
+	if rolled != nil || !replaced {
+		p.tb.Fatalf("rolling restart: %v; every worker of %v replaced: %v (%+v)", rolled, before, replaced, p.Workers())
+	}
+	for i, l := range loads {
+		n := counts[i]
+		p.tb.Logf("rolling restart: %s: %d requests, %d failed", l.Name, n.Done.Load(), n.Failed.Load())
+		if n.Failed.Load() != 0 || n.Done.Load() == 0 {
+			p.tb.Errorf("rolling restart: %s: %d failed of %d (first: %v); want 0 failed of some",
+				l.Name, n.Failed.Load(), n.Done.Load()+n.Failed.Load(), n.Errs())
+		}
+	}
+}
+
+// NamedLoad returns the NamedLoad of [Process.Load] with clients clients.
+func (p *Process) NamedLoad(clients int, keepAlive bool) NamedLoad {
+	name := fmt.Sprintf("%d net/http clients, a new connection per request", clients)
+	if keepAlive {
+		name = fmt.Sprintf("%d net/http clients, kept connections", clients)
+	}
+	return NamedLoad{Name: name, Start: func(stop <-chan struct{}) (*Counts, *sync.WaitGroup) {
+		return p.Load(clients, keepAlive, stop)
+	}}
 }

@@ -380,10 +380,13 @@ func (p *Process) Healthy(n int, d time.Duration) bool {
 	})
 }
 
-// MonitorAddr asks the control server for the monitor's address ("" when
-// the monitor is off).
-func (p *Process) MonitorAddr() (string, error) {
-	resp, err := p.Client.Get("http://" + p.Ctl + "/monitor")
+// Metrics GETs the monitor's /metrics.
+func (p *Process) Metrics() (string, error) { return p.body("http://" + p.Mon + "/metrics") }
+
+// body GETs url with the Process's client and returns the body, whatever
+// the status.
+func (p *Process) body(url string) (string, error) {
+	resp, err := p.Client.Get(url)
 	if err != nil {
 		return "", err
 	}
@@ -391,6 +394,53 @@ func (p *Process) MonitorAddr() (string, error) {
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
 }
+
+// WaitMetric waits up to d until the samples of the monitor's metric name
+// whose pid label is one of pids sum to at least min; it returns whether
+// they did, and the last sum and samples of name seen (for the test's
+// error).
+func (p *Process) WaitMetric(name string, pids map[int]bool, min float64, d time.Duration) (bool, float64, string) {
+	var sum float64
+	var lines []string
+	ok := xtesting.Eventually(d, func() bool {
+		body, _ := p.Metrics()
+		sum, lines = sumMetric(body, name, pids), nil
+		for _, l := range strings.Split(body, "\n") {
+			if strings.HasPrefix(l, name+"{") {
+				lines = append(lines, l)
+			}
+		}
+		if sum >= min {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+		return false
+	})
+	return ok, sum, strings.Join(lines, "\n")
+}
+
+// sumMetric sums the samples of the metric name in body (Prometheus' text
+// format) whose pid label is one of pids.
+func sumMetric(body, name string, pids map[int]bool) float64 {
+	sum := 0.0
+	for _, l := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(l, name+"{") {
+			continue
+		}
+		for pid := range pids {
+			if strings.Contains(l, `pid="`+strconv.Itoa(pid)+`"`) {
+				f := strings.Fields(l)
+				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				sum += v
+			}
+		}
+	}
+	return sum
+}
+
+// MonitorAddr asks the control server for the monitor's address ("" when
+// the monitor is off).
+func (p *Process) MonitorAddr() (string, error) { return p.body("http://" + p.Ctl + "/monitor") }
 
 // ManagerPid finds the cache-manager process: a live child of the master
 // with the cache manager's role in its environment; 0 when there is none.
