@@ -23,8 +23,8 @@ import (
 type Heartbeat = worker.Heartbeat
 
 // ServerConfig holds the workers' limits against idle, slow and oversized
-// clients and the drain's grace for idle keep-alive connections; see
-// worker.ServerConfig.
+// clients, the drain's grace for idle keep-alive connections and the accept
+// balance's switch; see worker.ServerConfig.
 type ServerConfig = worker.ServerConfig
 
 // CountRequest counts one request, of duration d, that a server run through
@@ -167,7 +167,8 @@ type Config struct {
 	// deadline of 60 s, MaxHeaderBytes 1 MiB, an error log (accept errors)
 	// rate-limited to a line a second; and how long a draining worker
 	// leaves an idle keep-alive connection open (1 s) while it answers
-	// with "Connection: close". Negative values turn a limit off. See
+	// with "Connection: close"; and the accept balance (on unless
+	// UnbalancedAccepts). Negative values turn a limit off. See
 	// worker.ServerConfig and docs/runtime.md.
 	Server ServerConfig
 

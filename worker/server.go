@@ -29,8 +29,9 @@ const (
 )
 
 // ServerConfig holds the limits a worker's http.Server gets against idle,
-// slow and oversized clients, and how a draining worker lets its keep-alive
-// connections go. Zero fields take their defaults; a negative duration (or
+// slow and oversized clients, how a draining worker lets its keep-alive
+// connections go, and whether its accepts are balanced with the other
+// workers'. Zero fields take their defaults; a negative duration (or
 // MaxHeaderBytes) turns that limit off. A field the server from
 // Config.NewServer already sets is left as it is.
 type ServerConfig struct {
