@@ -5,9 +5,11 @@
 //
 //	go run ./bench/report -machine machine.txt -out docs/BENCHMARKS.md bench.txt wrk.txt
 //
-// A figure is the median of its -count runs. The file's hand-written blocks
-// (between the notes, upgrade notes and soak markers) are kept from the
-// previous file: a person writes the notes after a run, the soak its block.
+// A figure is the median of its -count runs. What a person wrote is kept
+// from the previous file: the blocks between the notes, upgrade notes,
+// stale notes, hit-ratio and soak markers, and every section (## title) that
+// this command does not write, in its place after the section it followed
+// (mergeHand).
 package main
 
 import (
@@ -86,7 +88,7 @@ type row struct {
 }
 
 func higherIsBetter(unit string) bool {
-	return strings.HasSuffix(unit, "/s") || unit == "prefork/single"
+	return strings.HasSuffix(unit, "/s") || strings.Contains(unit, "/s/") || unit == "prefork/single"
 }
 
 func fmtVal(v float64, unit string) string {
@@ -181,7 +183,7 @@ func main() {
 	}
 	fmt.Fprintln(&w, "# Benchmarks")
 	fmt.Fprintln(&w)
-	fmt.Fprintln(&w, "Written by `bench/report.sh`: the tables are generated (run it again, do not edit them); the notes and\nthe soak blocks are kept from the previous file and written by hand. Every figure is the median of")
+	fmt.Fprintln(&w, "Written by `bench/report.sh`: the tables are generated (run it again, do not edit them); the notes and\nthe soak blocks, and every section the report does not write, are kept from the previous file and\nwritten by hand. Every figure is the median of")
 	fmt.Fprintln(&w, "the runs of one invocation (`-count`), and each peer ran in the same invocation, right after or")
 	fmt.Fprintln(&w, "before cluster2's figure; the raw, benchstat-compatible output is in `bench/results/`. **The machine is")
 	fmt.Fprintln(&w, "small and shared with other work: absolute figures swing from run to run; read the ratios.**")
@@ -230,15 +232,41 @@ func main() {
 		{label: "hit, 1k keys", name: "CacheGetHit/cluster2", unit: "ns/op", peer: "CacheGetHit/memcached-unix", target: "–"},
 		{label: "allocations per hit", name: "CacheGetHit/cluster2", unit: "allocs/op", target: "0", absMax: 1e-9},
 		{label: "hit, 100k keys", name: "CacheGetHit100k/cluster2", unit: "ns/op", peer: "CacheGetHit100k/otter", target: "< 150 ns", absMax: 150},
-		{label: "hit, parallel", name: "CacheGetHitParallel/cluster2", unit: "ns/op", peer: "CacheGetHitParallel/otter", target: "–"},
+		{label: "hit, parallel", name: "CacheGetHitParallel/cluster2", unit: "ns/op", peer: "CacheGetHitParallel/otter", target: "≤ 1.5× otter", minRatio: 1 / 1.5},
+		{label: "hit, parallel, CPU time", name: "CacheGetHitParallel/cluster2", unit: "cpu-ns/op", peer: "CacheGetHitParallel/otter", target: "–"},
 		{label: "set", name: "CacheSet/cluster2", unit: "ns/op", peer: "CacheSet/otter", target: "< 300 ns", absMax: 300},
 		{label: "set", name: "CacheSet/cluster2", unit: "ns/op", peer: "CacheSet/redis-unix", target: "–"},
 		{label: "set", name: "CacheSet/cluster2", unit: "ns/op", peer: "CacheSet/memcached-unix", target: "–"},
-		{label: "get-or-load, contended", name: "CacheGetOrLoadContended/cluster2", unit: "ns/op", peer: "CacheGetOrLoadContended/otter", target: "–"},
+		{label: "get-or-load, contended", name: "CacheGetOrLoadContended/cluster2", unit: "ns/op", peer: "CacheGetOrLoadContended/otter", target: "≤ 2× otter", minRatio: 0.5},
+		{label: "get-or-load, contended, CPU time", name: "CacheGetOrLoadContended/cluster2", unit: "cpu-ns/op", peer: "CacheGetOrLoadContended/otter", target: "–"},
 	}
 	for _, k := range []string{"1k", "100k", "1M"} {
-		rows = append(rows, row{label: "scaling: hit, " + k + " keys", name: "ScaleCacheGetHit/keys-" + k + "/cluster2", unit: "ns/op",
-			peer: "ScaleCacheGetHit/keys-" + k + "/otter", target: "–"})
+		x := row{label: "scaling: hit, " + k + " keys", name: "ScaleCacheGetHit/keys-" + k + "/cluster2", unit: "ns/op",
+			peer: "ScaleCacheGetHit/keys-" + k + "/otter", target: "–"}
+		if k == "1M" {
+			x.target, x.absMax = "< 250 ns", 250
+		}
+		rows = append(rows, x, row{label: "scaling: hit, " + k + " keys, CPU time", name: x.name, unit: "cpu-ns/op", peer: x.peer, target: "–"})
+	}
+	r.write(&w, rows)
+
+	fmt.Fprintln(&w, "## Shared cache: hits from several processes (issue 16)")
+	fmt.Fprintln(&w)
+	fmt.Fprintln(&w, "`CacheHitsProcesses` (bench/procs_bench_test.go): hits per second of 1 and 2 reader processes at once over")
+	fmt.Fprintln(&w, "one arena (the benchmark binary re-executed, one reading goroutine each), against otter read by 1 and 2")
+	fmt.Fprintln(&w, "goroutines of one process (it cannot be shared by processes) and cluster2 read by goroutines; every")
+	fmt.Fprintln(&w, "reader reads in the same 200 ms windows. hits/s is all readers together.")
+	fmt.Fprintln(&w)
+	rows = nil
+	for _, k := range []string{"1k", "100k"} {
+		for _, n := range []string{"1", "2"} {
+			name := "CacheHitsProcesses/keys-" + k + "/readers-" + n + "/"
+			label := k + " keys, " + map[string]string{"1": "1 reader process", "2": "2 reader processes"}[n]
+			rows = append(rows,
+				row{label: label, name: name + "cluster2-processes", unit: "hits/s", peer: name + "otter-goroutines", target: "–"},
+				row{label: label, name: name + "cluster2-processes", unit: "hits/s", peer: name + "cluster2-goroutines", target: "–"},
+				row{label: label + ", CPU time per hit", name: name + "cluster2-processes", unit: "cpu-ns/hit", peer: name + "otter-goroutines", target: "–"})
+		}
 	}
 	r.write(&w, rows)
 
@@ -258,6 +286,21 @@ func main() {
 		}
 	}
 	r.write(&w, rows)
+
+	fmt.Fprintln(&w, "## Shared cache: stale serving adds nothing to a fresh hit (issue 16)")
+	fmt.Fprintln(&w)
+	fmt.Fprintln(&w, "`CacheHitCPU` (bench/stale_bench_test.go): fresh hits on 1,000 keys, one goroutine; cpu-ns/op is the")
+	fmt.Fprintln(&w, "benchmark thread's own CPU time per hit (`RUSAGE_THREAD`). The peer of each case is the same call in a")
+	fmt.Fprintln(&w, "cache without loader options, in the same run.")
+	fmt.Fprintln(&w)
+	rows = []row{
+		{label: "Get hit, StaleFor set", name: "CacheHitCPU/Get+StaleFor", unit: "cpu-ns/op", peer: "CacheHitCPU/Get", target: "within noise of Get", minRatio: 0.9},
+		{label: "Get hit, every loader option", name: "CacheHitCPU/Get+loader-options", unit: "cpu-ns/op", peer: "CacheHitCPU/Get", target: "within noise of Get", minRatio: 0.9},
+		{label: "Get hit (a copy the caller owns)", name: "CacheHitCPU/Get", unit: "cpu-ns/op", peer: "CacheHitCPU/GetInto", target: "–"},
+	}
+	r.write(&w, rows)
+	keep(&w, old, staleBegin, staleEnd, "No notes yet.\n")
+	fmt.Fprintln(&w)
 
 	fmt.Fprintln(&w, "## Shared cache: hit ratio (issue 16)")
 	fmt.Fprintln(&w)
@@ -376,10 +419,69 @@ func main() {
 	fmt.Fprintln(&w)
 	keep(&w, old, soakBegin, soakEnd,
 		"No soak run recorded yet: `CLUSTER2_SOAK=1 go test -run 'TestSoak$' -v -timeout 0 ./internal/soak`.\n")
-	if err := os.WriteFile(*out, []byte(w.String()), 0o644); err != nil {
+	if err := os.WriteFile(*out, []byte(mergeHand(w.String(), old)), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
 	}
+}
+
+// sections splits a markdown file at its "## " titles: the text before the
+// first, then each section (title line included), with its title.
+func sections(doc string) (head string, titles, bodies []string) {
+	lines := strings.SplitAfter(doc, "\n")
+	cur := &head
+	for _, l := range lines {
+		if strings.HasPrefix(l, "## ") {
+			titles = append(titles, strings.TrimSpace(l))
+			bodies = append(bodies, "")
+			cur = &bodies[len(bodies)-1]
+		}
+		*cur += l
+	}
+	return head, titles, bodies
+}
+
+// mergeHand returns the generated file gen with every section of the
+// previous file old whose title gen does not have (a section written by
+// hand) put back after the section it followed in old (the nearest one
+// before it that gen has; at the end of gen's sections if none does).
+func mergeHand(gen, old string) string {
+	head, titles, bodies := sections(gen)
+	_, otitles, obodies := sections(old)
+	after := map[string][]string{} // a generated title → the hand-written sections that follow it
+	var orphans []string
+	anchor := ""
+	for i, t := range otitles {
+		if slices.Contains(titles, t) {
+			anchor = t
+			continue
+		}
+		body := obodies[i]
+		if !strings.HasSuffix(body, "\n\n") {
+			body += "\n"
+		}
+		if anchor == "" {
+			orphans = append(orphans, body)
+		} else {
+			after[anchor] = append(after[anchor], body)
+		}
+	}
+	var w strings.Builder
+	w.WriteString(head)
+	for i, t := range titles {
+		body := bodies[i]
+		if len(after[t]) > 0 && !strings.HasSuffix(body, "\n\n") {
+			body += "\n"
+		}
+		w.WriteString(body)
+		for _, h := range after[t] {
+			w.WriteString(h)
+		}
+	}
+	for _, h := range orphans {
+		w.WriteString(h)
+	}
+	return strings.TrimRight(w.String(), "\n") + "\n"
 }
 
 // keep writes the block between begin and end of the previous file (or def):
@@ -418,4 +520,7 @@ const (
 	// table is written by hand from bench/results/issue16-hitratio-*.txt).
 	hitRatioBegin = "<!-- hit ratio: kept by bench/report, written by hand after a run -->"
 	hitRatioEnd   = "<!-- /hit ratio -->"
+	// The stale-serving section's notes (builds compared, the load).
+	staleBegin = "<!-- stale notes: kept by bench/report, written by hand after a run -->"
+	staleEnd   = "<!-- /stale notes -->"
 )
