@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,12 +18,13 @@ import (
 //
 // The pages are reserved now: on a machine without the memory this fails
 // here with ENOMEM/ENOSPC instead of killing a process later with SIGBUS.
-// They are reserved by writing them through the advised mapping
+// When the kernel would give the advised mapping huge pages
+// (shmemHugeOnAdvice) they are reserved by writing them through it
 // (MADV_POPULATE_WRITE, Linux 5.14), not by fallocate: the kernel gives a
-// shmem page a huge page only at a fault in a mapping that asked, when
-// /sys/kernel/mm/transparent_hugepage/shmem_enabled is "advise", and
-// fallocate has no mapping. A kernel without MADV_POPULATE_WRITE gets
-// fallocate, as before.
+// shmem page a huge page only at a fault in a mapping that asked, and
+// fallocate has no mapping. Otherwise, and on a kernel without
+// MADV_POPULATE_WRITE, fallocate reserves them, as before (populating would
+// only add page tables to the creator).
 func createMapping(name string, size int64) (*os.File, []byte, error) {
 	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
 	if err != nil {
@@ -39,8 +41,11 @@ func createMapping(name string, size int64) (*os.File, []byte, error) {
 		return nil, nil, fmt.Errorf("shm: mmap %d bytes: %w", size, err)
 	}
 	adviseHuge(mem)
-	err = unix.Madvise(mem, unix.MADV_POPULATE_WRITE)
-	if errors.Is(err, unix.EINVAL) { // before Linux 5.14
+	err = unix.EINVAL
+	if shmemHugeOnAdvice() {
+		err = unix.Madvise(mem, unix.MADV_POPULATE_WRITE)
+	}
+	if errors.Is(err, unix.EINVAL) { // no huge pages to get, or before Linux 5.14
 		err = unix.Fallocate(fd, 0, 0, size)
 	}
 	if err != nil {
@@ -61,6 +66,17 @@ func createMapping(name string, size int64) (*os.File, []byte, error) {
 // pages the advice is refused or ignored and the arena has small pages, as
 // before: nothing to report.
 func adviseHuge(mem []byte) { _ = unix.Madvise(mem, unix.MADV_HUGEPAGE) }
+
+// shmemHugeOnAdvice reports whether the kernel gives huge pages to a shmem
+// mapping that asks (shmem_enabled "advise", "within_size" or "always").
+func shmemHugeOnAdvice() bool {
+	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+	if err != nil {
+		return false
+	}
+	mode := string(b) // "always within_size [advise] never deny force"
+	return strings.Contains(mode, "[advise]") || strings.Contains(mode, "[within_size]") || strings.Contains(mode, "[always]")
+}
 
 // mapFile maps the whole of f shared.
 func mapFile(f *os.File) ([]byte, error) {
