@@ -83,6 +83,11 @@ func TestConfigValidation(t *testing.T) {
 		{"small arena", cluster2.Config{Handler: clustertest.Handler(), ArenaSize: 10}, "ArenaSize"},
 		{"nanny below heartbeat", cluster2.Config{Handler: clustertest.Handler(), NannyTolerance: time.Second}, "NannyTolerance"},
 		{"long host name", cluster2.Config{Handler: clustertest.Handler(), HostName: strings.Repeat("h", 256)}, "HostName"},
+		{"negative max requests", cluster2.Config{Handler: clustertest.Handler(), MaxRequests: -1}, "MaxRequests -1 is negative"},
+		{"negative jitter", cluster2.Config{Handler: clustertest.Handler(), MaxRequests: 10, MaxRequestsJitter: -1}, "MaxRequestsJitter -1 is negative"},
+		{"jitter without max", cluster2.Config{Handler: clustertest.Handler(), MaxRequestsJitter: 5}, "MaxRequestsJitter 5 is set without MaxRequests"},
+		{"negative hung window", cluster2.Config{Handler: clustertest.Handler(), HungWindow: -time.Second}, "HungWindow -1s is negative"},
+		{"too many hung requests", cluster2.Config{Handler: clustertest.Handler(), HungRequests: 10001}, "HungRequests 10001"},
 	} {
 		err := tt.cfg.Validate()
 		if !errors.Is(err, cluster2.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.field) {
@@ -91,6 +96,10 @@ func TestConfigValidation(t *testing.T) {
 	}
 	if err := (cluster2.Config{Handler: clustertest.Handler()}).Validate(); err != nil {
 		t.Errorf("zero Config with a Handler: %v; want valid", err)
+	}
+	ok := cluster2.Config{Handler: clustertest.Handler(), MaxRequests: 1000, MaxRequestsJitter: 50, HungRequests: -1}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("MaxRequests with jitter, HungRequests off: %v; want valid", err)
 	}
 }
 

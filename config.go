@@ -206,6 +206,30 @@ type Config struct {
 	// bytes. Default 0: no limit.
 	MemoryLimit uint64
 
+	// MaxRequests recycles a worker once it served that many requests,
+	// plus a jitter drawn per worker in [0, MaxRequestsJitter] (gunicorn's
+	// max_requests and max_requests_jitter), through the death queue
+	// (successor first, the old worker drains; the event "recycled" with
+	// master.ReasonMaxRequests). Default 0: never; negative is an error.
+	// See master.Config.MaxRequests.
+	MaxRequests int
+
+	// MaxRequestsJitter spreads the workers' request limits (see
+	// MaxRequests). Default 0; negative, or without MaxRequests, is an
+	// error.
+	MaxRequestsJitter int
+
+	// HungRequests replaces a worker once that many of its requests passed
+	// Server.RequestTimeout within HungWindow (uWSGI's harakiri, gunicorn's
+	// worker timeout; the event "recycled" with master.ReasonHungRequests).
+	// Nothing is counted without a RequestTimeout. Default 3
+	// (master.DefaultHungRequests); negative: never replaced for it.
+	HungRequests int
+
+	// HungWindow is HungRequests' window. Default 1 min
+	// (master.DefaultHungWindow); negative is an error.
+	HungWindow time.Duration
+
 	// StopTimeout bounds a graceful stop: the master's, and a drain a worker
 	// starts itself on SIGTERM (worker.Config.StopTimeout). Default 60 s
 	// (worker.DefaultStopTimeout).
@@ -292,7 +316,7 @@ func DefaultConfig() Config {
 
 // Defaults of Config that are the cluster's own; the others are the
 // constants of the package that applies the setting: master (Workers,
-// MaxWorkers, NannyTolerance, MaxAge, ReplaceRetries), worker (HeartbeatInterval,
+// MaxWorkers, NannyTolerance, MaxAge, ReplaceRetries, HungRequests, HungWindow), worker (HeartbeatInterval,
 // ReplaceTimeout, StopTimeout, Server), monitor (MonitorAddr) and shm
 // (ArenaSize).
 const (
@@ -324,7 +348,7 @@ func (c Config) withDefaults() (Config, error) {
 	c.Workers, c.HeartbeatInterval, c.NannyTolerance, c.MaxAge = m.Workers, m.HeartbeatInterval, m.NannyTolerance, m.MaxAge
 	c.MaxWorkers = m.MaxWorkers
 	c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.Logger = m.StopTimeout, m.ReplaceTimeout, m.ReplaceRetries, m.Logger
-	c.Executable = m.Exe
+	c.Executable, c.HungRequests, c.HungWindow = m.Exe, m.HungRequests, m.HungWindow
 	if c.Version == "" {
 		c.Version = build.DefaultVersion()
 	}
@@ -340,6 +364,7 @@ func (c Config) master() master.Config {
 		ShouldKill: c.ShouldKill, MemoryLimit: c.MemoryLimit, StopTimeout: c.StopTimeout,
 		ReplaceTimeout: c.ReplaceTimeout, ReplaceRetries: c.ReplaceRetries, HandleSignals: !c.NoSignals,
 		PidDir: c.PidDir, Logger: c.Logger, Exe: c.Executable,
+		MaxRequests: c.MaxRequests, MaxRequestsJitter: c.MaxRequestsJitter, HungRequests: c.HungRequests, HungWindow: c.HungWindow,
 	}
 }
 
@@ -387,8 +412,9 @@ func (c Config) validate() error {
 
 // String returns the configuration on one line, for the log at start.
 func (c Config) String() string {
-	return fmt.Sprintf("workers=%d maxWorkers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d stop=%v replace=%v×%d arena=%d cache={enabled=%v mode=%s data=%q durability=%v downWhilePersistFailing=%v} server=%v pidDir=%q exe=%q version=%q",
+	return fmt.Sprintf("workers=%d maxWorkers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d maxRequests=%d+%d hung=%d/%v stop=%v replace=%v×%d arena=%d cache={enabled=%v mode=%s data=%q durability=%v downWhilePersistFailing=%v} server=%v pidDir=%q exe=%q version=%q",
 		c.Workers, c.MaxWorkers, c.Addr, c.MonitorAddr, c.HeartbeatInterval, c.MaxAge, c.NannyTolerance, c.MemoryLimit,
+		c.MaxRequests, c.MaxRequestsJitter, c.HungRequests, c.HungWindow,
 		c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.ArenaSize, c.Cache.Enabled, c.Cache.Mode,
 		c.Cache.DataDir, c.Cache.Durability, c.Cache.DownWhilePersistFailing, c.Server, c.PidDir, c.Executable, c.Version)
 }

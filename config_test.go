@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	cluster2 "github.com/cluster2/cluster2"
 	"github.com/cluster2/cluster2/cache"
@@ -89,6 +90,12 @@ func TestDefaultConfigIsTheOwnersDefaults(t *testing.T) {
 		{"ReplaceTimeout", c.ReplaceTimeout, worker.DefaultReplaceTimeout},
 		{"ReplaceTimeout (master)", m.ReplaceTimeout, worker.DefaultReplaceTimeout},
 		{"ReplaceRetries", c.ReplaceRetries, master.DefaultReplaceRetries},
+		{"MaxRequests (off)", c.MaxRequests, 0},
+		{"MaxRequests (master, off)", m.MaxRequests, 0},
+		{"HungRequests", c.HungRequests, master.DefaultHungRequests},
+		{"HungRequests (master)", m.HungRequests, master.DefaultHungRequests},
+		{"HungWindow", c.HungWindow, master.DefaultHungWindow},
+		{"Server.RequestTimeout (off)", c.Server.RequestTimeout, time.Duration(0)},
 		{"ArenaSize", c.ArenaSize, int64(shm.DefaultSize)},
 		{"Cache.Mode", c.Cache.Mode, cluster2.CacheMaster},
 		{"Cache.Durability", c.Cache.Durability, cache.DefaultDurability},
@@ -101,7 +108,7 @@ func TestDefaultConfigIsTheOwnersDefaults(t *testing.T) {
 		}
 	}
 	s := c.String()
-	for _, want := range []string{"heartbeat=5s", "maxAge=72h0m0s", "nanny=3m0s", "stop=1m0s", "replace=1m0s×3", "arena=67108864", "mode=master"} {
+	for _, want := range []string{"heartbeat=5s", "maxAge=72h0m0s", "nanny=3m0s", "stop=1m0s", "replace=1m0s×3", "arena=67108864", "mode=master", "maxRequests=0+0", "hung=3/1m0s", "request=0s"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("DefaultConfig().String() = %q; want it to contain %q", s, want)
 		}

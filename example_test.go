@@ -10,6 +10,7 @@ import (
 	"time"
 
 	cluster2 "github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/master"
 )
 
 // ExampleListen is the whole main of a prefork server: the same code runs in
@@ -63,6 +64,39 @@ func ExampleConfig_Validate() {
 	err := cluster2.Config{Handler: http.NotFoundHandler(), Workers: -1}.Validate()
 	fmt.Println(err)
 	// Output: master: invalid configuration: Workers -1 is negative
+}
+
+// ExampleConfig_recycling recycles each worker after about 10,000
+// requests (its own limit drawn in [10000, 10500], so that workers are not
+// replaced together), and replaces a worker once 3 of its requests ran past
+// a 30 s deadline within a minute: each is answered 503 if its handler had
+// written nothing. Both go through the death queue: successor first, the
+// old worker drains. (Compile-only: it re-executes the binary.)
+func ExampleConfig_recycling() {
+	c, err := cluster2.Listen(context.Background(), cluster2.Config{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "hi") }),
+		MaxRequests:       10000,
+		MaxRequestsJitter: 500,
+		Server:            cluster2.ServerConfig{RequestTimeout: 30 * time.Second},
+		HungRequests:      3, // the default
+		HungWindow:        time.Minute,
+		OnEvent: func(e cluster2.Event) {
+			if e.Kind == master.EventRecycled {
+				log.Printf("worker %d recycled: %v", e.Pid, e.Reason) // max-requests, hung-requests, …
+			}
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	c.Wait()
+}
+
+// ExampleConfig_Validate_jitter: a jitter needs a MaxRequests to spread.
+func ExampleConfig_Validate_jitter() {
+	err := cluster2.Config{Handler: http.NotFoundHandler(), MaxRequestsJitter: 100}.Validate()
+	fmt.Println(err)
+	// Output: master: invalid configuration: MaxRequestsJitter 100 is set without MaxRequests
 }
 
 // ExampleLayout_Compatible compares this build's layout with another

@@ -470,7 +470,15 @@ func (s *monitorSource) Metrics() []monitor.Metric {
 		errors.As(ps.Failing, &errno)
 	}
 	es := s.em.Stats()
-	return []monitor.Metric{
+	var out []monitor.Metric
+	if m := s.m.Load(); m != nil {
+		for r, n := range m.Replacements() {
+			out = append(out, monitor.Metric{Name: "cluster2_worker_replacements_total",
+				Help:   "Workers replaced through the death queue (a successor up, the old one told to drain), by reason (the master's own rules: max-requests, hung-requests, should-kill, memory, nanny; or requested, rolling-restart, upgrade).",
+				Labels: map[string]string{"reason": r.String()}, Value: float64(n), Counter: true})
+		}
+	}
+	return append(out, []monitor.Metric{
 		{Name: "cluster2_ring_frames_sent_total", Help: "Event frames the master wrote to the workers' rings.", Value: float64(es.Sent), Counter: true},
 		{Name: "cluster2_ring_frames_received_total", Help: "Event frames the master read from the workers' rings.", Value: float64(es.Received), Counter: true},
 		{Name: "cluster2_emitter_routed_total", Help: "Frames the master forwarded from one worker to another.", Value: float64(es.Routed), Counter: true},
@@ -495,5 +503,5 @@ func (s *monitorSource) Metrics() []monitor.Metric {
 		{Name: "cluster2_persist_failing_errno", Help: "The errno of the current log failure (28: no space left on device); 0 when none.", Value: float64(errno)},
 		{Name: "cluster2_persist_failures_total", Help: "Times the write-ahead log began failing.", Value: float64(ps.Failures), Counter: true},
 		{Name: "cluster2_persist_gap_requests_total", Help: "Changes that could not be journaled (each covered by a snapshot).", Value: float64(ps.GapRequests), Counter: true},
-	}
+	}...)
 }

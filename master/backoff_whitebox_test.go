@@ -36,7 +36,7 @@ func TestDeathQueueOrder(t *testing.T) {
 	}
 	m.current = 7
 	for _, pid := range []int{11, 12, 11, 13} {
-		m.enqueue(pid, "test", nil)
+		m.enqueue(pid, ReasonRequested, "test", nil)
 	}
 	if q := m.DeathQueue(); !slices.Equal(q, []int{7, 11, 12, 13}) {
 		t.Fatalf("DeathQueue = %v; want [7 11 12 13]", q)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"slices"
@@ -24,6 +25,12 @@ const (
 	DefaultMaxAge          = 72 * time.Hour
 	DefaultReplaceRetries  = 3
 	DefaultCrashBackoffMax = 30 * time.Second
+
+	// DefaultHungRequests and DefaultHungWindow are HungRequests' and
+	// HungWindow's defaults: a worker with 3 requests past the server's
+	// RequestTimeout within a minute is replaced.
+	DefaultHungRequests = 3
+	DefaultHungWindow   = time.Minute
 
 	// DefaultAuxStopTimeout is Aux.StopTimeout's default.
 	DefaultAuxStopTimeout = 10 * time.Second
@@ -119,6 +126,38 @@ type Config struct {
 	// bytes. Default 0: no limit.
 	MemoryLimit uint64
 
+	// MaxRequests recycles a worker once it has served that many requests
+	// on the shared socket (its warm-up's are not counted), plus its own
+	// jitter: each worker's limit is MaxRequests + a number drawn uniformly
+	// in [0, MaxRequestsJitter] when it is spawned (gunicorn's max_requests
+	// and max_requests_jitter), so that workers started together are not
+	// replaced together. The replacement goes through the death queue
+	// (successor first; the old worker drains), emitted as EventRecycled
+	// with ReasonMaxRequests. WorkerInfo.RequestLimit says each worker's
+	// limit. Default 0: no limit; negative is an error.
+	MaxRequests int
+
+	// MaxRequestsJitter is the most a worker's request limit exceeds
+	// MaxRequests by (see MaxRequests). Default 0; negative, or set without
+	// MaxRequests, is an error.
+	MaxRequestsJitter int
+
+	// HungRequests replaces a worker once that many of its requests passed
+	// the server's RequestTimeout (worker.ServerConfig.RequestTimeout: the
+	// handler did not return within it, whether it then returned or stays
+	// stuck) within HungWindow (uWSGI's harakiri, gunicorn's worker
+	// timeout): through the death queue, emitted as EventRecycled with
+	// ReasonHungRequests; an old worker whose stuck handlers keep it from
+	// draining is stopped at its drain deadline, SIGTERMed past
+	// ReplaceTimeout and SIGKILLed past as long again. Nothing is counted
+	// without a RequestTimeout. Default 3; negative: never replaced for it
+	// (still counted, WorkerInfo.HungRequests); at most 10000.
+	HungRequests int
+
+	// HungWindow is the window of HungRequests. Default 1 min; negative is
+	// an error.
+	HungWindow time.Duration
+
 	// StopTimeout bounds a graceful stop: past it, remaining workers are
 	// killed. Workers take the same bound for a drain they start themselves
 	// (worker.Config.StopTimeout). Default 60 s (worker.DefaultStopTimeout).
@@ -193,8 +232,8 @@ type Config struct {
 
 // WithDefaults returns c with every zero field set to its default, as Start
 // does (Listener and Arena have none). It is idempotent, and keeps a
-// negative value that means "off" (NannyTolerance, MaxAge, ReplaceRetries)
-// as it is.
+// negative value that means "off" (NannyTolerance, MaxAge, ReplaceRetries,
+// HungRequests) as it is.
 func (c Config) WithDefaults() Config {
 	if c.Workers == 0 {
 		c.Workers = DefaultWorkers()
@@ -231,6 +270,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ReplaceRetries == 0 {
 		c.ReplaceRetries = DefaultReplaceRetries
+	}
+	if c.HungRequests == 0 {
+		c.HungRequests = DefaultHungRequests
+	}
+	if c.HungWindow == 0 {
+		c.HungWindow = DefaultHungWindow
 	}
 	if c.CrashBackoffMax <= 0 {
 		c.CrashBackoffMax = DefaultCrashBackoffMax
@@ -269,8 +314,28 @@ func (c Config) validate() error {
 		return bad("StopTimeout", c.StopTimeout, "is negative")
 	case c.ReplaceTimeout < 0:
 		return bad("ReplaceTimeout", c.ReplaceTimeout, "is negative")
+	case c.MaxRequests < 0:
+		return bad("MaxRequests", c.MaxRequests, "is negative")
+	case c.MaxRequestsJitter < 0:
+		return bad("MaxRequestsJitter", c.MaxRequestsJitter, "is negative")
+	case c.MaxRequestsJitter > 0 && c.MaxRequests == 0:
+		return bad("MaxRequestsJitter", c.MaxRequestsJitter, "is set without MaxRequests")
+	case c.HungRequests > maxHungTimes:
+		return bad("HungRequests", c.HungRequests, fmt.Sprintf("is above %d", maxHungTimes))
+	case c.HungWindow < 0:
+		return bad("HungWindow", c.HungWindow, "is negative")
 	}
 	return nil
+}
+
+// requestLimit draws the request limit of a worker being spawned:
+// MaxRequests plus a number in [0, MaxRequestsJitter]; 0 without
+// MaxRequests.
+func (c Config) requestLimit() uint64 {
+	if c.MaxRequests <= 0 {
+		return 0
+	}
+	return uint64(c.MaxRequests) + uint64(rand.IntN(c.MaxRequestsJitter+1))
 }
 
 // withDefaults is Start's: the required fields, the defaults, the ranges,

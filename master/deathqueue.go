@@ -20,7 +20,7 @@ func (m *Master) Replace(pid int) error {
 	if _, err := m.lookup(pid); err != nil {
 		return err
 	}
-	m.enqueue(pid, "requested", nil)
+	m.enqueue(pid, ReasonRequested, "", nil)
 	return nil
 }
 
@@ -53,7 +53,7 @@ func (m *Master) RollingRestart(ctx context.Context) (err error) {
 	if err := m.checkExe(ctx); err != nil {
 		return err
 	}
-	return m.replaceAll(ctx, pids)
+	return m.replaceAll(ctx, pids, ReasonRollingRestart)
 }
 
 // ReplaceWorkers replaces the workers pids, one at a time through the death
@@ -65,14 +65,14 @@ func (m *Master) ReplaceWorkers(ctx context.Context, pids []int) error {
 	if !m.started.Load() {
 		return errStarting
 	}
-	return m.replaceAll(ctx, pids)
+	return m.replaceAll(ctx, pids, ReasonUpgrade)
 }
 
-func (m *Master) replaceAll(ctx context.Context, pids []int) error {
+func (m *Master) replaceAll(ctx context.Context, pids []int, why Reason) error {
 	var waits []chan error
 	for _, pid := range pids {
 		ch := make(chan error, 1)
-		if m.enqueue(pid, "rolling restart", ch) {
+		if m.enqueue(pid, why, "", ch) {
 			waits = append(waits, ch)
 		}
 	}
@@ -109,16 +109,16 @@ func (m *Master) checkExe(ctx context.Context) error {
 
 // enqueue appends a replacement request unless pid is already queued; it
 // reports whether it did.
-func (m *Master) enqueue(pid int, reason string, done chan error) bool {
+func (m *Master) enqueue(pid int, why Reason, detail string, done chan error) bool {
 	m.mu.Lock()
 	if m.stopping || m.frozen || m.queued[pid] {
 		m.mu.Unlock()
 		return false
 	}
 	m.queued[pid] = true
-	m.queue = append(m.queue, request{pid: pid, reason: reason, done: done})
+	m.queue = append(m.queue, request{pid: pid, reason: why, detail: detail, done: done})
 	m.mu.Unlock()
-	m.log.Info("queued for replacement", "worker", pid, "reason", reason)
+	m.log.Info("queued for replacement", "worker", pid, "reason", why, "detail", detail)
 	select {
 	case m.qWake <- struct{}{}:
 	default:
@@ -205,7 +205,7 @@ func (m *Master) replace(r request) error {
 		return fmt.Errorf("%w: worker %d is %v", ErrWrongState, r.pid, st)
 	}
 	m.mu.Unlock()
-	m.log.Info("replacing worker", "worker", r.pid, "reason", r.reason)
+	m.log.Info("replacing worker", "worker", r.pid, "reason", r.reason, "detail", r.detail)
 
 	// Kill a successor that fails, never the old worker: it keeps serving.
 	succ, err := m.startReady("successor failed; killing it, old worker keeps serving", "old", r.pid)
@@ -229,6 +229,7 @@ func (m *Master) replace(r request) error {
 
 	m.mu.Lock()
 	succ.keep = true
+	m.replaced[r.reason]++
 	dead := old.state == Died
 	if !dead {
 		old.state, old.keep = Old, false
@@ -238,7 +239,7 @@ func (m *Master) replace(r request) error {
 	if dead {
 		return nil // it died while its successor came up: nothing to dismiss
 	}
-	m.emit(EventOld, old, nil)
+	m.emitReason(EventOld, old, r.reason)
 	old.block.SetDrainDeadline(m.cfg.ReplaceTimeout)
 	old.block.SetWant(proc.WantDrain)
 	m.dismiss(old, m.cfg.ReplaceTimeout)

@@ -37,7 +37,8 @@
 // A worker is forked when spawned, warming once it reports warm-up, active
 // once it accepts on the shared socket, paused by Pause, old once its
 // successor is ready and it is told to drain, died when reaped. Only active
-// workers are judged by ShouldKill, MemoryLimit and the nanny.
+// workers are judged by ShouldKill, MemoryLimit, the nanny, MaxRequests and
+// HungRequests.
 //
 // # Replacement
 //
@@ -53,8 +54,9 @@
 //     the "respawns" status, shown by the monitor's /status), and each
 //     failure is logged at ERROR and emitted as "respawn-failure".
 //   - Every other replacement (ShouldKill, MaxAge, nanny, MemoryLimit,
-//     Replace, RollingRestart, SIGHUP) goes through the death queue (so do
-//     Scale's requests: see Scaling): FIFO,
+//     MaxRequests, HungRequests, Replace, RollingRestart, SIGHUP) goes
+//     through the death queue, each request with its Reason (so do Scale's
+//     requests: see Scaling): FIFO,
 //     one at a time, a pid already queued is ignored. A successor is spawned
 //     and must be listening and warmed up within ReplaceTimeout; a successor
 //     that fails (warm-up failure, crash, timeout) is killed, never the old
@@ -71,6 +73,18 @@
 //     connections do not hang for 2 × ReplaceTimeout. Stop applies the
 //     same grace to every worker it tells to drain: a stop does not wait
 //     StopTimeout for a worker that cannot drain.
+//   - Recycling: the master's own rules queue an active worker (never a
+//     paused, old or guarded one) and emit EventRecycled with the rule's
+//     Reason: ShouldKill (MaxAge by default), MemoryLimit, the nanny,
+//     MaxRequests (each worker's limit MaxRequests plus a jitter drawn in
+//     [0, MaxRequestsJitter] at its spawn and stored in its control block;
+//     the worker counts the requests it serves there and wakes the master
+//     at its limit) and HungRequests (that many requests past the worker's
+//     Server.RequestTimeout within HungWindow, which the worker counts in
+//     its control block; a worker whose stuck handlers keep it from
+//     draining stops at its drain deadline, is SIGTERMed past
+//     ReplaceTimeout and SIGKILLed past as long again). Replacements
+//     counts the replacements done by Reason.
 //   - ReplaceTimeout bounds every worker's readiness, the initial workers'
 //     included: WaitUp waits up to ReplaceTimeout for each (and the worker
 //     bounds its WarmUp by the same value when cluster2.Listen starts it).
@@ -177,7 +191,8 @@
 // (EventForked, EventWarming, EventWarmUp, EventWarmUpFailure,
 // EventListening, EventPaused, EventResumed, EventDraining, EventOld,
 // EventUnresponsive, EventSigTerm, EventSigKill, EventDied,
-// EventReplaceFailure) and cluster events (EventUp, EventDown,
+// EventReplaceFailure, EventRecycled, whose Reason says which rule, as
+// EventOld's says why it is replaced) and cluster events (EventUp, EventDown,
 // EventRollingRestart and EventRollingRestartDone (its Err the replacements'
 // failures), EventScale (Workers: the new target), and EventRespawnFailure,
 // whose Slot names the slot and Pid is 0), and an auxiliary process's (EventAuxForked, EventAuxDied, with

@@ -19,7 +19,11 @@ type Event struct {
 	Pid  int   // the worker's (or auxiliary process's) pid, 0 for cluster events
 	Slot int   // its slot (respawn-failure: the slot being refilled), 0 for other cluster events
 	Err  error // what went wrong, for failures
-	Time time.Time
+	// Reason says why the worker is replaced, on EventRecycled (a rule of
+	// the master queued it) and EventOld (its successor is ready); zero on
+	// every other event.
+	Reason Reason
+	Time   time.Time
 
 	// Workers is EventScale's new target worker count (0 for other kinds).
 	Workers int
@@ -59,6 +63,7 @@ const (
 	EventAdopted                            // the master's new image adopted this running worker (Adopt)
 	EventUpgradeDone                        // an in-place upgrade ended (Err: why it failed and the master went back; nil: every worker runs the new build)
 	EventScale                              // the target worker count changed (Scale, SIGTTIN, SIGTTOU; Workers: the new target)
+	EventRecycled                           // a rule of the master (Reason: MaxRequests, HungRequests, ShouldKill, MemoryLimit, the nanny) queued this worker for replacement
 )
 
 // noState is kinds' state for a kind that implies none.
@@ -100,6 +105,7 @@ var kinds = [...]struct {
 	EventAdopted:            {"adopted", true, noState},
 	EventUpgradeDone:        {"upgrade-done", false, noState},
 	EventScale:              {"scale", false, noState},
+	EventRecycled:           {"recycled", true, noState},
 }
 
 func (k Kind) valid() bool { return k > 0 && int(k) < len(kinds) }
@@ -149,11 +155,16 @@ func (m *Master) emitSlot(k Kind, slot int, err error) {
 }
 
 // emit sends an event to OnEvent: about h, or a cluster event when h is nil.
-func (m *Master) emit(k Kind, h *handle, err error) {
+func (m *Master) emit(k Kind, h *handle, err error) { m.send(k, h, err, 0) }
+
+// emitReason sends a worker's event that says why it is replaced.
+func (m *Master) emitReason(k Kind, h *handle, why Reason) { m.send(k, h, nil, why) }
+
+func (m *Master) send(k Kind, h *handle, err error, why Reason) {
 	if m.cfg.OnEvent == nil {
 		return
 	}
-	e := Event{Kind: k, Err: err, Time: time.Now()}
+	e := Event{Kind: k, Err: err, Reason: why, Time: time.Now()}
 	if h != nil {
 		e.Pid, e.Slot = h.pid, h.slot
 	}

@@ -45,6 +45,7 @@ func TestEventNames(t *testing.T) {
 		{master.EventAdopted, "worker-4242-adopted", none},
 		{master.EventUpgradeDone, "upgrade-done", none},
 		{master.EventScale, "scale", none},
+		{master.EventRecycled, "worker-4242-recycled", none},
 	}
 	seen := map[master.Kind]bool{}
 	for _, c := range cases {
@@ -69,5 +70,27 @@ func TestEventNames(t *testing.T) {
 	}
 	if got := (master.Event{}).Name(); got != "unknown" {
 		t.Errorf("zero Event's Name() = %q; want unknown", got)
+	}
+}
+
+// TestReasonNames pins the replacement reasons' names (the label values of
+// cluster2_worker_replacements_total) and which are the master's own rules.
+func TestReasonNames(t *testing.T) {
+	want := []struct {
+		name    string
+		recycle bool
+	}{{"requested", false}, {"rolling-restart", false}, {"upgrade", false}, {"should-kill", true},
+		{"memory", true}, {"nanny", true}, {"max-requests", true}, {"hung-requests", true}}
+	rs := master.Reasons()
+	if len(rs) != len(want) {
+		t.Fatalf("Reasons() = %v; want %d", rs, len(want))
+	}
+	for i, r := range rs {
+		if r.String() != want[i].name || r.Recycle() != want[i].recycle {
+			t.Errorf("reason %d: %q recycle %v; want %q, %v", r, r, r.Recycle(), want[i].name, want[i].recycle)
+		}
+	}
+	if s := master.Reason(0).String(); s != "" {
+		t.Errorf("the zero Reason is %q; want \"\"", s)
 	}
 }

@@ -35,8 +35,9 @@ import (
 //
 // Spawns are counted across processes in envDir (os.Mkdir is atomic).
 const (
-	envScript = "MASTERTEST_SCRIPT"
-	envDir    = "MASTERTEST_DIR"
+	envScript     = "MASTERTEST_SCRIPT"
+	envDir        = "MASTERTEST_DIR"
+	envReqTimeout = "MASTERTEST_REQUEST_TIMEOUT" // the workers' Server.RequestTimeout (they serve GET /hang, which never returns)
 )
 
 func TestMain(m *testing.M) {
@@ -60,10 +61,17 @@ func scriptedWorker() int {
 		}
 	}
 	what := script[min(n, len(script)-1)]
+	mux := http.NewServeMux()
+	// GET / answers clustertest.Reply's shape; GET /hang never returns,
+	// whatever its context says.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, `{"pid":%d}`, os.Getpid()) })
+	mux.HandleFunc("/hang", func(http.ResponseWriter, *http.Request) { select {} })
+	reqTimeout, _ := time.ParseDuration(os.Getenv(envReqTimeout))
 	cfg := worker.Config{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }),
+		Handler:           mux,
 		HeartbeatInterval: 100 * time.Millisecond,
 		ReplaceTimeout:    20 * time.Second,
+		Server:            worker.ServerConfig{RequestTimeout: reqTimeout},
 	}
 	switch what {
 	case "ok":
@@ -203,6 +211,13 @@ func states(r *recorder, m *master.Master) []string {
 // workers (os.NewFile of a non-blocking dup, as cluster2 makes it).
 func listenerFile(t *testing.T) *os.File {
 	t.Helper()
+	f, _ := listenerAt(t)
+	return f
+}
+
+// listenerAt is listenerFile with the socket's address.
+func listenerAt(t *testing.T) (*os.File, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +235,7 @@ func listenerFile(t *testing.T) *os.File {
 	}
 	f := os.NewFile(uintptr(dup), "listener")
 	t.Cleanup(func() { f.Close() })
-	return f
+	return f, ln.Addr().String()
 }
 
 // lifecycle is one row of TestLifecycle: a cluster of workers whose spawns
@@ -375,12 +390,7 @@ func runLifecycle(t *testing.T, row lifecycle) {
 			a.Close()
 			t.Fatalf("Start: %v (events %v)", err, r.trace())
 		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			m.Stop(ctx)
-			a.Close()
-		})
+		stopAtEnd(t, m, a)
 		if row.act != nil {
 			row.act(t, r, m)
 		}
@@ -404,6 +414,16 @@ func runLifecycle(t *testing.T, row lifecycle) {
 			t.Errorf("workers at the end: %v, want %v (events %v)", got, row.states, r.trace())
 		}
 	}
+}
+
+// stopAtEnd stops m (bounded) and closes its arena when the test ends.
+func stopAtEnd(t *testing.T, m *master.Master, a *shm.Arena) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		m.Stop(ctx)
+		a.Close()
+	})
 }
 
 // TestStopDrainsEveryWorker: a stop goes down first, then every worker

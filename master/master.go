@@ -42,15 +42,16 @@ type Master struct {
 	current  int             // pid being replaced now, 0 if none
 	pending  map[int]Respawn // slots whose respawn failed and is being retried
 	stopping bool
-	crashes  crashBackoff // the workers' (each auxiliary process has its own)
-	frozen   bool         // Freeze began: no replacement is queued
-	held     bool         // Freeze found the master idle: no child is spawned
-	spawning int          // spawns between their start and their record
-	target   int          // the kept workers wanted: Config.Workers, then Scale's (scale.go)
-	ceiling  int          // Scale's bound (MaxWorkers), fixed at start
-	scaleUp  int          // workers a scale-up is starting (not kept yet): a respawn counts them
-	scaling  bool         // the death queue runs a scale request
-	adopting bool         // Adopt made this master: an upgrade replaces the workers until UpgradeEnded
+	crashes  crashBackoff             // the workers' (each auxiliary process has its own)
+	frozen   bool                     // Freeze began: no replacement is queued
+	held     bool                     // Freeze found the master idle: no child is spawned
+	spawning int                      // spawns between their start and their record
+	target   int                      // the kept workers wanted: Config.Workers, then Scale's (scale.go)
+	ceiling  int                      // Scale's bound (MaxWorkers), fixed at start
+	scaleUp  int                      // workers a scale-up is starting (not kept yet): a respawn counts them
+	scaling  bool                     // the death queue runs a scale request
+	adopting bool                     // Adopt made this master: an upgrade replaces the workers until UpgradeEnded
+	replaced [len(reasonNames)]uint64 // replacements done, by Reason
 
 	qWake    chan struct{}
 	stopCh   chan struct{} // closed when a stop begins
@@ -75,7 +76,8 @@ type Master struct {
 
 type request struct {
 	pid    int
-	reason string
+	reason Reason
+	detail string           // the rule's figures, for the log ("" if none)
 	done   chan error       // nil, or receives the outcome
 	scale  chan scaleResult // a scale request (pid 0): receives what reconcile did
 }
@@ -333,7 +335,8 @@ func (m *Master) Workers() []WorkerInfo {
 	out := make([]WorkerInfo, 0, len(m.byPid))
 	for _, h := range m.byPid {
 		out = append(out, WorkerInfo{Pid: h.pid, Slot: h.slot, State: h.state, Started: h.started,
-			LastHeartbeat: h.lastHB, Heartbeat: h.hb, Build: h.build, Accepts: h.block.Accepts(), Requests: h.block.Requests()})
+			LastHeartbeat: h.lastHB, Heartbeat: h.hb, Build: h.build, Accepts: h.block.Accepts(), Requests: h.block.Requests(),
+			RequestLimit: h.block.RequestLimit(), HungRequests: h.block.Hung()})
 	}
 	m.mu.Unlock()
 	slices.SortFunc(out, func(a, b WorkerInfo) int { return a.Slot - b.Slot })

@@ -114,7 +114,7 @@ func (m *Master) beginScale(to func(cur int) int) (<-chan scaleResult, error) {
 	prev := m.target
 	m.target = n
 	done := make(chan scaleResult, 1)
-	m.queue = append(m.queue, request{reason: "scale", scale: done})
+	m.queue = append(m.queue, request{scale: done}) // no Reason: a scale request replaces no worker
 	m.mu.Unlock()
 	m.wakeQueue()
 	if n != prev {

@@ -56,6 +56,9 @@ func (m *Master) spawn(slot int) (*handle, error) {
 	}()
 	b := &m.blocks[slot]
 	b.Reset(m.cfg.ReplaceTimeout)
+	if role == proc.RoleWorker {
+		b.SetRequestLimit(m.cfg.requestLimit()) // before the spawn: the worker reads it when it joins
+	}
 	cmd := exec.Command(m.cfg.Exe, m.cfg.Args[1:]...)
 	cmd.Args[0] = m.cfg.Args[0]
 	cmd.Env = proc.ChildEnv(m.cfg.Env, role, slot, os.Getpid())

@@ -55,11 +55,18 @@ type WorkerInfo struct {
 	Heartbeat     worker.Heartbeat // the latest, zero before the first
 	Build         Build            // what the worker says of its build; zero until it reports a state
 	// Accepts and Requests are the connections the worker accepted on the
-	// shared socket and the requests it completed since it started, read
-	// live from its control block when Workers is called (the worker counts;
-	// the heartbeat's TotalConns is the same count as of its time).
+	// shared socket and the requests it completed there since it started
+	// (not its warm-up's), read live from its control block when Workers is
+	// called (the worker counts; the heartbeat's TotalConns is the same
+	// count as of its time).
 	Accepts  uint64
 	Requests uint64
+	// RequestLimit is the requests after which it is recycled
+	// (Config.MaxRequests plus its jitter); 0: none.
+	RequestLimit uint64
+	// HungRequests is its requests that passed the server's RequestTimeout,
+	// read live from its control block.
+	HungRequests uint64
 }
 
 // Build is what a process says of its build: the application's version

@@ -26,8 +26,19 @@ func (m *Master) watch(h *handle, seen proc.State) {
 			return false
 		}
 	}
+	// The worker wakes the block's event when its requests reach its limit
+	// and at every hung request: those are conditions to wake on too, until
+	// seen (a limit seen is judged again at every look: a worker paused
+	// then, or whose replacement failed, is recycled later).
+	limit := h.block.RequestLimit() // stored before the spawn, never changed
+	limitSeen := false
+	hung := hungWatch{seen: h.block.Hung()}
+	wake := func() bool {
+		return reaped() || limit > 0 && !limitSeen && h.block.Requests() >= limit ||
+			h.block.Hung() != hung.seen
+	}
 	for {
-		h.block.WaitMaster(seen, hbSeq, reaped, time.Second)
+		h.block.WaitMaster(seen, hbSeq, wake, time.Second)
 		// Once the process is reaped, one last pass reports what it wrote
 		// before it died (a warm-up failure just before exiting), then reap
 		// goes on with the death.
@@ -50,9 +61,46 @@ func (m *Master) watch(h *handle, seen proc.State) {
 		if final {
 			return
 		}
+		if n := h.block.Requests(); limit > 0 && n >= limit {
+			limitSeen = true
+			m.recycle(h, ReasonMaxRequests, fmt.Sprintf("%d requests served, limit %d", n, limit))
+		}
+		if n := hung.count(h.block.Hung(), m.cfg.HungWindow); m.cfg.HungRequests > 0 && n >= m.cfg.HungRequests {
+			m.recycle(h, ReasonHungRequests, fmt.Sprintf("%d requests past the server's RequestTimeout within %v", n, m.cfg.HungWindow))
+		}
 		m.nanny(h)
 	}
 }
+
+// hungWatch follows a worker's count of hung requests (the watcher's own):
+// when each was seen, for the HungRequests rule.
+type hungWatch struct {
+	seen  uint64      // the count last seen
+	times []time.Time // when the ones within the window were seen, oldest first
+}
+
+// count takes in the worker's count now and returns how many hung requests
+// were seen within window (up to now). A jump of several is several seen
+// now; at most maxHungTimes are kept.
+func (w *hungWatch) count(now uint64, window time.Duration) int {
+	t := time.Now()
+	if now-w.seen > maxHungTimes && now > w.seen {
+		w.seen = now - maxHungTimes
+	}
+	for ; w.seen < now; w.seen++ {
+		w.times = append(w.times, t)
+	}
+	cut := 0
+	for cut < len(w.times) && (t.Sub(w.times[cut]) > window || len(w.times)-cut > maxHungTimes) {
+		cut++
+	}
+	w.times = w.times[cut:]
+	return len(w.times)
+}
+
+// maxHungTimes bounds hungWatch's memory (HungRequests above it never
+// trigger: Validate refuses them).
+const maxHungTimes = 10000
 
 // Progress of a worker's start events (handle.progress), and their kinds.
 const (
@@ -164,9 +212,9 @@ func (m *Master) onHeartbeat(h *handle, hb worker.Heartbeat) {
 	}
 	switch {
 	case m.cfg.MemoryLimit > 0 && hb.RSS > m.cfg.MemoryLimit:
-		m.enqueue(h.pid, fmt.Sprintf("memory %d over limit %d", hb.RSS, m.cfg.MemoryLimit), nil)
+		m.recycle(h, ReasonMemory, fmt.Sprintf("memory %d over limit %d", hb.RSS, m.cfg.MemoryLimit))
 	case m.cfg.ShouldKill(hb):
-		m.enqueue(h.pid, "ShouldKill", nil)
+		m.recycle(h, ReasonShouldKill, "")
 	}
 }
 
@@ -183,7 +231,7 @@ func (m *Master) nanny(h *handle) {
 	late := h.state == Active && h.keep && time.Since(last) > m.cfg.NannyTolerance
 	m.mu.Unlock()
 	if late {
-		m.enqueue(h.pid, "nanny: no heartbeat for "+time.Since(last).Round(time.Millisecond).String(), nil)
+		m.recycle(h, ReasonNanny, "no heartbeat for "+time.Since(last).Round(time.Millisecond).String())
 	}
 }
 

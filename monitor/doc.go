@@ -70,9 +70,11 @@
 // # Caveats
 //
 // A Server samples its Source from New until Close: always Close it. Per
-// worker counters in /metrics (requests, errors, GC, CPU seconds) are sums of
-// the heartbeats the monitor saw, so they start at zero when the master does,
+// worker counters in /metrics (errors, GC, CPU seconds) are sums of the
+// heartbeats the monitor saw, so they start at zero when the master does,
 // and a heartbeat the monitor missed (two within one SampleInterval) is not
-// counted. The key feed shows at most 256 bytes of each value and drops
-// changes a slow page cannot take (it says how many).
+// counted; the accepts, requests and hung requests are the worker's own
+// counts (its control block, master.WorkerInfo), since it started. The key
+// feed shows at most 256 bytes of each value and drops changes a slow page
+// cannot take (it says how many).
 package monitor

@@ -54,6 +54,8 @@ var (
 	descOpenConns    = prometheus.NewDesc("cluster2_worker_open_connections", "Connections open now.", workerLabels, nil)
 	descConns        = prometheus.NewDesc("cluster2_worker_connections_total", "Connections accepted since the worker started, as of its last heartbeat (cluster2_worker_accepts_total is the same count, live).", workerLabels, nil)
 	descGoroutines   = prometheus.NewDesc("cluster2_worker_goroutines", "Goroutines now.", workerLabels, nil)
+	descHung         = prometheus.NewDesc("cluster2_worker_hung_requests_total", "Requests that passed the server's RequestTimeout (their handler still running), since the worker started.", workerLabels, nil)
+	descReqLimit     = prometheus.NewDesc("cluster2_worker_request_limit", "The requests after which the worker is recycled (MaxRequests plus its jitter); absent without MaxRequests.", workerLabels, nil)
 	descGCCycles     = prometheus.NewDesc("cluster2_worker_gc_cycles_total", "GC cycles, summed from heartbeats.", workerLabels, nil)
 	descGCPause      = prometheus.NewDesc("cluster2_worker_gc_pause_seconds_total", "Stop-the-world GC pause time, summed from heartbeats (approximate).", workerLabels, nil)
 	descHBAge        = prometheus.NewDesc("cluster2_worker_heartbeat_age_seconds", "Time since the worker's last heartbeat.", workerLabels, nil)
@@ -113,6 +115,10 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descAccepts, float64(w.Accepts), slot, pid)
 		counter(descRequests, float64(w.Requests), slot, pid)
 		gauge(descGoroutines, float64(hb.Goroutines), slot, pid)
+		counter(descHung, float64(w.HungRequests), slot, pid)
+		if w.RequestLimit > 0 {
+			gauge(descReqLimit, float64(w.RequestLimit), slot, pid)
+		}
 		if !w.LastHeartbeat.IsZero() {
 			gauge(descHBAge, now.Sub(w.LastHeartbeat).Seconds(), slot, pid)
 		}

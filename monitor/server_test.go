@@ -495,6 +495,7 @@ func TestStatus(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	f := newFake(101, 102)
+	f.workers[0].HungRequests, f.workers[0].RequestLimit = 3, 1234
 	f.caches = []monitor.CacheInfo{{Name: "users", Hits: 9, Misses: 3, Evictions: 5, Entries: 2, Bytes: 64, CounterOps: 4, CASFailures: 3, TagInvalidations: 2, Clears: 1,
 		StaleServes: 5, FailSafeServes: 6, Refreshes: 7, NegativeHits: 8}}
 	f.metrics = []monitor.Metric{{Name: "cluster2_wal_bytes", Help: "WAL size.", Value: 4096},
@@ -510,6 +511,9 @@ func TestMetrics(t *testing.T) {
 		`# TYPE cluster2_worker_accepts_total counter`,
 		`cluster2_worker_connections_total{pid="101",slot="1"} 100`,
 		`cluster2_worker_cpu_percent{pid="101",slot="1"} 12.5`,
+		`cluster2_worker_hung_requests_total{pid="101",slot="1"} 3`,
+		`cluster2_worker_hung_requests_total{pid="102",slot="2"} 0`,
+		`cluster2_worker_request_limit{pid="101",slot="1"} 1234`,
 		`cluster2_ecv_up 1`,
 		`cluster2_cache_hits_total{cache="users"} 9`,
 		`cluster2_cache_hit_ratio{cache="users"} 0.75`,
@@ -531,6 +535,9 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(body, line) {
 			t.Errorf("/metrics lacks %q", line)
 		}
+	}
+	if strings.Contains(body, `cluster2_worker_request_limit{pid="102"`) {
+		t.Error("/metrics has a request limit for a worker without one")
 	}
 	if t.Failed() {
 		t.Log(body)

@@ -41,8 +41,22 @@
 // NewServer left zero: IdleTimeout 75 s, ReadHeaderTimeout 10 s, a body read
 // deadline of 60 s from the handler's start (unless the server has a
 // ReadTimeout), MaxHeaderBytes 1 MiB and an error log rate-limited to one
-// line a second (accept errors under EMFILE). ServerConfig.Apply,
-// ServerConfig.BodyDeadline and NewErrorLog give any other server the same.
+// line a second (accept errors under EMFILE); and, with RequestTimeout set
+// (default off), a deadline per request: the handler's context cancelled,
+// a 503 if it had written nothing, and the request counted as hung for the
+// master (master.Config.HungRequests). ServerConfig.Apply,
+// ServerConfig.BodyDeadline, ServerConfig.RequestDeadline and NewErrorLog
+// give any other server the same.
+//
+// The requests a worker serves on the shared socket (not its warm-up's) are
+// counted in its control block, the one count: heartbeats take their
+// cycle's Requests from it and the master compares it with the worker's
+// request limit (master.Config.MaxRequests plus its jitter, which the master
+// stores in the block before the spawn; the request that reaches it wakes
+// the master). Its hung requests are counted there too. The net/http server
+// counts both itself; a server run through Config.Serve calls CountRequest
+// as each request completes and RequestHung when one passes a deadline of
+// its own, or its requests are not counted (nor recycled by MaxRequests).
 //
 // Config.Serve and Config.Drain run another server instead (gRPC,
 // fasthttp, a custom protocol): Serve gets the private warm-up listener,

@@ -37,7 +37,9 @@ import (
 //     closed, and closes what is left [the two phases, Shutdown, Close];
 //   - heartbeats: the connections are counted by the listeners the worker
 //     hands to Serve (open, total); requests, their duration and errors
-//     only when the server calls CountRequest [instrument, ConnState];
+//     only when the server calls CountRequest [instrument, ConnState]; so
+//     is MaxRequests (the same count), and HungRequests judges the requests
+//     past a deadline the server reports with RequestHung [RequestDeadline];
 //   - a Serve that returns while its listener is open (an error, a stopped
 //     server) stops the worker with ErrServe: drained and gone, the master
 //     starts another [logged].
@@ -60,10 +62,23 @@ func CountRequest(d time.Duration, failed bool) {
 	if w == nil || w.cfg.Serve == nil {
 		return
 	}
-	w.c.totals.CountRequests(1)
-	w.c.durations.Add(int64(d))
+	w.requestDone(d) // the count MaxRequests judges too
 	if failed {
 		w.c.errors.Add(1)
+	}
+}
+
+// RequestHung counts one request of a server run through Config.Serve
+// that passed a deadline of the server's own with its handler still
+// running, as the worker's net/http server counts each request past
+// ServerConfig.RequestTimeout: in the worker's control block, where the
+// master replaces a worker with master.Config.HungRequests of them within
+// HungWindow (WorkerInfo.HungRequests, cluster2_worker_hung_requests_total).
+// It does nothing outside a worker, before Run, or in a worker serving
+// net/http (its server counts them). Safe for concurrent use.
+func RequestHung() {
+	if w := running.Load(); w != nil && w.cfg.Serve != nil {
+		w.requestHung()
 	}
 }
 

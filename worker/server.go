@@ -61,6 +61,16 @@ type ServerConfig struct {
 	// suppressed. Default 1 s.
 	ErrorLogInterval time.Duration
 
+	// RequestTimeout is each request's deadline, from its handler's start:
+	// past it the handler's context is cancelled, the request counts as
+	// hung (the master replaces a worker with master.Config.HungRequests
+	// of them within HungWindow), and a handler that has written nothing
+	// yet has its client answered 503 with "Connection: close"; see
+	// RequestDeadline. Default 0: no deadline (as a negative value): a
+	// server whose handlers stream or long-poll should keep it off, or
+	// above their longest request.
+	RequestTimeout time.Duration
+
 	// DrainIdleGrace is how long a draining or paused worker leaves a
 	// keep-alive connection idle before closing it. Until then the
 	// client's next request on it is served and answered with "Connection:
@@ -100,8 +110,9 @@ func (c ServerConfig) WithDefaults() ServerConfig {
 
 // Apply sets the limits of c (defaults filled in) on the fields of s that
 // are zero: IdleTimeout, ReadHeaderTimeout, MaxHeaderBytes and ErrorLog (a
-// rate-limited log on logger). The body read deadline is not a server field:
-// BodyDeadline applies it per request.
+// rate-limited log on logger). The body read deadline and the request
+// deadline are not server fields: BodyDeadline and RequestDeadline apply
+// them per request.
 func (c ServerConfig) Apply(s *http.Server, logger *slog.Logger) {
 	c = c.WithDefaults()
 	if s.IdleTimeout == 0 && c.IdleTimeout > 0 {
@@ -348,6 +359,6 @@ func tracked(c net.Conn) *trackedConn {
 // String describes c (defaults filled in) on one line, for logs.
 func (c ServerConfig) String() string {
 	c = c.WithDefaults()
-	return fmt.Sprintf("{idle=%v header=%v body=%v maxHeader=%d errorLog=%v drainIdle=%v balancedAccepts=%v}",
-		c.IdleTimeout, c.ReadHeaderTimeout, c.BodyReadTimeout, c.MaxHeaderBytes, c.ErrorLogInterval, c.DrainIdleGrace, !c.UnbalancedAccepts)
+	return fmt.Sprintf("{idle=%v header=%v body=%v maxHeader=%d errorLog=%v request=%v drainIdle=%v balancedAccepts=%v}",
+		c.IdleTimeout, c.ReadHeaderTimeout, c.BodyReadTimeout, c.MaxHeaderBytes, c.ErrorLogInterval, c.RequestTimeout, c.DrainIdleGrace, !c.UnbalancedAccepts)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -129,22 +130,24 @@ type Config struct {
 // shared socket. Its methods are safe for concurrent use. It must not be
 // copied.
 type Worker struct {
-	_      nocopy.NoCopy
-	cfg    Config
-	log    *slog.Logger
-	slot   int
-	arena  *shm.Arena
-	self   *shm.Proc
-	block  *proc.Block
-	blocks []proc.Block // every slot's, for the accept balance
-	bal    *balancer    // nil: no balance
-	lnf    *os.File     // fd 3, kept open for resume
-	srv    *http.Server
-	tls    bool
-	c      counters
-	start  time.Time
-	col    *collector
-	hbMu   sync.Mutex // serializes heartbeats (one seqlock writer)
+	_       nocopy.NoCopy
+	cfg     Config
+	log     *slog.Logger
+	slot    int
+	arena   *shm.Arena
+	self    *shm.Proc
+	block   *proc.Block
+	blocks  []proc.Block // every slot's, for the accept balance
+	bal     *balancer    // nil: no balance
+	lnf     *os.File     // fd 3, kept open for resume
+	srv     *http.Server
+	tls     bool
+	c       counters
+	limit   uint64 // the master's request limit for this process (0: none), read when it joins
+	start   time.Time
+	hungLog *log.Logger // RequestHung's, rate-limited
+	col     *collector
+	hbMu    sync.Mutex // serializes heartbeats (one seqlock writer)
 
 	closing atomic.Bool // paused or draining: responses say "Connection: close"
 	idle    idleConns   // connections waiting for a request, for pause and drain
@@ -214,6 +217,7 @@ func Run(ctx context.Context, cfg Config) (*Worker, error) {
 	w := &Worker{cfg: cfg, slot: slot, start: time.Now(), stopCh: make(chan stopReq, 4), done: make(chan struct{})}
 	w.stopping, w.stopNow = context.WithCancel(context.Background())
 	w.log = cfg.Logger.With("role", "worker", "pid", os.Getpid(), "slot", slot)
+	w.hungLog = NewErrorLog(w.log, time.Second)
 	running.Store(w)
 	proc.Unsetenv()
 	if err := w.attach(ctx); err != nil {
@@ -253,7 +257,7 @@ func (w *Worker) attach(ctx context.Context) error {
 	}
 	w.block = &blocks[w.slot]
 	w.blocks = blocks
-	w.c.totals = w.block
+	w.c.totals, w.limit = w.block, w.block.RequestLimit() // the master stored the limit before the spawn
 	w.block.SetPid(os.Getpid())
 	bi := build.Read(w.cfg.Version, build.Layout{})
 	w.block.SetBuild(bi.Version, bi.Revision, bi.GoVersion) // before the first state: the master reads it then
@@ -296,12 +300,11 @@ func (w *Worker) begin(ctx context.Context) error {
 			return fmt.Errorf("worker: ConfigureApp: %w", err)
 		}
 	}
-	if h != nil {
-		h = w.instrument(h)
-	}
 	w.col = newCollector(os.Getpid(), w.slot, w.start, &w.c)
 	go w.heartbeats()
 
+	// The warm-up's requests are not the worker's: only those it serves on
+	// the shared socket are counted (heartbeats, MaxRequests).
 	err := w.warmUp(ctx, h)
 	if w.stopping.Err() != nil {
 		// SIGTERM or the master's death during warm-up: never join the socket.
@@ -323,7 +326,7 @@ func (w *Worker) begin(ctx context.Context) error {
 		return nil
 	}
 
-	w.srv = w.newServer(h)
+	w.srv = w.newServer(w.instrument(h))
 	w.tls = w.srv.TLSConfig != nil && (len(w.srv.TLSConfig.Certificates) > 0 || w.srv.TLSConfig.GetCertificate != nil)
 	user := w.srv.ConnState
 	w.srv.ConnState = func(c net.Conn, s http.ConnState) {
@@ -367,6 +370,7 @@ func (w *Worker) newServer(h http.Handler) *http.Server {
 	if s.ReadTimeout == 0 {
 		s.Handler = w.cfg.Server.BodyDeadline(s.Handler)
 	}
+	s.Handler = w.cfg.Server.RequestDeadline(s.Handler, w.requestHung)
 	// Outermost, whatever handler NewServer chose: once the worker drains,
 	// HTTP/1 clients are asked to close the connection after the response.
 	inner := s.Handler

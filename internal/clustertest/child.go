@@ -64,6 +64,10 @@ const (
 	EnvArenaSize   = "T_ARENA"         // Config.ArenaSize, in bytes
 	EnvServe       = "T_SERVE"         // serve Handler through Config.Serve and Drain (an http.Server as a custom server)
 	EnvServeFail   = "T_SERVE_FAIL"    // with EnvServe: the worker's Serve returns an error once the file <this>/<pid> exists
+	EnvMaxRequests = "T_MAXREQ"        // Config.MaxRequests
+	EnvMaxReqJit   = "T_MAXREQ_JITTER" // Config.MaxRequestsJitter
+	EnvRequestTO   = "T_REQUEST_TO"    // Config.Server.RequestTimeout
+	EnvHung        = "T_HUNG"          // Config.HungRequests
 )
 
 // roleAtStart is CurrentRole before Listen, for the handler to report.
@@ -95,9 +99,9 @@ type Reply struct {
 }
 
 // Handler is [Child]'s handler: GET / (the serving pid, whether the shared
-// socket is non-blocking, the role), PUT /put (the body's length) and
+// socket is non-blocking, the role), PUT /put (the body's length),
 // /slow?ms= (answers after ms milliseconds; creates the file EnvInFlight
-// names first).
+// names first) and /hang (never returns: a hung request).
 func Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -113,6 +117,7 @@ func Handler() http.Handler {
 		}
 		json.NewEncoder(w).Encode(Reply{Pid: os.Getpid(), Bytes: len(b)})
 	})
+	mux.HandleFunc("/hang", func(http.ResponseWriter, *http.Request) { select {} })
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		if f := os.Getenv(EnvInFlight); f != "" {
 			os.WriteFile(f, nil, 0o600)
@@ -146,6 +151,9 @@ func Child() {
 	arenaSize, _ := strconv.ParseInt(os.Getenv(EnvArenaSize), 10, 64)
 	retries, _ := strconv.Atoi(os.Getenv(EnvRetries))
 	memLimit, _ := strconv.Atoi(os.Getenv(EnvMemLimit))
+	maxReq, _ := strconv.Atoi(os.Getenv(EnvMaxRequests))
+	maxReqJitter, _ := strconv.Atoi(os.Getenv(EnvMaxReqJit))
+	hung, _ := strconv.Atoi(os.Getenv(EnvHung))
 	monAddr := os.Getenv(EnvMonitor)
 	if monAddr == "" {
 		monAddr = "127.0.0.1:0"
@@ -163,12 +171,15 @@ func Child() {
 		HeartbeatInterval: envDur(EnvHeartbeat, 200*time.Millisecond),
 		NannyTolerance:    envDur(EnvNanny, -1),
 		MemoryLimit:       uint64(memLimit),
+		MaxRequests:       maxReq,
+		MaxRequestsJitter: maxReqJitter,
+		HungRequests:      hung,
 		PidDir:            os.Getenv(EnvPidDir),
 		ReplaceTimeout:    envDur(EnvReplaceTO, 10*time.Second),
 		StopTimeout:       envDur(EnvStopTO, 10*time.Second),
 		ReplaceRetries:    retries,
 		Server: cluster2.ServerConfig{IdleTimeout: envDur(EnvIdle, 0), ReadHeaderTimeout: envDur(EnvHeaderTO, 0),
-			BodyReadTimeout: envDur(EnvBodyTO, 0), MaxHeaderBytes: maxHeader},
+			BodyReadTimeout: envDur(EnvBodyTO, 0), MaxHeaderBytes: maxHeader, RequestTimeout: envDur(EnvRequestTO, 0)},
 		Monitor: cluster2.MonitorConfig{AgentAddr: os.Getenv(EnvAgent), Token: os.Getenv(EnvToken)},
 		ConfigureApp: func(ctx context.Context, h http.Handler) (http.Handler, error) {
 			if Exists(os.Getenv(EnvConfFail)) {

@@ -15,11 +15,13 @@ const (
 	// LayoutVersion is the version of the supervision region's layout. 2:
 	// the start-failure reason (rlen, reason). 3: the worker's build (blen,
 	// build) in a fourth line: BlockSize 384 → 512. 4: the worker's live
-	// totals (accepts, requests) in a fifth line: BlockSize 512 → 640.
-	LayoutVersion = 4
+	// totals (accepts, requests) in a fifth line: BlockSize 512 → 640. 5:
+	// the master's request limit (reqLimit, in line 0's padding) and the
+	// worker's count of hung requests (hung, in line 4's padding).
+	LayoutVersion = 5
 
 	// RegionName names the supervision region in the arena.
-	RegionName = "cluster2.sup.v4"
+	RegionName = "cluster2.sup.v5"
 
 	// BlockSize is the size of one slot's control block.
 	BlockSize = 5 * shm.PadLine
@@ -87,7 +89,8 @@ type Block struct {
 	spawn    atomic.Uint32 // resets so far
 	toWorker shm.Event     // master → worker wake-up
 	deadline atomic.Int64  // drain deadline in ns (0: worker default)
-	_        [shm.PadLine - 24]byte
+	reqLimit atomic.Uint64 // the requests after which the master recycles the worker (0: none)
+	_        [shm.PadLine - 32]byte
 
 	// Lines 1-2: written by the worker.
 	state    atomic.Uint32 // State
@@ -105,8 +108,9 @@ type Block struct {
 	// Line 4: written by the worker on every accept and request (its own
 	// line: the master's reads never share a line with the seqlock).
 	accepts  atomic.Uint64 // connections accepted on the shared socket since the process started
-	requests atomic.Uint64 // requests completed since the process started
-	_        [shm.PadLine - 16]byte
+	requests atomic.Uint64 // requests completed on the shared socket since the process started
+	hung     atomic.Uint64 // requests that passed the server's RequestTimeout
+	_        [shm.PadLine - 24]byte
 }
 
 // Region returns the supervision region of a, creating it if needed (the
@@ -138,8 +142,30 @@ func (b *Block) Reset(drainDeadline time.Duration) {
 	clear(b.build[:])
 	b.accepts.Store(0)
 	b.requests.Store(0)
+	b.hung.Store(0)
+	b.reqLimit.Store(0)
 	b.spawn.Add(1)
 }
+
+// SetRequestLimit stores the number of served requests after which the
+// master recycles the worker (master side: after Reset, before the spawn,
+// so that the worker reads it when it joins; 0: no limit).
+func (b *Block) SetRequestLimit(n uint64) { b.reqLimit.Store(n) }
+
+// RequestLimit returns what SetRequestLimit stored (0: no limit).
+func (b *Block) RequestLimit() uint64 { return b.reqLimit.Load() }
+
+// AddHung counts one request past the server's RequestTimeout (worker side)
+// and wakes the master; it returns the new count.
+func (b *Block) AddHung() uint64 {
+	n := b.hung.Add(1) // seq-cst: before Wake's load of the waiter count
+	b.toMaster.Wake()
+	return n
+}
+
+// Hung returns how many requests passed the server's RequestTimeout (either
+// side; 0 after a Reset).
+func (b *Block) Hung() uint64 { return b.hung.Load() }
 
 // SetReason stores why the worker failed to start (worker side, once, before
 // the state that reports the failure, or before exiting): its first
@@ -179,8 +205,9 @@ func (b *Block) Build() (version, revision, goVersion string) {
 // side, any goroutine).
 func (b *Block) CountAccept() { b.accepts.Add(1) }
 
-// CountRequests counts n completed requests (worker side, any goroutine).
-func (b *Block) CountRequests(n uint64) { b.requests.Add(n) }
+// CountRequests counts n completed requests (worker side, any goroutine)
+// and returns the new total.
+func (b *Block) CountRequests(n uint64) uint64 { return b.requests.Add(n) }
 
 // Accepts returns the connections the worker accepted on the shared socket
 // since it started: live, not a heartbeat's copy (either side; 0 after a

@@ -63,7 +63,8 @@
 // the worker's writes never share a cache line pair:
 //
 //		offset 0   ┌───────────────── written by the master ─────────────────┐
-//		           │ want u32 │ spawn u32 │ toWorker Event(8) │ deadline i64 │ pad │ 128 B
+//		           │ want u32 │ spawn u32 │ toWorker Event(8) │ deadline i64 │     │
+//		           │ reqLimit u64 │ pad                                      │ 128 B
 //		offset 128 ├───────────────── written by the worker ─────────────────┤
 //		           │ state u32 │ pid u32 │ toMaster Event(8) │ hbSeq u64 │     │
 //		           │ hb [16]u64 (Heartbeat words, under the hbSeq seqlock)   │
@@ -71,7 +72,7 @@
 //		offset 384 ├───────────── written by the worker, once ───────────────┤
 //		           │ blen u64 │ build [15]u64 (120 bytes of text)            │ 128 B
 //		offset 512 ├──────── written by the worker, on every accept ─────────┤
-//		           │ accepts u64 │ requests u64 │ pad                        │ 128 B
+//		           │ accepts u64 │ requests u64 │ hung u64 │ pad             │ 128 B
 //		offset 640 └──────────────────────────────────────────────────────────┘
 //
 //	  - want (master → worker): what the master wants the worker to do:
@@ -84,6 +85,13 @@
 //	    for a new process, for logs only.
 //	  - deadline (master): how long, in nanoseconds, the worker may take to drain
 //	    once want is drain (0: the worker's own default).
+//	  - reqLimit (master): the served requests after which the master recycles
+//	    this process (master.Config.MaxRequests plus its jitter, drawn per
+//	    process; 0: none). Stored after Reset, before the spawn, never
+//	    changed while the process lives; the worker loads it when it joins
+//	    and wakes toMaster when its requests reach it (so that the master
+//	    need not poll the count). Layout version 5 added it in what was
+//	    padding.
 //	  - state (worker → master): the worker's progress: [StateForked] (zero,
 //	    what the master's reset leaves), [StateWarming], [StateWarmed],
 //	    [StateListening], [StatePaused], [StateDraining], [StateWarmFailed],
@@ -120,7 +128,15 @@
 //	    client that has its response finds it counted. [Block.Reset] zeroes
 //	    them for the next process of the slot. Layout version 4 added this
 //	    line (the block grew from 512 to 640 bytes); a version-3 process
-//	    would not find the region (its name carries the version).
+//	    would not find the region (its name carries the version). The
+//	    requests are those served on the shared socket, not the warm-up's;
+//	    the master compares them with reqLimit (MaxRequests), and the
+//	    heartbeats take their cycle's Requests from the same count.
+//	  - hung (worker): the requests that passed the server's RequestTimeout
+//	    ([Block.AddHung], an atomic add, then a wake of toMaster; read with
+//	    [Block.Hung]); the master replaces a worker with
+//	    master.Config.HungRequests of them within HungWindow. Zeroed by
+//	    Reset. Layout version 5 added it in this line's padding.
 //
 // # Memory order
 //
@@ -140,7 +156,8 @@
 // (the nanny then notices). A worker killed at any point leaves a stale state;
 // the master learns of the death from process wait, not from the block, and
 // resets the block ([Block.Reset]) before it spawns the next process in that
-// slot. A master killed leaves want as it was; its workers learn of the death
+// slot; its counters (accepts, requests, hung) stay as they were until then,
+// and are read no more once it is reaped. A master killed leaves want as it was; its workers learn of the death
 // from EOF on DeathFD, not from the block. Event waiter counts may be left one
 // too high, which costs a spurious wake system call, never a lost wake-up.
 //

@@ -23,4 +23,8 @@ var (
 	_ [512 - unsafe.Offsetof(Block{}.accepts)]byte
 	_ [unsafe.Offsetof(Block{}.requests) - 520]byte
 	_ [520 - unsafe.Offsetof(Block{}.requests)]byte
+	_ [unsafe.Offsetof(Block{}.hung) - 528]byte
+	_ [528 - unsafe.Offsetof(Block{}.hung)]byte
+	_ [unsafe.Offsetof(Block{}.reqLimit) - 24]byte
+	_ [24 - unsafe.Offsetof(Block{}.reqLimit)]byte
 )
