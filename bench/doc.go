@@ -143,7 +143,9 @@
 // (UPGRADE_ROUNDS rounds per -count run) into
 // bench/results/issue15-upgrade.txt.
 //
-// bench/report.sh runs them all and writes docs/BENCHMARKS.md.
+// bench/report.sh runs them all and writes docs/BENCHMARKS.md; what the
+// report does not write there (a section or a marked block written by hand)
+// is kept in its place.
 //
 // # Adding benchmarks
 //
