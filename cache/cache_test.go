@@ -319,6 +319,33 @@ func TestGetIntoAllocatesNothing(t *testing.T) {
 	}
 }
 
+// TestGetHitAllocatesOnlyItsValue: a hit by Get with a loader costs what
+// GetInto's does plus the one allocation of the copy it returns (issue 16,
+// BenchmarkCacheGetOrLoadContended): no load marker, no other allocation,
+// with or without the loader options, and the loader never runs.
+func TestGetHitAllocatesOnlyItsValue(t *testing.T) {
+	for _, opts := range []cache.Options{{}, {Expire: time.Hour, StaleFor: time.Minute, FailSafeFor: time.Hour, RefreshAhead: 0.1, NotFoundExpire: time.Second}} {
+		c := cachetest.New(t, "t", opts)
+		mustSet(t, c, "key-0000000000001", string(make([]byte, 64)))
+		loader := func(context.Context, string) ([]byte, error) {
+			t.Error("a hit ran its loader")
+			return nil, nil
+		}
+		ctx := context.Background()
+		allocs := testing.AllocsPerRun(1000, func() {
+			if v, err := c.Get(ctx, "key-0000000000001", loader); err != nil || len(v) != 64 {
+				t.Fatalf("Get = %d bytes, %v", len(v), err)
+			}
+		})
+		if allocs != 1 {
+			t.Fatalf("options %+v: a Get hit allocates %v times, want 1 (its value)", opts, allocs)
+		}
+		if st := c.Stats(); st.Loads != 0 {
+			t.Fatalf("options %+v: %d loads for hits", opts, st.Loads)
+		}
+	}
+}
+
 func TestLoaderOnceInProcess(t *testing.T) {
 	c := cachetest.New(t, "t", cache.Options{})
 	var runs atomic.Int32
