@@ -2,6 +2,7 @@ package cluster2_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -65,7 +66,9 @@ func fmtErr(err error) string {
 // paused worker's Serve returns and a resumed one serves again, a rolling
 // restart under keep-alive and new-connection load fails no request, the
 // monitor's /metrics counts the requests CountRequest counted and the
-// connections the worker's listener accepted, and a Serve that returns
+// connections the worker's listener accepted, the shared cache and the
+// emitter work the same (a key set through one worker is read through the
+// other; the workers' statuses reach the monitor), and a Serve that returns
 // while listening stops its worker, which the master replaces.
 func TestServeHookRunsACustomServer(t *testing.T) {
 	failDir := t.TempDir()
@@ -103,6 +106,44 @@ func TestServeHookRunsACustomServer(t *testing.T) {
 		t.Fatalf("/metrics: %v connections of workers %v; want at least 20:\n%s", n, now, samples)
 	}
 
+	// The shared cache and the emitter work the same: a key set through one
+	// worker is read through the other; each worker's status (status.os)
+	// reaches the monitor over the emitter's rings.
+	setBy := kvGet(t, tc.Addr, "/kv?k=shared&v=42")
+	if setBy.Value != "42" {
+		t.Fatalf("/kv set: %+v; want the value 42", setBy)
+	}
+	if !xtesting.Eventually(wait, func() bool {
+		r := kvGet(t, tc.Addr, "/kv?k=shared")
+		if r.Value != "42" {
+			t.Fatalf("/kv on worker %d: %+v; want the value 42 that worker %d set", r.Pid, r, setBy.Pid)
+		}
+		return r.Pid != setBy.Pid
+	}) {
+		t.Fatalf("no request reached the worker that did not set the key")
+	}
+	if !xtesting.Eventually(wait, func() bool {
+		var st map[string]map[string]json.RawMessage
+		resp, err := http.Get("http://" + tc.Mon + "/status")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+		}
+		n := 0
+		for pid := range now {
+			if _, ok := st["status.os"][strconv.Itoa(pid)]; ok {
+				n++
+			}
+		}
+		if n == len(now) {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("/status lacks the status.os of workers %v", now)
+	}
+
 	// A Serve that returns while listening: its worker stops, the master
 	// replaces it, the other one serves meanwhile.
 	failing := tc.AnyActive()
@@ -125,4 +166,21 @@ func TestServeHookRunsACustomServer(t *testing.T) {
 	if r, err := tc.Get("/"); err != nil || r.Pid == failing {
 		t.Fatalf("after the failed Serve: %+v %v", r, err)
 	}
+}
+
+// kvGet GETs path (the child's /kv) on a new connection and decodes it.
+func kvGet(t *testing.T, addr, path string) clustertest.KV {
+	t.Helper()
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + addr + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	var r clustertest.KV
+	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&r) != nil {
+		t.Fatalf("GET %s: status %d", path, resp.StatusCode)
+	}
+	return r
 }

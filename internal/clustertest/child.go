@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/cluster2/cluster2"
+	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/emitter"
 	"github.com/cluster2/cluster2/monitor"
 	"golang.org/x/sys/unix"
@@ -270,7 +271,11 @@ func Child() {
 // returns an error while its listener is open once the file named by the
 // directory and the pid exists.
 func serveCustom(cfg *cluster2.Config) {
-	h := Handler()
+	mux := http.NewServeMux()
+	mux.Handle("/", Handler())
+	mux.HandleFunc("/kv", kvHandler)
+	h := http.Handler(mux)
+	cfg.Cache.Enabled = true
 	var states sync.Map   // net.Conn → its http.ConnState
 	var busy atomic.Int64 // connections with a request to come or in flight (New, Active)
 	isBusy := func(s http.ConnState) int64 {
@@ -327,6 +332,36 @@ func serveCustom(cfg *cluster2.Config) {
 		}
 		return srv.Shutdown(ctx)
 	}
+}
+
+// KV is what /kv answers (with EnvServe): the serving pid and the shared
+// cache's value of the key.
+type KV struct {
+	Pid   int    `json:"pid"`
+	Value string `json:"value"`
+}
+
+// kvHandler is /kv?k=key[&v=value] (with EnvServe): it sets the key in the
+// shared cache "serve" when v is given, then answers the cache's value.
+func kvHandler(w http.ResponseWriter, r *http.Request) {
+	c, err := cache.Use("serve", cache.Options{})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	k := r.URL.Query().Get("k")
+	if v := r.URL.Query().Get("v"); v != "" {
+		if _, err := c.Set(r.Context(), k, []byte(v), cache.SetOptions{}); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
+	v, _, err := c.GetInto(nil, k)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	json.NewEncoder(w).Encode(KV{Pid: os.Getpid(), Value: string(v)})
 }
 
 // selfSigned makes a throw-away certificate for 127.0.0.1.
