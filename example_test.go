@@ -1,12 +1,15 @@
 package cluster2_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	cluster2 "github.com/cluster2/cluster2"
@@ -121,4 +124,49 @@ func ExampleCheck() {
 		log.Fatal(err) // wraps cluster2.ErrCheckFailed: missing, not executable, exits, another layout …
 	}
 	fmt.Println("ready to deploy", info.Version, info.ShortRevision(), info.Layout)
+}
+
+// ExampleConfig_serve runs a server other than net/http as the workers: a
+// line protocol (each line in is answered with the serving worker's pid). A
+// gRPC or fasthttp server plugs in the same way (see examples/grpcserver and
+// examples/fasthttpserver). (Compile-only: it re-executes the binary.)
+func ExampleConfig_serve() {
+	var conns sync.WaitGroup
+	c, err := cluster2.Listen(context.Background(), cluster2.Config{
+		Addr: ":7000",
+		// Serve is called on the warm-up address, then on the shared
+		// socket, again after a resume; it returns once the worker closes ln.
+		Serve: func(_ context.Context, ln net.Listener) error {
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return err
+				}
+				conns.Go(func() {
+					defer conn.Close()
+					for sc := bufio.NewScanner(conn); sc.Scan(); {
+						t := time.Now()
+						fmt.Fprintf(conn, "%d\n", os.Getpid())
+						cluster2.CountRequest(time.Since(t), false) // the request metrics
+					}
+				})
+			}
+		},
+		// Drain waits for the clients to hang up; the worker closes what is
+		// still open when the drain's deadline passes.
+		Drain: func(ctx context.Context) error {
+			done := make(chan struct{})
+			go func() { conns.Wait(); close(done) }()
+			select {
+			case <-done:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	c.Wait()
 }
