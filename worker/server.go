@@ -81,8 +81,8 @@ type ServerConfig struct {
 	// UnbalancedAccepts turns the accept balance off: a worker then
 	// accepts whenever the kernel wakes it, and under light load the
 	// busiest worker takes more than its share of the new connections
-	// (1.26–1.37× its fair share with 2 and 4 workers in the figure of
-	// docs/runtime.md, "Balanced accepts"). With the balance (the default),
+	// (up to 1.26× its fair share with 2 workers and 1.37× with 4 in the
+	// figure of docs/runtime.md, "Balanced accepts"). With the balance (the default),
 	// a worker that accepted more than its share of the connections of the
 	// last 100 ms waits up to 2 ms before its next accept, so that another
 	// worker takes it; it waits no longer once the others take nothing while
