@@ -13,10 +13,11 @@ import (
 // worker's epoll; the one whose thread is already running calls accept
 // first), so a busy worker takes more than its share under light load.
 // Before each accept a worker compares the connections it accepted in the
-// last balanceWindow with the mean of the listening workers' (every
-// worker's accepts are live in its control block); while it is ahead by more
-// than balanceSlack, it stands back for up to balanceMaxWait so that one of
-// the others takes the next connection. It stops waiting as soon as it is
+// last balanceSample × balanceWindows (100 ms) with the mean of the
+// listening workers' (every worker's accepts are live in its control
+// block); while it took more than balanceRatio × the mean + balanceSlack, it
+// stands back in steps of balanceStep for up to balanceMaxWait so that one
+// of the others takes the next connection. It stops waiting as soon as it is
 // no longer ahead, and when the others took nothing during a step while
 // connections wait in the socket's queue (they are busy: waiting longer
 // would only delay the client). docs/runtime.md ("Balanced accepts") has the
