@@ -147,10 +147,12 @@ func listenWorker(ctx context.Context, c Config) (*Cluster, error) {
 			return err
 		}
 		if c.Cache.Enabled {
-			if cr, err = attachCacheWorker(a); err == nil {
-				in.useSpace(cr.sp)
+			if cr, err = attachCacheWorker(a); err != nil {
+				return err
 			}
+			in.useSpace(cr.sp)
 		}
+		in.br, err = startBridge(c, in.sp, false) // the distributed caches' client: before any request
 		return err
 	}
 	w, err := worker.Run(ctx, wc)
@@ -256,6 +258,14 @@ func runMaster(ctx context.Context, c Config, p masterParts) (cl *Cluster, err e
 			}
 		}()
 	}
+	if in.br, err = startBridge(c, in.sp, true); err != nil { // the host's tracking connection: before any worker loads
+		return nil, err
+	}
+	defer func() {
+		if err != nil && in.br != nil {
+			in.br.Close()
+		}
+	}()
 	ew, err := startEmitterMaster(ctx, c, a, self, in) // before any worker: each is armed when forked
 	if err != nil {
 		return nil, err

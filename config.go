@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cluster2/cluster2/bridge"
 	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/emitter"
 	"github.com/cluster2/cluster2/internal/build"
@@ -84,7 +85,24 @@ type CacheConfig struct {
 	// /status, /metrics (cluster2_persist_failing) and the dashboard show
 	// the failure either way, and the master logs it at ERROR.
 	DownWhilePersistFailing bool
+
+	// Redis connects the cluster to Redis, shared by the hosts of a fleet
+	// (several clusters behind a load balancer): the caches named in
+	// Redis.Caches are distributed (Redis is their second tier, every
+	// host's writes invalidate every host's entries; see package bridge
+	// and docs/cache.md, "Distributed caches"), and events can cross hosts.
+	// The master holds the host's one tracking connection; every process
+	// has a client for its misses and writes. Default: no Addr, no Redis.
+	// Every other field's default is package bridge's (Namespace
+	// "cluster2:", PingEvery 1 s, Timeout 500 ms; Logger: Config.Logger).
+	// Redis.Caches needs Enabled; a distributed cache cannot be persistent.
+	Redis RedisConfig
 }
+
+// RedisConfig is Config.Cache.Redis: package bridge's configuration (the
+// address, the distributed caches, the namespace, the timeouts,
+// LocalWrites).
+type RedisConfig = bridge.Config
 
 // Config configures Listen. The zero value, with a Handler, is a valid
 // configuration: every zero field takes the default its doc names. Config is
@@ -400,6 +418,10 @@ func (c Config) validate() error {
 		return bad("Cache.Mode", fmt.Sprintf("%q", c.Cache.Mode), `is not "standalone" or "master"`)
 	case c.Cache.Durability > cache.Always:
 		return bad("Cache.Durability", c.Cache.Durability, "is not a cache.Durability")
+	case c.Cache.Redis.Addr == "" && len(c.Cache.Redis.Caches) > 0:
+		return bad("Cache.Redis.Caches", c.Cache.Redis.Caches, "needs Cache.Redis.Addr")
+	case len(c.Cache.Redis.Caches) > 0 && !c.Cache.Enabled:
+		return bad("Cache.Redis.Caches", c.Cache.Redis.Caches, "needs Cache.Enabled")
 	case c.ArenaSize < minArenaSize:
 		return bad("ArenaSize", c.ArenaSize, "is below 1 MiB")
 	case c.Addr == c.MonitorAddr && !strings.HasSuffix(c.Addr, ":0"):
@@ -407,14 +429,19 @@ func (c Config) validate() error {
 	case len(c.HostName) > emitter.MaxHost:
 		return bad("HostName", fmt.Sprintf("%.40q…", c.HostName), fmt.Sprintf("is longer than %d bytes", emitter.MaxHost))
 	}
+	if c.Cache.Redis.Addr != "" {
+		if err := c.Cache.Redis.Validate(); err != nil {
+			return fmt.Errorf("cluster2: Cache.Redis: %w", err)
+		}
+	}
 	return c.master().Validate()
 }
 
 // String returns the configuration on one line, for the log at start.
 func (c Config) String() string {
-	return fmt.Sprintf("workers=%d maxWorkers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d maxRequests=%d+%d hung=%d/%v stop=%v replace=%v×%d arena=%d cache={enabled=%v mode=%s data=%q durability=%v downWhilePersistFailing=%v} server=%v pidDir=%q exe=%q version=%q",
+	return fmt.Sprintf("workers=%d maxWorkers=%d addr=%s monitor=%s heartbeat=%v maxAge=%v nanny=%v memLimit=%d maxRequests=%d+%d hung=%d/%v stop=%v replace=%v×%d arena=%d cache={enabled=%v mode=%s data=%q durability=%v downWhilePersistFailing=%v redis=%q distributed=%v} server=%v pidDir=%q exe=%q version=%q",
 		c.Workers, c.MaxWorkers, c.Addr, c.MonitorAddr, c.HeartbeatInterval, c.MaxAge, c.NannyTolerance, c.MemoryLimit,
 		c.MaxRequests, c.MaxRequestsJitter, c.HungRequests, c.HungWindow,
 		c.StopTimeout, c.ReplaceTimeout, c.ReplaceRetries, c.ArenaSize, c.Cache.Enabled, c.Cache.Mode,
-		c.Cache.DataDir, c.Cache.Durability, c.Cache.DownWhilePersistFailing, c.Server, c.PidDir, c.Executable, c.Version)
+		c.Cache.DataDir, c.Cache.Durability, c.Cache.DownWhilePersistFailing, c.Cache.Redis.Addr, c.Cache.Redis.Caches, c.Server, c.PidDir, c.Executable, c.Version)
 }

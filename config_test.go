@@ -3,6 +3,7 @@ package cluster2_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -123,5 +124,27 @@ func TestDefaultConfigIsTheOwnersDefaults(t *testing.T) {
 func TestExecutableDefault(t *testing.T) {
 	if got, want := cluster2.DefaultConfig().Executable, master.DefaultExe(); got != want {
 		t.Errorf("DefaultConfig().Executable = %q; want %q", got, want)
+	}
+}
+
+func TestConfigRedis(t *testing.T) {
+	h := http.NotFoundHandler()
+	for _, c := range []cluster2.Config{
+		{Handler: h, Cache: cluster2.CacheConfig{Enabled: true, Redis: cluster2.RedisConfig{Caches: []string{"a"}}}},                           // no address
+		{Handler: h, Cache: cluster2.CacheConfig{Redis: cluster2.RedisConfig{Addr: "127.0.0.1:6379", Caches: []string{"a"}}}},                  // cache off
+		{Handler: h, Cache: cluster2.CacheConfig{Enabled: true, Redis: cluster2.RedisConfig{Addr: "127.0.0.1:6379", Caches: []string{"a:b"}}}}, // a bad name
+		{Handler: h, Cache: cluster2.CacheConfig{Enabled: true, Redis: cluster2.RedisConfig{Addr: "127.0.0.1:6379", Timeout: -1}}},
+	} {
+		if err := c.Validate(); !errors.Is(err, cluster2.ErrInvalidConfig) {
+			t.Errorf("%+v: %v, want ErrInvalidConfig", c.Cache.Redis, err)
+		}
+	}
+	ok := cluster2.Config{Handler: h, Cache: cluster2.CacheConfig{Enabled: true, Redis: cluster2.RedisConfig{Addr: "127.0.0.1:6379", Caches: []string{"a"}}}}
+	if err := ok.Validate(); err != nil {
+		t.Error(err)
+	}
+	// Events across hosts need no cache.
+	if err := (cluster2.Config{Handler: h, Cache: cluster2.CacheConfig{Redis: cluster2.RedisConfig{Addr: "127.0.0.1:6379"}}}).Validate(); err != nil {
+		t.Error(err)
 	}
 }

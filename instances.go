@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/cluster2/cluster2/bridge"
 	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/emitter"
 	"github.com/cluster2/cluster2/internal/proc"
@@ -25,6 +26,7 @@ type instances struct {
 	em  *emitter.Emitter
 	reg *status.Registry // on em: its listeners are in place before em is attached
 	sp  *cache.Space     // set by useSpace; nil without the cache
+	br  *bridge.Bridge   // the bridge to Redis (bridge_wire.go); nil without Config.Cache.Redis
 }
 
 // newInstances returns the Cluster's emitter and registry. The emitter is
@@ -51,11 +53,14 @@ func (in *instances) useSpace(sp *cache.Space) {
 	cache.SetDefault(sp)
 }
 
-// release clears the cache default if it is still the Cluster's space, which
-// is closed with the cluster. The emitter and the registry stay the
+// release closes the bridge to Redis and clears the cache default if it is
+// still the Cluster's space, which is closed with the cluster. The emitter and the registry stay the
 // defaults: they outlive the cluster (the emitter is detached, as New made
 // it), and a later Listen adopts them again.
 func (in *instances) release() {
+	if in.br != nil {
+		in.br.Close() // before the space closes: its tracking writes there
+	}
 	if in.sp != nil && cache.Default() == in.sp {
 		cache.SetDefault(nil)
 	}

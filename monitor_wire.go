@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cluster2/cluster2/bridge"
 	"github.com/cluster2/cluster2/cache"
 	"github.com/cluster2/cluster2/emitter"
 	"github.com/cluster2/cluster2/master"
@@ -89,7 +91,7 @@ func startMonitor(c Config, appAddr net.Addr, a *shm.Arena, in *instances, event
 		}
 		return nil, nil
 	}
-	r := &monitorRuntime{src: &monitorSource{arena: a, em: in.em, reg: in.reg, sp: in.sp,
+	r := &monitorRuntime{src: &monitorSource{arena: a, em: in.em, reg: in.reg, sp: in.sp, br: in.br,
 		persist: c.Cache.Enabled && c.Cache.DataDir != "", downWhileFailing: c.Cache.DownWhilePersistFailing}, log: c.Logger}
 	ecv := mc.ECV
 	if ecv.Mode == monitor.ModeMonitor && strings.HasPrefix(ecv.CheckURL, "/") {
@@ -262,9 +264,10 @@ type monitorSource struct {
 	arena            *shm.Arena
 	em               *emitter.Emitter
 	reg              *status.Registry
-	sp               *cache.Space // nil without the cache
-	persist          bool         // the cluster has a data directory
-	downWhileFailing bool         // Cache.DownWhilePersistFailing
+	sp               *cache.Space   // nil without the cache
+	br               *bridge.Bridge // the host's bridge to Redis; nil without Config.Cache.Redis
+	persist          bool           // the cluster has a data directory
+	downWhileFailing bool           // Cache.DownWhilePersistFailing
 	m                atomic.Pointer[master.Master]
 	cluster          atomic.Pointer[Cluster] // for the upgrade action, once Listen has made it
 }
@@ -422,7 +425,8 @@ func (s *monitorSource) Persist() (monitor.PersistInfo, bool) {
 // With a data directory, "persist" (under the master's pid) is the state of
 // the log (monitor.PersistInfo); with the cache on, "caches" (under the
 // master's pid) is every cache's figures (monitor.CacheInfo, as /metrics
-// and the dashboard have them).
+// and the dashboard have them); with Config.Cache.Redis, "bridge" (under the
+// master's pid) is the bridge's state (monitor.BridgeInfo).
 func (s *monitorSource) Statuses(ctx context.Context) (map[string]map[int]any, error) {
 	reg := s.reg
 	out := map[string]map[int]any{}
@@ -431,6 +435,9 @@ func (s *monitorSource) Statuses(ctx context.Context) (map[string]map[int]any, e
 	}
 	if cs := s.Caches(); cs != nil {
 		out["caches"] = map[int]any{os.Getpid(): cs}
+	}
+	if bi, ok := s.Bridge(); ok {
+		out["bridge"] = map[int]any{os.Getpid(): bi}
 	}
 	for _, name := range reg.Names() {
 		entries, err := reg.Get(ctx, name)
@@ -451,8 +458,49 @@ func (s *monitorSource) Statuses(ctx context.Context) (map[string]map[int]any, e
 	return out, nil
 }
 
-// Metrics adds the arena's figures and the cache space's persistence
-// (write-ahead log) figures; the latter are zero without a log writer.
+// Bridge reports the host's bridge to Redis: its state and counters, and
+// the stale and fail-safe serves of its distributed caches.
+func (s *monitorSource) Bridge() (monitor.BridgeInfo, bool) {
+	if s.br == nil {
+		return monitor.BridgeInfo{}, false
+	}
+	st := s.br.Stats()
+	names := s.br.Config().Caches
+	bi := monitor.BridgeInfo{State: string(st.State), Since: st.Since, Addr: st.Addr, Error: st.Error,
+		Caches: append([]string{}, names...), Invalidations: st.Invalidations, Flushes: st.Flushes,
+		Reconnects: st.Reconnects, Messages: st.Messages}
+	for _, ci := range s.Caches() {
+		if slices.Contains(names, ci.Name) {
+			bi.StaleServes += ci.StaleServes + ci.FailSafeServes
+		}
+	}
+	return bi, true
+}
+
+// bridgeMetrics are the bridge's figures for /metrics (none without one).
+func (s *monitorSource) bridgeMetrics() []monitor.Metric {
+	bi, ok := s.Bridge()
+	if !ok {
+		return nil
+	}
+	up := 0.0
+	if bi.State == "up" {
+		up = 1
+	}
+	return []monitor.Metric{
+		{Name: "cluster2_bridge_up", Help: "1 while the bridge's tracking connection to Redis is up.", Value: up},
+		{Name: "cluster2_bridge_state_seconds", Help: "Time since the bridge's state (up, down, connecting) began.", Value: time.Since(bi.Since).Seconds()},
+		{Name: "cluster2_bridge_invalidations_total", Help: "Keys Redis invalidated (the host's own writes included).", Value: float64(bi.Invalidations), Counter: true},
+		{Name: "cluster2_bridge_flushes_total", Help: "Times every distributed entry was marked stale (connection lost or made, FLUSHALL).", Value: float64(bi.Flushes), Counter: true},
+		{Name: "cluster2_bridge_reconnects_total", Help: "Connections to Redis made after the first.", Value: float64(bi.Reconnects), Counter: true},
+		{Name: "cluster2_bridge_messages_total", Help: "Pub/sub messages received from other hosts.", Value: float64(bi.Messages), Counter: true},
+		{Name: "cluster2_bridge_stale_serves_total", Help: "Stale and fail-safe values the distributed caches served.", Value: float64(bi.StaleServes), Counter: true},
+	}
+}
+
+// Metrics adds the arena's figures, the cache space's persistence
+// (write-ahead log) figures (zero without a log writer) and the bridge's
+// (cluster2_bridge_*, with Config.Cache.Redis).
 func (s *monitorSource) Metrics() []monitor.Metric {
 	a := s.arena
 	var ps persist.Stats
@@ -470,7 +518,7 @@ func (s *monitorSource) Metrics() []monitor.Metric {
 		errors.As(ps.Failing, &errno)
 	}
 	es := s.em.Stats()
-	var out []monitor.Metric
+	out := s.bridgeMetrics()
 	if m := s.m.Load(); m != nil {
 		for r, n := range m.Replacements() {
 			out = append(out, monitor.Metric{Name: "cluster2_worker_replacements_total",

@@ -15,15 +15,15 @@ import (
 	"github.com/cluster2/cluster2/internal/redistest"
 )
 
-// host is one machine of a fleet in one test process: its own arena and
+// site is one machine of a fleet in one test process: its own arena and
 // cache space, and its own bridge tracking into it.
-type host struct {
+type site struct {
 	sp *cache.Space
 	b  *bridge.Bridge
 	c  *cache.Cache
 }
 
-func newHost(t *testing.T, srv *redistest.Server, opts cache.Options, local bool) *host {
+func newSite(t *testing.T, srv *redistest.Server, opts cache.Options, local bool) *site {
 	t.Helper()
 	sp := cachetest.NewSpace(t, 4<<20)
 	b, err := bridge.Open(bridge.Config{Addr: srv.Addr(), Caches: []string{"d"}, PingEvery: 50 * time.Millisecond,
@@ -41,11 +41,11 @@ func newHost(t *testing.T, srv *redistest.Server, opts cache.Options, local bool
 	}
 	b.Track(b.Target(sp))
 	waitFor(t, 5*time.Second, "the bridge comes up", b.Up)
-	return &host{sp: sp, b: b, c: c}
+	return &site{sp: sp, b: b, c: c}
 }
 
 // get is Get with a loader that must not run (the value is in Redis).
-func (h *host) get(t *testing.T, key string) string {
+func (h *site) get(t *testing.T, key string) string {
 	t.Helper()
 	v, err := h.c.Get(context.Background(), key, func(context.Context, string) ([]byte, error) {
 		return []byte("loaded"), nil
@@ -56,7 +56,7 @@ func (h *host) get(t *testing.T, key string) string {
 	return string(v)
 }
 
-func (h *host) set(t *testing.T, key, v string, tags ...string) {
+func (h *site) set(t *testing.T, key, v string, tags ...string) {
 	t.Helper()
 	if ok, err := h.c.Set(context.Background(), key, []byte(v), cache.SetOptions{Tags: tags}); err != nil || !ok {
 		t.Fatalf("set %q: %v %v", key, ok, err)
@@ -64,14 +64,14 @@ func (h *host) set(t *testing.T, key, v string, tags ...string) {
 }
 
 // local reports what the host's arena holds for key (no Redis).
-func (h *host) local(key string) (string, bool) {
+func (h *site) local(key string) (string, bool) {
 	v, ok, _ := h.c.GetInto(nil, key)
 	return string(v), ok
 }
 
-func twoHosts(t *testing.T, opts cache.Options) (*redistest.Server, *host, *host) {
+func twoHosts(t *testing.T, opts cache.Options) (*redistest.Server, *site, *site) {
 	srv := redistest.Start(t)
-	return srv, newHost(t, srv, opts, false), newHost(t, srv, opts, false)
+	return srv, newSite(t, srv, opts, false), newSite(t, srv, opts, false)
 }
 
 func TestWriteOnAIsReadOnB(t *testing.T) {
@@ -161,7 +161,7 @@ func TestRedisCLIWriteInvalidatesEveryHost(t *testing.T) {
 	if _, err := srv.CLI("SET", "cluster2:d:k", "from-cli"); err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range []*host{a, b} {
+	for _, h := range []*site{a, b} {
 		waitFor(t, 5*time.Second, "the arena drops the key", func() bool { _, ok := h.local("k"); return !ok })
 		if got := h.get(t, "k"); got != "from-cli" {
 			t.Fatalf("read %q, want redis-cli's value", got)
@@ -171,7 +171,7 @@ func TestRedisCLIWriteInvalidatesEveryHost(t *testing.T) {
 	if _, err := srv.CLI("PEXPIRE", "cluster2:d:k", "30"); err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range []*host{a, b} {
+	for _, h := range []*site{a, b} {
 		waitFor(t, 5*time.Second, "the arena drops the expired key", func() bool { _, ok := h.local("k"); return !ok })
 	}
 }
@@ -226,7 +226,7 @@ func TestRedisKilledThenRestarted(t *testing.T) {
 	const failSafe = 2 * time.Second
 	srv := redistest.Start(t)
 	opts := cache.Options{FailSafeFor: failSafe}
-	a, b := newHost(t, srv, opts, false), newHost(t, srv, opts, true)
+	a, b := newSite(t, srv, opts, false), newSite(t, srv, opts, true)
 	for i := range 20 {
 		a.set(t, fmt.Sprint("k", i), "v")
 	}
@@ -240,7 +240,7 @@ func TestRedisKilledThenRestarted(t *testing.T) {
 	// Hits are served, stale-marked: GetInto (fresh only) misses, Get with a
 	// loader serves the kept value instead of its loader's (Redis is down:
 	// the load fails, the fail-safe serves).
-	for _, h := range []*host{a, b} {
+	for _, h := range []*site{a, b} {
 		if _, ok := h.local("k1"); ok {
 			t.Fatal("a value is trusted as fresh while Redis is down")
 		}

@@ -176,3 +176,25 @@ type PersistInfo struct {
 type PersistSource interface {
 	Persist() (info PersistInfo, ok bool)
 }
+
+// BridgeInfo is the state of the host's bridge to Redis (package bridge),
+// for /status ("bridge"), the dashboard and /metrics (cluster2_bridge_*).
+type BridgeInfo struct {
+	State  string    `json:"state"`           // "connecting" (never up yet), "up" (tracking) or "down" (reconnecting)
+	Since  time.Time `json:"since"`           // when State began
+	Addr   string    `json:"addr"`            // Redis's address
+	Error  string    `json:"error,omitempty"` // why it is not up
+	Caches []string  `json:"caches"`          // the distributed caches
+
+	Invalidations uint64 `json:"invalidations"` // keys Redis invalidated (the host's own writes included)
+	Flushes       uint64 `json:"flushes"`       // times every distributed entry was marked stale (loss, reconnect, FLUSHALL)
+	Reconnects    uint64 `json:"reconnects"`    // connections made after the first
+	Messages      uint64 `json:"messages"`      // pub/sub messages received
+	StaleServes   uint64 `json:"staleServes"`   // stale and fail-safe values the distributed caches served
+}
+
+// BridgeSource is implemented by a Source whose cluster has a bridge to
+// Redis. Bridge returns ok false when it has none.
+type BridgeSource interface {
+	Bridge() (info BridgeInfo, ok bool)
+}

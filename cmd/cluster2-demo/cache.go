@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/cluster2/cluster2/cache"
 )
@@ -44,10 +45,25 @@ func parseDurability(s string) (cache.Durability, error) {
 	return 0, fmt.Errorf("%q is not a durability: want never, everysecond or always", s)
 }
 
+// redisFlags are the demo's Redis flags: -redis and -failsafe.
+type redisFlags struct {
+	addr     string        // Redis's address: the cache "demo" is distributed
+	failSafe time.Duration // with -redis, the demo cache's FailSafeFor
+}
+
+// register defines -redis and -failsafe on fs.
+func (r *redisFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&r.addr, "redis", "", "Redis `address` (host:port): the cache \"demo\" is distributed through it, shared with every demo"+
+		" on the same Redis (not with -data)")
+	fs.DurationVar(&r.failSafe, "failsafe", 30*time.Second, "with -redis, how long past its deadline (or past a lost Redis connection) "+
+		"the demo cache serves a kept value in place of a failing load")
+}
+
 // demoCache is the store of the cache routes: the shared cache "demo",
 // persistent when the demo runs with -data, with the durability of
 // -durability (default Always: a PUT answers once its value is on disk, so
-// that it survives even kill -9 of the whole demo). Every process of the
+// that it survives even kill -9 of the whole demo); distributed through
+// Redis with -redis, with FailSafeFor -failsafe. Every process of the
 // cluster opens it with the same options (they run the same flags). The
 // routes share one handle, opened by the first of them (every Use makes a
 // handle of its own: a request must not pay for one).
@@ -56,10 +72,13 @@ type demoCache struct {
 	h    *atomic.Pointer[cache.Cache]
 }
 
-func newCacheStore(dataDir string, d cache.Durability) demoCache {
+func newCacheStore(dataDir string, d cache.Durability, rf redisFlags) demoCache {
 	dc := demoCache{h: new(atomic.Pointer[cache.Cache])}
-	if dataDir != "" {
+	switch {
+	case dataDir != "":
 		dc.opts = cache.Options{Persist: true, Durability: d}
+	case rf.addr != "":
+		dc.opts = cache.Options{FailSafeFor: rf.failSafe}
 	}
 	return dc
 }
@@ -135,13 +154,29 @@ func (d demoCache) Has(ctx context.Context, key string) (bool, error) {
 	return err == nil, err
 }
 
-func (d demoCache) Set(ctx context.Context, key string, value []byte) error {
+func (d demoCache) Set(ctx context.Context, key string, value []byte, tags []string) error {
 	c, err := d.use()
 	if err != nil {
 		return err
 	}
-	_, err = c.Set(ctx, key, value, cache.SetOptions{})
+	_, err = c.Set(ctx, key, value, cache.SetOptions{Tags: tags})
 	return err
+}
+
+func (d demoCache) InvalidateTag(ctx context.Context, tag string) (int, error) {
+	c, err := d.use()
+	if err != nil {
+		return 0, err
+	}
+	return c.InvalidateTag(ctx, tag)
+}
+
+func (d demoCache) Clear(ctx context.Context) (int, error) {
+	c, err := d.use()
+	if err != nil {
+		return 0, err
+	}
+	return c.Clear(ctx)
 }
 
 func (d demoCache) Delete(ctx context.Context, key string) error {

@@ -38,7 +38,7 @@ func TestParseDurability(t *testing.T) {
 	if err := fs.Parse([]string{"-durability", "never", "-salvage"}); err != nil || p.durability != cache.Never || !p.salvage {
 		t.Fatalf("-durability never -salvage: %v, %v, %v", p.durability, p.salvage, err)
 	}
-	if got := newCacheStore(t.TempDir(), cache.EverySecond).opts; !got.Persist || got.Durability != cache.EverySecond {
+	if got := newCacheStore(t.TempDir(), cache.EverySecond, redisFlags{}).opts; !got.Persist || got.Durability != cache.EverySecond {
 		t.Fatalf("the demo cache's options = %+v; want persistent, every-second", got)
 	}
 }

@@ -2,7 +2,7 @@
 // controls a running one.
 //
 //	cluster2-demo [-addr :8080] [-monitor 127.0.0.1:8081] [-workers N] [-data DIR] [-token T]
-//	              [-durability never|everysecond|always] [-salvage]
+//	              [-durability never|everysecond|always] [-salvage] [-redis HOST:PORT [-failsafe 30s]]
 //	cluster2-demo status|reload|upgrade|stop
 //	cluster2-demo scale N
 //
@@ -14,6 +14,11 @@
 // middle stops start-up with the file and offset; -salvage starts anyway,
 // keeping what comes before the damage (what it drops is kept in
 // DIR/salvaged-<time>/).
+// With -redis the cache "demo" is distributed through that Redis: every demo
+// on it (another host, or another port here) reads what one PUTs, and a
+// write anywhere (a redis-cli SET cluster2:demo:KEY included) invalidates
+// every demo's copy; while Redis is down the demos serve their kept values
+// for -failsafe and refuse writes (503). -redis and -data exclude each other.
 // A bad flag value prints the usage and exits with status 2.
 //
 // Routes (every response is JSON and names the serving pid):
@@ -21,8 +26,9 @@
 //	GET    /             hello from the serving worker, with the build's version
 //	GET    /cache/{key}  read the cache "demo" through a loader
 //	HEAD   /cache/{key}  200 if the key has a value, 404 if not (no loader, nothing stored)
-//	PUT    /cache/{key}  store the request body (at most 1 MiB)
+//	PUT    /cache/{key}  store the request body (at most 1 MiB); ?tags=a,b tags it
 //	DELETE /cache/{key}  delete
+//	DELETE /cache        clear the cache; ?tag=T removes the entries tagged T only
 //
 // Client errors are 4xx: a key over 1024 bytes 414, a body over the limit
 // 413, another method 405 with Allow.
@@ -111,7 +117,14 @@ func main() {
 	token := flag.String("token", "", "the monitor's bearer `token` (default $CLUSTER2_MONITOR_TOKEN)")
 	var pf persistFlags
 	pf.register(flag.CommandLine)
+	var rf redisFlags
+	rf.register(flag.CommandLine)
 	flag.Parse()
+	if rf.addr != "" && *data != "" {
+		fmt.Fprintln(os.Stderr, "cluster2-demo: -redis and -data exclude each other: a distributed cache keeps its data in Redis")
+		flag.Usage()
+		os.Exit(2)
+	}
 	if *token == "" {
 		*token = os.Getenv(tokenEnv)
 	}
@@ -122,7 +135,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*addr, *monitor, *workers, *data, *rundir, *token, pf); err != nil {
+	if err := run(*addr, *monitor, *workers, *data, *rundir, *token, pf, rf); err != nil {
 		fmt.Fprintln(os.Stderr, "cluster2-demo:", err)
 		if cluster2.CurrentRole() == cluster2.Master && strings.Contains(err.Error(), fmt.Sprintf(durabilityConflict, pf.durability, "")) {
 			// A worker's check (the master sees its first 96 bytes).
@@ -147,7 +160,7 @@ func defaultRunDir() string {
 // tokenEnv is the environment variable of the monitor's token.
 const tokenEnv = "CLUSTER2_MONITOR_TOKEN"
 
-func run(addr, monitor string, workers int, data, rundir, token string, pf persistFlags) error {
+func run(addr, monitor string, workers int, data, rundir, token string, pf persistFlags, rf redisFlags) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if cluster2.CurrentRole() == cluster2.Master {
 		removed, err := prepareRunDir(rundir)
@@ -158,11 +171,15 @@ func run(addr, monitor string, workers int, data, rundir, token string, pf persi
 			log.Info("removed what a dead master left", "path", p)
 		}
 	}
-	cs := newCacheStore(data, pf.durability)
+	cs := newCacheStore(data, pf.durability, rf)
+	var redis cluster2.RedisConfig
+	if rf.addr != "" {
+		redis = cluster2.RedisConfig{Addr: rf.addr, Caches: []string{"demo"}}
+	}
 	c, err := cluster2.Listen(context.Background(), cluster2.Config{
 		Workers: workers, Addr: addr, MonitorAddr: monitor, Handler: newApp(cs), Version: version,
 		PidDir: filepath.Join(rundir, "pids"), Logger: log,
-		Cache:   cluster2.CacheConfig{Enabled: true, DataDir: data, Durability: pf.durability, Salvage: pf.salvage},
+		Cache:   cluster2.CacheConfig{Enabled: true, DataDir: data, Durability: pf.durability, Salvage: pf.salvage, Redis: redis},
 		Monitor: cluster2.MonitorConfig{Token: token},
 		// Before a worker serves: a -durability the data directory does
 		// not hold stops start-up (see demoCache.check).
@@ -214,16 +231,18 @@ type store interface {
 	Get(ctx context.Context, key string, load func(ctx context.Context) ([]byte, error)) ([]byte, error)
 	// Has reports whether key has a value, without loading or storing.
 	Has(ctx context.Context, key string) (bool, error)
-	Set(ctx context.Context, key string, value []byte) error
+	Set(ctx context.Context, key string, value []byte, tags []string) error
 	Delete(ctx context.Context, key string) error
+	InvalidateTag(ctx context.Context, tag string) (int, error)
+	Clear(ctx context.Context) (int, error)
 }
 
 // maxBody is the largest value a PUT stores.
 const maxBody = 1 << 20
 
 // errorCode is the status of a cache route's error: the client's errors
-// are 4xx (a key too long for the cache 414, a value too large 413), the
-// rest 500.
+// are 4xx (a key too long for the cache 414, a value too large 413, a bad
+// tag 400), a write refused while Redis is down 503, the rest 500.
 func errorCode(err error) int {
 	var mbe *http.MaxBytesError
 	switch {
@@ -231,8 +250,10 @@ func errorCode(err error) int {
 		return http.StatusRequestURITooLong
 	case errors.Is(err, cache.ErrValueTooLarge), errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, cache.ErrEmptyKey):
+	case errors.Is(err, cache.ErrEmptyKey), errors.Is(err, cache.ErrBadTag), errors.Is(err, cache.ErrTooManyTags):
 		return http.StatusBadRequest
+	case errors.Is(err, cache.ErrRemoteDown): // -redis: Redis is down, the write changed nothing
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }
@@ -291,13 +312,25 @@ func newApp(c store) http.Handler {
 			return nil, &http.MaxBytesError{Limit: maxBody}
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+		var tags []string
+		if t := r.URL.Query().Get("tags"); t != "" {
+			tags = strings.Split(t, ",")
+		}
 		if err == nil {
-			err = c.Set(r.Context(), key, body)
+			err = c.Set(r.Context(), key, body, tags)
 		}
 		return map[string]any{"stored": len(body)}, err
 	}))
 	mux.HandleFunc("DELETE /cache/{key}", cacheRoute(func(r *http.Request, key string) (map[string]any, error) {
 		return map[string]any{"deleted": true}, c.Delete(r.Context(), key)
+	}))
+	mux.HandleFunc("DELETE /cache", cacheRoute(func(r *http.Request, _ string) (map[string]any, error) {
+		if tag := r.URL.Query().Get("tag"); tag != "" {
+			n, err := c.InvalidateTag(r.Context(), tag)
+			return map[string]any{"removed": n, "tag": tag}, err
+		}
+		n, err := c.Clear(r.Context())
+		return map[string]any{"removed": n}, err
 	}))
 	// Known paths, other methods: 405 with Allow (the catch-all below
 	// would answer them 404).

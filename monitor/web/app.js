@@ -193,6 +193,20 @@ function renderPersist(p) {
   b.title = 'the log writer cannot write its log: Sets of persistent caches are refused; it retries by itself';
 }
 
+// renderBridge shows the bridge to Redis: up (green), or connecting / down
+// (red: distributed entries are marked stale, writes fail), with its figures
+// in the title.
+function renderBridge(r) {
+  const b = $('#bridge');
+  b.hidden = !r;
+  if (!r) return;
+  b.className = 'badge ' + (r.state === 'up' ? 'up' : 'down');
+  b.textContent = r.state === 'up' ? 'redis up' : 'REDIS ' + r.state.toUpperCase() + ' since ' + clock(r.since);
+  b.title = [r.addr + ' · caches ' + (r.caches || []).join(', '), r.error,
+    'invalidations ' + r.invalidations + ' · reconnects ' + r.reconnects + ' · stale serves ' + r.staleServes +
+    ' · flushes ' + r.flushes + ' · messages ' + r.messages].filter(Boolean).join('\n');
+}
+
 function renderUpgrade(u) {
   const b = $('#upgrade');
   b.hidden = !u;
@@ -236,6 +250,7 @@ function render(o) {
   renderECV(o.ecv);
   renderPersist(o.persist);
   renderUpgrade(o.upgrade);
+  renderBridge(o.bridge);
   renderWorkers(o.workers);
   renderScaling(o.scaling, o.workers.length);
   renderCaches(o.caches);
