@@ -44,8 +44,8 @@ import (
 //     server) stops the worker with ErrServe: drained and gone, the master
 //     starts another [logged].
 
-// running is the process's worker once Run made it: CountRequest counts
-// into it.
+// running is the process's worker once it warmed up (Config.Serve):
+// CountRequest and RequestHung count into it.
 var running atomic.Pointer[Worker]
 
 // CountRequest counts one request a server run through Config.Serve
@@ -55,7 +55,8 @@ var running atomic.Pointer[Worker]
 // dashboard's. failed also counts an error (Heartbeat.Errors,
 // cluster2_worker_errors_total): what a server calls a failure (a panic, an
 // internal error) is its to say. It does nothing outside a worker, before
-// Run, or in a worker serving net/http (Config.Handler: its requests are
+// the worker warmed up (the warm-up's requests are not counted, as with
+// Handler), or in a worker serving net/http (Config.Handler: its requests are
 // counted already). Safe for concurrent use; a few atomic adds.
 func CountRequest(d time.Duration, failed bool) {
 	w := running.Load()
@@ -74,8 +75,8 @@ func CountRequest(d time.Duration, failed bool) {
 // ServerConfig.RequestTimeout: in the worker's control block, where the
 // master replaces a worker with master.Config.HungRequests of them within
 // HungWindow (WorkerInfo.HungRequests, cluster2_worker_hung_requests_total).
-// It does nothing outside a worker, before Run, or in a worker serving
-// net/http (its server counts them). Safe for concurrent use.
+// It does nothing outside a worker, before the worker warmed up, or in a
+// worker serving net/http (its server counts them). Safe for concurrent use.
 func RequestHung() {
 	if w := running.Load(); w != nil && w.cfg.Serve != nil {
 		w.requestHung()

@@ -218,7 +218,6 @@ func Run(ctx context.Context, cfg Config) (*Worker, error) {
 	w.stopping, w.stopNow = context.WithCancel(context.Background())
 	w.log = cfg.Logger.With("role", "worker", "pid", os.Getpid(), "slot", slot)
 	w.hungLog = NewErrorLog(w.log, time.Second)
-	running.Store(w)
 	proc.Unsetenv()
 	if err := w.attach(ctx); err != nil {
 		w.close()
@@ -319,6 +318,9 @@ func (w *Worker) begin(ctx context.Context) error {
 	}
 	w.block.SetState(proc.StateWarmed)
 	if w.cfg.Serve != nil {
+		// From here CountRequest and RequestHung count: the warm-up's
+		// requests are not the worker's, as with Handler.
+		running.Store(w)
 		if err := w.listen(); err != nil {
 			return err
 		}
