@@ -55,7 +55,8 @@ func (tc *testCluster) settled(n int) bool {
 // fails; the new workers serve; the oldest ones go on the scale-down; the
 // target, the count and the events say so.
 func TestScaleUnderLoadLosesNothing(t *testing.T) {
-	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvMaxWorkers+"=4")
+	// No ShouldKill: a replacement would be one more worker coming and going.
+	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvMaxWorkers+"=4", clustertest.EnvKeepAll+"=1")
 	first := tc.ActivePids()
 	stop := make(chan struct{})
 	ka, kwg := tc.Load(4, true, stop)

@@ -69,6 +69,7 @@ const (
 	EnvMaxReqJit   = "T_MAXREQ_JITTER" // Config.MaxRequestsJitter
 	EnvRequestTO   = "T_REQUEST_TO"    // Config.Server.RequestTimeout
 	EnvHung        = "T_HUNG"          // Config.HungRequests
+	EnvKeepAll     = "T_KEEPALL"       // a ShouldKill that never replaces (the default's bad-GC rule can fire under a test's load)
 )
 
 // roleAtStart is CurrentRole before Listen, for the handler to report.
@@ -214,6 +215,9 @@ func Child() {
 			events = append(events, e.Name())
 			evMu.Unlock()
 		},
+	}
+	if os.Getenv(EnvKeepAll) != "" {
+		cfg.ShouldKill = func(cluster2.Heartbeat) bool { return false }
 	}
 	if os.Getenv(EnvNoWarmUp) != "" {
 		cfg.WarmUp = nil
