@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cluster2/cluster2/bridge"
 	"github.com/cluster2/cluster2/emitter"
 	"github.com/cluster2/cluster2/master"
 	"github.com/cluster2/cluster2/shm"
@@ -32,8 +33,9 @@ type LifecycleEvent struct {
 // lifecycle events and heartbeats, in order, from its own goroutine (the
 // master's OnEvent must not block; Emit may wait for room in a ring).
 type emitterRuntime struct {
-	em  *emitter.Emitter
-	log *slog.Logger
+	em    *emitter.Emitter
+	log   *slog.Logger
+	hosts *bridge.Events // the backplane to other hosts on the master's bridge; nil without Config.Cache.Redis
 
 	mu    sync.Mutex
 	queue []publication
@@ -50,7 +52,9 @@ type publication struct {
 }
 
 // startEmitterMaster attaches the Cluster's emitter to the arena as the
-// master, before any worker starts. It takes the instances, not an emitter:
+// master, before any worker starts, and, with a bridge to Redis
+// (Config.Cache.Redis), makes the bridge its backplane to the other hosts
+// (bridge.ConnectEvents). It takes the instances, not an emitter:
 // the Cluster's registry is on it already, so its listeners are in place
 // before a worker can register a status.
 func startEmitterMaster(ctx context.Context, c Config, a *shm.Arena, self *shm.Proc, in *instances) (*emitterRuntime, error) {
@@ -63,6 +67,11 @@ func startEmitterMaster(ctx context.Context, c Config, a *shm.Arena, self *shm.P
 	}
 	r := &emitterRuntime{em: em, log: c.Logger, wake: make(chan struct{}, 1), stop: make(chan struct{}),
 		done: make(chan struct{})}
+	if in.br != nil {
+		// Events across hosts: emitter.AllHosts is published on the bridge's
+		// events channel, and the other hosts' events come in from it.
+		r.hosts = bridge.ConnectEvents(in.br, em)
+	}
 	go r.publish()
 	return r, nil
 }
@@ -167,8 +176,8 @@ func (r *emitterRuntime) publish() {
 	}
 }
 
-// close stops publishing (what is queued is dropped) and detaches the
-// Cluster's emitter.
+// close stops publishing (what is queued is dropped), disconnects the
+// emitter from the other hosts and detaches the Cluster's emitter.
 func (r *emitterRuntime) close() {
 	if r == nil {
 		return
@@ -176,6 +185,9 @@ func (r *emitterRuntime) close() {
 	r.once.Do(func() {
 		close(r.stop)
 		<-r.done
+		if r.hosts != nil {
+			r.hosts.Close()
+		}
 		r.em.Detach()
 	})
 }

@@ -11,7 +11,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	xtesting.Main(m, map[string]func(){"cluster": clustertest.Child, "runtime": childRuntime})
+	xtesting.Main(m, map[string]func(){"cluster": clustertest.Child, "runtime": childRuntime, "allhosts": childAllHosts})
 }
 
 // wait bounds what the cluster tests wait for.
