@@ -143,6 +143,21 @@
 // (UPGRADE_ROUNDS rounds per -count run) into
 // bench/results/issue15-upgrade.txt.
 //
+// # Two hosts on one Redis (twohost_bench_test.go)
+//
+// BenchmarkTwoHosts9010 starts a redis-server (internal/redistest; skipped
+// without one) and two clusters (BENCH_TWOHOST_WORKERS workers each, default
+// 1) on it, and runs a 90/10 GET/PUT mix of 64-byte values over 10,000 keys
+// from 32 keep-alive clients spread over both hosts, three ways served by
+// the same workers, alternating in 100 ms windows: c2, the distributed cache
+// (Config.Cache.Redis: the arena, then Redis; a PUT writes Redis and drops
+// the key on both hosts); redis, a GET or SET through the worker's own
+// rueidis client for every request; local, a cache of each host's own (no
+// Redis: the ceiling of the HTTP path). It reports c2-req/s, redis-req/s,
+// local-req/s, c2/redis and c2/local. bench/report.sh runs it on its own
+// (-benchtime 30x, TWOHOST_COUNT runs) into
+// bench/results/issue17-twohost.txt.
+//
 // bench/report.sh runs them all and writes docs/BENCHMARKS.md; what the
 // report does not write there (a section or a marked block written by hand)
 // is kept in its place.

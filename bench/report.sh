@@ -8,7 +8,8 @@
 # same handler (bench/report/single), runs BenchmarkUpgrade (the in-place
 # upgrade against a SIGHUP rolling restart under wrk, issue 15) and
 # BenchmarkAcceptSkew (how evenly the workers share connections under wrk,
-# with the accept balance and without, issue 18) on their own, saves the raw
+# with the accept balance and without, issue 18) and BenchmarkTwoHosts9010 (a
+# 90/10 mix across two clusters on one Redis, issue 17) on their own, saves the raw
 # output in bench/results/, and writes docs/BENCHMARKS.md (bench/report:
 # medians, peers, ratios, targets).
 #
@@ -17,7 +18,8 @@
 # COUNT), PORT_BASE (default 18080: uses PORT_BASE..PORT_BASE+2 on 127.0.0.1),
 # UPGRADE_ROUNDS (deploys of each kind per -count run, default 2; 0: none),
 # SKEW_COUNT (runs of BenchmarkAcceptSkew, default COUNT; 0: none; about
-# 80 s each). A full run takes about 20 minutes on a 2-core machine.
+# 80 s each), TWOHOST_COUNT (runs of BenchmarkTwoHosts9010, default COUNT;
+# 0: none; about 20 s each). A full run takes about 20 minutes on a 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
@@ -30,6 +32,7 @@ WRK_ROUNDS="${WRK_ROUNDS:-$COUNT}"
 PORT_BASE="${PORT_BASE:-18080}"
 UPGRADE_ROUNDS="${UPGRADE_ROUNDS:-2}"
 SKEW_COUNT="${SKEW_COUNT:-$COUNT}"
+TWOHOST_COUNT="${TWOHOST_COUNT:-$COUNT}"
 OUT=bench/results
 mkdir -p "$OUT"
 
@@ -66,9 +69,10 @@ echo "== machine"
 
 start=$(date +%s)
 echo "== go benchmarks (-count $COUNT -benchtime $BENCHTIME)"
-# BenchmarkUpgrade and BenchmarkAcceptSkew run on their own below (their
-# iterations are deploys and wrk rounds, not -benchtime).
-go test -run '^$' -bench "$BENCH" -skip '^Benchmark(Upgrade|AcceptSkew)$' -benchtime "$BENCHTIME" -count "$COUNT" -timeout 60m ./bench | tee "$OUT/bench.txt"
+# BenchmarkUpgrade, BenchmarkAcceptSkew and BenchmarkTwoHosts9010 run on
+# their own below (their iterations are deploys, wrk rounds and load windows,
+# not -benchtime).
+go test -run '^$' -bench "$BENCH" -skip '^Benchmark(Upgrade|AcceptSkew|TwoHosts9010)$' -benchtime "$BENCHTIME" -count "$COUNT" -timeout 60m ./bench | tee "$OUT/bench.txt"
 
 echo "== wrk: the demo (2 workers) against one net/http process"
 tmp=$(mktemp -d)
@@ -147,9 +151,16 @@ if [ "$SKEW_COUNT" -gt 0 ]; then
   skew_results=("$OUT/issue18-accept-skew.txt")
 fi
 
+twohost_results=()
+if [ "$TWOHOST_COUNT" -gt 0 ]; then
+  echo "== a 90/10 mix across two hosts on one Redis (issue 17): $TWOHOST_COUNT runs"
+  go test -run '^$' -bench '^BenchmarkTwoHosts9010$' -benchtime 30x -count "$TWOHOST_COUNT" -timeout 30m ./bench | tee "$OUT/issue17-twohost.txt"
+  twohost_results=("$OUT/issue17-twohost.txt")
+fi
+
 elapsed=$(( $(date +%s) - start ))
 echo "== docs/BENCHMARKS.md"
 go run ./bench/report -machine "$OUT/machine.txt" -out docs/BENCHMARKS.md \
   -note "Run of $(date -u +%Y-%m-%d): $((elapsed / 60)) min $((elapsed % 60)) s for the benchmarks and wrk (\`bench/report.sh\`, COUNT=$COUNT BENCHTIME=$BENCHTIME)." \
-  "$OUT/bench.txt" "$OUT/wrk.txt" "${upgrade_results[@]}" "${skew_results[@]}"
+  "$OUT/bench.txt" "$OUT/wrk.txt" "${upgrade_results[@]}" "${skew_results[@]}" "${twohost_results[@]}"
 echo "wrote docs/BENCHMARKS.md; raw output in $OUT/ (benchstat $OUT/bench.txt)"

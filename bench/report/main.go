@@ -411,6 +411,17 @@ func main() {
 	r.write(&w, rows)
 	keep(&w, old, skewBegin, skewEnd, "No notes yet.\n")
 	fmt.Fprintln(&w)
+
+	fmt.Fprint(&w, twoHostIntro)
+	rows = []row{
+		{label: "90/10 mix, two hosts: distributed cache against Redis directly", name: "TwoHosts9010", unit: "c2-req/s",
+			peer: "TwoHosts9010", peerUnit: "redis-req/s", target: "–"},
+		{label: "90/10 mix, two hosts: distributed cache against each host's own cache", name: "TwoHosts9010", unit: "c2-req/s",
+			peer: "TwoHosts9010", peerUnit: "local-req/s", target: "–"},
+	}
+	r.write(&w, rows)
+	keep(&w, old, twoHostBegin, twoHostEnd, "No notes yet.\n")
+	fmt.Fprintln(&w)
 	fmt.Fprintln(&w, "## Reading these figures")
 	fmt.Fprintln(&w)
 	keep(&w, old, notesBegin, notesEnd, "No notes yet.\n")
@@ -516,6 +527,17 @@ const (
 		"order, what cluster2 did before), running beside it and loaded in turn in every round.\n\n"
 	skewBegin = "<!-- accept skew notes: kept by bench/report, written by hand after a run -->"
 	skewEnd   = "<!-- /accept skew notes -->"
+	// The two-host section (issue 17): its text, then its notes.
+	twoHostIntro = "## Two hosts on one Redis: a 90/10 mix (issue 17)\n\n" +
+		"`BenchmarkTwoHosts9010` (bench/twohost_bench_test.go; `bench/results/issue17-twohost.txt`): two clusters (one\n" +
+		"worker each) sharing one Redis, the benchmark's 32 keep-alive clients spread over both, 90% GET and 10% PUT\n" +
+		"of 64-byte values over 10,000 keys, uniformly at random, every key written and read once before. cluster2\n" +
+		"reads and writes a distributed cache (`Config.Cache.Redis`: the arena, then Redis; a PUT writes Redis and\n" +
+		"drops the key on both hosts); the peer is the same workers doing a GET or SET through their own rueidis\n" +
+		"client for every request; the second peer, a cache of each host's own (no Redis, writes not shared), is\n" +
+		"the ceiling of this HTTP path. The three alternate in 100 ms windows in every iteration.\n\n"
+	twoHostBegin = "<!-- two-host notes: kept by bench/report, written by hand after a run -->"
+	twoHostEnd   = "<!-- /two-host notes -->"
 	// The hit-ratio section (BenchmarkCacheHitRatio's hit% per peer; the
 	// table is written by hand from bench/results/issue16-hitratio-*.txt).
 	hitRatioBegin = "<!-- hit ratio: kept by bench/report, written by hand after a run -->"
