@@ -288,13 +288,15 @@ func (b *Bridge) ctx(ctx context.Context) (context.Context, context.CancelFunc) 
 }
 
 // down wraps a Redis error as ErrRedisDown unless Redis answered it (a
-// RedisError: the server is up and said no).
+// RedisError: the server is up and said no), except LOADING: a Redis that
+// restarted and is still loading its append-only file or snapshot answers
+// every data command so, and is down for us until it has loaded.
 func down(op string, err error) error {
 	if err == nil {
 		return nil
 	}
 	var re *rueidis.RedisError
-	if errors.As(err, &re) {
+	if errors.As(err, &re) && !re.IsLoading() { // LOADING: a restarted Redis replaying its file is not up yet
 		return fmt.Errorf("bridge: %s: %w", op, err)
 	}
 	return fmt.Errorf("%w: %s: %w", ErrRedisDown, op, err)
