@@ -39,6 +39,29 @@
 //
 //	CLUSTER2_SOAK=1 CLUSTER2_SOAK_MINUTES=10 go test -run 'TestSoak$' -v -timeout 0 ./internal/soak
 //
+// TestSoakRedis is the chaos soak's Redis that dies and comes back (issue
+// 17): two clusters share one Redis through the distributed cache "dkv"
+// (FailSafeFor 2 s), under load on both, while the driver kill -9s Redis
+// every 3 to 8 s and restarts it (append-only file, fsync always) 0.5 to 3 s
+// later. It counts failed requests, writes refused and reads that could not
+// be served while Redis was down, stale serves (a value older than a write
+// acknowledged before the read) and stale serves past the limit (staleBound:
+// the PING, its timeout, FailSafeFor and 1 s of slack); a failed request, a
+// stale serve past the limit or an acknowledged write missing at the end
+// fails it:
+//
+//	CLUSTER2_SOAK=1 CLUSTER2_SOAK_MINUTES=3 go test -run TestSoakRedis -v -timeout 0 ./internal/soak
+//
+// Its first runs (2026-12-02, 1 minute, load 29–37 on the 2-vCPU VM) found
+// two things: a restarted Redis answers LOADING while it replays its file,
+// which the bridge took for an answer rather than for Redis being down (30
+// failed writes; fixed: bridge's down), and then "153660 requests, 0 failed,
+// 33933 refused writes, 6359 stale serves, 6 past the limit of 3.3 s (worst
+// 3.9 s after the write), 6 kills, 0 lost": not fixed (likely cause, not
+// proven: the workers read the restarted Redis while the master's tracking
+// connection is still on its back-off, so a value loaded then has no
+// invalidation until the bridge reconnects).
+//
 // TestSoakRollingRestarts restarts both workers of the plain test cluster
 // (clustertest.Child) back to back for 30 s under 16 loopback clients, on
 // keep-alive connections and then on a new connection per request, and

@@ -33,7 +33,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	xtesting.Main(m, map[string]func(){"cluster": childCluster, "plain": clustertest.Child})
+	xtesting.Main(m, map[string]func(){"cluster": childCluster, "plain": clustertest.Child, "redishost": childRedisHost})
 }
 
 const (
