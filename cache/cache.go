@@ -384,7 +384,7 @@ func (c *Cache) Del(ctx context.Context, key string) ([]byte, bool, error) {
 	}
 	sp := c.sp
 	if r := c.remote(); r != nil {
-		if goOn, err := c.remoteWrite(r, fmt.Sprintf("del %q", key), r.Del(ctx, c.name, key)); !goOn {
+		if goOn, err := c.remoteWrite(r, "del", key, r.Del(ctx, c.name, key)); !goOn {
 			return nil, false, err
 		}
 		// A load of the key in progress may have read the old value.

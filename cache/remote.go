@@ -174,18 +174,22 @@ func (c *Cache) capTTL(ttl time.Duration) time.Duration {
 	return 0
 }
 
-// remoteWrite runs a write's second-tier part, do, for op, and reports
+// remoteWrite runs a write's second-tier part, do, for "verb subject", and reports
 // whether the write goes on locally: do succeeded, or the tier is down and
 // the Remote allows local writes (then do's error is dropped). Otherwise it
-// returns do's error, wrapped.
-func (c *Cache) remoteWrite(r Remote, op string, err error) (bool, error) {
+// returns do's error, wrapped; the message is formatted only then (no
+// allocation on a write that succeeds).
+func (c *Cache) remoteWrite(r Remote, verb, subject string, err error) (bool, error) {
 	switch {
 	case err == nil:
 		return true, nil
 	case errors.Is(err, ErrRemoteDown) && r.LocalWrites():
 		return true, nil
 	}
-	return false, fmt.Errorf("cache %q: %s: %w", c.name, op, err)
+	if subject != "" {
+		return false, fmt.Errorf("cache %q: %s %q: %w", c.name, verb, subject, err)
+	}
+	return false, fmt.Errorf("cache %q: %s: %w", c.name, verb, err)
 }
 
 // setRemote is a distributed cache's Set: the value goes to the second tier
@@ -199,7 +203,7 @@ func (c *Cache) setRemote(ctx context.Context, r Remote, key string, value []byt
 	}
 	stored, _, err := r.Set(ctx, c.name, key, value, ttl, opts.Tags, opts.LeaveIfNotNull)
 	if err != nil {
-		goOn, werr := c.remoteWrite(r, fmt.Sprintf("set %q", key), err)
+		goOn, werr := c.remoteWrite(r, "set", key, err)
 		return false, goOn, werr
 	}
 	if !stored {

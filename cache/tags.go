@@ -163,7 +163,7 @@ func (c *Cache) InvalidateTag(ctx context.Context, tag string) (int, error) {
 	}
 	if r := c.remote(); r != nil {
 		keys, err := r.InvalidateTag(ctx, c.name, tag)
-		if goOn, err := c.remoteWrite(r, fmt.Sprintf("invalidate tag %q", tag), err); !goOn {
+		if goOn, err := c.remoteWrite(r, "invalidate tag", tag, err); !goOn {
 			return 0, err
 		}
 		for _, k := range keys { // loaded from the tier, they carry no tags here
@@ -191,7 +191,7 @@ func (c *Cache) Clear(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("cache %q: %w", c.name, ErrClosed)
 	}
 	if r := c.remote(); r != nil {
-		if goOn, err := c.remoteWrite(r, "clear", r.Clear(ctx, c.name)); !goOn {
+		if goOn, err := c.remoteWrite(r, "clear", "", r.Clear(ctx, c.name)); !goOn {
 			return 0, err
 		}
 		if err := c.InvalidateAll(ctx); err != nil { // loads in progress too
