@@ -1,6 +1,7 @@
 package cache_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -310,16 +311,39 @@ func childCrash() {
 	progress := shmCounter(sp)
 	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(time.Now().UnixNano())))
 	// Once at the start, for sure: a stale serve (and its refresh) and a
-	// negative hit, on keys of this process's own.
+	// negative hit, on keys of this process's own. The other children's
+	// writes may evict them first (the cache is too small on purpose): try
+	// until each happened (a stale serve returns the old value, and its
+	// refresh stores the loader's; a negative hit runs no loader).
 	{
 		ctx := context.Background()
 		mine := "own" + strconv.Itoa(os.Getpid())
-		c.Set(ctx, mine, checksummed(rng), cache.SetOptions{Expire: time.Millisecond})
-		time.Sleep(2 * time.Millisecond)
-		val := checksummed(rng)
-		c.Get(ctx, mine, func(context.Context, string) ([]byte, error) { return val, nil })
-		for range 2 {
-			c.Get(ctx, mine+"-none", func(context.Context, string) ([]byte, error) { return nil, cache.ErrNotFound })
+		refreshed := func(val []byte) bool {
+			for range 20 {
+				if v, ok, _ := c.GetInto(nil, mine); ok && bytes.Equal(v, val) {
+					return true
+				}
+				time.Sleep(time.Millisecond)
+			}
+			return false
+		}
+		for range 100 {
+			old := checksummed(rng)
+			c.Set(ctx, mine, old, cache.SetOptions{Expire: time.Millisecond})
+			time.Sleep(2 * time.Millisecond)
+			val := checksummed(rng)
+			if v, _ := c.Get(ctx, mine, func(context.Context, string) ([]byte, error) { return val, nil }); bytes.Equal(v, old) && refreshed(val) {
+				break
+			}
+		}
+		for range 100 {
+			ran := 0
+			for range 2 {
+				c.Get(ctx, mine+"-none", func(context.Context, string) ([]byte, error) { ran++; return nil, cache.ErrNotFound })
+			}
+			if ran < 2 {
+				break
+			}
 		}
 	}
 	for {
