@@ -187,6 +187,13 @@ type Target interface {
 	// stale: the connection was lost (invalidations may have been missed),
 	// it was made again, or Redis flushed its data.
 	InvalidateAll()
+
+	// Tracking says whether every change in Redis reaches Invalidate from
+	// now on (on: called after the InvalidateAll of a new connection) or
+	// may be missed (off: called before the InvalidateAll of a lost one,
+	// and when tracking stops). Package cache keeps a value read from Redis
+	// only as stale while it is off (cache.Space.BeginTracking).
+	Tracking(on bool)
 }
 
 // Bridge is a host's connection to Redis. In the master (Track) it holds the
@@ -451,6 +458,7 @@ func (b *Bridge) Close() error {
 // everything stale, back off, again.
 func (b *Bridge) run(ctx context.Context) {
 	defer close(b.done)
+	defer b.tracking(false)
 	back := backoff.Backoff{First: 100 * time.Millisecond, Factor: 2, Max: 2 * time.Second}
 	connected := false
 	for ctx.Err() == nil {
@@ -459,6 +467,7 @@ func (b *Bridge) run(ctx context.Context) {
 			return
 		}
 		connected = connected || errors.Is(err, errWasUp)
+		b.tracking(false)
 		b.flushAll() // invalidations may have been missed: nothing distributed is trusted
 		b.mu.Lock()
 		if b.state != StateDown && b.state != StateConnecting || b.lastErr == "" {
@@ -520,8 +529,11 @@ func (b *Bridge) session(ctx context.Context, connectedBefore bool, back *backof
 		return err
 	}
 	// Tracking is on: what the arena holds from before (loaded while no
-	// invalidation could arrive) is revalidated.
+	// invalidation could arrive) is revalidated, and from now on what a
+	// load reads from Redis is kept fresh.
 	b.flushAll()
+	b.tracking(true)
+	b.failUntil.Store(0) // Redis answers: a miss or a write need not wait out an earlier failure
 	b.mu.Lock()
 	b.dc = dc
 	b.setState(StateUp, "")
@@ -583,6 +595,16 @@ func (b *Bridge) onInvalidations(msgs []rueidis.RedisMessage) {
 		if name, key, ok := b.parse(k); ok && t != nil {
 			t.Invalidate(name, key)
 		}
+	}
+}
+
+// tracking tells the target whether tracking is on (Target.Tracking).
+func (b *Bridge) tracking(on bool) {
+	b.mu.Lock()
+	t := b.target
+	b.mu.Unlock()
+	if t != nil {
+		t.Tracking(on)
 	}
 }
 

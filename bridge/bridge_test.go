@@ -3,6 +3,7 @@ package bridge_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,10 +14,11 @@ import (
 
 // recorder is a Target that remembers what it was told.
 type recorder struct {
-	mu   sync.Mutex
-	keys []string
-	all  int
-	ch   chan string
+	mu    sync.Mutex
+	keys  []string
+	all   int
+	steps []string // "all", "on" and "off", in order
+	ch    chan string
 }
 
 func newRecorder() *recorder { return &recorder{ch: make(chan string, 1024)} }
@@ -31,7 +33,27 @@ func (r *recorder) Invalidate(cache, key string) {
 func (r *recorder) InvalidateAll() {
 	r.mu.Lock()
 	r.all++
+	r.steps = append(r.steps, "all")
 	r.mu.Unlock()
+}
+
+func (r *recorder) Tracking(on bool) {
+	r.mu.Lock()
+	r.steps = append(r.steps, map[bool]string{true: "on", false: "off"}[on])
+	r.mu.Unlock()
+}
+
+// since returns the steps from the nth on, joined.
+func (r *recorder) since(n int) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.steps[min(n, len(r.steps)):], " ")
+}
+
+func (r *recorder) nsteps() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.steps)
 }
 
 func (r *recorder) alls() int {
@@ -143,9 +165,20 @@ func TestRedisDiesAndComesBack(t *testing.T) {
 	got := make(chan string, 8)
 	b.Subscribe("ch", func(m []byte) { got <- string(m) })
 	waitFor(t, 5*time.Second, "the bridge comes up", b.Up)
-	before := rec.alls()
+	// Tracking begins after the revalidation, ends before the stale marks:
+	// package cache trusts what it reads from Redis only in between.
+	if got := rec.since(0); got != "all on" {
+		t.Fatalf("coming up: %q, want \"all on\"", got)
+	}
+	before, steps := rec.alls(), rec.nsteps()
 	srv.Kill()
 	waitFor(t, 5*time.Second, "the bridge goes down", func() bool { return !b.Up() })
+	// (rueidis's own hook may mark them once before: Redis's FLUSHALL and a
+	// lost connection look alike to it.)
+	waitFor(t, 5*time.Second, "the stale marks", func() bool { return strings.Contains(rec.since(steps), "off all") })
+	if got := rec.since(steps); strings.Contains(got, "on") {
+		t.Fatalf("tracking while Redis is down: %q", got)
+	}
 	if st := b.Stats(); st.State != bridge.StateDown || st.Error == "" {
 		t.Fatalf("stats %+v, want down with an error", st)
 	}
@@ -156,11 +189,14 @@ func TestRedisDiesAndComesBack(t *testing.T) {
 	if !errors.Is(err, bridge.ErrRedisDown) {
 		t.Fatalf("Publish while down: %v, want ErrRedisDown", err)
 	}
-	down := rec.alls()
+	down, steps := rec.alls(), rec.nsteps()
 	srv.Restart()
 	waitFor(t, 10*time.Second, "the bridge comes back", b.Up)
 	if rec.alls() <= down {
 		t.Fatal("reconnecting did not revalidate the distributed entries")
+	}
+	if got := rec.since(steps); !strings.HasSuffix(got, "all on") || strings.Count(got, "on") != 1 {
+		t.Fatalf("coming back: %q, want failed attempts then \"all on\"", got)
 	}
 	if st := b.Stats(); st.Reconnects != 1 {
 		t.Fatalf("stats %+v, want 1 reconnect", st)

@@ -63,6 +63,15 @@ func (h *site) set(t *testing.T, key, v string, tags ...string) {
 	}
 }
 
+// setHeard is set, then waits for the write's own invalidation to reach
+// the host (it would drop what a Get keeps before it arrives).
+func (h *site) setHeard(t *testing.T, key, v string) {
+	t.Helper()
+	n := h.b.Stats().Invalidations
+	h.set(t, key, v)
+	waitFor(t, 5*time.Second, "the write's own invalidation", func() bool { return h.b.Stats().Invalidations > n })
+}
+
 // local reports what the host's arena holds for key (no Redis).
 func (h *site) local(key string) (string, bool) {
 	v, ok, _ := h.c.GetInto(nil, key)
@@ -323,4 +332,142 @@ func TestLoadRacingAWriteStoresNothing(t *testing.T) {
 	keys, _ := b.c.Keys(context.Background())
 	sort.Strings(keys)
 	t.Log(keys)
+}
+
+// TestUntrackedLoadsAreNotTrusted: a value read from Redis while the host is
+// not tracking (no invalidation would reach the arena) is served to its
+// caller and kept only stale (FailSafeFor: the fail-safe may serve it, no
+// Get trusts it); a cache that keeps no expired values stores nothing. Once
+// tracking is back, loads are kept fresh again.
+func TestUntrackedLoadsAreNotTrusted(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newSite(t, srv, cache.Options{FailSafeFor: time.Minute}, false)
+	plain, err := a.sp.Use("d2", cache.Options{}) // not distributed: always trusted
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.setHeard(t, "k", "v")
+	a.get(t, "k")
+	if _, ok := a.local("k"); !ok {
+		t.Fatal("a load while tracking is not kept")
+	}
+	if err := a.c.Invalidate(context.Background(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	a.sp.EndTracking(0) // as when the tracking connection is lost, before its stale marks
+	if a.sp.Tracking() {
+		t.Fatal("still tracking")
+	}
+	loads := a.c.Stats().Loads
+	for range 3 {
+		if got := a.get(t, "k"); got != "v" {
+			t.Fatalf("an untracked Get: %q, want Redis's", got)
+		}
+		if v, ok := a.local("k"); ok {
+			t.Fatalf("an untracked load is trusted: %q", v)
+		}
+	}
+	if n := a.c.Stats().Loads - loads; n != 3 {
+		t.Fatalf("%d loads for 3 untracked Gets, want 3 (nothing trusted)", n)
+	}
+	if _, err := plain.Set(context.Background(), "p", []byte("x"), cache.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := plain.GetInto(nil, "p"); !ok {
+		t.Fatal("a local cache's value is not kept while untracked")
+	}
+	// Kept stale: with Redis gone, the fail-safe serves it.
+	srv.Kill()
+	waitFor(t, 5*time.Second, "the bridge goes down", func() bool { return !a.b.Up() })
+	if got := a.get(t, "k"); got != "v" {
+		t.Fatalf("fail-safe while Redis is down: %q, want the kept value", got)
+	}
+	srv.Restart()
+	waitFor(t, 10*time.Second, "the bridge comes back", func() bool { return a.b.Up() && a.sp.Tracking() })
+	a.setHeard(t, "k", "w")
+	if got := a.get(t, "k"); got != "w" {
+		t.Fatalf("after the reconnect: %q", got)
+	}
+	if v, ok := a.local("k"); !ok || v != "w" {
+		t.Fatalf("a load while tracking again: %q %v, want it kept", v, ok)
+	}
+}
+
+// TestUntrackedLoadsOfACacheKeepingNothingStoreNothing: without FailSafeFor
+// or StaleFor an untracked load leaves nothing in the arena, and its "not
+// found" no negative record.
+func TestUntrackedLoadsOfACacheKeepingNothingStoreNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newSite(t, srv, cache.Options{NotFoundExpire: time.Minute}, false)
+	a.set(t, "k", "v")
+	a.sp.EndTracking(0)
+	before := a.c.Stats()
+	for range 2 {
+		if got := a.get(t, "k"); got != "v" {
+			t.Fatalf("an untracked Get: %q", got)
+		}
+		if _, err := a.c.Get(context.Background(), "none", func(context.Context, string) ([]byte, error) {
+			return nil, cache.ErrNotFound
+		}); !errors.Is(err, cache.ErrNotFound) {
+			t.Fatalf("an untracked miss: %v, want ErrNotFound", err)
+		}
+	}
+	st := a.c.Stats()
+	if st.Loads+st.LoadErrors-before.Loads-before.LoadErrors != 4 || st.NegativeHits != before.NegativeHits {
+		t.Fatalf("stats %+v then %+v: want 4 loads, no negative hit (nothing kept)", before, st)
+	}
+	if _, ok := a.local("k"); ok {
+		t.Fatal("an untracked value was stored")
+	}
+}
+
+// TestLoadAcrossATrackingGapIsNotTrusted: a load that began in one tracking
+// epoch and finishes in another (the connection was lost and made again
+// while it read Redis: an invalidation may have been missed) keeps its
+// value stale; the same load within one epoch keeps it fresh.
+func TestLoadAcrossATrackingGapIsNotTrusted(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newSite(t, srv, cache.Options{FailSafeFor: time.Minute}, false)
+	var during atomic.Pointer[func()]
+	if err := a.sp.Distribute("d", hooked{a.b, &during}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"same", "gap"} {
+		a.setHeard(t, k, "v")
+	}
+	if got := a.get(t, "same"); got != "v" {
+		t.Fatalf("load: %q", got)
+	}
+	if _, ok := a.local("same"); !ok {
+		t.Fatal("a load within one epoch is not kept fresh")
+	}
+	gap := func() { a.sp.EndTracking(0); a.sp.BeginTracking() }
+	during.Store(&gap)
+	if got := a.get(t, "gap"); got != "v" {
+		t.Fatalf("load across a gap: %q", got)
+	}
+	during.Store(nil)
+	if v, ok := a.local("gap"); ok {
+		t.Fatalf("a load across a tracking gap is trusted: %q", v)
+	}
+	if got := a.get(t, "gap"); got != "v" {
+		t.Fatalf("the next Get: %q", got)
+	}
+	if _, ok := a.local("gap"); !ok {
+		t.Fatal("a load in the new epoch is not kept")
+	}
+}
+
+// hooked is the real bridge as a cache's Remote, running a test's function
+// (if any) before each GET goes to Redis.
+type hooked struct {
+	*bridge.Bridge
+	during *atomic.Pointer[func()]
+}
+
+func (h hooked) Get(ctx context.Context, name, key string) ([]byte, time.Duration, bool, error) {
+	if f := h.during.Load(); f != nil {
+		(*f)()
+	}
+	return h.Bridge.Get(ctx, name, key)
 }

@@ -41,6 +41,17 @@
 // arrive is revalidated) and reports StateUp. A FLUSHALL (an invalidation
 // of everything, nil keys) is InvalidateAll too.
 //
+// The workers' clients do not wait for the tracking connection: a Redis
+// that is back answers their GETs at once, up to 2 s before the master
+// tracks again. So Target.Tracking brackets the time invalidations arrive
+// (on after the new connection's InvalidateAll, off before the lost one's),
+// and the cache space keeps a tracking epoch in the arena
+// (cache.Space.BeginTracking): a load that did not read Redis inside one
+// epoch keeps its value only stale. No value read while the host was not
+// tracking is ever served as fresh, and the fail-safe serves one at most
+// FailSafeFor after it was read. A tracking connection that answers again
+// also ends the 250 ms in which commands fail fast after an error.
+//
 // Nothing of this is in a hit's path: a hit reads the arena. A Redis that is
 // down at Open is no error: the bridge reports StateConnecting and keeps
 // trying.

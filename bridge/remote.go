@@ -41,16 +41,35 @@ func (b *Bridge) Attach(sp *cache.Space) error {
 
 // Target returns the Target that applies the tracking connection's
 // invalidations to sp's distributed caches (cache.Cache.Invalidate and
-// InvalidateAll): the master passes it to Track.
-func (b *Bridge) Target(sp *cache.Space) Target { return &spaceTarget{b: b, sp: sp} }
+// InvalidateAll) and its state to sp's tracking epoch
+// (cache.Space.BeginTracking): the master passes it to Track. It ends the
+// epoch a tracker before it may have left running (killed while tracking).
+func (b *Bridge) Target(sp *cache.Space) Target {
+	sp.EndTracking(0)
+	return &spaceTarget{b: b, sp: sp}
+}
 
 // spaceTarget is Target on a cache space.
 type spaceTarget struct {
 	b  *Bridge
 	sp *cache.Space
 
-	mu sync.Mutex
-	h  map[string]*cache.Cache // handles of the distributed caches some process created
+	mu    sync.Mutex
+	h     map[string]*cache.Cache // handles of the distributed caches some process created
+	epoch uint64                  // the tracking epoch this target began (0: none)
+}
+
+func (t *spaceTarget) Tracking(on bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if on {
+		t.epoch = t.sp.BeginTracking()
+		return
+	}
+	if t.epoch != 0 {
+		t.sp.EndTracking(t.epoch)
+		t.epoch = 0
+	}
 }
 
 // handle returns the master's handle of the distributed cache name, or nil

@@ -20,7 +20,7 @@
 // # Layout (format: changing it bumps spaceVersion)
 //
 //	space header (12288 B): magic │ version │ shard count │ buckets/shard │ heap/shard │ offsets │
-//	                       registry lock │ cache count │ sweeper │
+//	                       registry lock │ cache count │ sweeper │ tracking epoch (distributed caches) │
 //	                       registry[64] (128 B each) {name[48] │ expire │ persist │ durability │
 //	                       stale │ fail-safe │ soft timeout │ hard timeout │ not-found TTL │ refresh ahead │ free[16+4]} │
 //	                       ops[64] {tag invalidations │ clears}

@@ -55,6 +55,7 @@ func ExampleSpace_Distribute() {
 	defer sp.Close()
 	tier := &mapTier{m: map[string][]byte{"users:42": []byte("Ada, from the tier")}}
 	sp.Distribute("users", tier)
+	sp.BeginTracking() // the tier's changes reach Invalidate (package bridge: its tracking connection)
 	users, _ := sp.Use("users", cache.Options{})
 
 	v, _ := users.Get(context.Background(), "42", nil) // a miss: the tier has it

@@ -19,7 +19,8 @@ const (
 	// and the main FIFO, with shardHeader's small head and tail; a ghost table of recently evicted hashes
 	// sits between the buckets and the heap (buckets/8 lines, in the shard stride); a slot word's low two
 	// bits are its record's access count (readers raise it; recHdr.ref keeps only refDead).
-	spaceVersion uint32 = 6
+	// 7: the space header's tracking epoch (Space.BeginTracking), in its former padding.
+	spaceVersion uint32 = 7
 
 	// SpaceVersion is the version of the space's format (spaceVersion):
 	// part of the build's layout (cluster2.Layout's Cache); Attach refuses
@@ -99,10 +100,17 @@ type spaceHeader struct {
 	lock        shm.Lock      // registry lock: guards count and registry
 	count       atomic.Uint32 // published registry entries; stored after the entry (release)
 	sweeper     atomic.Uint32 // owner generation of the process that sweeps expired entries
-	_           [48]byte
-	registry    [MaxCaches]regEntry
-	ops         [MaxCaches]opCounts // version 4
-	_           [spaceHeaderSize - 192 - MaxCaches*regEntrySize - MaxCaches*opCountsSize]byte
+	// tracking is the distributed caches' tracking epoch (Space.BeginTracking,
+	// EndTracking; remote.go's "Tracking"): odd while the second tier's
+	// changes reach the arena's invalidations, even while they may not;
+	// larger at every change of state. Written (CAS) by the process that
+	// tracks (the master's bridge), read by every load of a distributed
+	// cache. Zero in a new space: not tracking.
+	tracking atomic.Uint64
+	_        [40]byte
+	registry [MaxCaches]regEntry
+	ops      [MaxCaches]opCounts // version 4
+	_        [spaceHeaderSize - 192 - MaxCaches*regEntrySize - MaxCaches*opCountsSize]byte
 }
 
 const regEntrySize = 128

@@ -205,17 +205,17 @@ func (c *Cache) notFound(key string) error {
 // when ctx ends.
 func (c *Cache) runLoad(ctx context.Context, sh *shard, key string, m loadMark, kept []byte, loader Loader, start time.Time) ([]byte, error) {
 	if c.opts.SoftTimeout == 0 && c.opts.HardTimeout == 0 {
-		v, ttl, err := c.callLoad(ctx, key, loader, kept != nil)
-		gone := ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
-		return c.answer(ctx, key, kept, c.finish(sh, key, m, v, ttl, err, gone))
+		l := c.callLoad(ctx, key, loader, kept != nil)
+		gone := ctx.Err() != nil && (errors.Is(l.err, context.Canceled) || errors.Is(l.err, context.DeadlineExceeded))
+		return c.answer(ctx, key, kept, c.finish(sh, key, m, l, gone))
 	}
 	done := make(chan loadResult, 1)
 	go func() {
 		lctx, cancel := c.detached(ctx)
 		defer cancel()
-		v, ttl, err := c.callLoad(lctx, key, loader, kept != nil)
-		r := c.finish(sh, key, m, v, ttl, err, false)
-		r.hard = err != nil && lctx.Err() != nil // the loader's answer raced the caller's timer
+		l := c.callLoad(lctx, key, loader, kept != nil)
+		r := c.finish(sh, key, m, l, false)
+		r.hard = l.err != nil && lctx.Err() != nil // the loader's answer raced the caller's timer
 		done <- r
 	}()
 	var soft, hard <-chan time.Time
@@ -286,15 +286,16 @@ func callLoader(ctx context.Context, key string, loader Loader) (v []byte, err e
 	return loader(ctx, key)
 }
 
-// finish resolves load m of key with the loader's result, under the shard
+// finish resolves load m of key with the loader's result l, under the shard
 // lock, if its record is still this load's (named by owner generation and
 // load id, wherever the tail moved it): see settle and settleBeside. gone
 // says the caller gave up (its context ended and the loader returned that):
-// the record is removed and a waiter loads instead. ttl, when not 0, is the
-// value's time to live (a distributed cache's second tier capped it: see
-// callLoad), else the cache's Expire. It counts the load.
-func (c *Cache) finish(sh *shard, key string, m loadMark, v []byte, ttl time.Duration, err error, gone bool) loadResult {
+// the record is removed and a waiter loads instead. An untracked load of a
+// distributed cache stores its value stale, or nothing (see "Tracking" in
+// remote.go). It counts the load.
+func (c *Cache) finish(sh *shard, key string, m loadMark, l loaded, gone bool) loadResult {
 	sp := c.sp
+	v, ttl, err := l.v, l.ttl, l.err
 	if err == nil && len(v) > sp.maxValue {
 		err = fmt.Errorf("loaded value of %d bytes: %w (limit %d)", len(v), ErrValueTooLarge, sp.maxValue)
 	}
@@ -326,35 +327,59 @@ func (c *Cache) finish(sh *shard, key string, m loadMark, v []byte, ttl time.Dur
 	if r := sp.rec(s.off()); r.kind != kindLoading || r.owner != sp.p.Token() || r.exp != m.load {
 		return res
 	}
+	o := outcome{v: v, exp: c.deadline(ttl), err: err, gone: gone}
+	if sp.untracked(l) {
+		o.untracked = true
+		if c.opts.keep() > 0 {
+			o.exp = time.Now().UnixNano() // stale at once: kept, never served fresh
+		}
+	}
 	if m.shadow {
-		res.jend = c.settleBeside(sh, h, key, s, m, v, ttl, err, gone)
+		res.jend = c.settleBeside(sh, h, key, s, m, o)
 	} else {
-		res.jend = c.settle(sh, h, key, s, v, ttl, err, gone)
+		res.jend = c.settle(sh, h, key, s, o)
 	}
 	return res
 }
 
+// outcome is a finished load's result as settle and settleBeside store it.
+type outcome struct {
+	v   []byte
+	exp int64 // the value's deadline
+	err error
+	// gone: the caller gave up (finish); untracked: the value may have
+	// changed in the second tier unheard ("Tracking" in remote.go): it is
+	// stored only where the cache keeps expired values (exp is now then),
+	// and a "not found" leaves no record for the waiters.
+	gone, untracked bool
+}
+
+// keepsValue reports whether o's value is stored.
+func (o outcome) keepsValue(c *Cache) bool { return !o.untracked || c.opts.keep() > 0 }
+
 // settle replaces the loading record of slot s (a miss's load) with the
 // value, a negative record (a "not found" with NotFoundExpire), nothing
-// (gone), or a failed record carrying the error for the waiters. A record
-// that is no longer ours (a Set came meanwhile) is left alone by finish: the
-// newer value wins. If the shard is so full of loads that the result finds
-// no room, the loading record turns into a failed one in place
-// (failedNoRoom): the waiters get ErrTooManyLoads rather than loading again,
-// and our caller still gets its value.
-func (c *Cache) settle(sh *shard, h uint64, key string, s slotRef, v []byte, ttl time.Duration, err error, gone bool) uint64 {
+// (gone; an untracked value the cache cannot keep stale, or an untracked
+// "not found"), or a failed record carrying the error for the waiters. A
+// record that is no longer ours (a Set came meanwhile) is left alone by
+// finish: the newer value wins. If the shard is so full of loads that the
+// result finds no room, the loading record turns into a failed one in
+// place (failedNoRoom): the waiters get ErrTooManyLoads rather than
+// loading again, and our caller still gets its value.
+func (c *Cache) settle(sh *shard, h uint64, key string, s slotRef, o outcome) uint64 {
 	sp := c.sp
 	var jend uint64
 	var serr error
+	notFound := errors.Is(o.err, ErrNotFound)
 	switch {
-	case err == nil:
-		_, jend, serr = sp.store(sh, kindItem, c.id, h, key, v, c.deadline(ttl), 0)
-	case gone:
+	case o.gone, o.err == nil && !o.keepsValue(c), notFound && o.untracked:
 		sp.drop(sh, s, opDel)
-	case errors.Is(err, ErrNotFound) && c.opts.NotFoundExpire > 0:
+	case o.err == nil:
+		_, jend, serr = sp.store(sh, kindItem, c.id, h, key, o.v, o.exp, 0)
+	case notFound && c.opts.NotFoundExpire > 0:
 		_, _, serr = sp.store(sh, kindNegative, c.id, h, key, nil, time.Now().Add(c.opts.NotFoundExpire).UnixNano(), 0)
 	default:
-		_, _, serr = sp.store(sh, kindFailed, c.id, h, key, []byte(err.Error()), time.Now().Add(failedLinger).UnixNano(), 0)
+		_, _, serr = sp.store(sh, kindFailed, c.id, h, key, []byte(o.err.Error()), time.Now().Add(failedLinger).UnixNano(), 0)
 	}
 	if serr != nil {
 		// store left the key's slot on our loading record (reserve may
@@ -375,7 +400,7 @@ func (c *Cache) settle(sh *shard, h uint64, key string, s slotRef, v []byte, ttl
 // after a failure: it becomes a failed record kept failedLinger, during
 // which every Get of the key in the cluster returns the kept value without
 // loading (the fail-safe's pause).
-func (c *Cache) settleBeside(sh *shard, h uint64, key string, s slotRef, m loadMark, v []byte, ttl time.Duration, err error, gone bool) uint64 {
+func (c *Cache) settleBeside(sh *shard, h uint64, key string, s slotRef, m loadMark, o outcome) uint64 {
 	sp := c.sp
 	mh, mid := m.at(h, c.id)
 	is := sp.find(sh, h, c.id, key)
@@ -388,24 +413,26 @@ func (c *Cache) settleBeside(sh *shard, h uint64, key string, s slotRef, m loadM
 	var serr error
 	now := time.Now()
 	switch {
-	case err == nil:
-		if !newer {
-			_, jend, serr = sp.store(sh, kindItem, c.id, h, key, v, c.deadline(ttl), 0)
+	case o.gone:
+	case o.err == nil:
+		if !newer && o.keepsValue(c) {
+			_, jend, serr = sp.store(sh, kindItem, c.id, h, key, o.v, o.exp, 0)
 		}
-	case gone:
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(o.err, ErrNotFound):
 		if !newer {
 			if is.valid() {
 				jend = sp.drop(sh, is, opDel)
 			}
-			if c.opts.NotFoundExpire > 0 {
+			switch {
+			case o.untracked:
+			case c.opts.NotFoundExpire > 0:
 				_, _, serr = sp.store(sh, kindNegative, c.id, h, key, nil, now.Add(c.opts.NotFoundExpire).UnixNano(), 0)
-			} else {
-				_, _, serr = sp.store(sh, kindFailed, c.id, h, key, []byte(err.Error()), now.Add(failedLinger).UnixNano(), 0)
+			default:
+				_, _, serr = sp.store(sh, kindFailed, c.id, h, key, []byte(o.err.Error()), now.Add(failedLinger).UnixNano(), 0)
 			}
 		}
 	default:
-		if _, _, serr := sp.store(sh, kindFailed, mid, mh, key, []byte(err.Error()), now.Add(failedLinger).UnixNano(), 0); serr != nil {
+		if _, _, serr := sp.store(sh, kindFailed, mid, mh, key, []byte(o.err.Error()), now.Add(failedLinger).UnixNano(), 0); serr != nil {
 			sp.failInPlace(sh, sp.find(sh, mh, mid, key))
 		}
 		return 0
@@ -446,10 +473,10 @@ func (c *Cache) refreshNow(key string, loader Loader, ahead bool) {
 	c.sp.local[c.id].refreshes.Add(1)
 	ctx, cancel := c.detached(context.Background())
 	defer cancel()
-	v, ttl, err := c.callLoad(ctx, key, loader, true)
-	c.finish(sh, key, m, v, ttl, err, false)
+	l := c.callLoad(ctx, key, loader, true)
+	c.finish(sh, key, m, l, false)
 	var pe *LoaderPanicError
-	if errors.As(err, &pe) {
+	if errors.As(l.err, &pe) {
 		slog.Error("cache: a background refresh's loader panicked", "cache", c.name, "key", key, "panic", pe.Value, "stack", string(pe.Stack))
 	}
 }

@@ -45,6 +45,44 @@ package cache
 // finds nothing to drop, or the value a load stored after the write, which
 // is the new one: the cost is one more Remote GET on the writing host.
 //
+// # Tracking
+//
+// What makes a load safe above needs the invalidation to arrive: it does
+// only while the host's tracking connection is up. A value read from the
+// Remote while it is not (Redis back after a restart, the tracking
+// connection still waiting out its back-off; or only that connection lost)
+// gets no invalidation for a change made after the read, and a stale mark
+// made later (InvalidateAll when tracking resumes) would let fail-safe serve
+// it for FailSafeFor from the mark, not from the read. So the space holds a
+// tracking epoch (spaceHeader.tracking; Space.BeginTracking and
+// EndTracking, called by the process that tracks): odd while every change
+// reaches Invalidate, even while changes may be missed, larger at each
+// change of state. A load of
+// a distributed cache reads the epoch before it asks the Remote, and its
+// finish reads it again under the key's shard lock: unless the first was
+// odd and the second is the same, the load is untracked, and its value is
+// stored already stale (deadline now: a kept value, served as fail-safe for
+// FailSafeFor from the read at most, revalidated by the next Get) or, when
+// the cache keeps no expired values, not at all (the loading record goes;
+// waiters load for themselves). An untracked "not found" stores no negative
+// record. The caller gets what it read either way.
+//
+// Order: EndTracking changes the epoch before InvalidateAll takes
+// any shard lock, and InvalidateAll marks every key under its shard lock;
+// a finish takes the same lock before it reads the epoch. A finish that
+// stored before InvalidateAll reached its shard has its value marked stale
+// by it; one after it reads the new epoch (the lock orders the two). On
+// resuming, InvalidateAll runs before BeginTracking: a load that read
+// the odd epoch asked the Remote after tracking was on again, and every
+// later change is invalidated. The epoch is an atomic word (sequentially
+// consistent on amd64 and arm64), the shard lock a robust futex lock
+// (acquire on lock, release on unlock): no plain store is involved.
+// A tracker killed with kill -9 leaves its epoch running; in a cluster the
+// master is the tracker and its workers do not outlive it, and the next
+// tracker (an in-place upgrade's new master) ends it with EndTracking(0)
+// before it connects. An old tracker's EndTracking after a newer one began
+// changes nothing.
+//
 // Memory order: the stale mark is failInPlace's (odd sequence, StoreFence,
 // plain stores, even sequence); drops are publish's. A process killed
 // inside either leaves what those leave (an odd sequence the lock's repair
@@ -136,33 +174,86 @@ func (c *Cache) remote() Remote { return c.sp.remoteOf(c.name) }
 // Space.Distribute).
 func (c *Cache) Distributed() bool { return c.remote() != nil }
 
+// BeginTracking starts a tracking epoch and returns it: every change of the
+// distributed caches' second tier reaches this space's Invalidate from now
+// on (the host's tracking connection is up). The process that tracks calls
+// it (package bridge, in the master) after it marked every entry stale on
+// getting its connection back, and EndTracking with the epoch before it
+// marks them when the connection is lost. Between epochs, what a load reads
+// from the tier is kept only as stale (see "Tracking" in the design above).
+// A new space has none.
+func (sp *Space) BeginTracking() uint64 {
+	for {
+		e := sp.h.tracking.Load()
+		n := e + 1 + e&1 // the next odd: another tracker's epoch ends too
+		if sp.h.tracking.CompareAndSwap(e, n) {
+			return n
+		}
+	}
+}
+
+// EndTracking ends tracking epoch epoch if it is still the space's (a newer
+// tracker's is left alone); epoch 0 ends whichever runs (a new tracker's
+// first step: its predecessor may have been killed while tracking).
+func (sp *Space) EndTracking(epoch uint64) {
+	for {
+		e := sp.h.tracking.Load()
+		if e&1 == 0 || epoch != 0 && e != epoch || sp.h.tracking.CompareAndSwap(e, e+1) {
+			return
+		}
+	}
+}
+
+// Tracking reports whether a tracking epoch runs (BeginTracking).
+func (sp *Space) Tracking() bool { return sp.h.tracking.Load()&1 == 1 }
+
+// loaded is what a load's loader (callLoad) gives finish.
+type loaded struct {
+	v   []byte
+	ttl time.Duration // the value's local time to live, when not 0 (the second tier capped it); else the cache's Expire
+	err error
+	// distributed says the load went through the second tier; epoch is the
+	// space's tracking epoch it read before it did (see "Tracking").
+	distributed bool
+	epoch       uint64
+}
+
+// untracked reports whether l's value may have changed in the second tier
+// without an invalidation reaching the arena (see "Tracking"); the caller
+// holds the key's shard lock.
+func (sp *Space) untracked(l loaded) bool {
+	return l.distributed && (l.epoch&1 == 0 || sp.h.tracking.Load() != l.epoch)
+}
+
 // callLoad runs a load's loader for key: for a distributed cache the Remote
 // first, then loader (see the design above). kept says the load has an
 // expired value to serve instead of an error (fail-safe): then a Remote that
 // is down fails the load, so that the kept value is served; without one,
-// the user's loader runs and its value is stored locally only. ttl caps the
-// entry's local time to live (0: the cache's Expire).
-func (c *Cache) callLoad(ctx context.Context, key string, loader Loader, kept bool) (v []byte, ttl time.Duration, err error) {
+// the user's loader runs and its value is stored locally only.
+func (c *Cache) callLoad(ctx context.Context, key string, loader Loader, kept bool) loaded {
 	r := c.remote()
 	if r == nil {
-		v, err = callLoader(ctx, key, loader)
-		return v, 0, err
+		v, err := callLoader(ctx, key, loader)
+		return loaded{v: v, err: err}
 	}
+	l := loaded{distributed: true, epoch: c.sp.h.tracking.Load()}
 	v, rttl, found, rerr := r.Get(ctx, c.name, key)
 	switch {
 	case rerr == nil && found:
-		return v, c.capTTL(rttl), nil
+		l.v, l.ttl = v, c.capTTL(rttl)
+		return l
 	case rerr != nil && kept:
-		return nil, 0, fmt.Errorf("second tier: %w", rerr)
+		l.err = fmt.Errorf("second tier: %w", rerr)
+		return l
 	}
-	v, err = callLoader(ctx, key, loader)
-	if err != nil || rerr != nil {
-		return v, 0, err
+	l.v, l.err = callLoader(ctx, key, loader)
+	if l.err != nil || rerr != nil {
+		return l
 	}
-	if _, now, serr := r.Set(ctx, c.name, key, v, c.opts.Expire, nil, true); serr == nil {
-		v = now // another host's value, if it stored one first
+	if _, now, serr := r.Set(ctx, c.name, key, l.v, c.opts.Expire, nil, true); serr == nil {
+		l.v = now // another host's value, if it stored one first
 	}
-	return v, 0, nil
+	return l
 }
 
 // capTTL is the local time to live of a value the Remote has for ttl more:
