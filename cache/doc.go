@@ -47,7 +47,7 @@
 //	cache ids 64..127: a key's shadow (its load marker beside its item; see Stale serving)
 //	kinds: item (a value; life: its time to live at its Set, in ms), loading (a Get's loader runs in
 //	process owner; exp holds the load's id), failed (the loader's error as value, kept one second
-//	for the waiters), filler (the unused end of the heap at a wrap), negative (a loader's "not
+//	for the waiters; owner: no room ^0, the loader's "not found" ^0-1, else 0), filler (the unused end of the heap at a wrap), negative (a loader's "not
 //	found", no value, kept for the cache's NotFoundExpire)
 //	an item's owner word holds its flags: counter 1 (the value is 8 bytes, a little-endian int64:
 //	Add), tagged 2 (a tag list, count u8 │ {len u8 │ tag}×count, follows the value inside size)

@@ -117,10 +117,13 @@ func (c *Cache) load(ctx context.Context, key string, loader Loader) ([]byte, er
 				sp.drop(sh, s, opExpire)
 			case r.kind == kindFailed && live && waited:
 				text := append([]byte{}, sp.recVal(off, r)...)
-				noRoom := r.owner == failedNoRoom
+				why := r.owner
 				sp.unlock(sh)
-				if noRoom {
+				switch why {
+				case failedNoRoom:
 					return nil, fmt.Errorf("cache %q: get %q: %w: %w (the loaded value found no room)", c.name, key, ErrLoaderFailed, ErrTooManyLoads)
+				case failedNotFound:
+					return nil, fmt.Errorf("cache %q: get %q: %w (the load it waited for: %s)", c.name, key, ErrNotFound, text)
 				}
 				return nil, loaderErr(c.name, key, text)
 			case r.kind == kindLoading:
@@ -378,6 +381,8 @@ func (c *Cache) settle(sh *shard, h uint64, key string, s slotRef, o outcome) ui
 		_, jend, serr = sp.store(sh, kindItem, c.id, h, key, o.v, o.exp, 0)
 	case notFound && c.opts.NotFoundExpire > 0:
 		_, _, serr = sp.store(sh, kindNegative, c.id, h, key, nil, time.Now().Add(c.opts.NotFoundExpire).UnixNano(), 0)
+	case notFound:
+		_, _, serr = sp.store(sh, kindFailed, c.id, h, key, []byte(o.err.Error()), time.Now().Add(failedLinger).UnixNano(), failedNotFound)
 	default:
 		_, _, serr = sp.store(sh, kindFailed, c.id, h, key, []byte(o.err.Error()), time.Now().Add(failedLinger).UnixNano(), 0)
 	}
@@ -428,7 +433,7 @@ func (c *Cache) settleBeside(sh *shard, h uint64, key string, s slotRef, m loadM
 			case c.opts.NotFoundExpire > 0:
 				_, _, serr = sp.store(sh, kindNegative, c.id, h, key, nil, now.Add(c.opts.NotFoundExpire).UnixNano(), 0)
 			default:
-				_, _, serr = sp.store(sh, kindFailed, c.id, h, key, []byte(o.err.Error()), now.Add(failedLinger).UnixNano(), 0)
+				_, _, serr = sp.store(sh, kindFailed, c.id, h, key, []byte(o.err.Error()), now.Add(failedLinger).UnixNano(), failedNotFound)
 			}
 		}
 	default:
@@ -528,9 +533,15 @@ func (c *Cache) markBeside(key string, ahead bool) (m loadMark, sh *shard, busy,
 	return m, sh, false, true
 }
 
-// failedNoRoom is the owner field of a failed record that was a loading
-// record whose result found no room (see failInPlace).
-const failedNoRoom = ^uint32(0)
+// The owner field of a failed record says what failed: failedNoRoom, a
+// loading record whose result found no room (see failInPlace);
+// failedNotFound, a loader's ErrNotFound (no NotFoundExpire), which its
+// waiters get as ErrNotFound; anything else, a loader's error (its text is
+// the record's value), which they get as ErrLoaderFailed.
+const (
+	failedNoRoom   = ^uint32(0)
+	failedNotFound = ^uint32(0) - 1
+)
 
 // failInPlace turns the loading record of slot s into a failed record with
 // no text, kept failedLinger, inside the bucket's seqlock. It is the one

@@ -180,6 +180,19 @@ func TestLoaderOptionsAcrossProcesses(t *testing.T) {
 			}
 		},
 	}, {
+		name: "without negative caching the waiters get the loader's not found", opts: cache.Options{},
+		loader: "notfound", loadMS: 200,
+		check: func(t *testing.T, rs []loadOptsResult, st cache.Stats) {
+			for _, r := range rs {
+				if !r.NotFound || r.Failed || !strings.Contains(r.Err, "no row") {
+					t.Fatalf("a child got %+v; want ErrNotFound with the loader's text", r)
+				}
+			}
+			if st.Loads+st.LoadErrors != 1 {
+				t.Fatalf("%+v; want the loader run once", st)
+			}
+		},
+	}, {
 		name: "a panicking loader releases its load", opts: cache.Options{},
 		loader: "panic", loadMS: 200,
 		check: func(t *testing.T, rs []loadOptsResult, st cache.Stats) {
