@@ -83,6 +83,18 @@ type Config struct {
 	// reconnects (every distributed entry is revalidated then). Default false.
 	LocalWrites bool
 
+	// FleetLoad, when not 0, makes one host of the fleet at a time run the
+	// loader of a key Redis lacks: the host that misses takes the key's
+	// load lock in Redis (SET <Namespace><cache>!<key> NX PX FleetLoad)
+	// before it runs its loader, and releases it once the value is offered
+	// to Redis; a host that finds the lock taken polls Redis for the value
+	// (2 ms doubling to 50 ms) and returns it, and runs its loader itself
+	// only once the lock is free again or after FleetLoad (the holder may
+	// have died: its lock expires). Choose it above the loader's usual
+	// time. Default 0: every host that misses runs its loader, and Redis
+	// keeps the first value (SET NX GET; see the package doc).
+	FleetLoad time.Duration
+
 	// Logger receives the bridge's state changes. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -115,6 +127,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, bad("Timeout", c.Timeout, "is negative")
 	case c.DB < 0:
 		return c, bad("DB", c.DB, "is negative")
+	case c.FleetLoad < 0:
+		return c, bad("FleetLoad", c.FleetLoad, "is negative")
 	case strings.ContainsAny(c.Namespace, "*?[]\\#"):
 		return c, bad("Namespace", fmt.Sprintf("%q", c.Namespace), "has one of * ? [ ] \\ #")
 	}

@@ -25,9 +25,16 @@ type site struct {
 
 func newSite(t *testing.T, srv *redistest.Server, opts cache.Options, local bool) *site {
 	t.Helper()
+	return newSiteWith(t, srv, opts, bridge.Config{LocalWrites: local})
+}
+
+// newSiteWith is newSite with more of the bridge's Config (its Addr,
+// Caches, PingEvery and Timeout are the test's).
+func newSiteWith(t *testing.T, srv *redistest.Server, opts cache.Options, cfg bridge.Config) *site {
+	t.Helper()
 	sp := cachetest.NewSpace(t, 4<<20)
-	b, err := bridge.Open(bridge.Config{Addr: srv.Addr(), Caches: []string{"d"}, PingEvery: 50 * time.Millisecond,
-		Timeout: 2 * time.Second, LocalWrites: local})
+	cfg.Addr, cfg.Caches, cfg.PingEvery, cfg.Timeout = srv.Addr(), []string{"d"}, 50*time.Millisecond, 2*time.Second
+	b, err := bridge.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

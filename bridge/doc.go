@@ -27,6 +27,14 @@
 // invalidations too, which is what makes the arena safe: see the package
 // cache's Invalidate and docs/cache.md ("Distributed caches").
 //
+// # One load in the fleet (Config.FleetLoad)
+//
+// Loader-once is per host (the arena's loading record). With FleetLoad a
+// miss that Redis cannot answer also takes a lock in Redis before the
+// user's loader runs, so that one host of the fleet loads and the others
+// wait for its value (loadlock.go: the key, the token, the bounded wait,
+// what a crash leaves). It is cache.LoadLocker's LockLoad.
+//
 // # Recovery
 //
 // Redis forgets a client's tracking with its connection (redis/redis

@@ -154,15 +154,21 @@ func (b *Bridge) Get(ctx context.Context, name, key string) ([]byte, time.Durati
 	if err != nil {
 		return nil, 0, false, err
 	}
-	v, err := res[0].AsBytes()
+	return valueOf("get", res[0], res[1])
+}
+
+// valueOf reads the replies of a GET and a PTTL of one key: its value and
+// time left to live (0: none), or found false.
+func valueOf(op string, get, pttl rueidis.RedisResult) ([]byte, time.Duration, bool, error) {
+	v, err := get.AsBytes()
 	if rueidis.IsRedisNil(err) {
 		return nil, 0, false, nil
 	}
 	if err != nil {
-		return nil, 0, false, down("get", err)
+		return nil, 0, false, down(op, err)
 	}
 	var ttl time.Duration
-	if ms, err := res[1].AsInt64(); err == nil && ms > 0 {
+	if ms, err := pttl.AsInt64(); err == nil && ms > 0 {
 		ttl = time.Duration(ms) * time.Millisecond
 	}
 	return v, ttl, true, nil

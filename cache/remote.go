@@ -14,7 +14,8 @@ package cache
 //     the load asks the Remote first (its TTL caps the local one), and only
 //     when it has no value runs the user's loader and offers the result to
 //     the Remote (which keeps a value another host stored meanwhile, and
-//     returns that one instead);
+//     returns that one instead); a Remote that is a LoadLocker may first
+//     make it wait for another host's load (one loader in the fleet);
 //   - Set, Del, InvalidateTag and Clear write the Remote first; only a
 //     write the Remote acknowledged changes the arena. A Set or Del then
 //     drops the key locally (Invalidate's drop, never a stale mark): the
@@ -131,6 +132,18 @@ type Remote interface {
 	LocalWrites() bool
 }
 
+// LoadLocker is a Remote that can make one host of the fleet at a time run
+// a key's loader (package bridge: Config.FleetLoad). A load whose Remote
+// has no value for its key calls LockLoad before it runs the user's loader:
+// found, it returns that value (another host loaded it meanwhile); with
+// unlock, it runs the loader, offers the value to the Remote, then calls
+// unlock; with neither, it runs the loader without the lock (the option is
+// off, or the wait ended). An error that is not the caller's context ending
+// costs only the option: the load goes on without the lock.
+type LoadLocker interface {
+	LockLoad(ctx context.Context, cache, key string) (v []byte, ttl time.Duration, found bool, unlock func(), err error)
+}
+
 // Distribute makes the cache called name distributed in this process: its
 // misses and writes go through r (see Remote and the package doc's
 // "Distributed caches"). Every process of the cluster must distribute the
@@ -245,6 +258,19 @@ func (c *Cache) callLoad(ctx context.Context, key string, loader Loader, kept bo
 	case rerr != nil && kept:
 		l.err = fmt.Errorf("second tier: %w", rerr)
 		return l
+	}
+	if ll, ok := r.(LoadLocker); ok && rerr == nil {
+		v, rttl, found, unlock, lerr := ll.LockLoad(ctx, c.name, key)
+		switch {
+		case lerr != nil && ctx.Err() != nil:
+			l.err = lerr
+			return l
+		case lerr == nil && found:
+			l.v, l.ttl = v, c.capTTL(rttl)
+			return l
+		case unlock != nil:
+			defer unlock() // once the value is offered to the Remote
+		}
 	}
 	l.v, l.err = callLoader(ctx, key, loader)
 	if l.err != nil || rerr != nil {
