@@ -398,8 +398,8 @@ func (c *Cache) settle(sh *shard, h uint64, key string, s slotRef, o outcome) ui
 // settleBeside resolves a load beside the key's item (its marker, the
 // shadow's loading record, is slot s). Unless a newer record took the
 // item's place meanwhile (a Set: another deadline; a negative or failed
-// record; a loading one) the value replaces the item (a Set: watchers and
-// the log hear of it) and a "not found" deletes it (watchers hear OpDel),
+// record; a loading one) the value replaces the item, keeping its tags (a
+// Set: watchers and the log hear of it) and a "not found" deletes it (watchers hear OpDel),
 // leaving a negative record with NotFoundExpire or else a failed record
 // with the loader's error for the waiters. Then the marker goes, except
 // after a failure: it becomes a failed record kept failedLinger, during
@@ -410,9 +410,14 @@ func (c *Cache) settleBeside(sh *shard, h uint64, key string, s slotRef, m loadM
 	mh, mid := m.at(h, c.id)
 	is := sp.find(sh, h, c.id, key)
 	newer := false
+	var flags uint32
+	var tags []byte // the item's tag list, copied: the refreshed value keeps it (storeItem may move the item)
 	if is.valid() {
 		r := sp.rec(is.off())
 		newer = r.kind != kindItem || r.exp != m.itemExp
+		if t := sp.recTags(is.off(), r); !newer && t != nil {
+			flags, tags = itemTagged, append([]byte(nil), t...)
+		}
 	}
 	var jend uint64
 	var serr error
@@ -421,7 +426,7 @@ func (c *Cache) settleBeside(sh *shard, h uint64, key string, s slotRef, m loadM
 	case o.gone:
 	case o.err == nil:
 		if !newer && o.keepsValue(c) {
-			_, jend, serr = sp.store(sh, kindItem, c.id, h, key, o.v, o.exp, 0)
+			_, jend, serr = sp.storeItem(sh, c.id, h, key, o.v, o.exp, flags, tags)
 		}
 	case errors.Is(o.err, ErrNotFound):
 		if !newer {

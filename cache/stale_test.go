@@ -85,6 +85,29 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	}
 }
 
+// TestRefreshKeepsTags: a value refreshed in the background (stale window,
+// refresh ahead) keeps the tags of the item it replaces, so InvalidateTag
+// still removes it; the loader knows nothing of tags.
+func TestRefreshKeepsTags(t *testing.T) {
+	c := cachetest.New(t, "swr-tags", cache.Options{Expire: time.Minute, StaleFor: time.Minute})
+	if ok, err := c.Set(bg, "k", []byte("old"), cache.SetOptions{Expire: time.Millisecond, Tags: []string{"user:1"}}); err != nil || !ok {
+		t.Fatalf("Set = %v, %v", ok, err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	if v, err := c.Get(bg, "k", func(context.Context, string) ([]byte, error) { return []byte("new"), nil }); err != nil || string(v) != "old" {
+		t.Fatalf("Get in the stale window = %q, %v", v, err)
+	}
+	if !xtesting.Eventually(5*time.Second, func() bool { v, ok, _ := c.GetInto(nil, "k"); return ok && string(v) == "new" }) {
+		t.Fatal("the refresh never stored its value")
+	}
+	if n, err := c.InvalidateTag(bg, "user:1"); err != nil || n != 1 {
+		t.Fatalf("InvalidateTag after the refresh = %d, %v; want the refreshed entry removed", n, err)
+	}
+	if v, ok, _ := c.GetInto(nil, "k"); ok {
+		t.Fatalf("the refreshed entry outlived its tag's invalidation: %q", v)
+	}
+}
+
 func TestStaleWindowEnds(t *testing.T) {
 	// Past StaleFor (and without FailSafeFor) an expired value is a miss:
 	// Get waits for the load.
