@@ -131,9 +131,15 @@ func TestWriteOnAIsReadOnB(t *testing.T) {
 
 func TestTagsAndClearReachEveryHost(t *testing.T) {
 	_, a, b := twoHosts(t, cache.Options{})
+	na, nb := a.b.Stats().Invalidations, b.b.Stats().Invalidations
 	a.set(t, "t1", "x", "red")
 	a.set(t, "t2", "x", "red", "blue")
 	a.set(t, "t3", "x", "blue")
+	// The writes' own invalidations would drop what a Get keeps before they
+	// arrive: let them reach both hosts first.
+	waitFor(t, 5*time.Second, "the writes' invalidations", func() bool {
+		return a.b.Stats().Invalidations >= na+3 && b.b.Stats().Invalidations >= nb+3
+	})
 	for _, k := range []string{"t1", "t2", "t3"} {
 		b.get(t, k)
 		a.get(t, k)
