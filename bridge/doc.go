@@ -64,6 +64,25 @@
 // down at Open is no error: the bridge reports StateConnecting and keeps
 // trying.
 //
+// # Tag sets
+//
+// A tagged value's key is a member of one Redis set per tag
+// (<Namespace><cache>#<tag>), which InvalidateTag reads (SMEMBERS), unlinks
+// and empties of what it unlinked. A set lives as long as its longest-lived
+// member may, and no longer: a Set stores the value and files it under its
+// tags in one Lua script (EVALSHA, one round trip, atomic), which makes the
+// set persistent for a member without TTL, gives a set that holds only this
+// member exactly the member's TTL, and otherwise extends the set's expiry
+// to at least the member's (PEXPIRE GT: never shortened, and a persistent
+// set stays persistent). So a fleet writing short-lived tagged keys leaves
+// no sets behind once they expired. Members whose keys expired or were
+// deleted stay in a set that outlives them (a persistent one, or one a
+// longer-lived member extends) until an InvalidateTag of the tag: pruning
+// them on the write path would cost a scan of the set. The script needs
+// Redis 7.0 or later (PEXPIRE GT; SET NX GET needs it too). A tag set that
+// refuses its member (a key that is no set) leaves the value stored and
+// the Set returns Redis's error.
+//
 // # Pub/sub
 //
 // Publish and Subscribe carry messages between hosts through Redis's

@@ -16,7 +16,9 @@ import (
 // The second tier of the distributed caches (cache.Remote), in Redis:
 //
 //	<Namespace><cache>:<key>    the value (a string), with the entry's TTL (PX)
-//	<Namespace><cache>#<tag>    a set of the value keys stored with tag
+//	<Namespace><cache>#<tag>    a set of the value keys stored with tag,
+//	                            expiring with its longest-lived member
+//	                            (setTaggedScript)
 //
 // Only the values are under the tracked prefixes (<Namespace><cache>:): a
 // tag set's changes invalidate nothing. Cache names have no '#' and no ':'
@@ -121,6 +123,15 @@ func (t *spaceTarget) InvalidateAll() {
 // do runs cmds (pipelined) with the bridge's bound, failing fast while a
 // connection error is recent.
 func (b *Bridge) do(ctx context.Context, op string, cmds ...rueidis.Completed) ([]rueidis.RedisResult, error) {
+	return b.round(ctx, op, func(ctx context.Context, c rueidis.Client) []rueidis.RedisResult {
+		return c.DoMulti(ctx, cmds...)
+	})
+}
+
+// round is do's frame around send (the commands of one round trip): the
+// fast fail, the bound, and the first error of its results, as down wraps
+// it (a connection error starts the fast fail).
+func (b *Bridge) round(ctx context.Context, op string, send func(context.Context, rueidis.Client) []rueidis.RedisResult) ([]rueidis.RedisResult, error) {
 	if until := b.failUntil.Load(); until != 0 && time.Now().UnixNano() < until {
 		return nil, fmt.Errorf("%w: %s: redis at %s failed less than %v ago", ErrRedisDown, op, b.cfg.Addr, fastFail)
 	}
@@ -130,7 +141,7 @@ func (b *Bridge) do(ctx context.Context, op string, cmds ...rueidis.Completed) (
 	}
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
-	res := c.DoMulti(ctx, cmds...)
+	res := send(ctx, c)
 	for _, r := range res {
 		if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
 			err = down(op, err)
@@ -174,9 +185,12 @@ func valueOf(op string, get, pttl rueidis.RedisResult) ([]byte, time.Duration, b
 	return v, ttl, true, nil
 }
 
-// Set is cache.Remote's: SET (NX GET for onlyIfAbsent) with PX, then the
-// key into each tag's set.
+// Set is cache.Remote's: SET (NX GET for onlyIfAbsent) with PX, in one
+// round trip; a tagged Set is setTagged's script instead.
 func (b *Bridge) Set(ctx context.Context, name, key string, value []byte, ttl time.Duration, tags []string, onlyIfAbsent bool) (bool, []byte, error) {
+	if len(tags) > 0 {
+		return b.setTagged(ctx, name, key, value, ttl, tags, onlyIfAbsent)
+	}
 	c, err := b.Client()
 	if err != nil {
 		return false, nil, err
@@ -187,10 +201,9 @@ func (b *Bridge) Set(ctx context.Context, name, key string, value []byte, ttl ti
 		args = append(args, "NX", "GET")
 	}
 	if ttl > 0 {
-		args = append(args, "PX", fmt.Sprint(max(ttl.Milliseconds(), 1)))
+		args = append(args, "PX", fmt.Sprint(pxMillis(ttl)))
 	}
-	cmds := []rueidis.Completed{c.B().Arbitrary(args[0]).Keys(k).Args(args[2:]...).Build()}
-	res, err := b.do(ctx, "set", cmds...)
+	res, err := b.do(ctx, "set", c.B().Arbitrary(args[0]).Keys(k).Args(args[2:]...).Build())
 	if err != nil {
 		return false, nil, err
 	}
@@ -199,17 +212,89 @@ func (b *Bridge) Set(ctx context.Context, name, key string, value []byte, ttl ti
 			return false, old, nil // the key had a value: it stays
 		}
 	}
-	if len(tags) > 0 {
-		var tc []rueidis.Completed
-		for _, t := range tags {
-			tc = append(tc, c.B().Sadd().Key(b.tagKey(name, t)).Member(k).Build())
+	return true, value, nil
+}
+
+// pxMillis is ttl (> 0) in whole milliseconds, at least 1.
+func pxMillis(ttl time.Duration) int64 { return max(ttl.Milliseconds(), 1) }
+
+// setTaggedScript stores a tagged value and files it under its tags,
+// atomically. KEYS[1] is the value's key, KEYS[2..] its tag sets; ARGV is
+// the value, its TTL in ms ("0": none) and "1" for set-if-absent. A tag set
+// lives as long as its longest-lived member may, and no longer: a member
+// without TTL makes it persistent, one with TTL t gives a set that holds
+// only this member exactly t and extends any other set to at least t
+// (PEXPIRE GT: a persistent set, whose TTL GT takes as infinite, stays
+// persistent; none is ever shortened). SCARD after SADD tells a new set
+// (whose PTTL is -1 like a persistent one's) from the others.
+//
+// Replies: {0, old} when set-if-absent found a value (nothing changed), {1}
+// when stored and tagged, {1, error} when stored but a tag set refused its
+// member (a key that is no set: the tags after it are not filed). The SET
+// comes first, so a refused SET (OOM, WRONGTYPE) is the script's error and
+// changes nothing.
+const setTaggedScript = `
+local ttl = ARGV[2]
+local set = {'SET', KEYS[1], ARGV[1]}
+if ARGV[3] == '1' then table.insert(set, 'NX'); table.insert(set, 'GET') end
+if ttl ~= '0' then table.insert(set, 'PX'); table.insert(set, ttl) end
+local old = redis.call(unpack(set))
+if ARGV[3] == '1' and old then return {0, old} end
+for i = 2, #KEYS do
+	local r = redis.pcall('SADD', KEYS[i], KEYS[1])
+	if type(r) == 'table' and r.err then return {1, r} end
+	if ttl == '0' then redis.call('PERSIST', KEYS[i])
+	elseif redis.call('SCARD', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ttl)
+	else redis.call('PEXPIRE', KEYS[i], ttl, 'GT') end
+end
+return {1}
+`
+
+// setTagged is setTaggedScript (EVALSHA, EVAL the first time a Redis has
+// not seen it): one round trip for the value and every tag.
+var setTagged = rueidis.NewLuaScript(setTaggedScript)
+
+// setTagged is Set with tags. A tag step Redis refused returns stored with
+// an error wrapping Redis's (the value is in Redis, its tags are not all).
+func (b *Bridge) setTagged(ctx context.Context, name, key string, value []byte, ttl time.Duration, tags []string, onlyIfAbsent bool) (bool, []byte, error) {
+	keys := make([]string, 1, 1+len(tags))
+	keys[0] = b.Key(name, key)
+	for _, t := range tags {
+		keys = append(keys, b.tagKey(name, t))
+	}
+	px, nx := "0", "0"
+	if ttl > 0 {
+		px = fmt.Sprint(pxMillis(ttl))
+	}
+	if onlyIfAbsent {
+		nx = "1"
+	}
+	args := []string{rueidis.BinaryString(value), px, nx}
+	res, err := b.round(ctx, "set", func(ctx context.Context, c rueidis.Client) []rueidis.RedisResult {
+		return []rueidis.RedisResult{setTagged.Exec(ctx, c, keys, args)}
+	})
+	if err != nil {
+		return false, nil, err
+	}
+	reply, err := res[0].ToArray()
+	if err != nil || len(reply) == 0 {
+		return false, nil, fmt.Errorf("bridge: set: %w: %v", errScriptReply, err)
+	}
+	if stored, _ := reply[0].AsInt64(); stored == 0 {
+		old, err := reply[1].AsBytes()
+		if err != nil {
+			return false, nil, fmt.Errorf("bridge: set: %w: %v", errScriptReply, err)
 		}
-		if _, err := b.do(ctx, "set: tags", tc...); err != nil {
-			return true, value, err // stored, but its tags are not: say so
-		}
+		return false, old, nil // the key had a value: it stays
+	}
+	if len(reply) > 1 {
+		return true, value, down("set: tags", reply[1].Error()) // stored, but its tags are not: say so
 	}
 	return true, value, nil
 }
+
+// errScriptReply is what a script's reply of an unexpected shape is.
+var errScriptReply = errors.New("unexpected script reply")
 
 // Del is cache.Remote's: UNLINK.
 func (b *Bridge) Del(ctx context.Context, name, key string) error {
