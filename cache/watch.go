@@ -35,6 +35,13 @@ const (
 // 2-core host.
 const watchQueue = 16384
 
+// watchQueueBytes bounds the values a watcher's queue holds (each change's
+// Value is a copy): past it, changes are dropped as for a full queue, so
+// that a stuck callback costs at most this much memory (16384 values of
+// MaxValueLen would be gigabytes). A change is always queued into an empty
+// queue, whatever its size.
+const watchQueueBytes = 64 << 20
+
 // watchStopWait bounds how long Space.Close waits for watcher callbacks that
 // are running.
 const watchStopWait = 250 * time.Millisecond
@@ -79,6 +86,7 @@ type Watcher struct {
 
 	mu      sync.Mutex
 	q       []Change // waiting for fn, oldest first; at most watchQueue
+	qbytes  int      // the values' bytes in q; at most watchQueueBytes (but for q's first)
 	dropped uint64   // changes dropped since the last OpLost was queued
 	lost    atomic.Uint64
 	wake    chan struct{} // capacity 1: something was queued
@@ -94,9 +102,10 @@ func (w *Watcher) Lost() uint64 { return w.lost.Load() }
 // is ""), in the order they happened for each key. A Set refused by
 // LeaveIfNotNull and reads call nothing. Watching starts at the next change.
 //
-// Each watcher has its own goroutine and a queue of 16384 changes: a slow or
-// blocked fn delays only its own watcher (fns of different watchers may run
-// at the same time). When its queue is full, the watcher's further changes
+// Each watcher has its own goroutine and a queue of 16384 changes and 64 MiB
+// of values: a slow or blocked fn delays only its own watcher (fns of
+// different watchers may run at the same time). When its queue is full, the
+// watcher's further changes
 // are dropped and counted (Watcher.Lost, Stats.WatchLost), and once there is
 // room fn is told with one OpLost change, in order: everything before it was
 // delivered, everything after it will be. Space.Close waits at most 250 ms
@@ -185,11 +194,13 @@ func (c *Cache) unwatchAll() {
 func (w *Watcher) push(ch Change, drop bool) {
 	sp := w.c.sp
 	w.mu.Lock()
-	if !drop && w.dropped > 0 && len(w.q) < watchQueue {
+	full := len(w.q) >= watchQueue || len(w.q) > 0 && w.qbytes+len(ch.Value) > watchQueueBytes
+	if !drop && !full && w.dropped > 0 {
 		w.q = append(w.q, Change{Cache: w.c.name, Key: w.key, Op: OpLost, Lost: w.dropped})
 		w.dropped = 0
+		full = len(w.q) >= watchQueue // the OpLost took the last place
 	}
-	if drop || len(w.q) >= watchQueue {
+	if drop || full {
 		w.dropped++
 		w.mu.Unlock()
 		w.lost.Add(1)
@@ -200,6 +211,7 @@ func (w *Watcher) push(ch Change, drop bool) {
 		return
 	}
 	w.q = append(w.q, ch)
+	w.qbytes += len(ch.Value)
 	w.mu.Unlock()
 	w.signal()
 }
@@ -228,6 +240,7 @@ func (w *Watcher) next(stop <-chan struct{}) (Change, bool) {
 			ch := w.q[0]
 			w.q[0] = Change{}
 			w.q = w.q[1:]
+			w.qbytes -= len(ch.Value)
 			if len(w.q) == 0 {
 				w.q = w.q[:0:0] // let the backing array go rather than creep forward forever
 			}
