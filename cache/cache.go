@@ -189,41 +189,80 @@ func (c *Cache) readLocked(ctx context.Context, sh *shard, h uint64, key string,
 // ErrLoaderFailed) and its caller gets an error wrapping ErrLoaderPanic, a
 // *LoaderPanicError with the panic's value and stack; a background
 // refresh's panic is logged (log/slog, at ERROR) with its stack.
+//
+// A value Get returns is never nil (an empty value is []byte{}) and belongs
+// to the caller: a hit copies it out of the arena, which costs one
+// allocation of its size; GetAppend into a reused buffer costs none. On an
+// error Get returns nil, but for ErrNotDurable after a load (the value,
+// stored but not known to be in the log).
 func (c *Cache) Get(ctx context.Context, key string, loader Loader) ([]byte, error) {
+	return c.GetAppend(ctx, nil, key, loader)
+}
+
+// GetAppend is Get that appends the value to dst and returns the extended
+// slice, as GetInto does for a hit without a loader: with the same loader,
+// loader options and second tier as Get, and the same answers and errors. A
+// hit (fresh, stale or refresh-ahead) allocates nothing when dst has room
+// for the value, and never calls the loader; a miss may allocate (the
+// load). On an error it returns dst unchanged, but for ErrNotDurable after
+// a load (dst with the value appended).
+//
+// An empty value appends nothing: the result is dst, or []byte{} when dst
+// is nil, so that a nil result always comes with an error. With a nil dst
+// GetAppend is Get, whose result may be the loader's own slice after a
+// load; with another dst the value is always copied into dst's array (or
+// the larger one append makes), never aliased.
+func (c *Cache) GetAppend(ctx context.Context, dst []byte, key string, loader Loader) ([]byte, error) {
 	if loader == nil && c.remote() != nil {
 		loader = noLoader // a miss still reads the second tier
 	}
 	if loader == nil {
-		v, ok, err := c.GetInto(nil, key)
+		v, ok, err := c.GetInto(dst, key)
 		switch {
 		case err != nil:
-			return nil, err
+			return dst, err
 		case !ok:
-			return nil, fmt.Errorf("cache %q: get %q: %w", c.name, key, ErrNotFound)
-		case v == nil:
-			v = []byte{}
+			return dst, fmt.Errorf("cache %q: get %q: %w", c.name, key, ErrNotFound)
 		}
-		return v, nil
+		return nonNil(v), nil
 	}
-	v, res, err := c.get(nil, key, c.ahead, c.stale)
+	v, res, err := c.get(dst, key, c.ahead, c.stale)
 	switch {
 	case err != nil:
-		return nil, err
+		return dst, err
 	case res == resMiss:
-		return c.load(ctx, key, loader)
+		v, err := c.load(ctx, key, loader)
+		return appendLoaded(dst, v), err
 	case res == resNegative:
 		c.sp.local[c.id].negativeHits.Add(1)
-		return nil, c.notFound(key)
+		return dst, c.notFound(key)
 	case res == resAhead:
 		c.refresh(key, loader, true)
 	case res == resStale:
 		c.sp.local[c.id].staleServes.Add(1)
 		c.refresh(key, loader, false)
 	}
+	return nonNil(v), nil
+}
+
+// nonNil returns v, or []byte{} for nil: the value a hit appended to a nil
+// dst is never nil, even when empty (a zero-sized slice: no allocation).
+func nonNil(v []byte) []byte {
 	if v == nil {
-		v = []byte{}
+		return []byte{}
 	}
-	return v, nil
+	return v
+}
+
+// appendLoaded is GetAppend's result after load returned v (a value of its
+// own, not in dst: the loader's, or a copy; never nil with no error, nil
+// with one, but for ErrNotDurable): v itself for a nil dst (Get: no second
+// copy), else dst with v appended.
+func appendLoaded(dst, v []byte) []byte {
+	if dst == nil {
+		return v
+	}
+	return append(dst, v...)
 }
 
 // Set stores value under key and reports whether it did: with

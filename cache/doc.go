@@ -455,7 +455,9 @@
 // # Caveats
 //
 // Values are copied in and out: a slice passed to Set may be reused after Set
-// returns, and what Get returns belongs to the caller. Records are never
+// returns, and what Get returns belongs to the caller (a hit's one
+// allocation: its copy; GetInto and GetAppend append into a buffer the
+// caller reuses and allocate nothing on a hit). Records are never
 // updated in place, but for failInPlace, an Add to an existing counter
 // (addInPlace) and a distributed cache's stale mark (invalidateSlot), all
 // inside their bucket's seqlock. The race

@@ -60,6 +60,33 @@ func ExampleCache_GetInto() {
 	// Output: value true
 }
 
+// GetAppend is Get into a buffer you reuse: a hit allocates nothing, and a
+// miss runs the loader once across the cluster, as Get does.
+func ExampleCache_GetAppend() {
+	a, _ := shm.Create(shm.Options{Size: 16 << 20})
+	defer a.Close()
+	sp, _ := cache.Setup(context.Background(), a, cache.SpaceOptions{})
+	defer sp.Close()
+	c, _ := sp.Use("pages", cache.Options{})
+	render := func(ctx context.Context, key string) ([]byte, error) {
+		return []byte("rendered " + key), nil // e.g. a database query
+	}
+
+	buf := make([]byte, 0, 256) // one per goroutine
+	for range 3 {
+		var err error
+		buf, err = c.GetAppend(context.Background(), buf[:0], "/home", render)
+		fmt.Println(string(buf), err)
+	}
+	st := c.Stats()
+	fmt.Println("loads:", st.Loads, "hits:", st.Hits)
+	// Output:
+	// rendered /home <nil>
+	// rendered /home <nil>
+	// rendered /home <nil>
+	// loads: 1 hits: 2
+}
+
 // Watch is told of every change of a key by any process, in order.
 func ExampleCache_Watch() {
 	a, _ := shm.Create(shm.Options{Size: 16 << 20})

@@ -458,9 +458,14 @@ func (c *Cache) settleBeside(sh *shard, h uint64, key string, s slotRef, m loadM
 // served (ahead: still fresh, in the last part of its life; else in its
 // stale window), unless this process refreshes it already or lately found
 // another process doing so. At most one goroutine per key and process
-// looks; at most one load per key runs in the cluster (the marker).
+// looks; at most one load per key runs in the cluster (the marker). A key
+// already there costs no allocation (Load, unlike LoadOrStore, does not box
+// the key: the hits served while the refresh runs allocate nothing).
 func (c *Cache) refresh(key string, loader Loader, ahead bool) {
 	b := c.base
+	if _, busy := b.refreshing.Load(key); busy {
+		return
+	}
 	if _, busy := b.refreshing.LoadOrStore(key, struct{}{}); busy {
 		return
 	}

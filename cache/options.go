@@ -25,12 +25,12 @@ type Options struct {
 	// ignored unless Persist is set.
 	Durability Durability
 
-	// The loader options below change what Get with a loader does; GetInto,
-	// Inspect and Keys never return an expired value whatever they say. An
-	// expired entry stays in the cache (taking its room) until its horizon,
-	// its deadline plus the larger of StaleFor and FailSafeFor; the sweeper
-	// and the eviction drop it then. Every load of a key runs in one process
-	// of the cluster at a time, as on a miss (see Get).
+	// The loader options below change what Get and GetAppend with a loader
+	// do; GetInto, Inspect and Keys never return an expired value whatever
+	// they say. An expired entry stays in the cache (taking its room) until
+	// its horizon, its deadline plus the larger of StaleFor and FailSafeFor;
+	// the sweeper and the eviction drop it then. Every load of a key runs in
+	// one process of the cluster at a time, as on a miss (see Get).
 
 	// StaleFor is how long after its deadline an entry's value is still
 	// returned at once by Get with a loader while one process of the
