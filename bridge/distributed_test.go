@@ -228,6 +228,53 @@ func TestLoaderRunsOnceAndIsSharedThroughRedis(t *testing.T) {
 	}
 }
 
+// TestGetAppendReadsTheSecondTier: GetAppend of a distributed cache is its
+// Get into a buffer: a miss reads Redis (B gets A's loaded value, the
+// loader once for both hosts; without a loader too), and once the value is
+// in B's arena a hit allocates nothing (a Redis GET would) and misses
+// nothing.
+func TestGetAppendReadsTheSecondTier(t *testing.T) {
+	_, a, b := twoHosts(t, cache.Options{Expire: time.Minute})
+	var runs atomic.Int32
+	load := func(context.Context, string) ([]byte, error) { runs.Add(1); return []byte("computed"), nil }
+	buf := make([]byte, 0, 64)
+	for _, h := range []*site{a, b} {
+		v, err := h.c.GetAppend(context.Background(), append(buf[:0], '>'), "k", load)
+		if err != nil || string(v) != ">computed" {
+			t.Fatalf("GetAppend = %q, %v; want >computed", v, err)
+		}
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("the loader ran %d times for two hosts, want 1", n)
+	}
+	a.set(t, "other", "from A")
+	if v, err := b.c.GetAppend(context.Background(), buf[:0], "other", nil); err != nil || string(v) != "from A" {
+		t.Fatalf("B's GetAppend without a loader = %q, %v; want A's value from Redis", v, err)
+	}
+	// B's load of k may have stored nothing (A's Set of k's invalidation
+	// came after it read Redis): Get until B's arena holds it.
+	waitFor(t, 5*time.Second, "B's arena holds k", func() bool {
+		_, ok := b.local("k")
+		if !ok {
+			b.get(t, "k")
+		}
+		return ok
+	})
+	misses := b.c.Stats().Misses
+	allocs := testing.AllocsPerRun(1000, func() {
+		var err error
+		if buf, err = b.c.GetAppend(context.Background(), buf[:0], "k", load); err != nil || string(buf) != "computed" {
+			t.Fatalf("B's hit = %q, %v", buf, err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("a distributed cache's GetAppend hit allocates %v times, want 0", allocs)
+	}
+	if m := b.c.Stats().Misses; m != misses {
+		t.Fatalf("%d of B's hits missed the arena", m-misses)
+	}
+}
+
 func TestCountersAreRefused(t *testing.T) {
 	_, a, _ := twoHosts(t, cache.Options{})
 	if _, err := a.c.Add(context.Background(), "n", 1, cache.AddOptions{}); !errors.Is(err, errors.ErrUnsupported) {
