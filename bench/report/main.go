@@ -239,6 +239,9 @@ func main() {
 		{label: "set", name: "CacheSet/cluster2", unit: "ns/op", peer: "CacheSet/memcached-unix", target: "–"},
 		{label: "get-or-load, contended", name: "CacheGetOrLoadContended/cluster2", unit: "ns/op", peer: "CacheGetOrLoadContended/otter", target: "≤ 2× otter", minRatio: 0.5},
 		{label: "get-or-load, contended, CPU time", name: "CacheGetOrLoadContended/cluster2", unit: "cpu-ns/op", peer: "CacheGetOrLoadContended/otter", target: "–"},
+		{label: "get-or-load into a buffer, contended", name: "CacheGetOrLoadContended/cluster2-append", unit: "ns/op", peer: "CacheGetOrLoadContended/otter", target: "≤ 2× otter", minRatio: 0.5},
+		{label: "get-or-load into a buffer, contended, CPU time", name: "CacheGetOrLoadContended/cluster2-append", unit: "cpu-ns/op", peer: "CacheGetOrLoadContended/otter", target: "≤ 2× otter", minRatio: 0.5},
+		{label: "get-or-load into a buffer, allocations per op", name: "CacheGetOrLoadContended/cluster2-append", unit: "allocs/op", target: "0", absMax: 1e-9},
 	}
 	for _, k := range []string{"1k", "100k", "1M"} {
 		x := row{label: "scaling: hit, " + k + " keys", name: "ScaleCacheGetHit/keys-" + k + "/cluster2", unit: "ns/op",
