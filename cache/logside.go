@@ -118,7 +118,9 @@ func (l logSide) LiveBytes() int64 {
 }
 
 // Scan calls fn for the definition of every persistent cache, then for every
-// live entry of those caches (as OpSet mutations with their deadlines). It
+// entry of those caches not past its horizon (as OpSet mutations with their
+// deadlines: an expired value its cache keeps for StaleFor or FailSafeFor
+// is in the snapshot too, with its passed deadline). It
 // copies each shard's entries under the shard's lock and calls fn after
 // releasing it, so it sees each shard at one instant: combined with the
 // journal records that follow the position read before the scan, this is a
@@ -144,7 +146,7 @@ func (l logSide) Scan(ctx context.Context, fn func(persist.Mutation) error) erro
 			return fmt.Errorf("cache: scan: %w", err)
 		}
 		batch = batch[:0]
-		sp.liveItems(sh, now, func(off uint64, r *recHdr) {
+		sp.keptItems(sh, now, func(off uint64, r *recHdr) {
 			if r.cache < MaxCaches && persistent[r.cache] {
 				m := persist.Mutation{Op: persist.OpSet, Cache: sp.regName(r.cache), Key: string(sp.recKey(off, r)),
 					Value: append([]byte(nil), sp.recVal(off, r)...), ExpireAt: r.exp}
@@ -202,15 +204,19 @@ func (r *restorer) Apply(ctx context.Context, m persist.Mutation) error {
 	if c == nil {
 		return fmt.Errorf("%w: %v of %q in cache %q before the cache's definition", ErrCorrupt, m.Op, m.Key, m.Cache)
 	}
-	if m.Op == persist.OpSetMeta {
-		if m.ExpireAt != 0 && m.ExpireAt <= r.now {
+	// A value whose deadline passed is restored as it was (expired, kept)
+	// while its cache keeps it (StaleFor, FailSafeFor), else deleted.
+	expired := m.ExpireAt != 0 && m.ExpireAt <= r.now
+	kept := expired && r.now-m.ExpireAt < int64(c.opts.keep())
+	if m.Op == persist.OpSetMeta || m.Op == persist.OpSet && kept {
+		if expired && !kept {
 			_, _, err := c.Del(ctx, m.Key)
 			return err
 		}
-		return c.restoreMeta(ctx, m)
+		return c.restoreMeta(ctx, m) // m.Flags is 0 for an OpSet
 	}
 	if m.Op == persist.OpSet {
-		if m.ExpireAt != 0 && m.ExpireAt <= r.now {
+		if expired {
 			_, _, err := c.Del(ctx, m.Key)
 			return err
 		}

@@ -419,6 +419,20 @@ func (sp *Space) liveItems(sh *shard, now int64, fn func(off uint64, r *recHdr))
 	}
 }
 
+// keptItems calls fn for every item sh's index points at that is not past
+// its horizon: the unexpired ones and the expired ones its cache still
+// keeps (StaleFor, FailSafeFor). The caller holds sh's lock.
+func (sp *Space) keptItems(sh *shard, now int64, fn func(off uint64, r *recHdr)) {
+	for bi := range sh.b {
+		b := &sh.b[bi]
+		for i := range slotsPerBucket {
+			if off, r := sp.slotRec(sh, b, i); r != nil && r.kind == kindItem && !sp.pastHorizon(r, now) {
+				fn(off, r)
+			}
+		}
+	}
+}
+
 // insert puts w (a new key's record) into the first empty slot of its probe
 // range, flagging full buckets it passes. With no empty slot it evicts the
 // least used record of the range (the lowest access count) to make one,

@@ -386,3 +386,47 @@ func TestRestartKeepsLoaderOptions(t *testing.T) {
 		t.Fatalf("Use of a cache without loader options after restart: %v", err)
 	}
 }
+
+// TestRestartKeepsFailSafeValues: a value past its deadline that its cache
+// still keeps (FailSafeFor) survives a restart, from the log and from a
+// snapshot, expired as it was: the fail-safe serves it when the loader fails,
+// no Get takes it as fresh. A cache that keeps nothing loses it, as before.
+func TestRestartKeepsFailSafeValues(t *testing.T) {
+	for _, snapshot := range []bool{false, true} {
+		dir := t.TempDir()
+		opts := persist.Options{Logger: quiet()}
+		keep := cache.Options{Persist: true, Durability: cache.Always, FailSafeFor: time.Hour}
+		plain := cache.Options{Persist: true, Durability: cache.Always}
+		sp, m, stop := running(t, dir, opts)
+		kc, _ := sp.Use("keep", keep)
+		pc, _ := sp.Use("plain", plain)
+		for _, c := range []*cache.Cache{kc, pc} {
+			if _, err := c.Set(bg, "k", []byte("last good"), cache.SetOptions{Expire: 20 * time.Millisecond}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+		if snapshot {
+			if err := m.Snapshot(bg, sp.Journal()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stop()
+		sp2, m2, _ := running(t, dir, opts)
+		if snapshot && m2.Recovery().SnapshotEntries == 0 {
+			t.Fatal("no snapshot was read")
+		}
+		kc2, _ := sp2.Use("keep", keep)
+		pc2, _ := sp2.Use("plain", plain)
+		if v, ok, _ := kc2.GetInto(nil, "k"); ok {
+			t.Fatalf("snapshot %v: an expired value came back fresh: %q", snapshot, v)
+		}
+		down := func(context.Context, string) ([]byte, error) { return nil, errors.New("backend down") }
+		if v, err := kc2.Get(bg, "k", down); err != nil || string(v) != "last good" {
+			t.Fatalf("snapshot %v: fail-safe after the restart = %q, %v; want the kept value", snapshot, v, err)
+		}
+		if v, err := pc2.Get(bg, "k", down); err == nil {
+			t.Fatalf("snapshot %v: a cache that keeps nothing served %q after the restart", snapshot, v)
+		}
+	}
+}
