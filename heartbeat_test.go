@@ -49,7 +49,7 @@ func TestMemoryLimitReplacesWorker(t *testing.T) {
 // heartbeats, so the nanny replaces it; the stopped process cannot drain, so
 // the death queue escalates to SIGKILL.
 func TestNannyReplacesSilentWorker(t *testing.T) {
-	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvHeartbeat+"=100ms", clustertest.EnvNanny+"=500ms", clustertest.EnvReplaceTO+"=500ms")
+	tc := startCluster(t, clustertest.EnvWorkers+"=2", clustertest.EnvHeartbeat+"=100ms", clustertest.EnvNanny+"=500ms", clustertest.EnvReplaceTO+"=3s")
 	p := tc.AnyActive()
 	syscall.Kill(p, syscall.SIGSTOP)
 	ok := xtesting.Eventually(wait, func() bool { return !clustertest.Alive(p) && len(tc.ActivePids()) == 2 })

@@ -240,7 +240,7 @@ func TestSuccessorNeverListeningIsKilled(t *testing.T) {
 }
 
 func TestOldWorkerNeverExitingIsKilled(t *testing.T) {
-	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvStuckOnStop+"=1", clustertest.EnvReplaceTO+"=500ms")
+	tc := startCluster(t, clustertest.EnvWorkers+"=1", clustertest.EnvStuckOnStop+"=1", clustertest.EnvReplaceTO+"=3s")
 	p := tc.AnyActive()
 	if err := tc.Control("/replace?pid="+strconv.Itoa(p), nil); err != nil {
 		t.Fatal(err)
