@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,7 +34,17 @@ var (
 
 	// ErrClosed is returned by calls on a closed Bridge.
 	ErrClosed = errors.New("bridge: closed")
+
+	// ErrRedisTooOld is the tracking connection's error (Stats.Error, the
+	// log) when Redis is older than MinRedisVersion: the bridge then stays
+	// down (nothing distributed is trusted) and tries again after its
+	// back-off, in case Redis is upgraded in place.
+	ErrRedisTooOld = errors.New("bridge: redis is too old")
 )
+
+// MinRedisVersion is the oldest Redis the bridge works with: 7.0 (SET with
+// NX and GET together, PEXPIRE GT, CLIENT TRACKING BCAST with RESP3).
+const MinRedisVersion = "7.0"
 
 // Defaults of Config.
 const (
@@ -497,6 +508,45 @@ func (b *Bridge) run(ctx context.Context) {
 	}
 }
 
+// checkVersion returns an error wrapping ErrRedisTooOld when the Redis dc
+// talks to is older than MinRedisVersion (INFO server's redis_version).
+func (b *Bridge) checkVersion(ctx context.Context, dc rueidis.DedicatedClient) error {
+	tctx, cancel := b.ctx(ctx)
+	defer cancel()
+	info, err := dc.Do(tctx, dc.B().Info().Section("server").Build()).ToString()
+	if err != nil {
+		return fmt.Errorf("info server: %w", err)
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+			if versionBelow(v, MinRedisVersion) {
+				return fmt.Errorf("%w: redis %s at %s, the bridge needs %s or later", ErrRedisTooOld, v, b.cfg.Addr, MinRedisVersion)
+			}
+			return nil
+		}
+	}
+	return nil // no version said (a proxy, a fork): trust it
+}
+
+// versionBelow reports whether dotted version v is below min (numeric
+// parts compared in order; a missing or non-numeric part counts as 0).
+func versionBelow(v, min string) bool {
+	a, m := strings.Split(v, "."), strings.Split(min, ".")
+	for i := range max(len(a), len(m)) {
+		var x, y int
+		if i < len(a) {
+			x, _ = strconv.Atoi(a[i])
+		}
+		if i < len(m) {
+			y, _ = strconv.Atoi(m[i])
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return false
+}
+
 // errWasUp wraps the error that ended a session that had been up.
 var errWasUp = errors.New("was up")
 
@@ -509,6 +559,9 @@ func (b *Bridge) session(ctx context.Context, connectedBefore bool, back *backof
 	}
 	dc, release := c.Dedicate()
 	defer release()
+	if err := b.checkVersion(ctx, dc); err != nil {
+		return err
+	}
 	// SetOnInvalidations keeps the pub/sub hook and replaces its error
 	// channel (the first one closes): the second is the connection's.
 	dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: b.onMessage})

@@ -79,7 +79,10 @@
 // deleted stay in a set that outlives them (a persistent one, or one a
 // longer-lived member extends) until an InvalidateTag of the tag: pruning
 // them on the write path would cost a scan of the set. The script needs
-// Redis 7.0 or later (PEXPIRE GT; SET NX GET needs it too). A tag set that
+// Redis 7.0 or later (PEXPIRE GT; SET NX GET needs it too): the tracking
+// connection checks INFO's redis_version when it connects, and an older
+// Redis keeps the bridge down with ErrRedisTooOld (Stats.Error, the log)
+// rather than half working. A tag set that
 // refuses its member (a key that is no set) leaves the value stored and
 // the Set returns Redis's error.
 //
