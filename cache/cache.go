@@ -35,6 +35,11 @@ type Cache struct {
 	// now, or looked at lately and found another process refreshing (the
 	// space's own handle's: one per cache and process; see refresh).
 	refreshing sync.Map
+
+	// rv is the space's own handle's view of this cache's Remote: the
+	// Distribute map it was read from, so that remote() costs two atomic
+	// loads rather than a map lookup while the map stays the same.
+	rv atomic.Pointer[remoteView]
 }
 
 // handle returns a new handle on cache id, which the caller (Use) found or

@@ -180,8 +180,27 @@ func (sp *Space) remoteOf(name string) Remote {
 	return nil
 }
 
-// remote returns c's Remote, or nil for a cache that is not distributed.
-func (c *Cache) remote() Remote { return c.sp.remoteOf(c.name) }
+// remoteView is a cache's Remote as read from one Distribute map.
+type remoteView struct {
+	m *map[string]Remote
+	r Remote
+}
+
+// remote returns c's Remote, or nil for a cache that is not distributed:
+// the view c's base keeps while Distribute's map is the same, else a
+// lookup that renews it.
+func (c *Cache) remote() Remote {
+	m := c.sp.remotes.Load()
+	if m == nil {
+		return nil
+	}
+	if v := c.base.rv.Load(); v != nil && v.m == m {
+		return v.r
+	}
+	r := (*m)[c.name]
+	c.base.rv.Store(&remoteView{m: m, r: r})
+	return r
+}
 
 // Distributed reports whether the cache is distributed in this process (see
 // Space.Distribute).
