@@ -139,8 +139,10 @@
 //     and count: ABA) credits that record: a hint, never a correctness matter.
 //   - Where a new record goes (place, under the shard lock): loading and
 //     failed records, and any record larger than a quarter of the small log,
-//     to the main log; an overwrite to the log its key's live record is in,
-//     keeping its count; a key the ghost table knows (evicted from the small
+//     to the main log; an overwrite (a key with a live record) to the main
+//     log, keeping its count (an overwrite is an access: S3-FIFO would move
+//     the record to the main queue at the small tail; see place); a key the
+//     ghost table knows (evicted from the small
 //     log within the last main-log's worth of main writes) to the main log;
 //     anything else to the small log, count 0.
 //   - The small tail (reserve on the small log): a live record read while
