@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-
-	"github.com/cluster2/cluster2/shm"
 )
 
 // TestOverwriteGoesToTheMainLog: a new key enters the small log and its
@@ -16,20 +14,7 @@ import (
 // again, and every Set also copied its dying old version to the main log.
 func TestOverwriteGoesToTheMainLog(t *testing.T) {
 	bg := context.Background()
-	a, err := shm.Create(shm.Options{Size: 16 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	sp, err := Setup(bg, a, SpaceOptions{Bytes: 4 << 20, Shards: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Close()
-	c, err := sp.Use("o", Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp, c := testCache(t, SpaceOptions{Bytes: 4 << 20, Shards: 1}, "o")
 	sh := &sp.sh[0]
 	inSmall := func(key string) bool {
 		h := hashKey(c.id, key)

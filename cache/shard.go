@@ -409,24 +409,23 @@ func (sp *Space) pastHorizon(r *recHdr, now int64) bool {
 // liveItems calls fn for every unexpired item sh's index points at. The
 // caller holds sh's lock.
 func (sp *Space) liveItems(sh *shard, now int64, fn func(off uint64, r *recHdr)) {
-	for bi := range sh.b {
-		b := &sh.b[bi]
-		for i := range slotsPerBucket {
-			if off, r := sp.slotRec(sh, b, i); r != nil && r.kind == kindItem && (r.exp == 0 || r.exp > now) {
-				fn(off, r)
-			}
-		}
-	}
+	sp.items(sh, func(r *recHdr) bool { return r.exp == 0 || r.exp > now }, fn)
 }
 
 // keptItems calls fn for every item sh's index points at that is not past
 // its horizon: the unexpired ones and the expired ones its cache still
 // keeps (StaleFor, FailSafeFor). The caller holds sh's lock.
 func (sp *Space) keptItems(sh *shard, now int64, fn func(off uint64, r *recHdr)) {
+	sp.items(sh, func(r *recHdr) bool { return !sp.pastHorizon(r, now) }, fn)
+}
+
+// items calls fn for every item sh's index points at that keep accepts.
+// The caller holds sh's lock.
+func (sp *Space) items(sh *shard, keep func(r *recHdr) bool, fn func(off uint64, r *recHdr)) {
 	for bi := range sh.b {
 		b := &sh.b[bi]
 		for i := range slotsPerBucket {
-			if off, r := sp.slotRec(sh, b, i); r != nil && r.kind == kindItem && !sp.pastHorizon(r, now) {
+			if off, r := sp.slotRec(sh, b, i); r != nil && r.kind == kindItem && keep(r) {
 				fn(off, r)
 			}
 		}

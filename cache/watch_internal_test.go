@@ -1,31 +1,13 @@
 package cache
 
-import (
-	"context"
-	"testing"
-
-	"github.com/cluster2/cluster2/shm"
-)
+import "testing"
 
 // TestWatchQueueIsBoundedInBytes: a watcher whose callback is stuck holds
 // at most watchQueueBytes of values (plus the first change, whatever its
 // size); further changes are dropped, counted and told (OpLost), as for a
 // queue full by count.
 func TestWatchQueueIsBoundedInBytes(t *testing.T) {
-	a, err := shm.Create(shm.Options{Size: 16 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	sp, err := Setup(context.Background(), a, SpaceOptions{Bytes: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Close()
-	c, err := sp.Use("w", Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, c := testCache(t, SpaceOptions{Bytes: 8 << 20}, "w")
 	// A watcher nobody runs: push is what the journal tailer calls.
 	w := &Watcher{c: c, wake: make(chan struct{}, 1), gone: make(chan struct{})}
 	big := make([]byte, watchQueueBytes/4+1)
